@@ -1,0 +1,1 @@
+//! vdisk-convert (being written).

@@ -1,0 +1,99 @@
+//! The image-reading trait every format implements: virtual size, thread-safe positional reads, and a
+//! block-status query for one layer (the image itself; [`crate::Chain`] adds backing images).
+
+use crate::error::{Error, Result};
+use crate::extent::Extent;
+use crate::info::{CheckReport, ImageInfo};
+
+/// One opened image layer.
+///
+/// Implementations are `Send + Sync`: `read_at` and `block_status` may be called from many threads at
+/// once. A layer on its own reads unallocated ranges as zeros; wrap it in a [`crate::Chain`] to read
+/// them from its backing image instead.
+pub trait ImageReader: Send + Sync {
+    /// The format name as qemu-img spells it: `raw`, `qcow2`, `vmdk`, `vdi`, ...
+    fn format_name(&self) -> &'static str;
+
+    /// Virtual size in bytes.
+    fn virtual_size(&self) -> u64;
+
+    /// Reads exactly `buf.len()` guest bytes at `offset`. The range must lie within the virtual size.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+
+    /// The status of the guest range starting at `offset`, in this layer only: one extent that starts at
+    /// `offset` and is at most `max_len` bytes long (never 0 when `max_len > 0` and `offset` is inside
+    /// the disk). Callers loop to cover a range. The extent's `depth` is 0.
+    fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent>;
+
+    /// What `info` shows about this image (without the backing chain).
+    fn info(&self) -> Result<ImageInfo>;
+
+    /// Checks the image's metadata (`qemu-img check`). Formats without a check return
+    /// [`Error::Unsupported`], which the CLI reports with exit code 63 as qemu-img does.
+    fn check(&self) -> Result<CheckReport> {
+        Err(Error::unsupported(
+            std::path::Path::new(self.format_name()),
+            "check: this image format does not support checks",
+        ))
+    }
+}
+
+/// Checks that `offset..offset+len` lies within `size`, with an error naming the request.
+pub fn check_range(size: u64, offset: u64, len: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "read of {len} bytes at offset {offset} is outside the virtual disk of {size} bytes"
+        ))),
+    }
+}
+
+/// Calls `f` for each extent of `reader` covering `offset..offset+len`, merging neighbours that
+/// [`Extent::can_merge`] allows, the way `qemu-img map` reports them.
+pub fn for_each_extent(
+    reader: &dyn ImageReader,
+    offset: u64,
+    len: u64,
+    mut f: impl FnMut(Extent) -> Result<()>,
+) -> Result<()> {
+    let end = offset
+        .checked_add(len)
+        .filter(|e| *e <= reader.virtual_size())
+        .ok_or_else(|| Error::invalid("block status range outside the virtual disk"))?;
+    let mut pos = offset;
+    let mut pending: Option<Extent> = None;
+    while pos < end {
+        let mut e = reader.block_status(pos, end - pos)?;
+        if e.length == 0 || e.offset != pos {
+            return Err(Error::Other(format!(
+                "{} block status returned an empty or misplaced extent at {pos}",
+                reader.format_name()
+            )));
+        }
+        e.truncate(end - pos);
+        pos += e.length;
+        match &mut pending {
+            Some(p) if p.can_merge(&e) => p.length += e.length,
+            _ => {
+                if let Some(p) = pending.replace(e) {
+                    f(p)?;
+                }
+            }
+        }
+    }
+    if let Some(p) = pending {
+        f(p)?;
+    }
+    Ok(())
+}
+
+/// All extents of `reader`, merged. Convenience for tests and small images; streaming callers use
+/// [`for_each_extent`].
+pub fn collect_extents(reader: &dyn ImageReader) -> Result<Vec<Extent>> {
+    let mut v = Vec::new();
+    for_each_extent(reader, 0, reader.virtual_size(), |e| {
+        v.push(e);
+        Ok(())
+    })?;
+    Ok(v)
+}

@@ -1,0 +1,177 @@
+//! The writer trait that builds an image from extents, and [`OutputFile`], which makes a new image
+//! appear under its name only once it is complete (write to a temporary name, rename on success).
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What the conversion engine must know about a writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterCaps {
+    /// Chunks handed to `write` start and end on multiples of this (except at the disk's end), e.g. the
+    /// cluster size for compressed qcow2. Must be a power of two, at least 512.
+    pub granularity: u64,
+    /// Whether `write` accepts offsets out of order (`convert -W`).
+    pub out_of_order: bool,
+    /// Whether the new image already reads as zeros everywhere, so zero runs need no write at all.
+    pub zero_initialized: bool,
+}
+
+/// A chunk after the (parallel) encoding step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The encoded bytes, e.g. a compressed cluster.
+    pub bytes: Vec<u8>,
+    /// How many guest bytes they stand for.
+    pub raw_len: u64,
+}
+
+/// What to store at one guest offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Plain data.
+    Data(Vec<u8>),
+    /// This many bytes that must read as zeros.
+    Zero(u64),
+    /// Data already encoded by the writer's [`ChunkEncoder`].
+    Encoded(Encoded),
+}
+
+impl Payload {
+    /// Guest bytes covered.
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Data(d) => d.len() as u64,
+            Payload::Zero(n) => *n,
+            Payload::Encoded(e) => e.raw_len,
+        }
+    }
+
+    /// Whether the payload covers no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// CPU-heavy per-chunk work (compression) that the engine runs on all cores before handing the
+/// result to the single writer thread.
+pub trait ChunkEncoder: Send + Sync {
+    /// Encodes `data` (one granule at `offset`). `Ok(None)` means store it as plain data instead, e.g.
+    /// when compression does not make it smaller.
+    fn encode(&self, offset: u64, data: &[u8]) -> Result<Option<Encoded>>;
+}
+
+/// Builds one image. Created by a format's `create`; `finish` makes the result a valid image, and a
+/// writer dropped without `finish` leaves nothing that looks like a valid image.
+pub trait ImageWriter: Send {
+    /// How the engine must feed this writer.
+    fn caps(&self) -> WriterCaps;
+
+    /// The encoder whose output `write` accepts as [`Payload::Encoded`], if the writer has one.
+    fn encoder(&self) -> Option<Arc<dyn ChunkEncoder>> {
+        None
+    }
+
+    /// Stores `payload` at guest `offset`. In-order unless `caps().out_of_order`.
+    fn write(&mut self, offset: u64, payload: Payload) -> Result<()>;
+
+    /// Completes the image (tables, headers, flush, rename into place).
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A new output file that appears under its final name only when [`OutputFile::commit`] is called.
+///
+/// It is written under a hidden temporary name in the same directory; dropping it uncommitted removes
+/// the temporary file, so a failed or interrupted convert never leaves a half-written image behind.
+#[derive(Debug)]
+pub struct OutputFile {
+    file: Option<File>,
+    temp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl OutputFile {
+    /// Creates the temporary file for `dest`.
+    pub fn create(dest: &Path) -> Result<Self> {
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::invalid(format!("'{}' is not a file name", dest.display())))?;
+        let temp = dest.with_file_name(format!(".{}.vdisk-{}.tmp", name.to_string_lossy(), std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|source| Error::Open { path: dest.to_path_buf(), source })?;
+        Ok(OutputFile { file: Some(file), temp, dest: dest.to_path_buf(), committed: false })
+    }
+
+    /// The open temporary file.
+    pub fn file(&self) -> &File {
+        // Invariant: `file` is Some until commit consumes self.
+        self.file.as_ref().unwrap_or_else(|| unreachable!("OutputFile used after commit"))
+    }
+
+    /// The final name.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// The temporary name being written.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// A [`crate::FileStorage`] over the temporary file, for formats that write through `Storage`.
+    /// Messages name the final path.
+    pub fn storage(&self) -> Result<crate::FileStorage> {
+        let f = self.file().try_clone().map_err(|e| Error::io(&self.dest, 0, e))?;
+        Ok(crate::FileStorage::from_file(f, &self.dest, true))
+    }
+
+    /// Flushes the file and renames it to its final name.
+    pub fn commit(mut self) -> Result<()> {
+        if let Some(f) = self.file.take() {
+            f.sync_all().map_err(|e| Error::io(&self.dest, 0, e))?;
+        }
+        std::fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, 0, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn output_appears_only_on_commit() {
+        let dir = std::env::temp_dir().join(format!("vdisk-core-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("img.raw");
+        {
+            let o = OutputFile::create(&dest).unwrap();
+            o.file().write_all_at(b"abc", 0).unwrap();
+            assert!(!dest.exists());
+        }
+        assert!(!dest.exists(), "dropped output must vanish");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "temporary file removed");
+        let o = OutputFile::create(&dest).unwrap();
+        o.file().write_all_at(b"abc", 0).unwrap();
+        o.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

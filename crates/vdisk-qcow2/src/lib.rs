@@ -1,0 +1,1 @@
+//! vdisk-qcow2 (being written).

@@ -1,0 +1,1 @@
+//! vdisk-raw (being written).

@@ -1,0 +1,208 @@
+//! Test support shared by vdisk's crates: scratch directories, fixtures built with qemu-img and qemu-io
+//! at test time, and the oracle comparisons (`qemu-img convert -O raw`, `map`, `info`, `check`).
+//!
+//! Tests that need qemu call [`qemu_available`]: when qemu-img is missing it returns `false` so the
+//! test can return early on a developer machine, but when the `CI` environment variable is set it
+//! panics instead, so CI never passes by skipping.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Whether qemu-img (and qemu-io) can be run. Panics under `CI` when they cannot.
+pub fn qemu_available() -> bool {
+    let ok = ["qemu-img", "qemu-io"].iter().all(|t| {
+        Command::new(t).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+    });
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("qemu-img/qemu-io are required when CI is set (apt-get install qemu-utils)");
+        }
+        eprintln!("note: qemu-img not found; skipping a qemu oracle test (set CI=1 to make this fail)");
+    }
+    ok
+}
+
+/// A scratch directory removed when dropped.
+pub struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    /// A fresh directory under the system temp dir, named after `tag`.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "vdisk-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch { dir }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs a command, panicking with its stderr if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// `qemu-img ARGS...`, which must succeed; returns stdout.
+pub fn qemu_img(args: &[&str]) -> String {
+    String::from_utf8_lossy(&run(Command::new("qemu-img").args(args)).stdout).into_owned()
+}
+
+/// `qemu-io -f FMT -c CMD... FILE`: writes patterns into a fixture.
+pub fn qemu_io(format: &str, file: &Path, cmds: &[&str]) {
+    let mut c = Command::new("qemu-io");
+    c.arg("-f").arg(format);
+    for cmd in cmds {
+        c.arg("-c").arg(cmd);
+    }
+    c.arg(file);
+    run(&mut c);
+}
+
+/// The raw content of an image as qemu-img reads it (`qemu-img convert -O raw`), the oracle for every
+/// reader.
+pub fn qemu_raw_bytes(image: &Path, format: Option<&str>) -> Vec<u8> {
+    let out = std::env::temp_dir().join(format!(
+        "vdisk-oracle-{}-{}.raw",
+        std::process::id(),
+        image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let mut args: Vec<&str> = vec!["convert"];
+    if let Some(f) = format {
+        args.extend(["-f", f]);
+    }
+    let img = image.to_string_lossy().into_owned();
+    let out_s = out.to_string_lossy().into_owned();
+    args.extend(["-O", "raw", &img, &out_s]);
+    qemu_img(&args);
+    let bytes = std::fs::read(&out).expect("read oracle output");
+    let _ = std::fs::remove_file(&out);
+    bytes
+}
+
+/// `qemu-img map --output=json` parsed.
+pub fn qemu_map_json(image: &Path, format: Option<&str>) -> serde_json::Value {
+    let img = image.to_string_lossy().into_owned();
+    let mut args = vec!["map", "--output=json"];
+    if let Some(f) = format {
+        args.extend(["-f", f]);
+    }
+    args.push(&img);
+    serde_json::from_str(&qemu_img(&args)).expect("qemu-img map json")
+}
+
+/// `qemu-img info --output=json` parsed.
+pub fn qemu_info_json(image: &Path) -> serde_json::Value {
+    let img = image.to_string_lossy().into_owned();
+    serde_json::from_str(&qemu_img(&["info", "--output=json", &img])).expect("qemu-img info json")
+}
+
+/// `qemu-img check` on an image vdisk wrote: panics with qemu's report unless it exits 0 (no errors,
+/// no leaks).
+pub fn assert_qemu_check_clean(image: &Path, format: &str) {
+    let out = Command::new("qemu-img")
+        .args(["check", "-f", format])
+        .arg(image)
+        .output()
+        .expect("run qemu-img check");
+    assert!(
+        out.status.success(),
+        "qemu-img check {} failed ({}):\n{}{}",
+        image.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `qemu-img compare` of two images: panics unless identical.
+pub fn assert_qemu_compare_equal(a: &Path, b: &Path) {
+    let out = Command::new("qemu-img").arg("compare").arg(a).arg(b).output().expect("run qemu-img compare");
+    assert!(
+        out.status.success(),
+        "qemu-img compare {} {}: {}{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads a whole image through a vdisk reader in `chunk`-sized pieces.
+pub fn read_all(reader: &dyn vdisk_core::ImageReader, chunk: usize) -> Vec<u8> {
+    let size = reader.virtual_size() as usize;
+    let mut out = vec![0u8; size];
+    let mut off = 0;
+    while off < size {
+        let n = chunk.min(size - off);
+        reader.read_at(&mut out[off..off + n], off as u64).unwrap_or_else(|e| panic!("read at {off}: {e}"));
+        off += n;
+    }
+    out
+}
+
+/// Asserts two byte images are equal, reporting the first differing offset instead of dumping both.
+pub fn assert_same_bytes(ours: &[u8], oracle: &[u8], what: &str) {
+    assert_eq!(ours.len(), oracle.len(), "{what}: length differs");
+    if let Some(i) = ours.iter().zip(oracle).position(|(a, b)| a != b) {
+        panic!("{what}: first difference at offset {i:#x}: vdisk {:#04x}, qemu {:#04x}", ours[i], oracle[i]);
+    }
+}
+
+/// The qemu-style map entries of a vdisk reader (merged extents) as JSON objects with qemu's fields,
+/// for comparison with [`qemu_map_json`].
+pub fn vdisk_map_json(reader: &dyn vdisk_core::ImageReader) -> serde_json::Value {
+    let mut v = Vec::new();
+    vdisk_core::reader::for_each_extent(reader, 0, reader.virtual_size(), |e| {
+        v.push(map_entry_json(&e));
+        Ok(())
+    })
+    .expect("block status");
+    serde_json::Value::Array(v)
+}
+
+/// One extent in `qemu-img map --output=json` form.
+pub fn map_entry_json(e: &vdisk_core::Extent) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("start".into(), e.offset.into());
+    m.insert("length".into(), e.length.into());
+    m.insert("depth".into(), e.depth.into());
+    m.insert("present".into(), e.kind.is_present().into());
+    m.insert("zero".into(), e.kind.reads_as_zero().into());
+    m.insert("data".into(), e.kind.is_data().into());
+    m.insert("compressed".into(), (e.kind == vdisk_core::ExtentKind::Compressed).into());
+    if let Some(h) = &e.host {
+        m.insert("offset".into(), h.offset.into());
+    }
+    serde_json::Value::Object(m)
+}

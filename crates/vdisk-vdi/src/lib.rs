@@ -1,0 +1,1 @@
+//! vdisk-vdi (being written).

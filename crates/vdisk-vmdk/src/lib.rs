@@ -1,0 +1,1 @@
+//! vdisk-vmdk (being written).
