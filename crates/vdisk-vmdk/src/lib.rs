@@ -1,1 +1,14 @@
-//! vdisk-vmdk (being written).
+//! vdisk-vmdk: VMware VMDK images, following VMware's "Virtual Disk Format 1.1" and "5.0" technical
+//! notes. Reads hosted sparse files (monolithicSparse, streamOptimized, version 1-3, zeroed grains,
+//! compressed grains with markers), text descriptors with SPARSE, FLAT, VMFS and ZERO extents
+//! (monolithicFlat, twoGbMaxExtentSparse/Flat, vmfs), and delta disks (the parent is exposed as the
+//! backing file; the facade opens it). Writes the monolithic, split and stream-optimized subformats.
+
+pub mod check;
+pub mod descriptor;
+pub mod header;
+pub mod limits;
+pub mod reader;
+pub mod sparse;
+
+pub use reader::{open, VmdkReader};

@@ -1,0 +1,335 @@
+//! The text descriptor ("The Descriptor File" in VMware's Virtual Disk Format 1.1): header keys
+//! (version, CID, parentCID, createType, parentFileNameHint), extent lines
+//! (`RW <sectors> <TYPE> "file" [offset]`) and the disk database (`ddb.key = "value"`). Parsing is pure
+//! and bounded (see `limits`); rendering writes the layout qemu-img and VMware write.
+
+use crate::limits::{MAX_DESCRIPTOR_LINE, MAX_EXTENTS, MAX_VIRTUAL_BYTES, SECTOR};
+
+/// CID value meaning "no parent".
+pub const NO_PARENT_CID: u32 = 0xffff_ffff;
+
+/// Access mode of an extent line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+    NoAccess,
+}
+
+impl Access {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "RW" => Some(Access::ReadWrite),
+            "RDONLY" => Some(Access::ReadOnly),
+            "NOACCESS" => Some(Access::NoAccess),
+            _ => None,
+        }
+    }
+}
+
+/// Extent types ("Extent Descriptions": FLAT, SPARSE, ZERO, VMFS, VMFSSPARSE, VMFSRDM, VMFSRAW, and
+/// SESPARSE from Virtual Disk Format 5.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentType {
+    Flat,
+    Sparse,
+    Zero,
+    Vmfs,
+    VmfsSparse,
+    SeSparse,
+    VmfsRdm,
+    VmfsRaw,
+}
+
+impl ExtentType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "FLAT" => ExtentType::Flat,
+            "SPARSE" => ExtentType::Sparse,
+            "ZERO" => ExtentType::Zero,
+            "VMFS" => ExtentType::Vmfs,
+            "VMFSSPARSE" => ExtentType::VmfsSparse,
+            "SESPARSE" => ExtentType::SeSparse,
+            "VMFSRDM" => ExtentType::VmfsRdm,
+            "VMFSRAW" => ExtentType::VmfsRaw,
+            _ => return None,
+        })
+    }
+
+    /// The name as written in the descriptor.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExtentType::Flat => "FLAT",
+            ExtentType::Sparse => "SPARSE",
+            ExtentType::Zero => "ZERO",
+            ExtentType::Vmfs => "VMFS",
+            ExtentType::VmfsSparse => "VMFSSPARSE",
+            ExtentType::SeSparse => "SESPARSE",
+            ExtentType::VmfsRdm => "VMFSRDM",
+            ExtentType::VmfsRaw => "VMFSRAW",
+        }
+    }
+}
+
+/// One extent line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentLine {
+    pub access: Access,
+    /// Size in sectors.
+    pub sectors: u64,
+    pub kind: ExtentType,
+    /// The file name as written (absent for ZERO extents).
+    pub file: Option<String>,
+    /// Offset in sectors into the file (FLAT/VMFS only).
+    pub offset: u64,
+}
+
+/// A parsed descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub version: u32,
+    pub cid: u32,
+    pub parent_cid: u32,
+    pub create_type: Option<String>,
+    pub parent_hint: Option<String>,
+    pub extents: Vec<ExtentLine>,
+    /// `ddb.*` entries in order, keys without the `ddb.` prefix, values unquoted.
+    pub ddb: Vec<(String, String)>,
+}
+
+fn unquote(v: &str) -> &str {
+    let v = v.trim();
+    v.strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+fn parse_cid(key: &str, v: &str) -> Result<u32, String> {
+    u32::from_str_radix(unquote(v), 16)
+        .map_err(|_| format!("{key} '{v}' is not a 32-bit hexadecimal number"))
+}
+
+impl Descriptor {
+    /// Parses descriptor text (anything after a NUL byte is ignored, as for an embedded descriptor).
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        let text = String::from_utf8_lossy(&bytes[..end]);
+        let mut d = Descriptor {
+            version: 1,
+            cid: NO_PARENT_CID,
+            parent_cid: NO_PARENT_CID,
+            create_type: None,
+            parent_hint: None,
+            extents: Vec::new(),
+            ddb: Vec::new(),
+        };
+        let mut total: u64 = 0;
+        for (no, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.len() > MAX_DESCRIPTOR_LINE {
+                return Err(format!(
+                    "descriptor line {} is longer than {MAX_DESCRIPTOR_LINE} bytes",
+                    no + 1
+                ));
+            }
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some(access) = Access::parse(first) {
+                if d.extents.len() >= MAX_EXTENTS {
+                    return Err(format!("more than {MAX_EXTENTS} extents in the descriptor"));
+                }
+                let e = parse_extent(access, &line[first.len()..])
+                    .map_err(|m| format!("line {}: {m}", no + 1))?;
+                total = total
+                    .checked_add(e.sectors)
+                    .filter(|t| {
+                        t.checked_mul(SECTOR)
+                            .is_some_and(|b| b <= MAX_VIRTUAL_BYTES)
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "line {}: the extents add up to more than 2^63 bytes",
+                            no + 1
+                        )
+                    })?;
+                d.extents.push(e);
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let (k, v) = (k.trim(), v.trim());
+            match k {
+                "version" => {
+                    d.version = unquote(v)
+                        .parse()
+                        .map_err(|_| format!("version '{v}' is not a number"))?
+                }
+                "CID" => d.cid = parse_cid(k, v)?,
+                "parentCID" => d.parent_cid = parse_cid(k, v)?,
+                "createType" => d.create_type = Some(unquote(v).to_string()),
+                "parentFileNameHint" => d.parent_hint = Some(unquote(v).to_string()),
+                _ => {
+                    if let Some(name) = k.strip_prefix("ddb.") {
+                        d.ddb.push((name.to_string(), unquote(v).to_string()));
+                    }
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// The ddb value for `key` (without `ddb.`).
+    pub fn ddb_value(&self, key: &str) -> Option<&str> {
+        self.ddb
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The descriptor text in the layout qemu-img and VMware write.
+    pub fn render(&self) -> String {
+        let mut s = String::from("# Disk DescriptorFile\n");
+        s += &format!(
+            "version={}\nCID={:08x}\nparentCID={:08x}\n",
+            self.version, self.cid, self.parent_cid
+        );
+        s += &format!(
+            "createType=\"{}\"\n",
+            self.create_type.as_deref().unwrap_or("monolithicSparse")
+        );
+        if let Some(h) = &self.parent_hint {
+            s += &format!("parentFileNameHint=\"{h}\"\n");
+        }
+        s += "\n# Extent description\n";
+        for e in &self.extents {
+            let access = match e.access {
+                Access::ReadWrite => "RW",
+                Access::ReadOnly => "RDONLY",
+                Access::NoAccess => "NOACCESS",
+            };
+            s += &format!("{access} {} {}", e.sectors, e.kind.name());
+            if let Some(f) = &e.file {
+                s += &format!(" \"{f}\"");
+            }
+            if matches!(e.kind, ExtentType::Flat | ExtentType::Vmfs) {
+                s += &format!(" {}", e.offset);
+            }
+            s.push('\n');
+        }
+        s += "\n# The Disk Data Base\n#DDB\n\n";
+        for (k, v) in &self.ddb {
+            s += &format!("ddb.{k} = \"{v}\"\n");
+        }
+        s
+    }
+}
+
+fn parse_extent(access: Access, rest: &str) -> Result<ExtentLine, String> {
+    let rest = rest.trim_start();
+    let (sectors, rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let sectors: u64 = sectors
+        .parse()
+        .map_err(|_| format!("extent size '{sectors}' is not a number"))?;
+    let rest = rest.trim_start();
+    let (kind_s, rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let kind =
+        ExtentType::parse(kind_s).ok_or_else(|| format!("unknown extent type '{kind_s}'"))?;
+    let rest = rest.trim_start();
+    let (file, rest) = if let Some(q) = rest.strip_prefix('"') {
+        let close = q.find('"').ok_or("unterminated file name")?;
+        (Some(q[..close].to_string()), q[close + 1..].trim())
+    } else if rest.is_empty() {
+        (None, "")
+    } else {
+        return Err(format!("file name '{rest}' is not quoted"));
+    };
+    let offset: u64 = match rest.split_whitespace().next() {
+        None => 0,
+        Some(o) => o
+            .parse()
+            .map_err(|_| format!("extent offset '{o}' is not a number"))?,
+    };
+    if file.is_none() && kind != ExtentType::Zero {
+        return Err(format!("{} extent without a file name", kind.name()));
+    }
+    if offset
+        .checked_add(sectors)
+        .and_then(|s| s.checked_mul(SECTOR))
+        .is_none_or(|b| b > MAX_VIRTUAL_BYTES)
+    {
+        return Err(format!(
+            "extent offset {offset} plus size {sectors} is too large"
+        ));
+    }
+    Ok(ExtentLine {
+        access,
+        sectors,
+        kind,
+        file,
+        offset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QEMU_2GB: &str = "# Disk DescriptorFile\nversion=1\nCID=1479de7f\nparentCID=ffffffff\n\
+        createType=\"twoGbMaxExtentSparse\"\n\n# Extent description\nRW 4194304 SPARSE \"big-s001.vmdk\"\n\
+        RW 2097152 SPARSE \"big s002.vmdk\"\nRW 100 FLAT \"f.bin\" 2048\r\nRDONLY 8 ZERO\n\n# The Disk Data Base\n#DDB\n\n\
+        ddb.virtualHWVersion = \"4\"\nddb.adapterType = \"ide\"\n\0garbage RW 1 FLAT \"x\"";
+
+    #[test]
+    fn parses_qemu_descriptor() {
+        let d = Descriptor::parse(QEMU_2GB.as_bytes()).unwrap();
+        assert_eq!(d.cid, 0x1479de7f);
+        assert_eq!(d.parent_cid, NO_PARENT_CID);
+        assert_eq!(d.create_type.as_deref(), Some("twoGbMaxExtentSparse"));
+        assert_eq!(d.extents.len(), 4);
+        assert_eq!(d.extents[1].file.as_deref(), Some("big s002.vmdk"));
+        assert_eq!(
+            (d.extents[2].kind, d.extents[2].offset, d.extents[2].sectors),
+            (ExtentType::Flat, 2048, 100)
+        );
+        assert_eq!(
+            (
+                d.extents[3].kind,
+                d.extents[3].access,
+                d.extents[3].file.as_ref()
+            ),
+            (ExtentType::Zero, Access::ReadOnly, None)
+        );
+        assert_eq!(d.ddb_value("adapterType"), Some("ide"));
+        let again = Descriptor::parse(d.render().as_bytes()).unwrap();
+        assert_eq!(again, d);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            "RW x SPARSE \"a\"",
+            "RW 10 BOGUS \"a\"",
+            "RW 10 SPARSE a",
+            "RW 10 SPARSE \"a",
+            "RW 10 SPARSE",
+            "RW 10 FLAT \"a\" zz",
+            "RW 18446744073709551615 FLAT \"a\"",
+            "CID=xyz",
+            "parentCID=123456789",
+        ] {
+            assert!(Descriptor::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let many = "RW 9223372036854775 FLAT \"a\"\n".repeat(2000);
+        assert!(
+            Descriptor::parse(many.as_bytes()).is_err(),
+            "sum of extents overflows"
+        );
+        let lots = "RW 1 ZERO\n".repeat(MAX_EXTENTS + 1);
+        assert!(Descriptor::parse(lots.as_bytes())
+            .unwrap_err()
+            .contains("more than"));
+    }
+}

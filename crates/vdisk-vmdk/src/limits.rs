@@ -1,0 +1,47 @@
+//! Named limits on values read from VMDK files, so that no hostile header or descriptor can make vdisk
+//! allocate or loop without bound. Each limit names the part of VMware's "Virtual Disk Format 1.1/5.0"
+//! technical note (or qemu's block/vmdk.c behaviour) it comes from.
+
+/// Bytes in a VMDK sector: every offset and size in a sparse header and a descriptor counts these
+/// ("Hosted Sparse Extent Header": all sizes are in sectors of 512 bytes).
+pub const SECTOR: u64 = 512;
+
+/// Largest text descriptor, embedded or standalone. The spec says a descriptor is "a few hundred bytes"
+/// and VMware reserves 20 sectors for the embedded one; qemu refuses standalone descriptors of 1 MiB or
+/// more ("File too large").
+pub const MAX_DESCRIPTOR_BYTES: u64 = 1 << 20;
+
+/// Most extent lines in one descriptor ("Extent Descriptions": a twoGbMaxExtent disk of the largest
+/// hosted size, 62 TiB, needs 31744 extents of 2 GiB).
+pub const MAX_EXTENTS: usize = 32768;
+
+/// Largest grain ("Hosted Sparse Extent Header", grainSize: a power of 2 greater than 8 sectors; VMware
+/// writes 128 sectors = 64 KiB). Grains are decompressed into buffers of this size, so it is capped at
+/// 16 MiB.
+pub const MAX_GRAIN_SECTORS: u64 = 32768;
+
+/// Smallest grain accepted (the spec requires grainSize > 8 sectors but qemu accepts 1; ESXi seSparse
+/// uses 8). A grain of at least one sector.
+pub const MIN_GRAIN_SECTORS: u64 = 1;
+
+/// Grain table entries per grain table. The spec fixes numGTEsPerGT at 512; qemu refuses larger values
+/// ("L2 table size too big").
+pub const MAX_GTES_PER_GT: u32 = 512;
+
+/// Largest virtual size of one extent or of the whole disk, in bytes: qemu's INT64_MAX image limit.
+pub const MAX_VIRTUAL_BYTES: u64 = i64::MAX as u64;
+
+/// Most grain directory entries read into memory (4 bytes each: 64 MiB). With 64 KiB grains and 512
+/// entries per table this covers 512 PiB; the directory must also lie inside the file.
+pub const MAX_GD_ENTRIES: u64 = 1 << 24;
+
+/// Most bytes read for one compressed grain ("Stream-Optimized Compressed Sparse Extents", grain
+/// marker size field): deflate never expands data by more than a few bytes per 16 KiB block, so
+/// anything beyond the grain size plus this slack is corrupt.
+pub const COMPRESSED_SLACK_BYTES: u64 = 4096;
+
+/// Grain tables kept in the reader's cache (2 KiB each with 512 entries).
+pub const GT_CACHE_ENTRIES: usize = 4096;
+
+/// Longest createType, file name or ddb value accepted in a descriptor line.
+pub const MAX_DESCRIPTOR_LINE: usize = 4096;

@@ -1,0 +1,380 @@
+//! One hosted sparse extent (`KDMV`): header (or stream-optimized footer), grain directory and grain
+//! tables, grain lookup and reads, including zeroed grains (Virtual Disk Format 5.0) and deflate-
+//! compressed grains with markers ("Stream-Optimized Compressed Sparse Extents", Format 1.1).
+
+use crate::header::{
+    sparse_kind, HeaderError, Marker, SparseHeader, SparseKind, GD_AT_END, GRAIN_MARKER_SIZE,
+    HEADER_SIZE, MARKER_FOOTER,
+};
+use crate::limits::{
+    COMPRESSED_SLACK_BYTES, GT_CACHE_ENTRIES, MAX_DESCRIPTOR_BYTES, MAX_GD_ENTRIES, SECTOR,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use vdisk_core::{Error, Result, Storage};
+
+/// Where one grain of the extent lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    /// Grain table entry 0 (or grain directory entry 0): not allocated in this layer.
+    Unallocated,
+    /// Zeroed grain (entry 1 with the zeroed-grain flag).
+    Zero,
+    /// Plain data at this byte offset of the extent file.
+    Data(u64),
+    /// A compressed grain (its marker, when markers are used) at this byte offset.
+    Compressed(u64),
+}
+
+/// An opened sparse extent.
+pub struct SparseExtent {
+    pub(crate) storage: Arc<dyn Storage>,
+    /// The header in effect (the footer's copy for stream-optimized files with the GD at the end).
+    pub(crate) header: SparseHeader,
+    /// The header as found at offset 0.
+    pub(crate) first_header: SparseHeader,
+    pub(crate) gd: Vec<u32>,
+    pub(crate) file_len: u64,
+    gt_cache: Mutex<HashMap<u32, Arc<Vec<u32>>>>,
+    last_grain: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+/// Maps a header parse failure to an error naming the file.
+pub fn header_error(path: &Path, e: HeaderError, offset: u64) -> Error {
+    match e {
+        HeaderError::BadMagic => Error::corrupt(
+            path,
+            Some(offset),
+            "not a VMDK sparse extent (no KDMV magic)",
+        ),
+        HeaderError::Invalid(m) => {
+            Error::corrupt(path, Some(offset), format!("invalid sparse header: {m}"))
+        }
+        HeaderError::Unsupported(m) => Error::unsupported(path, m),
+    }
+}
+
+/// Reads the first sector of `storage` and refuses sparse subformats other than hosted sparse by name.
+pub fn read_header(storage: &dyn Storage, offset: u64) -> Result<SparseHeader> {
+    let path = storage.path();
+    let mut b = [0u8; HEADER_SIZE];
+    storage.read_exact_at(&mut b, offset)?;
+    if offset == 0 {
+        match sparse_kind(&b) {
+            SparseKind::Cowd => {
+                return Err(Error::unsupported(
+                    path,
+                    "VMDK subformat vmfsSparse (ESX COWD sparse extent)",
+                ))
+            }
+            SparseKind::SeSparse => {
+                return Err(Error::unsupported(path, "VMDK subformat seSparse"))
+            }
+            _ => {}
+        }
+    }
+    SparseHeader::parse(&b).map_err(|e| header_error(path, e, offset))
+}
+
+impl SparseExtent {
+    /// Opens the sparse extent in `storage`.
+    pub fn open(storage: Arc<dyn Storage>) -> Result<Self> {
+        let path = storage.path().to_path_buf();
+        let file_len = storage.len()?;
+        let first_header = read_header(&*storage, 0)?;
+        let header = if first_header.gd_offset == GD_AT_END {
+            read_footer(&*storage, file_len)?
+        } else {
+            first_header.clone()
+        };
+        let entries = header.gd_entries();
+        if entries > MAX_GD_ENTRIES {
+            return Err(Error::limit(
+                &path,
+                "grain directory entries",
+                entries,
+                MAX_GD_ENTRIES,
+            ));
+        }
+        let gd_at = header.gd_offset.checked_mul(SECTOR);
+        let gd_end = gd_at.and_then(|a| a.checked_add(entries * 4));
+        let (Some(gd_at), Some(gd_end)) = (gd_at, gd_end) else {
+            return Err(Error::corrupt(
+                &path,
+                None,
+                "grain directory offset overflows",
+            ));
+        };
+        if gd_at == 0 || gd_end > file_len {
+            return Err(Error::corrupt(
+                &path,
+                Some(gd_at),
+                format!(
+                    "grain directory ({entries} entries at sector {}) lies outside the file",
+                    header.gd_offset
+                ),
+            ));
+        }
+        let gd = read_u32s(&*storage, gd_at, entries as usize)?;
+        Ok(SparseExtent {
+            storage,
+            header,
+            first_header,
+            gd,
+            file_len,
+            gt_cache: Mutex::new(HashMap::new()),
+            last_grain: Mutex::new(None),
+        })
+    }
+
+    /// The extent file's name.
+    pub fn path(&self) -> &Path {
+        self.storage.path()
+    }
+
+    /// Virtual size of the extent in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.header.capacity_bytes()
+    }
+
+    /// Grain size in bytes.
+    pub fn grain_bytes(&self) -> u64 {
+        self.header.grain_bytes()
+    }
+
+    /// The embedded descriptor's bytes, if the header names one.
+    pub fn descriptor_bytes(&self) -> Result<Option<Vec<u8>>> {
+        let h = &self.first_header;
+        if h.descriptor_offset == 0 || h.descriptor_size == 0 {
+            return Ok(None);
+        }
+        let len = h.descriptor_size.saturating_mul(SECTOR);
+        if len > MAX_DESCRIPTOR_BYTES {
+            return Err(Error::limit(
+                self.path(),
+                "embedded descriptor size",
+                len,
+                MAX_DESCRIPTOR_BYTES,
+            ));
+        }
+        let at = h
+            .descriptor_offset
+            .checked_mul(SECTOR)
+            .ok_or_else(|| Error::corrupt(self.path(), None, "descriptor offset overflows"))?;
+        let mut buf = vec![0u8; len as usize];
+        self.storage.read_exact_at(&mut buf, at)?;
+        Ok(Some(buf))
+    }
+
+    /// The grain table that grain directory entry `gde` (a sector) points to.
+    pub(crate) fn grain_table(&self, gde: u32) -> Result<Arc<Vec<u32>>> {
+        if let Ok(c) = self.gt_cache.lock() {
+            if let Some(t) = c.get(&gde) {
+                return Ok(Arc::clone(t));
+            }
+        }
+        let n = self.header.num_gtes_per_gt as usize;
+        let at = u64::from(gde) * SECTOR;
+        if at
+            .checked_add(n as u64 * 4)
+            .is_none_or(|end| end > self.file_len)
+        {
+            return Err(Error::corrupt(
+                self.path(),
+                Some(at),
+                format!("grain table at sector {gde} lies past the end of the file"),
+            ));
+        }
+        let t = Arc::new(read_u32s(&*self.storage, at, n)?);
+        if let Ok(mut c) = self.gt_cache.lock() {
+            if c.len() >= GT_CACHE_ENTRIES {
+                c.clear();
+            }
+            c.insert(gde, Arc::clone(&t));
+        }
+        Ok(t)
+    }
+
+    /// Where the grain holding extent byte `off` lives.
+    pub fn lookup(&self, off: u64) -> Result<Grain> {
+        let grain = off / self.grain_bytes();
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let Some(&gde) = self.gd.get((grain / per) as usize) else {
+            return Ok(Grain::Unallocated);
+        };
+        if gde == 0 {
+            return Ok(Grain::Unallocated);
+        }
+        let gt = self.grain_table(gde)?;
+        let gte = gt.get((grain % per) as usize).copied().unwrap_or(0);
+        Ok(match gte {
+            0 => Grain::Unallocated,
+            1 if self.header.has_zero_grain() => Grain::Zero,
+            s if self.header.compressed() => Grain::Compressed(u64::from(s) * SECTOR),
+            s => Grain::Data(u64::from(s) * SECTOR),
+        })
+    }
+
+    /// The status of extent bytes from `off`: the grain kind and how many bytes (at most `max`) share
+    /// it with contiguous host placement.
+    pub fn status(&self, off: u64, max: u64) -> Result<(Grain, u64)> {
+        let g = self.grain_bytes();
+        let end = off.saturating_add(max).min(self.capacity());
+        let first = self.lookup(off)?;
+        let mut pos = (off / g + 1) * g;
+        while pos < end {
+            let next = self.lookup(pos)?;
+            let same = match (first, next) {
+                (Grain::Data(a), Grain::Data(b)) => Some(b) == a.checked_add(pos - off / g * g),
+                (Grain::Compressed(_), Grain::Compressed(_)) => true,
+                (a, b) => a == b,
+            };
+            if !same {
+                break;
+            }
+            pos += g;
+        }
+        Ok((first, pos.min(end) - off))
+    }
+
+    /// Reads extent bytes at `off` (the range must lie inside the extent).
+    pub fn read(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        let g = self.grain_bytes();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = off + done as u64;
+            let within = pos % g;
+            let n = ((g - within) as usize).min(buf.len() - done);
+            let chunk = &mut buf[done..done + n];
+            match self.lookup(pos)? {
+                Grain::Unallocated | Grain::Zero => chunk.fill(0),
+                Grain::Data(h) => {
+                    let at = h.checked_add(within).ok_or_else(|| {
+                        Error::corrupt(self.path(), None, "grain offset overflows")
+                    })?;
+                    self.storage.read_zero_padded(chunk, at)?;
+                }
+                Grain::Compressed(h) => {
+                    let data = self.compressed_grain(h, pos - within)?;
+                    let w = within as usize;
+                    chunk.copy_from_slice(&data[w..w + n]);
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Decompresses the grain stored at byte `h` (always a full grain of zero-padded data).
+    fn compressed_grain(&self, h: u64, guest: u64) -> Result<Arc<Vec<u8>>> {
+        if let Ok(c) = self.last_grain.lock() {
+            if let Some((at, d)) = &*c {
+                if *at == h {
+                    return Ok(Arc::clone(d));
+                }
+            }
+        }
+        let path = self.path();
+        let g = self.grain_bytes();
+        let (data_at, len) = if self.header.has_markers() {
+            let mut m = [0u8; 16];
+            self.storage.read_zero_padded(&mut m, h)?;
+            let m = Marker::parse(&m);
+            if m.size == 0 {
+                return Err(Error::corrupt(
+                    path,
+                    Some(h),
+                    format!("grain at guest offset {guest} points to a metadata marker"),
+                ));
+            }
+            if u64::from(m.size) > g + COMPRESSED_SLACK_BYTES {
+                return Err(Error::corrupt(
+                    path,
+                    Some(h),
+                    format!(
+                        "compressed grain of {} bytes is larger than the grain",
+                        m.size
+                    ),
+                ));
+            }
+            (h + GRAIN_MARKER_SIZE as u64, u64::from(m.size))
+        } else {
+            (
+                h,
+                (g + COMPRESSED_SLACK_BYTES).min(self.file_len.saturating_sub(h)),
+            )
+        };
+        let mut input = vec![0u8; len as usize];
+        self.storage.read_exact_at(&mut input, data_at)?;
+        let mut out = vec![0u8; g as usize];
+        let mut z = flate2::Decompress::new(true);
+        let st = z.decompress(&input, &mut out, flate2::FlushDecompress::Finish);
+        match st {
+            Ok(flate2::Status::StreamEnd) => {}
+            Ok(_) => {
+                return Err(Error::corrupt(
+                    path,
+                    Some(h),
+                    format!(
+                    "compressed grain for guest offset {guest} is truncated or larger than a grain"
+                ),
+                ))
+            }
+            Err(e) => {
+                return Err(Error::corrupt(
+                    path,
+                    Some(h),
+                    format!("cannot inflate grain for guest offset {guest}: {e}"),
+                ))
+            }
+        }
+        let out = Arc::new(out);
+        if let Ok(mut c) = self.last_grain.lock() {
+            *c = Some((h, Arc::clone(&out)));
+        }
+        Ok(out)
+    }
+}
+
+/// Reads the stream-optimized footer: a footer marker, a copy of the header (with the real gdOffset)
+/// and an end-of-stream marker, the last three sectors of the file.
+fn read_footer(storage: &dyn Storage, file_len: u64) -> Result<SparseHeader> {
+    let path = storage.path();
+    if file_len < 3 * SECTOR + HEADER_SIZE as u64 {
+        return Err(Error::corrupt(
+            path,
+            None,
+            "grain directory is at the end but the file is too short for a footer",
+        ));
+    }
+    let mut m = [0u8; 16];
+    storage.read_exact_at(&mut m, file_len - 3 * SECTOR)?;
+    let m = Marker::parse(&m);
+    if m.size != 0 || m.kind != MARKER_FOOTER {
+        return Err(Error::corrupt(
+            path,
+            Some(file_len - 3 * SECTOR),
+            "stream-optimized footer marker not found",
+        ));
+    }
+    let footer = read_header(storage, file_len - 2 * SECTOR)?;
+    if footer.gd_offset == GD_AT_END {
+        return Err(Error::corrupt(
+            path,
+            Some(file_len - 2 * SECTOR),
+            "footer does not give the grain directory offset",
+        ));
+    }
+    Ok(footer)
+}
+
+/// Reads `n` little-endian u32 at `at`.
+pub(crate) fn read_u32s(storage: &dyn Storage, at: u64, n: usize) -> Result<Vec<u32>> {
+    let mut raw = vec![0u8; n * 4];
+    storage.read_exact_at(&mut raw, at)?;
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}

@@ -1,0 +1,275 @@
+//! Hostile and malformed VMDK input, built by hand in memory: every case must give an error (or read
+//! consistently), never panic or allocate without bound.
+
+use std::sync::Arc;
+use vdisk_core::storage::NoFiles;
+use vdisk_core::{reader::collect_extents, Error, ExtentKind, ImageReader, MemStorage, Storage};
+use vdisk_vmdk::header::{
+    Marker, SparseHeader, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NL_DETECT, GD_AT_END, MARKER_FOOTER,
+};
+
+fn header() -> SparseHeader {
+    SparseHeader {
+        version: 1,
+        flags: FLAG_NL_DETECT,
+        capacity: 256,
+        grain_size: 8,
+        descriptor_offset: 0,
+        descriptor_size: 0,
+        num_gtes_per_gt: 512,
+        rgd_offset: 0,
+        gd_offset: 1,
+        overhead: 8,
+        unclean_shutdown: false,
+        compress_algorithm: 0,
+    }
+}
+
+/// A 128 KiB monolithic sparse image with 4 KiB grains: GD at sector 1, GT at sector 2, grain 1 of
+/// the disk stored at sector 8 (pattern 0x5a), everything else unallocated.
+fn small_image() -> Vec<u8> {
+    let mut img = vec![0u8; 8 * 512 + 4096];
+    img[..512].copy_from_slice(&header().to_bytes());
+    img[512..516].copy_from_slice(&2u32.to_le_bytes());
+    img[1024 + 4..1024 + 8].copy_from_slice(&8u32.to_le_bytes());
+    img[8 * 512..].fill(0x5a);
+    img
+}
+
+fn open(bytes: Vec<u8>) -> vdisk_core::Result<vdisk_vmdk::VmdkReader> {
+    vdisk_vmdk::open(
+        Arc::new(MemStorage::new("t.vmdk", bytes)),
+        Arc::new(NoFiles),
+    )
+}
+
+#[test]
+fn hand_built_image_reads() {
+    let r = open(small_image()).unwrap();
+    assert_eq!(r.virtual_size(), 128 * 1024);
+    let mut b = vec![0u8; 12288];
+    r.read_at(&mut b, 0).unwrap();
+    assert!(b[..4096].iter().all(|x| *x == 0) && b[4096..8192].iter().all(|x| *x == 0x5a));
+    let ex = collect_extents(&r).unwrap();
+    assert_eq!(ex.len(), 3);
+    assert_eq!(
+        (ex[1].kind, ex[1].host.as_ref().unwrap().offset),
+        (ExtentKind::Data, 4096)
+    );
+    assert_eq!(r.check().unwrap().exit_code(), 0);
+}
+
+#[test]
+fn truncated_files_fail() {
+    let img = small_image();
+    for len in [0usize, 3, 100, 511, 512, 515] {
+        assert!(open(img[..len].to_vec()).is_err(), "len {len}");
+    }
+    // GT cut off: opening succeeds (the GD is intact) but reading the grain fails cleanly.
+    let r = open(img[..1030].to_vec()).unwrap();
+    let mut b = vec![0u8; 512];
+    assert!(r.read_at(&mut b, 4096).is_err());
+    assert!(r.block_status(0, 4096).is_err());
+    assert!(r.check().unwrap().exit_code() != 0);
+}
+
+#[test]
+fn absurd_header_fields_fail() {
+    type Tweak = Box<dyn Fn(&mut SparseHeader)>;
+    let cases: Vec<(&str, Tweak)> = vec![
+        ("huge capacity", Box::new(|h| h.capacity = u64::MAX / 256)),
+        (
+            "capacity needing a huge GD",
+            Box::new(|h| h.capacity = 1 << 50),
+        ),
+        ("huge grain", Box::new(|h| h.grain_size = 1 << 30)),
+        ("zero grain", Box::new(|h| h.grain_size = 0)),
+        ("odd grain", Box::new(|h| h.grain_size = 24)),
+        ("GD past EOF", Box::new(|h| h.gd_offset = 1 << 40)),
+        ("GD at 0", Box::new(|h| h.gd_offset = 0)),
+        ("GD overflows", Box::new(|h| h.gd_offset = u64::MAX / 2)),
+        ("too many GTEs", Box::new(|h| h.num_gtes_per_gt = 1 << 20)),
+        ("version 4", Box::new(|h| h.version = 4)),
+        (
+            "descriptor too big",
+            Box::new(|h| {
+                h.descriptor_offset = 1;
+                h.descriptor_size = 1 << 40;
+            }),
+        ),
+        (
+            "unknown compression",
+            Box::new(|h| {
+                h.flags |= FLAG_COMPRESSED;
+                h.compress_algorithm = 9;
+            }),
+        ),
+        (
+            "stream without footer",
+            Box::new(|h| h.gd_offset = GD_AT_END),
+        ),
+    ];
+    for (what, f) in cases {
+        let mut h = header();
+        f(&mut h);
+        let mut img = small_image();
+        img[..512].copy_from_slice(&h.to_bytes());
+        match open(img) {
+            Ok(_) => panic!("{what}: opened"),
+            Err(e) => assert!(!e.to_string().is_empty(), "{what}"),
+        }
+    }
+}
+
+#[test]
+fn garbage_compressed_grain_fails_on_read() {
+    let mut h = header();
+    h.flags |= FLAG_COMPRESSED | FLAG_MARKERS;
+    h.compress_algorithm = 1;
+    h.version = 3;
+    let mut img = small_image();
+    img[..512].copy_from_slice(&h.to_bytes());
+    // Marker claims 100 bytes of garbage.
+    img[8 * 512..8 * 512 + 12].copy_from_slice(&Marker::grain_header(8, 100));
+    let r = open(img.clone()).unwrap();
+    let mut b = vec![0u8; 4096];
+    let e = r.read_at(&mut b, 4096).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert_eq!(
+        r.block_status(4096, 4096).unwrap().kind,
+        ExtentKind::Compressed
+    );
+    // Marker claiming more than a grain's worth.
+    img[8 * 512..8 * 512 + 12].copy_from_slice(&Marker::grain_header(8, u32::MAX));
+    assert!(open(img).unwrap().read_at(&mut b, 4096).is_err());
+}
+
+#[test]
+fn stream_footer_is_used() {
+    let mut h = header();
+    h.version = 3;
+    h.flags |= FLAG_COMPRESSED | FLAG_MARKERS;
+    h.compress_algorithm = 1;
+    let mut footer = h.clone();
+    h.gd_offset = GD_AT_END;
+    let mut img = small_image();
+    img[8 * 512..].fill(0);
+    // A real compressed grain for guest grain 1.
+    let data = vec![0x42u8; 4096];
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, &data).unwrap();
+    let c = z.finish().unwrap();
+    img.truncate(8 * 512);
+    img.extend_from_slice(&Marker::grain_header(8, c.len() as u32));
+    img.extend_from_slice(&c);
+    img.resize(img.len().div_ceil(512) * 512, 0);
+    footer.gd_offset = 1;
+    img[..512].copy_from_slice(&h.to_bytes());
+    img.extend_from_slice(&Marker::metadata_sector(1, MARKER_FOOTER));
+    img.extend_from_slice(&footer.to_bytes());
+    img.extend_from_slice(&[0u8; 512]);
+    let r = open(img.clone()).unwrap();
+    let mut b = vec![0u8; 4096];
+    r.read_at(&mut b, 4096).unwrap();
+    assert_eq!(b, data);
+    // Damaged footer marker: refused.
+    let n = img.len();
+    img[n - 1536 + 12] = 9;
+    assert!(open(img).is_err());
+}
+
+#[test]
+fn other_sparse_subformats_are_named() {
+    let mut cowd = b"COWD".to_vec();
+    cowd.resize(2048, 0);
+    let e = open(cowd).err().unwrap().to_string();
+    assert!(e.contains("vmfsSparse"), "{e}");
+    let mut se = 0xcafe_babeu64.to_le_bytes().to_vec();
+    se.resize(2048, 0);
+    let e = open(se).err().unwrap().to_string();
+    assert!(e.contains("seSparse"), "{e}");
+    let d = "# Disk DescriptorFile\nCID=1\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW 8 SESPARSE \"x\"\n";
+    assert!(open(d.as_bytes().to_vec())
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("seSparse"));
+}
+
+#[test]
+fn descriptor_problems() {
+    let base = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n";
+    let bad = [
+        format!("{base}createType=\"custom\"\nRW 8 ZERO\n"),
+        format!("{base}RW 8 ZERO\n"),
+        format!("{base}createType=\"monolithicFlat\"\n"),
+        format!("{base}createType=\"monolithicFlat\"\nRW 8 FLAT \"missing.bin\" 0\n"),
+        format!(
+            "{base}createType=\"monolithicFlat\"\n{}",
+            "RW 4611686018427387904 ZERO\n".repeat(3)
+        ),
+        format!(
+            "{base}createType=\"monolithicFlat\"\n{}",
+            "RW 1 ZERO\n".repeat(40000)
+        ),
+        format!("{base}createType=\"monolithicFlat\"\nNOACCESS 8 ZERO\n"),
+    ];
+    for d in &bad {
+        assert!(
+            open(d.as_bytes().to_vec()).is_err(),
+            "{}",
+            &d[..d.len().min(200)]
+        );
+    }
+    let e = open(bad[3].as_bytes().to_vec()).err().unwrap().to_string();
+    assert!(e.contains("missing.bin"), "{e}");
+    let big = vec![b'#'; 2 << 20];
+    assert!(matches!(open(big), Err(Error::Limit { .. })));
+}
+
+#[test]
+fn zero_extents_read_as_zero() {
+    let d = "# Disk DescriptorFile\nversion=1\nCID=00000010\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\
+             RW 2048 ZERO\nRDONLY 1024 ZERO\n";
+    let r = open(d.as_bytes().to_vec()).unwrap();
+    assert_eq!(r.virtual_size(), 3072 * 512);
+    assert_eq!(r.cid(), 0x10);
+    let mut b = vec![1u8; 3072 * 512];
+    r.read_at(&mut b, 0).unwrap();
+    assert!(b.iter().all(|x| *x == 0));
+    let ex = collect_extents(&r).unwrap();
+    assert_eq!(
+        (ex.len(), ex[0].kind, ex[0].length),
+        (1, ExtentKind::Zero, 3072 * 512)
+    );
+}
+
+#[test]
+fn mutated_images_never_panic() {
+    let img = small_image();
+    for pos in 0..(3 * 512) {
+        for val in [0x00u8, 0xff, 0x01, 0x80] {
+            let mut m = img.clone();
+            if m[pos] == val {
+                continue;
+            }
+            m[pos] = val;
+            let st = MemStorage::new("m.vmdk", m);
+            let Ok(r) = vdisk_vmdk::open(Arc::new(st), Arc::new(NoFiles)) else {
+                continue;
+            };
+            let size = r.virtual_size().min(1 << 20);
+            let mut b = vec![0u8; 4096];
+            let mut off = 0;
+            while off + 4096 <= size {
+                let _ = r.read_at(&mut b, off);
+                let _ = r.block_status(off, 1 << 20);
+                off += 4096;
+            }
+            let _ = r.info();
+            let _ = r.check();
+        }
+    }
+    let st = MemStorage::new("x", small_image());
+    assert!(st.len().unwrap() > 0);
+}

@@ -1,0 +1,379 @@
+//! Reading VMDK images made by qemu-img, compared with qemu as the oracle: bytes, map, info, check.
+
+use std::path::Path;
+use std::sync::Arc;
+use vdisk_core::storage::HostFiles;
+use vdisk_core::{FileStorage, ImageReader};
+use vdisk_testutil::*;
+use vdisk_vmdk::VmdkReader;
+
+/// 5 MiB + 512: data at the start, a run that is not grain aligned, explicit zeros, a small write far
+/// in, and a tail sector that is not grain aligned.
+const RAW_SIZE: u64 = 5 * 1024 * 1024 + 512;
+
+fn patterned_raw(s: &Scratch) -> std::path::PathBuf {
+    let raw = s.join("p.raw");
+    qemu_img(&[
+        "create",
+        "-f",
+        "raw",
+        raw.to_str().unwrap(),
+        &RAW_SIZE.to_string(),
+    ]);
+    qemu_io(
+        "raw",
+        &raw,
+        &[
+            "write -P 0xaa 0 64k",
+            "write -P 0xbb 200k 100k",
+            "write -z 1M 128k",
+            "write -P 0xcc 3M 4k",
+            "write -P 0xdd 5242880 512",
+        ],
+    );
+    raw
+}
+
+fn open_path(p: &Path) -> VmdkReader {
+    let st = Arc::new(FileStorage::open(p).unwrap());
+    vdisk_vmdk::open(st, Arc::new(HostFiles))
+        .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
+}
+
+/// Compares bytes, map, format-specific info, children and check with qemu.
+fn compare_with_qemu(img: &Path, create_type: &str) {
+    let r = open_path(img);
+    assert_same_bytes(
+        &read_all(&r, 100_000),
+        &qemu_raw_bytes(img, Some("vmdk")),
+        create_type,
+    );
+    assert_eq!(
+        vdisk_map_json(&r),
+        qemu_map_json(img, Some("vmdk")),
+        "{create_type}: map"
+    );
+    let qi = qemu_info_json(img);
+    let info = r.info().unwrap();
+    let (ty, data) = info.format_specific.clone().unwrap();
+    assert_eq!(ty, "vmdk");
+    assert_eq!(
+        data, qi["format-specific"]["data"],
+        "{create_type}: format-specific"
+    );
+    assert_eq!(data["create-type"], create_type);
+    assert_eq!(info.virtual_size, qi["virtual-size"].as_u64().unwrap());
+    assert_eq!(
+        info.cluster_size,
+        qi["cluster-size"].as_u64(),
+        "{create_type}: cluster size"
+    );
+    let ours: Vec<(String, String)> = info
+        .children
+        .iter()
+        .map(|c| (c.name.clone(), c.path.to_string_lossy().into_owned()))
+        .collect();
+    let theirs: Vec<(String, String)> = qi["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["info"]["filename"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ours, theirs, "{create_type}: children");
+    let rep = r.check().unwrap();
+    assert_eq!(rep.exit_code(), 0, "{create_type}: {:?}", rep.messages);
+    assert_eq!(
+        r.cid(),
+        qi["format-specific"]["data"]["cid"].as_u64().unwrap() as u32
+    );
+}
+
+#[test]
+fn every_subformat_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-read");
+    let raw = patterned_raw(&s);
+    for sub in [
+        "monolithicSparse",
+        "monolithicFlat",
+        "twoGbMaxExtentSparse",
+        "twoGbMaxExtentFlat",
+        "streamOptimized",
+    ] {
+        let img = s.join(&format!("{sub}.vmdk"));
+        qemu_img(&[
+            "convert",
+            "-O",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            raw.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ]);
+        compare_with_qemu(&img, sub);
+        let r = open_path(&img);
+        assert_same_bytes(&read_all(&r, 4096), &std::fs::read(&raw).unwrap(), sub);
+    }
+}
+
+#[test]
+fn zeroed_grains_and_compat6() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-zero");
+    let img = s.join("z.vmdk");
+    qemu_img(&[
+        "create",
+        "-f",
+        "vmdk",
+        "-o",
+        "zeroed_grain=on",
+        img.to_str().unwrap(),
+        "4M",
+    ]);
+    qemu_io(
+        "vmdk",
+        &img,
+        &[
+            "write -P 1 0 128k",
+            "write -z 64k 128k",
+            "write -z 1M 64k",
+            "write -P 2 3000k 1k",
+        ],
+    );
+    compare_with_qemu(&img, "monolithicSparse");
+    let r = open_path(&img);
+    let e = r.block_status(1 << 20, 1 << 20).unwrap();
+    assert_eq!((e.kind, e.length), (vdisk_core::ExtentKind::Zero, 65536));
+    let c6 = s.join("c6.vmdk");
+    qemu_img(&[
+        "create",
+        "-f",
+        "vmdk",
+        "-o",
+        "compat6=on,adapter_type=lsilogic",
+        c6.to_str().unwrap(),
+        "2M",
+    ]);
+    qemu_io("vmdk", &c6, &["write -P 3 512 1536"]);
+    compare_with_qemu(&c6, "monolithicSparse");
+    assert_eq!(
+        open_path(&c6).descriptor().ddb_value("adapterType"),
+        Some("lsilogic")
+    );
+}
+
+#[test]
+fn multi_extent_5g_sparse_and_flat() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-big");
+    for sub in ["twoGbMaxExtentSparse", "twoGbMaxExtentFlat"] {
+        let img = s.join(&format!("big-{sub}.vmdk"));
+        qemu_img(&[
+            "create",
+            "-f",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            img.to_str().unwrap(),
+            "5G",
+        ]);
+        qemu_io(
+            "vmdk",
+            &img,
+            &[
+                "write -P 0x11 0 64k",
+                "write -P 0x22 2147450880 64k",
+                "write -P 0x33 5368643584 65536",
+            ],
+        );
+        let r = open_path(&img);
+        assert_eq!(r.virtual_size(), 5 << 30);
+        assert_eq!(
+            vdisk_map_json(&r),
+            qemu_map_json(&img, Some("vmdk")),
+            "{sub}: map"
+        );
+        let qi = qemu_info_json(&img);
+        assert_eq!(
+            r.info().unwrap().format_specific.unwrap().1,
+            qi["format-specific"]["data"]
+        );
+        // Spot-check the bytes around the extent boundary and the end against qemu-io's pattern.
+        let mut b = vec![0u8; 128 * 1024];
+        r.read_at(&mut b, 2147450880).unwrap();
+        assert!(b[..65536].iter().all(|x| *x == 0x22) && b[65536..].iter().all(|x| *x == 0));
+        r.read_at(&mut b[..65536], 5368643584).unwrap();
+        assert!(b[..65536].iter().all(|x| *x == 0x33));
+        assert_eq!(r.check().unwrap().exit_code(), 0);
+    }
+}
+
+#[test]
+fn delta_disk_exposes_parent() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-delta");
+    let base = s.join("base.vmdk");
+    let top = s.join("top.vmdk");
+    qemu_img(&["create", "-f", "vmdk", base.to_str().unwrap(), "2M"]);
+    qemu_io("vmdk", &base, &["write -P 7 0 1M"]);
+    qemu_img(&[
+        "create",
+        "-f",
+        "vmdk",
+        "-b",
+        "base.vmdk",
+        "-F",
+        "vmdk",
+        top.to_str().unwrap(),
+    ]);
+    qemu_io("vmdk", &top, &["write -P 8 64k 64k"]);
+    let b = open_path(&base);
+    let t = open_path(&top);
+    assert_eq!(t.parent_cid(), b.cid());
+    let info = t.info().unwrap();
+    let backing = info.backing.clone().unwrap();
+    assert_eq!(
+        (backing.filename.as_str(), backing.format),
+        ("base.vmdk", None)
+    );
+    let qi = qemu_info_json(&top);
+    assert_eq!(
+        info.format_specific.unwrap().1,
+        qi["format-specific"]["data"]
+    );
+    // This layer alone: only the grain written in the top is present.
+    let e = t.block_status(0, 2 << 20).unwrap();
+    assert_eq!(
+        (e.kind, e.length),
+        (vdisk_core::ExtentKind::Unallocated, 65536)
+    );
+    // Through a chain it reads what qemu reads.
+    let chain = vdisk_core::Chain::new(Arc::new(t), Arc::new(b));
+    assert_same_bytes(
+        &read_all(&chain, 65536),
+        &qemu_raw_bytes(&top, None),
+        "delta chain",
+    );
+}
+
+#[test]
+fn hand_written_descriptor_flat_offsets_and_vmfs() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-desc");
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(s.join("f1.bin"), &data).unwrap();
+    let sp = s.join("s1.vmdk");
+    qemu_img(&["create", "-f", "vmdk", sp.to_str().unwrap(), "1M"]);
+    qemu_io("vmdk", &sp, &["write -P 5 0 64k"]);
+    let desc = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n\
+        createType=\"twoGbMaxExtentSparse\"\n\n# Extent description\nRW 1024 FLAT \"f1.bin\" 1024\nRW 2048 SPARSE \"s1.vmdk\"\n\
+        RW 512 VMFS \"f1.bin\"\n";
+    let img = s.join("mix.vmdk");
+    std::fs::write(&img, desc).unwrap();
+    compare_with_qemu(&img, "twoGbMaxExtentSparse");
+    let r = open_path(&img);
+    let mut b = vec![0u8; 512 * 1024];
+    r.read_at(&mut b, 0).unwrap();
+    assert_eq!(&b[..], &data[512 * 1024..]);
+}
+
+#[test]
+fn missing_extent_is_named() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-missing");
+    let img = s.join("m.vmdk");
+    qemu_img(&[
+        "create",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=twoGbMaxExtentSparse",
+        img.to_str().unwrap(),
+        "1M",
+    ]);
+    std::fs::remove_file(s.join("m-s001.vmdk")).unwrap();
+    let st = Arc::new(FileStorage::open(&img).unwrap());
+    let err = vdisk_vmdk::open(st, Arc::new(HostFiles))
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("m-s001.vmdk") && err.contains("No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupted_grain_pointer_is_reported_by_check() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-chk");
+    let img = s.join("c.vmdk");
+    qemu_img(&["create", "-f", "vmdk", img.to_str().unwrap(), "4M"]);
+    qemu_io("vmdk", &img, &["write -P 1 0 64k"]);
+    // Point the first grain table entry far past the end of the file.
+    let r = open_path(&img);
+    let gde = {
+        let st = FileStorage::open(&img).unwrap();
+        let h = vdisk_vmdk::sparse::read_header(&st, 0).unwrap();
+        let mut b = [0u8; 4];
+        vdisk_core::Storage::read_exact_at(&st, &mut b, h.gd_offset * 512).unwrap();
+        u32::from_le_bytes(b)
+    };
+    drop(r);
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(
+        &f,
+        &0x00ff_ffffu32.to_le_bytes(),
+        u64::from(gde) * 512,
+    )
+    .unwrap();
+    drop(f);
+    let rep = open_path(&img).check().unwrap();
+    let q = std::process::Command::new("qemu-img")
+        .args(["check", "-f", "vmdk"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(
+        rep.exit_code(),
+        q.status.code().unwrap(),
+        "{:?}",
+        rep.messages
+    );
+    assert!(
+        rep.messages
+            .iter()
+            .any(|m| m.contains("cluster offset for sector 0 points after EOF")),
+        "{:?}",
+        rep.messages
+    );
+    // The redundant grain table still has the old entry: reported too.
+    assert!(
+        rep.messages
+            .iter()
+            .any(|m| m.contains("redundant grain table 0")),
+        "{:?}",
+        rep.messages
+    );
+}
