@@ -1,0 +1,144 @@
+//! Resize: grown images pass `qemu-img check`, keep their data and read zeros after it
+//! (`qemu-img compare` of the old content against the grown image).
+
+use crate::fixtures::*;
+use std::path::Path;
+use vdisk_core::{CreateOptions, ImageReader, Payload};
+use vdisk_testutil::*;
+
+/// Resizes `p` to `new_size` and checks it against `before` (its raw content before the resize).
+fn grow_and_verify(s: &Scratch, p: &Path, before: &Path, new_size: u64) -> vdisk_vdi::VdiReader {
+    vdisk_vdi::resize(p, new_size).unwrap_or_else(|e| panic!("resize {}: {e}", p.display()));
+    assert_qemu_check_clean(p, "vdi");
+    // qemu-img compare accepts a longer image whose extra part reads as zeros.
+    assert_qemu_compare_equal(before, p);
+    let info = qemu_info_json(p);
+    assert_eq!(
+        info["virtual-size"].as_u64().unwrap(),
+        new_size.div_ceil(512) * 512
+    );
+    let r = open(p);
+    assert_eq!(r.check().unwrap().corruptions, 0);
+    let old = std::fs::read(before).unwrap();
+    let mut head = vec![0u8; old.len() + (2 << 20)];
+    let n = (head.len() as u64).min(r.virtual_size()) as usize;
+    r.read_at(&mut head[..n], 0).unwrap();
+    assert_same_bytes(&head[..old.len()], &old, "old content after resize");
+    assert!(
+        head[old.len()..n].iter().all(|b| *b == 0),
+        "grown part reads as zeros"
+    );
+    if new_size <= 64 << 20 {
+        assert_eq!(vdisk_map_json(&r), qemu_map_json(p, Some("vdi")));
+        assert_same_bytes(
+            &read_all(&r, 1 << 20),
+            &qemu_raw_bytes(p, Some("vdi")),
+            "bytes after resize",
+        );
+    }
+    let _ = s;
+    r
+}
+
+fn snapshot_raw(s: &Scratch, p: &Path, name: &str) -> std::path::PathBuf {
+    let out = s.join(name);
+    std::fs::write(&out, qemu_raw_bytes(p, Some("vdi"))).unwrap();
+    out
+}
+
+#[test]
+fn grows_qemu_dynamic_image_moving_data_blocks() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-dyn");
+    let p = qemu_vdi(&s, "d.vdi", false);
+    let before = snapshot_raw(&s, &p, "before.raw");
+    let data_before = open(&p).header().offset_data;
+    assert_eq!(
+        data_before, 0x400,
+        "qemu leaves no room for the map to grow"
+    );
+    // 300 blocks need 1200 bytes of map: one slot moves.
+    let r = grow_and_verify(&s, &p, &before, 300 << 20);
+    assert_eq!(r.header().offset_data, 0x400 + (1 << 20));
+    assert_eq!(r.header().blocks_in_image, 300);
+    // Grow again far enough that more slots move than are allocated after the first ones.
+    let r = grow_and_verify(&s, &p, &before, 700 << 30);
+    assert!(r.header().offset_data > 700 * 1024 * 4);
+    // Writes by qemu after the resize land in fresh blocks and keep the image clean.
+    qemu_io("vdi", &p, &["write -P 0x77 100M 64k", "write -P 0x78 0 4k"]);
+    assert_qemu_check_clean(&p, "vdi");
+    let r = open(&p);
+    let mut b = vec![0u8; 4096];
+    r.read_at(&mut b, 100 << 20).unwrap();
+    assert!(b.iter().all(|x| *x == 0x77));
+}
+
+#[test]
+fn grows_static_image_with_new_blocks() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-static");
+    let p = qemu_vdi(&s, "s.vdi", true);
+    let before = snapshot_raw(&s, &p, "before.raw");
+    let r = grow_and_verify(&s, &p, &before, 200 << 20);
+    assert_eq!(r.header().blocks_allocated, 200);
+    assert!(r.block_map().iter().all(|e| *e < 200));
+}
+
+#[test]
+fn grows_vdisk_image_in_place_and_within_last_block() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-own");
+    let p = s.join("w.vdi");
+    let size = (3 << 20) + 512;
+    let mut w = vdisk_vdi::create(&p, size, &CreateOptions::new()).unwrap();
+    w.write(0, Payload::Data(vec![0x42; size as usize]))
+        .unwrap();
+    w.finish().unwrap();
+    // Put garbage after the disk end inside the last block: resize must zero it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .map(|f| {
+            std::os::unix::fs::FileExt::write_all_at(&f, &[0xee; 4096], (2 << 20) + (3 << 20) + 512)
+        })
+        .unwrap()
+        .unwrap();
+    let before = snapshot_raw(&s, &p, "before.raw");
+    let offset_data = open(&p).header().offset_data;
+    let r = grow_and_verify(&s, &p, &before, (3 << 20) + 8192);
+    assert_eq!(r.header().blocks_in_image, 4);
+    let r2 = grow_and_verify(&s, &p, &before, 10 << 30);
+    assert_eq!(
+        r2.header().offset_data,
+        offset_data,
+        "the 1 MiB-aligned map had room: nothing moved"
+    );
+    drop(r);
+}
+
+#[test]
+fn shrinking_is_refused_and_same_size_is_a_no_op() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-shrink");
+    let p = qemu_vdi(&s, "d.vdi", false);
+    let orig = std::fs::read(&p).unwrap();
+    let e = vdisk_vdi::resize(&p, 1 << 20).unwrap_err().to_string();
+    assert!(e.contains("shrinking"), "{e}");
+    vdisk_vdi::resize(&p, SIZE).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), orig, "unchanged");
+    // A corrupt image is not resized.
+    let mut bad = orig.clone();
+    bad[0x208..0x20c].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(&p, &bad).unwrap();
+    let e = vdisk_vdi::resize(&p, 100 << 20).unwrap_err().to_string();
+    assert!(e.contains("refusing to resize"), "{e}");
+    assert_eq!(std::fs::read(&p).unwrap(), bad);
+}
