@@ -3,9 +3,10 @@
 //! block/vdi.c). All fields are little-endian. No I/O: callers hand in the first bytes of the file.
 
 use crate::limits::*;
-use std::fmt;
 use std::path::Path;
 use vdisk_core::{Error, Result};
+
+pub use crate::uuid::Uuid;
 
 /// The image signature (`VDI_IMAGE_SIGNATURE`).
 pub const SIGNATURE: u32 = 0xbeda_107f;
@@ -24,51 +25,6 @@ pub const TYPE_DIFF: u32 = 4;
 
 /// Bytes of the file needed to parse any header version.
 pub const PARSE_LEN: usize = 0x200;
-
-/// A UUID as VirtualBox stores it (`RTUUID`): the first three fields little-endian.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Uuid(pub [u8; 16]);
-
-impl Uuid {
-    /// The all-zero UUID.
-    pub fn is_null(&self) -> bool {
-        self.0.iter().all(|b| *b == 0)
-    }
-
-    /// A random (version 4, RFC 4122 variant) UUID in VirtualBox's byte order.
-    pub fn random() -> Result<Uuid> {
-        let mut b = [0u8; 16];
-        getrandom::fill(&mut b)
-            .map_err(|e| Error::Other(format!("cannot get random bytes for a UUID: {e}")))?;
-        // Byte 7 holds the high byte of the little-endian time_hi_and_version field.
-        b[7] = (b[7] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        Ok(Uuid(b))
-    }
-}
-
-impl fmt::Display for Uuid {
-    /// The 8-4-4-4-12 form VirtualBox prints (`RTUuidToStr`): the first three fields are read as
-    /// little-endian integers, the last eight bytes in order.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(
-            f,
-            "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            u16::from_le_bytes([b[4], b[5]]),
-            u16::from_le_bytes([b[6], b[7]]),
-            b[8],
-            b[9],
-            b[10],
-            b[11],
-            b[12],
-            b[13],
-            b[14],
-            b[15]
-        )
-    }
-}
 
 /// Disk geometry (`VDIDISKGEOMETRY`): cylinders, heads, sectors, bytes per sector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,9 +54,13 @@ pub struct Header {
     pub block_extra: u32,
     pub blocks_in_image: u32,
     pub blocks_allocated: u32,
+    /// The image's UUID (`uuidCreate`), the one VirtualBox registers the medium under.
     pub uuid_image: Uuid,
+    /// Changed on every modification (`uuidModify`; QEMU calls it `uuid_last_snap`).
     pub uuid_modify: Uuid,
+    /// Differencing images only: the parent image's UUID (`uuidLinkage`).
     pub uuid_link: Uuid,
+    /// Differencing images only: the parent's modification UUID (`uuidParentModify`).
     pub uuid_parent_modify: Uuid,
     /// The logical geometry of `VDIHEADER1PLUS`, when the header is that large.
     pub lchs_geometry: Option<Geometry>,

@@ -8,6 +8,7 @@ pub mod header;
 pub mod limits;
 pub mod reader;
 pub mod resize;
+pub mod uuid;
 pub mod writer;
 
 pub use header::{Header, Uuid};

@@ -172,10 +172,7 @@ impl ImageReader for VdiReader {
         info.details = vec![
             ("uuid".into(), h.uuid_image.to_string().into()),
             ("modification uuid".into(), h.uuid_modify.to_string().into()),
-            (
-                "parent uuid".into(),
-                h.uuid_parent_modify.to_string().into(),
-            ),
+            ("parent uuid".into(), h.uuid_link.to_string().into()),
             ("image type".into(), kind.into()),
             (
                 "version".into(),
@@ -207,3 +204,7 @@ impl ImageReader for VdiReader {
         ))
     }
 }
+
+#[cfg(test)]
+#[path = "reader_tests.rs"]
+mod tests;

@@ -63,7 +63,7 @@ fn grows_qemu_dynamic_image_moving_data_blocks() {
     let r = grow_and_verify(&s, &p, &before, 300 << 20);
     assert_eq!(r.header().offset_data, 0x400 + (1 << 20));
     assert_eq!(r.header().blocks_in_image, 300);
-    // Grow again far enough that more slots move than are allocated after the first ones.
+    // Grow again: a second relocation on an image whose data area already moved once.
     let r = grow_and_verify(&s, &p, &before, 700 << 30);
     assert!(r.header().offset_data > 700 * 1024 * 4);
     // Writes by qemu after the resize land in fresh blocks and keep the image clean.
@@ -141,4 +141,32 @@ fn shrinking_is_refused_and_same_size_is_a_no_op() {
     let e = vdisk_vdi::resize(&p, 100 << 20).unwrap_err().to_string();
     assert!(e.contains("refusing to resize"), "{e}");
     assert_eq!(std::fs::read(&p).unwrap(), bad);
+}
+
+#[test]
+fn grows_when_more_slots_must_move_than_are_allocated() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-few");
+    for (name, writes) in [
+        ("one.vdi", &["write -P 0x31 3M 4k"][..]),
+        ("none.vdi", &[][..]),
+    ] {
+        let p = s.join(name);
+        qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "5M"]);
+        if !writes.is_empty() {
+            qemu_io("vdi", &p, writes);
+        }
+        let before = snapshot_raw(&s, &p, "before.raw");
+        // 1 TiB needs a 4 MiB map: four slots' worth of room, with at most one slot in use.
+        let r = grow_and_verify(&s, &p, &before, 1 << 40);
+        assert_eq!(r.header().offset_data, 0x400 + (4 << 20));
+        assert!(
+            r.block_map().iter().all(|e| *e >= 0xffff_fffe || *e == 0),
+            "the moved slot is slot 0 again"
+        );
+        qemu_io("vdi", &p, &["write -P 0x32 0 4k"]);
+        assert_qemu_check_clean(&p, "vdi");
+    }
 }
