@@ -10,5 +10,9 @@ pub mod header;
 pub mod limits;
 pub mod reader;
 pub mod sparse;
+pub mod sparse_out;
+pub mod stream_out;
+pub mod writer;
 
 pub use reader::{open, VmdkReader};
+pub use writer::{create, CREATE_OPTIONS};
