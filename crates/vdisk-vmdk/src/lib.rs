@@ -7,6 +7,7 @@
 pub mod check;
 pub mod descriptor;
 pub mod header;
+pub mod info;
 pub mod limits;
 pub mod reader;
 pub mod sparse;

@@ -2,19 +2,15 @@
 //! extent files) and reading it as one disk: the extents laid end to end ("Layout Basics" and "Extent
 //! Descriptions" of Virtual Disk Format 1.1), with qemu's block status and `info` output.
 
-use crate::descriptor::{Access, Descriptor, ExtentType, NO_PARENT_CID};
+use crate::descriptor::{Access, Descriptor, ExtentType};
 use crate::header::{sparse_kind, SparseKind};
 use crate::limits::{MAX_DESCRIPTOR_BYTES, MAX_VIRTUAL_BYTES, SECTOR};
 use crate::sparse::{Grain, SparseExtent};
-use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vdisk_core::reader::check_range;
 use vdisk_core::storage::{resolve_relative, FileOpener};
-use vdisk_core::{
-    BackingRef, CheckReport, ChildFile, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result,
-    Storage,
-};
+use vdisk_core::{CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage};
 
 /// The createType values this reader accepts in a standalone descriptor (qemu accepts the first six;
 /// monolithicSparse and streamOptimized descriptors naming a separate sparse file are accepted too).
@@ -53,10 +49,10 @@ pub(crate) struct PlacedExtent {
 pub struct VmdkReader {
     pub(crate) path: PathBuf,
     pub(crate) extents: Vec<PlacedExtent>,
-    size: u64,
-    desc: Descriptor,
+    pub(crate) size: u64,
+    pub(crate) desc: Descriptor,
     /// Opened from a `KDMV` file (monolithicSparse / streamOptimized) rather than a text descriptor.
-    monolithic: bool,
+    pub(crate) monolithic: bool,
 }
 
 /// Opens the VMDK in `storage`; extent files are opened through `files`, relative to its directory.
@@ -228,7 +224,7 @@ impl VmdkReader {
         &self.desc
     }
 
-    fn create_type(&self) -> String {
+    pub(crate) fn create_type(&self) -> String {
         self.desc
             .create_type
             .clone()
@@ -241,24 +237,6 @@ impl VmdkReader {
             .and_then(|i| self.extents.get(i))
             .filter(|e| offset - e.start < e.len)
             .ok_or_else(|| Error::invalid(format!("offset {offset} is outside the virtual disk")))
-    }
-
-    fn extent_json(e: &PlacedExtent) -> Value {
-        let mut m = Map::new();
-        if let ExtentData::Sparse(sp) = &e.data {
-            if sp.header.compressed() {
-                m.insert("compressed".into(), json!(true));
-            }
-        }
-        m.insert("virtual-size".into(), json!(e.len));
-        if let Some(f) = &e.file {
-            m.insert("filename".into(), json!(f.to_string_lossy()));
-        }
-        if let ExtentData::Sparse(sp) = &e.data {
-            m.insert("cluster-size".into(), json!(sp.grain_bytes()));
-        }
-        m.insert("format".into(), json!(e.type_name));
-        Value::Object(m)
     }
 }
 
@@ -339,66 +317,7 @@ impl ImageReader for VmdkReader {
     }
 
     fn info(&self) -> Result<ImageInfo> {
-        let mut info = ImageInfo::new("vmdk", self.size);
-        if let Some(ExtentData::Sparse(sp)) = self.extents.first().map(|e| &e.data) {
-            info.cluster_size = Some(sp.grain_bytes());
-        }
-        if let Some(hint) = &self.desc.parent_hint {
-            info.backing = Some(BackingRef {
-                filename: hint.clone(),
-                format: None,
-            });
-        }
-        let extents: Vec<Value> = self.extents.iter().map(Self::extent_json).collect();
-        let data = json!({
-            "cid": self.desc.cid,
-            "parent-cid": self.desc.parent_cid,
-            "create-type": self.create_type(),
-            "extents": extents,
-        });
-        info.format_specific = Some(("vmdk".to_string(), data));
-        if !self.monolithic {
-            let named: Vec<ChildFile> = self
-                .extents
-                .iter()
-                .filter_map(|e| e.file.as_ref())
-                .enumerate()
-                .map(|(i, f)| ChildFile {
-                    name: format!("extents.{i}"),
-                    path: f.to_path_buf(),
-                })
-                .collect();
-            info.children.extend(named.into_iter().rev());
-        }
-        info.children.push(ChildFile {
-            name: "file".into(),
-            path: self.path.clone(),
-        });
-        for (k, v) in &self.desc.ddb {
-            info.details.push((format!("ddb.{k}"), json!(v)));
-        }
-        if let Some(ExtentData::Sparse(sp)) = self.extents.first().map(|e| &e.data) {
-            let h = &sp.header;
-            info.details
-                .push(("sparse-version".into(), json!(h.version)));
-            info.details
-                .push(("sparse-flags".into(), json!(format!("{:#x}", h.flags))));
-            info.details
-                .push(("grain-directory-sector".into(), json!(h.gd_offset)));
-            if h.has_rgd() {
-                info.details.push((
-                    "redundant-grain-directory-sector".into(),
-                    json!(h.rgd_offset),
-                ));
-            }
-        }
-        if self.desc.parent_cid != NO_PARENT_CID {
-            info.details.push((
-                "parent-cid-hex".into(),
-                json!(format!("{:08x}", self.desc.parent_cid)),
-            ));
-        }
-        Ok(info)
+        Ok(crate::info::info(self))
     }
 
     fn check(&self) -> Result<CheckReport> {

@@ -196,6 +196,16 @@ impl SparseExtent {
         Ok(t)
     }
 
+    /// What grain table entry `gte` means.
+    fn classify(&self, gte: u32) -> Grain {
+        match gte {
+            0 => Grain::Unallocated,
+            1 if self.header.has_zero_grain() => Grain::Zero,
+            s if self.header.compressed() => Grain::Compressed(u64::from(s) * SECTOR),
+            s => Grain::Data(u64::from(s) * SECTOR),
+        }
+    }
+
     /// Where the grain holding extent byte `off` lives.
     pub fn lookup(&self, off: u64) -> Result<Grain> {
         let grain = off / self.grain_bytes();
@@ -207,35 +217,45 @@ impl SparseExtent {
             return Ok(Grain::Unallocated);
         }
         let gt = self.grain_table(gde)?;
-        let gte = gt.get((grain % per) as usize).copied().unwrap_or(0);
-        Ok(match gte {
-            0 => Grain::Unallocated,
-            1 if self.header.has_zero_grain() => Grain::Zero,
-            s if self.header.compressed() => Grain::Compressed(u64::from(s) * SECTOR),
-            s => Grain::Data(u64::from(s) * SECTOR),
-        })
+        Ok(self.classify(gt.get((grain % per) as usize).copied().unwrap_or(0)))
     }
 
     /// The status of extent bytes from `off`: the grain kind and how many bytes (at most `max`) share
-    /// it with contiguous host placement.
+    /// it with contiguous host placement. Scans grain tables directly, skipping whole tables that the
+    /// grain directory leaves unallocated.
     pub fn status(&self, off: u64, max: u64) -> Result<(Grain, u64)> {
         let g = self.grain_bytes();
+        let per = u64::from(self.header.num_gtes_per_gt);
         let end = off.saturating_add(max).min(self.capacity());
+        let first_grain = off / g;
         let first = self.lookup(off)?;
-        let mut pos = (off / g + 1) * g;
-        while pos < end {
-            let next = self.lookup(pos)?;
-            let same = match (first, next) {
-                (Grain::Data(a), Grain::Data(b)) => Some(b) == a.checked_add(pos - off / g * g),
-                (Grain::Compressed(_), Grain::Compressed(_)) => true,
-                (a, b) => a == b,
-            };
-            if !same {
-                break;
+        let continues = |next: Grain, grain: u64| match (first, next) {
+            (Grain::Data(a), Grain::Data(b)) => a.checked_add((grain - first_grain) * g) == Some(b),
+            (Grain::Compressed(_), Grain::Compressed(_)) => true,
+            (a, b) => a == b,
+        };
+        let mut grain = first_grain + 1;
+        'tables: while grain * g < end {
+            let gd_idx = grain / per;
+            let table_end = (gd_idx + 1) * per;
+            let gde = self.gd.get(gd_idx as usize).copied().unwrap_or(0);
+            if gde == 0 {
+                if first != Grain::Unallocated {
+                    break;
+                }
+                grain = table_end;
+                continue;
             }
-            pos += g;
+            let gt = self.grain_table(gde)?;
+            while grain < table_end && grain * g < end {
+                let gte = gt.get((grain % per) as usize).copied().unwrap_or(0);
+                if !continues(self.classify(gte), grain) {
+                    break 'tables;
+                }
+                grain += 1;
+            }
         }
-        Ok((first, pos.min(end) - off))
+        Ok((first, (grain * g).min(end) - off))
     }
 
     /// Reads extent bytes at `off` (the range must lie inside the extent).

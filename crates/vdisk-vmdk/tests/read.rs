@@ -377,3 +377,46 @@ fn corrupted_grain_pointer_is_reported_by_check() {
         rep.messages
     );
 }
+
+#[test]
+fn concurrent_reads_agree_with_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-threads");
+    let raw = patterned_raw(&s);
+    for sub in ["streamOptimized", "twoGbMaxExtentSparse"] {
+        let img = s.join(&format!("t-{sub}.vmdk"));
+        qemu_img(&[
+            "convert",
+            "-O",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            raw.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ]);
+        let want = qemu_raw_bytes(&img, Some("vmdk"));
+        let r = Arc::new(open_path(&img));
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let r = Arc::clone(&r);
+                let want = want.clone();
+                std::thread::spawn(move || {
+                    // Each thread walks the disk with a different odd chunk size and start.
+                    let chunk = 4096 + 512 * (t as usize * 7 + 1);
+                    let mut off = (t * 1536) as usize;
+                    let mut buf = vec![0u8; chunk];
+                    while off + chunk <= want.len() {
+                        r.read_at(&mut buf, off as u64).unwrap();
+                        assert!(buf == want[off..off + chunk], "thread {t} at {off}");
+                        off += chunk * 3;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+}
