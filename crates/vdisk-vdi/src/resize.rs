@@ -1,14 +1,17 @@
 //! Growing VDI images like `VBoxManage modifymedium --resize` (VirtualBox's `vdiResize` in VDI.cpp),
-//! which qemu-img cannot do for VDI. The block map grows into the space before the data area; when
-//! that space is short, the first data slots are copied to the end of the file and the data area
-//! start moves up by whole slots (every slot number then drops by that many). Static images also get
-//! a slot for every new block (VirtualBox refuses to resize those).
+//! which qemu-img cannot do for VDI. The block map grows into the free space before the data area.
+//! When that space is short, the data area start moves up by `k` whole slots and the grown map is
+//! written into the space those slots held. Static images also get a slot for every new block
+//! (VirtualBox refuses to resize those).
 //!
-//! Write order, so that a crash leaves a readable image: moved slots are copied (and synced) before
-//! anything refers to them; the map is written next, the header last. When no slot has to move,
-//! every intermediate state is the old, consistent image. When slots move, a crash between the map
-//! write and the header write leaves renumbered entries under the old data offset: VDI has no
-//! journal, and VirtualBox has the same window.
+//! Write order, so that the guest data stay readable whenever a crash happens: (1) slots `0..k` that
+//! hold data are copied past every used slot and synced; (2) their map entries are switched to the
+//! copies one 4-byte write at a time and synced: slots `0..k` are now unreferenced; (3) the grown
+//! map, renumbered for the new data start, is written into that unreferenced space (or, when nothing
+//! moves, only the new entries are written after the old ones) and synced; (4) the header, a single
+//! sector holding the map offset, data offset, block count and size, is written last and switches
+//! from the old image to the new one. Between (2) and (4) the old image reads correctly but its
+//! moved entries may name slots beyond `blocks_in_image`, which `qemu-img check` reports.
 
 use crate::bmap::{self, Entry};
 use crate::check::check_map;
@@ -21,6 +24,12 @@ use vdisk_core::{Error, FileStorage, Result, Storage};
 /// Grows the VDI image at `path` to `new_size` bytes (rounded up to 512). Shrinking is refused; the
 /// same size is a no-op. The image must pass `check` first.
 pub fn resize(path: &Path, new_size: u64) -> Result<()> {
+    resize_steps(path, new_size, u32::MAX)
+}
+
+/// [`resize`], stopping after `max_steps` durable steps: tests use it to look at every state a crash
+/// can leave behind.
+pub(crate) fn resize_steps(path: &Path, new_size: u64, max_steps: u32) -> Result<()> {
     let storage = FileStorage::open_rw(path)?;
     let file_len = storage.len()?;
     let mut sector = vec![0u8; PARSE_LEN.min(usize::try_from(file_len).unwrap_or(PARSE_LEN))];
@@ -34,13 +43,13 @@ pub fn resize(path: &Path, new_size: u64) -> Result<()> {
     let mut map = bmap::read(&storage, &h)?;
     let report = check_map(&h, &map, file_len);
     if report.corruptions > 0 {
+        let msgs = report.messages.join("; ");
         return Err(Error::corrupt(
             path,
             None,
             format!(
-                "{} errors found by check ({}); refusing to resize",
-                report.corruptions,
-                report.messages.join("; ")
+                "{} errors found by check ({msgs}); refusing to resize",
+                report.corruptions
             ),
         ));
     }
@@ -57,7 +66,6 @@ pub fn resize(path: &Path, new_size: u64) -> Result<()> {
         return Ok(());
     }
     let bs = u64::from(h.block_size);
-    let slot_size = h.slot_size();
     let old_blocks = u64::from(h.blocks_in_image);
     let new_blocks = new_size.div_ceil(bs);
     if new_blocks > MAX_BLOCKS {
@@ -66,47 +74,64 @@ pub fn resize(path: &Path, new_size: u64) -> Result<()> {
             path.display()
         )));
     }
+    let mut steps = Steps { left: max_steps };
 
-    // Bytes past the old end inside the last block must read as zeros.
+    // Bytes past the old end inside the last block must read as zeros (invisible to the old image).
     zero_tail_of_last_block(&storage, &h, &map, new_size)?;
-
-    // Make room for the larger map by moving the first slots to the end.
-    let bmap_end = h.offset_bmap + new_blocks * 4;
-    if bmap_end > h.offset_data {
-        if slot_size % SECTOR_SIZE != 0 {
-            return Err(Error::unsupported(
-                path,
-                "resizing a VDI image whose block extra data is not sector-aligned",
-            ));
-        }
-        let shift = (bmap_end - h.offset_data).div_ceil(slot_size);
-        relocate(&storage, &mut h, &mut map, shift)?;
+    if steps.stop(&storage)? {
+        return Ok(());
     }
 
-    // Static images: give every new block a slot after the last used one (sparse zeros).
+    // Whether the grown map fits before the data area; if not, free the first slots for it.
+    let in_place = h.offset_bmap + new_blocks * 4 <= h.offset_data;
+    if !in_place {
+        relocate(&storage, &mut h, &mut map, new_blocks, &mut steps)?;
+        if steps.left == 0 {
+            return Ok(());
+        }
+    }
+
+    // Static images: every new block gets a slot after the last used one (sparse zeros).
     map.resize(new_blocks as usize, BLOCK_FREE);
     if h.image_type == TYPE_STATIC {
         let mut next = next_free_slot(&map, 0);
         for e in map.iter_mut().skip(old_blocks as usize) {
-            *e = next as u32;
+            *e = u32::try_from(next).map_err(|_| Error::invalid("VDI slot number overflows"))?;
             next += 1;
         }
         h.blocks_allocated = h
             .blocks_allocated
             .saturating_add((new_blocks - old_blocks) as u32);
-        let end = h.offset_data + next * slot_size;
+        let end = h.offset_data + next * h.slot_size();
         if end > storage.len()? {
             storage.set_len(end)?;
         }
     }
-    storage.sync()?;
-    storage.write_at(&bmap::to_bytes(&map), h.offset_bmap)?;
-    storage.sync()?;
+    // In place, the old entries are unchanged: write only the new ones, after them.
+    let first = if in_place { old_blocks as usize } else { 0 };
+    let tail = map.get(first..).unwrap_or_default();
+    storage.write_at(&bmap::to_bytes(tail), h.offset_bmap + first as u64 * 4)?;
+    if steps.stop(&storage)? {
+        return Ok(());
+    }
     h.disk_size = new_size;
     h.blocks_in_image = new_blocks as u32;
     h.write_v1(&mut sector)?;
     storage.write_at(&sector, 0)?;
     storage.sync()
+}
+
+/// Counts durable steps; `stop` syncs and says whether the caller must stop here.
+struct Steps {
+    left: u32,
+}
+
+impl Steps {
+    fn stop(&mut self, storage: &FileStorage) -> Result<bool> {
+        storage.sync()?;
+        self.left = self.left.saturating_sub(1);
+        Ok(self.left == 0)
+    }
 }
 
 /// One past the highest slot in use, at least `min`.
@@ -140,51 +165,80 @@ fn zero_tail_of_last_block(
     storage.write_at(&zeros, host + in_block)
 }
 
-/// Moves the data area start up by `shift` slots: slots below `shift` are copied past every used
-/// slot, then all slot numbers are rebased on the new start (in `map` and `h`, not yet on disk).
-fn relocate(storage: &FileStorage, h: &mut Header, map: &mut [u32], shift: u64) -> Result<()> {
+/// Frees the first `k` slots, enough to hold a map of `new_blocks` entries: copies the used ones past
+/// every used slot, switches their entries on disk, then (in memory only) moves the map into the
+/// freed space and rebases every slot number on the new data start.
+fn relocate(
+    storage: &FileStorage,
+    h: &mut Header,
+    map: &mut [u32],
+    new_blocks: u64,
+    steps: &mut Steps,
+) -> Result<()> {
+    let path = storage.path();
     let slot_size = h.slot_size();
-    let new_data = shift
+    if slot_size % SECTOR_SIZE != 0 {
+        return Err(Error::unsupported(
+            path,
+            "resizing a VDI image whose block extra data is not sector-aligned",
+        ));
+    }
+    let k = (new_blocks * 4).div_ceil(slot_size);
+    let new_data = k
         .checked_mul(slot_size)
         .and_then(|d| d.checked_add(h.offset_data))
         .filter(|d| *d <= u64::from(u32::MAX))
         .ok_or_else(|| {
             Error::invalid(format!(
                 "{}: the grown VDI block map does not fit",
-                storage.path().display()
+                path.display()
             ))
         })?;
-    let dest_base = next_free_slot(map, shift);
-    // The blocks whose slots sit where the map will grow, in slot order.
+    let dest_base = next_free_slot(map, k);
+    // The blocks whose slots sit where the map will go, in slot order.
     let mut low: Vec<(u64, usize)> = map
         .iter()
         .enumerate()
         .filter_map(|(block, e)| match Entry::decode(*e) {
-            Entry::Slot(s) if u64::from(s) < shift => Some((u64::from(s), block)),
+            Entry::Slot(s) if u64::from(s) < k => Some((u64::from(s), block)),
             _ => None,
         })
         .collect();
     low.sort_unstable();
     let mut buf = vec![0u8; slot_size as usize];
-    for (moved, (old, block)) in low.into_iter().enumerate() {
+    for (moved, (old, _)) in low.iter().enumerate() {
         let dest = dest_base + moved as u64;
         storage.read_zero_padded(&mut buf, h.offset_data + old * slot_size)?;
         storage.write_at(&buf, h.offset_data + dest * slot_size)?;
-        map[block] =
-            u32::try_from(dest).map_err(|_| Error::invalid("VDI slot number overflows"))?;
     }
-    storage.sync()?;
+    if steps.stop(storage)? {
+        return Ok(());
+    }
+    for (moved, (_, block)) in low.iter().enumerate() {
+        let dest = u32::try_from(dest_base + moved as u64)
+            .map_err(|_| Error::invalid("VDI slot number overflows"))?;
+        map[*block] = dest;
+        storage.write_at(&dest.to_le_bytes(), h.offset_bmap + *block as u64 * 4)?;
+    }
+    if steps.stop(storage)? {
+        return Ok(());
+    }
     for e in map.iter_mut() {
         if let Entry::Slot(s) = Entry::decode(*e) {
-            // Every used slot is now >= shift: the low ones were moved above.
+            // Every used slot is now >= k: the low ones were moved above.
             *e = u64::from(s)
-                .checked_sub(shift)
+                .checked_sub(k)
                 .and_then(|v| u32::try_from(v).ok())
                 .ok_or_else(|| {
                     Error::Other(format!("VDI resize: slot {s} below the new data start"))
                 })?;
         }
     }
+    h.offset_bmap = h.offset_data;
     h.offset_data = new_data;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "resize_tests.rs"]
+mod tests;
