@@ -1,1 +1,100 @@
-//! vdisk-convert (being written).
+//! vdisk-convert: streams any [`ImageReader`] into any [`ImageWriter`] the way `qemu-img convert`
+//! does (qemu-img.c `img_convert`), and compares images like `qemu-img compare` ([`compare`]).
+//!
+//! The conversion is driven by block status: ranges the source reports as zeros are never read;
+//! data ranges are read in chunks on a pool of worker threads, scanned for zero runs with qemu's
+//! `-S` rules, and handed to the writer (in order unless `-W`) by the calling thread. Memory is a
+//! fixed number of chunk buffers whatever the image size. The first error stops the conversion and
+//! drops the writer unfinished, so that no output is left behind.
+
+mod chunk;
+pub mod compare;
+mod engine;
+pub mod limits;
+mod plan;
+mod sparse;
+
+use std::sync::Arc;
+use std::time::Duration;
+use vdisk_core::{ImageReader, ImageWriter, Result};
+
+pub use compare::{compare, CompareOutcome};
+
+/// How to convert. `Default` matches qemu-img convert's defaults.
+#[derive(Clone)]
+pub struct ConvertOptions {
+    /// Worker threads for reading, scanning and encoding; 0 means one per core.
+    pub workers: usize,
+    /// `-W`: write chunks as they complete, when the writer accepts out-of-order writes.
+    pub out_of_order: bool,
+    /// `-S`: the least run of zero bytes (after data) turned into a gap, a multiple of 512 up to
+    /// 16 MiB; default 4096. 0 disables zero detection: every byte is written as data, fully
+    /// allocating the output, as qemu does.
+    pub min_sparse: u64,
+    /// Bytes per read (one buffer); default 2 MiB (qemu's `IO_BUF_SIZE`). Rounded up to the writer's
+    /// granularity.
+    pub chunk_size: u64,
+    /// `--target-is-zero`: the target already reads as zeros, so zero runs need no write.
+    pub target_is_zero: bool,
+    /// The target's backing image (`-B`): only what differs from it is written; ranges equal to it
+    /// are left unallocated.
+    pub backing: Option<Arc<dyn ImageReader>>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            workers: 0,
+            out_of_order: false,
+            min_sparse: 4096,
+            chunk_size: 2 << 20,
+            target_is_zero: false,
+            backing: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConvertOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConvertOptions")
+            .field("workers", &self.workers)
+            .field("out_of_order", &self.out_of_order)
+            .field("min_sparse", &self.min_sparse)
+            .field("chunk_size", &self.chunk_size)
+            .field("target_is_zero", &self.target_is_zero)
+            .field("backing", &self.backing.as_ref().map(|b| b.format_name()))
+            .finish()
+    }
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConvertStats {
+    /// Bytes read from the source (data extents only).
+    pub bytes_read: u64,
+    /// Bytes handed to the writer as data (plain or encoded).
+    pub data_bytes_written: u64,
+    /// Bytes that read as zeros in the result without being written as data (zero payloads, or
+    /// nothing at all on a zero-initialised target).
+    pub zero_bytes: u64,
+    /// Bytes left unallocated because they equal the backing image (`-B`).
+    pub unchanged_bytes: u64,
+    /// Most tasks in flight at once (each holds at most two chunk buffers).
+    pub peak_in_flight: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Converts `src` into `dst` and finishes it. `progress(done, total)` is called from the calling
+/// thread with the bytes of the virtual disk completed so far, ending with `done == total`.
+///
+/// On error the writer is dropped without `finish` (its output vanishes) and the first error is
+/// returned.
+pub fn convert(
+    src: &dyn ImageReader,
+    dst: Box<dyn ImageWriter>,
+    opts: &ConvertOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<ConvertStats> {
+    engine::run(src, dst, opts, progress)
+}

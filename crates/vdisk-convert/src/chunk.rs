@@ -1,0 +1,257 @@
+//! The per-chunk work of a conversion, run on the worker threads: read a chunk of the source (and of
+//! the target's backing image), find what must be written (data, zero runs, parts equal to the
+//! backing image), and encode data granules with the writer's encoder (e.g. compression).
+
+use crate::plan::{SegKind, Segment};
+use crate::sparse::{self, Run};
+use std::sync::Arc;
+use vdisk_core::zero::is_zero;
+use vdisk_core::{ChunkEncoder, ImageReader, Payload, Result};
+
+/// Everything a worker needs, shared by reference.
+pub(crate) struct Ctx<'a> {
+    pub src: &'a dyn ImageReader,
+    pub backing: Option<Arc<dyn ImageReader>>,
+    pub encoder: Option<Arc<dyn ChunkEncoder>>,
+    pub granule: u64,
+    pub size: u64,
+    /// `-S` in bytes; 0 disables zero detection (everything is written as data).
+    pub min_sparse: u64,
+    /// Alignment of gaps, in sectors (qemu's `s->alignment`).
+    pub align_sectors: u64,
+    /// Zero runs need no write at all (new zero-initialised target without backing).
+    pub skip_zeros: bool,
+}
+
+/// The outcome of one task: what to hand the writer, and byte counts for the statistics.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    pub len: u64,
+    pub payloads: Vec<(u64, Payload)>,
+    pub read: u64,
+    pub data: u64,
+    pub zero: u64,
+    pub unchanged: u64,
+}
+
+/// What one run of a chunk becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Data,
+    Zero,
+    /// Equal to the backing image: leave unallocated.
+    Unchanged,
+}
+
+/// Whether a segment needs a buffer (and so a worker).
+pub(crate) fn needs_worker(seg: &Segment, min_sparse: u64) -> bool {
+    match seg.kind {
+        SegKind::Data | SegKind::ZeroOverBacking => true,
+        SegKind::Zero => min_sparse == 0,
+        SegKind::Same => false,
+    }
+}
+
+fn alloc(len: u64) -> Vec<u8> {
+    vec![0u8; len as usize]
+}
+
+/// Runs one task of at most one chunk (or any length for the bufferless kinds).
+pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment) -> Result<Done> {
+    let len = seg.end - seg.start;
+    let mut done = Done {
+        len,
+        ..Done::default()
+    };
+    match seg.kind {
+        SegKind::Same => done.unchanged = len,
+        SegKind::Zero if ctx.min_sparse == 0 => {
+            emit(ctx, &mut done, seg.start, alloc(len), &[(len, Class::Data)])?
+        }
+        SegKind::Zero => emit(ctx, &mut done, seg.start, Vec::new(), &[(len, Class::Zero)])?,
+        SegKind::ZeroOverBacking => {
+            let bak = read_backing(ctx, seg.start, len)?;
+            let runs = diff_granules(ctx, seg.start, None, &bak);
+            let buf = if runs.iter().any(|(_, c)| *c == Class::Data) {
+                alloc(len)
+            } else {
+                Vec::new()
+            };
+            emit(ctx, &mut done, seg.start, buf, &runs)?;
+        }
+        SegKind::Data => {
+            let mut buf = alloc(len);
+            ctx.src.read_at(&mut buf, seg.start)?;
+            done.read = len;
+            let runs = if ctx.backing.is_some() {
+                let bak = read_backing(ctx, seg.start, len)?;
+                diff_granules(ctx, seg.start, Some(&buf), &bak)
+            } else if ctx.min_sparse == 0 {
+                vec![(len, Class::Data)]
+            } else if ctx.encoder.is_some() {
+                granule_zero_runs(ctx, seg.start, &buf)
+            } else {
+                let runs = sparse::split(&buf, seg.start, ctx.min_sparse, ctx.align_sectors);
+                let runs = sparse::align_gaps(runs, seg.start, ctx.granule, ctx.size);
+                runs.iter()
+                    .map(|Run { len, data }| {
+                        (*len as u64, if *data { Class::Data } else { Class::Zero })
+                    })
+                    .collect()
+            };
+            emit(ctx, &mut done, seg.start, buf, &runs)?;
+        }
+    }
+    Ok(done)
+}
+
+/// Reads `len` bytes of the backing image at `offset`, zeros past its end.
+fn read_backing(ctx: &Ctx<'_>, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut bak = alloc(len);
+    if let Some(b) = &ctx.backing {
+        let bsize = b.virtual_size();
+        if offset < bsize {
+            let n = (bsize - offset).min(len) as usize;
+            b.read_at(&mut bak[..n], offset)?;
+        }
+    }
+    Ok(bak)
+}
+
+/// Granule by granule: equal to the backing image -> unchanged, else zero or data. `src` of `None`
+/// means the source reads as zeros there.
+fn diff_granules(ctx: &Ctx<'_>, offset: u64, src: Option<&[u8]>, bak: &[u8]) -> Vec<(u64, Class)> {
+    let g = ctx.granule as usize;
+    let mut runs: Vec<(u64, Class)> = Vec::new();
+    let first = (offset % ctx.granule) as usize;
+    let mut pos = 0usize;
+    while pos < bak.len() {
+        let end = if pos == 0 && first != 0 {
+            g - first
+        } else {
+            pos + g
+        }
+        .min(bak.len());
+        let b = &bak[pos..end];
+        let class = match src {
+            None if is_zero(b) => Class::Unchanged,
+            None => Class::Zero,
+            Some(s) if &s[pos..end] == b => Class::Unchanged,
+            Some(s) if is_zero(&s[pos..end]) => Class::Zero,
+            Some(_) => Class::Data,
+        };
+        let class = if class == Class::Zero && ctx.min_sparse == 0 {
+            Class::Data
+        } else {
+            class
+        };
+        push_run(&mut runs, (end - pos) as u64, class);
+        pos = end;
+    }
+    runs
+}
+
+/// Whole granules of zeros become zero runs (what qemu does for compressed output).
+fn granule_zero_runs(ctx: &Ctx<'_>, offset: u64, buf: &[u8]) -> Vec<(u64, Class)> {
+    let g = ctx.granule as usize;
+    let first = (offset % ctx.granule) as usize;
+    let mut runs = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let end = if pos == 0 && first != 0 {
+            g - first
+        } else {
+            pos + g
+        }
+        .min(buf.len());
+        let class = if is_zero(&buf[pos..end]) {
+            Class::Zero
+        } else {
+            Class::Data
+        };
+        push_run(&mut runs, (end - pos) as u64, class);
+        pos = end;
+    }
+    runs
+}
+
+fn push_run(runs: &mut Vec<(u64, Class)>, len: u64, class: Class) {
+    match runs.last_mut() {
+        Some((l, c)) if *c == class => *l += len,
+        _ => runs.push((len, class)),
+    }
+}
+
+/// Turns classified runs of `buf` (guest offset `offset`) into payloads.
+fn emit(
+    ctx: &Ctx<'_>,
+    done: &mut Done,
+    offset: u64,
+    buf: Vec<u8>,
+    runs: &[(u64, Class)],
+) -> Result<()> {
+    let whole = runs.len() == 1 && runs[0].1 == Class::Data;
+    let mut buf = Some(buf);
+    let mut pos = 0u64;
+    for &(len, class) in runs {
+        let at = offset + pos;
+        match class {
+            Class::Unchanged => done.unchanged += len,
+            Class::Zero => {
+                done.zero += len;
+                if !ctx.skip_zeros {
+                    done.payloads.push((at, Payload::Zero(len)));
+                }
+            }
+            Class::Data => {
+                done.data += len;
+                let data = match (whole, buf.take()) {
+                    (true, Some(b)) => b,
+                    (_, b) => {
+                        let slice = b
+                            .as_deref()
+                            .map(|b| b[pos as usize..(pos + len) as usize].to_vec());
+                        buf = b;
+                        slice.unwrap_or_default()
+                    }
+                };
+                match &ctx.encoder {
+                    Some(enc) => encode_granules(ctx, enc.as_ref(), done, at, data)?,
+                    None => done.payloads.push((at, Payload::Data(data))),
+                }
+            }
+        }
+        pos += len;
+    }
+    Ok(())
+}
+
+/// Hands each granule of `data` to the writer's encoder; granules it declines stay plain data.
+fn encode_granules(
+    ctx: &Ctx<'_>,
+    enc: &dyn ChunkEncoder,
+    done: &mut Done,
+    at: u64,
+    data: Vec<u8>,
+) -> Result<()> {
+    let g = ctx.granule as usize;
+    let first = (at % ctx.granule) as usize;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let end = if pos == 0 && first != 0 {
+            g - first
+        } else {
+            pos + g
+        }
+        .min(data.len());
+        let off = at + pos as u64;
+        let piece = &data[pos..end];
+        let payload = match enc.encode(off, piece)? {
+            Some(e) => Payload::Encoded(e),
+            None => Payload::Data(piece.to_vec()),
+        };
+        done.payloads.push((off, payload));
+        pos = end;
+    }
+    Ok(())
+}

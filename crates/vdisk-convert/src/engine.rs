@@ -1,0 +1,248 @@
+//! The conversion loop: the calling thread plans (block status only), hands chunk tasks to a rayon
+//! pool, and writes the results, in guest order through a reorder buffer or, with `-W` and a writer
+//! that allows it, as they complete. At most a fixed number of tasks (each holding at most two
+//! chunk buffers) are in flight, whatever the image size. The first error cancels the rest.
+
+use crate::chunk::{self, Ctx, Done};
+use crate::limits::{MAX_CHUNK_SIZE, MAX_GRANULARITY, MAX_MIN_SPARSE, MAX_WORKERS};
+use crate::plan::{Planner, Segment};
+use crate::{ConvertOptions, ConvertStats};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+use vdisk_core::{Error, ImageReader, ImageWriter, Result};
+
+/// Engine settings derived from the options and the writer's capabilities.
+struct Setup {
+    chunk: u64,
+    workers: usize,
+    max_in_flight: usize,
+    in_order: bool,
+}
+
+fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
+    let caps = dst.caps();
+    let g = caps.granularity;
+    if !g.is_power_of_two() || !(512..=MAX_GRANULARITY).contains(&g) {
+        return Err(Error::invalid(format!(
+            "writer granularity {g} is not a power of two between 512 and {MAX_GRANULARITY}"
+        )));
+    }
+    if opts.min_sparse % 512 != 0 || opts.min_sparse > MAX_MIN_SPARSE {
+        return Err(Error::invalid(format!(
+            "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to {MAX_MIN_SPARSE}. \
+             Select 0 to disable sparse detection (fully allocates output)."
+        )));
+    }
+    if opts.chunk_size == 0 || opts.chunk_size > MAX_CHUNK_SIZE {
+        return Err(Error::invalid(format!(
+            "chunk size must be between 1 and {MAX_CHUNK_SIZE} bytes"
+        )));
+    }
+    if opts.target_is_zero && opts.backing.is_some() {
+        return Err(Error::invalid(
+            "Cannot use --target-is-zero when the destination image has a backing file",
+        ));
+    }
+    let chunk = opts.chunk_size.div_ceil(g) * g;
+    let workers = match opts.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    }
+    .clamp(1, MAX_WORKERS);
+    Ok(Setup {
+        chunk,
+        workers,
+        max_in_flight: 2 * workers + 2,
+        in_order: !(opts.out_of_order && caps.out_of_order),
+    })
+}
+
+/// Cuts planner segments into tasks of at most one chunk for the kinds that need buffers.
+struct Tasks<'a> {
+    planner: Planner<'a>,
+    rest: Option<Segment>,
+    chunk: u64,
+    min_sparse: u64,
+}
+
+impl Tasks<'_> {
+    fn next(&mut self) -> Result<Option<Segment>> {
+        let seg = match self.rest.take() {
+            Some(s) => s,
+            None => match self.planner.next_segment(self.chunk)? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        if chunk::needs_worker(&seg, self.min_sparse) && seg.end - seg.start > self.chunk {
+            let cut = seg.start + self.chunk;
+            self.rest = Some(Segment { start: cut, ..seg });
+            return Ok(Some(Segment { end: cut, ..seg }));
+        }
+        Ok(Some(seg))
+    }
+}
+
+/// Runs a conversion; see [`crate::convert`].
+pub(crate) fn run(
+    src: &dyn ImageReader,
+    mut dst: Box<dyn ImageWriter>,
+    opts: &ConvertOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<ConvertStats> {
+    let started = Instant::now();
+    let s = setup(opts, dst.as_ref())?;
+    let caps = dst.caps();
+    let size = src.virtual_size();
+    let ctx = Ctx {
+        src,
+        backing: opts.backing.clone(),
+        encoder: dst.encoder(),
+        granule: caps.granularity,
+        size,
+        min_sparse: opts.min_sparse,
+        align_sectors: ((opts.min_sparse / 512)
+            .checked_ilog2()
+            .map(|b| 1u64 << b)
+            .unwrap_or(1))
+        .max(caps.granularity / 512),
+        skip_zeros: (caps.zero_initialized || opts.target_is_zero) && opts.backing.is_none(),
+    };
+    let mut tasks = Tasks {
+        planner: Planner::new(src, opts.backing.clone(), caps.granularity),
+        rest: None,
+        chunk: s.chunk,
+        min_sparse: opts.min_sparse,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(s.workers)
+        .thread_name(|i| format!("vdisk-convert-{i}"))
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
+    let cancel = AtomicBool::new(false);
+    let mut stats = ConvertStats::default();
+    let (tx, rx) = mpsc::channel::<(usize, Result<Done>)>();
+    let mut failure: Option<Error> = None;
+    progress(0, size);
+    pool.in_place_scope(|scope| {
+        let mut ready: BTreeMap<usize, Result<Done>> = BTreeMap::new();
+        let mut next_index = 0usize;
+        let mut next_write = 0usize;
+        let mut in_flight = 0usize;
+        let mut planned_all = false;
+        let mut done_bytes = 0u64;
+        loop {
+            while failure.is_none() && !planned_all && in_flight < s.max_in_flight {
+                let seg = match tasks.next() {
+                    Ok(Some(seg)) => seg,
+                    Ok(None) => {
+                        planned_all = true;
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                };
+                let index = next_index;
+                next_index += 1;
+                in_flight += 1;
+                stats.peak_in_flight = stats.peak_in_flight.max(in_flight);
+                if chunk::needs_worker(&seg, opts.min_sparse) {
+                    let tx = tx.clone();
+                    let (ctx, cancel) = (&ctx, &cancel);
+                    scope.spawn(move |_| {
+                        let r = if cancel.load(Ordering::Relaxed) {
+                            Err(Error::Other("cancelled".into()))
+                        } else {
+                            // A panicking reader must not leave the writer thread waiting forever.
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                chunk::run(ctx, seg)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(Error::Other("a conversion worker panicked".into()))
+                            })
+                        };
+                        let _ = tx.send((index, r));
+                    });
+                } else {
+                    ready.insert(index, chunk::run(&ctx, seg));
+                }
+            }
+            if failure.is_some() || in_flight == 0 {
+                break;
+            }
+            // Collect what is ready to write; block for a worker only when nothing is.
+            let writable = if s.in_order {
+                ready.contains_key(&next_write)
+            } else {
+                !ready.is_empty()
+            };
+            if !writable {
+                match rx.recv() {
+                    Ok((i, r)) => {
+                        ready.insert(i, r);
+                    }
+                    Err(_) => {
+                        failure = Some(Error::Other("conversion worker vanished".into()));
+                        break;
+                    }
+                }
+                while let Ok((i, r)) = rx.try_recv() {
+                    ready.insert(i, r);
+                }
+            }
+            loop {
+                let key = if s.in_order {
+                    next_write
+                } else {
+                    match ready.keys().next() {
+                        Some(k) => *k,
+                        None => break,
+                    }
+                };
+                let Some(r) = ready.remove(&key) else { break };
+                next_write += 1;
+                in_flight -= 1;
+                let result = r.and_then(|d| {
+                    stats.bytes_read += d.read;
+                    stats.data_bytes_written += d.data;
+                    stats.zero_bytes += d.zero;
+                    stats.unchanged_bytes += d.unchanged;
+                    for (off, p) in d.payloads {
+                        dst.write(off, p)?;
+                    }
+                    Ok(d.len)
+                });
+                match result {
+                    Ok(len) => {
+                        done_bytes += len;
+                        progress(done_bytes, size);
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        if failure.is_some() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    if let Some(e) = failure {
+        // Dropping the writer unfinished removes its output.
+        drop(dst);
+        return Err(e);
+    }
+    dst.finish()?;
+    stats.elapsed = started.elapsed();
+    Ok(stats)
+}
