@@ -54,9 +54,15 @@ pub fn read(storage: &dyn Storage, h: &Header) -> Result<Vec<u32>> {
     Ok(entries)
 }
 
-/// Serializes entries for writing.
-pub fn to_bytes(entries: &[u32]) -> Vec<u8> {
-    entries.iter().flat_map(|e| e.to_le_bytes()).collect()
+/// Writes `entries` at `offset`, a bounded chunk at a time.
+pub fn write(storage: &dyn Storage, offset: u64, entries: &[u32]) -> Result<()> {
+    let mut pos = offset;
+    for chunk in entries.chunks(READ_CHUNK / 4) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|e| e.to_le_bytes()).collect();
+        storage.write_at(&bytes, pos)?;
+        pos += bytes.len() as u64;
+    }
+    Ok(())
 }
 
 /// File offset of the first data byte of slot `slot` (after the slot's extra data), or an error when

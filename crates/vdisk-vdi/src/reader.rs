@@ -169,29 +169,26 @@ impl ImageReader for VdiReader {
         } else {
             "dynamic"
         };
-        info.details = vec![
-            ("uuid".into(), h.uuid_image.to_string().into()),
-            ("modification uuid".into(), h.uuid_modify.to_string().into()),
-            ("parent uuid".into(), h.uuid_link.to_string().into()),
-            ("image type".into(), kind.into()),
-            (
-                "version".into(),
-                format!("{}.{}", h.version >> 16, h.version & 0xffff).into(),
-            ),
-            ("block size".into(), u64::from(h.block_size).into()),
-            (
-                "allocated blocks".into(),
-                u64::from(h.blocks_allocated).into(),
-            ),
-            ("total blocks".into(), u64::from(h.blocks_in_image).into()),
-        ];
+        let d = &mut info.details;
+        d.push(("uuid".into(), h.uuid_image.to_string().into()));
+        d.push(("modification-uuid".into(), h.uuid_modify.to_string().into()));
+        d.push(("parent-uuid".into(), h.uuid_link.to_string().into()));
+        d.push(("image-type".into(), kind.into()));
+        let version = format!("{}.{}", h.version >> 16, h.version & 0xffff);
+        d.push(("header-version".into(), version.into()));
+        d.push(("block-size".into(), u64::from(h.block_size).into()));
+        d.push((
+            "allocated-blocks".into(),
+            u64::from(h.blocks_allocated).into(),
+        ));
+        d.push(("total-blocks".into(), u64::from(h.blocks_in_image).into()));
+        d.push(("block-map-offset".into(), h.offset_bmap.into()));
+        d.push(("data-offset".into(), h.offset_data.into()));
         if h.block_extra != 0 {
-            info.details
-                .push(("block extra".into(), u64::from(h.block_extra).into()));
+            d.push(("block-extra".into(), u64::from(h.block_extra).into()));
         }
         if !h.description.is_empty() {
-            info.details
-                .push(("description".into(), h.description.clone().into()));
+            d.push(("description".into(), h.description.clone().into()));
         }
         Ok(info)
     }

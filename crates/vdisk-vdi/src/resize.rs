@@ -110,7 +110,7 @@ pub(crate) fn resize_steps(path: &Path, new_size: u64, max_steps: u32) -> Result
     // In place, the old entries are unchanged: write only the new ones, after them.
     let first = if in_place { old_blocks as usize } else { 0 };
     let tail = map.get(first..).unwrap_or_default();
-    storage.write_at(&bmap::to_bytes(tail), h.offset_bmap + first as u64 * 4)?;
+    bmap::write(&storage, h.offset_bmap + first as u64 * 4, tail)?;
     if steps.stop(&storage)? {
         return Ok(());
     }

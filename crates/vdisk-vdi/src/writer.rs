@@ -233,8 +233,7 @@ impl ImageWriter for VdiWriter {
         let allocated = u64::from(h.blocks_allocated);
         let end = h.offset_data + allocated * u64::from(h.block_size);
         self.storage.set_len(end.max(self.storage.len()?))?;
-        self.storage
-            .write_at(&bmap::to_bytes(&self.map), h.offset_bmap)?;
+        bmap::write(&self.storage, h.offset_bmap, &self.map)?;
         let mut sector = vec![0u8; PARSE_LEN];
         h.write_v1(&mut sector)?;
         self.storage.write_at(&sector, 0)?;

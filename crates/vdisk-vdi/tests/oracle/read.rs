@@ -96,10 +96,15 @@ fn info_matches_qemu_and_shows_vdi_details() {
     let d: std::collections::HashMap<_, _> = info.details.iter().cloned().collect();
     // qemu-io allocated blocks 0, 1, 2 (explicit zeros are written as data by the vdi driver), 3, 4, 6.
     let allocated = r.block_map().iter().filter(|e| **e < 0xffff_fffe).count() as u64;
-    assert_eq!(d["allocated blocks"], allocated);
-    assert_eq!(d["total blocks"], 7);
-    assert_eq!(d["image type"], "dynamic");
-    assert_eq!(d["block size"], 1 << 20);
+    assert_eq!(d["allocated-blocks"], allocated);
+    assert_eq!(d["total-blocks"], 7);
+    assert_eq!(d["image-type"], "dynamic");
+    assert_eq!(d["block-size"], 1 << 20);
+    assert_eq!(
+        (d["block-map-offset"].as_u64(), d["data-offset"].as_u64()),
+        (Some(0x200), Some(0x400))
+    );
+    assert_eq!(d["header-version"], "1.1");
     // The UUID as VirtualBox prints it: the first three fields of the stored bytes are little-endian.
     let raw = std::fs::read(&p).unwrap();
     let want = format!(
@@ -116,5 +121,48 @@ fn info_matches_qemu_and_shows_vdi_details() {
     let uuid = d["uuid"].as_str().unwrap();
     assert!(uuid.starts_with(&want), "{uuid} vs {want}");
     assert_eq!(&uuid[14..15], "4", "qemu writes version-4 UUIDs: {uuid}");
-    assert_eq!(d["parent uuid"], "00000000-0000-0000-0000-000000000000");
+    assert_eq!(d["parent-uuid"], "00000000-0000-0000-0000-000000000000");
+}
+
+#[test]
+fn zero_entries_and_concurrent_reads() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-read-zero");
+    let p = qemu_vdi(&s, "z.vdi", false);
+    // Mark block 3 as a zero block (VDI_IMAGE_BLOCK_ZERO) and fix the allocated count.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &0xffff_fffeu32.to_le_bytes(), 0x200 + 12)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &5u32.to_le_bytes(), 0x184).unwrap();
+    assert_reads_like_qemu(&p);
+    let oracle = qemu_raw_bytes(&p, Some("vdi"));
+    let r = std::sync::Arc::new(open(&p));
+    assert_eq!(r.check().unwrap().corruptions, 0);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let r = std::sync::Arc::clone(&r);
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut off = t * 12_345;
+                while off + 70_000 <= r.virtual_size() {
+                    let mut b = vec![0u8; 70_000];
+                    r.read_at(&mut b, off).unwrap();
+                    out.push((off, b));
+                    off += 4 * 70_000;
+                }
+                out
+            })
+        })
+        .collect();
+    for t in threads {
+        for (off, b) in t.join().unwrap() {
+            assert_same_bytes(
+                &b,
+                &oracle[off as usize..off as usize + b.len()],
+                "threaded read",
+            );
+        }
+    }
 }

@@ -92,7 +92,7 @@ fn static_images_allocate_every_block() {
             .unwrap()
             .details
             .iter()
-            .find(|(k, _)| k == "image type")
+            .find(|(k, _)| k == "image-type")
             .unwrap()
             .1,
         "static"
