@@ -1,0 +1,192 @@
+//! What `qemu-img info` shows for a qcow2 image: cluster size, dirty flag, encryption, backing file,
+//! snapshots, and the "format-specific" object with QEMU's keys in the order qemu-img 10 prints them.
+//! Bitmap names come from the bitmap directory (qcow2.txt "Bitmaps extension", "Bitmap directory").
+
+use crate::header::{autoclear, compat, incompat, COMPRESSION_ZSTD};
+use crate::limits;
+use crate::reader::Qcow2Reader;
+use serde_json::{json, Map, Value};
+use vdisk_core::{BackingRef, ChildFile, Error, ImageInfo, Result, SnapshotInfo};
+
+/// One bitmap of the bitmap directory, as `info` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BitmapInfo {
+    pub name: String,
+    pub flags: u32,
+    pub granularity_bits: u8,
+    pub table_offset: u64,
+    pub table_size: u32,
+}
+
+/// Reads the bitmap directory (only names, flags and granularity).
+pub fn read_bitmaps(r: &Qcow2Reader) -> Result<Vec<BitmapInfo>> {
+    let Some(ext) = r.header.bitmaps() else {
+        return Ok(Vec::new());
+    };
+    let path = r.path.as_ref();
+    if u64::from(ext.nb_bitmaps) > limits::MAX_BITMAPS {
+        return Err(Error::limit(
+            path,
+            "bitmap count",
+            ext.nb_bitmaps.into(),
+            limits::MAX_BITMAPS,
+        ));
+    }
+    if ext.directory_size > limits::MAX_BITMAP_DIRECTORY_BYTES {
+        return Err(Error::limit(
+            path,
+            "bitmap directory size",
+            ext.directory_size,
+            limits::MAX_BITMAP_DIRECTORY_BYTES,
+        ));
+    }
+    let mut dir = vec![0u8; ext.directory_size as usize];
+    r.storage.read_exact_at(&mut dir, ext.directory_offset)?;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let be = |b: &[u8], at: usize, n: usize| {
+        b.get(at..at + n)
+            .map(|s| s.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)))
+    };
+    let bad = || {
+        Error::corrupt(
+            path,
+            Some(ext.directory_offset),
+            "bitmap directory entry truncated",
+        )
+    };
+    for _ in 0..ext.nb_bitmaps {
+        let table_offset = be(&dir, at, 8).ok_or_else(bad)?;
+        let table_size = be(&dir, at + 8, 4).ok_or_else(bad)? as u32;
+        let flags = be(&dir, at + 12, 4).ok_or_else(bad)? as u32;
+        let gran = be(&dir, at + 17, 1).ok_or_else(bad)? as u8;
+        let name_len = be(&dir, at + 18, 2).ok_or_else(bad)? as usize;
+        let extra = be(&dir, at + 20, 4).ok_or_else(bad)? as usize;
+        let name_at = at + 24 + extra;
+        let name = dir.get(name_at..name_at + name_len).ok_or_else(bad)?;
+        out.push(BitmapInfo {
+            name: String::from_utf8_lossy(name).into_owned(),
+            flags,
+            granularity_bits: gran,
+            table_offset,
+            table_size,
+        });
+        at = (name_at + name_len).next_multiple_of(8);
+    }
+    Ok(out)
+}
+
+/// The `format-specific` data object.
+pub fn format_specific(r: &Qcow2Reader) -> Result<Value> {
+    let h = &r.header;
+    let mut m = Map::new();
+    m.insert(
+        "compat".into(),
+        json!(if h.version >= 3 { "1.1" } else { "0.10" }),
+    );
+    let ct = if h.compression_type == COMPRESSION_ZSTD {
+        "zstd"
+    } else {
+        "zlib"
+    };
+    m.insert("compression-type".into(), json!(ct));
+    if h.version >= 3 {
+        m.insert(
+            "lazy-refcounts".into(),
+            json!(h.compatible_features & compat::LAZY_REFCOUNTS != 0),
+        );
+        let bitmaps = read_bitmaps(r)?;
+        if !bitmaps.is_empty() {
+            let list: Vec<Value> = bitmaps
+                .iter()
+                .map(|b| {
+                    let mut flags = Vec::new();
+                    if b.flags & 2 != 0 {
+                        flags.push("auto");
+                    }
+                    if b.flags & 1 != 0 {
+                        flags.push("in-use");
+                    }
+                    let granularity = 1u64.checked_shl(b.granularity_bits.into()).unwrap_or(0);
+                    json!({"flags": flags, "name": b.name, "granularity": granularity})
+                })
+                .collect();
+            m.insert("bitmaps".into(), Value::Array(list));
+        }
+    }
+    m.insert("refcount-bits".into(), json!(h.refcount_bits()));
+    if h.version >= 3 {
+        if h.has_data_file() {
+            m.insert("data-file".into(), json!(h.data_file().unwrap_or_default()));
+            m.insert(
+                "data-file-raw".into(),
+                json!(h.autoclear_features & autoclear::DATA_FILE_RAW != 0),
+            );
+        }
+        m.insert(
+            "corrupt".into(),
+            json!(h.incompatible_features & incompat::CORRUPT != 0),
+        );
+        m.insert("extended-l2".into(), json!(h.extended_l2()));
+    }
+    if h.crypt_method != 0 {
+        m.insert(
+            "encrypt".into(),
+            json!({"format": if h.crypt_method == 1 { "aes" } else { "luks" }}),
+        );
+    }
+    Ok(Value::Object(m))
+}
+
+/// The whole `info` for one qcow2 layer.
+pub fn info(r: &Qcow2Reader) -> Result<ImageInfo> {
+    let h = &r.header;
+    let mut i = ImageInfo::new("qcow2", r.size);
+    i.cluster_size = Some(h.cluster_size());
+    i.dirty = h.incompatible_features & incompat::DIRTY != 0;
+    i.encrypted = h.crypt_method != 0;
+    i.backing = h.backing_file.as_ref().map(|f| BackingRef {
+        filename: f.clone(),
+        format: h.backing_format().map(str::to_string),
+    });
+    i.snapshots = r
+        .snapshots
+        .iter()
+        .map(|s| SnapshotInfo {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            vm_state_size: s.vm_state_size,
+            date_sec: s.date_sec.into(),
+            date_nsec: s.date_nsec,
+            vm_clock_nsec: s.vm_clock_nsec,
+            icount: s.icount.filter(|c| *c != u64::MAX),
+        })
+        .collect();
+    i.format_specific = Some(("qcow2".into(), format_specific(r)?));
+    i.children = vec![ChildFile {
+        name: "file".into(),
+        path: r.path.to_path_buf(),
+    }];
+    let d = &mut i.details;
+    d.push(("header-version".into(), json!(h.version)));
+    d.push(("l1-entries".into(), json!(r.l1.len())));
+    d.push(("l1-table-offset".into(), json!(h.l1_table_offset)));
+    d.push((
+        "refcount-table-offset".into(),
+        json!(h.refcount_table_offset),
+    ));
+    d.push((
+        "refcount-table-clusters".into(),
+        json!(h.refcount_table_clusters),
+    ));
+    if let Some(p) = &r.data_file {
+        d.push(("data-file-path".into(), json!(p.to_string_lossy())));
+    }
+    if h.incompatible_features & incompat::CORRUPT != 0 {
+        d.push((
+            "note".into(),
+            json!("the corrupt bit is set: qemu opens this image read-only only"),
+        ));
+    }
+    Ok(i)
+}

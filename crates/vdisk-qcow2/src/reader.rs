@@ -1,0 +1,519 @@
+//! Opening a qcow2 image and reading it: header, optional external data file, snapshot table, the
+//! active (or a snapshot's) L1 table, then guest reads through the L2 cache (qcow2.txt "Cluster
+//! mapping") and block status with QEMU's semantics (`qcow2_co_block_status` + the block layer's
+//! BDRV_BLOCK_RECURSE for metadata-preallocated images).
+
+use crate::compress::decompress;
+use crate::header::Header;
+use crate::limits;
+use crate::refcount::Refcounts;
+use crate::snapshot::{read_table, Snapshot};
+use crate::tables::{
+    continues, Geometry, L2Cache, L2Table, SubType, L1E_OFFSET_MASK, L2E_OFFSET_MASK,
+};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use vdisk_core::reader::check_range;
+use vdisk_core::storage::{resolve_relative, FileOpener};
+use vdisk_core::{CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage};
+
+/// Which internal snapshot to read instead of the active image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotSel {
+    /// By name (`snapshot.name=`).
+    Name(String),
+    /// By id (`snapshot.id=`).
+    Id(String),
+    /// By id first, else by name (`-l NAME_OR_ID`).
+    NameOrId(String),
+}
+
+/// How to open an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Read this internal snapshot (read-only view) instead of the active image.
+    pub snapshot: Option<SnapshotSel>,
+}
+
+/// An opened qcow2 image.
+pub struct Qcow2Reader {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) path: Arc<Path>,
+    pub(crate) header: Header,
+    pub(crate) geo: Geometry,
+    pub(crate) data: Arc<dyn Storage>,
+    pub(crate) data_path: Arc<Path>,
+    pub(crate) data_file: Option<PathBuf>,
+    pub(crate) l1: Vec<u64>,
+    pub(crate) size: u64,
+    pub(crate) snapshots: Vec<Snapshot>,
+    pub(crate) snapshot_table_bytes: u64,
+    pub(crate) file_len: u64,
+    cache: L2Cache,
+    prealloc: OnceLock<bool>,
+}
+
+/// Opens the qcow2 image in `storage`; other files it names are opened through `files`.
+pub fn open(
+    storage: Arc<dyn Storage>,
+    files: Arc<dyn FileOpener>,
+    opts: &OpenOptions,
+) -> Result<Qcow2Reader> {
+    let path: Arc<Path> = Arc::from(storage.path());
+    let file_len = storage.len()?;
+    let mut first = vec![0u8; file_len.min(4096) as usize];
+    storage.read_exact_at(&mut first, 0)?;
+    let cluster_bits = Header::peek_cluster_bits(&first, &path)?;
+    let mut cluster = vec![0u8; file_len.min(1 << cluster_bits) as usize];
+    storage.read_exact_at(&mut cluster, 0)?;
+    let header = Header::parse(&cluster, &path)?;
+    let geo = Geometry {
+        cluster_bits,
+        extended: header.extended_l2(),
+        data_file: header.has_data_file(),
+    };
+
+    let (data, data_path, data_file) = if header.has_data_file() {
+        let name = header.data_file().ok_or_else(|| {
+            Error::Other(format!(
+                "{}: Could not open data file: 'data-file' is required for this image",
+                path.display()
+            ))
+        })?;
+        let p = resolve_relative(&path, name);
+        let s = files.open(&p)?;
+        (s, Arc::from(p.as_path()), Some(p))
+    } else {
+        (Arc::clone(&storage), Arc::clone(&path), None)
+    };
+
+    let (snapshots, snapshot_table_bytes) = read_table(
+        storage.as_ref(),
+        header.snapshots_offset,
+        header.nb_snapshots,
+    )?;
+    let (l1_offset, l1_size, size) = match &opts.snapshot {
+        None => (header.l1_table_offset, header.l1_size, header.size),
+        Some(sel) => {
+            let sn = find_snapshot(&snapshots, sel).ok_or_else(|| {
+                Error::Other(format!(
+                    "{}: Failed to load snapshot: Can't find snapshot",
+                    path.display()
+                ))
+            })?;
+            let bytes = u64::from(sn.l1_size) * 8;
+            if bytes > limits::MAX_L1_BYTES {
+                return Err(Error::limit(
+                    &path,
+                    "snapshot L1 table size",
+                    bytes,
+                    limits::MAX_L1_BYTES,
+                ));
+            }
+            if sn.l1_table_offset % header.cluster_size() != 0 {
+                return Err(Error::corrupt(
+                    &path,
+                    Some(sn.l1_table_offset),
+                    "Snapshot L1 table offset invalid",
+                ));
+            }
+            // QEMU reads a snapshot with the image's current size (qcow2_snapshot_load_tmp).
+            (sn.l1_table_offset, sn.l1_size, header.size)
+        }
+    };
+    if size > limits::MAX_VIRTUAL_SIZE {
+        return Err(Error::limit(
+            &path,
+            "virtual size",
+            size,
+            limits::MAX_VIRTUAL_SIZE,
+        ));
+    }
+    let l1 = read_u64_table(storage.as_ref(), l1_offset, l1_size as usize, "L1 table")?;
+    Ok(Qcow2Reader {
+        cache: L2Cache::new(header.cluster_size()),
+        storage,
+        path,
+        geo,
+        data,
+        data_path,
+        data_file,
+        l1,
+        // QEMU counts the disk in 512-byte sectors, dropping a partial last sector.
+        size: size & !511,
+        snapshots,
+        snapshot_table_bytes,
+        file_len,
+        prealloc: OnceLock::new(),
+        header,
+    })
+}
+
+fn find_snapshot<'a>(list: &'a [Snapshot], sel: &SnapshotSel) -> Option<&'a Snapshot> {
+    match sel {
+        SnapshotSel::Id(id) => list.iter().find(|s| &s.id == id),
+        SnapshotSel::Name(n) => list.iter().find(|s| &s.name == n),
+        SnapshotSel::NameOrId(x) => list
+            .iter()
+            .find(|s| &s.id == x)
+            .or_else(|| list.iter().find(|s| &s.name == x)),
+    }
+}
+
+/// Reads `count` big-endian u64 entries at `offset` (the caller has bounded `count`).
+pub(crate) fn read_u64_table(
+    s: &dyn Storage,
+    offset: u64,
+    count: usize,
+    what: &str,
+) -> Result<Vec<u64>> {
+    let mut raw = vec![0u8; count * 8];
+    if count > 0 {
+        s.read_exact_at(&mut raw, offset).map_err(|_| {
+            Error::corrupt(
+                s.path(),
+                Some(offset),
+                format!("{what} extends past the end of the file"),
+            )
+        })?;
+    }
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
+}
+
+impl Qcow2Reader {
+    /// The parsed header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The internal snapshots.
+    pub fn snapshots(&self) -> &[Snapshot] {
+        &self.snapshots
+    }
+
+    /// Whether guest data is encrypted (reads are refused).
+    pub fn encrypted(&self) -> bool {
+        self.header.crypt_method != 0
+    }
+
+    pub(crate) fn l2_table(&self, off: u64) -> Result<L2Table> {
+        if let Some(t) = self.cache.get(off) {
+            return Ok(t);
+        }
+        if off >= self.file_len {
+            return Err(Error::corrupt(
+                &self.path,
+                Some(off),
+                "L2 table is past the end of the file",
+            ));
+        }
+        let words = (self.header.cluster_size() / 8) as usize;
+        let t: L2Table = Arc::from(read_u64_table(
+            self.storage.as_ref(),
+            off,
+            words,
+            "L2 table",
+        )?);
+        self.cache.insert(off, Arc::clone(&t));
+        Ok(t)
+    }
+
+    /// The mapping of guest `pos`: its type (host offsets at `pos` itself) and how many bytes from
+    /// `pos` (at most `max`, within one L2 table) share it contiguously.
+    pub(crate) fn lookup(&self, pos: u64, max: u64) -> Result<(SubType, u64)> {
+        let g = self.geo;
+        let cs = 1u64 << g.cluster_bits;
+        let entries = g.l2_entries();
+        let cluster = pos >> g.cluster_bits;
+        let (l1_idx, mut l2_idx) = (cluster / entries, cluster % entries);
+        let table_end = (l1_idx + 1) * entries * cs;
+        let l1e = usize::try_from(l1_idx)
+            .ok()
+            .and_then(|i| self.l1.get(i))
+            .copied()
+            .unwrap_or(0);
+        let l2_off = l1e & L1E_OFFSET_MASK;
+        if l2_off == 0 {
+            return Ok((SubType::UnallocPlain, (table_end - pos).min(max)));
+        }
+        if l2_off % cs != 0 {
+            return Err(Error::corrupt(
+                &self.path,
+                Some(l2_off),
+                format!("L2 table offset {l2_off:#x} unaligned (L1 index: {l1_idx:#x})"),
+            ));
+        }
+        let table = self.l2_table(l2_off)?;
+        let ub = g.unit_bits();
+        let unit = 1u64 << ub;
+        let mut sc = ((pos & (cs - 1)) >> ub) as u32;
+        let first = self.unit_type(&table, l2_off, l2_idx, sc)?;
+        let in_unit = pos & (unit - 1);
+        if let SubType::Compressed { .. } = first {
+            return Ok((first, (cs - (pos & (cs - 1))).min(max)));
+        }
+        let mut run = unit;
+        while run - in_unit < max {
+            sc += 1;
+            if sc == 1 << (g.cluster_bits - ub) {
+                sc = 0;
+                l2_idx += 1;
+                if l2_idx >= entries {
+                    break;
+                }
+            }
+            let next = self.unit_type(&table, l2_off, l2_idx, sc)?;
+            if !continues(first, run, next) {
+                break;
+            }
+            run += unit;
+        }
+        let shifted = match first {
+            SubType::Normal(h) => SubType::Normal(h + in_unit),
+            SubType::ZeroAlloc(h) => SubType::ZeroAlloc(h + in_unit),
+            SubType::UnallocAlloc(h) => SubType::UnallocAlloc(h + in_unit),
+            other => other,
+        };
+        Ok((shifted, (run - in_unit).min(max)))
+    }
+
+    fn unit_type(&self, table: &L2Table, l2_off: u64, idx: u64, sc: u32) -> Result<SubType> {
+        let w = self.geo.words_per_entry();
+        let i = idx as usize * w;
+        let entry = table.get(i).copied().unwrap_or(0);
+        let bitmap = if w == 2 {
+            table.get(i + 1).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        let t = self.geo.classify(entry, bitmap, sc);
+        let at = Some(l2_off + i as u64 * 8);
+        match t {
+            SubType::Invalid => Err(Error::corrupt(
+                &self.path,
+                at,
+                format!("Invalid cluster entry found (L2 index: {idx:#x})"),
+            )),
+            SubType::Compressed { .. } => Ok(t),
+            SubType::ZeroPlain | SubType::ZeroAlloc(_) if self.header.version < 3 => Err(
+                Error::corrupt(&self.path, at, "Zero cluster entry found in pre-v3 image"),
+            ),
+            _ if entry & L2E_OFFSET_MASK & ((1u64 << self.geo.cluster_bits) - 1) != 0 => {
+                Err(Error::corrupt(
+                    &self.path,
+                    at,
+                    format!(
+                        "Cluster allocation offset {:#x} unaligned (L2 index: {idx:#x})",
+                        entry & L2E_OFFSET_MASK
+                    ),
+                ))
+            }
+            _ => Ok(t),
+        }
+    }
+
+    fn refuse_encrypted(&self) -> Result<()> {
+        if self.encrypted() {
+            return Err(Error::unsupported(
+                &self.path,
+                "encryption: encrypted images are not supported",
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_host(&self, buf: &mut [u8], host: u64) -> Result<()> {
+        if self.data_file.is_none() && host >= self.file_len {
+            return Err(Error::corrupt(
+                &self.path,
+                Some(host),
+                "L2 entry points past the end of the file",
+            ));
+        }
+        self.data.read_zero_padded(buf, host)
+    }
+
+    fn read_compressed(&self, chunk: &mut [u8], pos: u64, offset: u64, size: u64) -> Result<()> {
+        let data_len = if self.data_file.is_none() {
+            self.file_len
+        } else {
+            self.data.len()?
+        };
+        if offset >= data_len {
+            return Err(Error::corrupt(
+                &self.path,
+                Some(offset),
+                "compressed cluster is past the end of the file",
+            ));
+        }
+        let size = size.min(limits::max_compressed_input(self.geo.cluster_bits));
+        let mut input = vec![0u8; size as usize];
+        self.data.read_zero_padded(&mut input, offset)?;
+        let mut out = vec![0u8; limits::max_decompressed(self.geo.cluster_bits) as usize];
+        decompress(self.header.compression_type, &input, &mut out).map_err(|e| {
+            Error::corrupt(
+                &self.path,
+                Some(offset),
+                format!("cannot decompress cluster at guest offset {pos:#x}: {e}"),
+            )
+        })?;
+        let start = (pos & ((1u64 << self.geo.cluster_bits) - 1)) as usize;
+        let src = out
+            .get(start..start + chunk.len())
+            .ok_or_else(|| Error::Other("compressed read crosses a cluster".into()))?;
+        chunk.copy_from_slice(src);
+        Ok(())
+    }
+
+    /// QEMU's qcow2_detect_metadata_preallocation: many more clusters referenced than the file
+    /// occupies on disk means clusters were preallocated over holes.
+    fn metadata_preallocated(&self) -> bool {
+        *self.prealloc.get_or_init(|| {
+            let Some(real) = self.storage.allocated_bytes() else {
+                return false;
+            };
+            let cs = self.header.cluster_size();
+            let real_clusters = real / cs;
+            let threshold = (real_clusters * 10 / 9).max(real_clusters + 2);
+            let Ok(mut rc) = Refcounts::load(self) else {
+                return false;
+            };
+            let end = self.file_len.div_ceil(cs);
+            let mut count = 0;
+            for i in 0..end {
+                if count >= threshold {
+                    break;
+                }
+                match rc.get(i) {
+                    Ok(r) if r > 0 => count += 1,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+            count >= threshold
+        })
+    }
+
+    fn data_extent(&self, pos: u64, len: u64, host: u64) -> Result<Extent> {
+        if self.encrypted() {
+            return Ok(Extent::new(pos, len, ExtentKind::Data));
+        }
+        if self.metadata_preallocated() {
+            let dlen = self.data.len()?;
+            if host >= dlen {
+                return Ok(Extent::at_host(
+                    pos,
+                    len,
+                    ExtentKind::ZeroData,
+                    &self.data_path,
+                    host,
+                ));
+            }
+            let end = host.saturating_add(len);
+            if let Some((is_data, run_end)) = self.data.data_run(host, end)? {
+                let n = run_end.saturating_sub(host).clamp(1, len);
+                let kind = if is_data {
+                    ExtentKind::Data
+                } else {
+                    ExtentKind::ZeroData
+                };
+                return Ok(Extent::at_host(pos, n, kind, &self.data_path, host));
+            }
+        }
+        Ok(Extent::at_host(
+            pos,
+            len,
+            ExtentKind::Data,
+            &self.data_path,
+            host,
+        ))
+    }
+}
+
+impl ImageReader for Qcow2Reader {
+    fn format_name(&self) -> &'static str {
+        "qcow2"
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(self.size, offset, buf.len() as u64)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let (t, len) = self.lookup(pos, (buf.len() - done) as u64)?;
+            let n = (len as usize).clamp(1, buf.len() - done);
+            let chunk = &mut buf[done..done + n];
+            match t {
+                SubType::Normal(host) => {
+                    self.refuse_encrypted()?;
+                    self.read_host(chunk, host)?;
+                }
+                SubType::Compressed { offset: c, size } => {
+                    self.refuse_encrypted()?;
+                    self.read_compressed(chunk, pos, c, size)?;
+                }
+                SubType::Invalid => {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        None,
+                        "Invalid cluster entry found",
+                    ))
+                }
+                _ => chunk.fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        if offset >= self.size || max_len == 0 {
+            return Err(Error::invalid(format!(
+                "block status at {offset} outside the disk of {} bytes",
+                self.size
+            )));
+        }
+        let max = max_len.min(self.size - offset);
+        let (t, len) = self.lookup(offset, max)?;
+        let len = len.max(1);
+        let host_ok = !self.encrypted();
+        Ok(match t {
+            SubType::Normal(h) => self.data_extent(offset, len, h)?,
+            SubType::ZeroAlloc(h) if host_ok => {
+                Extent::at_host(offset, len, ExtentKind::Zero, &self.data_path, h)
+            }
+            SubType::ZeroAlloc(_) | SubType::ZeroPlain => {
+                Extent::new(offset, len, ExtentKind::Zero)
+            }
+            SubType::UnallocAlloc(h) if host_ok => {
+                Extent::at_host(offset, len, ExtentKind::Unallocated, &self.data_path, h)
+            }
+            SubType::UnallocAlloc(_) | SubType::UnallocPlain => {
+                Extent::new(offset, len, ExtentKind::Unallocated)
+            }
+            SubType::Compressed { .. } => Extent::new(offset, len, ExtentKind::Compressed),
+            SubType::Invalid => {
+                return Err(Error::corrupt(
+                    &self.path,
+                    None,
+                    "Invalid cluster entry found",
+                ))
+            }
+        })
+    }
+
+    fn info(&self) -> Result<ImageInfo> {
+        crate::info::info(self)
+    }
+
+    fn check(&self) -> Result<CheckReport> {
+        crate::check::check(self)
+    }
+}

@@ -1,0 +1,33 @@
+//! External data files (`data_file`, `data_file_raw`), checked against qemu.
+
+mod common;
+use common::*;
+use vdisk_qcow2::OpenOptions;
+use vdisk_testutil::*;
+
+#[test]
+fn external_data_file() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-df");
+    // QEMU opens a relative data file name from its working directory, vdisk from the image's
+    // directory: run qemu from there so both see the same file. This binary holds only this test,
+    // so changing the working directory affects nothing else.
+    std::env::set_current_dir(s.path()).unwrap();
+    for (name, opts) in [
+        ("df", "data_file=df.raw"),
+        ("dfr", "data_file=dfr.raw,data_file_raw=on"),
+    ] {
+        // Relative data file names are stored as given and resolved from the image's directory.
+        let img = format!("{name}.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &img, "3M"]);
+        let p = s.join(&img);
+        qemu_io("qcow2", &p, PATTERN);
+        verify(&p);
+        let r = open_path(&p, &OpenOptions::default()).unwrap();
+        let e = vdisk_core::reader::collect_extents(&r).unwrap();
+        let host = e.iter().find_map(|x| x.host.clone()).unwrap();
+        assert_eq!(&*host.file, s.join(&format!("{name}.raw")).as_path());
+    }
+}
