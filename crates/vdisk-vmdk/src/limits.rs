@@ -40,8 +40,22 @@ pub const MAX_GD_ENTRIES: u64 = 1 << 24;
 /// anything beyond the grain size plus this slack is corrupt.
 pub const COMPRESSED_SLACK_BYTES: u64 = 4096;
 
-/// Grain tables kept in the reader's cache (2 KiB each with 512 entries).
-pub const GT_CACHE_ENTRIES: usize = 4096;
+/// Grain tables kept in the reader's caches, shared out among all sparse extents of an image (2 KiB
+/// each with 512 entries: 16 MiB in all).
+pub const GT_CACHE_TOTAL: usize = 8192;
+
+/// Fewest grain tables cached per sparse extent, however many extents there are.
+pub const GT_CACHE_MIN: usize = 4;
+
+/// Most bytes of decompressed grains kept (one per compressed extent) across an image.
+pub const GRAIN_CACHE_TOTAL_BYTES: u64 = 64 << 20;
+
+/// Most grain directory entries held in memory across all extents of one image (128 MiB).
+pub const MAX_TOTAL_GD_ENTRIES: u64 = 1 << 25;
+
+/// Most grains one block-status call scans ("Grain Tables": 2^20 grains is 64 GiB with 64 KiB grains),
+/// so one call never runs long on a huge hostile capacity; callers loop.
+pub const MAX_STATUS_GRAINS: u64 = 1 << 20;
 
 /// Longest createType, file name or ddb value accepted in a descriptor line.
 pub const MAX_DESCRIPTOR_LINE: usize = 4096;

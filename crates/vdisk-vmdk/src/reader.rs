@@ -4,7 +4,7 @@
 
 use crate::descriptor::{Access, Descriptor, ExtentType};
 use crate::header::{sparse_kind, SparseKind};
-use crate::limits::{MAX_DESCRIPTOR_BYTES, MAX_VIRTUAL_BYTES, SECTOR};
+use crate::limits::{MAX_DESCRIPTOR_BYTES, MAX_TOTAL_GD_ENTRIES, MAX_VIRTUAL_BYTES, SECTOR};
 use crate::sparse::{Grain, SparseExtent};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ pub fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Vmd
 }
 
 fn open_monolithic(storage: Arc<dyn Storage>, path: PathBuf) -> Result<VmdkReader> {
-    let sparse = SparseExtent::open(storage)?;
+    let sparse = SparseExtent::open(storage, 1)?;
     let desc = match sparse.descriptor_bytes()? {
         Some(b) => Descriptor::parse(&b)
             .map_err(|m| Error::corrupt(&path, None, format!("embedded descriptor: {m}")))?,
@@ -131,6 +131,12 @@ fn open_descriptor(
             "invalid VMDK descriptor: no extents",
         ));
     }
+    let sparse_count = desc
+        .extents
+        .iter()
+        .filter(|e| matches!(e.kind, ExtentType::Sparse | ExtentType::VmfsSparse))
+        .count();
+    let mut gd_total = 0u64;
     let mut extents = Vec::with_capacity(desc.extents.len());
     let mut start = 0u64;
     for line in &desc.extents {
@@ -158,7 +164,16 @@ fn open_descriptor(
             }
             ExtentType::Sparse | ExtentType::VmfsSparse => {
                 let s = files.open(&resolve_relative(&path, name))?;
-                let sp = SparseExtent::open(s)?;
+                let sp = SparseExtent::open(s, sparse_count)?;
+                gd_total += sp.gd.len() as u64;
+                if gd_total > MAX_TOTAL_GD_ENTRIES {
+                    return Err(Error::limit(
+                        &path,
+                        "grain directory entries of all extents",
+                        gd_total,
+                        MAX_TOTAL_GD_ENTRIES,
+                    ));
+                }
                 let type_name = if line.kind == ExtentType::Sparse {
                     "SPARSE"
                 } else {

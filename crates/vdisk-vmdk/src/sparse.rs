@@ -7,7 +7,8 @@ use crate::header::{
     HEADER_SIZE, MARKER_FOOTER,
 };
 use crate::limits::{
-    COMPRESSED_SLACK_BYTES, GT_CACHE_ENTRIES, MAX_DESCRIPTOR_BYTES, MAX_GD_ENTRIES, SECTOR,
+    COMPRESSED_SLACK_BYTES, GRAIN_CACHE_TOTAL_BYTES, GT_CACHE_MIN, GT_CACHE_TOTAL,
+    MAX_DESCRIPTOR_BYTES, MAX_GD_ENTRIES, MAX_STATUS_GRAINS, SECTOR,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,7 +38,9 @@ pub struct SparseExtent {
     pub(crate) gd: Vec<u32>,
     pub(crate) file_len: u64,
     gt_cache: Mutex<HashMap<u32, Arc<Vec<u32>>>>,
+    gt_cache_max: usize,
     last_grain: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    keep_last_grain: bool,
 }
 
 /// Maps a header parse failure to an error naming the file.
@@ -78,8 +81,10 @@ pub fn read_header(storage: &dyn Storage, offset: u64) -> Result<SparseHeader> {
 }
 
 impl SparseExtent {
-    /// Opens the sparse extent in `storage`.
-    pub fn open(storage: Arc<dyn Storage>) -> Result<Self> {
+    /// Opens the sparse extent in `storage`, one of `siblings` sparse extents of the image (the caches
+    /// are shared out among them).
+    pub fn open(storage: Arc<dyn Storage>, siblings: usize) -> Result<Self> {
+        let siblings = siblings.max(1);
         let path = storage.path().to_path_buf();
         let file_len = storage.len()?;
         let first_header = read_header(&*storage, 0)?;
@@ -117,6 +122,8 @@ impl SparseExtent {
             ));
         }
         let gd = read_u32s(&*storage, gd_at, entries as usize)?;
+        let keep_last_grain =
+            header.grain_bytes().saturating_mul(siblings as u64) <= GRAIN_CACHE_TOTAL_BYTES;
         Ok(SparseExtent {
             storage,
             header,
@@ -124,7 +131,9 @@ impl SparseExtent {
             gd,
             file_len,
             gt_cache: Mutex::new(HashMap::new()),
+            gt_cache_max: (GT_CACHE_TOTAL / siblings).max(GT_CACHE_MIN),
             last_grain: Mutex::new(None),
+            keep_last_grain,
         })
     }
 
@@ -188,7 +197,7 @@ impl SparseExtent {
         }
         let t = Arc::new(read_u32s(&*self.storage, at, n)?);
         if let Ok(mut c) = self.gt_cache.lock() {
-            if c.len() >= GT_CACHE_ENTRIES {
+            if c.len() >= self.gt_cache_max {
                 c.clear();
             }
             c.insert(gde, Arc::clone(&t));
@@ -226,8 +235,9 @@ impl SparseExtent {
     pub fn status(&self, off: u64, max: u64) -> Result<(Grain, u64)> {
         let g = self.grain_bytes();
         let per = u64::from(self.header.num_gtes_per_gt);
-        let end = off.saturating_add(max).min(self.capacity());
         let first_grain = off / g;
+        let scan_end = (first_grain + MAX_STATUS_GRAINS).saturating_mul(g);
+        let end = off.saturating_add(max).min(self.capacity()).min(scan_end);
         let first = self.lookup(off)?;
         let continues = |next: Grain, grain: u64| match (first, next) {
             (Grain::Data(a), Grain::Data(b)) => a.checked_add((grain - first_grain) * g) == Some(b),
@@ -350,8 +360,10 @@ impl SparseExtent {
             }
         }
         let out = Arc::new(out);
-        if let Ok(mut c) = self.last_grain.lock() {
-            *c = Some((h, Arc::clone(&out)));
+        if self.keep_last_grain {
+            if let Ok(mut c) = self.last_grain.lock() {
+                *c = Some((h, Arc::clone(&out)));
+            }
         }
         Ok(out)
     }

@@ -355,3 +355,39 @@ fn shared_grain_tables_are_reported_once() {
     assert_eq!(rep.corruptions as usize, entries - 1);
     assert!(started.elapsed().as_secs() < 5);
 }
+
+/// Hands out one shared in-memory file for every name.
+struct SameFile(Arc<dyn Storage>);
+
+impl vdisk_core::storage::FileOpener for SameFile {
+    fn open(&self, _path: &std::path::Path) -> vdisk_core::Result<Arc<dyn Storage>> {
+        Ok(Arc::clone(&self.0))
+    }
+}
+
+#[test]
+fn many_extents_share_one_memory_budget() {
+    // A sparse file of 8 TiB capacity: 262144 directory entries (1 MiB of directory), all zero.
+    let mut h = header();
+    h.grain_size = 128;
+    h.capacity = 262144 * 512 * 128;
+    let mut img = h.to_bytes().to_vec();
+    img.resize(512 + 262144 * 4, 0);
+    let file: Arc<dyn Storage> = Arc::new(MemStorage::new("big-s.vmdk", img));
+    let desc = |n: usize| {
+        format!(
+            "# Disk DescriptorFile\nCID=1\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\n{}",
+            "RW 1 SPARSE \"s.vmdk\"\n".repeat(n)
+        )
+    };
+    let open_n = |n: usize| {
+        let d = MemStorage::new("d.vmdk", desc(n).into_bytes());
+        vdisk_vmdk::open(Arc::new(d), Arc::new(SameFile(Arc::clone(&file))))
+    };
+    let r = open_n(1).unwrap();
+    assert_eq!(r.virtual_size(), 8 << 40);
+    // One block-status call scans a bounded number of grains; callers loop.
+    let e = r.block_status(0, u64::MAX).unwrap();
+    assert_eq!((e.kind, e.length), (ExtentKind::Unallocated, 64 << 30));
+    assert!(matches!(open_n(129), Err(Error::Limit { .. })));
+}
