@@ -158,3 +158,41 @@ fn bad_options_and_writes_are_refused() {
     let help = vdisk_core::options::format_help("vdi", vdisk_vdi::CREATE_OPTIONS);
     assert!(help.contains("static=<bool (on/off)>") && help.contains("size=<size>"));
 }
+
+#[test]
+fn allocation_matches_qemu_convert_and_qemu_can_keep_writing() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-write-parity");
+    let src = raw(&s);
+    let data = std::fs::read(&src).unwrap();
+    let ours = s.join("ours.vdi");
+    write_image(&ours, &data, &[], 1 << 20, true);
+    let theirs = converted(&s, &src, "theirs.vdi", &[]);
+    let (a, b) = (open(&ours), open(&theirs));
+    assert_eq!(
+        a.header().blocks_allocated,
+        b.header().blocks_allocated,
+        "same blocks allocated as qemu-img convert"
+    );
+    assert_eq!(
+        a.block_map(),
+        b.block_map(),
+        "same block map as qemu-img convert"
+    );
+    assert_eq!(a.virtual_size(), b.virtual_size());
+    // qemu allocates its next block at slot blocks_allocated: our image must leave that slot free.
+    qemu_io("vdi", &ours, &["write -P 0x99 5M 4k", "write -P 0x9a 0 4k"]);
+    assert_qemu_check_clean(&ours, "vdi");
+    let r = open(&ours);
+    assert_eq!(r.header().blocks_allocated, a.header().blocks_allocated + 1);
+    let mut buf = vec![0u8; 4096];
+    r.read_at(&mut buf, 5 << 20).unwrap();
+    assert!(buf.iter().all(|b| *b == 0x99));
+    assert_same_bytes(
+        &read_all(&r, 1 << 20),
+        &qemu_raw_bytes(&ours, Some("vdi")),
+        "after qemu writes",
+    );
+}
