@@ -99,11 +99,14 @@ fn file_name(path: &Path) -> Result<String> {
         .ok_or_else(|| Error::invalid(format!("'{}' is not a file name", path.display())))
 }
 
-/// `dir/stem-<suffix>.vmdk` as qemu names extent files (the stem drops a `.vmdk` suffix).
+/// `stem-<suffix>.ext` as qemu names extent files: the suffix goes before the last `.` of the name
+/// (`disk.vmdk` -> `disk-s001.vmdk`, `bar` -> `bar-flat`).
 fn extent_name(path: &Path, suffix: &str) -> Result<String> {
     let name = file_name(path)?;
-    let stem = name.strip_suffix(".vmdk").unwrap_or(&name);
-    Ok(format!("{stem}-{suffix}.vmdk"))
+    Ok(match name.rfind('.') {
+        Some(dot) => format!("{}-{suffix}{}", &name[..dot], &name[dot..]),
+        None => format!("{name}-{suffix}"),
+    })
 }
 
 /// Creates a VMDK image of `size` bytes at `path` with qemu's `-o` options.

@@ -305,3 +305,22 @@ fn unfinished_write_leaves_nothing() {
     .unwrap();
     assert!(w.write(0, Payload::Data(vec![1; 65536])).is_err());
 }
+
+#[test]
+fn extent_files_are_named_like_qemu() {
+    let s = Scratch::new("vmdk-names");
+    for (name, sub, extent) in [
+        ("foo.img", "twoGbMaxExtentSparse", "foo-s001.img"),
+        ("bar", "monolithicFlat", "bar-flat"),
+        ("a.b.c", "twoGbMaxExtentFlat", "a.b-f001.c"),
+    ] {
+        let opts = CreateOptions::parse(&[format!("subformat={sub}")]).unwrap();
+        vdisk_vmdk::create(&s.join(name), 1 << 20, &opts)
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert!(s.join(extent).exists(), "{name}: {extent}");
+        let r = open_path(&s.join(name));
+        assert_eq!(r.descriptor().extents[0].file.as_deref(), Some(extent));
+    }
+}
