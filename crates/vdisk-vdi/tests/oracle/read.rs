@@ -166,3 +166,19 @@ fn zero_entries_and_concurrent_reads() {
         }
     }
 }
+
+#[test]
+fn odd_disk_size_rounds_up_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-read-odd");
+    let p = qemu_vdi(&s, "o.vdi", false);
+    // VBoxManage convertfromraw can store sizes that are not sector multiples; qemu rounds them up.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &((5u64 << 20) + 1001).to_le_bytes(), 0x170)
+        .unwrap();
+    let r = open(&p);
+    assert_eq!(r.virtual_size(), (5 << 20) + 1024);
+    assert_reads_like_qemu(&p);
+}
