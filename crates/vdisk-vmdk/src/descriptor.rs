@@ -112,6 +112,27 @@ fn parse_cid(key: &str, v: &str) -> Result<u32, String> {
 impl Descriptor {
     /// Parses descriptor text (anything after a NUL byte is ignored, as for an embedded descriptor).
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        Self::parse_with(bytes, true)
+    }
+
+    /// Parses the descriptor embedded in a sparse file, whose extent lines are not used (the sparse
+    /// file is the only extent): malformed extent lines and values are skipped rather than refused,
+    /// as qemu does. The size limits still apply.
+    pub fn parse_embedded(bytes: &[u8]) -> Result<Self, String> {
+        Self::parse_with(bytes, false)
+    }
+
+    fn parse_with(bytes: &[u8], strict: bool) -> Result<Self, String> {
+        // In lenient mode a bad value or extent line is skipped instead of failing the parse.
+        macro_rules! or_skip {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(m) if strict => return Err(m),
+                    Err(_) => continue,
+                }
+            };
+        }
         let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
         let text = String::from_utf8_lossy(&bytes[..end]);
         let mut d = Descriptor {
@@ -140,8 +161,8 @@ impl Descriptor {
                 if d.extents.len() >= MAX_EXTENTS {
                     return Err(format!("more than {MAX_EXTENTS} extents in the descriptor"));
                 }
-                let e = parse_extent(access, &line[first.len()..])
-                    .map_err(|m| format!("line {}: {m}", no + 1))?;
+                let e = or_skip!(parse_extent(access, &line[first.len()..])
+                    .map_err(|m| format!("line {}: {m}", no + 1)));
                 total = total
                     .checked_add(e.sectors)
                     .filter(|t| {
@@ -163,12 +184,12 @@ impl Descriptor {
             let (k, v) = (k.trim(), v.trim());
             match k {
                 "version" => {
-                    d.version = unquote(v)
+                    d.version = or_skip!(unquote(v)
                         .parse()
-                        .map_err(|_| format!("version '{v}' is not a number"))?
+                        .map_err(|_| format!("version '{v}' is not a number")))
                 }
-                "CID" => d.cid = parse_cid(k, v)?,
-                "parentCID" => d.parent_cid = parse_cid(k, v)?,
+                "CID" => d.cid = or_skip!(parse_cid(k, v)),
+                "parentCID" => d.parent_cid = or_skip!(parse_cid(k, v)),
                 "createType" => d.create_type = Some(unquote(v).to_string()),
                 "parentFileNameHint" => d.parent_hint = Some(unquote(v).to_string()),
                 _ => {
@@ -326,6 +347,12 @@ mod tests {
         assert!(
             Descriptor::parse(many.as_bytes()).is_err(),
             "sum of extents overflows"
+        );
+        let lenient =
+            Descriptor::parse_embedded(b"CID=zz\nRW x SPARSE \"a\"\nparentCID=0000abcd\n").unwrap();
+        assert_eq!(
+            (lenient.cid, lenient.parent_cid, lenient.extents.len()),
+            (NO_PARENT_CID, 0xabcd, 0)
         );
         let lots = "RW 1 ZERO\n".repeat(MAX_EXTENTS + 1);
         assert!(Descriptor::parse(lots.as_bytes())

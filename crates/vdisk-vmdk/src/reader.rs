@@ -74,7 +74,7 @@ pub fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Vmd
 fn open_monolithic(storage: Arc<dyn Storage>, path: PathBuf) -> Result<VmdkReader> {
     let sparse = SparseExtent::open(storage, 1)?;
     let desc = match sparse.descriptor_bytes()? {
-        Some(b) => Descriptor::parse(&b)
+        Some(b) => Descriptor::parse_embedded(&b)
             .map_err(|m| Error::corrupt(&path, None, format!("embedded descriptor: {m}")))?,
         None => Descriptor::parse(b"").map_err(|m| Error::corrupt(&path, None, m))?,
     };
