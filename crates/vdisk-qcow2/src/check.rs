@@ -34,10 +34,16 @@ impl Ctx<'_> {
         }
         let bits = self.r.header.cluster_bits;
         let first = offset >> bits;
-        let Some(last) = offset.checked_add(size - 1).map(|e| e >> bits) else {
-            self.err(format!("ERROR: range at offset={offset:#x} overflows"));
+        // The last cluster may be partly past the end of the file, but no more than that.
+        let end = offset.checked_add(size);
+        if end.is_none_or(|e| e >= self.r.file_len.saturating_add(self.cs())) {
+            self.err(format!(
+                "ERROR: counting reference for region exceeding the end of the file by one cluster or more: \
+                 offset 0x{offset:x} size 0x{size:x}"
+            ));
             return;
-        };
+        }
+        let last = (offset + size - 1) >> bits;
         for k in first..=last {
             if k >= limits::MAX_CHECK_CLUSTERS {
                 self.rep.check_errors += 1;

@@ -444,6 +444,7 @@ impl ImageReader for Qcow2Reader {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(self.size, offset, buf.len() as u64)?;
+        self.refuse_encrypted()?;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -451,13 +452,9 @@ impl ImageReader for Qcow2Reader {
             let n = (len as usize).clamp(1, buf.len() - done);
             let chunk = &mut buf[done..done + n];
             match t {
-                SubType::Normal(host) => {
-                    self.refuse_encrypted()?;
-                    self.read_host(chunk, host)?;
-                }
+                SubType::Normal(host) => self.read_host(chunk, host)?,
                 SubType::Compressed { offset: c, size } => {
-                    self.refuse_encrypted()?;
-                    self.read_compressed(chunk, pos, c, size)?;
+                    self.read_compressed(chunk, pos, c, size)?
                 }
                 SubType::Invalid => {
                     return Err(Error::corrupt(

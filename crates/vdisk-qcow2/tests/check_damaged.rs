@@ -1,0 +1,125 @@
+//! `check` on damaged copies of qemu-made images (leaked clusters, wrong refcounts, bad COPIED
+//! flags, entries past the end of the file), compared with `qemu-img check`: counts, exit code and
+//! the lines qemu prints.
+
+mod common;
+use common::*;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use vdisk_core::ImageReader;
+use vdisk_qcow2::header::Header;
+use vdisk_qcow2::OpenOptions;
+use vdisk_testutil::*;
+
+fn be64_at(f: &std::fs::File, off: u64) -> u64 {
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, off).unwrap();
+    u64::from_be_bytes(b)
+}
+
+/// (header, offset of L2 entry 0 of L1 entry 0, that entry).
+fn first_l2_entry(p: &Path) -> (Header, std::fs::File, u64, u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let mut c = vec![0u8; 65536];
+    f.read_exact_at(&mut c, 0).unwrap();
+    let h = Header::parse(&c, p).unwrap();
+    let l2 = be64_at(&f, h.l1_table_offset) & 0x00ff_ffff_ffff_fe00;
+    let e = be64_at(&f, l2);
+    (h, f, l2, e)
+}
+
+/// Our check equals qemu's, including the finding lines.
+fn same_as_qemu(p: &Path) -> vdisk_core::CheckReport {
+    let r = open_path(p, &OpenOptions::default()).unwrap();
+    verify_check(&r, p);
+    let c = r.check().unwrap();
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(p)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let mut theirs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ERROR") || l.starts_with("Leaked"))
+        .collect();
+    let mut ours: Vec<&str> = c.messages.iter().map(String::as_str).collect();
+    theirs.sort();
+    ours.sort();
+    assert_eq!(ours, theirs, "findings for {}", p.display());
+    c
+}
+
+#[test]
+fn leaked_cluster() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-leak");
+    let p = make(&s, "leak.qcow2", "", "2M", &["write -P 1 0 256k"]);
+    let (_, f, l2, _) = first_l2_entry(&p);
+    f.write_all_at(&[0u8; 8], l2 + 8).unwrap();
+    drop(f);
+    let c = same_as_qemu(&p);
+    assert_eq!((c.leaks, c.corruptions, c.exit_code()), (1, 0, 3));
+}
+
+#[test]
+fn refcount_too_small_and_copied_flag() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-corrupt");
+    for bits in ["16", "1", "64"] {
+        let p = make(
+            &s,
+            &format!("c{bits}.qcow2"),
+            &format!("refcount_bits={bits}"),
+            "2M",
+            &["write -P 1 0 256k"],
+        );
+        let (h, f, _, e) = first_l2_entry(&p);
+        let data_cluster = (e & 0x00ff_ffff_ffff_fe00) >> h.cluster_bits;
+        let block = be64_at(&f, h.refcount_table_offset);
+        let width = 1u64 << h.refcount_order;
+        let bit = data_cluster * width;
+        // Clear the data cluster's refcount (it stays referenced): a corruption plus a COPIED error.
+        let byte_off = block + bit / 8;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, byte_off).unwrap();
+        if width < 8 {
+            b[0] &= !((((1u16 << width) - 1) as u8) << (bit % 8));
+            f.write_all_at(&b, byte_off).unwrap();
+        } else {
+            f.write_all_at(&vec![0u8; (width / 8) as usize], byte_off)
+                .unwrap();
+        }
+        drop(f);
+        let c = same_as_qemu(&p);
+        assert_eq!(c.exit_code(), 2);
+        assert!(c.corruptions >= 2, "{c:?}");
+    }
+}
+
+#[test]
+fn l2_entry_past_end_of_file() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-past");
+    let p = make(&s, "past.qcow2", "", "2M", &["write -P 1 0 64k"]);
+    let (_, f, l2, e) = first_l2_entry(&p);
+    let far = (e & 0xff00_0000_0000_01ff) | (64 << 20);
+    f.write_all_at(&far.to_be_bytes(), l2).unwrap();
+    drop(f);
+    let r = open_path(&p, &OpenOptions::default()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let err = r.read_at(&mut buf, 0).unwrap_err().to_string();
+    assert!(err.contains("past the end of the file"), "{err}");
+    same_as_qemu(&p);
+}
