@@ -324,3 +324,68 @@ fn extent_files_are_named_like_qemu() {
         assert_eq!(r.descriptor().extents[0].file.as_deref(), Some(extent));
     }
 }
+
+#[test]
+fn several_grain_tables_round_trip() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-multi-gt");
+    let raw = s.join("m.raw");
+    let size: u64 = 34 * 1024 * 1024 + 1536;
+    qemu_img(&[
+        "create",
+        "-f",
+        "raw",
+        raw.to_str().unwrap(),
+        &size.to_string(),
+    ]);
+    qemu_io(
+        "raw",
+        &raw,
+        &[
+            "write -P 0x41 0 64k",
+            "write -P 0x42 33M 200k",
+            "write -P 0x43 35651584 1536",
+        ],
+    );
+    let data = std::fs::read(&raw).unwrap();
+    for sub in ["monolithicSparse", "streamOptimized"] {
+        // qemu's image, read by vdisk.
+        let q = s.join(&format!("q-{sub}.vmdk"));
+        qemu_img(&[
+            "convert",
+            "-O",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            raw.to_str().unwrap(),
+            q.to_str().unwrap(),
+        ]);
+        let r = open_path(&q);
+        assert_same_bytes(&read_all(&r, 1 << 20), &data, sub);
+        assert_eq!(
+            vdisk_map_json(&r),
+            qemu_map_json(&q, Some("vmdk")),
+            "{sub}: map"
+        );
+        // vdisk's image, read by qemu.
+        let v = s.join(&format!("v-{sub}.vmdk"));
+        feed(
+            vdisk_vmdk::create(
+                &v,
+                size,
+                &CreateOptions::parse(&[format!("subformat={sub}")]).unwrap(),
+            )
+            .unwrap(),
+            &data,
+        );
+        assert_qemu_check_clean(&v, "vmdk");
+        assert_qemu_compare_equal(&raw, &v);
+        assert_eq!(
+            vdisk_map_json(&open_path(&v)),
+            qemu_map_json(&v, Some("vmdk")),
+            "{sub}: our map"
+        );
+    }
+}
