@@ -275,9 +275,14 @@ impl SparseExtent {
         while done < buf.len() {
             let pos = off + done as u64;
             let within = pos % g;
-            let n = ((g - within) as usize).min(buf.len() - done);
+            // One run of grains with the same status (and contiguous host data): one read.
+            let (grain, run) = self.status(pos, (buf.len() - done) as u64)?;
+            let mut n = (run as usize).clamp(1, buf.len() - done);
+            if let Grain::Compressed(_) = grain {
+                n = n.min((g - within) as usize);
+            }
             let chunk = &mut buf[done..done + n];
-            match self.lookup(pos)? {
+            match grain {
                 Grain::Unallocated | Grain::Zero => chunk.fill(0),
                 Grain::Data(h) => {
                     let at = h.checked_add(within).ok_or_else(|| {
