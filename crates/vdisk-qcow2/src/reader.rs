@@ -326,7 +326,9 @@ impl Qcow2Reader {
     }
 
     fn read_host(&self, buf: &mut [u8], host: u64) -> Result<()> {
-        if self.data_file.is_none() && host >= self.file_len {
+        let cs = 1u64 << self.geo.cluster_bits;
+        let last_cluster = host.saturating_add((buf.len() as u64).saturating_sub(1)) & !(cs - 1);
+        if self.data_file.is_none() && last_cluster >= self.file_len {
             return Err(Error::corrupt(
                 &self.path,
                 Some(host),
@@ -514,3 +516,7 @@ impl ImageReader for Qcow2Reader {
         crate::check::check(self)
     }
 }
+
+#[cfg(test)]
+#[path = "reader_tests.rs"]
+mod tests;
