@@ -4,7 +4,7 @@
 //! file is written under a temporary name; the descriptor file is renamed into place last.
 
 use crate::descriptor::{Access, Descriptor, ExtentLine, ExtentType, NO_PARENT_CID};
-use crate::limits::SECTOR;
+use crate::limits::{MAX_EXTENTS, MAX_VIRTUAL_BYTES, SECTOR};
 use crate::sparse_out::{SparseOut, ZeroMode, GRAIN_SECTORS};
 use crate::stream_out::{StreamEncoder, StreamOut};
 use std::path::Path;
@@ -160,6 +160,14 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
     let size = size
         .checked_next_multiple_of(SECTOR)
         .ok_or_else(|| Error::invalid("Image size must be less than 8 EiB!"))?;
+    if size > MAX_VIRTUAL_BYTES {
+        return Err(Error::invalid("Image size must be less than 8 EiB!"));
+    }
+    if sub.starts_with("twoGb") && size.div_ceil(SPLIT_BYTES) > MAX_EXTENTS as u64 {
+        return Err(Error::invalid(format!(
+            "a {sub} image of {size} bytes would need more than {MAX_EXTENTS} extent files"
+        )));
+    }
     let sectors = size / SECTOR;
     let heads: u64 = if adapter == "ide" { 16 } else { 255 };
     let mut desc = Descriptor {
