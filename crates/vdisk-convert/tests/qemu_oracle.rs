@@ -87,6 +87,8 @@ fn raw_to_raw_allocation_matches_qemu_for_each_sparse_size() {
         (Some("0"), 0),
         (Some("64k"), 65536),
         (Some("512"), 512),
+        (Some("3k"), 3072),
+        (Some("1M"), 1 << 20),
     ] {
         let name = arg.unwrap_or("default");
         let (o, t) = (
@@ -323,4 +325,160 @@ fn compare_reports_read_errors_with_exit_code_4() {
         "{msg}"
     );
     assert!(o.stdout_lines().is_empty());
+}
+
+#[test]
+fn convert_into_existing_file_matches_qemu_n() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("conv-n");
+    let src = source(&s);
+    let (o, t) = (s.join("ours.raw"), s.join("theirs.raw"));
+    for p in [&o, &t] {
+        std::fs::write(p, vec![0xffu8; 8 << 20]).unwrap();
+    }
+    let r = open(&src);
+    let w = vdisk_raw::open_writer(&o).unwrap();
+    assert!(!w.caps().zero_initialized);
+    convert(&r, w, &ConvertOptions::default(), &|_, _| {}).unwrap();
+    let (a, b) = (src.to_str().unwrap(), t.to_str().unwrap());
+    qemu_img(&["convert", "-n", "-f", "raw", "-O", "raw", a, b]);
+    assert!(
+        std::fs::read(&o).unwrap() == std::fs::read(&t).unwrap(),
+        "bytes differ from qemu's -n"
+    );
+    assert_eq!(
+        data_runs(&o),
+        data_runs(&t),
+        "holes punched differ from qemu's -n"
+    );
+}
+
+#[test]
+fn huge_sparse_image_converts_without_reading_holes() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("conv-huge");
+    let src = s.join("big.raw");
+    qemu_img(&["create", "-q", "-f", "raw", src.to_str().unwrap(), "22G"]);
+    qemu_io(
+        "raw",
+        &src,
+        &["write -P 0x11 5G 1M", "write -P 0x22 21G 64k"],
+    );
+    let (o, t) = (s.join("ours.raw"), s.join("theirs.raw"));
+    let r = open(&src);
+    let w = vdisk_raw::create(&o, r.virtual_size(), &CreateOptions::new()).unwrap();
+    let stats = convert(&r, w, &ConvertOptions::default(), &|_, _| {}).unwrap();
+    assert_eq!(
+        stats.bytes_read,
+        4096 + (1 << 20) + 65536,
+        "only the data extents are read"
+    );
+    theirs(&src, &t, None);
+    assert_eq!(std::fs::metadata(&o).unwrap().len(), 22 << 30);
+    assert_eq!(data_runs(&o), data_runs(&t));
+    let c = compare(&open(&o), &open(&src), false).unwrap();
+    assert_eq!(c.exit_code(), 0, "{c:?}");
+}
+
+/// Merges adjacent ranges.
+fn merged(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if last.1 == a => last.1 = b,
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Which sectors qemu writes as data for each `-S`, seen exactly (not through the file system's 4 KiB
+/// blocks): qemu converting into a qcow2 with 512-byte clusters allocates exactly the clusters it
+/// writes (a new qcow2 is zero-initialised, so gaps are skipped, as for our zero-initialised writer).
+#[test]
+fn sector_exact_sparse_decisions_match_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("conv-sectors");
+    let src = source(&s);
+    for (arg, bytes) in [
+        ("512", 512u64),
+        ("1k", 1024),
+        ("3k", 3072),
+        ("4k", 4096),
+        ("8k", 8192),
+        ("64k", 65536),
+    ] {
+        let q = s.join(&format!("q-{arg}.qcow2"));
+        let (a, b) = (src.to_str().unwrap(), q.to_str().unwrap());
+        qemu_img(&[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-o",
+            "cluster_size=512",
+            "-S",
+            arg,
+            a,
+            b,
+        ]);
+        let map = vdisk_testutil::qemu_map_json(&q, Some("qcow2"));
+        let theirs: Vec<(u64, u64)> = map
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"].as_bool() == Some(true))
+            .map(|e| {
+                let start = e["start"].as_u64().unwrap();
+                (start, start + e["length"].as_u64().unwrap())
+            })
+            .collect();
+        struct Rec(Arc<std::sync::Mutex<Vec<(u64, u64)>>>);
+        impl vdisk_core::ImageWriter for Rec {
+            fn caps(&self) -> vdisk_core::WriterCaps {
+                vdisk_core::WriterCaps {
+                    granularity: 512,
+                    out_of_order: false,
+                    zero_initialized: true,
+                }
+            }
+            fn write(&mut self, off: u64, p: vdisk_core::Payload) -> vdisk_core::Result<()> {
+                assert!(
+                    matches!(p, vdisk_core::Payload::Data(_)),
+                    "zero payload on a zero-initialised target"
+                );
+                self.0.lock().unwrap().push((off, off + p.len()));
+                Ok(())
+            }
+            fn finish(self: Box<Self>) -> vdisk_core::Result<()> {
+                Ok(())
+            }
+        }
+        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let opts = ConvertOptions {
+            min_sparse: bytes,
+            ..ConvertOptions::default()
+        };
+        convert(
+            &open(&src),
+            Box::new(Rec(Arc::clone(&writes))),
+            &opts,
+            &|_, _| {},
+        )
+        .unwrap();
+        let ours = writes.lock().unwrap().clone();
+        assert_eq!(
+            merged(ours),
+            merged(theirs),
+            "-S {arg}: sectors written as data differ from qemu's"
+        );
+    }
 }
