@@ -166,7 +166,7 @@ impl SparseHeader {
                 )))
             }
         }
-        if self.compressed() && self.compress_algorithm != COMPRESS_DEFLATE {
+        if self.flags & FLAG_COMPRESSED != 0 && self.compress_algorithm > COMPRESS_DEFLATE {
             return Err(HeaderError::Unsupported(format!(
                 "compression algorithm {}",
                 self.compress_algorithm
@@ -208,9 +208,9 @@ impl SparseHeader {
         self.capacity * SECTOR
     }
 
-    /// Grains are compressed.
+    /// Grains are compressed. Like qemu, this follows compressAlgorithm (deflate), not flag bit 16.
     pub fn compressed(&self) -> bool {
-        self.flags & FLAG_COMPRESSED != 0
+        self.compress_algorithm == COMPRESS_DEFLATE
     }
 
     /// Grains and metadata carry markers.

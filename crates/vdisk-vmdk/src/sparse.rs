@@ -93,6 +93,16 @@ impl SparseExtent {
         } else {
             first_header.clone()
         };
+        let min_len = header.overhead.saturating_mul(SECTOR);
+        if file_len < min_len {
+            return Err(Error::corrupt(
+                &path,
+                None,
+                format!(
+                    "file truncated, expecting at least {min_len} bytes (the header's overhead)"
+                ),
+            ));
+        }
         let entries = header.gd_entries();
         if entries > MAX_GD_ENTRIES {
             return Err(Error::limit(
@@ -393,6 +403,16 @@ fn read_footer(storage: &dyn Storage, file_len: u64) -> Result<SparseHeader> {
             path,
             Some(file_len - 3 * SECTOR),
             "stream-optimized footer marker not found",
+        ));
+    }
+    let mut eos = [0u8; 16];
+    storage.read_exact_at(&mut eos, file_len - SECTOR)?;
+    let eos = Marker::parse(&eos);
+    if eos.val != 0 || eos.size != 0 || eos.kind != crate::header::MARKER_EOS {
+        return Err(Error::corrupt(
+            path,
+            Some(file_len - SECTOR),
+            "stream-optimized end-of-stream marker not found",
         ));
     }
     let footer = read_header(storage, file_len - 2 * SECTOR)?;

@@ -65,8 +65,15 @@ fn truncated_files_fail() {
     for len in [0usize, 3, 100, 511, 512, 515] {
         assert!(open(img[..len].to_vec()).is_err(), "len {len}");
     }
-    // GT cut off: opening succeeds (the GD is intact) but reading the grain fails cleanly.
-    let r = open(img[..1030].to_vec()).unwrap();
+    // Shorter than the header's overhead: refused as qemu does ("File truncated").
+    let e = open(img[..1030].to_vec()).err().unwrap().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    // GT cut off (overhead claims less): opening succeeds, reading the grain fails cleanly.
+    let mut h = header();
+    h.overhead = 1;
+    let mut short = img[..1030].to_vec();
+    short[..512].copy_from_slice(&h.to_bytes());
+    let r = open(short).unwrap();
     let mut b = vec![0u8; 512];
     assert!(r.read_at(&mut b, 4096).is_err());
     assert!(r.block_status(0, 4096).is_err());
@@ -172,8 +179,11 @@ fn stream_footer_is_used() {
     let mut b = vec![0u8; 4096];
     r.read_at(&mut b, 4096).unwrap();
     assert_eq!(b, data);
-    // Damaged footer marker: refused.
+    // Damaged end-of-stream or footer marker: refused.
     let n = img.len();
+    let mut bad_eos = img.clone();
+    bad_eos[n - 512 + 12] = 1;
+    assert!(open(bad_eos).is_err());
     img[n - 1536 + 12] = 9;
     assert!(open(img).is_err());
 }
