@@ -354,15 +354,18 @@ impl Qcow2Reader {
         let size = size.min(limits::max_compressed_input(self.geo.cluster_bits));
         let mut input = vec![0u8; size as usize];
         self.data.read_zero_padded(&mut input, offset)?;
-        let mut out = vec![0u8; limits::max_decompressed(self.geo.cluster_bits) as usize];
-        decompress(self.header.compression_type, &input, &mut out).map_err(|e| {
-            Error::corrupt(
-                &self.path,
-                Some(offset),
-                format!("cannot decompress cluster at guest offset {pos:#x}: {e}"),
-            )
-        })?;
+        let cluster = limits::max_decompressed(self.geo.cluster_bits) as usize;
         let start = (pos & ((1u64 << self.geo.cluster_bits) - 1)) as usize;
+        let bad = |e: String| {
+            let what = format!("cannot decompress cluster at guest offset {pos:#x}: {e}");
+            Error::corrupt(&self.path, Some(offset), what)
+        };
+        if start == 0 && chunk.len() == cluster {
+            // The whole cluster is wanted: inflate straight into the caller's buffer.
+            return decompress(self.header.compression_type, &input, chunk).map_err(bad);
+        }
+        let mut out = vec![0u8; cluster];
+        decompress(self.header.compression_type, &input, &mut out).map_err(bad)?;
         let src = out
             .get(start..start + chunk.len())
             .ok_or_else(|| Error::Other("compressed read crosses a cluster".into()))?;

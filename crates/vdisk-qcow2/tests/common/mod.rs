@@ -70,6 +70,46 @@ pub fn verify_info(r: &Qcow2Reader, p: &Path) {
     assert_eq!(info.cluster_size, q["cluster-size"].as_u64());
     assert_eq!(info.dirty, q["dirty-flag"].as_bool().unwrap());
     assert_eq!(
+        info.encrypted,
+        q.get("encrypted")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    );
+    let names: Vec<_> = info.children.iter().map(|c| c.name.as_str()).collect();
+    let qnames: Vec<_> = q["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, qnames, "children of {}", p.display());
+    let qsnaps = q
+        .get("snapshots")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(info.snapshots.len(), qsnaps.len());
+    for (ours, theirs) in info.snapshots.iter().zip(&qsnaps) {
+        let u = |k: &str| theirs[k].as_u64().unwrap();
+        assert_eq!(
+            (ours.id.as_str(), ours.name.as_str()),
+            (
+                theirs["id"].as_str().unwrap(),
+                theirs["name"].as_str().unwrap()
+            )
+        );
+        assert_eq!(
+            (ours.date_sec, u64::from(ours.date_nsec)),
+            (u("date-sec"), u("date-nsec"))
+        );
+        assert_eq!(
+            ours.vm_clock_nsec,
+            u("vm-clock-sec") * 1_000_000_000 + u("vm-clock-nsec")
+        );
+        assert_eq!(ours.vm_state_size, u("vm-state-size"));
+        assert_eq!(ours.icount, theirs.get("icount").and_then(|v| v.as_u64()));
+    }
+    assert_eq!(
         info.backing.as_ref().map(|b| b.filename.clone()),
         q["backing-filename"].as_str().map(String::from)
     );
