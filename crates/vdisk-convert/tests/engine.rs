@@ -483,3 +483,59 @@ proptest! {
         prop_assert!(view == src.data, "overlay over backing differs from source");
     }
 }
+
+/// A reader whose block status is broken in a chosen way, or whose reads panic.
+struct Misbehaving {
+    inner: LayoutReader,
+    mode: u8,
+}
+
+impl vdisk_core::ImageReader for Misbehaving {
+    fn format_name(&self) -> &'static str {
+        "bad"
+    }
+    fn virtual_size(&self) -> u64 {
+        self.inner.virtual_size_u64()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> vdisk_core::Result<()> {
+        if self.mode == 3 {
+            panic!("reader bug");
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn block_status(&self, offset: u64, max_len: u64) -> vdisk_core::Result<vdisk_core::Extent> {
+        let mut e = self.inner.block_status(offset, max_len)?;
+        match self.mode {
+            0 => e.length = 0,
+            1 => e.offset += 512,
+            2 => return Err(vdisk_core::Error::Other("status failed".into())),
+            _ => {}
+        }
+        Ok(e)
+    }
+    fn info(&self) -> vdisk_core::Result<vdisk_core::ImageInfo> {
+        self.inner.info()
+    }
+}
+
+#[test]
+fn broken_readers_give_errors_not_hangs_or_panics() {
+    for mode in 0..4u8 {
+        let r = Misbehaving {
+            inner: LayoutReader::new(&[(256 * K, Data), (64 * K, Zero)], pattern),
+            mode,
+        };
+        let (w, rec) = MemWriter::new(320 * K, caps(512, false, true));
+        let e = convert(&r, Box::new(w), &opts(2), &no_progress).unwrap_err();
+        assert!(!rec.lock().unwrap().finished, "mode {mode}");
+        assert!(!e.to_string().is_empty());
+        if mode < 3 {
+            let c = vdisk_convert::compare(&r, &r.inner, false).unwrap();
+            assert_eq!(c.exit_code(), 3, "mode {mode}: {c:?}");
+            assert_eq!(
+                c.error_message("a", "b").unwrap(),
+                "Sector allocation test failed for a"
+            );
+        }
+    }
+}
