@@ -401,3 +401,27 @@ fn many_extents_share_one_memory_budget() {
     assert_eq!((e.kind, e.length), (ExtentKind::Unallocated, 64 << 30));
     assert!(matches!(open_n(129), Err(Error::Limit { .. })));
 }
+
+#[test]
+fn mutated_descriptors_never_panic() {
+    let base = "# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\
+                parentFileNameHint=\"p.vmdk\"\n# Extent description\nRW 2048 ZERO\nRW 4096 FLAT \"f.bin\" 12\n\
+                RDONLY 8 ZERO\nddb.adapterType = \"ide\"\n";
+    let bytes = base.as_bytes();
+    for pos in 0..bytes.len() {
+        for val in [b'"', b'\n', b'9', b' ', 0u8, 0xff, b'=', b'#'] {
+            let mut m = bytes.to_vec();
+            m[pos] = val;
+            if let Ok(d) = vdisk_vmdk::descriptor::Descriptor::parse(&m) {
+                let _ = vdisk_vmdk::descriptor::Descriptor::parse(d.render().as_bytes());
+            }
+            let _ = vdisk_vmdk::descriptor::Descriptor::parse_embedded(&m);
+            if let Ok(r) = open(m) {
+                // Only ZERO extents can open without files.
+                let mut b = vec![0u8; 512];
+                let _ = r.read_at(&mut b, 0);
+                let _ = r.info();
+            }
+        }
+    }
+}
