@@ -368,6 +368,35 @@ fn bad_options_are_refused() {
         );
         assert!(!rec.lock().unwrap().finished);
     }
+    // qemu-img's exact messages (qemu-img convert -S 1000 ...; convert -n --target-is-zero -B ...).
+    let (w, _) = MemWriter::new(src.virtual_size_u64(), caps(512, false, true));
+    let e = convert(
+        &src,
+        Box::new(w),
+        &ConvertOptions {
+            min_sparse: 1000,
+            ..opts(1)
+        },
+        &no_progress,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. \
+         Select 0 to disable sparse detection (fully allocates output)."
+    );
+    let backing: Arc<dyn vdisk_core::ImageReader> = Arc::new(mixed());
+    let (w, _) = MemWriter::new(src.virtual_size_u64(), caps(512, false, true));
+    let o = ConvertOptions {
+        target_is_zero: true,
+        backing: Some(backing),
+        ..opts(1)
+    };
+    let e = convert(&src, Box::new(w), &o, &no_progress).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Cannot use --target-is-zero when the destination image has a backing file"
+    );
     let (w, _) = MemWriter::new(src.virtual_size_u64(), caps(1000, false, true));
     assert!(
         convert(&src, Box::new(w), &opts(1), &no_progress).is_err(),
