@@ -420,3 +420,35 @@ fn concurrent_reads_agree_with_qemu() {
         }
     }
 }
+
+#[test]
+fn short_flat_extent_reads_zeros_past_its_end() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-shortflat");
+    let img = s.join("tf.vmdk");
+    qemu_img(&[
+        "create",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        img.to_str().unwrap(),
+        "1M",
+    ]);
+    qemu_io("vmdk", &img, &["write -P 1 0 1M"]);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.join("tf-flat.vmdk"))
+        .unwrap();
+    f.set_len(300_000).unwrap();
+    drop(f);
+    let r = open_path(&img);
+    assert_same_bytes(
+        &read_all(&r, 65536),
+        &qemu_raw_bytes(&img, Some("vmdk")),
+        "short flat",
+    );
+    assert_eq!(vdisk_map_json(&r), qemu_map_json(&img, Some("vmdk")));
+}
