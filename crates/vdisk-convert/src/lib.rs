@@ -1,5 +1,5 @@
 //! vdisk-convert: streams any [`ImageReader`] into any [`ImageWriter`] the way `qemu-img convert`
-//! does (qemu-img.c `img_convert`), and compares images like `qemu-img compare` ([`compare`]).
+//! does (qemu-img.c `img_convert`), and compares images like `qemu-img compare` ([`compare()`]).
 //!
 //! The conversion is driven by block status: ranges the source reports as zeros are never read;
 //! data ranges are read in chunks on a pool of worker threads, scanned for zero runs with qemu's
@@ -36,8 +36,12 @@ pub struct ConvertOptions {
     pub chunk_size: u64,
     /// `--target-is-zero`: the target already reads as zeros, so zero runs need no write.
     pub target_is_zero: bool,
-    /// The target's backing image (`-B`): only what differs from it is written; ranges equal to it
-    /// are left unallocated.
+    /// The target's backing image (`-B`): only what differs from it is written (in whole writer
+    /// granules); ranges equal to it are left unallocated, zeros over its data are written as zeros.
+    /// This compares content, so it is right whatever the source is; qemu-img instead leaves
+    /// unallocated what is unallocated in the source's top layer, assuming that the new backing file
+    /// matches the source's own backing chain. Each chunk then needs a second buffer for the backing
+    /// image's bytes.
     pub backing: Option<Arc<dyn ImageReader>>,
 }
 
