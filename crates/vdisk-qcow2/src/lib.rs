@@ -8,9 +8,11 @@ pub mod compress;
 pub mod header;
 pub mod info;
 pub mod limits;
+pub mod measure;
 pub mod reader;
 pub mod refcount;
 pub mod snapshot;
 pub mod tables;
+pub mod writer;
 
 pub use reader::{open, OpenOptions, Qcow2Reader, SnapshotSel};

@@ -1,0 +1,146 @@
+//! Cluster compression for `convert -c`, run by the conversion engine's parallel workers
+//! (qcow2.txt "Compressed Clusters Descriptor"; QEMU's qcow2-threads.c): zlib as a raw deflate
+//! stream with a 4 KiB window at the default level, or a zstd frame at zstd's default level. A
+//! cluster is stored uncompressed when its compressed form would not fit in `cluster_size - 1`
+//! bytes, exactly QEMU's rule.
+
+use super::settings::CompressionType;
+use flate2::{Compress, Compression, FlushCompress, Status};
+use vdisk_core::{ChunkEncoder, Encoded, Error, Result};
+
+/// zlib's Z_DEFAULT_COMPRESSION, which QEMU passes to deflateInit2.
+const ZLIB_LEVEL: u32 = 6;
+/// QEMU's deflate window: -12, i.e. 4 KiB, raw stream without zlib header.
+const ZLIB_WINDOW_BITS: u8 = 12;
+/// ZSTD_CLEVEL_DEFAULT, used by QEMU's fresh compression context.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Compresses one cluster at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterEncoder {
+    cluster_size: usize,
+    kind: CompressionType,
+}
+
+impl ClusterEncoder {
+    pub fn new(cluster_size: u64, kind: CompressionType) -> Self {
+        ClusterEncoder {
+            cluster_size: cluster_size as usize,
+            kind,
+        }
+    }
+
+    /// The compressed form of one full cluster, or `None` when it does not fit in
+    /// `cluster_size - 1` bytes.
+    pub fn compress_cluster(&self, cluster: &[u8]) -> Result<Option<Vec<u8>>> {
+        let limit = self.cluster_size - 1;
+        match self.kind {
+            CompressionType::Zlib => deflate_raw(cluster, limit),
+            CompressionType::Zstd => {
+                let mut out = vec![0u8; limit];
+                match zstd::bulk::compress_to_buffer(cluster, &mut out, ZSTD_LEVEL) {
+                    Ok(n) => {
+                        out.truncate(n);
+                        Ok(Some(out))
+                    }
+                    // zstd reports a too-small destination as an error: store uncompressed.
+                    Err(_) => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+fn deflate_raw(input: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
+    let mut z =
+        Compress::new_with_window_bits(Compression::new(ZLIB_LEVEL), false, ZLIB_WINDOW_BITS);
+    let mut out = Vec::with_capacity(limit);
+    match z.compress_vec(input, &mut out, FlushCompress::Finish) {
+        Ok(Status::StreamEnd) if out.len() <= limit => Ok(Some(out)),
+        // Output space ran out before the stream ended: it does not fit.
+        Ok(_) => Ok(None),
+        Err(e) => Err(Error::Other(format!("deflate failed: {e}"))),
+    }
+}
+
+impl ChunkEncoder for ClusterEncoder {
+    /// `data` is one cluster, or the disk's last partial cluster, which is zero-padded as QEMU does.
+    fn encode(&self, _offset: u64, data: &[u8]) -> Result<Option<Encoded>> {
+        if data.len() > self.cluster_size {
+            return Err(Error::invalid(format!(
+                "compressed writes take one cluster ({} bytes) at a time, got {}",
+                self.cluster_size,
+                data.len()
+            )));
+        }
+        let padded;
+        let cluster = if data.len() < self.cluster_size {
+            let mut p = vec![0u8; self.cluster_size];
+            p[..data.len()].copy_from_slice(data);
+            padded = p;
+            &padded[..]
+        } else {
+            data
+        };
+        Ok(self.compress_cluster(cluster)?.map(|bytes| Encoded {
+            bytes,
+            raw_len: data.len() as u64,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{Decompress, FlushDecompress};
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| ((i / 7) % 13) as u8).collect()
+    }
+
+    #[test]
+    fn zlib_is_a_raw_deflate_stream() {
+        let e = ClusterEncoder::new(65536, CompressionType::Zlib);
+        let data = pattern(65536);
+        let c = e.encode(0, &data).unwrap().unwrap();
+        assert!(c.bytes.len() < 4096, "{}", c.bytes.len());
+        let mut d = Decompress::new(false);
+        let mut out = Vec::with_capacity(65536);
+        d.decompress_vec(&c.bytes, &mut out, FlushDecompress::Finish)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn zstd_round_trips_and_pads_tails() {
+        let e = ClusterEncoder::new(4096, CompressionType::Zstd);
+        let data = pattern(1000);
+        let c = e.encode(0, &data).unwrap().unwrap();
+        assert_eq!(c.raw_len, 1000);
+        let out = zstd::bulk::decompress(&c.bytes, 4096).unwrap();
+        assert_eq!(&out[..1000], &data[..]);
+        assert!(out[1000..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn incompressible_clusters_are_stored_plain() {
+        let mut x = 0x1234_5678u32;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for kind in [CompressionType::Zlib, CompressionType::Zstd] {
+            assert_eq!(
+                ClusterEncoder::new(4096, kind).encode(0, &noise).unwrap(),
+                None
+            );
+        }
+        assert!(ClusterEncoder::new(512, CompressionType::Zlib)
+            .encode(0, &[0; 513])
+            .is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! L2 entries as the writer produces them (qcow2.txt "Cluster mapping", "Extended L2 Entries",
+//! "Compressed Clusters Descriptor") and where preallocated images put their clusters.
+
+use super::settings::Settings;
+
+/// L1/L2 entry bit 63: the cluster's refcount is exactly one.
+pub const COPIED: u64 = 1 << 63;
+/// L2 entry bit 62: the cluster is compressed.
+pub const COMPRESSED: u64 = 1 << 62;
+/// Standard L2 entry bit 0 (v3): the cluster reads as zeros.
+pub const ZERO: u64 = 1;
+/// Extended L2 bitmap: all 32 subclusters allocated.
+pub const SUB_ALLOCATED: u64 = 0xffff_ffff;
+/// Extended L2 bitmap: all 32 subclusters read as zeros.
+pub const SUB_ZERO: u64 = 0xffff_ffff << 32;
+
+/// One L2 entry: the standard 64-bit descriptor and, with extended L2, the subcluster bitmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    pub desc: u64,
+    pub bitmap: u64,
+}
+
+impl Entry {
+    /// A normal cluster at `host` (in the image, or in the external data file), fully allocated.
+    pub fn data(s: &Settings, host: u64) -> Entry {
+        Entry {
+            desc: host | COPIED,
+            bitmap: if s.extended_l2 { SUB_ALLOCATED } else { 0 },
+        }
+    }
+
+    /// A cluster reading as zeros that hides the backing file. With extended L2 a preallocated host
+    /// cluster (`host != 0`) stays attached, its subclusters marked zero.
+    pub fn zero(s: &Settings, host: u64) -> Entry {
+        if s.extended_l2 {
+            Entry {
+                desc: if host != 0 { host | COPIED } else { 0 },
+                bitmap: SUB_ZERO,
+            }
+        } else {
+            Entry {
+                desc: ZERO,
+                bitmap: 0,
+            }
+        }
+    }
+
+    /// A preallocated cluster not written yet. With extended L2 its subclusters are unallocated
+    /// (reads go to the backing file, or zeros), as qemu's metadata preallocation leaves them; with
+    /// standard entries it is a normal cluster over a hole of the file.
+    pub fn preallocated(s: &Settings, host: u64) -> Entry {
+        if s.extended_l2 && !s.data_file_raw {
+            Entry {
+                desc: host | COPIED,
+                bitmap: 0,
+            }
+        } else {
+            Entry::data(s, host)
+        }
+    }
+
+    /// A compressed cluster of `len` bytes at byte offset `host` (qcow2.txt "Compressed Clusters
+    /// Descriptor": offset in bits 0..x-1, additional 512-byte sectors in x..61, x = 62 - (bits - 8)).
+    pub fn compressed(s: &Settings, host: u64, len: u64) -> Entry {
+        let x = 62 - (s.cluster_bits - 8);
+        let sectors = ((host + len - 1) >> 9) - (host >> 9);
+        Entry {
+            desc: host | (sectors << x) | COMPRESSED,
+            bitmap: 0,
+        }
+    }
+}
+
+/// One L2 table being filled, for guest region `region` (one L1 entry's worth of clusters).
+#[derive(Debug)]
+pub struct L2Table {
+    pub region: u64,
+    bytes: Vec<u8>,
+    extended: bool,
+    used: bool,
+}
+
+impl L2Table {
+    /// An empty table (every cluster unallocated).
+    pub fn new(s: &Settings, region: u64) -> L2Table {
+        L2Table {
+            region,
+            bytes: vec![0; s.cluster_size() as usize],
+            extended: s.extended_l2,
+            used: false,
+        }
+    }
+
+    /// Sets entry `index` (< entries per table).
+    pub fn set(&mut self, index: u64, e: Entry) {
+        let w = if self.extended { 16 } else { 8 };
+        let at = index as usize * w;
+        self.bytes[at..at + 8].copy_from_slice(&e.desc.to_be_bytes());
+        if self.extended {
+            self.bytes[at + 8..at + 16].copy_from_slice(&e.bitmap.to_be_bytes());
+        }
+        self.used = true;
+    }
+
+    /// Whether any entry was set.
+    pub fn is_used(&self) -> bool {
+        self.used
+    }
+
+    /// The table as stored.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Where a preallocated image (no external data file) keeps its clusters: the header, then for
+/// each region its L2 table followed by the region's data clusters, like qemu's own preallocation.
+/// The data cluster of guest cluster `g` sits at cluster `2 + g / entries + g`.
+#[derive(Debug, Clone, Copy)]
+pub struct PreallocLayout {
+    pub cluster_bits: u32,
+    pub entries: u64,
+    pub regions: u64,
+    pub guest_clusters: u64,
+}
+
+impl PreallocLayout {
+    pub fn new(s: &Settings) -> Self {
+        PreallocLayout {
+            cluster_bits: s.cluster_bits,
+            entries: s.l2_entries(),
+            regions: s.l1_entries(),
+            guest_clusters: s.guest_clusters(),
+        }
+    }
+
+    /// Host offset of guest cluster `g`'s data.
+    pub fn data_host(&self, g: u64) -> u64 {
+        (2 + g / self.entries + g) << self.cluster_bits
+    }
+
+    /// Host offset of region `r`'s L2 table.
+    pub fn l2_host(&self, r: u64) -> u64 {
+        (1 + r * (1 + self.entries)) << self.cluster_bits
+    }
+
+    /// Clusters the layout occupies, header included.
+    pub fn clusters(&self) -> u64 {
+        1 + self.regions + self.guest_clusters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdisk_core::CreateOptions;
+
+    #[test]
+    fn compressed_descriptor_counts_extra_sectors() {
+        let s = Settings::parse(1 << 20, &CreateOptions::new()).unwrap();
+        // 64 KiB clusters: x = 54.
+        let e = Entry::compressed(&s, 0x10000 + 500, 20);
+        assert_eq!(e.desc, COMPRESSED | (1 << 54) | (0x10000 + 500));
+        assert_eq!(
+            Entry::compressed(&s, 0x10000, 512).desc,
+            COMPRESSED | 0x10000
+        );
+    }
+
+    #[test]
+    fn prealloc_layout_interleaves_tables_and_data() {
+        let s = Settings::parse(
+            3 << 20,
+            &CreateOptions::parse(&["cluster_size=4k"]).unwrap(),
+        )
+        .unwrap();
+        let l = PreallocLayout::new(&s);
+        // Matches qemu-img map of `create -o preallocation=metadata,cluster_size=4k` (3 MiB).
+        assert_eq!(l.l2_host(0), 4096);
+        assert_eq!(l.data_host(0), 20480 - 4096 * 3);
+        assert_eq!(l.data_host(512), l.l2_host(1) + 4096);
+        assert_eq!(l.clusters(), 1 + 2 + 768);
+    }
+}
