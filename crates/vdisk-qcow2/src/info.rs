@@ -40,6 +40,11 @@ pub fn read_bitmaps(r: &Qcow2Reader) -> Result<Vec<BitmapInfo>> {
             limits::MAX_BITMAP_DIRECTORY_BYTES,
         ));
     }
+    let in_file = ext.directory_offset.checked_add(ext.directory_size);
+    if in_file.is_none_or(|end| end > r.file_len) {
+        let what = "bitmap directory extends past the end of the file";
+        return Err(Error::corrupt(path, Some(ext.directory_offset), what));
+    }
     let mut dir = vec![0u8; ext.directory_size as usize];
     r.storage.read_exact_at(&mut dir, ext.directory_offset)?;
     let mut out = Vec::new();

@@ -167,16 +167,20 @@ pub(crate) fn read_u64_table(
     count: usize,
     what: &str,
 ) -> Result<Vec<u64>> {
-    let mut raw = vec![0u8; count * 8];
-    if count > 0 {
-        s.read_exact_at(&mut raw, offset).map_err(|_| {
-            Error::corrupt(
-                s.path(),
-                Some(offset),
-                format!("{what} extends past the end of the file"),
-            )
-        })?;
+    if count == 0 {
+        return Ok(Vec::new());
     }
+    // Nothing is allocated for a table that cannot be inside the file.
+    let bytes = count as u64 * 8;
+    if offset
+        .checked_add(bytes)
+        .is_none_or(|end| end > s.len().unwrap_or(0))
+    {
+        let what = format!("{what} extends past the end of the file");
+        return Err(Error::corrupt(s.path(), Some(offset), what));
+    }
+    let mut raw = vec![0u8; count * 8];
+    s.read_exact_at(&mut raw, offset)?;
     Ok(raw
         .chunks_exact(8)
         .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))

@@ -18,6 +18,8 @@ fn external_data_file() {
     for (name, opts) in [
         ("df", "data_file=df.raw"),
         ("dfr", "data_file=dfr.raw,data_file_raw=on"),
+        ("dfm", "data_file=dfm.raw,preallocation=metadata"),
+        ("dfe", "data_file=dfe.raw,extended_l2=on"),
     ] {
         // Relative data file names are stored as given and resolved from the image's directory.
         let img = format!("{name}.qcow2");

@@ -160,7 +160,12 @@ fn mutated_images_never_panic() {
             seed ^= seed << 17;
             seed
         };
-        for _ in 0..300 {
+        // QCOW2_MUTATIONS=N runs a longer campaign by hand.
+        let n: usize = std::env::var("QCOW2_MUTATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        for _ in 0..n {
             let mut b = orig.clone();
             for _ in 0..1 + next() % 4 {
                 // Mostly metadata: the first 64 KiB hold header, tables and snapshot table.

@@ -290,3 +290,110 @@ fn many_threads_read_the_same_image() {
         }
     });
 }
+
+#[test]
+fn option_combinations() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-combo");
+    let sub = ["write -P 1 4k 4k", "write -z 100k 8k", "write -P 2 1M 200k"];
+    verify(&make(
+        &s,
+        "el2-meta.qcow2",
+        "extended_l2=on,preallocation=metadata",
+        "2M",
+        &sub,
+    ));
+    verify(&make(
+        &s,
+        "el2-falloc.qcow2",
+        "extended_l2=on,preallocation=falloc",
+        "2M",
+        &sub,
+    ));
+    verify(&make(
+        &s,
+        "meta-4k.qcow2",
+        "preallocation=metadata,cluster_size=4k",
+        "2M",
+        &sub,
+    ));
+    verify(&make(
+        &s,
+        "v2-lazy-meta.qcow2",
+        "compat=0.10,preallocation=metadata",
+        "2M",
+        &sub,
+    ));
+    let src = make(&s, "src.qcow2", "", "2M", PATTERN);
+    for (name, o) in [
+        ("c-v2.qcow2", "compat=0.10"),
+        ("c-el2.qcow2", "extended_l2=on"),
+        ("c-512.qcow2", "cluster_size=512"),
+    ] {
+        let dst = s.join(name);
+        qemu_img(&[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            o,
+            src.to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ]);
+        verify(&dst);
+    }
+    // A partly compressed image: later writes land as normal clusters next to compressed ones.
+    let mixed = s.join("mixed.qcow2");
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-O",
+        "qcow2",
+        src.to_str().unwrap(),
+        mixed.to_str().unwrap(),
+    ]);
+    qemu_io("qcow2", &mixed, &["write -P 9 32k 64k", "write -z 320k 8k"]);
+    verify(&mixed);
+}
+
+#[test]
+fn extended_l2_overlay_on_backing() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-el2-back");
+    let base = make(&s, "base.qcow2", "", "2M", &["write -P 1 0 2M"]);
+    let top = s.join("top.qcow2");
+    let b = base.to_str().unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "extended_l2=on",
+        "-b",
+        b,
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
+    qemu_io(
+        "qcow2",
+        &top,
+        &["write -P 2 4k 4k", "write -z 70k 2k", "write -P 3 1M 100k"],
+    );
+    let r = std::sync::Arc::new(open_path(&top, &OpenOptions::default()).unwrap());
+    verify_check(&r, &top);
+    let base_r = std::sync::Arc::new(open_path(&base, &OpenOptions::default()).unwrap());
+    let chain = vdisk_core::Chain::new(r, base_r);
+    assert_same_bytes(
+        &read_all(&chain, 100_000),
+        &qemu_raw_bytes(&top, Some("qcow2")),
+        "chain",
+    );
+    assert_eq!(vdisk_map_json(&chain), qemu_map(&top), "chain map");
+}
