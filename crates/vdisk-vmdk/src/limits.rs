@@ -28,6 +28,10 @@ pub const MIN_GRAIN_SECTORS: u64 = 1;
 /// ("L2 table size too big").
 pub const MAX_GTES_PER_GT: u32 = 512;
 
+/// Grain table entries per grain table of an ESX `COWD` extent ("ESX Server Sparse Extents": fixed at
+/// 4096).
+pub const COWD_GTES_PER_GT: u32 = 4096;
+
 /// Largest virtual size of one extent or of the whole disk, in bytes: qemu's INT64_MAX image limit.
 pub const MAX_VIRTUAL_BYTES: u64 = i64::MAX as u64;
 

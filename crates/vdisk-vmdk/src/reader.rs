@@ -64,7 +64,7 @@ pub fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Vmd
         SparseKind::Hosted => open_monolithic(storage, path),
         SparseKind::Cowd => Err(Error::unsupported(
             &path,
-            "VMDK subformat vmfsSparse (ESX COWD sparse extent)",
+            "VMDK subformat vmfsSparse: a COWD extent is read through its descriptor file",
         )),
         SparseKind::SeSparse => Err(Error::unsupported(&path, "VMDK subformat seSparse")),
         SparseKind::Other => open_descriptor(storage, path, &*files),

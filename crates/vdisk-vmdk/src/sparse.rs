@@ -3,8 +3,8 @@
 //! compressed grains with markers ("Stream-Optimized Compressed Sparse Extents", Format 1.1).
 
 use crate::header::{
-    sparse_kind, HeaderError, Marker, SparseHeader, SparseKind, GD_AT_END, GRAIN_MARKER_SIZE,
-    HEADER_SIZE, MARKER_FOOTER,
+    sparse_kind, CowdHeader, HeaderError, Marker, SparseHeader, SparseKind, GD_AT_END,
+    GRAIN_MARKER_SIZE, HEADER_SIZE, MARKER_FOOTER,
 };
 use crate::limits::{
     COMPRESSED_SLACK_BYTES, GRAIN_CACHE_TOTAL_BYTES, GT_CACHE_MIN, GT_CACHE_TOTAL,
@@ -58,26 +58,26 @@ pub fn header_error(path: &Path, e: HeaderError, offset: u64) -> Error {
     }
 }
 
-/// Reads the first sector of `storage` and refuses sparse subformats other than hosted sparse by name.
+/// Reads the hosted sparse header at `offset` of `storage`.
 pub fn read_header(storage: &dyn Storage, offset: u64) -> Result<SparseHeader> {
-    let path = storage.path();
     let mut b = [0u8; HEADER_SIZE];
     storage.read_exact_at(&mut b, offset)?;
-    if offset == 0 {
-        match sparse_kind(&b) {
-            SparseKind::Cowd => {
-                return Err(Error::unsupported(
-                    path,
-                    "VMDK subformat vmfsSparse (ESX COWD sparse extent)",
-                ))
-            }
-            SparseKind::SeSparse => {
-                return Err(Error::unsupported(path, "VMDK subformat seSparse"))
-            }
-            _ => {}
-        }
+    SparseHeader::parse(&b).map_err(|e| header_error(storage.path(), e, offset))
+}
+
+/// Reads the first sector of a sparse extent file: a hosted sparse header, or an ESX `COWD` header
+/// seen as an equivalent sparse header. seSparse is refused by name.
+pub fn read_extent_header(storage: &dyn Storage) -> Result<SparseHeader> {
+    let path = storage.path();
+    let mut b = [0u8; HEADER_SIZE];
+    storage.read_exact_at(&mut b, 0)?;
+    match sparse_kind(&b) {
+        SparseKind::Cowd => CowdHeader::parse(&b)
+            .map(|h| h.to_sparse())
+            .map_err(|e| header_error(path, e, 0)),
+        SparseKind::SeSparse => Err(Error::unsupported(path, "VMDK subformat seSparse")),
+        _ => SparseHeader::parse(&b).map_err(|e| header_error(path, e, 0)),
     }
-    SparseHeader::parse(&b).map_err(|e| header_error(path, e, offset))
 }
 
 impl SparseExtent {
@@ -87,7 +87,7 @@ impl SparseExtent {
         let siblings = siblings.max(1);
         let path = storage.path().to_path_buf();
         let file_len = storage.len()?;
-        let first_header = read_header(&*storage, 0)?;
+        let first_header = read_extent_header(&*storage)?;
         let header = if first_header.gd_offset == GD_AT_END {
             read_footer(&*storage, file_len)?
         } else {

@@ -452,3 +452,59 @@ fn short_flat_extent_reads_zeros_past_its_end() {
     );
     assert_eq!(vdisk_map_json(&r), qemu_map_json(&img, Some("vmdk")));
 }
+
+/// An ESX vmfsSparse (COWD) extent of `sectors` sectors with 8-sector grains: grain directory at
+/// sector 4, one grain table after it, and grains 1 and 3 allocated (patterns 0x5a and 0x6b).
+fn cowd_extent(sectors: u32) -> Vec<u8> {
+    let gtes = 4096u32;
+    let gran = 8u32;
+    let gd_entries = sectors.div_ceil(gtes * gran);
+    let mut img = vec![0u8; 2048 + 512];
+    img[0..4].copy_from_slice(b"COWD");
+    for (at, v) in [
+        (4usize, 1u32),
+        (8, 3),
+        (12, sectors),
+        (16, gran),
+        (20, 4),
+        (24, gd_entries),
+    ] {
+        img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    let gt_sector = 4 + (gd_entries * 4).div_ceil(512);
+    img[2048..2052].copy_from_slice(&gt_sector.to_le_bytes());
+    img.resize(gt_sector as usize * 512 + gtes as usize * 4, 0);
+    let grain_sector = gt_sector + gtes * 4 / 512;
+    let gt = gt_sector as usize * 512;
+    img[gt + 4..gt + 8].copy_from_slice(&grain_sector.to_le_bytes());
+    img[gt + 12..gt + 16].copy_from_slice(&(grain_sector + gran).to_le_bytes());
+    img.resize(grain_sector as usize * 512, 0);
+    img.extend(std::iter::repeat_n(0x5au8, 4096));
+    img.extend(std::iter::repeat_n(0x6bu8, 4096));
+    img
+}
+
+#[test]
+fn vmfs_sparse_cowd_extents_match_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-cowd");
+    std::fs::write(s.join("d-delta.vmdk"), cowd_extent(8192)).unwrap();
+    let desc = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\n\n\
+                # Extent description\nRW 8192 VMFSSPARSE \"d-delta.vmdk\"\n";
+    let img = s.join("d.vmdk");
+    std::fs::write(&img, desc).unwrap();
+    compare_with_qemu(&img, "vmfsSparse");
+    let r = open_path(&img);
+    let mut b = vec![0u8; 8192];
+    r.read_at(&mut b, 4096).unwrap();
+    assert!(b[..4096].iter().all(|x| *x == 0x5a) && b[4096..].iter().all(|x| *x == 0));
+    // The COWD file on its own is refused by name (qemu cannot open it either).
+    let st = Arc::new(FileStorage::open(&s.join("d-delta.vmdk")).unwrap());
+    let e = vdisk_vmdk::open(st, Arc::new(HostFiles))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("vmfsSparse"), "{e}");
+}
