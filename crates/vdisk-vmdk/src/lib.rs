@@ -1,8 +1,9 @@
 //! vdisk-vmdk: VMware VMDK images, following VMware's "Virtual Disk Format 1.1" and "5.0" technical
 //! notes. Reads hosted sparse files (monolithicSparse, streamOptimized, version 1-3, zeroed grains,
-//! compressed grains with markers), text descriptors with SPARSE, FLAT, VMFS, VMFSSPARSE (ESX `COWD`)
-//! and ZERO extents (monolithicFlat, twoGbMaxExtentSparse/Flat, vmfs, vmfsSparse), and delta disks (the parent is exposed as the
-//! backing file; the facade opens it). Writes the monolithic, split and stream-optimized subformats.
+//! compressed grains with markers) and text descriptors with SPARSE, FLAT, VMFS, VMFSSPARSE (ESX
+//! `COWD`) and ZERO extents (monolithicFlat, twoGbMaxExtentSparse/Flat, vmfs, vmfsSparse). Delta disks
+//! expose their parent as the backing file (the facade opens it). Writes the monolithic, split and
+//! stream-optimized subformats.
 
 pub mod check;
 pub mod descriptor;
