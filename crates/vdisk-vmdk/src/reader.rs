@@ -5,7 +5,7 @@
 use crate::descriptor::{Access, Descriptor, ExtentType};
 use crate::header::{sparse_kind, SparseKind};
 use crate::limits::{MAX_DESCRIPTOR_BYTES, MAX_TOTAL_GD_ENTRIES, MAX_VIRTUAL_BYTES, SECTOR};
-use crate::sparse::{Grain, SparseExtent};
+use crate::sparse::{read_extent_header, Grain, SparseExtent};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vdisk_core::reader::check_range;
@@ -61,7 +61,7 @@ pub fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Vmd
     let mut head = [0u8; 8];
     let n = storage.read_at(&mut head, 0)?;
     match sparse_kind(&head[..n]) {
-        SparseKind::Hosted => open_monolithic(storage, path),
+        SparseKind::Hosted => open_monolithic(storage, path, &*files),
         SparseKind::Cowd => Err(Error::unsupported(
             &path,
             "VMDK subformat vmfsSparse: a COWD extent is read through its descriptor file",
@@ -71,7 +71,20 @@ pub fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Vmd
     }
 }
 
-fn open_monolithic(storage: Arc<dyn Storage>, path: PathBuf) -> Result<VmdkReader> {
+fn open_monolithic(
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
+    files: &dyn FileOpener,
+) -> Result<VmdkReader> {
+    let h = read_extent_header(&*storage)?;
+    if h.capacity == 0 && h.descriptor_offset != 0 {
+        // qemu: a sparse header of capacity 0 only wraps a descriptor file naming the extents.
+        let at = h.descriptor_offset.saturating_mul(SECTOR);
+        let len = storage.len()?.saturating_sub(at).min(MAX_DESCRIPTOR_BYTES);
+        let mut text = vec![0u8; len as usize];
+        storage.read_exact_at(&mut text, at)?;
+        return open_descriptor_text(&text, path, files);
+    }
     let sparse = SparseExtent::open(storage, 1)?;
     let desc = match sparse.descriptor_bytes()? {
         Some(b) => Descriptor::parse_embedded(&b)
@@ -112,7 +125,11 @@ fn open_descriptor(
     }
     let mut text = vec![0u8; len as usize];
     storage.read_exact_at(&mut text, 0)?;
-    let desc = Descriptor::parse(&text)
+    open_descriptor_text(&text, path, files)
+}
+
+fn open_descriptor_text(text: &[u8], path: PathBuf, files: &dyn FileOpener) -> Result<VmdkReader> {
+    let desc = Descriptor::parse(text)
         .map_err(|m| Error::corrupt(&path, None, format!("invalid VMDK descriptor: {m}")))?;
     let ct = desc
         .create_type
@@ -239,7 +256,20 @@ impl VmdkReader {
         &self.desc
     }
 
+    /// qemu's create type: for a sparse file opened directly it ignores the embedded descriptor and
+    /// says streamOptimized when grains are compressed, monolithicSparse otherwise.
     pub(crate) fn create_type(&self) -> String {
+        if self.monolithic {
+            let compressed = self.extents.first().is_some_and(
+                |e| matches!(&e.data, ExtentData::Sparse(sp) if sp.header.compressed()),
+            );
+            return if compressed {
+                "streamOptimized"
+            } else {
+                "monolithicSparse"
+            }
+            .to_string();
+        }
         self.desc
             .create_type
             .clone()

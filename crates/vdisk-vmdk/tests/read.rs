@@ -508,3 +508,47 @@ fn vmfs_sparse_cowd_extents_match_qemu() {
         .to_string();
     assert!(e.contains("vmfsSparse"), "{e}");
 }
+
+#[test]
+fn sparse_file_create_type_and_descriptor_wrapper_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-ct");
+    // qemu ignores the createType of a sparse file's embedded descriptor.
+    let img = s.join("ct.vmdk");
+    qemu_img(&["create", "-f", "vmdk", img.to_str().unwrap(), "1M"]);
+    let mut bytes = std::fs::read(&img).unwrap();
+    let from = b"createType=\"monolithicSparse\"";
+    let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+    bytes[at..at + from.len()].copy_from_slice(b"createType=\"twoGbMaxExtentFl\"");
+    std::fs::write(&img, &bytes).unwrap();
+    compare_with_qemu(&img, "monolithicSparse");
+    // A sparse header of capacity 0 wrapping a descriptor that names a flat extent.
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(s.join("w-flat.bin"), &data).unwrap();
+    let h = vdisk_vmdk::header::SparseHeader {
+        version: 1,
+        flags: 1,
+        capacity: 0,
+        grain_size: 128,
+        descriptor_offset: 1,
+        descriptor_size: 1,
+        num_gtes_per_gt: 512,
+        rgd_offset: 0,
+        gd_offset: 0,
+        overhead: 0,
+        unclean_shutdown: false,
+        compress_algorithm: 0,
+    };
+    let mut w = h.to_bytes().to_vec();
+    w.extend_from_slice(
+        b"# Disk DescriptorFile\nCID=00000001\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n\
+          # Extent description\nRW 128 FLAT \"w-flat.bin\" 0\n",
+    );
+    w.resize(1024, 0);
+    let wrapped = s.join("w.vmdk");
+    std::fs::write(&wrapped, &w).unwrap();
+    compare_with_qemu(&wrapped, "monolithicFlat");
+    assert_same_bytes(&read_all(&open_path(&wrapped), 4096), &data, "wrapped flat");
+}
