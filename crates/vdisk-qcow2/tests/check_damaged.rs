@@ -48,7 +48,13 @@ fn same_as_qemu(p: &Path) -> vdisk_core::CheckReport {
         .lines()
         .filter(|l| l.starts_with("ERROR") || l.starts_with("Leaked"))
         .collect();
-    let mut ours: Vec<&str> = c.messages.iter().map(String::as_str).collect();
+    let finding = |l: &&str| l.starts_with("ERROR") || l.starts_with("Leaked");
+    let mut ours: Vec<&str> = c
+        .messages
+        .iter()
+        .map(String::as_str)
+        .filter(finding)
+        .collect();
     theirs.sort();
     ours.sort();
     assert_eq!(ours, theirs, "findings for {}", p.display());
@@ -122,4 +128,50 @@ fn l2_entry_past_end_of_file() {
     let err = r.read_at(&mut buf, 0).unwrap_err().to_string();
     assert!(err.contains("past the end of the file"), "{err}");
     same_as_qemu(&p);
+}
+
+#[test]
+fn copied_flag_refcounts_past_the_end_and_snapshot_l1() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-damage2");
+    // COPIED cleared on the L1 entry.
+    let p = make(&s, "copied.qcow2", "", "2M", &["write -P 1 0 64k"]);
+    let (h, f, _, _) = first_l2_entry(&p);
+    let l1e = be64_at(&f, h.l1_table_offset) & !(1u64 << 63);
+    f.write_all_at(&l1e.to_be_bytes(), h.l1_table_offset)
+        .unwrap();
+    drop(f);
+    assert_eq!(same_as_qemu(&p).corruptions, 1);
+
+    // A refcount for a cluster past the end of the file.
+    let p = make(&s, "beyond.qcow2", "", "2M", &["write -P 1 0 64k"]);
+    let (h, f, _, _) = first_l2_entry(&p);
+    let block = be64_at(&f, h.refcount_table_offset);
+    let len = f.metadata().unwrap().len();
+    let k = len / h.cluster_size() + 3;
+    f.write_all_at(&1u16.to_be_bytes(), block + 2 * k).unwrap();
+    drop(f);
+    same_as_qemu(&p);
+
+    // A snapshot whose L1 table offset is not cluster aligned.
+    let p = make(&s, "snapl1.qcow2", "", "2M", &["write -P 1 0 64k"]);
+    qemu_img(&["snapshot", "-c", "s", p.to_str().unwrap()]);
+    let (h, f, _, _) = first_l2_entry(&p);
+    let sn_l1 = be64_at(&f, h.snapshots_offset);
+    f.write_all_at(&(sn_l1 + 512).to_be_bytes(), h.snapshots_offset)
+        .unwrap();
+    drop(f);
+    same_as_qemu(&p);
+
+    // A refcount block that is not cluster aligned.
+    let p = make(&s, "rb.qcow2", "", "2M", &["write -P 1 0 64k"]);
+    let (h, f, _, _) = first_l2_entry(&p);
+    let rb = be64_at(&f, h.refcount_table_offset);
+    f.write_all_at(&(rb + 512).to_be_bytes(), h.refcount_table_offset)
+        .unwrap();
+    drop(f);
+    let c = same_as_qemu(&p);
+    assert_eq!((c.corruptions, c.check_errors, c.exit_code()), (1, 6, 1));
 }

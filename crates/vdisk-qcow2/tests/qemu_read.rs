@@ -397,3 +397,58 @@ fn extended_l2_overlay_on_backing() {
     );
     assert_eq!(vdisk_map_json(&chain), qemu_map(&top), "chain map");
 }
+
+#[test]
+fn snapshot_lifecycle_on_compressed_and_v2_images() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-snaplife");
+    let src = make(&s, "src.qcow2", "", "2M", PATTERN);
+    for (name, o) in [
+        ("c.qcow2", "compat=1.1"),
+        ("v2.qcow2", "compat=0.10"),
+        ("e.qcow2", "extended_l2=on"),
+    ] {
+        let p = s.join(name);
+        let ps = p.to_str().unwrap();
+        qemu_img(&[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            o,
+            src.to_str().unwrap(),
+            ps,
+        ]);
+        qemu_img(&["snapshot", "-c", "one", ps]);
+        qemu_io(
+            "qcow2",
+            &p,
+            &["write -P 0x61 0 80k", "write -P 0x62 1500k 4k"],
+        );
+        qemu_img(&["snapshot", "-c", "two", ps]);
+        qemu_io("qcow2", &p, &["write -P 0x63 40k 8k"]);
+        qemu_img(&["snapshot", "-d", "one", ps]);
+        verify(&p);
+        let sr = open_path(
+            &p,
+            &OpenOptions {
+                snapshot: Some(SnapshotSel::Name("two".into())),
+            },
+        )
+        .unwrap();
+        let out = s.join("two.raw");
+        qemu_img(&[
+            "convert",
+            "-l",
+            "snapshot.name=two",
+            "-O",
+            "raw",
+            ps,
+            out.to_str().unwrap(),
+        ]);
+        assert_same_bytes(&read_all(&sr, 1 << 20), &std::fs::read(&out).unwrap(), name);
+    }
+}
