@@ -48,7 +48,11 @@ impl CreateOptions {
 
     /// The value of `key`, if given.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether `help` (or `?`) was asked for.
@@ -90,24 +94,26 @@ impl CreateOptions {
         self.get(key)
             .map(|v| {
                 crate::size::parse_size(v).map_err(|_| {
-                    Error::invalid(format!("Parameter '{key}' expects a non-negative number below 2^64"))
+                    Error::invalid(format!(
+                        "Parameter '{key}' expects a non-negative number below 2^64"
+                    ))
                 })
             })
             .transpose()
     }
 }
 
-/// Formats the `-o help` listing for a format, in qemu-img's layout.
+/// Formats the `-o help` listing for a format in qemu-img's layout (`  %-22s - %s` per option,
+/// options sorted by name, then qemu's note about protocol options).
 pub fn format_help(format: &str, specs: &[OptionSpec]) -> String {
-    let mut s = format!("Supported options for {format}:\n");
-    for spec in specs {
-        let head = format!("  {}=<{}>", spec.name, spec.kind);
-        if head.len() < 24 {
-            s.push_str(&format!("{head:<24} - {}\n", spec.help));
-        } else {
-            s.push_str(&format!("{head}\n{:<24} - {}\n", "", spec.help));
-        }
+    let mut sorted: Vec<&OptionSpec> = specs.iter().collect();
+    sorted.sort_by_key(|s| s.name);
+    let mut s = format!("Supported {format} options:\n");
+    for spec in sorted {
+        let head = format!("{}=<{}>", spec.name, spec.kind);
+        s.push_str(&format!("  {head:<22} - {}\n", spec.help));
     }
+    s.push_str("\nThe protocol level may support further options.\nSpecify the target filename to include those options.\n");
     s
 }
 
@@ -137,7 +143,8 @@ mod tests {
 
     #[test]
     fn parses_qemu_syntax() {
-        let o = CreateOptions::parse(&["cluster_size=64k,lazy_refcounts", "backing_file=a,,b.img"]).unwrap();
+        let o = CreateOptions::parse(&["cluster_size=64k,lazy_refcounts", "backing_file=a,,b.img"])
+            .unwrap();
         assert_eq!(o.get("cluster_size"), Some("64k"));
         assert_eq!(o.get("backing_file"), Some("a,b.img"));
         assert!(o.get_bool("lazy_refcounts", false).unwrap());
@@ -146,9 +153,33 @@ mod tests {
     }
 
     #[test]
+    fn help_layout_matches_qemu() {
+        let specs = [
+            OptionSpec {
+                name: "static",
+                kind: "bool (on/off)",
+                help: "VDI static (pre-allocated) image",
+            },
+            OptionSpec {
+                name: "size",
+                kind: "size",
+                help: "Virtual disk size",
+            },
+        ];
+        assert_eq!(
+            format_help("vdi", &specs),
+            "Supported vdi options:\n  size=<size>            - Virtual disk size\n  static=<bool (on/off)> - VDI static (pre-allocated) image\n\nThe protocol level may support further options.\nSpecify the target filename to include those options.\n"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let o = CreateOptions::parse(&["bogus=1"]).unwrap();
-        let spec = [OptionSpec { name: "size", kind: "size", help: "Virtual disk size" }];
+        let spec = [OptionSpec {
+            name: "size",
+            kind: "size",
+            help: "Virtual disk size",
+        }];
         let e = o.ensure_known("raw", &spec).unwrap_err().to_string();
         assert!(e.contains("Invalid parameter 'bogus'"), "{e}");
     }

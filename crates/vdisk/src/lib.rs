@@ -1,1 +1,18 @@
-//! vdisk (being written).
+//! vdisk: read, create, convert and check virtual-machine disk images (raw, qcow2, VMDK, VDI).
+//!
+//! This facade ties the format crates together: [`open_image`] probes a file, opens it with the right
+//! reader and stacks its backing chain; [`create_image`] starts a writer for a new image; the
+//! conversion engine and the format crates are re-exported for direct use.
+
+pub mod chain;
+pub mod registry;
+
+pub use chain::{open_image, Layer, OpenRequest, OpenedImage, MAX_BACKING_DEPTH};
+pub use registry::{create_image, create_options, open_existing_writer, open_layer};
+pub use vdisk_convert as convert;
+pub use vdisk_core as core;
+pub use vdisk_core::{Error, Format, ImageReader, ImageWriter, Result};
+pub use vdisk_qcow2 as qcow2;
+pub use vdisk_raw as raw;
+pub use vdisk_vdi as vdi;
+pub use vdisk_vmdk as vmdk;

@@ -1,0 +1,242 @@
+//! Command-line syntax (clap derive), mirroring qemu-img's commands and short flags.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples (LPIC-3 351.5, virtual machine disk image management):
+  Create a 22 GiB thin-provisioned qcow2 disk:
+      vdisk create -f qcow2 disk.qcow2 22G
+  Create an overlay that keeps a base image unchanged:
+      vdisk create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2
+  Show what an image is (format, sizes, backing file, snapshots):
+      vdisk info disk.qcow2
+      vdisk info --backing-chain --output=json overlay.qcow2
+  Convert a VMware or VirtualBox disk to raw, with a progress bar:
+      vdisk convert -p -f vmdk -O raw disk.vmdk disk.raw
+      vdisk convert -O raw disk.vdi disk.raw
+  Copy a physical disk into an image:
+      vdisk convert -O raw /dev/sdb disk.raw
+  See which parts of a disk hold data and where they are stored:
+      vdisk map --output=json disk.qcow2
+  Check an image's metadata for errors and leaked clusters:
+      vdisk check disk.qcow2
+  Compare two images' contents:
+      vdisk compare disk.raw disk.qcow2
+  List internal snapshots:
+      vdisk snapshot -l disk.qcow2
+  Grow a disk by 10 GiB:
+      vdisk resize disk.raw +10G
+
+Exit codes: 0 success, 1 error; check: 0 clean, 2 corruptions, 3 leaks, 63 no check for the format;
+compare: 0 identical, 1 different, 2 open error.";
+
+/// vdisk: inspect, create, convert, compare and check virtual machine disk images
+/// (raw, qcow2, VMDK, VDI) with qemu-img's commands and flags.
+#[derive(Debug, Parser)]
+#[command(name = "vdisk", version, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output style, as qemu-img's `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Display information about an image: format, virtual and disk size, cluster size, backing file,
+    /// snapshots and format-specific details.
+    Info {
+        /// Image format (probed when omitted).
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        /// Output style.
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        /// Show every image of the backing chain, top first.
+        #[arg(long)]
+        backing_chain: bool,
+        /// Open without locking (accepted for compatibility; vdisk never locks or writes when inspecting).
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
+        /// The image.
+        filename: PathBuf,
+    },
+    /// Show where each range of the virtual disk comes from: data at a host offset, zeros,
+    /// unallocated, compressed, or a backing image (depth).
+    Map {
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        /// First guest byte to map.
+        #[arg(short = 's', long = "start-offset", default_value = "0")]
+        start_offset: String,
+        /// How many bytes to map (default: to the end).
+        #[arg(short = 'l', long = "max-length")]
+        max_length: Option<String>,
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
+        filename: PathBuf,
+    },
+    /// Create a new image. The size may be omitted when a backing file gives it.
+    Create {
+        /// Format of the new image (default raw).
+        #[arg(short = 'f', long = "format", default_value = "raw")]
+        format: String,
+        /// Format options, key=value[,key=value...]; `-o help` lists them.
+        #[arg(short = 'o', long = "options")]
+        options: Vec<String>,
+        /// Backing file of the new image.
+        #[arg(short = 'b', long = "backing")]
+        backing: Option<String>,
+        /// Format of the backing file.
+        #[arg(short = 'F', long = "backing-format")]
+        backing_format: Option<String>,
+        /// Do not open the backing file (its size must then be given).
+        #[arg(short = 'u', long = "no-backing-check")]
+        unsafe_backing: bool,
+        /// Quiet: print nothing on success.
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+        /// The new image (not needed with `-o help`).
+        filename: Option<PathBuf>,
+        /// Virtual size, e.g. 22G, 512M, 1T (k, M, G, T, P, E are 1024-based).
+        size: Option<String>,
+    },
+    /// Copy one or more images (concatenated) into a new image, converting the format.
+    Convert(ConvertArgs),
+    /// Check whether two images have the same content.
+    Compare {
+        /// Format of the first image.
+        #[arg(short = 'f', long = "a-format")]
+        format_a: Option<String>,
+        /// Format of the second image.
+        #[arg(short = 'F', long = "b-format")]
+        format_b: Option<String>,
+        /// Strict mode: sizes and allocation must match too.
+        #[arg(short = 's', long = "strict")]
+        strict: bool,
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+        /// Progress bar (accepted for compatibility).
+        #[arg(short = 'p', long = "progress")]
+        progress: bool,
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    /// Check an image's metadata for corruptions and leaked clusters (read-only).
+    Check {
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        /// Repair: `leaks` or `all` (not supported yet: vdisk check is read-only).
+        #[arg(short = 'r', long = "repair")]
+        repair: Option<String>,
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
+        filename: PathBuf,
+    },
+    /// List internal snapshots (-l). Creating, applying and deleting them is not implemented yet.
+    Snapshot {
+        /// List the snapshots.
+        #[arg(short = 'l', long = "list")]
+        list: bool,
+        /// Create a snapshot.
+        #[arg(short = 'c', long = "create")]
+        create: Option<String>,
+        /// Apply (revert to) a snapshot.
+        #[arg(short = 'a', long = "apply")]
+        apply: Option<String>,
+        /// Delete a snapshot.
+        #[arg(short = 'd', long = "delete")]
+        delete: Option<String>,
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
+        filename: PathBuf,
+    },
+    /// Change the virtual size of a raw or VDI image: SIZE, +SIZE or -SIZE (shrinking needs --shrink).
+    Resize {
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        /// Allow the image to become smaller (data past the new end is lost).
+        #[arg(long)]
+        shrink: bool,
+        /// Preallocation of new space for raw images: off, falloc or full.
+        #[arg(long)]
+        preallocation: Option<String>,
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+        filename: PathBuf,
+        /// New size, or +N / -N relative to the current size.
+        #[arg(allow_hyphen_values = true)]
+        size: String,
+    },
+}
+
+/// `vdisk convert` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ConvertArgs {
+    /// Source format (probed when omitted).
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<String>,
+    /// Output format (default raw).
+    #[arg(short = 'O', long = "target-format", default_value = "raw")]
+    pub output_format: String,
+    /// Output format options; `-o help` lists them.
+    #[arg(short = 'o', long = "options")]
+    pub options: Vec<String>,
+    /// Show a progress bar on a terminal.
+    #[arg(short = 'p', long = "progress")]
+    pub progress: bool,
+    /// Number of parallel workers (qemu-img's coroutines), 1 to 16.
+    #[arg(short = 'm', long = "parallel", default_value = "8")]
+    pub parallel: usize,
+    /// Allow out-of-order writes to the target.
+    #[arg(short = 'W', long = "allow-out-of-order")]
+    pub out_of_order: bool,
+    /// Zero runs of at least this many bytes become holes (default 4k; 0 writes everything).
+    #[arg(short = 'S', long = "sparse-size", default_value = "4k")]
+    pub sparse_size: String,
+    /// Write into an existing target instead of creating it.
+    #[arg(short = 'n', long = "no-create")]
+    pub no_create: bool,
+    /// Compress the output (qcow2, VMDK streamOptimized).
+    #[arg(short = 'c', long = "compress")]
+    pub compress: bool,
+    /// Backing file of the output: only what differs from it is written.
+    #[arg(short = 'B', long = "backing")]
+    pub backing: Option<String>,
+    /// Read an internal snapshot: NAME, snapshot.name=NAME or snapshot.id=ID.
+    #[arg(short = 'l', long = "snapshot")]
+    pub snapshot: Option<String>,
+    /// Cache mode of the output: `unsafe` skips the final flush to disk (faster; a crash soon after
+    /// may lose the new image); every other mode (`writeback`, the default, `none`, `writethrough`,
+    /// `directsync`) flushes before the image appears under its name.
+    #[arg(short = 't', long = "cache", default_value = "writeback")]
+    pub cache: String,
+    /// The existing target (with -n) already reads as zeros.
+    #[arg(long)]
+    pub target_is_zero: bool,
+    /// Quiet.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
+    /// Source images (concatenated) followed by the output image.
+    #[arg(required = true, num_args = 2..)]
+    pub files: Vec<PathBuf>,
+}

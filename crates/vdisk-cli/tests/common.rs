@@ -1,0 +1,89 @@
+//! Helpers shared by the CLI's end-to-end tests: run the built `vdisk` and `qemu-img` side by side.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the built `vdisk` with `args` in `dir`.
+pub fn vdisk(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vdisk"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run vdisk")
+}
+
+/// Runs `qemu-img` with `args` in `dir` (any exit code).
+pub fn qemu(dir: &Path, args: &[&str]) -> Output {
+    Command::new("qemu-img")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run qemu-img")
+}
+
+/// Stdout as text.
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `vdisk`, asserting exit code 0, and returns stdout.
+pub fn vdisk_ok(dir: &Path, args: &[&str]) -> String {
+    let o = vdisk(dir, args);
+    assert!(
+        o.status.success(),
+        "vdisk {args:?} failed: {}{}",
+        out(&o),
+        err(&o)
+    );
+    out(&o)
+}
+
+/// Runs `qemu-img`, asserting exit code 0, and returns stdout.
+pub fn qemu_ok(dir: &Path, args: &[&str]) -> String {
+    let o = qemu(dir, args);
+    assert!(
+        o.status.success(),
+        "qemu-img {args:?} failed: {}{}",
+        out(&o),
+        err(&o)
+    );
+    out(&o)
+}
+
+/// Runs qemu-io commands on an image in `dir`.
+pub fn qemu_io(dir: &Path, fmt: &str, file: &str, cmds: &[&str]) {
+    vdisk_testutil::qemu_io(fmt, &dir.join(file), cmds);
+}
+
+/// The pattern every fixture starts from: data, explicit zeros, holes and an odd tail, in a 64 MiB
+/// disk with `tail` extra bytes (a multiple of 512).
+pub fn make_pattern_raw(dir: &Path, name: &str, tail: u64) {
+    let size = (64u64 << 20) + tail;
+    qemu_ok(dir, &["create", "-q", "-f", "raw", name, &size.to_string()]);
+    let mut cmds = vec![
+        "write -P 0x11 0 64k".to_string(),
+        "write -P 0x22 1M 1M".to_string(),
+        "write -z 3M 1M".to_string(),
+        "write -P 0x33 5M 4k".to_string(),
+        "write -P 0x44 8M 3M".to_string(),
+        "write -P 0x55 40M 512".to_string(),
+    ];
+    if tail > 0 {
+        cmds.push(format!("write -P 0x66 {} {}", size - tail, tail));
+    }
+    let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    qemu_io(dir, "raw", name, &refs);
+}
+
+/// Bytes allocated on disk by a file.
+pub fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat").blocks() * 512
+}

@@ -1,0 +1,341 @@
+//! `vdisk create`, `convert`, `compare` and `resize` end to end, checked with qemu-img.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use vdisk_testutil::{assert_qemu_check_clean, qemu_available, Scratch};
+
+#[test]
+fn create_raw_22g_is_sparse_and_exact() {
+    let s = Scratch::new("cli-create");
+    let o = vdisk_ok(s.path(), &["create", "-f", "raw", "x", "22G"]);
+    assert_eq!(o, "Formatting 'x', fmt=raw size=23622320128\n");
+    let m = std::fs::metadata(s.join("x")).unwrap();
+    assert_eq!(m.len(), 22 << 30);
+    assert!(
+        allocated(&s.join("x")) < (1 << 20),
+        "22G raw must be sparse"
+    );
+}
+
+#[test]
+fn create_rejects_bad_sizes_and_options_like_qemu() {
+    let s = Scratch::new("cli-create-bad");
+    for (args, msg) in [
+        (
+            vec!["create", "-f", "raw", "x", "12Q"],
+            "Invalid image size specified: '12Q'.",
+        ),
+        (
+            vec!["create", "-f", "raw", "x", "1.5"],
+            "Invalid image size specified: '1.5'.",
+        ),
+        (
+            vec!["create", "-f", "raw", "x"],
+            "Image creation needs a size parameter",
+        ),
+        (
+            vec!["create", "-f", "raw", "-o", "bogus=1", "x", "1M"],
+            "Invalid parameter 'bogus'",
+        ),
+        (
+            vec!["create", "-f", "nosuch", "x", "1M"],
+            "Unknown file format 'nosuch'",
+        ),
+    ] {
+        let o = vdisk(s.path(), &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(err(&o).contains(msg), "{args:?}: {}", err(&o));
+        assert!(!s.join("x").exists(), "{args:?} left a file");
+    }
+    let help = vdisk_ok(s.path(), &["create", "-f", "raw", "-o", "help", "x"]);
+    assert!(help.contains("preallocation"), "{help}");
+}
+
+#[test]
+fn option_help_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-ohelp");
+    for fmt in ["vdi", "vmdk"] {
+        assert_eq!(
+            vdisk_ok(s.path(), &["create", "-f", fmt, "-o", "help"]),
+            qemu_ok(s.path(), &["create", "-f", fmt, "-o", "help"]),
+            "{fmt}"
+        );
+    }
+}
+
+#[test]
+fn convert_into_existing_raw_with_n() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-n");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    qemu_ok(d, &["convert", "-O", "qcow2", "pat.raw", "p.qcow2"]);
+    std::fs::write(d.join("small.raw"), vec![1u8; 4096]).unwrap();
+    let o = vdisk(d, &["convert", "-n", "-O", "raw", "p.qcow2", "small.raw"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("output file is smaller than input file"),
+        "{}",
+        err(&o)
+    );
+    // An existing target full of non-zero bytes: zero ranges of the source must be written too.
+    std::fs::write(d.join("t.raw"), vec![0xeeu8; 64 << 20]).unwrap();
+    vdisk_ok(
+        d,
+        &[
+            "convert", "-n", "-t", "unsafe", "-O", "raw", "p.qcow2", "t.raw",
+        ],
+    );
+    assert!(std::fs::read(d.join("t.raw")).unwrap() == std::fs::read(d.join("pat.raw")).unwrap());
+}
+
+#[test]
+fn convert_raw_to_raw_keeps_content_and_sparseness() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-raw2raw");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    vdisk_ok(d, &["convert", "-O", "raw", "pat.raw", "ours.raw"]);
+    qemu_ok(d, &["convert", "-O", "raw", "pat.raw", "theirs.raw"]);
+    assert!(
+        std::fs::read(d.join("ours.raw")).unwrap() == std::fs::read(d.join("pat.raw")).unwrap()
+    );
+    // Just as sparse: the same data and holes (SEEK_DATA/SEEK_HOLE) as qemu's own output, and no more
+    // allocated than the source (whose explicitly zeroed range may be allocated, depending on the
+    // file system, while both converters leave it a hole).
+    let layout = |f: &str| qemu_ok(d, &["map", "-f", "raw", "--output=json", f]);
+    assert_eq!(layout("ours.raw"), layout("theirs.raw"));
+    assert!(allocated(&d.join("ours.raw")) <= allocated(&d.join("pat.raw")));
+    assert!(
+        allocated(&d.join("ours.raw")) < (8 << 20),
+        "output must stay sparse"
+    );
+    let o = vdisk(d, &["compare", "pat.raw", "ours.raw"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(out(&o), "Images are identical.\n");
+}
+
+#[test]
+fn convert_every_format_to_raw_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-any2raw");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 7 * 512);
+    let sources = [
+        ("qcow2", vec!["-O", "qcow2"]),
+        ("qcow2", vec!["-c", "-O", "qcow2"]),
+        ("vmdk", vec!["-O", "vmdk"]),
+        (
+            "vmdk",
+            vec!["-O", "vmdk", "-o", "subformat=streamOptimized"],
+        ),
+        ("vdi", vec!["-O", "vdi"]),
+    ];
+    for (i, (fmt, args)) in sources.iter().enumerate() {
+        let src = format!("src{i}.{fmt}");
+        let mut a = vec!["convert"];
+        a.extend(args.iter().copied());
+        a.extend(["pat.raw", src.as_str()]);
+        qemu_ok(d, &a);
+        for m in ["1", "4"] {
+            vdisk_ok(d, &["convert", "-m", m, "-O", "raw", &src, "out.raw"]);
+            qemu_ok(d, &["convert", "-O", "raw", &src, "q.raw"]);
+            assert!(
+                std::fs::read(d.join("out.raw")).unwrap()
+                    == std::fs::read(d.join("q.raw")).unwrap(),
+                "{src} -m {m}"
+            );
+        }
+    }
+}
+
+#[test]
+fn convert_to_vmdk_and_vdi_passes_qemu_check_and_compare() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-2any");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    for (fmt, opts) in [
+        ("vdi", ""),
+        ("vdi", "static=on"),
+        ("vmdk", ""),
+        ("vmdk", "subformat=streamOptimized"),
+    ] {
+        let dst = format!("o.{fmt}");
+        let mut a = vec!["convert", "-O", fmt];
+        if !opts.is_empty() {
+            a.extend(["-o", opts]);
+        }
+        a.extend(["pat.raw", dst.as_str()]);
+        vdisk_ok(d, &a);
+        assert_qemu_check_clean(&d.join(&dst), fmt);
+        let c = qemu(d, &["compare", "pat.raw", &dst]);
+        assert_eq!(c.status.code(), Some(0), "{fmt} {opts}: {}", out(&c));
+        std::fs::remove_file(d.join(&dst)).unwrap();
+    }
+}
+
+#[test]
+fn convert_concatenates_sources_and_reads_snapshots() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-concat");
+    let d = s.path();
+    make_pattern_raw(d, "a.raw", 0);
+    qemu_ok(d, &["convert", "-O", "qcow2", "a.raw", "b.qcow2"]);
+    vdisk_ok(d, &["convert", "-O", "raw", "a.raw", "b.qcow2", "ours.raw"]);
+    qemu_ok(
+        d,
+        &["convert", "-O", "raw", "a.raw", "b.qcow2", "theirs.raw"],
+    );
+    assert!(
+        std::fs::read(d.join("ours.raw")).unwrap() == std::fs::read(d.join("theirs.raw")).unwrap()
+    );
+}
+
+#[test]
+fn convert_failure_leaves_no_output() {
+    let s = Scratch::new("cli-fail");
+    let d = s.path();
+    std::fs::write(d.join("in.raw"), vec![7u8; 65536]).unwrap();
+    let o = vdisk(
+        d,
+        &["convert", "-O", "raw", "in.raw", "missing-dir/out.raw"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let o = vdisk(d, &["convert", "-O", "raw", "nope.raw", "out.raw"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("Could not open 'nope.raw'"), "{}", err(&o));
+    assert!(!d.join("out.raw").exists());
+    let names: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "only the input remains: {names:?}");
+}
+
+#[test]
+fn compare_exit_codes_match_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-compare");
+    let d = s.path();
+    make_pattern_raw(d, "a.raw", 0);
+    qemu_ok(d, &["convert", "-O", "qcow2", "a.raw", "a.qcow2"]);
+    qemu_ok(d, &["create", "-q", "-f", "raw", "z.raw", "64M"]);
+    qemu_ok(d, &["create", "-q", "-f", "raw", "big.raw", "65M"]);
+    qemu_ok(d, &["convert", "-O", "raw", "a.raw", "c.raw"]);
+    qemu_io(d, "raw", "c.raw", &["write -P 0x99 40M 512"]);
+    for (a, b, strict) in [
+        ("a.raw", "a.qcow2", false),
+        ("a.raw", "z.raw", false),
+        ("a.raw", "c.raw", false),
+        ("z.raw", "big.raw", false),
+        ("z.raw", "big.raw", true),
+        ("a.raw", "nothere", false),
+    ] {
+        let mut args = vec!["compare"];
+        if strict {
+            args.push("-s");
+        }
+        args.extend([a, b]);
+        let ours = vdisk(d, &args);
+        let theirs = qemu(d, &args);
+        assert_eq!(
+            ours.status.code(),
+            theirs.status.code(),
+            "{args:?}: {}{}",
+            out(&ours),
+            err(&ours)
+        );
+        assert_eq!(out(&ours), out(&theirs), "{args:?}");
+    }
+}
+
+#[test]
+fn resize_raw_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-resize");
+    let d = s.path();
+    make_pattern_raw(d, "r.raw", 0);
+    assert_eq!(
+        vdisk_ok(d, &["resize", "-f", "raw", "r.raw", "+10G"]),
+        "Image resized.\n"
+    );
+    assert_eq!(
+        std::fs::metadata(d.join("r.raw")).unwrap().len(),
+        (64 << 20) + (10 << 30)
+    );
+    let o = vdisk(d, &["resize", "-f", "raw", "r.raw", "-5G"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("--shrink"), "{}", err(&o));
+    vdisk_ok(d, &["resize", "-f", "raw", "--shrink", "r.raw", "64M"]);
+    let info: Value =
+        serde_json::from_str(&vdisk_ok(d, &["info", "--output=json", "r.raw"])).unwrap();
+    assert_eq!(info["virtual-size"], 64u64 << 20);
+}
+
+#[test]
+fn info_on_raw_agrees_with_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-info-raw");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    let ours: Value =
+        serde_json::from_str(&vdisk_ok(d, &["info", "--output=json", "pat.raw"])).unwrap();
+    let theirs: Value =
+        serde_json::from_str(&qemu_ok(d, &["info", "--output=json", "pat.raw"])).unwrap();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn errors_never_panic_on_garbage_input() {
+    let s = Scratch::new("cli-garbage");
+    let d = s.path();
+    let mut junk = b"QFI\xfb".to_vec();
+    junk.extend((0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    std::fs::write(d.join("junk.qcow2"), &junk).unwrap();
+    let mut vmdk = b"KDMV".to_vec();
+    vmdk.extend(std::iter::repeat_n(0xffu8, 2048));
+    std::fs::write(d.join("junk.vmdk"), &vmdk).unwrap();
+    for f in ["junk.qcow2", "junk.vmdk"] {
+        for cmd in [
+            vec!["info", f],
+            vec!["map", f],
+            vec!["check", f],
+            vec!["convert", "-O", "raw", f, "o.raw"],
+        ] {
+            let o = vdisk(d, &cmd);
+            let code = o.status.code();
+            assert!(
+                code == Some(1) || (cmd[0] == "check" && code == Some(2)),
+                "{cmd:?}: {code:?} {}",
+                err(&o)
+            );
+            assert!(
+                !err(&o).contains("panicked"),
+                "{cmd:?} panicked: {}",
+                err(&o)
+            );
+        }
+    }
+    assert!(!d.join("o.raw").exists());
+}

@@ -1,0 +1,330 @@
+//! `vdisk info`, `map`, `check` and `snapshot -l` against qemu-img's own output on the same images.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use vdisk_testutil::{qemu_available, Scratch};
+
+fn json(s: &str) -> Value {
+    let mut v: Value = serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{s}"));
+    // `vdisk-details` is vdisk's own addition; every other field must be qemu's.
+    strip_details(&mut v);
+    v
+}
+
+fn strip_details(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("vdisk-details");
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_details),
+        _ => {}
+    }
+}
+
+/// Human `info` output without vdisk's own "vdisk details" section (each layer's ends at its blank
+/// line or at the end), which must come after everything qemu prints.
+fn without_details(text: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("vdisk details") {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with("    ") {
+            continue;
+        }
+        skipping = false;
+        out.push_str(line);
+    }
+    out
+}
+
+/// Fixtures of every readable format, made from one patterned raw image.
+fn fixtures(dir: &std::path::Path) -> Vec<(&'static str, &'static str)> {
+    make_pattern_raw(dir, "pat.raw", 0);
+    qemu_ok(dir, &["convert", "-O", "qcow2", "pat.raw", "p.qcow2"]);
+    qemu_ok(
+        dir,
+        &[
+            "convert",
+            "-O",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            "pat.raw",
+            "p-v2.qcow2",
+        ],
+    );
+    qemu_ok(
+        dir,
+        &["convert", "-c", "-O", "qcow2", "pat.raw", "p-z.qcow2"],
+    );
+    qemu_ok(dir, &["convert", "-O", "vmdk", "pat.raw", "p.vmdk"]);
+    qemu_ok(dir, &["convert", "-O", "vdi", "pat.raw", "p.vdi"]);
+    vec![
+        ("pat.raw", "raw"),
+        ("p.qcow2", "qcow2"),
+        ("p-v2.qcow2", "qcow2"),
+        ("p-z.qcow2", "qcow2"),
+        ("p.vmdk", "vmdk"),
+        ("p.vdi", "vdi"),
+    ]
+}
+
+#[test]
+fn info_json_matches_qemu_for_every_format() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-info");
+    for (file, fmt) in fixtures(s.path()) {
+        let ours = json(&vdisk_ok(s.path(), &["info", "--output=json", file]));
+        let theirs = json(&qemu_ok(s.path(), &["info", "--output=json", file]));
+        for key in [
+            "filename",
+            "format",
+            "virtual-size",
+            "actual-size",
+            "dirty-flag",
+            "cluster-size",
+            "format-specific",
+            "children",
+        ] {
+            assert_eq!(ours.get(key), theirs.get(key), "{file}: field {key}");
+        }
+        assert_eq!(ours["format"], fmt);
+    }
+}
+
+#[test]
+fn info_human_matches_qemu_line_for_line() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-info-human");
+    for (file, _) in fixtures(s.path()) {
+        let ours = vdisk_ok(s.path(), &["info", file]);
+        let theirs = qemu_ok(s.path(), &["info", file]);
+        assert_eq!(without_details(&ours), theirs, "{file}");
+    }
+}
+
+#[test]
+fn map_json_is_identical_to_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-map");
+    for (file, _) in fixtures(s.path()) {
+        let ours = vdisk_ok(s.path(), &["map", "--output=json", file]);
+        let theirs = qemu_ok(s.path(), &["map", "--output=json", file]);
+        assert_eq!(ours, theirs, "{file}");
+    }
+}
+
+#[test]
+fn map_human_is_identical_to_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-map-human");
+    for (file, _) in fixtures(s.path()) {
+        if file == "p-z.qcow2" {
+            // Compressed clusters: both refuse the human map; checked below.
+            let o = vdisk(s.path(), &["map", file]);
+            assert_eq!(o.status.code(), Some(1));
+            assert!(err(&o).contains("compressed"), "{}", err(&o));
+            continue;
+        }
+        assert_eq!(
+            vdisk_ok(s.path(), &["map", file]),
+            qemu_ok(s.path(), &["map", file]),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn backing_chain_info_and_map_match_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-chain");
+    let d = s.path();
+    make_pattern_raw(d, "base.raw", 0);
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            "mid.qcow2",
+        ],
+    );
+    qemu_io(
+        d,
+        "qcow2",
+        "mid.qcow2",
+        &["write -P 0x77 1M 64k", "write -z 8M 64k"],
+    );
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+            "80M",
+        ],
+    );
+    qemu_io(d, "qcow2", "top.qcow2", &["write -P 0x88 2M 128k"]);
+    let ours = json(&vdisk_ok(
+        d,
+        &["info", "--backing-chain", "--output=json", "top.qcow2"],
+    ));
+    let theirs = json(&qemu_ok(
+        d,
+        &["info", "--backing-chain", "--output=json", "top.qcow2"],
+    ));
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        vdisk_ok(d, &["map", "--output=json", "top.qcow2"]),
+        qemu_ok(d, &["map", "--output=json", "top.qcow2"])
+    );
+    assert_eq!(
+        without_details(&vdisk_ok(d, &["info", "--backing-chain", "top.qcow2"])),
+        qemu_ok(d, &["info", "--backing-chain", "top.qcow2"])
+    );
+    // The whole chain reads as qemu reads it.
+    vdisk_ok(d, &["convert", "-O", "raw", "top.qcow2", "ours.raw"]);
+    qemu_ok(d, &["convert", "-O", "raw", "top.qcow2", "theirs.raw"]);
+    assert!(
+        std::fs::read(d.join("ours.raw")).unwrap() == std::fs::read(d.join("theirs.raw")).unwrap()
+    );
+}
+
+#[test]
+fn backing_loops_and_missing_files_are_clear_errors() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-loop");
+    let d = s.path();
+    qemu_ok(
+        d,
+        &[
+            "create", "-q", "-f", "qcow2", "-u", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2", "1M",
+        ],
+    );
+    qemu_ok(
+        d,
+        &[
+            "create", "-q", "-f", "qcow2", "-u", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2", "1M",
+        ],
+    );
+    let o = vdisk(d, &["map", "a.qcow2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("loop"), "{}", err(&o));
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            "gone.qcow2",
+            "-F",
+            "qcow2",
+            "c.qcow2",
+            "1M",
+        ],
+    );
+    let o = vdisk(d, &["map", "c.qcow2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("gone.qcow2"), "{}", err(&o));
+    // info without --backing-chain does not need the backing file, as in qemu.
+    vdisk_ok(d, &["info", "c.qcow2"]);
+    let o = vdisk(d, &["info", "missing.qcow2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("Could not open 'missing.qcow2': No such file or directory"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn check_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-check");
+    let d = s.path();
+    for (file, fmt) in fixtures(d) {
+        let ours = vdisk(d, &["check", "--output=json", file]);
+        let theirs = qemu(d, &["check", "--output=json", file]);
+        assert_eq!(ours.status.code(), theirs.status.code(), "{file} exit code");
+        if fmt == "qcow2" {
+            assert_eq!(json(&out(&ours)), json(&out(&theirs)), "{file}");
+            assert_eq!(
+                vdisk_ok(d, &["check", file]),
+                qemu_ok(d, &["check", file]),
+                "{file}"
+            );
+        }
+    }
+}
+
+#[test]
+fn snapshot_list_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-snap");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "s.qcow2", "4M"]);
+    qemu_io(d, "qcow2", "s.qcow2", &["write -P 1 0 64k"]);
+    qemu_ok(d, &["snapshot", "-c", "before", "s.qcow2"]);
+    qemu_io(d, "qcow2", "s.qcow2", &["write -P 2 0 64k"]);
+    qemu_ok(d, &["snapshot", "-c", "after", "s.qcow2"]);
+    assert_eq!(
+        vdisk_ok(d, &["snapshot", "-l", "s.qcow2"]),
+        qemu_ok(d, &["snapshot", "-l", "s.qcow2"])
+    );
+    assert_eq!(
+        without_details(&vdisk_ok(d, &["info", "s.qcow2"])),
+        qemu_ok(d, &["info", "s.qcow2"])
+    );
+    let ours = json(&vdisk_ok(d, &["info", "--output=json", "s.qcow2"]));
+    let theirs = json(&qemu_ok(d, &["info", "--output=json", "s.qcow2"]));
+    assert_eq!(ours["snapshots"], theirs["snapshots"]);
+    for sel in ["before", "snapshot.name=before", "snapshot.id=1"] {
+        vdisk_ok(
+            d,
+            &["convert", "-l", sel, "-O", "raw", "s.qcow2", "ours.raw"],
+        );
+        qemu_ok(
+            d,
+            &["convert", "-l", sel, "-O", "raw", "s.qcow2", "theirs.raw"],
+        );
+        assert!(
+            std::fs::read(d.join("ours.raw")).unwrap()
+                == std::fs::read(d.join("theirs.raw")).unwrap(),
+            "{sel}"
+        );
+    }
+}

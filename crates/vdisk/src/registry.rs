@@ -1,0 +1,81 @@
+//! The table of formats: which crate opens, creates and lists options for each `Format`.
+
+use std::path::Path;
+use std::sync::Arc;
+use vdisk_core::options::OptionSpec;
+use vdisk_core::storage::{FileOpener, HostFiles};
+use vdisk_core::{CreateOptions, Error, Format, ImageReader, ImageWriter, Result, Storage};
+
+/// Opens one layer of `format` from `storage` (its backing image is not opened).
+pub fn open_layer(
+    format: Format,
+    storage: Arc<dyn Storage>,
+    snapshot: Option<&vdisk_qcow2::SnapshotSel>,
+) -> Result<Arc<dyn ImageReader>> {
+    let files: Arc<dyn FileOpener> = Arc::new(HostFiles);
+    if snapshot.is_some() && format != Format::Qcow2 {
+        return Err(Error::invalid(format!(
+            "internal snapshots are only supported for qcow2, not {format}"
+        )));
+    }
+    Ok(match format {
+        Format::Raw => Arc::new(vdisk_raw::open(storage)?),
+        Format::Qcow2 => {
+            let opts = vdisk_qcow2::OpenOptions {
+                snapshot: snapshot.cloned(),
+            };
+            Arc::new(vdisk_qcow2::open(storage, files, &opts)?)
+        }
+        Format::Vmdk => Arc::new(vdisk_vmdk::open(storage, files)?),
+        Format::Vdi => Arc::new(vdisk_vdi::open(storage)?),
+        Format::Vpc | Format::Vhdx => {
+            return Err(Error::unsupported(
+                storage.path(),
+                format!("format '{format}': reading it is not implemented yet"),
+            ))
+        }
+    })
+}
+
+/// The `-o` options `create` accepts for `format`.
+pub fn create_options(format: Format) -> Result<&'static [OptionSpec]> {
+    Ok(match format {
+        Format::Raw => vdisk_raw::CREATE_OPTIONS,
+        Format::Qcow2 => return Err(not_writable(format)),
+        Format::Vmdk => vdisk_vmdk::CREATE_OPTIONS,
+        Format::Vdi => vdisk_vdi::CREATE_OPTIONS,
+        Format::Vpc | Format::Vhdx => return Err(not_writable(format)),
+    })
+}
+
+fn not_writable(format: Format) -> Error {
+    Error::invalid(format!(
+        "Format driver '{format}' does not support image creation yet"
+    ))
+}
+
+/// Starts a writer for a new image of `format` at `path` with virtual size `size`.
+pub fn create_image(
+    format: Format,
+    path: &Path,
+    size: u64,
+    opts: &CreateOptions,
+) -> Result<Box<dyn ImageWriter>> {
+    opts.ensure_known(format.name(), create_options(format)?)?;
+    match format {
+        Format::Raw => vdisk_raw::create(path, size, opts),
+        Format::Vmdk => vdisk_vmdk::create(path, size, opts),
+        Format::Vdi => vdisk_vdi::create(path, size, opts),
+        Format::Qcow2 | Format::Vpc | Format::Vhdx => Err(not_writable(format)),
+    }
+}
+
+/// Opens an existing image for `convert -n` (write into it in place).
+pub fn open_existing_writer(format: Format, path: &Path) -> Result<Box<dyn ImageWriter>> {
+    match format {
+        Format::Raw => vdisk_raw::open_writer(path),
+        other => Err(Error::invalid(format!(
+            "convert -n into an existing {other} image is not supported yet; use a raw target or drop -n"
+        ))),
+    }
+}
