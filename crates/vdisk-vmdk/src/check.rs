@@ -5,7 +5,7 @@
 
 use crate::limits::SECTOR;
 use crate::reader::{ExtentData, VmdkReader};
-use crate::sparse::{read_u32s, SparseExtent};
+use crate::sparse::{read_u32s, Grain, SparseExtent};
 use vdisk_core::{CheckReport, Result};
 
 /// At most this many messages are kept; the counts go on.
@@ -37,11 +37,10 @@ fn check_sparse(sp: &SparseExtent, start: u64, r: &mut CheckReport) {
     let h = &sp.header;
     let per = u64::from(h.num_gtes_per_gt);
     let g = sp.grain_bytes();
-    let zero_flag = h.has_zero_grain();
     let name = sp.path().display().to_string();
-    // Host sector of every grain inside the file, to find grains stored twice. Bounded by the file:
+    // Host offset of every grain inside the file, to find grains stored twice. Bounded by the file:
     // each grain table is scanned once (a table shared by two directory entries is itself reported).
-    let mut used: Vec<u32> = Vec::new();
+    let mut used: Vec<u64> = Vec::new();
     let mut tables = std::collections::HashSet::new();
     for (i, &gde) in sp.gd.iter().enumerate() {
         if gde == 0 {
@@ -51,35 +50,43 @@ fn check_sparse(sp: &SparseExtent, start: u64, r: &mut CheckReport) {
             note(r, format!("ERROR: {name}: grain directory entry {i} reuses the grain table at sector {gde}"));
             continue;
         }
-        let gt = match sp.grain_table(gde) {
-            Ok(t) => t,
-            Err(_) => {
-                note(
-                    r,
-                    format!("ERROR: {name}: grain table {i} at sector {gde} points after EOF"),
-                );
-                continue;
-            }
+        let Ok(gt) = sp.grain_table(gde) else {
+            note(
+                r,
+                format!("ERROR: {name}: grain table {i} at sector {gde} points after EOF"),
+            );
+            continue;
         };
         for (j, &gte) in gt.iter().enumerate() {
-            let grain = i as u64 * per + j as u64;
-            let guest = grain * g;
-            if gte == 0 || (gte == 1 && zero_flag) || guest >= sp.capacity() {
-                continue;
+            let guest = (i as u64 * per + j as u64) * g;
+            if guest >= sp.capacity() {
+                break;
             }
             let sector = (start + guest) / SECTOR;
-            if u64::from(gte) * SECTOR >= sp.file_len {
+            let at = match sp.classify(gte) {
+                Ok(Grain::Data(at) | Grain::Compressed(at)) => at,
+                Ok(_) => continue,
+                Err(e) => {
+                    note(r, format!("ERROR: {name}: grain for sector {sector}: {e}"));
+                    continue;
+                }
+            };
+            if at >= sp.file_len {
                 note(
                     r,
                     format!("ERROR: cluster offset for sector {sector} points after EOF"),
                 );
-            } else if u64::from(gte) < h.overhead {
+            } else if at < h.overhead.saturating_mul(SECTOR) {
                 note(
                     r,
-                    format!("ERROR: {name}: grain for sector {sector} at sector {gte} overlaps the metadata (overhead {} sectors)", h.overhead),
+                    format!(
+                        "ERROR: {name}: grain for sector {sector} at sector {} overlaps the metadata (overhead {} sectors)",
+                        at / SECTOR,
+                        h.overhead
+                    ),
                 );
             } else {
-                used.push(gte);
+                used.push(at);
             }
         }
     }
@@ -88,7 +95,10 @@ fn check_sparse(sp: &SparseExtent, start: u64, r: &mut CheckReport) {
         if w[0] == w[1] {
             note(
                 r,
-                format!("ERROR: {name}: two grains share host sector {}", w[0]),
+                format!(
+                    "ERROR: {name}: two grains share host sector {}",
+                    w[0] / SECTOR
+                ),
             );
         }
     }
@@ -120,7 +130,12 @@ fn check_rgd(sp: &SparseExtent, r: &mut CheckReport, name: &str) {
     };
     // Each (table, redundant table) pair is compared once, so shared tables cost nothing extra.
     let mut compared = std::collections::HashSet::new();
-    for (i, (&a, &b)) in sp.gd.iter().zip(&rgd).enumerate() {
+    for (i, (&a, b)) in sp
+        .gd
+        .iter()
+        .zip(rgd.iter().map(|v| u64::from(*v)))
+        .enumerate()
+    {
         if !compared.insert((a, b)) {
             continue;
         }

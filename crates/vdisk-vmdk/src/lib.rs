@@ -11,6 +11,7 @@ pub mod header;
 pub mod info;
 pub mod limits;
 pub mod reader;
+pub mod sesparse;
 pub mod sparse;
 pub mod sparse_out;
 pub mod stream_out;

@@ -35,8 +35,9 @@ pub const COWD_GTES_PER_GT: u32 = 4096;
 /// Largest virtual size of one extent or of the whole disk, in bytes: qemu's INT64_MAX image limit.
 pub const MAX_VIRTUAL_BYTES: u64 = i64::MAX as u64;
 
-/// Most grain directory entries read into memory (4 bytes each: 64 MiB). With 64 KiB grains and 512
-/// entries per table this covers 512 PiB; the directory must also lie inside the file.
+/// Most grain directory entries read into memory for one extent (8 bytes each in memory: 128 MiB).
+/// With 64 KiB grains and 512 entries per table this covers 512 PiB; the directory must also lie
+/// inside the file.
 pub const MAX_GD_ENTRIES: u64 = 1 << 24;
 
 /// Most bytes read for one compressed grain ("Stream-Optimized Compressed Sparse Extents", grain
@@ -44,9 +45,9 @@ pub const MAX_GD_ENTRIES: u64 = 1 << 24;
 /// anything beyond the grain size plus this slack is corrupt.
 pub const COMPRESSED_SLACK_BYTES: u64 = 4096;
 
-/// Grain tables kept in the reader's caches, shared out among all sparse extents of an image (2 KiB
-/// each with 512 entries: 16 MiB in all).
-pub const GT_CACHE_TOTAL: usize = 8192;
+/// Bytes of grain tables kept in the reader's caches, shared out among all sparse extents of an image
+/// (8192 hosted tables of 2 KiB, or 512 seSparse tables of 32 KiB).
+pub const GT_CACHE_TOTAL_BYTES: u64 = 16 << 20;
 
 /// Fewest grain tables cached per sparse extent, however many extents there are.
 pub const GT_CACHE_MIN: usize = 4;
@@ -54,8 +55,9 @@ pub const GT_CACHE_MIN: usize = 4;
 /// Most bytes of decompressed grains kept (one per compressed extent) across an image.
 pub const GRAIN_CACHE_TOTAL_BYTES: u64 = 64 << 20;
 
-/// Most grain directory entries held in memory across all extents of one image (128 MiB).
-pub const MAX_TOTAL_GD_ENTRIES: u64 = 1 << 25;
+/// Most grain directory entries held in memory across all extents of one image (8 bytes each in
+/// memory: 128 MiB).
+pub const MAX_TOTAL_GD_ENTRIES: u64 = 1 << 24;
 
 /// Most grains one block-status call scans ("Grain Tables": 2^20 grains is 64 GiB with 64 KiB grains),
 /// so one call never runs long on a huge hostile capacity; callers loop.

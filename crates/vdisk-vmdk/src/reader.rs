@@ -151,7 +151,12 @@ fn open_descriptor_text(text: &[u8], path: PathBuf, files: &dyn FileOpener) -> R
     let sparse_count = desc
         .extents
         .iter()
-        .filter(|e| matches!(e.kind, ExtentType::Sparse | ExtentType::VmfsSparse))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                ExtentType::Sparse | ExtentType::VmfsSparse | ExtentType::SeSparse
+            )
+        })
         .count();
     let mut gd_total = 0u64;
     let mut extents = Vec::with_capacity(desc.extents.len());
@@ -179,7 +184,7 @@ fn open_descriptor_text(text: &[u8], path: PathBuf, files: &dyn FileOpener) -> R
                     type_name,
                 )
             }
-            ExtentType::Sparse | ExtentType::VmfsSparse => {
+            ExtentType::Sparse | ExtentType::VmfsSparse | ExtentType::SeSparse => {
                 let s = files.open(&resolve_relative(&path, name))?;
                 let sp = SparseExtent::open(s, sparse_count)?;
                 gd_total += sp.gd.len() as u64;
@@ -191,19 +196,9 @@ fn open_descriptor_text(text: &[u8], path: PathBuf, files: &dyn FileOpener) -> R
                         MAX_TOTAL_GD_ENTRIES,
                     ));
                 }
-                let type_name = if line.kind == ExtentType::Sparse {
-                    "SPARSE"
-                } else {
-                    "VMFSSPARSE"
-                };
+                let type_name = line.kind.name();
                 let cap = sp.capacity();
                 (ExtentData::Sparse(Box::new(sp)), cap, type_name)
-            }
-            ExtentType::SeSparse => {
-                return Err(Error::unsupported(
-                    &path,
-                    "VMDK subformat seSparse (SESPARSE extent)",
-                ))
             }
             other => {
                 return Err(Error::unsupported(

@@ -7,8 +7,11 @@ use crate::header::{
     GRAIN_MARKER_SIZE, HEADER_SIZE, MARKER_FOOTER,
 };
 use crate::limits::{
-    COMPRESSED_SLACK_BYTES, GRAIN_CACHE_TOTAL_BYTES, GT_CACHE_MIN, GT_CACHE_TOTAL,
+    COMPRESSED_SLACK_BYTES, GRAIN_CACHE_TOTAL_BYTES, GT_CACHE_MIN, GT_CACHE_TOTAL_BYTES,
     MAX_DESCRIPTOR_BYTES, MAX_GD_ENTRIES, MAX_STATUS_GRAINS, SECTOR,
+};
+use crate::sesparse::{
+    check_volatile, decode_entry, SeEntry, SeSparseHeader, SESPARSE_GRAIN_SECTORS, SESPARSE_GTES,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,9 +38,12 @@ pub struct SparseExtent {
     pub(crate) header: SparseHeader,
     /// The header as found at offset 0.
     pub(crate) first_header: SparseHeader,
-    pub(crate) gd: Vec<u32>,
+    /// Grain directory: the sector of each grain table (0: none).
+    pub(crate) gd: Vec<u64>,
     pub(crate) file_len: u64,
-    gt_cache: Mutex<HashMap<u32, Arc<Vec<u32>>>>,
+    /// The seSparse geometry, for an seSparse extent (64-bit table entries).
+    pub(crate) se: Option<SeSparseHeader>,
+    gt_cache: Mutex<HashMap<u64, Arc<Vec<u64>>>>,
     gt_cache_max: usize,
     last_grain: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
     keep_last_grain: bool,
@@ -75,7 +81,10 @@ pub fn read_extent_header(storage: &dyn Storage) -> Result<SparseHeader> {
         SparseKind::Cowd => CowdHeader::parse(&b)
             .map(|h| h.to_sparse())
             .map_err(|e| header_error(path, e, 0)),
-        SparseKind::SeSparse => Err(Error::unsupported(path, "VMDK subformat seSparse")),
+        SparseKind::SeSparse => Err(Error::unsupported(
+            path,
+            "VMDK subformat seSparse: an seSparse extent is read through its descriptor file",
+        )),
         _ => SparseHeader::parse(&b).map_err(|e| header_error(path, e, 0)),
     }
 }
@@ -87,6 +96,11 @@ impl SparseExtent {
         let siblings = siblings.max(1);
         let path = storage.path().to_path_buf();
         let file_len = storage.len()?;
+        let mut head = [0u8; HEADER_SIZE];
+        storage.read_exact_at(&mut head, 0)?;
+        if sparse_kind(&head) == SparseKind::SeSparse {
+            return Self::open_sesparse(storage, &head, siblings, file_len);
+        }
         let first_header = read_extent_header(&*storage)?;
         let header = if first_header.gd_offset == GD_AT_END {
             read_footer(&*storage, file_len)?
@@ -131,20 +145,120 @@ impl SparseExtent {
                 ),
             ));
         }
-        let gd = read_u32s(&*storage, gd_at, entries as usize)?;
-        let keep_last_grain =
-            header.grain_bytes().saturating_mul(siblings as u64) <= GRAIN_CACHE_TOTAL_BYTES;
-        Ok(SparseExtent {
+        let gd = read_u32s(&*storage, gd_at, entries as usize)?
+            .into_iter()
+            .map(u64::from)
+            .collect();
+        Ok(Self::assemble(
             storage,
             header,
             first_header,
             gd,
             file_len,
+            None,
+            siblings,
+        ))
+    }
+
+    fn assemble(
+        storage: Arc<dyn Storage>,
+        header: SparseHeader,
+        first_header: SparseHeader,
+        gd: Vec<u64>,
+        file_len: u64,
+        se: Option<SeSparseHeader>,
+        siblings: usize,
+    ) -> Self {
+        let entry = if se.is_some() { 8 } else { 4 };
+        let table_bytes = (u64::from(header.num_gtes_per_gt) * entry).max(1);
+        let gt_cache_max =
+            ((GT_CACHE_TOTAL_BYTES / table_bytes) as usize / siblings).max(GT_CACHE_MIN);
+        let keep_last_grain =
+            header.grain_bytes().saturating_mul(siblings as u64) <= GRAIN_CACHE_TOTAL_BYTES;
+        SparseExtent {
+            storage,
+            header,
+            first_header,
+            gd,
+            file_len,
+            se,
             gt_cache: Mutex::new(HashMap::new()),
-            gt_cache_max: (GT_CACHE_TOTAL / siblings).max(GT_CACHE_MIN),
+            gt_cache_max,
             last_grain: Mutex::new(None),
             keep_last_grain,
-        })
+        }
+    }
+
+    /// Opens an seSparse extent whose constant header is `head`.
+    fn open_sesparse(
+        storage: Arc<dyn Storage>,
+        head: &[u8; HEADER_SIZE],
+        siblings: usize,
+        file_len: u64,
+    ) -> Result<Self> {
+        let path = storage.path().to_path_buf();
+        let se = SeSparseHeader::parse(head).map_err(|e| header_error(&path, e, 0))?;
+        let vol_at = se.volatile_header_offset * SECTOR;
+        let mut vol = [0u8; HEADER_SIZE];
+        storage.read_exact_at(&mut vol, vol_at)?;
+        check_volatile(&vol).map_err(|e| header_error(&path, e, vol_at))?;
+        let entries = se.gd_entries_needed();
+        if entries > MAX_GD_ENTRIES {
+            return Err(Error::limit(
+                &path,
+                "grain directory entries",
+                entries,
+                MAX_GD_ENTRIES,
+            ));
+        }
+        let gd_at = se.grain_dir_offset * SECTOR;
+        if gd_at
+            .checked_add(entries * 8)
+            .is_none_or(|end| end > file_len)
+        {
+            return Err(Error::corrupt(
+                &path,
+                Some(gd_at),
+                "seSparse grain directory lies outside the file",
+            ));
+        }
+        let mut raw = vec![0u8; entries as usize * 8];
+        storage.read_exact_at(&mut raw, gd_at)?;
+        let mut gd = Vec::with_capacity(entries as usize);
+        for (i, c) in raw.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            let sector = se.table_sector(e).ok_or_else(|| {
+                Error::corrupt(
+                    &path,
+                    Some(gd_at + i as u64 * 8),
+                    format!("seSparse grain directory entry {i} ({e:#x}) is malformed"),
+                )
+            })?;
+            gd.push(sector);
+        }
+        let header = SparseHeader {
+            version: 1,
+            flags: 0,
+            capacity: se.capacity,
+            grain_size: SESPARSE_GRAIN_SECTORS,
+            descriptor_offset: 0,
+            descriptor_size: 0,
+            num_gtes_per_gt: SESPARSE_GTES as u32,
+            rgd_offset: 0,
+            gd_offset: se.grain_dir_offset,
+            overhead: se.grains_offset,
+            unclean_shutdown: false,
+            compress_algorithm: 0,
+        };
+        Ok(Self::assemble(
+            storage,
+            header.clone(),
+            header,
+            gd,
+            file_len,
+            Some(se),
+            siblings,
+        ))
     }
 
     /// The extent file's name.
@@ -187,16 +301,17 @@ impl SparseExtent {
     }
 
     /// The grain table that grain directory entry `gde` (a sector) points to.
-    pub(crate) fn grain_table(&self, gde: u32) -> Result<Arc<Vec<u32>>> {
+    pub(crate) fn grain_table(&self, gde: u64) -> Result<Arc<Vec<u64>>> {
         if let Ok(c) = self.gt_cache.lock() {
             if let Some(t) = c.get(&gde) {
                 return Ok(Arc::clone(t));
             }
         }
         let n = self.header.num_gtes_per_gt as usize;
-        let at = u64::from(gde) * SECTOR;
+        let esize: u64 = if self.se.is_some() { 8 } else { 4 };
+        let at = gde.saturating_mul(SECTOR);
         if at
-            .checked_add(n as u64 * 4)
+            .checked_add(n as u64 * esize)
             .is_none_or(|end| end > self.file_len)
         {
             return Err(Error::corrupt(
@@ -205,7 +320,14 @@ impl SparseExtent {
                 format!("grain table at sector {gde} lies past the end of the file"),
             ));
         }
-        let t = Arc::new(read_u32s(&*self.storage, at, n)?);
+        let t = Arc::new(if self.se.is_some() {
+            read_u64s(&*self.storage, at, n)?
+        } else {
+            read_u32s(&*self.storage, at, n)?
+                .into_iter()
+                .map(u64::from)
+                .collect()
+        });
         if let Ok(mut c) = self.gt_cache.lock() {
             if c.len() >= self.gt_cache_max {
                 c.clear();
@@ -216,13 +338,32 @@ impl SparseExtent {
     }
 
     /// What grain table entry `gte` means.
-    fn classify(&self, gte: u32) -> Grain {
-        match gte {
+    pub(crate) fn classify(&self, gte: u64) -> Result<Grain> {
+        if let Some(se) = &self.se {
+            let bad = || {
+                Error::corrupt(
+                    self.path(),
+                    None,
+                    format!("malformed seSparse grain table entry {gte:#x}"),
+                )
+            };
+            return match decode_entry(gte).ok_or_else(bad)? {
+                SeEntry::Unallocated => Ok(Grain::Unallocated),
+                SeEntry::Zero => Ok(Grain::Zero),
+                SeEntry::Cluster(i) => i
+                    .checked_mul(SESPARSE_GRAIN_SECTORS)
+                    .and_then(|s| s.checked_add(se.grains_offset))
+                    .and_then(|s| s.checked_mul(SECTOR))
+                    .map(Grain::Data)
+                    .ok_or_else(bad),
+            };
+        }
+        Ok(match gte {
             0 => Grain::Unallocated,
             1 if self.header.has_zero_grain() => Grain::Zero,
-            s if self.header.compressed() => Grain::Compressed(u64::from(s) * SECTOR),
-            s => Grain::Data(u64::from(s) * SECTOR),
-        }
+            s if self.header.compressed() => Grain::Compressed(s * SECTOR),
+            s => Grain::Data(s * SECTOR),
+        })
     }
 
     /// Where the grain holding extent byte `off` lives.
@@ -236,7 +377,7 @@ impl SparseExtent {
             return Ok(Grain::Unallocated);
         }
         let gt = self.grain_table(gde)?;
-        Ok(self.classify(gt.get((grain % per) as usize).copied().unwrap_or(0)))
+        self.classify(gt.get((grain % per) as usize).copied().unwrap_or(0))
     }
 
     /// The status of extent bytes from `off`: the grain kind and how many bytes (at most `max`) share
@@ -269,7 +410,7 @@ impl SparseExtent {
             let gt = self.grain_table(gde)?;
             while grain < table_end && grain * g < end {
                 let gte = gt.get((grain % per) as usize).copied().unwrap_or(0);
-                if !continues(self.classify(gte), grain) {
+                if !continues(self.classify(gte)?, grain) {
                     break 'tables;
                 }
                 grain += 1;
@@ -424,6 +565,16 @@ fn read_footer(storage: &dyn Storage, file_len: u64) -> Result<SparseHeader> {
         ));
     }
     Ok(footer)
+}
+
+/// Reads `n` little-endian u64 at `at`.
+pub(crate) fn read_u64s(storage: &dyn Storage, at: u64, n: usize) -> Result<Vec<u64>> {
+    let mut raw = vec![0u8; n * 8];
+    storage.read_exact_at(&mut raw, at)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
 }
 
 /// Reads `n` little-endian u32 at `at`.
