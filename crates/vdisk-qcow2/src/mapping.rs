@@ -46,7 +46,19 @@ impl Qcow2Reader {
             .unwrap_or(0);
         let l2_off = l1e & L1E_OFFSET_MASK;
         if l2_off == 0 {
-            return Ok((SubType::UnallocPlain, (table_end - pos).min(max)));
+            // Unallocated up to the next L1 entry that has an L2 table (or the end of the L1).
+            let span = entries * cs;
+            let mut end = table_end;
+            let mut i = l1_idx as usize + 1;
+            while end - pos < max {
+                match self.l1.get(i) {
+                    Some(e) if e & L1E_OFFSET_MASK != 0 => break,
+                    Some(_) => end = end.saturating_add(span),
+                    None => end = u64::MAX,
+                }
+                i += 1;
+            }
+            return Ok((SubType::UnallocPlain, (end - pos).min(max)));
         }
         if l2_off % cs != 0 {
             return Err(Error::corrupt(

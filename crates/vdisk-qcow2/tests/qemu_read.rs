@@ -452,3 +452,25 @@ fn snapshot_lifecycle_on_compressed_and_v2_images() {
         assert_same_bytes(&read_all(&sr, 1 << 20), &std::fs::read(&out).unwrap(), name);
     }
 }
+
+#[test]
+fn large_sparse_image_maps_quickly() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-big");
+    let p = make(
+        &s,
+        "big.qcow2",
+        "cluster_size=512",
+        "4G",
+        &["write -P 1 3G 4k", "write -z 1G 512"],
+    );
+    let r = open_path(&p, &OpenOptions::default()).unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(vdisk_map_json(&r), qemu_map(&p));
+    assert!(t.elapsed().as_secs() < 10, "map took {:?}", t.elapsed());
+    let mut buf = vec![0u8; 8192];
+    r.read_at(&mut buf, (3 << 30) - 4096).unwrap();
+    assert!(buf[..4096].iter().all(|b| *b == 0) && buf[4096..].iter().all(|b| *b == 1));
+}
