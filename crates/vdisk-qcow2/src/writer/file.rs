@@ -6,6 +6,11 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use vdisk_core::{Error, Result};
 
+/// Maps an I/O error at `off` of `path` to a vdisk error.
+pub fn io(path: &Path, off: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, off, e)
+}
+
 /// Reserves `len` bytes at `off` with `posix_fallocate`.
 pub fn fallocate(file: &File, path: &Path, off: u64, len: u64) -> Result<()> {
     if len == 0 {

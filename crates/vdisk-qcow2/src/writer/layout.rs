@@ -76,19 +76,20 @@ impl Entry {
 #[derive(Debug)]
 pub struct L2Table {
     pub region: u64,
+    /// Where the table goes in the image (reserved before the region's data).
+    pub host: u64,
     bytes: Vec<u8>,
     extended: bool,
-    used: bool,
 }
 
 impl L2Table {
-    /// An empty table (every cluster unallocated).
-    pub fn new(s: &Settings, region: u64) -> L2Table {
+    /// An empty table (every cluster unallocated) to be stored at `host`.
+    pub fn new(s: &Settings, region: u64, host: u64) -> L2Table {
         L2Table {
             region,
+            host,
             bytes: vec![0; s.cluster_size() as usize],
             extended: s.extended_l2,
-            used: false,
         }
     }
 
@@ -100,12 +101,6 @@ impl L2Table {
         if self.extended {
             self.bytes[at + 8..at + 16].copy_from_slice(&e.bitmap.to_be_bytes());
         }
-        self.used = true;
-    }
-
-    /// Whether any entry was set.
-    pub fn is_used(&self) -> bool {
-        self.used
     }
 
     /// The table as stored.
@@ -114,21 +109,23 @@ impl L2Table {
     }
 }
 
-/// Where a preallocated image (no external data file) keeps its clusters: the header, then for
-/// each region its L2 table followed by the region's data clusters, like qemu's own preallocation.
-/// The data cluster of guest cluster `g` sits at cluster `2 + g / entries + g`.
+/// Where a preallocated image (no external data file) keeps its clusters: from cluster `base` on,
+/// each region's L2 table followed by the region's data clusters, like qemu's own preallocation.
+/// The data cluster of guest cluster `g` sits at cluster `base + 1 + g / entries + g`.
 #[derive(Debug, Clone, Copy)]
 pub struct PreallocLayout {
     pub cluster_bits: u32,
+    pub base: u64,
     pub entries: u64,
     pub regions: u64,
     pub guest_clusters: u64,
 }
 
 impl PreallocLayout {
-    pub fn new(s: &Settings) -> Self {
+    pub fn new(s: &Settings, base: u64) -> Self {
         PreallocLayout {
             cluster_bits: s.cluster_bits,
+            base,
             entries: s.l2_entries(),
             regions: s.l1_entries(),
             guest_clusters: s.guest_clusters(),
@@ -137,17 +134,17 @@ impl PreallocLayout {
 
     /// Host offset of guest cluster `g`'s data.
     pub fn data_host(&self, g: u64) -> u64 {
-        (2 + g / self.entries + g) << self.cluster_bits
+        (self.base + 1 + g / self.entries + g) << self.cluster_bits
     }
 
     /// Host offset of region `r`'s L2 table.
     pub fn l2_host(&self, r: u64) -> u64 {
-        (1 + r * (1 + self.entries)) << self.cluster_bits
+        (self.base + r * (1 + self.entries)) << self.cluster_bits
     }
 
-    /// Clusters the layout occupies, header included.
+    /// Clusters the layout occupies.
     pub fn clusters(&self) -> u64 {
-        1 + self.regions + self.guest_clusters
+        self.regions + self.guest_clusters
     }
 }
 
@@ -175,11 +172,14 @@ mod tests {
             &CreateOptions::parse(&["cluster_size=4k"]).unwrap(),
         )
         .unwrap();
-        let l = PreallocLayout::new(&s);
-        // Matches qemu-img map of `create -o preallocation=metadata,cluster_size=4k` (3 MiB).
-        assert_eq!(l.l2_host(0), 4096);
-        assert_eq!(l.data_host(0), 20480 - 4096 * 3);
-        assert_eq!(l.data_host(512), l.l2_host(1) + 4096);
-        assert_eq!(l.clusters(), 1 + 2 + 768);
+        // qemu-img map of `create -o preallocation=metadata,cluster_size=4k` (3 MiB) shows the data
+        // of guest cluster 0 at 20480 after header, refcount table, refcount block, L1 and L2, and
+        // that of guest cluster 512 at 2121728, after the second L2 table.
+        let l = PreallocLayout::new(&s, 4);
+        assert_eq!(l.l2_host(0), 16384);
+        assert_eq!(l.data_host(0), 20480);
+        assert_eq!(l.data_host(512), 2121728);
+        assert_eq!(l.l2_host(1), 2121728 - 4096);
+        assert_eq!(l.clusters(), 2 + 768);
     }
 }

@@ -10,18 +10,21 @@
 
 mod compress;
 mod file;
+mod finish;
 mod layout;
+mod put;
 mod refcount;
 mod settings;
 
+#[cfg(test)]
+mod compress_tests;
 #[cfg(test)]
 mod tests;
 
 pub use compress::ClusterEncoder;
 pub use settings::{CompressionType, Prealloc, Settings, CREATE_OPTIONS, DEFAULT_CLUSTER_SIZE};
 
-use crate::header::{self, Extension, FeatureName, Header};
-use file::{fallocate, write_zeros};
+use file::{fallocate, io, write_zeros};
 use layout::{Entry, L2Table, PreallocLayout};
 use refcount::Refcounts;
 use std::collections::BTreeMap;
@@ -79,10 +82,10 @@ pub struct Qcow2Writer {
     /// Where the next compressed cluster may be packed, inside the last host cluster used for one.
     pack: Option<u64>,
     compress: bool,
-}
-
-fn io(path: &Path, off: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::io(path, off, e)
+    /// The L1 table's offset (0 for an empty disk) and the refcount table's offset and clusters,
+    /// all reserved right after the header.
+    l1_at: u64,
+    reftable: (u64, u64),
 }
 
 impl Qcow2Writer {
@@ -96,8 +99,20 @@ impl Qcow2Writer {
         }
         let out = OutputFile::create(path)?;
         let cs = s.cluster_size();
-        let mut refs = Refcounts::new(s.cluster_bits, s.refcount_order);
-        refs.alloc(1); // the header
+        let bits = s.cluster_bits;
+        let mut refs = Refcounts::new(bits, s.refcount_order);
+        // Like qemu: header, refcount table, L1 table, first refcount block, then L2 tables and data.
+        refs.alloc_run(1);
+        let max_clusters =
+            crate::measure::prealloc_size(s.size, cs, s.refcount_order, s.extended_l2) / cs;
+        let t = refs.table_clusters_for(max_clusters + 8);
+        let reftable = (refs.alloc_run(t) << bits, t);
+        let l1_clusters = (s.l1_entries() * 8).div_ceil(cs);
+        let l1_at = if l1_clusters > 0 {
+            refs.alloc_run(l1_clusters) << bits
+        } else {
+            0
+        };
         let placement = if let Some(name) = &s.data_file {
             // qemu-img creates and opens the data file by the name as given, i.e. relative to the
             // current directory, not to the image's.
@@ -111,21 +126,22 @@ impl Qcow2Writer {
             }
             Placement::DataFile(data)
         } else if s.prealloc != Prealloc::Off {
-            let l = PreallocLayout::new(&s);
-            refs.alloc(l.clusters() - 1);
-            let end = l.clusters() * cs;
+            let l = PreallocLayout::new(&s, refs.next_cluster());
+            let start = refs.alloc_run(l.clusters()) << bits;
+            let end = refs.next_cluster() << bits;
             let dest = out.dest().to_path_buf();
             out.file().set_len(end).map_err(io(&dest, end))?;
             match s.prealloc {
-                Prealloc::Falloc => fallocate(out.file(), &dest, cs, end - cs)?,
-                Prealloc::Full => write_zeros(out.file(), &dest, cs, end - cs)?,
+                Prealloc::Falloc => fallocate(out.file(), &dest, start, end - start)?,
+                Prealloc::Full => write_zeros(out.file(), &dest, start, end - start)?,
                 Prealloc::Off | Prealloc::Metadata => {}
             }
             Placement::Prealloc(l)
         } else {
             Placement::Stream
         };
-        Ok(Qcow2Writer {
+        refs.reserve_home();
+        let mut w = Qcow2Writer {
             s,
             out,
             placement,
@@ -137,7 +153,11 @@ impl Qcow2Writer {
             partial: None,
             pack: None,
             compress,
-        })
+            l1_at,
+            reftable,
+        };
+        w.place_refblocks()?;
+        Ok(w)
     }
 
     fn cs(&self) -> u64 {
@@ -162,8 +182,13 @@ impl Qcow2Writer {
         }
     }
 
-    fn new_table(&self, region: u64) -> L2Table {
-        let mut t = L2Table::new(&self.s, region);
+    /// A new table for `region`, its cluster reserved before the region's data as qemu does.
+    fn new_table(&mut self, region: u64) -> L2Table {
+        let host = match &self.placement {
+            Placement::Prealloc(l) => l.l2_host(region),
+            _ => self.refs.alloc_one() << self.s.cluster_bits,
+        };
+        let mut t = L2Table::new(&self.s, region, host);
         let e = self.s.l2_entries();
         let first = region * e;
         let last = (first + e).min(self.s.guest_clusters());
@@ -175,17 +200,10 @@ impl Qcow2Writer {
         t
     }
 
-    /// Writes the table out (at its preallocated place, or appended) and records it in the L1.
+    /// Writes the table out at its reserved place and records it in the L1.
     fn flush_table(&mut self, t: L2Table) -> Result<()> {
-        if !t.is_used() {
-            return Ok(());
-        }
-        let at = match &self.placement {
-            Placement::Prealloc(l) => l.l2_host(t.region),
-            _ => self.refs.alloc(1) << self.s.cluster_bits,
-        };
-        self.write_image(at, t.bytes())?;
-        self.l1.insert(t.region, at);
+        self.write_image(t.host, t.bytes())?;
+        self.l1.insert(t.region, t.host);
         Ok(())
     }
 
@@ -226,315 +244,11 @@ impl Qcow2Writer {
         }
     }
 
-    /// Stores `n` whole guest clusters from `g` (all in one L2 region) as plain data.
-    fn put_clusters(&mut self, g: u64, n: u64, bytes: &[u8]) -> Result<()> {
-        let bits = self.s.cluster_bits;
-        let hosts: Vec<u64> = match &self.placement {
-            Placement::DataFile(f) => {
-                // Only guest bytes go to the data file: it stays exactly the disk's size.
-                let at = g << bits;
-                let keep = (self.s.size - at).min(bytes.len() as u64) as usize;
-                f.file()
-                    .write_all_at(&bytes[..keep], at)
-                    .map_err(io(f.dest(), at))?;
-                (g..g + n).map(|c| c << bits).collect()
-            }
-            Placement::Prealloc(l) => {
-                let at = l.data_host(g);
-                self.write_image(at, bytes)?;
-                (g..g + n).map(|c| l.data_host(c)).collect()
-            }
-            Placement::Stream => {
-                let start = self.refs.alloc(n) << bits;
-                self.write_image(start, bytes)?;
-                (0..n).map(|i| start + (i << bits)).collect()
-            }
-        };
-        for (i, h) in hosts.into_iter().enumerate() {
-            self.set_entry(g + i as u64, Entry::data(&self.s, h))?;
-        }
-        Ok(())
-    }
-
-    /// Stores one compressed cluster, packed after the previous one when its host cluster can
-    /// take another reference (QEMU's `qcow2_alloc_bytes`).
-    fn put_compressed(&mut self, g: u64, bytes: &[u8]) -> Result<()> {
-        let (bits, cs, len) = (self.s.cluster_bits, self.cs(), bytes.len() as u64);
-        if len == 0 || len >= cs {
-            return Err(Error::invalid(
-                "compressed cluster must be smaller than a cluster",
-            ));
-        }
-        let mut at = None;
-        if let Some(p) = self.pack {
-            let cp = p >> bits;
-            let room = ((cp + 1) << bits) - p;
-            if len <= room {
-                if self.refs.bump(cp) {
-                    at = Some(p);
-                }
-            } else if self.refs.next_cluster() == cp + 1 && self.refs.bump(cp) {
-                self.refs.alloc(1);
-                at = Some(p);
-            }
-        }
-        let at = match at {
-            Some(p) => p,
-            None => self.refs.alloc(1) << bits,
-        };
-        self.write_image(at, bytes)?;
-        let end = at + len;
-        self.pack = if end % cs == 0 { None } else { Some(end) };
-        self.set_entry(g, Entry::compressed(&self.s, at, len))
-    }
-
-    /// Zeros over whole clusters that must hide a backing file.
-    fn put_zero_clusters(&mut self, g: u64, n: u64) -> Result<()> {
-        if self.s.version >= 3 {
-            for c in g..g + n {
-                let host = match &self.placement {
-                    Placement::Prealloc(l) => l.data_host(c),
-                    _ => 0,
-                };
-                self.set_entry(c, Entry::zero(&self.s, host))?;
-            }
-            return Ok(());
-        }
-        // v2 has no zero clusters: write zeros.
-        let per = ((1u64 << 20) >> self.s.cluster_bits).max(1);
-        let zeros = vec![0u8; (per * self.cs()) as usize];
-        let mut c = g;
-        while c < g + n {
-            let k = per.min(g + n - c).min(self.region_left(c));
-            self.put_clusters(c, k, &zeros[..(k * self.cs()) as usize])?;
-            c += k;
-        }
-        Ok(())
-    }
-
-    fn region_left(&self, g: u64) -> u64 {
-        let per = self.s.l2_entries();
-        per - g % per
-    }
-
-    /// Writes the partly filled cluster, zero-padded.
-    fn flush_partial(&mut self) -> Result<()> {
-        if let Some((g, buf)) = self.partial.take() {
-            self.put_clusters(g, 1, &buf)?;
-        }
-        Ok(())
-    }
-
-    /// Copies `data` (or zeros when `None`) into guest cluster `g` at `within`.
-    fn put_partial(&mut self, g: u64, within: u64, len: u64, data: Option<&[u8]>) -> Result<()> {
-        if self.partial.as_ref().is_some_and(|(pg, _)| *pg != g) {
-            self.flush_partial()?;
-        }
-        let cs = self.cs() as usize;
-        let (_, buf) = self.partial.get_or_insert_with(|| (g, vec![0u8; cs]));
-        let (a, b) = (within as usize, (within + len) as usize);
-        match data {
-            Some(d) => buf[a..b].copy_from_slice(d),
-            None => buf[a..b].fill(0),
-        }
-        if b == cs {
-            self.flush_partial()?;
-        }
-        Ok(())
-    }
-
-    fn put_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        let (bits, cs) = (self.s.cluster_bits, self.cs());
-        let mut at = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (g, within) = (at >> bits, at & (cs - 1));
-            if within != 0 || (rest.len() as u64) < cs {
-                let n = (cs - within).min(rest.len() as u64);
-                self.put_partial(g, within, n, Some(&rest[..n as usize]))?;
-                at += n;
-                rest = &rest[n as usize..];
-                continue;
-            }
-            self.flush_partial()?;
-            let n = (rest.len() as u64 / cs).min(self.region_left(g));
-            let (now, later) = rest.split_at((n * cs) as usize);
-            self.put_clusters(g, n, now)?;
-            at += n * cs;
-            rest = later;
-        }
-        Ok(())
-    }
-
-    fn put_zero(&mut self, offset: u64, len: u64) -> Result<()> {
-        let (bits, cs) = (self.s.cluster_bits, self.cs());
-        let hide = self.s.backing_file.is_some();
-        let end = offset + len;
-        let mut at = offset;
-        while at < end {
-            let (g, within) = (at >> bits, at & (cs - 1));
-            let n = (cs - within).min(end - at);
-            let in_partial = self.partial.as_ref().is_some_and(|(pg, _)| *pg == g);
-            if within != 0 || n < cs || in_partial {
-                // Inside a partly written cluster the zeros are already in its buffer; elsewhere
-                // they only matter when they must hide the backing file.
-                if hide || in_partial {
-                    self.put_partial(g, within, n, None)?;
-                }
-                at += n;
-                continue;
-            }
-            self.flush_partial()?;
-            let whole = (end - at) / cs;
-            if hide {
-                let k = whole.min(self.region_left(g));
-                self.put_zero_clusters(g, k)?;
-                at += k * cs;
-            } else {
-                at += whole * cs;
-            }
-        }
-        Ok(())
-    }
-
     fn place_refblocks(&mut self) -> Result<()> {
         let out = &self.out;
         self.refs.place_pending(&mut |off, b| {
             out.file().write_all_at(b, off).map_err(io(out.dest(), off))
         })
-    }
-
-    fn header(&self, l1_offset: u64, reftable: (u64, u32)) -> Header {
-        let s = &self.s;
-        let v3 = s.version >= 3;
-        let mut extensions = Vec::new();
-        if let Some(f) = &s.backing_fmt {
-            extensions.push(Extension::BackingFormat(f.clone()));
-        }
-        if let Some(d) = &s.data_file {
-            extensions.push(Extension::DataFile(d.clone()));
-        }
-        if v3 {
-            let names = [
-                (0, 0, "dirty bit"),
-                (0, 1, "corrupt bit"),
-                (0, 2, "external data file"),
-                (0, 3, "compression type"),
-                (0, 4, "extended L2 entries"),
-                (1, 0, "lazy refcounts"),
-                (2, 0, "bitmaps"),
-                (2, 1, "raw external data"),
-            ];
-            extensions.push(Extension::FeatureTable(
-                names
-                    .iter()
-                    .map(|(kind, bit, n)| FeatureName {
-                        kind: *kind,
-                        bit: *bit,
-                        name: n.to_string(),
-                    })
-                    .collect(),
-            ));
-        }
-        let mut incompat = 0;
-        if s.data_file.is_some() {
-            incompat |= header::incompat::DATA_FILE;
-        }
-        if s.compression == CompressionType::Zstd {
-            incompat |= header::incompat::COMPRESSION;
-        }
-        if s.extended_l2 {
-            incompat |= header::incompat::EXTL2;
-        }
-        Header {
-            version: s.version,
-            backing_file_offset: 0,
-            backing_file_size: 0,
-            cluster_bits: s.cluster_bits,
-            size: s.size,
-            crypt_method: 0,
-            l1_size: s.l1_entries() as u32,
-            l1_table_offset: l1_offset,
-            refcount_table_offset: reftable.0,
-            refcount_table_clusters: reftable.1,
-            nb_snapshots: 0,
-            snapshots_offset: 0,
-            incompatible_features: incompat,
-            compatible_features: if s.lazy_refcounts {
-                header::compat::LAZY_REFCOUNTS
-            } else {
-                0
-            },
-            autoclear_features: if s.data_file_raw {
-                header::autoclear::DATA_FILE_RAW
-            } else {
-                0
-            },
-            refcount_order: s.refcount_order,
-            header_length: if v3 { 112 } else { header::V2_HEADER_LEN },
-            compression_type: match s.compression {
-                CompressionType::Zlib => header::COMPRESSION_ZLIB,
-                CompressionType::Zstd => header::COMPRESSION_ZSTD,
-            },
-            extensions,
-            backing_file: s.backing_file.clone(),
-        }
-    }
-
-    /// Writes the L1 table (only its non-zero entries; the rest of its clusters are holes).
-    fn write_l1(&mut self) -> Result<u64> {
-        let entries = self.s.l1_entries();
-        if entries == 0 {
-            return Ok(0);
-        }
-        let (bits, cs) = (self.s.cluster_bits, self.cs());
-        let clusters = (entries * 8).div_ceil(cs);
-        let at = self.refs.alloc(clusters) << bits;
-        let per = cs / 8;
-        let mut chunk: Option<(u64, Vec<u8>)> = None;
-        for (&region, &l2) in &self.l1 {
-            let c = region / per;
-            if chunk.as_ref().is_some_and(|(cc, _)| *cc != c) {
-                if let Some((cc, buf)) = chunk.take() {
-                    self.write_image(at + cc * cs, &buf)?;
-                }
-            }
-            let (_, buf) = chunk.get_or_insert_with(|| (c, vec![0u8; cs as usize]));
-            let i = ((region % per) * 8) as usize;
-            buf[i..i + 8].copy_from_slice(&(l2 | layout::COPIED).to_be_bytes());
-        }
-        if let Some((cc, buf)) = chunk {
-            self.write_image(at + cc * cs, &buf)?;
-        }
-        Ok(at)
-    }
-
-    fn finish_image(mut self) -> Result<()> {
-        self.flush_partial()?;
-        let regions = self.s.l1_entries();
-        self.enter_region(regions)?;
-        if let Some(t) = self.l2.take() {
-            self.flush_table(t)?;
-        }
-        self.place_refblocks()?;
-        let l1 = self.write_l1()?;
-        let out = &self.out;
-        let reftable = self
-            .refs
-            .finish(&mut |off, b| out.file().write_all_at(b, off).map_err(io(out.dest(), off)))?;
-        let h = self.header(l1, reftable).serialize();
-        if h.len() as u64 > self.cs() {
-            return Err(Error::invalid(
-                "qcow2 header and backing file name do not fit in the first cluster",
-            ));
-        }
-        // The header goes last: until now cluster 0 was zeros, not an image.
-        self.write_image(0, &h)?;
-        let Qcow2Writer { out, placement, .. } = self;
-        if let Placement::DataFile(d) = placement {
-            d.commit()?;
-        }
-        out.commit()
     }
 }
 

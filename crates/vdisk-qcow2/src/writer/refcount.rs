@@ -1,17 +1,23 @@
 //! Reference counts for a qcow2 file written front to back (qcow2.txt "Host cluster management").
 //!
-//! Host clusters are allocated in increasing order, so a refcount block is final as soon as the
-//! allocation frontier leaves the clusters it covers: it is then written at the frontier (where it
-//! counts itself in a later block). Only the block under the frontier is held in memory, plus one
-//! table entry per block. At the end the refcount table and the last blocks are placed with the
-//! usual self-referencing fixpoint (the table and blocks count themselves).
+//! Host clusters are allocated in increasing order. As in QEMU's own images, the refcount block
+//! for a range of clusters is reserved when the first cluster of that range is allocated (it then
+//! counts itself), and written once the allocation frontier has left the range, so only one block
+//! is held in memory, plus one table entry per block. The refcount table is reserved up front at
+//! its largest possible size (holes in the file), so nothing needs to be appended at the end.
+//! Blocks crossed by one contiguous run (a large L1 table, a preallocated image) are placed after
+//! the run instead.
 
 use crate::limits;
 use std::collections::VecDeque;
 use vdisk_core::{Error, Result};
 
-/// Refcount blocks awaiting a host cluster: their content, or `None` when every entry is 1.
-type Pending = VecDeque<(u64, Option<Vec<u8>>)>;
+/// A complete refcount block waiting to be written: its index, its content (`None` when every
+/// entry is 1) and its reserved cluster, if it has one.
+type Pending = VecDeque<(u64, Option<Vec<u8>>, Option<u64>)>;
+
+/// Writes `bytes` at a file offset.
+pub type Write<'a> = dyn FnMut(u64, &[u8]) -> Result<()> + 'a;
 
 /// The reference counts of a file under construction.
 #[derive(Debug)]
@@ -26,6 +32,8 @@ pub struct Refcounts {
     buf: Vec<u8>,
     /// Whether any cluster of `cur` was allocated.
     cur_used: bool,
+    /// The cluster reserved for `cur`'s own refcount block.
+    cur_home: Option<u64>,
     pending: Pending,
     /// Host offsets of placed refcount blocks, by block index.
     table: Vec<u64>,
@@ -44,15 +52,38 @@ impl Refcounts {
             cur: 0,
             buf: vec![0; cs],
             cur_used: false,
+            cur_home: None,
             pending: VecDeque::new(),
             table: Vec::new(),
             ones: None,
         }
     }
 
-    /// The next cluster index that [`Refcounts::alloc`] returns.
+    /// Refcount table clusters enough for a file of at most `max_clusters` clusters plus its
+    /// refcount blocks and the table itself, capped at QEMU's table limit.
+    pub fn table_clusters_for(&self, max_clusters: u64) -> u64 {
+        let cs = 1u64 << self.cluster_bits;
+        let (mut t, mut b) = (1u64, 0u64);
+        for _ in 0..64 {
+            let nb = (max_clusters + t + b).div_ceil(self.per_block);
+            let nt = (nb * 8).div_ceil(cs).max(1);
+            if (nb, nt) == (b, t) {
+                break;
+            }
+            (b, t) = (nb, nt);
+        }
+        t.min(limits::MAX_REFTABLE_BYTES / cs)
+    }
+
+    /// The next cluster index that [`Refcounts::alloc_run`] returns.
     pub fn next_cluster(&self) -> u64 {
         self.next
+    }
+
+    /// The cluster [`Refcounts::alloc_one`] would return now without reserving a refcount block
+    /// first, if that is the case.
+    pub fn peek_one(&self) -> Option<u64> {
+        (self.next / self.per_block == self.cur && self.cur_home.is_some()).then_some(self.next)
     }
 
     /// The largest count an entry holds.
@@ -65,7 +96,8 @@ impl Refcounts {
     }
 
     /// Allocates `n` contiguous clusters with reference count 1; returns the first cluster index.
-    pub fn alloc(&mut self, n: u64) -> u64 {
+    /// Blocks the run fills are placed later by [`Refcounts::place_pending`].
+    pub fn alloc_run(&mut self, n: u64) -> u64 {
         let start = self.next;
         let end = start + n;
         let mut c = start;
@@ -76,7 +108,7 @@ impl Refcounts {
             }
             if c % self.per_block == 0 && end - c >= self.per_block && !self.cur_used {
                 // A whole block of ones: remember it without materialising it.
-                self.pending.push_back((b, None));
+                self.pending.push_back((b, None, None));
                 self.cur = b + 1;
                 c += self.per_block;
                 continue;
@@ -90,6 +122,28 @@ impl Refcounts {
         }
         self.next = end;
         start
+    }
+
+    /// Reserves the refcount block of the block under the frontier, if it has none yet.
+    pub fn reserve_home(&mut self) {
+        loop {
+            let b = self.next / self.per_block;
+            if b != self.cur {
+                self.leave_block(b);
+            }
+            if self.cur_home.is_some() {
+                return;
+            }
+            let c = self.alloc_run(1);
+            self.cur_home = Some(c);
+        }
+    }
+
+    /// Allocates one cluster with reference count 1, reserving its refcount block first when it
+    /// is the first cluster of its block.
+    pub fn alloc_one(&mut self) -> u64 {
+        self.reserve_home();
+        self.alloc_run(1)
     }
 
     /// Adds one reference to `cluster` (compressed clusters sharing a host cluster). Returns false,
@@ -112,12 +166,13 @@ impl Refcounts {
         let cs = self.buf.len();
         if self.cur_used {
             let full = std::mem::replace(&mut self.buf, vec![0; cs]);
-            self.pending.push_back((self.cur, Some(full)));
+            self.pending
+                .push_back((self.cur, Some(full), self.cur_home));
         }
         self.cur = to;
         self.cur_used = false;
+        self.cur_home = None;
     }
-
     fn get_in_block(&self, i: u64) -> u64 {
         let i = i as usize;
         let b = &self.buf;
@@ -184,10 +239,13 @@ impl Refcounts {
         Ok(())
     }
 
-    /// Writes every complete block not yet written at the frontier, through `write(offset, bytes)`.
-    pub fn place_pending(&mut self, write: &mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
-        while let Some((block, content)) = self.pending.pop_front() {
-            let c = self.alloc(1);
+    /// Writes every complete block: at its reserved cluster, or at the frontier.
+    pub fn place_pending(&mut self, write: &mut Write) -> Result<()> {
+        while let Some((block, content, home)) = self.pending.pop_front() {
+            let c = match home {
+                Some(c) => c,
+                None => self.alloc_one(),
+            };
             let bytes = match content {
                 Some(b) => b,
                 None => self.ones_block(),
@@ -198,57 +256,30 @@ impl Refcounts {
         Ok(())
     }
 
-    /// Places the refcount table and the remaining blocks after everything else; returns the table's
-    /// offset and its size in clusters. Nothing may be allocated afterwards.
-    pub fn finish(
-        &mut self,
-        write: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
-    ) -> Result<(u64, u32)> {
+    /// Writes the remaining blocks and the refcount table into its `clusters` reserved clusters at
+    /// `table_at`. Nothing may be allocated afterwards.
+    pub fn finish(&mut self, write: &mut Write, table_at: u64, clusters: u64) -> Result<()> {
+        self.reserve_home();
         self.place_pending(write)?;
+        let Some(home) = self.cur_home else {
+            return Err(Error::Other(
+                "qcow2 writer: last refcount block has no place".into(),
+            ));
+        };
+        let at = home << self.cluster_bits;
+        write(at, &self.buf)?;
+        self.record(self.cur, at)?;
         let cs = 1u64 << self.cluster_bits;
-        let first_unplaced = self.cur;
-        let (mut t, mut u) = (1u64, 1u64);
-        let mut settled = false;
-        for _ in 0..64 {
-            let end = self.next + t + u;
-            let blocks = end.div_ceil(self.per_block);
-            let (nt, nu) = ((blocks * 8).div_ceil(cs), blocks - first_unplaced);
-            if (nt, nu) == (t, u) {
-                settled = true;
-                break;
-            }
-            (t, u) = (nt.max(t), nu.max(u));
-        }
-        if !settled || t * cs > limits::MAX_REFTABLE_BYTES {
+        if self.table.len() as u64 * 8 > clusters * cs {
             return Err(Error::invalid(
                 "qcow2 image too large: the refcount table would exceed 8 MiB",
             ));
         }
-        let table_at = self.alloc(t) << self.cluster_bits;
-        let blocks_at = self.alloc(u);
-        self.leave_block(self.cur + 1);
-        let mut placed = 0u64;
-        while let Some((block, content)) = self.pending.pop_front() {
-            if placed >= u {
-                return Err(Error::Other(
-                    "qcow2 writer: refcount fixpoint miscounted blocks".into(),
-                ));
-            }
-            let bytes = match content {
-                Some(b) => b,
-                None => self.ones_block(),
-            };
-            let at = (blocks_at + placed) << self.cluster_bits;
-            write(at, &bytes)?;
-            self.record(block, at)?;
-            placed += 1;
+        let mut table = Vec::with_capacity(self.table.len() * 8);
+        for off in &self.table {
+            table.extend_from_slice(&off.to_be_bytes());
         }
-        let mut table = vec![0u8; (t * cs) as usize];
-        for (i, off) in self.table.iter().enumerate() {
-            table[i * 8..i * 8 + 8].copy_from_slice(&off.to_be_bytes());
-        }
-        write(table_at, &table)?;
-        Ok((table_at, t as u32))
+        write(table_at, &table)
     }
 }
 
@@ -264,9 +295,9 @@ mod tests {
     }
 
     /// Every cluster up to the end is counted once (twice where bumped), including the table and
-    /// the blocks themselves.
+    /// the blocks themselves, whether allocated one by one or in runs crossing blocks.
     #[test]
-    fn fixpoint_counts_everything_for_every_width() {
+    fn every_cluster_is_counted_for_every_width() {
         for order in 0..=6u32 {
             let mut r = Refcounts::new(9, order);
             let mut file: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -274,32 +305,40 @@ mod tests {
                 file.insert(off, b.to_vec());
                 Ok(())
             };
-            r.alloc(1);
-            let c = r.alloc(3);
-            let bumped = order > 0 && r.bump(c + 2);
-            r.alloc(5000);
+            r.alloc_run(1);
+            let t = r.table_clusters_for(20000);
+            let table_at = r.alloc_run(t) << 9;
+            r.reserve_home();
+            let c = r.alloc_one();
+            let bumped = order > 0 && r.bump(c);
+            for _ in 0..5000 {
+                r.alloc_one();
+            }
             r.place_pending(&mut w).unwrap();
-            r.alloc(7);
-            let end_before = r.next_cluster();
-            let (table_at, t) = r.finish(&mut w).unwrap();
+            r.alloc_run(700);
+            r.place_pending(&mut w).unwrap();
+            for _ in 0..7 {
+                r.alloc_one();
+            }
+            r.finish(&mut w, table_at, t).unwrap();
+            let last = r.next_cluster();
+            assert!(
+                file.keys().all(|o| o / 512 < last),
+                "order {order}: write past the end"
+            );
             let table = &file[&table_at];
-            assert_eq!(table.len(), t as usize * 512);
             let per_block = (512 * 8) >> order;
             let mut seen = 0u64;
-            let last = file.keys().max().unwrap() / 512 + 1;
-            assert!(last > end_before);
             for (bi, chunk) in table.chunks(8).enumerate() {
                 let off = u64::from_be_bytes(chunk.try_into().unwrap());
-                if off == 0 {
-                    continue;
-                }
+                assert_ne!(off, 0, "order {order}: block {bi} missing");
                 let block = &file[&off];
                 for i in 0..per_block {
                     let cl = (bi * per_block + i) as u64;
                     let v = entry(block, order, i);
                     let want = if cl >= last {
                         0
-                    } else if bumped && cl == c + 2 {
+                    } else if bumped && cl == c {
                         2
                     } else {
                         1
@@ -315,10 +354,10 @@ mod tests {
     #[test]
     fn bump_respects_the_maximum() {
         let mut r = Refcounts::new(9, 0);
-        let c = r.alloc(1);
+        let c = r.alloc_one();
         assert!(!r.bump(c), "1-bit refcounts cannot count two references");
         let mut r = Refcounts::new(9, 1);
-        let c = r.alloc(1);
+        let c = r.alloc_one();
         assert!(r.bump(c) && r.bump(c) && !r.bump(c));
         assert!(!r.bump(c + 1), "unallocated");
     }

@@ -10,10 +10,10 @@ use vdisk_testutil::{
 };
 
 /// 3 MiB and an odd tail, so that the last cluster is partial for every cluster size above 512.
-const SIZE: u64 = (3 << 20) + 1536;
+pub(super) const SIZE: u64 = (3 << 20) + 1536;
 
 /// Patterned data in 4 KiB units: data, explicit zeros, half-filled units; `seed` varies it.
-fn source(size: u64, seed: u64) -> Vec<u8> {
+pub(super) fn source(size: u64, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; size as usize];
     for (i, unit) in v.chunks_mut(4096).enumerate() {
         let i = i as u64;
@@ -41,7 +41,11 @@ fn source(size: u64, seed: u64) -> Vec<u8> {
 /// Feeds `src` to `w` in order like the conversion engine: granules of the writer's granularity,
 /// zero runs either as `Zero` payloads or skipped (`skip_zero`), data compressed through the
 /// writer's encoder when it has one. Returns which granules were skipped.
-fn drive(w: &mut dyn ImageWriter, src: &[u8], skip_zero: impl Fn(u64) -> bool) -> Vec<bool> {
+pub(super) fn drive(
+    w: &mut dyn ImageWriter,
+    src: &[u8],
+    skip_zero: impl Fn(u64) -> bool,
+) -> Vec<bool> {
     let g = w.caps().granularity as usize;
     let step = if w.encoder().is_some() {
         g
@@ -72,7 +76,7 @@ fn drive(w: &mut dyn ImageWriter, src: &[u8], skip_zero: impl Fn(u64) -> bool) -
     skipped
 }
 
-fn opts(o: &str) -> CreateOptions {
+pub(super) fn opts(o: &str) -> CreateOptions {
     CreateOptions::parse(&[o]).unwrap()
 }
 
@@ -81,7 +85,12 @@ fn format_specific(info: &Value) -> &Value {
 }
 
 /// Writes `src` as a qcow2 image with `o` and checks it with qemu; returns the image path.
-fn write_and_verify(dir: &Scratch, name: &str, o: &str, compress: bool) -> std::path::PathBuf {
+pub(super) fn write_and_verify(
+    dir: &Scratch,
+    name: &str,
+    o: &str,
+    compress: bool,
+) -> std::path::PathBuf {
     let src = source(SIZE, name.len() as u64);
     let raw = dir.join(&format!("{name}.raw"));
     std::fs::write(&raw, &src).unwrap();
@@ -147,6 +156,13 @@ fn option_combinations_pass_qemu_check_and_compare() {
                 "{o}"
             );
         }
+        // qemu keeps writing into the image cleanly (its allocator trusts our refcounts).
+        qemu_io(
+            "qcow2",
+            &img,
+            &["write -P 0x77 1M 192k", "write -P 0x78 64k 4k"],
+        );
+        assert_qemu_check_clean(&img, "qcow2");
         // Skipped zero runs stay unallocated (the 2 MiB clusters all hold some data).
         if *cs >= 2 << 20 {
             continue;
@@ -192,43 +208,6 @@ fn preallocation_modes_match_qemu_semantics() {
         assert!(
             file_len >= SIZE,
             "{o}: preallocated file is {file_len} bytes"
-        );
-    }
-}
-
-#[test]
-fn compressed_images_pass_check_and_use_compressed_clusters() {
-    if !qemu_available() {
-        return;
-    }
-    let dir = Scratch::new("qcow2w-compress");
-    for (name, o) in [
-        ("z64k", ""),
-        ("z4k", "cluster_size=4k"),
-        ("zr1", "cluster_size=4k,refcount_bits=1"),
-        ("zr2", "cluster_size=512,refcount_bits=2"),
-        ("zstd", "compression_type=zstd"),
-        ("zv2", "compat=0.10"),
-        ("zextl2", "extended_l2=on,cluster_size=16k"),
-    ] {
-        let img = write_and_verify(&dir, name, o, true);
-        let map = qemu_map_json(&img, Some("qcow2"));
-        assert!(
-            map.as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["compressed"] == true),
-            "{o}: {map}"
-        );
-        let check: Value = serde_json::from_str(&qemu_img(&[
-            "check",
-            "--output=json",
-            &img.to_string_lossy(),
-        ]))
-        .unwrap();
-        assert!(
-            check["compressed-clusters"].as_u64().unwrap() > 0,
-            "{o}: {check}"
         );
     }
 }

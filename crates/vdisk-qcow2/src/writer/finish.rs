@@ -1,0 +1,142 @@
+//! Completing an image: the last L2 table, the L1 table, the refcount blocks and table, and the
+//! header with its extensions written last (qcow2.txt "Header", "Header extensions").
+
+use super::file::io;
+use super::layout::COPIED;
+use super::{CompressionType, Placement, Qcow2Writer};
+use crate::header::{self, Extension, FeatureName, Header};
+use std::os::unix::fs::FileExt;
+use vdisk_core::{Error, Result};
+
+impl Qcow2Writer {
+    pub(super) fn header(&self) -> Header {
+        let s = &self.s;
+        let v3 = s.version >= 3;
+        let mut extensions = Vec::new();
+        if let Some(f) = &s.backing_fmt {
+            extensions.push(Extension::BackingFormat(f.clone()));
+        }
+        if let Some(d) = &s.data_file {
+            extensions.push(Extension::DataFile(d.clone()));
+        }
+        if v3 {
+            let names = [
+                (0, 0, "dirty bit"),
+                (0, 1, "corrupt bit"),
+                (0, 2, "external data file"),
+                (0, 3, "compression type"),
+                (0, 4, "extended L2 entries"),
+                (1, 0, "lazy refcounts"),
+                (2, 0, "bitmaps"),
+                (2, 1, "raw external data"),
+            ];
+            extensions.push(Extension::FeatureTable(
+                names
+                    .iter()
+                    .map(|(kind, bit, n)| FeatureName {
+                        kind: *kind,
+                        bit: *bit,
+                        name: n.to_string(),
+                    })
+                    .collect(),
+            ));
+        }
+        let mut incompat = 0;
+        if s.data_file.is_some() {
+            incompat |= header::incompat::DATA_FILE;
+        }
+        if s.compression == CompressionType::Zstd {
+            incompat |= header::incompat::COMPRESSION;
+        }
+        if s.extended_l2 {
+            incompat |= header::incompat::EXTL2;
+        }
+        Header {
+            version: s.version,
+            backing_file_offset: 0,
+            backing_file_size: 0,
+            cluster_bits: s.cluster_bits,
+            size: s.size,
+            crypt_method: 0,
+            l1_size: s.l1_entries() as u32,
+            l1_table_offset: self.l1_at,
+            refcount_table_offset: self.reftable.0,
+            refcount_table_clusters: self.reftable.1 as u32,
+            nb_snapshots: 0,
+            snapshots_offset: 0,
+            incompatible_features: incompat,
+            compatible_features: if s.lazy_refcounts {
+                header::compat::LAZY_REFCOUNTS
+            } else {
+                0
+            },
+            autoclear_features: if s.data_file_raw {
+                header::autoclear::DATA_FILE_RAW
+            } else {
+                0
+            },
+            refcount_order: s.refcount_order,
+            header_length: if v3 { 112 } else { header::V2_HEADER_LEN },
+            compression_type: match s.compression {
+                CompressionType::Zlib => header::COMPRESSION_ZLIB,
+                CompressionType::Zstd => header::COMPRESSION_ZSTD,
+            },
+            extensions,
+            backing_file: s.backing_file.clone(),
+        }
+    }
+
+    /// Writes the L1 table (only its non-zero entries; the rest of its clusters are holes).
+    pub(super) fn write_l1(&mut self) -> Result<()> {
+        let cs = self.cs();
+        let at = self.l1_at;
+        let per = cs / 8;
+        let mut chunk: Option<(u64, Vec<u8>)> = None;
+        for (&region, &l2) in &self.l1 {
+            let c = region / per;
+            if chunk.as_ref().is_some_and(|(cc, _)| *cc != c) {
+                if let Some((cc, buf)) = chunk.take() {
+                    self.write_image(at + cc * cs, &buf)?;
+                }
+            }
+            let (_, buf) = chunk.get_or_insert_with(|| (c, vec![0u8; cs as usize]));
+            let i = ((region % per) * 8) as usize;
+            buf[i..i + 8].copy_from_slice(&(l2 | COPIED).to_be_bytes());
+        }
+        if let Some((cc, buf)) = chunk {
+            self.write_image(at + cc * cs, &buf)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish_image(mut self) -> Result<()> {
+        self.flush_partial()?;
+        let regions = self.s.l1_entries();
+        self.enter_region(regions)?;
+        if let Some(t) = self.l2.take() {
+            self.flush_table(t)?;
+        }
+        self.place_refblocks()?;
+        self.write_l1()?;
+        let out = &self.out;
+        let (table_at, t) = self.reftable;
+        self.refs.finish(
+            &mut |off, b| out.file().write_all_at(b, off).map_err(io(out.dest(), off)),
+            table_at,
+            t,
+        )?;
+        let h = self.header().serialize();
+        if h.len() as u64 > self.cs() {
+            return Err(Error::invalid(
+                "qcow2 header and backing file name do not fit in the first cluster",
+            ));
+        }
+        // The header goes last: until now cluster 0 was zeros, not an image.
+        self.write_image(0, &h)?;
+        let Qcow2Writer { out, placement, .. } = self;
+        if let Placement::DataFile(d) = placement {
+            d.commit()?;
+        }
+        out.commit()
+    }
+}

@@ -1,0 +1,205 @@
+//! Guest data into the image: plain, compressed and zero clusters, partial clusters gathered in a
+//! buffer (qcow2.txt "Cluster mapping", "Compressed Clusters Descriptor", "Extended L2 Entries").
+
+use super::file::io;
+use super::layout::Entry;
+use super::{Placement, Qcow2Writer};
+use std::os::unix::fs::FileExt;
+use vdisk_core::{Error, Result};
+
+impl Qcow2Writer {
+    /// Stores `n` whole guest clusters from `g` (all in one L2 region) as plain data.
+    pub(super) fn put_clusters(&mut self, g: u64, n: u64, bytes: &[u8]) -> Result<()> {
+        let bits = self.s.cluster_bits;
+        self.enter_region(g / self.s.l2_entries())?;
+        let hosts: Vec<u64> = match &self.placement {
+            Placement::DataFile(f) => {
+                // Only guest bytes go to the data file: it stays exactly the disk's size.
+                let at = g << bits;
+                let keep = (self.s.size - at).min(bytes.len() as u64) as usize;
+                f.file()
+                    .write_all_at(&bytes[..keep], at)
+                    .map_err(io(f.dest(), at))?;
+                (g..g + n).map(|c| c << bits).collect()
+            }
+            Placement::Prealloc(l) => {
+                let at = l.data_host(g);
+                self.write_image(at, bytes)?;
+                (g..g + n).map(|c| l.data_host(c)).collect()
+            }
+            Placement::Stream => {
+                // One cluster at a time (a refcount block may be reserved in between), written in
+                // contiguous runs.
+                let cs = self.cs() as usize;
+                let mut hosts = Vec::with_capacity(n as usize);
+                let mut run = 0usize;
+                for i in 0..n as usize {
+                    let h = self.refs.alloc_one() << bits;
+                    if let Some(last) = hosts.last() {
+                        if *last + self.cs() != h {
+                            self.write_image(hosts[run], &bytes[run * cs..i * cs])?;
+                            run = i;
+                        }
+                    }
+                    hosts.push(h);
+                }
+                if let Some(first) = hosts.get(run) {
+                    self.write_image(*first, &bytes[run * cs..])?;
+                }
+                hosts
+            }
+        };
+        for (i, h) in hosts.into_iter().enumerate() {
+            self.set_entry(g + i as u64, Entry::data(&self.s, h))?;
+        }
+        Ok(())
+    }
+
+    /// Stores one compressed cluster, packed after the previous one when its host cluster can
+    /// take another reference (QEMU's `qcow2_alloc_bytes`).
+    pub(super) fn put_compressed(&mut self, g: u64, bytes: &[u8]) -> Result<()> {
+        let (bits, cs, len) = (self.s.cluster_bits, self.cs(), bytes.len() as u64);
+        if len == 0 || len >= cs {
+            return Err(Error::invalid(
+                "compressed cluster must be smaller than a cluster",
+            ));
+        }
+        self.enter_region(g / self.s.l2_entries())?;
+        let mut at = None;
+        if let Some(p) = self.pack {
+            let cp = p >> bits;
+            let room = ((cp + 1) << bits) - p;
+            if len <= room {
+                if self.refs.bump(cp) {
+                    at = Some(p);
+                }
+            } else if self.refs.peek_one() == Some(cp + 1) && self.refs.bump(cp) {
+                self.refs.alloc_one();
+                at = Some(p);
+            }
+        }
+        let at = match at {
+            Some(p) => p,
+            None => self.refs.alloc_one() << bits,
+        };
+        self.write_image(at, bytes)?;
+        let end = at + len;
+        self.pack = if end % cs == 0 { None } else { Some(end) };
+        self.set_entry(g, Entry::compressed(&self.s, at, len))
+    }
+
+    /// Zeros over whole clusters that must hide a backing file.
+    pub(super) fn put_zero_clusters(&mut self, g: u64, n: u64) -> Result<()> {
+        if self.s.version >= 3 {
+            for c in g..g + n {
+                let host = match &self.placement {
+                    Placement::Prealloc(l) => l.data_host(c),
+                    _ => 0,
+                };
+                self.set_entry(c, Entry::zero(&self.s, host))?;
+            }
+            return Ok(());
+        }
+        // v2 has no zero clusters: write zeros.
+        let per = ((1u64 << 20) >> self.s.cluster_bits).max(1);
+        let zeros = vec![0u8; (per * self.cs()) as usize];
+        let mut c = g;
+        while c < g + n {
+            let k = per.min(g + n - c).min(self.region_left(c));
+            self.put_clusters(c, k, &zeros[..(k * self.cs()) as usize])?;
+            c += k;
+        }
+        Ok(())
+    }
+
+    pub(super) fn region_left(&self, g: u64) -> u64 {
+        let per = self.s.l2_entries();
+        per - g % per
+    }
+
+    /// Writes the partly filled cluster, zero-padded.
+    pub(super) fn flush_partial(&mut self) -> Result<()> {
+        if let Some((g, buf)) = self.partial.take() {
+            self.put_clusters(g, 1, &buf)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` (or zeros when `None`) into guest cluster `g` at `within`.
+    pub(super) fn put_partial(
+        &mut self,
+        g: u64,
+        within: u64,
+        len: u64,
+        data: Option<&[u8]>,
+    ) -> Result<()> {
+        if self.partial.as_ref().is_some_and(|(pg, _)| *pg != g) {
+            self.flush_partial()?;
+        }
+        let cs = self.cs() as usize;
+        let (_, buf) = self.partial.get_or_insert_with(|| (g, vec![0u8; cs]));
+        let (a, b) = (within as usize, (within + len) as usize);
+        match data {
+            Some(d) => buf[a..b].copy_from_slice(d),
+            None => buf[a..b].fill(0),
+        }
+        if b == cs {
+            self.flush_partial()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let (bits, cs) = (self.s.cluster_bits, self.cs());
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (g, within) = (at >> bits, at & (cs - 1));
+            if within != 0 || (rest.len() as u64) < cs {
+                let n = (cs - within).min(rest.len() as u64);
+                self.put_partial(g, within, n, Some(&rest[..n as usize]))?;
+                at += n;
+                rest = &rest[n as usize..];
+                continue;
+            }
+            self.flush_partial()?;
+            let n = (rest.len() as u64 / cs).min(self.region_left(g));
+            let (now, later) = rest.split_at((n * cs) as usize);
+            self.put_clusters(g, n, now)?;
+            at += n * cs;
+            rest = later;
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_zero(&mut self, offset: u64, len: u64) -> Result<()> {
+        let (bits, cs) = (self.s.cluster_bits, self.cs());
+        let hide = self.s.backing_file.is_some();
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let (g, within) = (at >> bits, at & (cs - 1));
+            let n = (cs - within).min(end - at);
+            let in_partial = self.partial.as_ref().is_some_and(|(pg, _)| *pg == g);
+            if within != 0 || n < cs || in_partial {
+                // Inside a partly written cluster the zeros are already in its buffer; elsewhere
+                // they only matter when they must hide the backing file.
+                if hide || in_partial {
+                    self.put_partial(g, within, n, None)?;
+                }
+                at += n;
+                continue;
+            }
+            self.flush_partial()?;
+            let whole = (end - at) / cs;
+            if hide {
+                let k = whole.min(self.region_left(g));
+                self.put_zero_clusters(g, k)?;
+                at += k * cs;
+            } else {
+                at += whole * cs;
+            }
+        }
+        Ok(())
+    }
+}
