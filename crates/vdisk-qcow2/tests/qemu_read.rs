@@ -263,7 +263,7 @@ fn many_threads_read_the_same_image() {
     }
     let s = Scratch::new("qcow2-mt");
     let src = make(&s, "src.qcow2", "cluster_size=4k", "4M", PATTERN);
-    let dst = s.join("c.qcow2");
+    let dst = s.join("mt-c.qcow2");
     qemu_img(&[
         "convert",
         "-c",
@@ -365,8 +365,8 @@ fn extended_l2_overlay_on_backing() {
         return;
     }
     let s = Scratch::new("qcow2-el2-back");
-    let base = make(&s, "base.qcow2", "", "2M", &["write -P 1 0 2M"]);
-    let top = s.join("top.qcow2");
+    let base = make(&s, "el2-base.qcow2", "", "2M", &["write -P 1 0 2M"]);
+    let top = s.join("el2-top.qcow2");
     let b = base.to_str().unwrap();
     qemu_img(&[
         "create",
@@ -406,9 +406,9 @@ fn snapshot_lifecycle_on_compressed_and_v2_images() {
     let s = Scratch::new("qcow2-snaplife");
     let src = make(&s, "src.qcow2", "", "2M", PATTERN);
     for (name, o) in [
-        ("c.qcow2", "compat=1.1"),
-        ("v2.qcow2", "compat=0.10"),
-        ("e.qcow2", "extended_l2=on"),
+        ("sl-c.qcow2", "compat=1.1"),
+        ("sl-v2.qcow2", "compat=0.10"),
+        ("sl-e.qcow2", "extended_l2=on"),
     ] {
         let p = s.join(name);
         let ps = p.to_str().unwrap();
