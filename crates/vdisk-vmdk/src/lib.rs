@@ -6,6 +6,7 @@
 //! stream-optimized subformats.
 
 pub mod check;
+pub mod cowd;
 pub mod descriptor;
 pub mod header;
 pub mod info;
@@ -14,6 +15,7 @@ pub mod reader;
 pub mod sesparse;
 pub mod sparse;
 pub mod sparse_out;
+pub mod stream;
 pub mod stream_out;
 pub mod writer;
 

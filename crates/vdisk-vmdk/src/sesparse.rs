@@ -1,10 +1,14 @@
 //! seSparse extents (ESXi 6.5+ snapshot deltas, descriptor type SESPARSE): the constant and volatile
 //! headers and the 64-bit grain directory and table entries. VMware does not publish this format; the
 //! layout follows what qemu's block/vmdk.c reads, with the same strict checks (version 2.1, 4 KiB
-//! grains, 64-sector grain tables, no flags, clean journal). Pure parsing, no I/O.
+//! grains, 64-sector grain tables, no flags, clean journal). Parsing is pure; `open_sesparse` reads
+//! the headers and the grain directory and hands them to the common sparse-extent reader.
 
-use crate::header::{HeaderError, SESPARSE_MAGIC};
-use crate::limits::{MAX_VIRTUAL_BYTES, SECTOR};
+use crate::header::{HeaderError, SparseHeader, HEADER_SIZE, SESPARSE_MAGIC};
+use crate::limits::{MAX_GD_ENTRIES, MAX_VIRTUAL_BYTES, SECTOR};
+use crate::sparse::{header_error, SparseExtent};
+use std::sync::Arc;
+use vdisk_core::{Error, Result, Storage};
 
 /// The volatile header's magic.
 pub const SESPARSE_VOLATILE_MAGIC: u64 = 0x0000_0000_cafe_cafe;
@@ -139,6 +143,80 @@ pub fn check_volatile(b: &[u8; 512]) -> Result<(), HeaderError> {
         ));
     }
     Ok(())
+}
+
+impl SparseExtent {
+    /// Opens an seSparse extent whose constant header is `head`.
+    pub(crate) fn open_sesparse(
+        storage: Arc<dyn Storage>,
+        head: &[u8; HEADER_SIZE],
+        siblings: usize,
+        file_len: u64,
+    ) -> Result<Self> {
+        let path = storage.path().to_path_buf();
+        let se = SeSparseHeader::parse(head).map_err(|e| header_error(&path, e, 0))?;
+        let vol_at = se.volatile_header_offset * SECTOR;
+        let mut vol = [0u8; HEADER_SIZE];
+        storage.read_exact_at(&mut vol, vol_at)?;
+        check_volatile(&vol).map_err(|e| header_error(&path, e, vol_at))?;
+        let entries = se.gd_entries_needed();
+        if entries > MAX_GD_ENTRIES {
+            return Err(Error::limit(
+                &path,
+                "grain directory entries",
+                entries,
+                MAX_GD_ENTRIES,
+            ));
+        }
+        let gd_at = se.grain_dir_offset * SECTOR;
+        if gd_at
+            .checked_add(entries * 8)
+            .is_none_or(|end| end > file_len)
+        {
+            return Err(Error::corrupt(
+                &path,
+                Some(gd_at),
+                "seSparse grain directory lies outside the file",
+            ));
+        }
+        let mut raw = vec![0u8; entries as usize * 8];
+        storage.read_exact_at(&mut raw, gd_at)?;
+        let mut gd = Vec::with_capacity(entries as usize);
+        for (i, c) in raw.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            let sector = se.table_sector(e).ok_or_else(|| {
+                Error::corrupt(
+                    &path,
+                    Some(gd_at + i as u64 * 8),
+                    format!("seSparse grain directory entry {i} ({e:#x}) is malformed"),
+                )
+            })?;
+            gd.push(sector);
+        }
+        let header = SparseHeader {
+            version: 1,
+            flags: 0,
+            capacity: se.capacity,
+            grain_size: SESPARSE_GRAIN_SECTORS,
+            descriptor_offset: 0,
+            descriptor_size: 0,
+            num_gtes_per_gt: SESPARSE_GTES as u32,
+            rgd_offset: 0,
+            gd_offset: se.grain_dir_offset,
+            overhead: se.grains_offset,
+            unclean_shutdown: false,
+            compress_algorithm: 0,
+        };
+        Ok(Self::assemble(
+            storage,
+            header.clone(),
+            header,
+            gd,
+            file_len,
+            Some(se),
+            siblings,
+        ))
+    }
 }
 
 /// What a grain table entry says.

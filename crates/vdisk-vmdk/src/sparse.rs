@@ -1,18 +1,16 @@
-//! One hosted sparse extent (`KDMV`): header (or stream-optimized footer), grain directory and grain
-//! tables, grain lookup and reads, including zeroed grains (Virtual Disk Format 5.0) and deflate-
-//! compressed grains with markers ("Stream-Optimized Compressed Sparse Extents", Format 1.1).
+//! One sparse extent with grain directory and grain tables ("Hosted Sparse Extent Header", "Grain
+//! Directories and Grain Tables" of Virtual Disk Format 1.1): hosted `KDMV` extents, ESX `COWD`
+//! extents and seSparse extents (opened in `sesparse`) share the lookup, block-status and read code
+//! here, including zeroed grains (Virtual Disk Format 5.0); compressed grains are decoded in `stream`.
 
-use crate::header::{
-    sparse_kind, CowdHeader, HeaderError, Marker, SparseHeader, SparseKind, GD_AT_END,
-    GRAIN_MARKER_SIZE, HEADER_SIZE, MARKER_FOOTER,
-};
+use crate::cowd::CowdHeader;
+use crate::header::{sparse_kind, HeaderError, SparseHeader, SparseKind, GD_AT_END, HEADER_SIZE};
 use crate::limits::{
-    COMPRESSED_SLACK_BYTES, GRAIN_CACHE_TOTAL_BYTES, GT_CACHE_MIN, GT_CACHE_TOTAL_BYTES,
-    MAX_DESCRIPTOR_BYTES, MAX_GD_ENTRIES, MAX_STATUS_GRAINS, SECTOR,
+    GRAIN_CACHE_TOTAL_BYTES, GT_CACHE_MIN, GT_CACHE_TOTAL_BYTES, MAX_DESCRIPTOR_BYTES,
+    MAX_GD_ENTRIES, MAX_STATUS_GRAINS, SECTOR,
 };
-use crate::sesparse::{
-    check_volatile, decode_entry, SeEntry, SeSparseHeader, SESPARSE_GRAIN_SECTORS, SESPARSE_GTES,
-};
+use crate::sesparse::{decode_entry, SeEntry, SeSparseHeader, SESPARSE_GRAIN_SECTORS};
+use crate::stream::read_footer;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -45,8 +43,8 @@ pub struct SparseExtent {
     pub(crate) se: Option<SeSparseHeader>,
     gt_cache: Mutex<HashMap<u64, Arc<Vec<u64>>>>,
     gt_cache_max: usize,
-    last_grain: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
-    keep_last_grain: bool,
+    pub(crate) last_grain: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    pub(crate) keep_last_grain: bool,
 }
 
 /// Maps a header parse failure to an error naming the file.
@@ -160,7 +158,7 @@ impl SparseExtent {
         ))
     }
 
-    fn assemble(
+    pub(crate) fn assemble(
         storage: Arc<dyn Storage>,
         header: SparseHeader,
         first_header: SparseHeader,
@@ -187,78 +185,6 @@ impl SparseExtent {
             last_grain: Mutex::new(None),
             keep_last_grain,
         }
-    }
-
-    /// Opens an seSparse extent whose constant header is `head`.
-    fn open_sesparse(
-        storage: Arc<dyn Storage>,
-        head: &[u8; HEADER_SIZE],
-        siblings: usize,
-        file_len: u64,
-    ) -> Result<Self> {
-        let path = storage.path().to_path_buf();
-        let se = SeSparseHeader::parse(head).map_err(|e| header_error(&path, e, 0))?;
-        let vol_at = se.volatile_header_offset * SECTOR;
-        let mut vol = [0u8; HEADER_SIZE];
-        storage.read_exact_at(&mut vol, vol_at)?;
-        check_volatile(&vol).map_err(|e| header_error(&path, e, vol_at))?;
-        let entries = se.gd_entries_needed();
-        if entries > MAX_GD_ENTRIES {
-            return Err(Error::limit(
-                &path,
-                "grain directory entries",
-                entries,
-                MAX_GD_ENTRIES,
-            ));
-        }
-        let gd_at = se.grain_dir_offset * SECTOR;
-        if gd_at
-            .checked_add(entries * 8)
-            .is_none_or(|end| end > file_len)
-        {
-            return Err(Error::corrupt(
-                &path,
-                Some(gd_at),
-                "seSparse grain directory lies outside the file",
-            ));
-        }
-        let mut raw = vec![0u8; entries as usize * 8];
-        storage.read_exact_at(&mut raw, gd_at)?;
-        let mut gd = Vec::with_capacity(entries as usize);
-        for (i, c) in raw.chunks_exact(8).enumerate() {
-            let e = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            let sector = se.table_sector(e).ok_or_else(|| {
-                Error::corrupt(
-                    &path,
-                    Some(gd_at + i as u64 * 8),
-                    format!("seSparse grain directory entry {i} ({e:#x}) is malformed"),
-                )
-            })?;
-            gd.push(sector);
-        }
-        let header = SparseHeader {
-            version: 1,
-            flags: 0,
-            capacity: se.capacity,
-            grain_size: SESPARSE_GRAIN_SECTORS,
-            descriptor_offset: 0,
-            descriptor_size: 0,
-            num_gtes_per_gt: SESPARSE_GTES as u32,
-            rgd_offset: 0,
-            gd_offset: se.grain_dir_offset,
-            overhead: se.grains_offset,
-            unclean_shutdown: false,
-            compress_algorithm: 0,
-        };
-        Ok(Self::assemble(
-            storage,
-            header.clone(),
-            header,
-            gd,
-            file_len,
-            Some(se),
-            siblings,
-        ))
     }
 
     /// The extent file's name.
@@ -451,120 +377,6 @@ impl SparseExtent {
         }
         Ok(())
     }
-
-    /// Decompresses the grain stored at byte `h` (always a full grain of zero-padded data).
-    fn compressed_grain(&self, h: u64, guest: u64) -> Result<Arc<Vec<u8>>> {
-        if let Ok(c) = self.last_grain.lock() {
-            if let Some((at, d)) = &*c {
-                if *at == h {
-                    return Ok(Arc::clone(d));
-                }
-            }
-        }
-        let path = self.path();
-        let g = self.grain_bytes();
-        let (data_at, len) = if self.header.has_markers() {
-            let mut m = [0u8; 16];
-            self.storage.read_zero_padded(&mut m, h)?;
-            let m = Marker::parse(&m);
-            if m.size == 0 {
-                return Err(Error::corrupt(
-                    path,
-                    Some(h),
-                    format!("grain at guest offset {guest} points to a metadata marker"),
-                ));
-            }
-            if u64::from(m.size) > g + COMPRESSED_SLACK_BYTES {
-                return Err(Error::corrupt(
-                    path,
-                    Some(h),
-                    format!(
-                        "compressed grain of {} bytes is larger than the grain",
-                        m.size
-                    ),
-                ));
-            }
-            (h + GRAIN_MARKER_SIZE as u64, u64::from(m.size))
-        } else {
-            (
-                h,
-                (g + COMPRESSED_SLACK_BYTES).min(self.file_len.saturating_sub(h)),
-            )
-        };
-        let mut input = vec![0u8; len as usize];
-        self.storage.read_exact_at(&mut input, data_at)?;
-        let mut out = vec![0u8; g as usize];
-        let mut z = flate2::Decompress::new(true);
-        let st = z.decompress(&input, &mut out, flate2::FlushDecompress::Finish);
-        match st {
-            Ok(flate2::Status::StreamEnd) => {}
-            Ok(_) => {
-                return Err(Error::corrupt(
-                    path,
-                    Some(h),
-                    format!(
-                    "compressed grain for guest offset {guest} is truncated or larger than a grain"
-                ),
-                ))
-            }
-            Err(e) => {
-                return Err(Error::corrupt(
-                    path,
-                    Some(h),
-                    format!("cannot inflate grain for guest offset {guest}: {e}"),
-                ))
-            }
-        }
-        let out = Arc::new(out);
-        if self.keep_last_grain {
-            if let Ok(mut c) = self.last_grain.lock() {
-                *c = Some((h, Arc::clone(&out)));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Reads the stream-optimized footer: a footer marker, a copy of the header (with the real gdOffset)
-/// and an end-of-stream marker, the last three sectors of the file.
-fn read_footer(storage: &dyn Storage, file_len: u64) -> Result<SparseHeader> {
-    let path = storage.path();
-    if file_len < 3 * SECTOR + HEADER_SIZE as u64 {
-        return Err(Error::corrupt(
-            path,
-            None,
-            "grain directory is at the end but the file is too short for a footer",
-        ));
-    }
-    let mut m = [0u8; 16];
-    storage.read_exact_at(&mut m, file_len - 3 * SECTOR)?;
-    let m = Marker::parse(&m);
-    if m.size != 0 || m.kind != MARKER_FOOTER {
-        return Err(Error::corrupt(
-            path,
-            Some(file_len - 3 * SECTOR),
-            "stream-optimized footer marker not found",
-        ));
-    }
-    let mut eos = [0u8; 16];
-    storage.read_exact_at(&mut eos, file_len - SECTOR)?;
-    let eos = Marker::parse(&eos);
-    if eos.val != 0 || eos.size != 0 || eos.kind != crate::header::MARKER_EOS {
-        return Err(Error::corrupt(
-            path,
-            Some(file_len - SECTOR),
-            "stream-optimized end-of-stream marker not found",
-        ));
-    }
-    let footer = read_header(storage, file_len - 2 * SECTOR)?;
-    if footer.gd_offset == GD_AT_END {
-        return Err(Error::corrupt(
-            path,
-            Some(file_len - 2 * SECTOR),
-            "footer does not give the grain directory offset",
-        ));
-    }
-    Ok(footer)
 }
 
 /// Reads `n` little-endian u64 at `at`.
