@@ -1,7 +1,8 @@
 //! The hosted sparse extent header (`KDMV`, versions 1-3) and stream-optimized markers: pure parsing and
 //! serialising of bytes, no I/O. Follows "Hosted Sparse Extent Header" and "Stream-Optimized Compressed
-//! Sparse Extents" of VMware's Virtual Disk Format 1.1 / 5.0 technical notes. Other sparse subformats
-//! (ESX `COWD` vmfsSparse, seSparse) are recognised by magic so that they can be refused by name.
+//! Sparse Extents" of VMware's Virtual Disk Format 1.1 / 5.0 technical notes. The other sparse
+//! extents (ESX `COWD` vmfsSparse, seSparse) are recognised here by magic and parsed in `cowd` and
+//! `sesparse`.
 
 use crate::limits::{
     MAX_GRAIN_SECTORS, MAX_GTES_PER_GT, MAX_VIRTUAL_BYTES, MIN_GRAIN_SECTORS, SECTOR,

@@ -1,7 +1,8 @@
 //! vdisk-vmdk: VMware VMDK images, following VMware's "Virtual Disk Format 1.1" and "5.0" technical
 //! notes. Reads hosted sparse files (monolithicSparse, streamOptimized, version 1-3, zeroed grains,
 //! compressed grains with markers) and text descriptors with SPARSE, FLAT, VMFS, VMFSSPARSE (ESX
-//! `COWD`) and ZERO extents (monolithicFlat, twoGbMaxExtentSparse/Flat, vmfs, vmfsSparse). Delta disks
+//! `COWD`), SESPARSE and ZERO extents (monolithicFlat, twoGbMaxExtentSparse/Flat, vmfs, vmfsSparse,
+//! seSparse). Delta disks
 //! expose their parent as the backing file (the facade opens it). Writes the monolithic, split and
 //! stream-optimized subformats.
 
