@@ -2,9 +2,8 @@
 //! notes. Reads hosted sparse files (monolithicSparse, streamOptimized, version 1-3, zeroed grains,
 //! compressed grains with markers) and text descriptors with SPARSE, FLAT, VMFS, VMFSSPARSE (ESX
 //! `COWD`), SESPARSE and ZERO extents (monolithicFlat, twoGbMaxExtentSparse/Flat, vmfs, vmfsSparse,
-//! seSparse). Delta disks
-//! expose their parent as the backing file (the facade opens it). Writes the monolithic, split and
-//! stream-optimized subformats.
+//! seSparse). Delta disks expose their parent as the backing file (the facade opens it). Writes the
+//! monolithic, split and stream-optimized subformats.
 
 pub mod check;
 pub mod cowd;
