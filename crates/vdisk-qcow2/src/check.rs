@@ -17,7 +17,9 @@ const BME_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
 struct Ctx<'a> {
     r: &'a Qcow2Reader,
-    refs: Vec<u64>,
+    /// Computed reference counts, saturating at u32::MAX (more references than that cannot come
+    /// from tables within the L1 limit without also overflowing the stored width).
+    refs: Vec<u32>,
     max: u64,
     rep: CheckReport,
 }
@@ -58,14 +60,14 @@ impl Ctx<'_> {
             if k >= self.refs.len() {
                 self.refs.resize(k + 1, 0);
             }
-            if self.refs[k] == self.max {
+            if u64::from(self.refs[k]) >= self.max {
                 self.err(format!(
                     "ERROR: overflow cluster offset=0x{:x}",
                     (k as u64) << bits
                 ));
                 continue;
             }
-            self.refs[k] += 1;
+            self.refs[k] = self.refs[k].saturating_add(1);
         }
     }
 
@@ -261,7 +263,7 @@ pub fn check(r: &Qcow2Reader) -> Result<CheckReport> {
         }
         c.inc(raw, cs);
         let k = (raw >> h.cluster_bits) as usize;
-        if c.refs.get(k).copied() != Some(1) {
+        if c.refs.get(k).copied() != Some(1u32) {
             c.err(format!(
                 "ERROR refcount block {i} refcount={}",
                 c.refs.get(k).copied().unwrap_or(0)
@@ -271,7 +273,7 @@ pub fn check(r: &Qcow2Reader) -> Result<CheckReport> {
 
     let mut highest = 0u64;
     for i in 0..c.refs.len() {
-        let computed = c.refs[i];
+        let computed = u64::from(c.refs[i]);
         let on_disk = match stored.get(i as u64) {
             Ok(v) => v,
             Err(e) => {

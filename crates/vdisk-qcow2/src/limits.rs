@@ -56,8 +56,9 @@ pub const L2_CACHE_BYTES: u64 = 16 << 20;
 /// Number of independently locked shards of the L2 cache.
 pub const L2_CACHE_SHARDS: usize = 8;
 
-/// Largest number of host clusters `check` keeps a reference count for (4 bytes each); bigger
-/// images are refused rather than exhausting memory.
+/// Largest number of host clusters `check` keeps a reference count for (4 bytes each, so at most
+/// 512 MiB); bigger images are refused rather than exhausting memory (qcow2.txt "Host cluster
+/// management" puts no bound on the file size).
 pub const MAX_CHECK_CLUSTERS: u64 = 1 << 27;
 
 /// Largest compressed input for one cluster: the sector count field holds at most
