@@ -168,6 +168,31 @@ pub enum Command {
         force_share: bool,
         filename: PathBuf,
     },
+    /// Calculate the file size a new image needs: for a new empty image of --size, or for converting
+    /// FILE (qcow2 and raw).
+    Measure {
+        /// Output format (default raw).
+        #[arg(short = 'O', long = "target-format", default_value = "raw")]
+        output_format: String,
+        /// Output format options.
+        #[arg(short = 'o', long = "options")]
+        options: Vec<String>,
+        /// Size of a new empty image.
+        #[arg(long)]
+        size: Option<String>,
+        /// Format of FILE.
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        /// Read an internal snapshot of FILE.
+        #[arg(short = 'l', long = "snapshot")]
+        snapshot: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
+        /// The image to be converted.
+        filename: Option<PathBuf>,
+    },
     /// Change the virtual size of a raw or VDI image: SIZE, +SIZE or -SIZE (shrinking needs --shrink).
     Resize {
         #[arg(short = 'f', long = "format")]
@@ -220,6 +245,9 @@ pub struct ConvertArgs {
     /// Backing file of the output: only what differs from it is written.
     #[arg(short = 'B', long = "backing")]
     pub backing: Option<String>,
+    /// Format of the backing file given with -B.
+    #[arg(short = 'F', long = "backing-format")]
+    pub backing_format: Option<String>,
     /// Read an internal snapshot: NAME, snapshot.name=NAME or snapshot.id=ID.
     #[arg(short = 'l', long = "snapshot")]
     pub snapshot: Option<String>,

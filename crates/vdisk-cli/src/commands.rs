@@ -171,6 +171,24 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Measure {
+            output_format,
+            options,
+            size,
+            format,
+            snapshot,
+            output,
+            filename,
+            ..
+        } => measure(
+            &output_format,
+            &options,
+            size,
+            format,
+            snapshot,
+            output,
+            filename.as_deref(),
+        ),
         Command::Resize {
             format,
             shrink,
@@ -248,7 +266,7 @@ fn create(
         line.push_str(&format!(" size={size}"));
         println!("{line}");
     }
-    let writer = vdisk::create_image(fmt, filename, size, &opts)?;
+    let writer = vdisk::create_image(fmt, filename, size, &opts, false)?;
     writer.finish()?;
     Ok(0)
 }
@@ -265,7 +283,7 @@ fn parse_snapshot(s: &str) -> SnapshotSel {
 
 fn convert(a: ConvertArgs) -> Result<u8> {
     let out_fmt: Format = a.output_format.parse()?;
-    let opts = CreateOptions::parse(&a.options)?;
+    let mut opts = CreateOptions::parse(&a.options)?;
     if opts.wants_help() {
         print_out(&format_help(
             out_fmt.name(),
@@ -285,15 +303,18 @@ fn convert(a: ConvertArgs) -> Result<u8> {
         ));
     }
     if a.compress {
-        return Err(Error::invalid(format!(
-            "Compression not supported for this file format ('{}'); use -O vmdk -o subformat=streamOptimized for compressed VMDK",
-            out_fmt.name()
-        )));
-    }
-    if a.backing.is_some() {
-        return Err(Error::invalid(
-            "convert -B needs a qcow2 writer, which is not implemented yet",
-        ));
+        match vdisk::compression(out_fmt, &opts) {
+            vdisk::Compression::Supported => {}
+            vdisk::Compression::Ignored => eprintln!(
+                "vdisk: warning: {} subformat '{}' has no compressed grains; writing it uncompressed as qemu-img does \
+                 (use -o subformat=streamOptimized for a compressed VMDK)",
+                out_fmt.name(),
+                opts.get("subformat").unwrap_or("monolithicSparse")
+            ),
+            vdisk::Compression::Unsupported => {
+                return Err(Error::invalid("Compression not supported for this file format"));
+            }
+        }
     }
     let (dst, srcs) = a
         .files
@@ -324,6 +345,24 @@ fn convert(a: ConvertArgs) -> Result<u8> {
         other => return Err(Error::invalid(format!("Invalid cache option: {other}"))),
     }
     let size = source.virtual_size();
+    let mut backing_image: Option<Arc<dyn ImageReader>> = None;
+    if let Some(b) = &a.backing {
+        if a.no_create {
+            return Err(Error::invalid("-B and -n cannot be used together"));
+        }
+        let bfmt = a.backing_format.as_deref().ok_or_else(|| {
+            Error::invalid("Use of backing file requires explicit backing format")
+        })?;
+        opts.set("backing_file", b);
+        opts.set("backing_fmt", bfmt);
+        let full = vdisk::core::storage::resolve_relative(dst, b);
+        let req = OpenRequest {
+            format: Some(bfmt.parse()?),
+            snapshot: None,
+            follow_backing: true,
+        };
+        backing_image = Some(open_image(&full, &req)?.image);
+    }
     let writer = if a.no_create {
         let req = OpenRequest {
             format: Some(out_fmt),
@@ -336,13 +375,14 @@ fn convert(a: ConvertArgs) -> Result<u8> {
         }
         vdisk::open_existing_writer(out_fmt, dst)?
     } else {
-        vdisk::create_image(out_fmt, dst, size, &opts)?
+        vdisk::create_image(out_fmt, dst, size, &opts, a.compress)?
     };
     let copts = ConvertOptions {
         workers: a.parallel,
         out_of_order: a.out_of_order,
         min_sparse,
         target_is_zero: a.target_is_zero,
+        backing: backing_image,
         ..ConvertOptions::default()
     };
     let bar = (a.progress && !a.quiet && std::io::stderr().is_terminal()).then(|| {
@@ -458,5 +498,80 @@ fn resize(
     if !quiet {
         println!("Image resized.");
     }
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    output_format: &str,
+    options: &[String],
+    size: Option<String>,
+    format: Option<String>,
+    snapshot: Option<String>,
+    output: OutputFormat,
+    filename: Option<&Path>,
+) -> Result<u8> {
+    let out_fmt: Format = output_format.parse()?;
+    let opts = CreateOptions::parse(options)?;
+    let source = match (filename, size.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "--size N cannot be used together with a filename.",
+            ))
+        }
+        (None, None) => {
+            return Err(Error::invalid(
+                "Either --size N or one filename must be specified.",
+            ))
+        }
+        (Some(f), None) => {
+            let req = OpenRequest {
+                format: parse_format(format)?,
+                snapshot: snapshot.as_deref().map(parse_snapshot),
+                follow_backing: true,
+            };
+            Some(open_image(f, &req)?.image)
+        }
+        (None, Some(_)) => None,
+    };
+    let virtual_size = match (&source, size.as_deref()) {
+        (Some(s), _) => s.virtual_size(),
+        (None, Some(s)) => parse_size(s)?,
+        (None, None) => 0,
+    };
+    let (required, fully, bitmaps) = match out_fmt {
+        Format::Raw => {
+            opts.ensure_known("raw", vdisk::create_options(Format::Raw)?)?;
+            (virtual_size, virtual_size, None)
+        }
+        Format::Qcow2 => {
+            let m = vdisk::qcow2::measure::measure(virtual_size, &opts, source.as_deref())?;
+            (m.required, m.fully_allocated, m.bitmaps)
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "Block driver '{other}' does not support size measurement"
+            )));
+        }
+    };
+    let text = match output {
+        OutputFormat::Human => {
+            let mut t = format!("required size: {required}\nfully allocated size: {fully}\n");
+            if let Some(b) = bitmaps {
+                t.push_str(&format!("bitmaps size: {b}\n"));
+            }
+            t
+        }
+        OutputFormat::Json => {
+            let mut m = serde_json::Map::new();
+            if let Some(b) = bitmaps {
+                m.insert("bitmaps".into(), b.into());
+            }
+            m.insert("required".into(), required.into());
+            m.insert("fully-allocated".into(), fully.into());
+            crate::json::to_qemu_pretty(&serde_json::Value::Object(m)) + "\n"
+        }
+    };
+    print_out(&text)?;
     Ok(0)
 }

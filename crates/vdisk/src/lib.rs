@@ -8,7 +8,9 @@ pub mod chain;
 pub mod registry;
 
 pub use chain::{open_image, Layer, OpenRequest, OpenedImage, MAX_BACKING_DEPTH};
-pub use registry::{create_image, create_options, open_existing_writer, open_layer};
+pub use registry::{
+    compression, create_image, create_options, open_existing_writer, open_layer, Compression,
+};
 pub use vdisk_convert as convert;
 pub use vdisk_core as core;
 pub use vdisk_core::{Error, Format, ImageReader, ImageWriter, Result};

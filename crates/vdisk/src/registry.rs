@@ -41,7 +41,7 @@ pub fn open_layer(
 pub fn create_options(format: Format) -> Result<&'static [OptionSpec]> {
     Ok(match format {
         Format::Raw => vdisk_raw::CREATE_OPTIONS,
-        Format::Qcow2 => return Err(not_writable(format)),
+        Format::Qcow2 => vdisk_qcow2::writer::CREATE_OPTIONS,
         Format::Vmdk => vdisk_vmdk::CREATE_OPTIONS,
         Format::Vdi => vdisk_vdi::CREATE_OPTIONS,
         Format::Vpc | Format::Vhdx => return Err(not_writable(format)),
@@ -54,19 +54,50 @@ fn not_writable(format: Format) -> Error {
     ))
 }
 
-/// Starts a writer for a new image of `format` at `path` with virtual size `size`.
+/// Whether `convert -c` can compress `format` with these options. qemu compresses qcow2 clusters
+/// and streamOptimized VMDK grains; it accepts `-c` for other VMDK subformats but writes them
+/// uncompressed, and refuses it for every other format.
+pub fn compression(format: Format, opts: &CreateOptions) -> Compression {
+    match format {
+        Format::Qcow2 => Compression::Supported,
+        Format::Vmdk if opts.get("subformat") == Some("streamOptimized") => Compression::Supported,
+        Format::Vmdk => Compression::Ignored,
+        _ => Compression::Unsupported,
+    }
+}
+
+/// What `-c` means for an output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// The output is compressed.
+    Supported,
+    /// Accepted but written uncompressed, as qemu-img does.
+    Ignored,
+    /// "Compression not supported for this file format".
+    Unsupported,
+}
+
+/// Starts a writer for a new image of `format` at `path` with virtual size `size`; `compress` asks
+/// for compressed clusters (`convert -c`).
 pub fn create_image(
     format: Format,
     path: &Path,
     size: u64,
     opts: &CreateOptions,
+    compress: bool,
 ) -> Result<Box<dyn ImageWriter>> {
     opts.ensure_known(format.name(), create_options(format)?)?;
+    if compress && compression(format, opts) == Compression::Unsupported {
+        return Err(Error::invalid(
+            "Compression not supported for this file format",
+        ));
+    }
     match format {
         Format::Raw => vdisk_raw::create(path, size, opts),
+        Format::Qcow2 => vdisk_qcow2::writer::create_with(path, size, opts, compress),
         Format::Vmdk => vdisk_vmdk::create(path, size, opts),
         Format::Vdi => vdisk_vdi::create(path, size, opts),
-        Format::Qcow2 | Format::Vpc | Format::Vhdx => Err(not_writable(format)),
+        Format::Vpc | Format::Vhdx => Err(not_writable(format)),
     }
 }
 
