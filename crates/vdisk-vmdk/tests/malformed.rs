@@ -423,3 +423,99 @@ fn mutated_descriptors_never_panic() {
         }
     }
 }
+
+/// A small seSparse extent (see tests/read.rs for the qemu-compared one).
+fn sesparse_image() -> Vec<u8> {
+    use vdisk_vmdk::sesparse::*;
+    let mut img = vec![0u8; 83 * 512];
+    let mut put = |sector: usize, i: usize, v: u64| {
+        let at = sector * 512 + i * 8;
+        img[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    let fields = [
+        (0, vdisk_vmdk::header::SESPARSE_MAGIC),
+        (1, SESPARSE_VERSION),
+        (2, 8192),
+        (3, 8),
+        (4, 64),
+    ];
+    for (i, v) in fields.into_iter().chain([
+        (10, 1),
+        (16, 2),
+        (17, 1),
+        (18, 3),
+        (19, 64),
+        (24, 67),
+        (25, 16),
+    ]) {
+        put(0, i, v);
+    }
+    put(1, 0, SESPARSE_VOLATILE_MAGIC);
+    put(2, 0, 0x1000_0000_0000_0000);
+    put(3, 1, encode_cluster(0));
+    put(3, 3, encode_cluster(1));
+    put(3, 5, 0x2000_0000_0000_0000);
+    img[67 * 512..].fill(0x5a);
+    img
+}
+
+#[test]
+fn mutated_sesparse_and_cowd_extents_never_panic() {
+    let mut cowd = vec![0u8; 3 * 512];
+    cowd[0..4].copy_from_slice(b"COWD");
+    for (at, v) in [
+        (4usize, 1u32),
+        (8, 3),
+        (12, 8192),
+        (16, 8),
+        (20, 2),
+        (24, 1),
+    ] {
+        cowd[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    cowd[1024..1028].copy_from_slice(&3u32.to_le_bytes());
+    cowd.resize(3 * 512 + 4096 * 4 + 8192, 0x33);
+    cowd[1536..1536 + 4096 * 4].fill(0);
+    cowd[1536 + 4..1536 + 8].copy_from_slice(&35u32.to_le_bytes());
+    // Mutated bytes: the header's fields, the start of the grain directory and of the grain table.
+    let se_spots: Vec<usize> = (0..256).chain(1024..1040).chain(1536..1600).collect();
+    let cowd_spots: Vec<usize> = (0..64).chain(1024..1040).chain(1536..1600).collect();
+    for (kind, img, spots) in [
+        ("SESPARSE", sesparse_image(), se_spots),
+        ("VMFSSPARSE", cowd, cowd_spots),
+    ] {
+        let desc = format!(
+            "# Disk DescriptorFile\nCID=1\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW 8192 {kind} \"e.vmdk\"\n"
+        );
+        let open_with = |bytes: Vec<u8>| {
+            let file: Arc<dyn Storage> = Arc::new(MemStorage::new("e.vmdk", bytes));
+            vdisk_vmdk::open(
+                Arc::new(MemStorage::new("d.vmdk", desc.clone().into_bytes())),
+                Arc::new(SameFile(file)),
+            )
+        };
+        let r = open_with(img.clone()).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let mut b = vec![0u8; 4096];
+        r.read_at(&mut b, 4096).unwrap();
+        assert!(b.iter().all(|x| *x == 0x5a || *x == 0x33), "{kind}");
+        assert_eq!(
+            r.check().unwrap().exit_code(),
+            0,
+            "{kind}: {:?}",
+            r.check().unwrap().messages
+        );
+        for &pos in &spots {
+            for val in [0x00u8, 0xff, 0x30] {
+                let mut m = img.clone();
+                m[pos] = val;
+                let Ok(r) = open_with(m) else { continue };
+                for off in (0..r.virtual_size().min(1 << 16)).step_by(4096) {
+                    let _ = r.read_at(&mut b, off);
+                    let _ = r.block_status(off, 1 << 20);
+                }
+                let _ = r.check();
+                let _ = r.info();
+            }
+        }
+    }
+}
