@@ -147,7 +147,7 @@ impl Ctx<'_> {
             }
             let host = entry & L2E_OFFSET_MASK;
             let zero = !g.extended && entry & OFLAG_ZERO != 0;
-            let allocated = host != 0 || (data_file && entry & OFLAG_COPIED != 0);
+            let allocated = host != 0 || (data_file && entry & OFLAG_COPIED != 0 && !zero);
             if !allocated {
                 if g.extended && bitmap & 0xffff_ffff != 0 {
                     self.err(
@@ -366,7 +366,8 @@ fn check_copied(c: &mut Ctx, stored: &mut Refcounts) {
             }
             let host = entry & L2E_OFFSET_MASK;
             let data_file = r.header.has_data_file();
-            if host == 0 && !(data_file && entry & OFLAG_COPIED != 0) {
+            let zero = !g.extended && entry & OFLAG_ZERO != 0;
+            if host == 0 && !(data_file && entry & OFLAG_COPIED != 0 && !zero) {
                 continue;
             }
             let rc = if data_file {

@@ -88,9 +88,10 @@ impl Geometry {
         let allocated = host != 0 || (self.data_file && entry & OFLAG_COPIED != 0);
         let sc_host = host + (u64::from(sc) << self.unit_bits());
         if !self.extended {
+            // QEMU decides zero-alloc on the offset alone (COPIED does not stand for offset 0).
             return match (entry & OFLAG_ZERO != 0, allocated) {
-                (true, true) => SubType::ZeroAlloc(host),
-                (true, false) => SubType::ZeroPlain,
+                (true, _) if host != 0 => SubType::ZeroAlloc(host),
+                (true, _) => SubType::ZeroPlain,
                 (false, true) => SubType::Normal(host),
                 (false, false) => SubType::UnallocPlain,
             };
@@ -224,6 +225,10 @@ mod tests {
             ..g
         };
         assert_eq!(d.classify(OFLAG_COPIED, 0, 0), SubType::Normal(0));
+        assert_eq!(
+            d.classify(OFLAG_COPIED | OFLAG_ZERO, 0, 0),
+            SubType::ZeroPlain
+        );
     }
 
     #[test]
