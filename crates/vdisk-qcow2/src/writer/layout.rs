@@ -109,9 +109,10 @@ impl L2Table {
     }
 }
 
-/// Where a preallocated image (no external data file) keeps its clusters: from cluster `base` on,
-/// each region's L2 table followed by the region's data clusters, like qemu's own preallocation.
-/// The data cluster of guest cluster `g` sits at cluster `base + 1 + g / entries + g`.
+/// Where a preallocated image (no external data file) keeps its clusters, from cluster `base` on.
+/// As in qemu's own images: with `preallocation=metadata` each region's L2 table is followed by the
+/// region's data clusters; with `falloc` and `full` the data of the whole disk is one contiguous
+/// run, followed by the L2 tables.
 #[derive(Debug, Clone, Copy)]
 pub struct PreallocLayout {
     pub cluster_bits: u32,
@@ -119,32 +120,49 @@ pub struct PreallocLayout {
     pub entries: u64,
     pub regions: u64,
     pub guest_clusters: u64,
+    pub contiguous: bool,
 }
 
 impl PreallocLayout {
-    pub fn new(s: &Settings, base: u64) -> Self {
+    pub fn new(s: &Settings, base: u64, contiguous: bool) -> Self {
         PreallocLayout {
             cluster_bits: s.cluster_bits,
             base,
             entries: s.l2_entries(),
             regions: s.l1_entries(),
             guest_clusters: s.guest_clusters(),
+            contiguous,
         }
     }
 
     /// Host offset of guest cluster `g`'s data.
     pub fn data_host(&self, g: u64) -> u64 {
-        (self.base + 1 + g / self.entries + g) << self.cluster_bits
+        let c = if self.contiguous {
+            self.base + g
+        } else {
+            self.base + 1 + g / self.entries + g
+        };
+        c << self.cluster_bits
     }
 
     /// Host offset of region `r`'s L2 table.
     pub fn l2_host(&self, r: u64) -> u64 {
-        (self.base + r * (1 + self.entries)) << self.cluster_bits
+        let c = if self.contiguous {
+            self.base + self.guest_clusters + r
+        } else {
+            self.base + r * (1 + self.entries)
+        };
+        c << self.cluster_bits
     }
 
     /// Clusters the layout occupies.
     pub fn clusters(&self) -> u64 {
         self.regions + self.guest_clusters
+    }
+
+    /// Whether the last guest cluster's data ends the layout.
+    pub fn data_last(&self) -> bool {
+        !self.contiguous
     }
 }
 
@@ -175,11 +193,16 @@ mod tests {
         // qemu-img map of `create -o preallocation=metadata,cluster_size=4k` (3 MiB) shows the data
         // of guest cluster 0 at 20480 after header, refcount table, refcount block, L1 and L2, and
         // that of guest cluster 512 at 2121728, after the second L2 table.
-        let l = PreallocLayout::new(&s, 4);
+        let l = PreallocLayout::new(&s, 4, false);
         assert_eq!(l.l2_host(0), 16384);
         assert_eq!(l.data_host(0), 20480);
         assert_eq!(l.data_host(512), 2121728);
         assert_eq!(l.l2_host(1), 2121728 - 4096);
         assert_eq!(l.clusters(), 2 + 768);
+        // With falloc, qemu's data is one run and the L2 tables follow.
+        let l = PreallocLayout::new(&s, 5, true);
+        assert_eq!(l.data_host(0), 20480);
+        assert_eq!(l.data_host(767), 20480 + 767 * 4096);
+        assert_eq!(l.l2_host(0), 20480 + 768 * 4096);
     }
 }

@@ -240,3 +240,33 @@ fn sources_match_qemu() {
         }
     }
 }
+
+/// A qcow2 source opened with this crate's reader, with persistent bitmaps: qemu counts their
+/// clusters, tables and directory entries in `bitmaps size`.
+#[test]
+fn qcow2_source_with_bitmaps_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let dir = Scratch::new("qcow2-measure-bitmaps");
+    let img = dir.join("b.qcow2");
+    let s = img.to_string_lossy().into_owned();
+    qemu_img(&["create", "-q", "-f", "qcow2", &s, "300M"]);
+    qemu_io("qcow2", &img, &["write -P 1 0 1M", "write -P 2 100M 64k", "write -c -P 3 200M 128k"]);
+    qemu_img(&["bitmap", "--add", &s, "first"]);
+    qemu_img(&["bitmap", "--add", "-g", "512", &s, "a-much-longer-bitmap-name"]);
+    let storage = std::sync::Arc::new(vdisk_core::FileStorage::open(&img).unwrap());
+    let files = std::sync::Arc::new(vdisk_core::storage::NoFiles);
+    let reader = crate::open(storage, files, &crate::OpenOptions::default()).unwrap();
+    for o in ["", "cluster_size=4k", "compat=0.10", "extended_l2=on"] {
+        let ours = measure(0, &CreateOptions::parse(&[o]).unwrap(), Some(&reader));
+        let mut args = vec!["-f", "qcow2"];
+        if !o.is_empty() {
+            args.extend(["-o", o]);
+        }
+        args.push(&s);
+        let q = qemu_measure(&args);
+        assert!(q.as_ref().unwrap()["bitmaps"].as_u64().unwrap_or(0) > 0 || o.contains("0.10"));
+        assert_same(ours, q, &format!("bitmaps -o {o}"));
+    }
+}

@@ -126,14 +126,29 @@ impl Qcow2Writer {
             }
             Placement::DataFile(data)
         } else if s.prealloc != Prealloc::Off {
-            let l = PreallocLayout::new(&s, refs.next_cluster());
+            refs.reserve_home();
+            let contiguous = s.prealloc != Prealloc::Metadata;
+            let l = PreallocLayout::new(&s, refs.next_cluster(), contiguous);
             let start = refs.alloc_run(l.clusters()) << bits;
-            let end = refs.next_cluster() << bits;
+            // Like qemu: a partial last cluster is written as zeros, or with extended L2 the file
+            // ends after the last subcluster holding guest data.
+            let (end, zero_tail) = match (s.guest_clusters(), s.size % cs) {
+                (0, _) => (start, false),
+                _ if !l.data_last() => (refs.next_cluster() << bits, false),
+                (n, 0) => (l.data_host(n - 1) + cs, false),
+                (n, tail) if s.extended_l2 => {
+                    (l.data_host(n - 1) + tail.next_multiple_of(cs / 32), false)
+                }
+                (n, _) => (l.data_host(n - 1) + cs, true),
+            };
             let dest = out.dest().to_path_buf();
             out.file().set_len(end).map_err(io(&dest, end))?;
             match s.prealloc {
                 Prealloc::Falloc => fallocate(out.file(), &dest, start, end - start)?,
                 Prealloc::Full => write_zeros(out.file(), &dest, start, end - start)?,
+                Prealloc::Off | Prealloc::Metadata if zero_tail => {
+                    write_zeros(out.file(), &dest, end - cs, cs)?
+                }
                 Prealloc::Off | Prealloc::Metadata => {}
             }
             Placement::Prealloc(l)

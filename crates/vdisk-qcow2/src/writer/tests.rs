@@ -403,3 +403,52 @@ fn sparse_terabyte_image_costs_only_its_data() {
     );
     assert_eq!(qemu_info_json(&img)["virtual-size"], size);
 }
+
+/// A new preallocated image, with nothing written, maps like the one `qemu-img create` makes (the
+/// same kinds of extents at the same offsets) and allocates as many clusters.
+#[test]
+fn fresh_preallocated_images_map_like_qemus() {
+    if !qemu_available() {
+        return;
+    }
+    let dir = Scratch::new("qcow2w-fresh");
+    for o in [
+        "preallocation=metadata,cluster_size=4k",
+        "preallocation=falloc,cluster_size=4k",
+        "preallocation=full",
+        "preallocation=metadata,extended_l2=on",
+        "",
+        "compat=0.10",
+    ] {
+        let (ours, theirs) = (dir.join("ours.qcow2"), dir.join("theirs.qcow2"));
+        let _ = std::fs::remove_file(&ours);
+        create(&ours, SIZE, &opts(o)).unwrap().finish().unwrap();
+        let t = theirs.to_string_lossy().into_owned();
+        let size = SIZE.to_string();
+        let mut args = vec!["create", "-q", "-f", "qcow2", &t, &size];
+        if !o.is_empty() {
+            args.extend(["-o", o]);
+        }
+        qemu_img(&args);
+        assert_qemu_check_clean(&ours, "qcow2");
+        // qemu's falloc/full layout comes from growing an empty image: same kinds of extents (one
+        // contiguous data run), other offsets.
+        let map = |p: &std::path::Path| {
+            let mut m = qemu_map_json(p, Some("qcow2"));
+            if o.contains("falloc") || o.contains("full") {
+                m.as_array_mut().unwrap().iter_mut().for_each(|e| {
+                    e.as_object_mut().unwrap().remove("offset");
+                });
+            }
+            m
+        };
+        assert_eq!(map(&ours), map(&theirs), "{o}");
+        let check = |p: &std::path::Path| -> Value {
+            serde_json::from_str(&qemu_img(&["check", "--output=json", &p.to_string_lossy()]))
+                .unwrap()
+        };
+        let (a, b) = (check(&ours), check(&theirs));
+        assert_eq!(a["allocated-clusters"], b["allocated-clusters"], "{o}");
+        assert_eq!(a["image-end-offset"], b["image-end-offset"], "{o}");
+    }
+}
