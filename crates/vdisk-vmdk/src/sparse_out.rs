@@ -157,11 +157,15 @@ impl SparseOut {
             Payload::Data(d) => {
                 for (i, chunk) in d.chunks(g as usize).enumerate() {
                     let grain = off / g + i as u64;
-                    if self.zero == ZeroMode::Skip
-                        && vdisk_core::zero::is_zero(chunk)
-                        && self.gte(grain) == 0
-                    {
-                        continue;
+                    if self.gte(grain) <= 1 && vdisk_core::zero::is_zero(chunk) {
+                        match self.zero {
+                            ZeroMode::Skip => continue,
+                            ZeroMode::ZeroGrain => {
+                                self.set_gte(grain, 1);
+                                continue;
+                            }
+                            ZeroMode::WriteZeros => {}
+                        }
                     }
                     self.put_grain(grain, chunk)?;
                 }

@@ -189,9 +189,11 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
             ("toolsVersion".into(), tools.to_string()),
         ],
     };
+    // With zeroed_grain=on zero runs become zeroed-grain entries (and the header says so, version 2);
+    // otherwise they are left unallocated, or written out when a backing file must be hidden.
     let zero = match (backing.is_some(), zeroed_grain) {
-        (false, _) => ZeroMode::Skip,
-        (true, true) => ZeroMode::ZeroGrain,
+        (_, true) => ZeroMode::ZeroGrain,
+        (false, false) => ZeroMode::Skip,
         (true, false) => ZeroMode::WriteZeros,
     };
     let line = |sectors: u64, kind: ExtentType, file: String| ExtentLine {
