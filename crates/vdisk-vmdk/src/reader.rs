@@ -348,7 +348,7 @@ impl ImageReader for VmdkReader {
                             n,
                             ExtentKind::Data,
                             &file,
-                            h + local % sp.grain_bytes(),
+                            h.saturating_add(local % sp.grain_bytes()),
                         )
                     }
                 }
