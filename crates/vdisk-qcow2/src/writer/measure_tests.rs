@@ -252,9 +252,24 @@ fn qcow2_source_with_bitmaps_matches_qemu() {
     let img = dir.join("b.qcow2");
     let s = img.to_string_lossy().into_owned();
     qemu_img(&["create", "-q", "-f", "qcow2", &s, "300M"]);
-    qemu_io("qcow2", &img, &["write -P 1 0 1M", "write -P 2 100M 64k", "write -c -P 3 200M 128k"]);
+    qemu_io(
+        "qcow2",
+        &img,
+        &[
+            "write -P 1 0 1M",
+            "write -P 2 100M 64k",
+            "write -c -P 3 200M 128k",
+        ],
+    );
     qemu_img(&["bitmap", "--add", &s, "first"]);
-    qemu_img(&["bitmap", "--add", "-g", "512", &s, "a-much-longer-bitmap-name"]);
+    qemu_img(&[
+        "bitmap",
+        "--add",
+        "-g",
+        "512",
+        &s,
+        "a-much-longer-bitmap-name",
+    ]);
     let storage = std::sync::Arc::new(vdisk_core::FileStorage::open(&img).unwrap());
     let files = std::sync::Arc::new(vdisk_core::storage::NoFiles);
     let reader = crate::open(storage, files, &crate::OpenOptions::default()).unwrap();

@@ -104,6 +104,16 @@ pub(super) fn write_and_verify(
         qemu_raw_bytes(&img, Some("qcow2")) == src,
         "{o}: bytes differ"
     );
+    // This crate's reader and check agree.
+    let storage = std::sync::Arc::new(vdisk_core::FileStorage::open(&img).unwrap());
+    let files = std::sync::Arc::new(vdisk_core::storage::HostFiles);
+    let r = crate::open(storage, files, &crate::OpenOptions::default()).unwrap();
+    assert!(
+        vdisk_testutil::read_all(&r, 1 << 20) == src,
+        "{o}: vdisk reads other bytes"
+    );
+    let report = vdisk_core::ImageReader::check(&r).unwrap();
+    assert_eq!(report.exit_code(), 0, "{o}: vdisk check: {report:?}");
     img
 }
 
@@ -450,5 +460,34 @@ fn fresh_preallocated_images_map_like_qemus() {
         let (a, b) = (check(&ours), check(&theirs));
         assert_eq!(a["allocated-clusters"], b["allocated-clusters"], "{o}");
         assert_eq!(a["image-end-offset"], b["image-end-offset"], "{o}");
+    }
+}
+
+/// `-o help` lists the same options as `qemu-img create -f qcow2 -o help`.
+#[test]
+fn option_list_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-f", "qcow2", "-o", "help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let theirs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split_once('=').map(|(k, _)| k))
+        .collect();
+    let ours: Vec<&str> = CREATE_OPTIONS.iter().map(|o| o.name).collect();
+    assert_eq!(ours, theirs);
+    let ours_help = vdisk_core::options::format_help("qcow2", CREATE_OPTIONS);
+    for spec in CREATE_OPTIONS {
+        assert!(
+            text.contains(&format!("{}=<{}>", spec.name, spec.kind)),
+            "{}",
+            spec.name
+        );
+        assert!(text.contains(spec.help), "{}", spec.name);
+        assert!(ours_help.contains(spec.help));
     }
 }
