@@ -184,8 +184,27 @@ pub fn info(r: &Qcow2Reader) -> Result<ImageInfo> {
         "refcount-table-clusters".into(),
         json!(h.refcount_table_clusters),
     ));
+    d.push(("l2-entries-per-table".into(), json!(r.geo.l2_entries())));
+    if h.extended_l2() {
+        d.push(("subcluster-size".into(), json!(h.cluster_size() / 32)));
+    }
+    if h.nb_snapshots > 0 {
+        d.push(("snapshot-table-offset".into(), json!(h.snapshots_offset)));
+        d.push(("snapshot-table-bytes".into(), json!(r.snapshot_table_bytes)));
+    }
     if let Some(p) = &r.data_file {
         d.push(("data-file-path".into(), json!(p.to_string_lossy())));
+    }
+    let unknown: Vec<String> = h
+        .extensions
+        .iter()
+        .filter_map(|e| match e {
+            crate::header::Extension::Unknown { kind, .. } => Some(format!("{kind:#010x}")),
+            _ => None,
+        })
+        .collect();
+    if !unknown.is_empty() {
+        d.push(("unknown-header-extensions".into(), json!(unknown)));
     }
     if h.incompatible_features & incompat::CORRUPT != 0 {
         d.push((
