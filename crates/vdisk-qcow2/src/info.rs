@@ -81,6 +81,40 @@ pub fn read_bitmaps(r: &Qcow2Reader) -> Result<Vec<BitmapInfo>> {
     Ok(out)
 }
 
+/// QEMU prints JSON objects in the iteration order of its QDict: hash buckets in increasing order
+/// (qobject/qdict.c, `tdb_hash` modulo 512 buckets). Sorting keys by that bucket reproduces
+/// qemu-img's key order (e.g. `encrypt` between `data-file` and `data-file-raw`).
+pub fn qdict_bucket(key: &str) -> u32 {
+    let mut v = 0x238f_13afu32.wrapping_mul(key.len() as u32);
+    for (i, c) in key.bytes().enumerate() {
+        v = v.wrapping_add(u32::from(c) << ((i * 5) % 24));
+    }
+    1_103_515_243u32.wrapping_mul(v).wrapping_add(12345) % 512
+}
+
+/// `m` with its keys (recursively) in QEMU's QDict order.
+pub fn qdict_order(m: Map<String, Value>) -> Map<String, Value> {
+    let mut v: Vec<(String, Value)> = m.into_iter().collect();
+    v.sort_by_key(|(k, _)| qdict_bucket(k));
+    v.into_iter()
+        .map(|(k, x)| match x {
+            Value::Object(o) => (k, Value::Object(qdict_order(o))),
+            Value::Array(a) => (
+                k,
+                Value::Array(
+                    a.into_iter()
+                        .map(|e| match e {
+                            Value::Object(o) => Value::Object(qdict_order(o)),
+                            e => e,
+                        })
+                        .collect(),
+                ),
+            ),
+            other => (k, other),
+        })
+        .collect()
+}
+
 /// The `format-specific` data object.
 pub fn format_specific(r: &Qcow2Reader) -> Result<Value> {
     let h = &r.header;
@@ -140,7 +174,7 @@ pub fn format_specific(r: &Qcow2Reader) -> Result<Value> {
             json!({"format": if h.crypt_method == 1 { "aes" } else { "luks" }}),
         );
     }
-    Ok(Value::Object(m))
+    Ok(Value::Object(qdict_order(m)))
 }
 
 /// The whole `info` for one qcow2 layer.
@@ -213,4 +247,50 @@ pub fn info(r: &Qcow2Reader) -> Result<ImageInfo> {
         ));
     }
     Ok(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_qemu_qdict_order() {
+        // Orders observed in qemu-img 10 `info --output=json` and `map --output=json`.
+        let mut m = Map::new();
+        for k in [
+            "extended-l2",
+            "corrupt",
+            "data-file-raw",
+            "encrypt",
+            "data-file",
+            "refcount-bits",
+        ] {
+            m.insert(k.into(), json!(1));
+        }
+        for k in ["bitmaps", "lazy-refcounts", "compression-type", "compat"] {
+            m.insert(k.into(), json!(1));
+        }
+        let keys: Vec<String> = qdict_order(m).keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                "compat",
+                "compression-type",
+                "lazy-refcounts",
+                "bitmaps",
+                "refcount-bits",
+                "data-file",
+                "encrypt",
+                "data-file-raw",
+                "corrupt",
+                "extended-l2"
+            ]
+        );
+        let mut b = Map::new();
+        for k in ["granularity", "name", "flags"] {
+            b.insert(k.into(), json!(1));
+        }
+        let keys: Vec<String> = qdict_order(b).keys().cloned().collect();
+        assert_eq!(keys, ["flags", "name", "granularity"]);
+    }
 }

@@ -191,3 +191,22 @@ fn mutated_images_never_panic() {
         }
     }
 }
+
+#[test]
+fn aes_encryption_info_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-aes");
+    let p = s.join("aes.qcow2");
+    let ps = p.to_str().unwrap();
+    let secret = "secret,id=sec0,data=abc";
+    let o = "encrypt.format=aes,encrypt.key-secret=sec0";
+    qemu_img(&[
+        "create", "-q", "-f", "qcow2", "--object", secret, "-o", o, ps, "1M",
+    ]);
+    let r = open_path(&p, &OpenOptions::default()).unwrap();
+    verify_info(&r, &p);
+    let mut buf = [0u8; 512];
+    assert!(r.read_at(&mut buf, 0).is_err());
+}
