@@ -92,9 +92,12 @@ pub fn qemu_io(format: &str, file: &Path, cmds: &[&str]) {
 /// The raw content of an image as qemu-img reads it (`qemu-img convert -O raw`), the oracle for every
 /// reader.
 pub fn qemu_raw_bytes(image: &Path, format: Option<&str>) -> Vec<u8> {
+    // Unique per call: tests run in parallel threads of one process and may use the same image name.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let out = std::env::temp_dir().join(format!(
-        "vdisk-oracle-{}-{}.raw",
+        "vdisk-oracle-{}-{}-{}.raw",
         std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed),
         image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     ));
     let mut args: Vec<&str> = vec!["convert"];
