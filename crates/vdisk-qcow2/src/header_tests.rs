@@ -25,6 +25,10 @@ fn v3() -> Header {
         compression_type: COMPRESSION_ZLIB,
         extensions: vec![
             Extension::BackingFormat("raw".into()),
+            Extension::Unknown {
+                kind: 0x1234_5678,
+                data: vec![1, 2, 3],
+            },
             Extension::FeatureTable(vec![FeatureName {
                 kind: 0,
                 bit: 9,
@@ -71,6 +75,28 @@ fn round_trips_v3_and_v2() {
     assert_eq!(
         (p2.version, p2.refcount_order, p2.header_length),
         (2, 4, 72)
+    );
+}
+
+#[test]
+fn short_v3_header_has_no_compression_byte() {
+    let h = Header {
+        header_length: 104,
+        extensions: vec![],
+        backing_file: None,
+        ..v3()
+    };
+    let mut b = cluster(&h);
+    assert_eq!(
+        b[104..112],
+        [0u8; 8],
+        "end-of-extensions marker right after 104 bytes"
+    );
+    b[104] = 0; // still the end marker: no compression type byte is read
+    let p = parse(&b).unwrap();
+    assert_eq!(
+        (p.header_length, p.compression_type),
+        (104, COMPRESSION_ZLIB)
     );
 }
 
