@@ -151,7 +151,23 @@ fn mutated_images_never_panic() {
         c.to_str().unwrap(),
     ]);
     qemu_img(&["snapshot", "-c", "s1", c.to_str().unwrap()]);
-    for img in [src, c] {
+    let sub = ["write -P 1 4k 4k", "write -z 40k 4k", "write -P 2 64k 64k"];
+    let el2 = make(
+        &s,
+        "m-el2.qcow2",
+        "extended_l2=on,cluster_size=16k",
+        "1M",
+        &sub,
+    );
+    let bm = make(
+        &s,
+        "m-bm.qcow2",
+        "cluster_size=4k,refcount_bits=1",
+        "1M",
+        &sub,
+    );
+    qemu_img(&["bitmap", "--add", bm.to_str().unwrap(), "b0"]);
+    for img in [src, c, el2, bm] {
         let orig = std::fs::read(&img).unwrap();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
