@@ -328,3 +328,95 @@ fn snapshot_list_matches_qemu() {
         );
     }
 }
+
+#[test]
+fn three_deep_chains_of_mixed_formats_read_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mixed-chain");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    for (base, fmt, conv) in [
+        ("base.vmdk", "vmdk", vec!["-O", "vmdk"]),
+        (
+            "base-stream.vmdk",
+            "vmdk",
+            vec!["-O", "vmdk", "-o", "subformat=streamOptimized"],
+        ),
+        ("base.vdi", "vdi", vec!["-O", "vdi"]),
+        ("base.qcow2", "qcow2", vec!["-c", "-O", "qcow2"]),
+    ] {
+        let mut a = vec!["convert"];
+        a.extend(conv.iter().copied());
+        a.extend(["pat.raw", base]);
+        qemu_ok(d, &a);
+        qemu_ok(
+            d,
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                base,
+                "-F",
+                fmt,
+                "mid.qcow2",
+            ],
+        );
+        qemu_io(
+            d,
+            "qcow2",
+            "mid.qcow2",
+            &[
+                "write -P 0x71 0 128k",
+                "write -z 1M 64k",
+                "write -P 0x72 40M 4k",
+            ],
+        );
+        // The top is larger than the chain below it: reads past the shorter backing image are zeros.
+        qemu_ok(
+            d,
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "mid.qcow2",
+                "-F",
+                "qcow2",
+                "top.qcow2",
+                "70M",
+            ],
+        );
+        qemu_io(
+            d,
+            "qcow2",
+            "top.qcow2",
+            &["write -P 0x73 64k 64k", "write -P 0x74 66M 64k"],
+        );
+        vdisk_ok(d, &["convert", "-O", "raw", "top.qcow2", "ours.raw"]);
+        qemu_ok(d, &["convert", "-O", "raw", "top.qcow2", "theirs.raw"]);
+        assert!(
+            std::fs::read(d.join("ours.raw")).unwrap()
+                == std::fs::read(d.join("theirs.raw")).unwrap(),
+            "chain over {base}"
+        );
+        assert_eq!(
+            vdisk_ok(d, &["map", "--output=json", "top.qcow2"]),
+            qemu_ok(d, &["map", "--output=json", "top.qcow2"]),
+            "map of chain over {base}"
+        );
+        assert_eq!(
+            vdisk(d, &["compare", "top.qcow2", "theirs.raw"])
+                .status
+                .code(),
+            Some(0)
+        );
+        for f in ["mid.qcow2", "top.qcow2", "ours.raw", "theirs.raw"] {
+            std::fs::remove_file(d.join(f)).unwrap();
+        }
+    }
+}
