@@ -93,10 +93,18 @@ fn random_cid() -> u32 {
     }
 }
 
+/// The file name as the descriptor will quote it: it cannot hold a quote or a line break.
 fn file_name(path: &Path) -> Result<String> {
-    path.file_name()
+    let name = path
+        .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::invalid(format!("'{}' is not a file name", path.display())))
+        .ok_or_else(|| Error::invalid(format!("'{}' is not a file name", path.display())))?;
+    if name.contains(['"', '\n', '\r']) {
+        return Err(Error::invalid(format!(
+            "a VMDK descriptor cannot name the file '{name}'"
+        )));
+    }
+    Ok(name)
 }
 
 /// `stem-<suffix>.ext` as qemu names extent files: the suffix goes before the last `.` of the name
@@ -131,6 +139,13 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
         .unwrap_or(if compat6 { "6" } else { "4" });
     let tools = opts.get("toolsversion").unwrap_or("2147483647");
     let zeroed_grain = opts.get_bool("zeroed_grain", false)?;
+    if let Some(b) = opts.get("backing_file") {
+        if b.contains(['"', '\n', '\r']) {
+            return Err(Error::invalid(format!(
+                "a VMDK descriptor cannot name the backing file '{b}'"
+            )));
+        }
+    }
     if let Some(f) = opts.get("backing_fmt") {
         if f != "vmdk" {
             return Err(Error::invalid("backing_fmt must be 'vmdk' if present"));
