@@ -493,7 +493,7 @@ fn vmfs_sparse_cowd_extents_match_qemu() {
     std::fs::write(s.join("d-delta.vmdk"), cowd_extent(8192)).unwrap();
     let desc = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\n\n\
                 # Extent description\nRW 8192 VMFSSPARSE \"d-delta.vmdk\"\n";
-    let img = s.join("d.vmdk");
+    let img = s.join("cowd.vmdk");
     std::fs::write(&img, desc).unwrap();
     compare_with_qemu(&img, "vmfsSparse");
     let r = open_path(&img);
@@ -600,7 +600,7 @@ fn sesparse_extents_match_qemu() {
     std::fs::write(s.join("d-sesparse.vmdk"), sesparse_extent()).unwrap();
     let desc = "# Disk DescriptorFile\nversion=1\nCID=0000abcd\nparentCID=ffffffff\ncreateType=\"seSparse\"\n\n\
                 # Extent description\nRW 8192 SESPARSE \"d-sesparse.vmdk\"\n";
-    let img = s.join("d.vmdk");
+    let img = s.join("ses.vmdk");
     std::fs::write(&img, desc).unwrap();
     compare_with_qemu(&img, "seSparse");
     let r = open_path(&img);
