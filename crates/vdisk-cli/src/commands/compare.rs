@@ -1,0 +1,50 @@
+//! `vdisk compare`: qemu-img compare's verdicts, messages and exit codes (2 when an image cannot be
+//! opened).
+
+use super::parse_format;
+use std::path::Path;
+use std::sync::Arc;
+use vdisk::chain::{open_image, OpenRequest};
+use vdisk::core::{ImageReader, Result};
+
+pub(super) fn compare(
+    format_a: Option<String>,
+    format_b: Option<String>,
+    strict: bool,
+    quiet: bool,
+    first: &Path,
+    second: &Path,
+) -> Result<u8> {
+    let open = |p: &Path, f: Option<String>| -> std::result::Result<Arc<dyn ImageReader>, u8> {
+        let req = OpenRequest {
+            format: parse_format(f).map_err(|e| {
+                eprintln!("vdisk: {e}");
+                2u8
+            })?,
+            snapshot: None,
+            follow_backing: true,
+        };
+        open_image(p, &req).map(|i| i.image).map_err(|e| {
+            eprintln!("vdisk: {e}");
+            2u8
+        })
+    };
+    let a = match open(first, format_a) {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    let b = match open(second, format_b) {
+        Ok(b) => b,
+        Err(code) => return Ok(code),
+    };
+    let outcome = vdisk::convert::compare::compare(a.as_ref(), b.as_ref(), strict)?;
+    if !quiet {
+        for line in outcome.stdout_lines() {
+            println!("{line}");
+        }
+    }
+    if let Some(msg) = outcome.error_message(&first.to_string_lossy(), &second.to_string_lossy()) {
+        eprintln!("vdisk: {msg}");
+    }
+    Ok(outcome.exit_code() as u8)
+}

@@ -1,0 +1,139 @@
+//! `vdisk convert`: open the sources (concatenated, with backing chains or a snapshot), create the
+//! target, and stream through the conversion engine with qemu-img's flags.
+
+use super::{parse_format, parse_snapshot, print_out};
+use crate::cli::ConvertArgs;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use vdisk::chain::{open_image, OpenRequest};
+use vdisk::convert::ConvertOptions;
+use vdisk::core::options::format_help;
+use vdisk::core::size::parse_size;
+use vdisk::core::{Concat, CreateOptions, Error, Format, ImageReader, Result};
+
+pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
+    let out_fmt: Format = a.output_format.parse()?;
+    let mut opts = CreateOptions::parse(&a.options)?;
+    if opts.wants_help() {
+        print_out(&format_help(
+            out_fmt.name(),
+            vdisk::create_options(out_fmt)?,
+        ))?;
+        return Ok(0);
+    }
+    if !(1..=16).contains(&a.parallel) {
+        return Err(Error::invalid(
+            "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16",
+        ));
+    }
+    let min_sparse = parse_size(&a.sparse_size)?;
+    if min_sparse % 512 != 0 || min_sparse > (16 << 20) {
+        return Err(Error::invalid(
+            "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16MB",
+        ));
+    }
+    if a.compress {
+        match vdisk::compression(out_fmt, &opts) {
+            vdisk::Compression::Supported => {}
+            vdisk::Compression::Ignored => eprintln!(
+                "vdisk: warning: {} subformat '{}' has no compressed grains; writing it uncompressed as qemu-img does \
+                 (use -o subformat=streamOptimized for a compressed VMDK)",
+                out_fmt.name(),
+                opts.get("subformat").unwrap_or("monolithicSparse")
+            ),
+            vdisk::Compression::Unsupported => {
+                return Err(Error::invalid("Compression not supported for this file format"));
+            }
+        }
+    }
+    let (dst, srcs) = a
+        .files
+        .split_last()
+        .ok_or_else(|| Error::invalid("Expecting image file name"))?;
+    if srcs.is_empty() {
+        return Err(Error::invalid("Expecting image file name"));
+    }
+    let src_fmt = parse_format(a.format)?;
+    let snapshot = a.snapshot.as_deref().map(parse_snapshot);
+    let mut readers: Vec<Arc<dyn ImageReader>> = Vec::new();
+    for s in srcs {
+        let req = OpenRequest {
+            format: src_fmt,
+            snapshot: snapshot.clone(),
+            follow_backing: true,
+        };
+        readers.push(open_image(s, &req)?.image);
+    }
+    let source: Arc<dyn ImageReader> = if readers.len() == 1 {
+        Arc::clone(&readers[0])
+    } else {
+        Arc::new(Concat::new(readers)?)
+    };
+    match a.cache.as_str() {
+        "unsafe" => vdisk::core::writer::set_durable_commit(false),
+        "writeback" | "none" | "writethrough" | "directsync" => {}
+        other => return Err(Error::invalid(format!("Invalid cache option: {other}"))),
+    }
+    let size = source.virtual_size();
+    let mut backing_image: Option<Arc<dyn ImageReader>> = None;
+    if let Some(b) = &a.backing {
+        if a.no_create {
+            return Err(Error::invalid("-B and -n cannot be used together"));
+        }
+        let bfmt = a.backing_format.as_deref().ok_or_else(|| {
+            Error::invalid("Use of backing file requires explicit backing format")
+        })?;
+        opts.set("backing_file", b);
+        opts.set("backing_fmt", bfmt);
+        let full = vdisk::core::storage::resolve_relative(dst, b);
+        let req = OpenRequest {
+            format: Some(bfmt.parse()?),
+            snapshot: None,
+            follow_backing: true,
+        };
+        backing_image = Some(open_image(&full, &req)?.image);
+    }
+    let writer = if a.no_create {
+        let req = OpenRequest {
+            format: Some(out_fmt),
+            snapshot: None,
+            follow_backing: false,
+        };
+        let existing = open_image(dst, &req)?.image.virtual_size();
+        if existing < size {
+            return Err(Error::invalid("output file is smaller than input file"));
+        }
+        vdisk::open_existing_writer(out_fmt, dst)?
+    } else {
+        vdisk::create_image(out_fmt, dst, size, &opts, a.compress)?
+    };
+    let copts = ConvertOptions {
+        workers: a.parallel,
+        out_of_order: a.out_of_order,
+        min_sparse,
+        target_is_zero: a.target_is_zero,
+        backing: backing_image,
+        ..ConvertOptions::default()
+    };
+    let bar = (a.progress && !a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(size.max(1));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "    {percent:>3}% [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let progress = |done: u64, _total: u64| {
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    };
+    vdisk::convert::convert(source.as_ref(), writer, &copts, &progress)?;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    Ok(0)
+}

@@ -1,0 +1,63 @@
+//! `vdisk create`: a new empty image of any writable format, sized or sized from its backing file.
+
+use super::{parse_format, print_out};
+use std::path::Path;
+use vdisk::chain::{open_image, OpenRequest};
+use vdisk::core::options::format_help;
+use vdisk::core::size::parse_size;
+use vdisk::core::{CreateOptions, Error, Format, Result};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn create(
+    format: &str,
+    options: &[String],
+    backing: Option<String>,
+    backing_format: Option<String>,
+    unsafe_backing: bool,
+    quiet: bool,
+    filename: Option<&Path>,
+    size: Option<String>,
+) -> Result<u8> {
+    let fmt: Format = format.parse()?;
+    let mut opts = CreateOptions::parse(options)?;
+    if opts.wants_help() {
+        print_out(&format_help(fmt.name(), vdisk::create_options(fmt)?))?;
+        return Ok(0);
+    }
+    let filename = filename.ok_or_else(|| Error::invalid("Expecting image file name"))?;
+    if let Some(b) = &backing {
+        opts.set("backing_file", b);
+    }
+    if let Some(bf) = &backing_format {
+        opts.set("backing_fmt", bf);
+    }
+    let size = match size {
+        Some(s) => parse_size(&s)?,
+        None => match opts.get("backing_file") {
+            Some(b) if !unsafe_backing => {
+                let full = vdisk::core::storage::resolve_relative(filename, b);
+                let bfmt = parse_format(opts.get("backing_fmt").map(str::to_string))?;
+                let req = OpenRequest {
+                    format: bfmt,
+                    snapshot: None,
+                    follow_backing: true,
+                };
+                let img = open_image(&full, &req)
+                    .map_err(|e| Error::Other(format!("Could not open backing image: {e}")))?;
+                img.image.virtual_size()
+            }
+            _ => return Err(Error::invalid("Image creation needs a size parameter")),
+        },
+    };
+    if !quiet {
+        let mut line = format!("Formatting '{}', fmt={}", filename.display(), fmt.name());
+        for (k, v) in opts.pairs() {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        line.push_str(&format!(" size={size}"));
+        println!("{line}");
+    }
+    let writer = vdisk::create_image(fmt, filename, size, &opts, false)?;
+    writer.finish()?;
+    Ok(0)
+}

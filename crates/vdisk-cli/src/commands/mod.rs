@@ -1,0 +1,236 @@
+//! What each `vdisk` command does: open images through the `vdisk` facade, run the operation, and
+//! print results with qemu-img's wording and exit codes. Small commands are here; larger ones have a
+//! file each.
+
+mod compare;
+mod convert;
+mod create;
+mod measure;
+mod resize;
+
+use crate::cli::{Cli, Command, OutputFormat};
+use crate::{check, info, map};
+use compare::compare;
+use convert::convert;
+use create::create;
+use measure::measure;
+use resize::resize;
+use std::io::Write;
+use std::path::Path;
+use vdisk::chain::{open_image, OpenRequest};
+use vdisk::core::size::parse_size;
+use vdisk::core::{Error, Format, Result};
+use vdisk::qcow2::SnapshotSel;
+
+/// Runs one command; the value is the process exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Info {
+            format,
+            output,
+            backing_chain,
+            filename,
+            ..
+        } => {
+            let req = OpenRequest {
+                format: parse_format(format)?,
+                snapshot: None,
+                follow_backing: backing_chain,
+            };
+            let img = open_image(&filename, &req)?;
+            let text = match output {
+                OutputFormat::Human => info::info_human(&img.layers, backing_chain),
+                OutputFormat::Json => info::info_json(&img.layers, backing_chain) + "\n",
+            };
+            print_out(&text)?;
+            Ok(0)
+        }
+        Command::Map {
+            format,
+            output,
+            start_offset,
+            max_length,
+            filename,
+            ..
+        } => {
+            let req = OpenRequest {
+                format: parse_format(format)?,
+                snapshot: None,
+                follow_backing: true,
+            };
+            let img = open_image(&filename, &req)?;
+            let size = img.image.virtual_size();
+            let start = parse_size(&start_offset)?.min(size);
+            let len = match max_length {
+                Some(l) => parse_size(&l)?.min(size - start),
+                None => size - start,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            map::write_map(
+                img.image.as_ref(),
+                start,
+                len,
+                output == OutputFormat::Json,
+                &mut out,
+            )?;
+            out.flush()
+                .map_err(|e| Error::Other(format!("cannot write output: {e}")))?;
+            Ok(0)
+        }
+        Command::Create {
+            format,
+            options,
+            backing,
+            backing_format,
+            unsafe_backing,
+            quiet,
+            filename,
+            size,
+        } => create(
+            &format,
+            &options,
+            backing,
+            backing_format,
+            unsafe_backing,
+            quiet,
+            filename.as_deref(),
+            size,
+        ),
+        Command::Convert(args) => convert(args),
+        Command::Compare {
+            format_a,
+            format_b,
+            strict,
+            quiet,
+            first,
+            second,
+            ..
+        } => compare(format_a, format_b, strict, quiet, &first, &second),
+        Command::Check {
+            format,
+            output,
+            repair,
+            quiet,
+            filename,
+            ..
+        } => {
+            if let Some(r) = repair {
+                return Err(Error::invalid(format!(
+                    "check -r {r}: repair is not implemented yet; vdisk check only reports"
+                )));
+            }
+            let req = OpenRequest {
+                format: parse_format(format)?,
+                snapshot: None,
+                follow_backing: false,
+            };
+            let img = open_image(&filename, &req)?;
+            let report = match img.top().reader.check() {
+                Ok(r) => r,
+                Err(Error::Unsupported { .. }) => {
+                    eprintln!("vdisk: This image format does not support checks");
+                    return Ok(63);
+                }
+                Err(e) => return Err(e),
+            };
+            for m in &report.messages {
+                eprintln!("{m}");
+            }
+            if !quiet {
+                let text = match output {
+                    OutputFormat::Human => check::human(&report),
+                    OutputFormat::Json => {
+                        check::json(
+                            &report,
+                            &filename.to_string_lossy(),
+                            img.top().format.name(),
+                        ) + "\n"
+                    }
+                };
+                print_out(&text)?;
+            }
+            Ok(report.exit_code() as u8)
+        }
+        Command::Snapshot {
+            list,
+            create,
+            apply,
+            delete,
+            format,
+            filename,
+            ..
+        } => {
+            if create.is_some() || apply.is_some() || delete.is_some() {
+                return Err(Error::invalid(
+                    "snapshot -c/-a/-d: changing snapshots is not implemented yet; only -l works",
+                ));
+            }
+            if !list {
+                return Err(Error::invalid("snapshot: give -l (list)"));
+            }
+            let req = OpenRequest {
+                format: parse_format(format)?,
+                snapshot: None,
+                follow_backing: false,
+            };
+            let img = open_image(&filename, &req)?;
+            if !img.top().info.snapshots.is_empty() {
+                print_out(&info::snapshot_table(&img.top().info.snapshots))?;
+            }
+            Ok(0)
+        }
+        Command::Measure {
+            output_format,
+            options,
+            size,
+            format,
+            snapshot,
+            output,
+            filename,
+            ..
+        } => measure(
+            &output_format,
+            &options,
+            size,
+            format,
+            snapshot,
+            output,
+            filename.as_deref(),
+        ),
+        Command::Resize {
+            format,
+            shrink,
+            preallocation,
+            quiet,
+            filename,
+            size,
+        } => resize(format, shrink, preallocation, quiet, &filename, &size),
+    }
+}
+
+pub(crate) fn print_out(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::Other(format!("cannot write output: {e}")))
+}
+
+pub(crate) fn parse_format(f: Option<String>) -> Result<Option<Format>> {
+    f.map(|s| s.parse::<Format>()).transpose()
+}
+
+pub(crate) fn probe_path(path: &Path) -> Result<Format> {
+    let s = vdisk::core::FileStorage::open(path)?;
+    vdisk::core::probe_format(&s)
+}
+
+pub(crate) fn parse_snapshot(s: &str) -> SnapshotSel {
+    if let Some(n) = s.strip_prefix("snapshot.name=") {
+        SnapshotSel::Name(n.to_string())
+    } else if let Some(id) = s.strip_prefix("snapshot.id=") {
+        SnapshotSel::Id(id.to_string())
+    } else {
+        SnapshotSel::NameOrId(s.to_string())
+    }
+}

@@ -1,0 +1,58 @@
+//! `vdisk resize`: grow or shrink raw images and grow VDI images.
+
+use super::{parse_format, probe_path};
+use std::path::Path;
+use vdisk::chain::{open_image, OpenRequest};
+use vdisk::core::size::parse_size_change;
+use vdisk::core::{Error, Format, Result};
+
+pub(super) fn resize(
+    format: Option<String>,
+    shrink: bool,
+    preallocation: Option<String>,
+    quiet: bool,
+    filename: &Path,
+    size: &str,
+) -> Result<u8> {
+    let change = parse_size_change(size)?;
+    let fmt = match parse_format(format)? {
+        Some(f) => f,
+        None => probe_path(filename)?,
+    };
+    let current = {
+        let req = OpenRequest {
+            format: Some(fmt),
+            snapshot: None,
+            follow_backing: false,
+        };
+        open_image(filename, &req)?.image.virtual_size()
+    };
+    let new_size = change.apply(current)?;
+    match fmt {
+        Format::Raw => {
+            let prealloc = preallocation
+                .as_deref()
+                .unwrap_or("off")
+                .parse::<vdisk::raw::Prealloc>()?;
+            vdisk::raw::resize(filename, new_size, shrink, prealloc)?;
+        }
+        Format::Vdi => {
+            if preallocation.is_some() {
+                return Err(Error::invalid("--preallocation is not supported for vdi"));
+            }
+            if new_size < current {
+                return Err(Error::invalid("Shrinking VDI images is not supported"));
+            }
+            vdisk::vdi::resize(filename, new_size)?;
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "resize of {other} images is not implemented yet"
+            )));
+        }
+    }
+    if !quiet {
+        println!("Image resized.");
+    }
+    Ok(0)
+}
