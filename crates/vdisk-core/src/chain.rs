@@ -77,7 +77,9 @@ impl ImageReader for Chain {
             // Past the end of the backing image: unallocated, reads as zeros, answered by this layer.
             return Ok(e);
         }
-        let mut b = self.backing.block_status(offset, e.length.min(bsize - offset))?;
+        let mut b = self
+            .backing
+            .block_status(offset, e.length.min(bsize - offset))?;
         b.truncate(e.length);
         b.depth += 1;
         Ok(b)

@@ -28,13 +28,19 @@ impl Concat {
 
     fn part_at(&self, offset: u64) -> Option<&(u64, Arc<dyn ImageReader>)> {
         let i = self.parts.partition_point(|(start, _)| *start <= offset);
-        self.parts[..i].iter().rev().find(|(start, r)| offset < start + r.virtual_size())
+        self.parts[..i]
+            .iter()
+            .rev()
+            .find(|(start, r)| offset < start + r.virtual_size())
     }
 }
 
 impl ImageReader for Concat {
     fn format_name(&self) -> &'static str {
-        self.parts.first().map(|(_, r)| r.format_name()).unwrap_or("raw")
+        self.parts
+            .first()
+            .map(|(_, r)| r.format_name())
+            .unwrap_or("raw")
     }
 
     fn virtual_size(&self) -> u64 {
@@ -46,7 +52,9 @@ impl ImageReader for Concat {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let (start, r) = self.part_at(pos).ok_or_else(|| Error::invalid("read outside the sources"))?;
+            let (start, r) = self
+                .part_at(pos)
+                .ok_or_else(|| Error::invalid("read outside the sources"))?;
             let local = pos - start;
             let n = ((r.virtual_size() - local) as usize).min(buf.len() - done);
             r.read_at(&mut buf[done..done + n], local)?;
@@ -56,7 +64,9 @@ impl ImageReader for Concat {
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        let (start, r) = self.part_at(offset).ok_or_else(|| Error::invalid("block status outside the sources"))?;
+        let (start, r) = self
+            .part_at(offset)
+            .ok_or_else(|| Error::invalid("block status outside the sources"))?;
         let local = offset - start;
         let mut e = r.block_status(local, max_len.min(r.virtual_size() - local))?;
         e.offset += start;

@@ -16,16 +16,29 @@ pub enum Error {
 
     /// An I/O call on an open file failed.
     #[error("{}: I/O error at offset {offset}: {}", path.display(), io_message(source))]
-    Io { path: PathBuf, offset: u64, source: io::Error },
+    Io {
+        path: PathBuf,
+        offset: u64,
+        source: io::Error,
+    },
 
     /// The file is not a valid image of its format: a field out of range, a table pointing outside the
     /// file, a truncated structure.
     #[error("{}: corrupt image{}: {what}", path.display(), at_offset(*offset))]
-    Corrupt { path: PathBuf, offset: Option<u64>, what: String },
+    Corrupt {
+        path: PathBuf,
+        offset: Option<u64>,
+        what: String,
+    },
 
     /// A named limit (see each format's `limits` module) was exceeded by a value read from the file.
     #[error("{}: {what} is {value}, more than the limit of {limit}", path.display())]
-    Limit { path: PathBuf, what: &'static str, value: u64, limit: u64 },
+    Limit {
+        path: PathBuf,
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
 
     /// The image uses a feature vdisk does not handle; `what` names the feature.
     #[error("{}: unsupported {what}", path.display())]
@@ -43,22 +56,38 @@ pub enum Error {
 impl Error {
     /// An I/O error at `offset` of `path`.
     pub fn io(path: &Path, offset: u64, source: io::Error) -> Self {
-        Error::Io { path: path.to_path_buf(), offset, source }
+        Error::Io {
+            path: path.to_path_buf(),
+            offset,
+            source,
+        }
     }
 
     /// A corruption found in `path`, optionally at a file offset.
     pub fn corrupt(path: &Path, offset: Option<u64>, what: impl Into<String>) -> Self {
-        Error::Corrupt { path: path.to_path_buf(), offset, what: what.into() }
+        Error::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            what: what.into(),
+        }
     }
 
     /// An unsupported feature of the image at `path`.
     pub fn unsupported(path: &Path, what: impl Into<String>) -> Self {
-        Error::Unsupported { path: path.to_path_buf(), what: what.into() }
+        Error::Unsupported {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
     }
 
     /// A named limit exceeded in `path`.
     pub fn limit(path: &Path, what: &'static str, value: u64, limit: u64) -> Self {
-        Error::Limit { path: path.to_path_buf(), what, value, limit }
+        Error::Limit {
+            path: path.to_path_buf(),
+            what,
+            value,
+            limit,
+        }
     }
 
     /// A bad argument given by the user.
@@ -93,12 +122,18 @@ mod tests {
             path: "x.qcow2".into(),
             source: io::Error::from_raw_os_error(libc::ENOENT),
         };
-        assert_eq!(e.to_string(), "Could not open 'x.qcow2': No such file or directory");
+        assert_eq!(
+            e.to_string(),
+            "Could not open 'x.qcow2': No such file or directory"
+        );
     }
 
     #[test]
     fn corrupt_error_names_offset() {
         let e = Error::corrupt(Path::new("a"), Some(0x200), "L2 entry past end of file");
-        assert_eq!(e.to_string(), "a: corrupt image at offset 0x200: L2 entry past end of file");
+        assert_eq!(
+            e.to_string(),
+            "a: corrupt image at offset 0x200: L2 entry past end of file"
+        );
     }
 }

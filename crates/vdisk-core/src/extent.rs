@@ -30,13 +30,19 @@ impl ExtentKind {
 
     /// Whether the range holds data (qemu's `data`).
     pub fn is_data(self) -> bool {
-        matches!(self, ExtentKind::Data | ExtentKind::ZeroData | ExtentKind::Compressed)
+        matches!(
+            self,
+            ExtentKind::Data | ExtentKind::ZeroData | ExtentKind::Compressed
+        )
     }
 
     /// Whether the range is known to read as zeros without reading it. For [`ExtentKind::Unallocated`]
     /// this holds only at the bottom of a chain, which is where a [`crate::Chain`] returns it.
     pub fn reads_as_zero(self) -> bool {
-        matches!(self, ExtentKind::Zero | ExtentKind::ZeroData | ExtentKind::Unallocated)
+        matches!(
+            self,
+            ExtentKind::Zero | ExtentKind::ZeroData | ExtentKind::Unallocated
+        )
     }
 }
 
@@ -67,16 +73,31 @@ pub struct Extent {
 impl Extent {
     /// A run with no host location in layer 0.
     pub fn new(offset: u64, length: u64, kind: ExtentKind) -> Self {
-        Extent { offset, length, kind, host: None, depth: 0 }
-    }
-
-    /// A run stored at `host_offset` in `file`.
-    pub fn at_host(offset: u64, length: u64, kind: ExtentKind, file: &Arc<Path>, host_offset: u64) -> Self {
         Extent {
             offset,
             length,
             kind,
-            host: Some(HostLocation { file: Arc::clone(file), offset: host_offset }),
+            host: None,
+            depth: 0,
+        }
+    }
+
+    /// A run stored at `host_offset` in `file`.
+    pub fn at_host(
+        offset: u64,
+        length: u64,
+        kind: ExtentKind,
+        file: &Arc<Path>,
+        host_offset: u64,
+    ) -> Self {
+        Extent {
+            offset,
+            length,
+            kind,
+            host: Some(HostLocation {
+                file: Arc::clone(file),
+                offset: host_offset,
+            }),
             depth: 0,
         }
     }
@@ -94,7 +115,9 @@ impl Extent {
         }
         match (&self.host, &next.host) {
             (None, None) => true,
-            (Some(a), Some(b)) => a.file == b.file && a.offset.checked_add(self.length) == Some(b.offset),
+            (Some(a), Some(b)) => {
+                a.file == b.file && a.offset.checked_add(self.length) == Some(b.offset)
+            }
             _ => false,
         }
     }

@@ -49,7 +49,11 @@ impl FromStr for Format {
             "vdi" => Format::Vdi,
             "vpc" | "vhd" => Format::Vpc,
             "vhdx" => Format::Vhdx,
-            other => return Err(crate::Error::invalid(format!("Unknown file format '{other}'"))),
+            other => {
+                return Err(crate::Error::invalid(format!(
+                    "Unknown file format '{other}'"
+                )))
+            }
         })
     }
 }
@@ -87,7 +91,9 @@ pub fn probe_bytes(head: &[u8]) -> Option<Format> {
     if head.starts_with(VMDK_SPARSE_MAGIC) || head.starts_with(VMDK_COWD_MAGIC) {
         return Some(Format::Vmdk);
     }
-    if head.len() >= 0x44 && u32::from_le_bytes([head[0x40], head[0x41], head[0x42], head[0x43]]) == VDI_SIGNATURE {
+    if head.len() >= 0x44
+        && u32::from_le_bytes([head[0x40], head[0x41], head[0x42], head[0x43]]) == VDI_SIGNATURE
+    {
         return Some(Format::Vdi);
     }
     if head.starts_with(VHD_COOKIE) {
@@ -106,7 +112,9 @@ pub fn probe_bytes(head: &[u8]) -> Option<Format> {
 /// before any non-text byte.
 fn looks_like_vmdk_descriptor(head: &[u8]) -> bool {
     let text_len = head.iter().position(|b| *b == 0).unwrap_or(head.len());
-    let Ok(text) = std::str::from_utf8(&head[..text_len]) else { return false };
+    let Ok(text) = std::str::from_utf8(&head[..text_len]) else {
+        return false;
+    };
     text.lines().take(32).any(|l| {
         let l = l.trim();
         l.starts_with("# Disk DescriptorFile") || l.starts_with("createType=")
@@ -122,7 +130,10 @@ mod tests {
     fn probes_each_magic() {
         assert_eq!(probe_bytes(b"QFI\xfb\0\0\0\x03"), Some(Format::Qcow2));
         assert_eq!(probe_bytes(b"KDMV\x01\0\0\0"), Some(Format::Vmdk));
-        assert_eq!(probe_bytes(b"# Disk DescriptorFile\nversion=1\n"), Some(Format::Vmdk));
+        assert_eq!(
+            probe_bytes(b"# Disk DescriptorFile\nversion=1\n"),
+            Some(Format::Vmdk)
+        );
         let mut vdi = vec![0u8; 0x200];
         vdi[0x40..0x44].copy_from_slice(&VDI_SIGNATURE.to_le_bytes());
         assert_eq!(probe_bytes(&vdi), Some(Format::Vdi));
@@ -136,6 +147,9 @@ mod tests {
         img[4096 - 512..4096 - 504].copy_from_slice(VHD_COOKIE);
         let s = MemStorage::new("x.vhd", img);
         assert_eq!(probe_format(&s).unwrap(), Format::Vpc);
-        assert_eq!(probe_format(&MemStorage::new("e", vec![])).unwrap(), Format::Raw);
+        assert_eq!(
+            probe_format(&MemStorage::new("e", vec![])).unwrap(),
+            Format::Raw
+        );
     }
 }

@@ -55,7 +55,11 @@ pub fn parse_size(input: &str) -> Result<u64> {
     }
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         let v = u64::from_str_radix(hex, 16).map_err(|_| bad())?;
-        return if v > MAX_IMAGE_SIZE { Err(bad()) } else { Ok(v) };
+        return if v > MAX_IMAGE_SIZE {
+            Err(bad())
+        } else {
+            Ok(v)
+        };
     }
     let num_end = s
         .char_indices()
@@ -63,12 +67,17 @@ pub fn parse_size(input: &str) -> Result<u64> {
         .map(|(i, _)| i)
         .unwrap_or(s.len());
     let (num, rest) = s.split_at(num_end);
-    if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.') {
+    if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.')
+    {
         return Err(bad());
     }
     let mult = match rest {
         "" => 1,
-        r if r.chars().count() == 1 => r.chars().next().and_then(suffix_multiplier).ok_or_else(bad)?,
+        r if r.chars().count() == 1 => r
+            .chars()
+            .next()
+            .and_then(suffix_multiplier)
+            .ok_or_else(bad)?,
         _ => return Err(bad()),
     };
     let (int_part, frac_part) = match num.split_once('.') {
@@ -134,7 +143,18 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_overflow() {
-        for bad in ["", "G", "12Q", "1GG", "-1", "1..5G", ".5G", "8E", "99999999999999999999", "0xZZ"] {
+        for bad in [
+            "",
+            "G",
+            "12Q",
+            "1GG",
+            "-1",
+            "1..5G",
+            ".5G",
+            "8E",
+            "99999999999999999999",
+            "0xZZ",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad} should be rejected");
         }
         assert_eq!(
@@ -145,9 +165,18 @@ mod tests {
 
     #[test]
     fn relative_sizes_for_resize() {
-        assert_eq!(parse_size_change("+10G").unwrap(), SizeChange::Grow(10 << 30));
-        assert_eq!(parse_size_change("-5G").unwrap(), SizeChange::Shrink(5 << 30));
-        assert_eq!(parse_size_change("1G").unwrap(), SizeChange::Absolute(1 << 30));
+        assert_eq!(
+            parse_size_change("+10G").unwrap(),
+            SizeChange::Grow(10 << 30)
+        );
+        assert_eq!(
+            parse_size_change("-5G").unwrap(),
+            SizeChange::Shrink(5 << 30)
+        );
+        assert_eq!(
+            parse_size_change("1G").unwrap(),
+            SizeChange::Absolute(1 << 30)
+        );
         assert_eq!(SizeChange::Grow(1).apply(1).unwrap(), 2);
         assert!(SizeChange::Shrink(2).apply(1).is_err());
     }

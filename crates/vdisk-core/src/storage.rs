@@ -36,7 +36,10 @@ pub trait Storage: Send + Sync {
                 return Err(Error::corrupt(
                     self.path(),
                     Some(at),
-                    format!("unexpected end of file reading {} bytes at {offset:#x}", buf.len()),
+                    format!(
+                        "unexpected end of file reading {} bytes at {offset:#x}",
+                        buf.len()
+                    ),
                 ));
             }
             done += n;
@@ -61,13 +64,19 @@ pub trait Storage: Send + Sync {
     /// Writes all of `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         let _ = (buf, offset);
-        Err(Error::Other(format!("{}: opened read-only", self.path().display())))
+        Err(Error::Other(format!(
+            "{}: opened read-only",
+            self.path().display()
+        )))
     }
 
     /// Sets the length of the store.
     fn set_len(&self, len: u64) -> Result<()> {
         let _ = len;
-        Err(Error::Other(format!("{}: opened read-only", self.path().display())))
+        Err(Error::Other(format!(
+            "{}: opened read-only",
+            self.path().display()
+        )))
     }
 
     /// Flushes written data to stable storage.
@@ -99,8 +108,15 @@ pub struct FileStorage {
 impl FileStorage {
     /// Opens `path` read-only. Opening for inspection never modifies the file.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
-        Ok(FileStorage { file, path: path.to_path_buf(), writable: false })
+        let file = File::open(path).map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(FileStorage {
+            file,
+            path: path.to_path_buf(),
+            writable: false,
+        })
     }
 
     /// Opens an existing `path` for reading and writing.
@@ -109,13 +125,24 @@ impl FileStorage {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
-        Ok(FileStorage { file, path: path.to_path_buf(), writable: true })
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(FileStorage {
+            file,
+            path: path.to_path_buf(),
+            writable: true,
+        })
     }
 
     /// Wraps an already open file.
     pub fn from_file(file: File, path: &Path, writable: bool) -> Self {
-        FileStorage { file, path: path.to_path_buf(), writable }
+        FileStorage {
+            file,
+            path: path.to_path_buf(),
+            writable,
+        }
     }
 
     /// The underlying file.
@@ -145,7 +172,10 @@ impl Storage for FileStorage {
     }
 
     fn len(&self) -> Result<u64> {
-        let meta = self.file.metadata().map_err(|e| Error::io(&self.path, 0, e))?;
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, 0, e))?;
         if meta.file_type().is_file() {
             return Ok(meta.len());
         }
@@ -165,21 +195,33 @@ impl Storage for FileStorage {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         if !self.writable {
-            return Err(Error::Other(format!("{}: opened read-only", self.path.display())));
+            return Err(Error::Other(format!(
+                "{}: opened read-only",
+                self.path.display()
+            )));
         }
-        self.file.write_all_at(buf, offset).map_err(|e| Error::io(&self.path, offset, e))
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io(&self.path, offset, e))
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
         if !self.writable {
-            return Err(Error::Other(format!("{}: opened read-only", self.path.display())));
+            return Err(Error::Other(format!(
+                "{}: opened read-only",
+                self.path.display()
+            )));
         }
-        self.file.set_len(len).map_err(|e| Error::io(&self.path, len, e))
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io(&self.path, len, e))
     }
 
     fn sync(&self) -> Result<()> {
         if self.writable {
-            self.file.sync_all().map_err(|e| Error::io(&self.path, 0, e))?;
+            self.file
+                .sync_all()
+                .map_err(|e| Error::io(&self.path, 0, e))?;
         }
         Ok(())
     }
@@ -188,7 +230,9 @@ impl Storage for FileStorage {
         if offset >= end {
             return Ok(Some((true, end)));
         }
-        let Ok(meta) = self.file.metadata() else { return Ok(None) };
+        let Ok(meta) = self.file.metadata() else {
+            return Ok(None);
+        };
         if !meta.file_type().is_file() {
             return Ok(None);
         }
@@ -221,7 +265,10 @@ pub struct MemStorage {
 impl MemStorage {
     /// A store holding `data`, named `name` in messages.
     pub fn new(name: &str, data: Vec<u8>) -> Self {
-        MemStorage { data: RwLock::new(data), path: PathBuf::from(name) }
+        MemStorage {
+            data: RwLock::new(data),
+            path: PathBuf::from(name),
+        }
     }
 
     /// A copy of the current contents.
@@ -245,8 +292,13 @@ impl Storage for MemStorage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        let data = self.data.read().map_err(|_| Error::Other("memory store poisoned".into()))?;
-        let Ok(start) = usize::try_from(offset) else { return Ok(0) };
+        let data = self
+            .data
+            .read()
+            .map_err(|_| Error::Other("memory store poisoned".into()))?;
+        let Ok(start) = usize::try_from(offset) else {
+            return Ok(0);
+        };
         if start >= data.len() {
             return Ok(0);
         }
@@ -256,9 +308,14 @@ impl Storage for MemStorage {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        let mut data = self.data.write().map_err(|_| Error::Other("memory store poisoned".into()))?;
+        let mut data = self
+            .data
+            .write()
+            .map_err(|_| Error::Other("memory store poisoned".into()))?;
         let start = usize::try_from(offset).map_err(|_| Error::invalid("offset out of range"))?;
-        let end = start.checked_add(buf.len()).ok_or_else(|| Error::invalid("offset out of range"))?;
+        let end = start
+            .checked_add(buf.len())
+            .ok_or_else(|| Error::invalid("offset out of range"))?;
         if end > data.len() {
             data.resize(end, 0);
         }
@@ -267,7 +324,10 @@ impl Storage for MemStorage {
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
-        let mut data = self.data.write().map_err(|_| Error::Other("memory store poisoned".into()))?;
+        let mut data = self
+            .data
+            .write()
+            .map_err(|_| Error::Other("memory store poisoned".into()))?;
         let len = usize::try_from(len).map_err(|_| Error::invalid("length out of range"))?;
         data.resize(len, 0);
         Ok(())
@@ -334,9 +394,18 @@ mod tests {
 
     #[test]
     fn relative_names_resolve_from_image_dir() {
-        assert_eq!(resolve_relative(Path::new("/a/b/top.qcow2"), "base.raw"), PathBuf::from("/a/b/base.raw"));
-        assert_eq!(resolve_relative(Path::new("top.qcow2"), "base.raw"), PathBuf::from("base.raw"));
-        assert_eq!(resolve_relative(Path::new("/a/top"), "/x/base"), PathBuf::from("/x/base"));
+        assert_eq!(
+            resolve_relative(Path::new("/a/b/top.qcow2"), "base.raw"),
+            PathBuf::from("/a/b/base.raw")
+        );
+        assert_eq!(
+            resolve_relative(Path::new("top.qcow2"), "base.raw"),
+            PathBuf::from("base.raw")
+        );
+        assert_eq!(
+            resolve_relative(Path::new("/a/top"), "/x/base"),
+            PathBuf::from("/x/base")
+        );
     }
 
     #[test]
@@ -347,9 +416,16 @@ mod tests {
         f.write_all_at(&[1u8; 4096], 4 << 20).unwrap();
         f.sync_all().unwrap();
         let s = FileStorage::open(&path).unwrap();
-        let runs = [s.data_run(0, 8 << 20), s.data_run(4 << 20, 8 << 20), s.data_run((4 << 20) + 4096, 8 << 20)];
+        let runs = [
+            s.data_run(0, 8 << 20),
+            s.data_run(4 << 20, 8 << 20),
+            s.data_run((4 << 20) + 4096, 8 << 20),
+        ];
         std::fs::remove_file(&path).unwrap();
-        let runs: Vec<_> = runs.into_iter().map(|r| r.unwrap().expect("SEEK_DATA supported")).collect();
+        let runs: Vec<_> = runs
+            .into_iter()
+            .map(|r| r.unwrap().expect("SEEK_DATA supported"))
+            .collect();
         assert_eq!(runs[0], (false, 4 << 20));
         assert!(runs[1].0 && runs[1].1 >= (4 << 20) + 4096);
         assert_eq!(runs[2], (false, 8 << 20));

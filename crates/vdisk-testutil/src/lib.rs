@@ -12,13 +12,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Whether qemu-img (and qemu-io) can be run. Panics under `CI` when they cannot.
 pub fn qemu_available() -> bool {
     let ok = ["qemu-img", "qemu-io"].iter().all(|t| {
-        Command::new(t).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+        Command::new(t)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     });
     if !ok {
         if std::env::var_os("CI").is_some() {
             panic!("qemu-img/qemu-io are required when CI is set (apt-get install qemu-utils)");
         }
-        eprintln!("note: qemu-img not found; skipping a qemu oracle test (set CI=1 to make this fail)");
+        eprintln!(
+            "note: qemu-img not found; skipping a qemu oracle test (set CI=1 to make this fail)"
+        );
     }
     ok
 }
@@ -61,7 +67,9 @@ impl Drop for Scratch {
 
 /// Runs a command, panicking with its stderr if it fails.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}):\n{}{}",
@@ -98,7 +106,10 @@ pub fn qemu_raw_bytes(image: &Path, format: Option<&str>) -> Vec<u8> {
         "vdisk-oracle-{}-{}-{}.raw",
         std::process::id(),
         CALLS.fetch_add(1, Ordering::Relaxed),
-        image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     let mut args: Vec<&str> = vec!["convert"];
     if let Some(f) = format {
@@ -150,7 +161,12 @@ pub fn assert_qemu_check_clean(image: &Path, format: &str) {
 
 /// `qemu-img compare` of two images: panics unless identical.
 pub fn assert_qemu_compare_equal(a: &Path, b: &Path) {
-    let out = Command::new("qemu-img").arg("compare").arg(a).arg(b).output().expect("run qemu-img compare");
+    let out = Command::new("qemu-img")
+        .arg("compare")
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("run qemu-img compare");
     assert!(
         out.status.success(),
         "qemu-img compare {} {}: {}{}",
@@ -168,7 +184,9 @@ pub fn read_all(reader: &dyn vdisk_core::ImageReader, chunk: usize) -> Vec<u8> {
     let mut off = 0;
     while off < size {
         let n = chunk.min(size - off);
-        reader.read_at(&mut out[off..off + n], off as u64).unwrap_or_else(|e| panic!("read at {off}: {e}"));
+        reader
+            .read_at(&mut out[off..off + n], off as u64)
+            .unwrap_or_else(|e| panic!("read at {off}: {e}"));
         off += n;
     }
     out
@@ -178,7 +196,10 @@ pub fn read_all(reader: &dyn vdisk_core::ImageReader, chunk: usize) -> Vec<u8> {
 pub fn assert_same_bytes(ours: &[u8], oracle: &[u8], what: &str) {
     assert_eq!(ours.len(), oracle.len(), "{what}: length differs");
     if let Some(i) = ours.iter().zip(oracle).position(|(a, b)| a != b) {
-        panic!("{what}: first difference at offset {i:#x}: vdisk {:#04x}, qemu {:#04x}", ours[i], oracle[i]);
+        panic!(
+            "{what}: first difference at offset {i:#x}: vdisk {:#04x}, qemu {:#04x}",
+            ours[i], oracle[i]
+        );
     }
 }
 
@@ -203,7 +224,10 @@ pub fn map_entry_json(e: &vdisk_core::Extent) -> serde_json::Value {
     m.insert("present".into(), e.kind.is_present().into());
     m.insert("zero".into(), e.kind.reads_as_zero().into());
     m.insert("data".into(), e.kind.is_data().into());
-    m.insert("compressed".into(), (e.kind == vdisk_core::ExtentKind::Compressed).into());
+    m.insert(
+        "compressed".into(),
+        (e.kind == vdisk_core::ExtentKind::Compressed).into(),
+    );
     if let Some(h) = &e.host {
         m.insert("offset".into(), h.offset.into());
     }
