@@ -19,7 +19,9 @@ impl Qcow2Writer {
         if let Some(d) = &s.data_file {
             extensions.push(Extension::DataFile(d.clone()));
         }
-        if v3 {
+        // qemu writes the feature name table only with clusters above 4 KiB, leaving small
+        // clusters room for the backing file name.
+        if v3 && s.cluster_size() > 4096 {
             let names = [
                 (0, 0, "dirty bit"),
                 (0, 1, "corrupt bit"),
@@ -86,25 +88,21 @@ impl Qcow2Writer {
         }
     }
 
-    /// Writes the L1 table (only its non-zero entries; the rest of its clusters are holes).
+    /// Writes the L1 table: all its entries, unused ones zero.
     pub(super) fn write_l1(&mut self) -> Result<()> {
-        let cs = self.cs();
-        let at = self.l1_at;
-        let per = cs / 8;
-        let mut chunk: Option<(u64, Vec<u8>)> = None;
-        for (&region, &l2) in &self.l1 {
-            let c = region / per;
-            if chunk.as_ref().is_some_and(|(cc, _)| *cc != c) {
-                if let Some((cc, buf)) = chunk.take() {
-                    self.write_image(at + cc * cs, &buf)?;
-                }
+        // All l1_size entries, as qemu writes them, 64 KiB at a time.
+        const PIECE: u64 = 8192;
+        let entries = self.s.l1_entries();
+        let mut first = 0u64;
+        while first < entries {
+            let end = (first + PIECE).min(entries);
+            let mut buf = vec![0u8; ((end - first) * 8) as usize];
+            for (&region, &l2) in self.l1.range(first..end) {
+                let i = ((region - first) * 8) as usize;
+                buf[i..i + 8].copy_from_slice(&(l2 | COPIED).to_be_bytes());
             }
-            let (_, buf) = chunk.get_or_insert_with(|| (c, vec![0u8; cs as usize]));
-            let i = ((region % per) * 8) as usize;
-            buf[i..i + 8].copy_from_slice(&(l2 | COPIED).to_be_bytes());
-        }
-        if let Some((cc, buf)) = chunk {
-            self.write_image(at + cc * cs, &buf)?;
+            self.write_image(self.l1_at + first * 8, &buf)?;
+            first = end;
         }
         Ok(())
     }

@@ -19,6 +19,8 @@ mod settings;
 #[cfg(test)]
 mod compress_tests;
 #[cfg(test)]
+mod parity_tests;
+#[cfg(test)]
 mod tests;
 
 pub use compress::ClusterEncoder;
@@ -101,12 +103,13 @@ impl Qcow2Writer {
         let cs = s.cluster_size();
         let bits = s.cluster_bits;
         let mut refs = Refcounts::new(bits, s.refcount_order);
-        // Like qemu: header, refcount table, L1 table, first refcount block, then L2 tables and data.
+        // Like qemu: header, refcount table, first refcount block, L1 table, then L2 tables and data.
         refs.alloc_run(1);
         let max_clusters =
             crate::measure::prealloc_size(s.size, cs, s.refcount_order, s.extended_l2) / cs;
         let t = refs.table_clusters_for(max_clusters + 8);
         let reftable = (refs.alloc_run(t) << bits, t);
+        refs.reserve_home();
         let l1_clusters = (s.l1_entries() * 8).div_ceil(cs);
         let l1_at = if l1_clusters > 0 {
             refs.alloc_run(l1_clusters) << bits
