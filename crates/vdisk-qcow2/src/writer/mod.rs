@@ -24,7 +24,9 @@ mod parity_tests;
 mod tests;
 
 pub use compress::ClusterEncoder;
-pub use settings::{CompressionType, Prealloc, Settings, CREATE_OPTIONS, DEFAULT_CLUSTER_SIZE};
+pub use settings::{
+    formatting_options, CompressionType, Prealloc, Settings, CREATE_OPTIONS, DEFAULT_CLUSTER_SIZE,
+};
 
 use file::{fallocate, io, write_zeros};
 use layout::{Entry, L2Table, PreallocLayout};

@@ -194,3 +194,30 @@ fn converted_images_are_byte_identical_to_qemu_img_convert() {
         assert_eq!(a.len(), b.len(), "{name}: file length");
     }
 }
+
+/// `formatting_options` prints what qemu-img's "Formatting" line shows.
+#[test]
+fn formatting_line_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let dir = Scratch::new("qcow2w-fmtline");
+    let t = dir.join("f.qcow2").to_string_lossy().into_owned();
+    for (o, size) in [
+        ("", "1048576"),
+        ("compat=v2", "1000"),
+        ("lazy_refcounts=yes,extended_l2=true", "1048576"),
+        ("cluster_size=128k,extended_l2=on,preallocation=metadata,compression_type=zstd,compat=1.1,refcount_bits=8,lazy_refcounts", "1048576"),
+        ("backing_file=a.qcow2,backing_fmt=qcow2", "1048576"),
+    ] {
+        let mut args = vec!["create", "-u", "-f", "qcow2"];
+        if !o.is_empty() {
+            args.extend(["-o", o]);
+        }
+        args.extend([t.as_str(), size]);
+        let out = qemu_img(&args);
+        let theirs = out.lines().next().unwrap().split_once(", ").unwrap().1;
+        let ours = formatting_options(size.parse().unwrap(), &opts(o));
+        assert_eq!(ours, theirs, "{o}");
+    }
+}

@@ -383,6 +383,48 @@ impl Settings {
     }
 }
 
+/// The options part of qemu-img's `Formatting 'FILE', fmt=qcow2 ...` line: qemu's option order,
+/// its defaults filled in, sizes in bytes, other values as given.
+pub fn formatting_options(size: u64, opts: &CreateOptions) -> String {
+    let cluster_size = opts
+        .get_size("cluster_size")
+        .ok()
+        .flatten()
+        .unwrap_or(DEFAULT_CLUSTER_SIZE);
+    let mut parts = vec![
+        format!("cluster_size={cluster_size}"),
+        format!("extended_l2={}", opts.get("extended_l2").unwrap_or("off")),
+    ];
+    if let Some(p) = opts.get("preallocation") {
+        parts.push(format!("preallocation={p}"));
+    }
+    parts.push(format!(
+        "compression_type={}",
+        opts.get("compression_type").unwrap_or("zlib")
+    ));
+    parts.push(format!("size={size}"));
+    for key in [
+        "compat",
+        "backing_file",
+        "backing_fmt",
+        "data_file",
+        "data_file_raw",
+    ] {
+        if let Some(v) = opts.get(key) {
+            parts.push(format!("{key}={v}"));
+        }
+    }
+    parts.push(format!(
+        "lazy_refcounts={}",
+        opts.get("lazy_refcounts").unwrap_or("off")
+    ));
+    parts.push(format!(
+        "refcount_bits={}",
+        opts.get("refcount_bits").unwrap_or("16")
+    ));
+    format!("fmt=qcow2 {}", parts.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
