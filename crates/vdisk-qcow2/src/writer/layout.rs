@@ -50,7 +50,7 @@ impl Entry {
     /// (reads go to the backing file, or zeros), as qemu's metadata preallocation leaves them; with
     /// standard entries it is a normal cluster over a hole of the file.
     pub fn preallocated(s: &Settings, host: u64) -> Entry {
-        if s.extended_l2 && !s.data_file_raw {
+        if s.extended_l2 {
             Entry {
                 desc: host | COPIED,
                 bitmap: 0,

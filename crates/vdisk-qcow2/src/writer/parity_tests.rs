@@ -14,7 +14,13 @@ fn fresh_preallocated_images_map_like_qemus() {
         return;
     }
     let dir = Scratch::new("qcow2w-fresh");
+    let d = dir.path().display();
     for o in [
+        &format!("data_file={d}/d1.raw,extended_l2=on,preallocation=metadata") as &str,
+        &format!("data_file={d}/d2.raw,extended_l2=on,data_file_raw=on"),
+        &format!("data_file={d}/d3.raw,preallocation=metadata,cluster_size=4k"),
+        &format!("data_file={d}/d4.raw,preallocation=full"),
+        &format!("data_file={d}/d5.raw"),
         "preallocation=metadata,cluster_size=4k",
         "preallocation=falloc,cluster_size=4k",
         "preallocation=full",
@@ -24,7 +30,11 @@ fn fresh_preallocated_images_map_like_qemus() {
     ] {
         let (ours, theirs) = (dir.join("ours.qcow2"), dir.join("theirs.qcow2"));
         let _ = std::fs::remove_file(&ours);
-        create(&ours, SIZE, &opts(o)).unwrap().finish().unwrap();
+        // Each image gets its own data file.
+        create(&ours, SIZE, &opts(&o.replace(".raw", "-ours.raw")))
+            .unwrap()
+            .finish()
+            .unwrap();
         let t = theirs.to_string_lossy().into_owned();
         let size = SIZE.to_string();
         let mut args = vec!["create", "-q", "-f", "qcow2", &t, &size];
