@@ -2,11 +2,15 @@
 //! [-c]`), following QEMU's docs/interop/qcow2.txt ("Header", "Cluster mapping", "Host cluster
 //! management", "Compressed Clusters Descriptor", "Extended L2 Entries", "External data files").
 //!
-//! Data clusters are appended in the order they arrive; the L2 table of the current guest region is
-//! the only table held in memory and is appended when the writes leave its region; refcount blocks
-//! are written as the file grows past them ([`refcount`]); the L1 table, the refcount table and
-//! finally the header are written by `finish`. Until then cluster 0 is zeros and the file lives
-//! under [`OutputFile`]'s temporary name, so an interrupted write leaves nothing qemu-img accepts.
+//! The layout is qemu's: header, refcount table, first refcount block, L1 table, then for each
+//! guest region its L2 table followed by its data clusters in the order they arrive (compressed
+//! clusters packed byte by byte). The refcount table is reserved at its largest possible size; each
+//! L2 table and refcount block is reserved before the clusters it describes, kept in memory (one of
+//! each) and written when the writes leave its range ([`refcount`]). `finish` writes the last
+//! tables, the L1 table and, last of all, the header: until then cluster 0 is zeros and the file
+//! lives under [`OutputFile`]'s temporary name, so an interrupted write leaves nothing qemu-img
+//! accepts. Memory is a few clusters plus one L1 entry per written region and one refcount table
+//! entry per refcount block, whatever the virtual size.
 
 mod compress;
 mod file;
