@@ -386,13 +386,15 @@ fn sparse_terabyte_image_costs_only_its_data() {
     let dir = Scratch::new("qcow2w-tera");
     let img = dir.join("t.qcow2");
     let size = 1u64 << 40;
-    let mut w = create(&img, size, &opts("")).unwrap();
+    let mut w = Qcow2Writer::create(&img, size, &opts(""), false).unwrap();
     let mib = vec![0xa5u8; 1 << 20];
     for off in [0u64, 3 << 20, 512 << 30, size - (2 << 20)] {
         w.write(off, Payload::Data(mib.clone())).unwrap();
         w.write(off + (1 << 20), Payload::Zero(1 << 20)).unwrap();
+        // What the writer holds: one L2 table, and one L1 entry per region written so far.
+        assert!(w.l1.len() <= 3 && w.l2.is_some() && w.partial.is_none());
     }
-    w.finish().unwrap();
+    Box::new(w).finish().unwrap();
     let len = std::fs::metadata(&img).unwrap().len();
     assert!(
         len < 5 << 20,
