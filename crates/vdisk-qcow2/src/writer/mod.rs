@@ -25,6 +25,8 @@ mod compress_tests;
 #[cfg(test)]
 mod parity_tests;
 #[cfg(test)]
+mod random_tests;
+#[cfg(test)]
 mod tests;
 
 pub use compress::ClusterEncoder;
