@@ -316,7 +316,8 @@ impl ImageWriter for Qcow2Writer {
             Payload::Zero(n) => self.put_zero(offset, n)?,
             Payload::Encoded(e) => {
                 let cs = self.cs();
-                if !self.compress || offset % cs != 0 || (e.raw_len != cs && end != self.s.size) {
+                let one_cluster = e.raw_len == cs || (e.raw_len < cs && end == self.s.size);
+                if !self.compress || offset % cs != 0 || !one_cluster {
                     return Err(Error::invalid(
                         "encoded payloads must be whole clusters from this writer's encoder",
                     ));

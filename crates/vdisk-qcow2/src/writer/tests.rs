@@ -373,9 +373,29 @@ fn writes_must_come_in_order_and_inside_the_disk() {
         .unwrap()
         .unwrap();
     assert!(
-        w.write(1 << 19, Payload::Encoded(enc)).is_err(),
+        w.write(1 << 19, Payload::Encoded(enc.clone())).is_err(),
         "not a compressing writer"
     );
+    let mut c = create_with(&dir.join("c.qcow2"), 1 << 20, &opts(""), true).unwrap();
+    let two = vdisk_core::Encoded {
+        bytes: enc.bytes.clone(),
+        raw_len: 2 << 16,
+    };
+    assert!(
+        c.write((1 << 20) - (2 << 16), Payload::Encoded(two))
+            .is_err(),
+        "two clusters"
+    );
+    assert!(
+        c.write(1000, Payload::Encoded(enc.clone())).is_err(),
+        "unaligned"
+    );
+    let empty = vdisk_core::Encoded {
+        bytes: Vec::new(),
+        raw_len: 1 << 16,
+    };
+    assert!(c.write(0, Payload::Encoded(empty)).is_err(), "empty stream");
+    c.write(1 << 16, Payload::Encoded(enc)).unwrap();
 }
 
 #[test]
