@@ -293,7 +293,16 @@ fn backing_file_shows_through_skipped_clusters_and_zeros_hide_it() {
             "c",
             "backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=4k",
         ),
+        (
+            "df",
+            "backing_file=base.qcow2,backing_fmt=qcow2,data_file=DIR/df.data",
+        ),
+        (
+            "dfx",
+            "backing_file=base.qcow2,backing_fmt=qcow2,data_file=DIR/dfx.data,extended_l2=on",
+        ),
     ] {
+        let o = &o.replace("DIR", &dir.path().to_string_lossy());
         let src = source(SIZE, 3);
         let img = dir.join(&format!("{name}.qcow2"));
         let mut w = create(&img, SIZE, &opts(o)).unwrap();
