@@ -52,12 +52,42 @@ pub(crate) fn needs_worker(seg: &Segment, min_sparse: u64) -> bool {
     }
 }
 
-fn alloc(len: u64) -> Vec<u8> {
-    vec![0u8; len as usize]
+/// The buffers of one task, reserved (not touched) by the planning thread so that all chunk
+/// buffers come from, and after the writer frees them go back to, that thread's malloc arena,
+/// where the next task reuses them. Allocated on the workers, they would spread over one arena per
+/// worker, each keeping its own freed buffers (over twice the memory on 8 workers).
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    data: Vec<u8>,
+    backing: Vec<u8>,
 }
 
-/// Runs one task of at most one chunk (or any length for the bufferless kinds).
-pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment) -> Result<Done> {
+impl Buffers {
+    /// Reserves what a worker task for `seg` (at most one chunk long) needs.
+    pub(crate) fn reserve(seg: &Segment, with_backing: bool) -> Self {
+        let len = (seg.end - seg.start) as usize;
+        let backing = with_backing && matches!(seg.kind, SegKind::Data | SegKind::ZeroOverBacking);
+        Buffers {
+            data: Vec::with_capacity(len),
+            backing: if backing {
+                Vec::with_capacity(len)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// `len` zero bytes in `spare`'s memory (a fresh allocation when it is too small).
+fn alloc(mut spare: Vec<u8>, len: u64) -> Vec<u8> {
+    spare.clear();
+    spare.resize(len as usize, 0);
+    spare
+}
+
+/// Runs one task of at most one chunk (or any length for the bufferless kinds), in `bufs` where
+/// they are big enough.
+pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment, bufs: Buffers) -> Result<Done> {
     let len = seg.end - seg.start;
     let mut done = Done {
         len,
@@ -65,26 +95,30 @@ pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment) -> Result<Done> {
     };
     match seg.kind {
         SegKind::Same => done.unchanged = len,
-        SegKind::Zero if ctx.min_sparse == 0 => {
-            emit(ctx, &mut done, seg.start, alloc(len), &[(len, Class::Data)])?
-        }
+        SegKind::Zero if ctx.min_sparse == 0 => emit(
+            ctx,
+            &mut done,
+            seg.start,
+            alloc(bufs.data, len),
+            &[(len, Class::Data)],
+        )?,
         SegKind::Zero => emit(ctx, &mut done, seg.start, Vec::new(), &[(len, Class::Zero)])?,
         SegKind::ZeroOverBacking => {
-            let bak = read_backing(ctx, seg.start, len)?;
+            let bak = read_backing(ctx, seg.start, len, bufs.backing)?;
             let runs = diff_granules(ctx, seg.start, None, &bak);
             let buf = if runs.iter().any(|(_, c)| *c == Class::Data) {
-                alloc(len)
+                alloc(bufs.data, len)
             } else {
                 Vec::new()
             };
             emit(ctx, &mut done, seg.start, buf, &runs)?;
         }
         SegKind::Data => {
-            let mut buf = alloc(len);
+            let mut buf = alloc(bufs.data, len);
             ctx.src.read_at(&mut buf, seg.start)?;
             done.read = len;
             let runs = if ctx.backing.is_some() {
-                let bak = read_backing(ctx, seg.start, len)?;
+                let bak = read_backing(ctx, seg.start, len, bufs.backing)?;
                 diff_granules(ctx, seg.start, Some(&buf), &bak)
             } else if ctx.min_sparse == 0 {
                 vec![(len, Class::Data)]
@@ -106,8 +140,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment) -> Result<Done> {
 }
 
 /// Reads `len` bytes of the backing image at `offset`, zeros past its end.
-fn read_backing(ctx: &Ctx<'_>, offset: u64, len: u64) -> Result<Vec<u8>> {
-    let mut bak = alloc(len);
+fn read_backing(ctx: &Ctx<'_>, offset: u64, len: u64, spare: Vec<u8>) -> Result<Vec<u8>> {
+    let mut bak = alloc(spare, len);
     if let Some(b) = &ctx.backing {
         let bsize = b.virtual_size();
         if offset < bsize {
