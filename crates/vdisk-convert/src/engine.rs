@@ -46,11 +46,15 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
         ));
     }
     let chunk = opts.chunk_size.div_ceil(g) * g;
+    // More threads than cores only adds context switches and buffers in flight: on 2 cores, 8
+    // workers (vdisk convert's default -m) measured no faster than 2 and took 60 MiB of RSS
+    // instead of 25 (qcow2->raw of a 4 GiB disk with 1.2 GiB of data).
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let workers = match opts.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        n => n,
+        0 => cores,
+        n => n.min(cores),
     }
     .clamp(1, MAX_WORKERS);
     Ok(Setup {
