@@ -12,7 +12,9 @@ pub mod compare;
 mod engine;
 pub mod limits;
 mod plan;
-mod sparse;
+// Public (hidden) for the criterion micro-benchmarks in benches/hot_paths.rs.
+#[doc(hidden)]
+pub mod sparse;
 
 use std::sync::Arc;
 use std::time::Duration;
