@@ -114,6 +114,9 @@ impl Qcow2Writer {
         if let Some(t) = self.l2.take() {
             self.flush_table(t)?;
         }
+        for t in std::mem::take(&mut self.others) {
+            self.flush_table(t)?;
+        }
         self.place_refblocks()?;
         self.write_l1()?;
         let out = &self.out;

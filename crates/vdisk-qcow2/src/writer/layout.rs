@@ -93,6 +93,23 @@ impl L2Table {
         }
     }
 
+    /// A table read back from the image (`bytes` is one cluster).
+    pub fn from_bytes(s: &Settings, region: u64, host: u64, bytes: Vec<u8>) -> L2Table {
+        L2Table {
+            region,
+            host,
+            bytes,
+            extended: s.extended_l2,
+        }
+    }
+
+    /// Whether entry `index` was never set.
+    pub fn is_unset(&self, index: u64) -> bool {
+        let w = if self.extended { 16 } else { 8 };
+        let at = index as usize * w;
+        self.bytes[at..at + w].iter().all(|b| *b == 0)
+    }
+
     /// Sets entry `index` (< entries per table).
     pub fn set(&mut self, index: u64, e: Entry) {
         let w = if self.extended { 16 } else { 8 };

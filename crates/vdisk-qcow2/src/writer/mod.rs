@@ -23,6 +23,8 @@ mod settings;
 #[cfg(test)]
 mod compress_tests;
 #[cfg(test)]
+mod order_tests;
+#[cfg(test)]
 mod parity_tests;
 #[cfg(test)]
 mod random_tests;
@@ -73,6 +75,9 @@ enum Placement {
     DataFile(OutputFile),
 }
 
+/// L2 tables kept in memory besides the current one when writes come out of order.
+pub const OUT_OF_ORDER_TABLES: usize = 16;
+
 /// A qcow2 image being written.
 #[derive(Debug)]
 pub struct Qcow2Writer {
@@ -83,6 +88,11 @@ pub struct Qcow2Writer {
     /// L1 entries set so far (region -> L2 table offset); sparse, so a huge empty disk costs nothing.
     l1: BTreeMap<u64, u64>,
     l2: Option<L2Table>,
+    /// Whether writes may come in any order (`convert -W`): then up to [`OUT_OF_ORDER_TABLES`]
+    /// other L2 tables stay in memory, and an evicted one is read back from the image when its
+    /// region is written again.
+    ooo: bool,
+    others: Vec<L2Table>,
     /// The first region whose table is neither written nor skipped.
     next_region: u64,
     /// Guest bytes up to here have been written (writes come in order).
@@ -167,6 +177,7 @@ impl Qcow2Writer {
             Placement::Stream
         };
         refs.reserve_home();
+        let ooo = s.prealloc == Prealloc::Off && !matches!(placement, Placement::Prealloc(_));
         let mut w = Qcow2Writer {
             s,
             out,
@@ -174,6 +185,8 @@ impl Qcow2Writer {
             refs,
             l1: BTreeMap::new(),
             l2: None,
+            ooo,
+            others: Vec::new(),
             next_region: 0,
             pos: 0,
             partial: None,
@@ -233,10 +246,14 @@ impl Qcow2Writer {
         Ok(())
     }
 
-    /// Makes `region`'s table the current one, writing out the tables before it.
+    /// Makes `region`'s table the current one, writing out the tables before it (in order), or
+    /// keeping a few recent ones (out of order).
     fn enter_region(&mut self, region: u64) -> Result<()> {
         if self.l2.as_ref().is_some_and(|t| t.region == region) {
             return Ok(());
+        }
+        if self.ooo {
+            return self.enter_region_any_order(region);
         }
         if let Some(t) = self.l2.take() {
             self.flush_table(t)?;
@@ -256,11 +273,43 @@ impl Qcow2Writer {
         Ok(())
     }
 
+    fn enter_region_any_order(&mut self, region: u64) -> Result<()> {
+        if let Some(t) = self.l2.take() {
+            self.others.push(t);
+            if self.others.len() > OUT_OF_ORDER_TABLES {
+                let oldest = self.others.remove(0);
+                self.flush_table(oldest)?;
+            }
+        }
+        if region >= self.s.l1_entries() {
+            return Ok(());
+        }
+        let t = if let Some(i) = self.others.iter().position(|t| t.region == region) {
+            self.others.remove(i)
+        } else if let Some(&host) = self.l1.get(&region) {
+            let mut b = vec![0u8; self.cs() as usize];
+            self.out
+                .file()
+                .read_exact_at(&mut b, host)
+                .map_err(io(self.out.dest(), host))?;
+            L2Table::from_bytes(&self.s, region, host, b)
+        } else {
+            self.new_table(region)
+        };
+        self.l2 = Some(t);
+        Ok(())
+    }
+
     fn set_entry(&mut self, g: u64, e: Entry) -> Result<()> {
         let per = self.s.l2_entries();
         self.enter_region(g / per)?;
         match &mut self.l2 {
             Some(t) => {
+                if self.ooo && !t.is_unset(g % per) {
+                    return Err(Error::invalid(format!(
+                        "qcow2 writer: guest cluster {g} written twice"
+                    )));
+                }
                 t.set(g % per, e);
                 Ok(())
             }
@@ -282,7 +331,7 @@ impl ImageWriter for Qcow2Writer {
     fn caps(&self) -> WriterCaps {
         WriterCaps {
             granularity: self.cs(),
-            out_of_order: false,
+            out_of_order: self.ooo,
             zero_initialized: self.s.backing_file.is_none(),
         }
     }
@@ -305,17 +354,25 @@ impl ImageWriter for Qcow2Writer {
                     "write of {len} bytes at {offset} is past the end of the disk"
                 ))
             })?;
-        if offset < self.pos {
-            return Err(Error::invalid(format!(
-                "qcow2 writer takes writes in order: offset {offset} is before {}",
-                self.pos
-            )));
+        let cs = self.cs();
+        let whole = offset % cs == 0 && (len % cs == 0 || end == self.s.size);
+        if offset < self.pos && !(self.ooo && whole) {
+            return Err(Error::invalid(if self.ooo {
+                format!(
+                    "qcow2 writer: a write before offset {} must cover whole clusters",
+                    self.pos
+                )
+            } else {
+                format!(
+                    "qcow2 writer takes writes in order: offset {offset} is before {}",
+                    self.pos
+                )
+            }));
         }
         match payload {
             Payload::Data(d) => self.put_data(offset, &d)?,
             Payload::Zero(n) => self.put_zero(offset, n)?,
             Payload::Encoded(e) => {
-                let cs = self.cs();
                 let one_cluster = e.raw_len == cs || (e.raw_len < cs && end == self.s.size);
                 if !self.compress || offset % cs != 0 || !one_cluster {
                     return Err(Error::invalid(
@@ -326,7 +383,7 @@ impl ImageWriter for Qcow2Writer {
                 self.put_compressed(offset >> self.s.cluster_bits, &e.bytes)?;
             }
         }
-        self.pos = end;
+        self.pos = self.pos.max(end);
         self.place_refblocks()
     }
 

@@ -1,5 +1,5 @@
-//! Randomised write sequences over random option sets, checked through this crate's reader and
-//! check (fast) and, for some, through qemu-img check.
+//! Randomised write sequences (in order, or shuffled for writers that allow it) over random option
+//! sets, checked through this crate's reader and check (fast) and, for some, through qemu-img check.
 
 use super::tests::opts;
 use super::*;
@@ -58,20 +58,32 @@ fn random_write_sequences_read_back_and_check_clean() {
         let g = w.caps().granularity;
         let enc = w.encoder();
         let mut want = vec![0u8; size as usize];
+        // Some writers get their (whole-granule) writes shuffled, as `convert -W` may do.
+        let shuffle = w.caps().out_of_order && r.below(2) == 0;
+        let mut segments = Vec::new();
         let mut at = 0u64;
         while at < size {
-            // Whole granules when compressing (the engine's contract), any length otherwise.
-            let len = if compress {
+            // Whole granules when compressing or shuffling (the engine's contract), any length
+            // otherwise.
+            let len = if compress || shuffle {
                 g * (1 + r.below(4))
             } else {
                 1 + r.below(3 * g)
             }
             .min(size - at);
-            match r.below(4) {
+            segments.push((at, len, r.below(4), r.next() as u8));
+            at += len;
+        }
+        if shuffle {
+            for i in (1..segments.len()).rev() {
+                segments.swap(i, r.below(i as u64 + 1) as usize);
+            }
+        }
+        for (at, len, kind, fill) in segments {
+            match kind {
                 0 => {}
                 1 => w.write(at, Payload::Zero(len)).unwrap(),
                 _ => {
-                    let fill = r.next() as u8;
                     let d: Vec<u8> = (0..len).map(|j| fill ^ (j as u8 & 0x3f)).collect();
                     want[at as usize..(at + len) as usize].copy_from_slice(&d);
                     match &enc {
@@ -89,7 +101,6 @@ fn random_write_sequences_read_back_and_check_clean() {
                     }
                 }
             }
-            at += len;
         }
         w.finish().unwrap();
         let storage = std::sync::Arc::new(vdisk_core::FileStorage::open(&img).unwrap());
