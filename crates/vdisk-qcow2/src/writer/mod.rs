@@ -6,11 +6,12 @@
 //! guest region its L2 table followed by its data clusters in the order they arrive (compressed
 //! clusters packed byte by byte). The refcount table is reserved at its largest possible size; each
 //! L2 table and refcount block is reserved before the clusters it describes, kept in memory (one of
-//! each) and written when the writes leave its range (see `refcount`). `finish` writes the last
-//! tables, the L1 table and, last of all, the header: until then cluster 0 is zeros and the file
-//! lives under [`OutputFile`]'s temporary name, so an interrupted write leaves nothing qemu-img
-//! accepts. Memory is a few clusters plus one L1 entry per written region and one refcount table
-//! entry per refcount block, whatever the virtual size.
+//! each; a few more L2 tables when writes come out of order) and written when the writes leave its
+//! range (see `refcount`). `finish` writes the last tables, the L1 table and, last of all, the
+//! header: until then cluster 0 is zeros and the file lives under [`OutputFile`]'s temporary name,
+//! so an interrupted write leaves nothing qemu-img accepts. Memory is a few clusters plus one L1
+//! entry per written region and one refcount table entry per refcount block, whatever the virtual
+//! size.
 
 mod compress;
 mod file;
