@@ -188,6 +188,12 @@ impl Ctx<'_> {
 
 /// Runs the check.
 pub fn check(r: &Qcow2Reader) -> Result<CheckReport> {
+    check_with_refs(r).map(|(rep, _)| rep)
+}
+
+/// Runs the check and also returns the reference count computed for every host cluster (for
+/// `mutate::repair`).
+pub(crate) fn check_with_refs(r: &Qcow2Reader) -> Result<(CheckReport, Vec<u32>)> {
     let h = &r.header;
     let cs = h.cluster_size();
     let file_clusters = r.file_len.div_ceil(cs);
@@ -300,7 +306,7 @@ pub fn check(r: &Qcow2Reader) -> Result<CheckReport> {
     check_copied(&mut c, &mut stored);
     c.rep.image_end_offset = Some((highest + 1) * cs);
     c.rep.total_clusters = Some(r.size.div_ceil(cs));
-    Ok(c.rep)
+    Ok((c.rep, c.refs))
 }
 
 fn check_bitmaps(c: &mut Ctx) -> Result<()> {

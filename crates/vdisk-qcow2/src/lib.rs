@@ -9,6 +9,7 @@ pub mod header;
 pub mod info;
 pub mod limits;
 pub mod measure;
+pub mod mutate;
 pub mod reader;
 pub mod refcount;
 pub mod snapshot;

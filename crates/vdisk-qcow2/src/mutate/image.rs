@@ -1,0 +1,203 @@
+//! Opening an existing qcow2 image for modification: the parsed state (through the crate's reader)
+//! plus the stored reference counts (qcow2.txt "Host cluster management"), and the conditions under
+//! which vdisk refuses to touch an image at all.
+
+use crate::header::{autoclear, incompat};
+use crate::reader::{open, read_u64_table, OpenOptions, Qcow2Reader};
+use crate::refcount::{block_entry, REFT_OFFSET_MASK};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use vdisk_core::storage::NoFiles;
+use vdisk_core::{CheckReport, Error, Result, Storage};
+
+/// What an operation tolerates in the image it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A normal modification: the image must be consistent (leaks are fine).
+    Modify,
+    /// `check -r`: dirty and corrupt images are what it is for.
+    Repair,
+}
+
+/// An image opened for modification.
+pub(crate) struct RwImage {
+    pub storage: Arc<dyn Storage>,
+    pub r: Qcow2Reader,
+    /// The refcount table as stored.
+    pub reftable: Vec<u64>,
+    /// The check run when opening.
+    pub report: CheckReport,
+    /// Computed references per host cluster (from the check).
+    pub refs: Vec<u32>,
+    blocks: HashMap<u64, Vec<u8>>,
+}
+
+impl RwImage {
+    /// Loads the image in `storage` and refuses what vdisk must not modify.
+    pub fn open(storage: Arc<dyn Storage>, purpose: Purpose) -> Result<RwImage> {
+        let r = open(
+            Arc::clone(&storage),
+            Arc::new(NoFiles),
+            &OpenOptions::default(),
+        )
+        .map_err(|e| match e {
+            Error::Open { .. } if storage_has_data_file(&storage) => {
+                data_file_error(storage.path())
+            }
+            e => e,
+        })?;
+        let path = storage.path().to_path_buf();
+        let h = &r.header;
+        if h.crypt_method != 0 {
+            return Err(Error::unsupported(
+                &path,
+                "encryption: cannot modify an encrypted image",
+            ));
+        }
+        if h.has_data_file() {
+            return Err(data_file_error(&path));
+        }
+        if purpose == Purpose::Modify {
+            if h.incompatible_features & incompat::CORRUPT != 0 {
+                return Err(Error::Other(format!(
+                    "{}: qcow2: Image is corrupt; cannot be opened read/write",
+                    path.display()
+                )));
+            }
+            if h.incompatible_features & incompat::DIRTY != 0 {
+                return Err(Error::Other(format!(
+                    "{}: the image is dirty (lazy refcounts were not written back); repair it first \
+                     with check -r all",
+                    path.display()
+                )));
+            }
+        }
+        let cs = h.cluster_size();
+        let count = (u64::from(h.refcount_table_clusters) * cs / 8) as usize;
+        let reftable = read_u64_table(
+            storage.as_ref(),
+            h.refcount_table_offset,
+            count,
+            "refcount table",
+        )?;
+        let (report, refs) = crate::check::check_with_refs(&r)?;
+        if purpose == Purpose::Modify && (report.corruptions > 0 || report.check_errors > 0) {
+            return Err(Error::Other(format!(
+                "{}: {} errors were found on the image; repair it with check -r all first",
+                path.display(),
+                report.corruptions + report.check_errors
+            )));
+        }
+        Ok(RwImage {
+            storage,
+            r,
+            reftable,
+            report,
+            refs,
+            blocks: HashMap::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.storage.path()
+    }
+
+    pub fn cluster_bits(&self) -> u32 {
+        self.r.header.cluster_bits
+    }
+
+    pub fn cs(&self) -> u64 {
+        self.r.header.cluster_size()
+    }
+
+    /// Host clusters described by one refcount block.
+    pub fn per_block(&self) -> u64 {
+        (self.cs() * 8) >> self.r.header.refcount_order
+    }
+
+    /// The largest value a refcount entry holds.
+    pub fn max_refcount(&self) -> u64 {
+        match self.r.header.refcount_order {
+            6 => u64::MAX,
+            o => (1u64 << (1u32 << o)) - 1,
+        }
+    }
+
+    /// Refuses images carrying persistent bitmaps, which vdisk does not keep up to date.
+    pub fn refuse_bitmaps(&self, what: &str) -> Result<()> {
+        if self.r.header.autoclear_features & autoclear::BITMAPS != 0 {
+            return Err(Error::unsupported(
+                self.path(),
+                format!("{what} of an image with persistent bitmaps"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stored offset of refcount block `bi` (0: none).
+    pub fn block_offset(&self, bi: u64) -> u64 {
+        usize::try_from(bi)
+            .ok()
+            .and_then(|i| self.reftable.get(i))
+            .map_or(0, |e| e & REFT_OFFSET_MASK)
+    }
+
+    /// The stored refcount block `bi` as bytes (zeros when it does not exist).
+    pub fn block(&mut self, bi: u64) -> Result<&[u8]> {
+        if !self.blocks.contains_key(&bi) {
+            let off = self.block_offset(bi);
+            let mut b = vec![0u8; self.cs() as usize];
+            if off != 0 {
+                self.storage.read_exact_at(&mut b, off)?;
+            }
+            self.blocks.insert(bi, b);
+        }
+        Ok(self.blocks.get(&bi).map(|b| b.as_slice()).unwrap_or(&[]))
+    }
+
+    /// The stored reference count of host cluster `c`.
+    pub fn stored_refcount(&mut self, c: u64) -> Result<u64> {
+        let per = self.per_block();
+        let order = self.r.header.refcount_order;
+        let b = self.block(c / per)?;
+        Ok(block_entry(b, order, c % per))
+    }
+
+    /// Reads one L2 table.
+    pub fn read_l2(&self, offset: u64) -> Result<Vec<u64>> {
+        read_u64_table(
+            self.storage.as_ref(),
+            offset,
+            (self.cs() / 8) as usize,
+            "L2 table",
+        )
+    }
+
+    /// Reads an L1 table of `entries` entries.
+    pub fn read_l1(&self, offset: u64, entries: u32) -> Result<Vec<u64>> {
+        if u64::from(entries) * 8 > crate::limits::MAX_L1_BYTES {
+            return Err(Error::limit(
+                self.path(),
+                "L1 table size",
+                u64::from(entries) * 8,
+                crate::limits::MAX_L1_BYTES,
+            ));
+        }
+        read_u64_table(self.storage.as_ref(), offset, entries as usize, "L1 table")
+    }
+}
+
+fn storage_has_data_file(s: &Arc<dyn Storage>) -> bool {
+    let mut b = [0u8; 80];
+    s.read_exact_at(&mut b, 0).is_ok()
+        && u32::from_be_bytes([b[4], b[5], b[6], b[7]]) >= 3
+        && b[79] & incompat::DATA_FILE as u8 != 0
+}
+
+fn data_file_error(path: &Path) -> Error {
+    Error::unsupported(
+        path,
+        "external data file: vdisk cannot modify an image with a data file",
+    )
+}

@@ -1,0 +1,64 @@
+//! Changing an existing qcow2 image without ever leaving it corrupt: internal snapshots
+//! (`qemu-img snapshot -c/-a/-d`), `resize`, `check -r leaks|all` and `amend` (compat,
+//! lazy_refcounts), following qcow2.txt and QEMU's block/qcow2-snapshot.c, qcow2-refcount.c and
+//! qcow2.c for what each operation produces.
+//!
+//! Crash safety: every change is shadow-paged ([`txn`]): the tables it alters are written to clusters
+//! the old state does not use, and a single header write switches states, so at every point the
+//! file is either the old image or the new one (at worst with unreferenced clusters past the end).
+//! Images that are encrypted, have an external data file, carry unknown incompatible features, are
+//! marked corrupt or dirty, or fail the check (leaks are fine) are refused; `repair` is the way out.
+//!
+//! The `*_in` functions work on any [`Storage`] (tests inject failures through it); the plain ones
+//! open a host file read-write.
+
+mod amend;
+mod image;
+mod refs;
+mod repair;
+mod resize;
+mod snapshot;
+mod txn;
+
+pub use amend::amend_in;
+pub use repair::{repair_in, RepairOutcome};
+pub use resize::resize_in;
+pub use snapshot::{snapshot_apply_in, snapshot_create_in, snapshot_delete_in};
+
+use std::path::Path;
+use std::sync::Arc;
+use vdisk_core::{CreateOptions, FileStorage, Result, Storage};
+
+fn rw(path: &Path) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(FileStorage::open_rw(path)?))
+}
+
+/// `qemu-img snapshot -c NAME PATH`.
+pub fn snapshot_create(path: &Path, name: &str) -> Result<()> {
+    snapshot_create_in(rw(path)?, name)
+}
+
+/// `qemu-img snapshot -a NAME_OR_ID PATH`.
+pub fn snapshot_apply(path: &Path, name_or_id: &str) -> Result<()> {
+    snapshot_apply_in(rw(path)?, name_or_id)
+}
+
+/// `qemu-img snapshot -d NAME_OR_ID PATH`.
+pub fn snapshot_delete(path: &Path, name_or_id: &str) -> Result<()> {
+    snapshot_delete_in(rw(path)?, name_or_id)
+}
+
+/// `qemu-img resize [--shrink] PATH SIZE`.
+pub fn resize(path: &Path, new_size: u64, shrink: bool) -> Result<()> {
+    resize_in(rw(path)?, new_size, shrink)
+}
+
+/// `qemu-img check -r leaks` (`fix_leaks`) or `-r all` (both).
+pub fn repair(path: &Path, fix_leaks: bool, fix_errors: bool) -> Result<RepairOutcome> {
+    repair_in(rw(path)?, fix_leaks, fix_errors)
+}
+
+/// `qemu-img amend -o compat=...,lazy_refcounts=... PATH`.
+pub fn amend(path: &Path, opts: &CreateOptions) -> Result<()> {
+    amend_in(rw(path)?, opts)
+}

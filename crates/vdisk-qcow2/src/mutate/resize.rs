@@ -1,0 +1,138 @@
+//! `qemu-img resize` of a qcow2 image (QEMU's qcow2_co_truncate): growing raises the virtual size
+//! and, when needed, makes a larger active L1 table (written elsewhere, switched with the size in
+//! the one header write); shrinking (only when asked) drops the guest clusters past the new end,
+//! zeroes the L1 entries past it (the L1 keeps its size, as QEMU's does) and cuts the file after
+//! the last used cluster.
+
+use super::image::{Purpose, RwImage};
+use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
+use super::txn::Txn;
+use crate::limits;
+use crate::tables::{L1E_OFFSET_MASK, OFLAG_COPIED};
+use std::collections::HashMap;
+use std::sync::Arc;
+use vdisk_core::{Error, Result, Storage};
+
+/// Resizes the image in `storage` to `new_size` bytes; shrinking needs `shrink`.
+pub fn resize_in(storage: Arc<dyn Storage>, new_size: u64, shrink: bool) -> Result<()> {
+    let mut img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
+    img.refuse_bitmaps("resizing")?;
+    let h = img.r.header.clone();
+    if new_size % 512 != 0 {
+        return Err(Error::invalid("The new size must be a multiple of 512"));
+    }
+    if new_size > limits::MAX_VIRTUAL_SIZE {
+        return Err(Error::invalid(format!(
+            "Invalid image size specified. Must be between 0 and {}.",
+            limits::MAX_VIRTUAL_SIZE
+        )));
+    }
+    if new_size == h.size {
+        return Ok(());
+    }
+    if new_size < h.size && !shrink {
+        return Err(Error::invalid(
+            "Use the --shrink option to perform a shrink operation.",
+        ));
+    }
+    let need = h.min_l1_entries(new_size);
+    if need * 8 > limits::MAX_L1_BYTES {
+        return Err(Error::invalid("Could not resize image: File too large"));
+    }
+    let mut l1 = img.r.l1.clone();
+    let mut fresh = HashMap::new();
+    let mut t = Txn::new(&mut img);
+    if new_size > h.size {
+        if need > l1.len() as u64 {
+            l1.resize(need as usize, 0);
+        }
+    } else {
+        // Guest clusters from `keep` on are dropped.
+        let keep = new_size.div_ceil(h.cluster_size());
+        let per_l2 = h.l2_entries();
+        let words = t.img.r.geo.words_per_entry();
+        for (i, e) in l1.clone().iter().enumerate() {
+            let l2 = e & L1E_OFFSET_MASK;
+            let first = i as u64 * per_l2;
+            if l2 == 0 || first + per_l2 <= keep {
+                continue;
+            }
+            if first >= keep {
+                add_l1_refs(&mut t, &[*e], -1)?;
+                l1[i] = 0;
+                continue;
+            }
+            let mut table = t.img.read_l2(l2)?;
+            let cut = ((keep - first) as usize) * words;
+            add_l2_refs(&mut t, &table[cut..], -1)?;
+            table[cut..].fill(0);
+            fresh.insert(i, table);
+        }
+    }
+    let active = rewrite_active(&mut t, &l1, &fresh)?;
+    let l1_off = replace_active_l1(&mut t, &active)?;
+    let mut nh = h.clone();
+    nh.l1_table_offset = l1_off;
+    nh.l1_size = active.len() as u32;
+    nh.size = new_size;
+    t.commit(&nh, new_size < h.size)?;
+    if new_size < h.size {
+        compact(storage)?;
+    }
+    Ok(())
+}
+
+/// After a shrink: moves the active L1 and L2 tables (not shared with snapshots) and the snapshot
+/// table into lower free clusters where there are some, and cuts the file after the last used
+/// cluster, so that the tables the shrink itself wrote past the data do not keep the file long.
+/// Another shadow-paged change: the image is valid before and after it.
+fn compact(storage: Arc<dyn Storage>) -> Result<()> {
+    let mut img = RwImage::open(storage, Purpose::Modify)?;
+    let h = img.r.header.clone();
+    let l1 = img.r.l1.clone();
+    let cs = img.cs();
+    let mut t = Txn::new(&mut img);
+    let mut new_l1 = l1.clone();
+    for (i, e) in l1.iter().enumerate() {
+        let l2 = e & L1E_OFFSET_MASK;
+        if l2 == 0 || t.get(l2 >> h.cluster_bits)? != 1 {
+            continue;
+        }
+        let off = t.alloc(1)?;
+        if off < l2 {
+            let table = t.img.read_l2(l2)?;
+            t.write(off, table.iter().flat_map(|x| x.to_be_bytes()).collect());
+            t.add(l2 >> h.cluster_bits, -1)?;
+            new_l1[i] = off | OFLAG_COPIED;
+        } else {
+            t.unalloc(off, 1);
+        }
+    }
+    let mut nh = h.clone();
+    let l1_clusters = (u64::from(h.l1_size) * 8).div_ceil(cs);
+    if l1_clusters > 0 {
+        let off = t.alloc(l1_clusters)?;
+        if off < h.l1_table_offset || new_l1 != l1 {
+            t.write(off, new_l1.iter().flat_map(|x| x.to_be_bytes()).collect());
+            t.add_range(h.l1_table_offset, u64::from(h.l1_size) * 8, -1)?;
+            nh.l1_table_offset = off;
+        } else {
+            t.unalloc(off, l1_clusters);
+        }
+    }
+    let sn_bytes = t.img.r.snapshot_table_bytes;
+    if h.nb_snapshots > 0 && sn_bytes > 0 {
+        let n = sn_bytes.div_ceil(cs);
+        let off = t.alloc(n)?;
+        if off < h.snapshots_offset {
+            let mut b = vec![0u8; sn_bytes as usize];
+            t.img.storage.read_exact_at(&mut b, h.snapshots_offset)?;
+            t.write(off, b);
+            t.add_range(h.snapshots_offset, sn_bytes, -1)?;
+            nh.snapshots_offset = off;
+        } else {
+            t.unalloc(off, n);
+        }
+    }
+    t.commit(&nh, true)
+}

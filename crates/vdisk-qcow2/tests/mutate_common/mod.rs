@@ -1,0 +1,266 @@
+#![allow(dead_code)]
+//! Helpers for the mutation tests: fixtures made by qemu (and by vdisk's writer), qemu's view of an
+//! image (content, snapshot list, check exit code), and a Storage that fails or drops writes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use vdisk_core::{CreateOptions, FileStorage, Payload, Result, Storage};
+use vdisk_testutil::*;
+
+/// A qemu-made image: v3 (or `opts`), 64 KiB clusters unless given, with data, zeros, a compressed
+/// cluster written by qemu-io and a hole.
+pub fn qemu_fixture(dir: &Scratch, name: &str, opts: &str, size: &str) -> PathBuf {
+    let p = dir.join(name);
+    let ps = p.to_string_lossy().into_owned();
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    args.extend([ps.as_str(), size]);
+    qemu_img(&args);
+    let mut cmds = vec![
+        "write -P 0xaa 0 100k",
+        "write -P 0x5c 300k 64k",
+        "write -c -P 0x33 1M 64k",
+        "write -P 0x11 2047k 1k",
+    ];
+    if !opts.contains("0.10") && !opts.contains("v2") {
+        cmds.push("write -z 512k 128k");
+    }
+    qemu_io("qcow2", &p, &cmds);
+    p
+}
+
+/// A fixture written by vdisk's own writer: patterned data with a hole and a zero run.
+pub fn vdisk_fixture(dir: &Scratch, name: &str, opts: &str, size: u64) -> PathBuf {
+    let p = dir.join(name);
+    let o = CreateOptions::parse(&[opts]).unwrap();
+    let mut w = vdisk_qcow2::writer::create(&p, size, &o).unwrap();
+    w.write(
+        0,
+        Payload::Data((0..200_000u32).map(|i| (i * 7 % 251) as u8).collect()),
+    )
+    .unwrap();
+    w.write(200_000, Payload::Zero(100_000)).unwrap();
+    w.write(1 << 20, Payload::Data(vec![0x42; 70_000])).unwrap();
+    w.finish().unwrap();
+    p
+}
+
+pub fn copy(p: &Path, name: &str) -> PathBuf {
+    let q = p.with_file_name(name);
+    std::fs::copy(p, &q).unwrap();
+    q
+}
+
+pub fn raw(p: &Path) -> Vec<u8> {
+    qemu_raw_bytes(p, Some("qcow2"))
+}
+
+/// The content of internal snapshot `name` as qemu reads it.
+pub fn snapshot_raw(p: &Path, name: &str) -> Vec<u8> {
+    let out = p.with_extension(format!("sn-{name}.raw"));
+    let sel = format!("snapshot.name={name}");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "qcow2",
+        "-l",
+        &sel,
+        "-O",
+        "raw",
+        &p.to_string_lossy(),
+        &out.to_string_lossy(),
+    ]);
+    let b = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    b
+}
+
+/// qemu's snapshot list without the dates: (id, name, vm-state-size, vm-clock, icount).
+pub fn snapshots(p: &Path) -> Vec<String> {
+    let info = qemu_info_json(p);
+    info["snapshots"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    format!(
+                        "{} {} {} {} {} {}",
+                        s["id"],
+                        s["name"],
+                        s["vm-state-size"],
+                        s["vm-clock-sec"],
+                        s["vm-clock-nsec"],
+                        s["icount"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `qemu-img check` exit code and output.
+pub fn check(p: &Path) -> (i32, String) {
+    let o = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(p)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// Asserts qemu-img check reports no errors and no leaks.
+pub fn assert_clean(p: &Path) {
+    let (code, out) = check(p);
+    assert_eq!(code, 0, "qemu-img check {}:\n{out}", p.display());
+}
+
+/// Selected `qemu-img info` fields (virtual size, compat, lazy refcounts, refcount bits).
+pub fn info_summary(p: &Path) -> String {
+    let i = qemu_info_json(p);
+    let d = &i["format-specific"]["data"];
+    format!(
+        "{} {} {} {} {}",
+        i["virtual-size"], d["compat"], d["lazy-refcounts"], d["refcount-bits"], d["corrupt"]
+    )
+}
+
+/// How [`FailingStorage`] misbehaves from the n-th modifying call (write_at, set_len, sync) on.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// That call and every later one fail with an I/O error.
+    Fail,
+    /// That call and every later one are silently lost (a crash the program did not see).
+    Drop,
+}
+
+pub struct FailingStorage {
+    inner: FileStorage,
+    at: usize,
+    fault: Fault,
+    calls: AtomicUsize,
+}
+
+impl FailingStorage {
+    pub fn new(p: &Path, at: usize, fault: Fault) -> Arc<FailingStorage> {
+        Arc::new(FailingStorage {
+            inner: FileStorage::open_rw(p).unwrap(),
+            at,
+            fault,
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Whether this call may reach the file; Err when it must fail.
+    fn gate(&self) -> Result<bool> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n < self.at {
+            return Ok(true);
+        }
+        match self.fault {
+            Fault::Fail => Err(vdisk_core::Error::io(
+                self.inner.path(),
+                0,
+                std::io::Error::other("injected failure"),
+            )),
+            Fault::Drop => Ok(false),
+        }
+    }
+}
+
+impl Storage for FailingStorage {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn len(&self) -> Result<u64> {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        if self.gate()? {
+            self.inner.write_at(buf, offset)?;
+        }
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> Result<()> {
+        if self.gate()? {
+            self.inner.set_len(len)?;
+        }
+        Ok(())
+    }
+    fn sync(&self) -> Result<()> {
+        if self.gate()? {
+            self.inner.sync()?;
+        }
+        Ok(())
+    }
+}
+
+/// The observable state of an image: guest content, snapshot list, the content of each snapshot
+/// and the info fields of [`info_summary`].
+pub fn state(p: &Path) -> (Vec<u8>, Vec<String>, Vec<Vec<u8>>, String) {
+    let list = snapshots(p);
+    let names: Vec<String> = qemu_info_json(p)["snapshots"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let contents = names.iter().map(|n| snapshot_raw(p, n)).collect();
+    (raw(p), list, contents, info_summary(p))
+}
+
+/// Runs `op` on copies of `fixture` with a fault injected at every modifying call in turn, for both
+/// fault kinds, and asserts that after each interrupted run qemu-img check finds no errors (leaks
+/// are allowed) and the image is exactly the state before or the state after. Returns the number
+/// of fault points (modifying calls of a complete run).
+pub fn crash_test(fixture: &Path, op: &dyn Fn(Arc<dyn Storage>) -> Result<()>) -> usize {
+    let before = state(fixture);
+    let done = copy(fixture, "crash-after.qcow2");
+    let counter = FailingStorage::new(&done, usize::MAX, Fault::Fail);
+    op(counter.clone()).unwrap();
+    let points = counter.calls();
+    assert!(points >= 2, "an operation writes something and syncs");
+    assert_clean(&done);
+    let after = state(&done);
+    assert!(before != after, "the operation changes the image");
+    for fault in [Fault::Fail, Fault::Drop] {
+        for at in 1..=points {
+            let p = copy(fixture, "crash.qcow2");
+            let s = FailingStorage::new(&p, at, fault);
+            let r = op(s);
+            if matches!(fault, Fault::Fail) {
+                assert!(r.is_err(), "{fault:?} at {at} must surface");
+            }
+            let (code, out) = check(&p);
+            assert!(
+                code == 0 || code == 3,
+                "{fault:?} at {at}/{points}: qemu-img check:\n{out}"
+            );
+            let now = state(&p);
+            assert!(
+                now == before || now == after,
+                "{fault:?} at {at}/{points}: neither the old nor the new image"
+            );
+        }
+    }
+    points
+}

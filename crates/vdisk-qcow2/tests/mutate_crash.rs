@@ -1,0 +1,116 @@
+//! Crash tests: each operation runs with a failure (or a silent loss of every later write)
+//! injected at each of its modifying calls in turn; after every interrupted run `qemu-img check`
+//! must find no errors (leaks allowed) and the image must be exactly the old or the new one
+//! (guest content, snapshot list, each snapshot's content).
+
+mod mutate_common;
+
+use mutate_common::*;
+use vdisk_core::CreateOptions;
+use vdisk_qcow2::mutate;
+use vdisk_testutil::*;
+
+fn fixture(tag: &str, opts: &str) -> (Scratch, std::path::PathBuf) {
+    let d = Scratch::new(tag);
+    let p = qemu_fixture(&d, "base.qcow2", opts, "2M");
+    (d, p)
+}
+
+#[test]
+fn crash_snapshot_create() {
+    if !qemu_available() {
+        return;
+    }
+    let (_d, p) = fixture("crash-snc", "cluster_size=4k");
+    let n = crash_test(&p, &|s| mutate::snapshot_create_in(s, "crash"));
+    eprintln!("snapshot_create: {n} fault points");
+}
+
+#[test]
+fn crash_snapshot_apply_and_delete() {
+    if !qemu_available() {
+        return;
+    }
+    let (d, p) = fixture("crash-sna", "cluster_size=4k");
+    qemu_img(&["snapshot", "-c", "one", &p.to_string_lossy()]);
+    qemu_io("qcow2", &p, &["write -P 0x31 0 300k"]);
+    qemu_img(&["snapshot", "-c", "two", &p.to_string_lossy()]);
+    qemu_io("qcow2", &p, &["write -P 0x32 64k 64k"]);
+    let n = crash_test(&p, &|s| mutate::snapshot_apply_in(s, "one"));
+    eprintln!("snapshot_apply: {n} fault points");
+    let n = crash_test(&p, &|s| mutate::snapshot_delete_in(s, "one"));
+    eprintln!("snapshot_delete: {n} fault points");
+    drop(d);
+}
+
+#[test]
+fn crash_resize() {
+    if !qemu_available() {
+        return;
+    }
+    let (_d, p) = fixture("crash-rs", "cluster_size=512");
+    let n = crash_test(&p, &|s| mutate::resize_in(s, 8 << 20, false));
+    eprintln!("resize grow: {n} fault points");
+    let n = crash_test(&p, &|s| mutate::resize_in(s, 700 << 10, true));
+    eprintln!("resize shrink: {n} fault points");
+}
+
+#[test]
+fn crash_repair() {
+    if !qemu_available() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let (_d, p) = fixture("crash-rp", "");
+    // A leak: one more cluster at the end with refcount 1 (cluster index = old length / 64 KiB).
+    let len = std::fs::metadata(&p).unwrap().len().next_multiple_of(65536);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    f.set_len(len + 65536).unwrap();
+    let mut h = [0u8; 64];
+    f.read_exact_at(&mut h, 0).unwrap();
+    let rt = u64::from_be_bytes(h[48..56].try_into().unwrap());
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, rt).unwrap();
+    f.write_all_at(&1u16.to_be_bytes(), u64::from_be_bytes(e) + 2 * (len >> 16))
+        .unwrap();
+    drop(f);
+    assert_eq!(check(&p).0, 3);
+    // Content is unchanged by a repair, so check the leak is gone after the uninterrupted run.
+    let done = copy(&p, "repaired.qcow2");
+    mutate::repair(&done, true, false).unwrap();
+    assert_clean(&done);
+    let before = state(&p);
+    for fault in [Fault::Fail, Fault::Drop] {
+        let mut at = 1;
+        loop {
+            let c = copy(&p, "crash.qcow2");
+            let s = FailingStorage::new(&c, at, fault);
+            let r = mutate::repair_in(s.clone(), true, false);
+            let (code, out) = check(&c);
+            assert!(code == 0 || code == 3, "{fault:?} at {at}: {out}");
+            assert!(state(&c) == before);
+            if s.calls() < at {
+                assert!(r.is_ok());
+                break;
+            }
+            at += 1;
+        }
+        eprintln!("repair: {} fault points", at - 1);
+    }
+}
+
+#[test]
+fn crash_amend() {
+    if !qemu_available() {
+        return;
+    }
+    let (_d, p) = fixture("crash-am", "compat=0.10");
+    let n = crash_test(&p, &|s| {
+        mutate::amend_in(s, &CreateOptions::parse(&["compat=1.1"]).unwrap())
+    });
+    eprintln!("amend upgrade: {n} fault points");
+}
