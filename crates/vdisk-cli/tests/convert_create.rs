@@ -53,6 +53,34 @@ fn create_rejects_bad_sizes_and_options_like_qemu() {
 }
 
 #[test]
+fn formatting_line_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-fmtline");
+    for args in [
+        vec!["-f", "raw"],
+        vec!["-f", "raw", "-o", "preallocation=falloc"],
+        vec!["-f", "qcow2"],
+        vec!["-f", "qcow2", "-o", "cluster_size=4k,lazy_refcounts=on"],
+        vec!["-f", "qcow2", "-o", "compat=0.10"],
+        vec!["-f", "vdi"],
+        vec!["-f", "vdi", "-o", "static=on"],
+        vec!["-f", "vmdk"],
+        vec!["-f", "vmdk", "-o", "subformat=streamOptimized"],
+    ] {
+        let mut a = vec!["create"];
+        a.extend(args.iter().copied());
+        a.extend(["img", "1G"]);
+        let ours = vdisk_ok(s.path(), &a);
+        std::fs::remove_file(s.join("img")).unwrap();
+        let theirs = qemu_ok(s.path(), &a);
+        std::fs::remove_file(s.join("img")).unwrap();
+        assert_eq!(ours, theirs, "{args:?}");
+    }
+}
+
+#[test]
 fn option_help_matches_qemu() {
     if !qemu_available() {
         return;

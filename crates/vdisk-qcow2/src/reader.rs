@@ -12,7 +12,7 @@ use crate::tables::{Geometry, L2Cache, SubType};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use vdisk_core::reader::check_range;
-use vdisk_core::storage::{resolve_relative, FileOpener};
+use vdisk_core::storage::FileOpener;
 use vdisk_core::{CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage};
 
 /// Which internal snapshot to read instead of the active image.
@@ -78,7 +78,9 @@ pub fn open(
                 path.display()
             ))
         })?;
-        let p = resolve_relative(&path, name);
+        // As qemu does (and as the writer creates it): the stored name is opened as given, so a
+        // relative name is taken from the working directory, not from the image's directory.
+        let p = std::path::PathBuf::from(name);
         let s = files.open(&p)?;
         (s, Arc::from(p.as_path()), Some(p))
     } else {

@@ -50,14 +50,45 @@ pub(super) fn create(
         },
     };
     if !quiet {
-        let mut line = format!("Formatting '{}', fmt={}", filename.display(), fmt.name());
-        for (k, v) in opts.pairs() {
-            line.push_str(&format!(" {k}={v}"));
-        }
-        line.push_str(&format!(" size={size}"));
-        println!("{line}");
+        println!(
+            "Formatting '{}', fmt={} {}",
+            filename.display(),
+            fmt.name(),
+            formatting_options(fmt, size, &opts)
+        );
     }
     let writer = vdisk::create_image(fmt, filename, size, &opts, false)?;
     writer.finish()?;
     Ok(0)
+}
+
+/// The options of qemu-img's `Formatting 'FILE', fmt=FMT ...` line, in qemu's order with the
+/// defaults it shows filled in.
+fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
+    let mut parts = Vec::new();
+    match fmt {
+        Format::Qcow2 => {
+            let line = vdisk::qcow2::writer::formatting_options(size, opts);
+            return line.strip_prefix("fmt=qcow2 ").unwrap_or(&line).to_string();
+        }
+        Format::Vdi => {
+            parts.push(format!("size={size}"));
+            parts.push(format!("static={}", opts.get("static").unwrap_or("off")));
+        }
+        Format::Vmdk => {
+            parts.push(format!("size={size}"));
+            parts.push(format!("compat6={}", opts.get("compat6").unwrap_or("off")));
+            parts.push(format!(
+                "hwversion={}",
+                opts.get("hwversion").unwrap_or("undefined")
+            ));
+        }
+        _ => parts.push(format!("size={size}")),
+    }
+    for (k, v) in opts.pairs() {
+        if !matches!(k.as_str(), "size" | "static" | "compat6" | "hwversion") {
+            parts.push(format!("{k}={v}"));
+        }
+    }
+    parts.join(" ")
 }
