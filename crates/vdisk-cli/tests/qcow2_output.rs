@@ -89,28 +89,66 @@ fn convert_to_qcow2_passes_check_and_compare() {
     let s = Scratch::new("cli-q-convert");
     let d = s.path();
     make_pattern_raw(d, "pat.raw", 3 * 512);
+    // Sources: raw, plain and compressed qcow2, VMDK, VDI, and a backing chain (overlay over raw).
+    qemu_ok(d, &["convert", "-O", "qcow2", "pat.raw", "src.qcow2"]);
+    qemu_ok(
+        d,
+        &["convert", "-c", "-O", "qcow2", "pat.raw", "srcz.qcow2"],
+    );
     qemu_ok(d, &["convert", "-O", "vmdk", "pat.raw", "src.vmdk"]);
-    for (src, args) in [
-        ("pat.raw", vec![]),
-        ("pat.raw", vec!["-o", "compat=0.10"]),
-        ("pat.raw", vec!["-o", "cluster_size=4k,refcount_bits=1"]),
-        ("pat.raw", vec!["-o", "extended_l2=on"]),
-        ("pat.raw", vec!["-c"]),
-        ("pat.raw", vec!["-c", "-o", "compression_type=zstd"]),
-        ("src.vmdk", vec![]),
-        ("pat.raw", vec!["-W", "-m", "2"]),
-    ] {
-        let mut a = vec!["convert", "-O", "qcow2"];
-        a.extend(args.iter().copied());
-        a.extend([src, "out.qcow2"]);
-        vdisk_ok(d, &a);
-        assert_qemu_check_clean(&d.join("out.qcow2"), "qcow2");
-        let c = qemu(d, &["compare", src, "out.qcow2"]);
-        assert_eq!(c.status.code(), Some(0), "{a:?}: {}", out(&c));
-        // vdisk reads back what it wrote.
-        let c = vdisk(d, &["compare", src, "out.qcow2"]);
-        assert_eq!(c.status.code(), Some(0), "{a:?}: {}", out(&c));
-        std::fs::remove_file(d.join("out.qcow2")).unwrap();
+    qemu_ok(d, &["convert", "-O", "vdi", "pat.raw", "src.vdi"]);
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "pat.raw",
+            "-F",
+            "raw",
+            "chain.qcow2",
+        ],
+    );
+    qemu_io(
+        d,
+        "qcow2",
+        "chain.qcow2",
+        &["write -P 0x5c 2M 192k", "write -z 8M 64k"],
+    );
+    let sources = [
+        "pat.raw",
+        "src.qcow2",
+        "srcz.qcow2",
+        "src.vmdk",
+        "src.vdi",
+        "chain.qcow2",
+    ];
+    let options: [&[&str]; 8] = [
+        &[],
+        &["-o", "compat=0.10"],
+        &["-o", "cluster_size=4k,refcount_bits=1"],
+        &["-o", "extended_l2=on"],
+        &["-c"],
+        &["-c", "-o", "compression_type=zstd"],
+        &["-o", "preallocation=metadata"],
+        &["-W", "-m", "2"],
+    ];
+    for src in sources {
+        for args in options {
+            let mut a = vec!["convert", "-O", "qcow2"];
+            a.extend(args.iter().copied());
+            a.extend([src, "out.qcow2"]);
+            vdisk_ok(d, &a);
+            assert_qemu_check_clean(&d.join("out.qcow2"), "qcow2");
+            let c = qemu(d, &["compare", src, "out.qcow2"]);
+            assert_eq!(c.status.code(), Some(0), "{a:?}: {}", out(&c));
+            // vdisk reads back what it wrote.
+            let c = vdisk(d, &["compare", src, "out.qcow2"]);
+            assert_eq!(c.status.code(), Some(0), "{a:?}: {}", out(&c));
+            std::fs::remove_file(d.join("out.qcow2")).unwrap();
+        }
     }
 }
 
