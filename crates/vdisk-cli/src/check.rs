@@ -60,11 +60,11 @@ pub fn json(r: &CheckReport, filename: &str, format: &str) -> String {
     m.insert("check-errors".into(), r.check_errors.into());
     opt(&mut m, "leaks", Some(r.leaks));
     opt(&mut m, "corruptions", Some(r.corruptions));
+    opt(&mut m, "leaks-fixed", Some(r.leaks_fixed));
+    opt(&mut m, "corruptions-fixed", Some(r.corruptions_fixed));
     opt(&mut m, "allocated-clusters", r.allocated_clusters);
     opt(&mut m, "fragmented-clusters", r.fragmented_clusters);
     opt(&mut m, "compressed-clusters", r.compressed_clusters);
-    opt(&mut m, "leaks-fixed", Some(r.leaks_fixed));
-    opt(&mut m, "corruptions-fixed", Some(r.corruptions_fixed));
     m.insert("filename".into(), filename.into());
     m.insert("format".into(), format.into());
     to_qemu_pretty(&Value::Object(m))

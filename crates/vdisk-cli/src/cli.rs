@@ -133,13 +133,13 @@ pub enum Command {
         first: PathBuf,
         second: PathBuf,
     },
-    /// Check an image's metadata for corruptions and leaked clusters (read-only).
+    /// Check an image's metadata for corruptions and leaked clusters (read-only unless -r is given).
     Check {
         #[arg(short = 'f', long = "format")]
         format: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
-        /// Repair: `leaks` or `all` (not supported yet: vdisk check is read-only).
+        /// Repair qcow2 images: `leaks` frees leaked clusters, `all` also fixes refcount errors.
         #[arg(short = 'r', long = "repair")]
         repair: Option<String>,
         #[arg(short = 'q', long = "quiet")]
@@ -148,7 +148,7 @@ pub enum Command {
         force_share: bool,
         filename: PathBuf,
     },
-    /// List internal snapshots (-l). Creating, applying and deleting them is not implemented yet.
+    /// List (-l), create (-c), apply (-a) or delete (-d) internal snapshots of a qcow2 image.
     Snapshot {
         /// List the snapshots.
         #[arg(short = 'l', long = "list")]
@@ -166,6 +166,15 @@ pub enum Command {
         format: Option<String>,
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
+        filename: PathBuf,
+    },
+    /// Change format options of an existing qcow2 image: compat (0.10 or 1.1) and lazy_refcounts.
+    Amend {
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        /// Options to change, key=value[,key=value...].
+        #[arg(short = 'o', long = "options", required = true)]
+        options: Vec<String>,
         filename: PathBuf,
     },
     /// Calculate the file size a new image needs: for a new empty image of --size, or for converting
@@ -193,7 +202,7 @@ pub enum Command {
         /// The image to be converted.
         filename: Option<PathBuf>,
     },
-    /// Change the virtual size of a raw or VDI image: SIZE, +SIZE or -SIZE (shrinking needs --shrink).
+    /// Change the virtual size of a raw, qcow2 or VDI image: SIZE, +SIZE or -SIZE (shrinking needs --shrink).
     Resize {
         #[arg(short = 'f', long = "format")]
         format: Option<String>,

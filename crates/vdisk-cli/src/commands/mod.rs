@@ -6,6 +6,7 @@ mod compare;
 mod convert;
 mod create;
 mod measure;
+mod mutate;
 mod resize;
 
 use crate::cli::{Cli, Command, OutputFormat};
@@ -115,13 +116,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             filename,
             ..
         } => {
-            if let Some(r) = repair {
-                return Err(Error::invalid(format!(
-                    "check -r {r}: repair is not implemented yet; vdisk check only reports"
-                )));
+            let format = parse_format(format)?;
+            if let Some(mode) = repair {
+                let fmt = match format {
+                    Some(f) => f,
+                    None => probe_path(&filename)?,
+                };
+                return mutate::repair(fmt, &mode, output, quiet, &filename);
             }
             let req = OpenRequest {
-                format: parse_format(format)?,
+                format,
                 snapshot: None,
                 follow_backing: false,
             };
@@ -161,16 +165,24 @@ pub fn run(cli: Cli) -> Result<u8> {
             filename,
             ..
         } => {
+            let format = parse_format(format)?;
             if create.is_some() || apply.is_some() || delete.is_some() {
-                return Err(Error::invalid(
-                    "snapshot -c/-a/-d: changing snapshots is not implemented yet; only -l works",
-                ));
+                if list {
+                    return Err(Error::invalid("Cannot mix '-l', '-a', '-c', '-d'"));
+                }
+                let fmt = match format {
+                    Some(f) => f,
+                    None => probe_path(&filename)?,
+                };
+                return mutate::snapshot(fmt, create, apply, delete, &filename);
             }
             if !list {
-                return Err(Error::invalid("snapshot: give -l (list)"));
+                return Err(Error::invalid(
+                    "snapshot: give one of -l, -c NAME, -a NAME, -d NAME",
+                ));
             }
             let req = OpenRequest {
-                format: parse_format(format)?,
+                format,
                 snapshot: None,
                 follow_backing: false,
             };
@@ -179,6 +191,17 @@ pub fn run(cli: Cli) -> Result<u8> {
                 print_out(&info::snapshot_table(&img.top().info.snapshots))?;
             }
             Ok(0)
+        }
+        Command::Amend {
+            format,
+            options,
+            filename,
+        } => {
+            let fmt = match parse_format(format)? {
+                Some(f) => f,
+                None => probe_path(&filename)?,
+            };
+            mutate::amend(fmt, &options, &filename)
         }
         Command::Measure {
             output_format,

@@ -45,6 +45,9 @@ pub(super) fn resize(
             }
             vdisk::vdi::resize(filename, new_size)?;
         }
+        Format::Qcow2 => {
+            super::mutate::resize_qcow2(filename, new_size, shrink, preallocation.as_deref())?;
+        }
         other => {
             return Err(Error::invalid(format!(
                 "resize of {other} images is not implemented yet"

@@ -1,0 +1,125 @@
+//! Commands that change an existing image: `snapshot -c/-a/-d`, `check -r`, `amend`, and qcow2
+//! `resize`. The qcow2 crate orders every change so that an interrupted run leaves the old or the
+//! new image; this module only picks the operation and prints qemu-img's messages.
+
+use super::print_out;
+use crate::check;
+use crate::cli::OutputFormat;
+use std::path::Path;
+use vdisk::core::{CreateOptions, Error, Format, Result};
+use vdisk::qcow2::mutate;
+
+/// `snapshot -c NAME`, `-a NAME` or `-d NAME` on a qcow2 image.
+pub(super) fn snapshot(
+    fmt: Format,
+    create: Option<String>,
+    apply: Option<String>,
+    delete: Option<String>,
+    filename: &Path,
+) -> Result<u8> {
+    let wrap = |what: &str, name: &str, e: Error| {
+        Error::Other(format!("Could not {what} snapshot '{name}': {e}"))
+    };
+    if fmt != Format::Qcow2 {
+        return Err(Error::invalid(format!(
+            "internal snapshots are only supported for qcow2 images, not {fmt}"
+        )));
+    }
+    match (create, apply, delete) {
+        (Some(n), None, None) => {
+            mutate::snapshot_create(filename, &n).map_err(|e| wrap("create", &n, e))?
+        }
+        (None, Some(n), None) => {
+            mutate::snapshot_apply(filename, &n).map_err(|e| wrap("apply", &n, e))?
+        }
+        (None, None, Some(n)) => {
+            mutate::snapshot_delete(filename, &n).map_err(|e| wrap("delete", &n, e))?
+        }
+        _ => return Err(Error::invalid("Cannot mix '-l', '-a', '-c', '-d'")),
+    }
+    Ok(0)
+}
+
+/// `check -r leaks|all`: repair, then report the image as it is afterwards (qemu-img's layout).
+pub(super) fn repair(
+    fmt: Format,
+    mode: &str,
+    output: OutputFormat,
+    quiet: bool,
+    filename: &Path,
+) -> Result<u8> {
+    let fix_errors = match mode {
+        "leaks" => false,
+        "all" => true,
+        other => {
+            return Err(Error::invalid(format!(
+                "Unknown option for -r: '{other}'; use 'leaks' or 'all'"
+            )))
+        }
+    };
+    if fmt != Format::Qcow2 {
+        return Err(Error::invalid(format!(
+            "Repairing {fmt} images is not supported"
+        )));
+    }
+    let out = mutate::repair(filename, true, fix_errors)?;
+    for m in &out.before.messages {
+        eprintln!("{m}");
+    }
+    let mut report = out.after.clone();
+    report.leaks_fixed = out.leaks_fixed;
+    report.corruptions_fixed = out.corruptions_fixed;
+    if !quiet {
+        let text = match output {
+            OutputFormat::Human => {
+                let mut t = String::new();
+                if out.leaks_fixed > 0 || out.corruptions_fixed > 0 {
+                    t.push_str(&format!(
+                        "The following inconsistencies were found and repaired:\n\n    {} leaked clusters\n    {} corruptions\n\nDouble checking the fixed image now...\n",
+                        out.leaks_fixed, out.corruptions_fixed
+                    ));
+                }
+                t + &check::human(&report)
+            }
+            OutputFormat::Json => {
+                check::json(&report, &filename.to_string_lossy(), fmt.name()) + "\n"
+            }
+        };
+        print_out(&text)?;
+    }
+    Ok(report.exit_code() as u8)
+}
+
+/// `amend -o OPTS FILE` on a qcow2 image (compat, lazy_refcounts).
+pub(super) fn amend(fmt: Format, options: &[String], filename: &Path) -> Result<u8> {
+    let opts = CreateOptions::parse(options)?;
+    if opts.wants_help() {
+        print_out(&vdisk::core::options::format_help(
+            fmt.name(),
+            vdisk::create_options(fmt)?,
+        ))?;
+        return Ok(0);
+    }
+    if fmt != Format::Qcow2 {
+        return Err(Error::invalid(format!(
+            "Format driver '{fmt}' does not support option amendment"
+        )));
+    }
+    mutate::amend(filename, &opts)?;
+    Ok(0)
+}
+
+/// `resize` of a qcow2 image.
+pub(crate) fn resize_qcow2(
+    filename: &Path,
+    new_size: u64,
+    shrink: bool,
+    prealloc: Option<&str>,
+) -> Result<()> {
+    if let Some(p) = prealloc.filter(|p| *p != "off") {
+        return Err(Error::invalid(format!(
+            "Preallocation mode '{p}' is not supported for qcow2 resize yet"
+        )));
+    }
+    mutate::resize(filename, new_size, shrink)
+}

@@ -1,0 +1,234 @@
+//! Commands that change qcow2 images (snapshot -c/-a/-d, resize, check -r, amend): each is run by
+//! vdisk on one copy and by qemu-img on another, and the results must agree and check clean.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use vdisk_testutil::{assert_qemu_check_clean, qemu_available, Scratch};
+
+fn raw_of(d: &Path, img: &str, out_name: &str) -> Vec<u8> {
+    qemu_ok(d, &["convert", "-O", "raw", img, out_name]);
+    let b = std::fs::read(d.join(out_name)).unwrap();
+    std::fs::remove_file(d.join(out_name)).unwrap();
+    b
+}
+
+fn snapshot_names(d: &Path, img: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(&qemu_ok(d, &["info", "--output=json", img])).unwrap();
+    v["snapshots"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| format!("{}:{}", s["id"], s["name"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Check output without its image end offset line, and that offset.
+fn without_end_offset(text: &str) -> (String, Option<u64>) {
+    let mut end = None;
+    let mut kept = Vec::new();
+    for line in text.lines() {
+        let t = line.trim().trim_end_matches(',');
+        let value = t
+            .strip_prefix("Image end offset: ")
+            .or_else(|| t.strip_prefix("\"image-end-offset\": "));
+        match value {
+            Some(v) => end = v.parse().ok(),
+            None => kept.push(line),
+        }
+    }
+    (kept.join("\n"), end)
+}
+
+/// Makes the same qcow2 twice: `ours.qcow2` for vdisk and `theirs.qcow2` for qemu-img.
+fn twins(d: &Path) {
+    make_pattern_raw(d, "pat.raw", 0);
+    qemu_ok(d, &["convert", "-O", "qcow2", "pat.raw", "ours.qcow2"]);
+    std::fs::copy(d.join("ours.qcow2"), d.join("theirs.qcow2")).unwrap();
+}
+
+#[test]
+fn snapshots_create_apply_delete_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-snap");
+    let d = s.path();
+    twins(d);
+    for (tool, img) in [("vdisk", "ours.qcow2"), ("qemu", "theirs.qcow2")] {
+        let run = |args: &[&str]| {
+            if tool == "vdisk" {
+                vdisk_ok(d, args);
+            } else {
+                qemu_ok(d, args);
+            }
+        };
+        run(&["snapshot", "-c", "first", img]);
+        qemu_io(
+            d,
+            "qcow2",
+            img,
+            &["write -P 0xee 0 256k", "write -z 1M 64k"],
+        );
+        run(&["snapshot", "-c", "second", img]);
+        qemu_io(d, "qcow2", img, &["write -P 0xdd 8M 64k"]);
+        run(&["snapshot", "-a", "first", img]);
+        run(&["snapshot", "-d", "second", img]);
+        assert_qemu_check_clean(&d.join(img), "qcow2");
+    }
+    assert_eq!(
+        snapshot_names(d, "ours.qcow2"),
+        snapshot_names(d, "theirs.qcow2")
+    );
+    assert!(raw_of(d, "ours.qcow2", "o.raw") == raw_of(d, "theirs.qcow2", "t.raw"));
+    assert!(raw_of(d, "ours.qcow2", "o.raw") == std::fs::read(d.join("pat.raw")).unwrap());
+    assert_eq!(
+        vdisk_ok(d, &["snapshot", "-l", "ours.qcow2"])
+            .lines()
+            .count(),
+        qemu_ok(d, &["snapshot", "-l", "theirs.qcow2"])
+            .lines()
+            .count()
+    );
+    let o = vdisk(d, &["snapshot", "-d", "nope", "ours.qcow2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("Could not delete snapshot 'nope'"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn resize_qcow2_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-resize");
+    let d = s.path();
+    twins(d);
+    for args in [vec!["+1G"], vec!["--shrink", "32M"]] {
+        let mut ours = vec!["resize"];
+        ours.extend(args.iter().copied());
+        let mut theirs = ours.clone();
+        ours.push("ours.qcow2");
+        theirs.push("theirs.qcow2");
+        // The size goes last.
+        let size = ours.remove(ours.len() - 2);
+        ours.push(size);
+        let size = theirs.remove(theirs.len() - 2);
+        theirs.push(size);
+        assert_eq!(vdisk_ok(d, &ours), qemu_ok(d, &theirs), "{args:?}");
+        assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+        assert!(
+            raw_of(d, "ours.qcow2", "o.raw") == raw_of(d, "theirs.qcow2", "t.raw"),
+            "{args:?}"
+        );
+    }
+    let o = vdisk(d, &["resize", "ours.qcow2", "16M"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("--shrink"), "{}", err(&o));
+}
+
+#[test]
+fn check_repairs_leaks_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-repair");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "l.qcow2", "8M"]);
+    qemu_io(d, "qcow2", "l.qcow2", &["write -P 1 0 128k"]);
+    // Leak cluster 12: give it a refcount of 1 in the first refcount block (at 0x20000, 16-bit
+    // entries) and make the file long enough to hold it.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.join("l.qcow2"))
+            .unwrap();
+        f.write_all_at(&1u16.to_be_bytes(), 0x20000 + 12 * 2)
+            .unwrap();
+        f.write_all_at(&[0], 13 * 65536 - 1).unwrap();
+    }
+    for f in ["a.qcow2", "b.qcow2", "c.qcow2", "d.qcow2"] {
+        std::fs::copy(d.join("l.qcow2"), d.join(f)).unwrap();
+    }
+    let ours = vdisk(d, &["check", "a.qcow2"]);
+    let theirs = qemu(d, &["check", "b.qcow2"]);
+    assert_eq!(ours.status.code(), Some(3));
+    assert_eq!(
+        (ours.status.code(), out(&ours)),
+        (theirs.status.code(), out(&theirs))
+    );
+    for (mode, output) in [("leaks", "human"), ("all", "json")] {
+        let o = vdisk(
+            d,
+            &[
+                "check",
+                "-r",
+                mode,
+                &format!("--output={output}"),
+                "a.qcow2",
+            ],
+        );
+        let t = qemu(
+            d,
+            &[
+                "check",
+                "-r",
+                mode,
+                &format!("--output={output}"),
+                "b.qcow2",
+            ],
+        );
+        assert_eq!(o.status.code(), t.status.code(), "-r {mode}");
+        // Everything but the image end offset is qemu's to the letter. vdisk's repair is
+        // shadow-paged (new refcount structures are written where the old state does not look, then
+        // one header write switches), so its tables may end later than qemu's in-place rewrite;
+        // they must still end before the damaged file did.
+        let (ours, our_end) = without_end_offset(&out(&o).replace("a.qcow2", "X"));
+        let (theirs, their_end) = without_end_offset(&out(&t).replace("b.qcow2", "X"));
+        assert_eq!(ours, theirs, "-r {mode}");
+        assert!(their_end.is_some(), "-r {mode}: qemu reports an end offset");
+        assert!(
+            our_end.is_some_and(|e| e < 13 * 65536),
+            "-r {mode}: {our_end:?}"
+        );
+        assert_qemu_check_clean(&d.join("a.qcow2"), "qcow2");
+        std::fs::copy(d.join("c.qcow2"), d.join("a.qcow2")).unwrap();
+        std::fs::copy(d.join("d.qcow2"), d.join("b.qcow2")).unwrap();
+    }
+}
+
+#[test]
+fn amend_changes_options_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-amend");
+    let d = s.path();
+    twins(d);
+    for opts in [
+        "lazy_refcounts=on",
+        "lazy_refcounts=off",
+        "compat=0.10",
+        "compat=1.1",
+    ] {
+        vdisk_ok(d, &["amend", "-o", opts, "ours.qcow2"]);
+        qemu_ok(d, &["amend", "-o", opts, "theirs.qcow2"]);
+        assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+        let a: Value =
+            serde_json::from_str(&qemu_ok(d, &["info", "--output=json", "ours.qcow2"])).unwrap();
+        let b: Value =
+            serde_json::from_str(&qemu_ok(d, &["info", "--output=json", "theirs.qcow2"])).unwrap();
+        assert_eq!(a["format-specific"], b["format-specific"], "{opts}");
+        assert!(
+            raw_of(d, "ours.qcow2", "o.raw") == std::fs::read(d.join("pat.raw")).unwrap(),
+            "{opts}"
+        );
+    }
+}
