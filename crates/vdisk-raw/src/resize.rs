@@ -18,15 +18,7 @@ pub fn resize(path: &Path, new_size: u64, shrink_allowed: bool, prealloc: Preall
     if new_size == 0 || new_size > vdisk_core::size::MAX_IMAGE_SIZE {
         return Err(Error::invalid("New image size must be positive"));
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|source| Error::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let storage = vdisk_core::FileStorage::from_file(file, path, true);
+    let storage = vdisk_core::FileStorage::open_rw(path)?;
     let file_len = vdisk_core::Storage::len(&storage)?;
     let current = crate::round_up_sector(file_len);
     if prealloc != Prealloc::Off && new_size <= current {

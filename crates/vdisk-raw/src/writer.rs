@@ -161,15 +161,7 @@ impl RawWriter {
 
     /// See [`open_writer`].
     pub fn open_existing(path: &Path) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let storage = vdisk_core::FileStorage::from_file(file, path, true);
+        let storage = vdisk_core::FileStorage::open_rw(path)?;
         let size = vdisk_core::Storage::len(&storage)?;
         let file = storage
             .file()
