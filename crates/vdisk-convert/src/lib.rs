@@ -25,8 +25,8 @@ pub use compare::{compare, CompareOutcome};
 /// How to convert. `Default` matches qemu-img convert's defaults.
 #[derive(Clone)]
 pub struct ConvertOptions {
-    /// Worker threads for reading, scanning and encoding; 0 means one per core, and more than the
-    /// number of cores is lowered to it.
+    /// Worker threads for reading, scanning and encoding (and so the number of reads in flight);
+    /// 0 means one per core.
     pub workers: usize,
     /// `-W`: write chunks as they complete, when the writer accepts out-of-order writes.
     pub out_of_order: bool,
