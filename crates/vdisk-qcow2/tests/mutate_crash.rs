@@ -114,3 +114,115 @@ fn crash_amend() {
     });
     eprintln!("amend upgrade: {n} fault points");
 }
+
+#[test]
+fn crash_snapshot_ops_on_other_layouts() {
+    if !qemu_available() {
+        return;
+    }
+    for (i, opts) in [
+        "extended_l2=on",
+        "refcount_bits=8,cluster_size=1k",
+        "compat=0.10",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (_d, p) = fixture(&format!("crash-lay-{i}"), opts);
+        qemu_img(&["snapshot", "-c", "one", &p.to_string_lossy()]);
+        qemu_io("qcow2", &p, &["write -P 0x45 40k 100k"]);
+        let n = crash_test(&p, &|s| mutate::snapshot_create_in(s, "two"));
+        eprintln!("{opts}: snapshot_create: {n} fault points");
+        let n = crash_test(&p, &|s| mutate::snapshot_delete_in(s, "one"));
+        eprintln!("{opts}: snapshot_delete: {n} fault points");
+    }
+}
+
+#[test]
+fn crash_amend_downgrade_and_lazy() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("crash-am2");
+    let p = d.join("down.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on",
+        &p.to_string_lossy(),
+        "1M",
+    ]);
+    qemu_io("qcow2", &p, &["write -P 1 0 64k", "write -c -P 2 128k 64k"]);
+    let n = crash_test(&p, &|s| {
+        mutate::amend_in(s, &CreateOptions::parse(&["lazy_refcounts=off"]).unwrap())
+    });
+    eprintln!("amend lazy_refcounts=off: {n} fault points");
+    let n = crash_test(&p, &|s| {
+        mutate::amend_in(
+            s,
+            &CreateOptions::parse(&["compat=0.10,lazy_refcounts=off"]).unwrap(),
+        )
+    });
+    eprintln!("amend downgrade: {n} fault points");
+}
+
+#[test]
+fn crash_repair_all() {
+    if !qemu_available() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let (_d, p) = fixture("crash-rpa", "");
+    qemu_img(&["snapshot", "-c", "s", &p.to_string_lossy()]);
+    // Corruptions: the first data cluster's refcount lowered from 2 to 1, and a COPIED flag set on
+    // an active L2 entry whose cluster is shared.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let mut h = [0u8; 64];
+    f.read_exact_at(&mut h, 0).unwrap();
+    let rd = |off: u64| {
+        let mut e = [0u8; 8];
+        f.read_exact_at(&mut e, off).unwrap();
+        u64::from_be_bytes(e)
+    };
+    let block = rd(u64::from_be_bytes(h[48..56].try_into().unwrap()));
+    let l2 = rd(u64::from_be_bytes(h[40..48].try_into().unwrap())) & 0x00ff_ffff_ffff_fe00;
+    let entry = rd(l2);
+    f.write_all_at(
+        &1u16.to_be_bytes(),
+        block + 2 * ((entry & 0x00ff_ffff_ffff_fe00) >> 16),
+    )
+    .unwrap();
+    f.write_all_at(&(rd(l2 + 8) | 1 << 63).to_be_bytes(), l2 + 8)
+        .unwrap();
+    drop(f);
+    let (orig, _) = check(&p);
+    assert_eq!(orig, 2);
+    let content = raw(&p);
+    let done = copy(&p, "repaired.qcow2");
+    let out = mutate::repair(&done, true, true).unwrap();
+    assert_eq!(out.after.exit_code(), 0, "{out:?}");
+    assert_clean(&done);
+    let c = copy(&p, "count.qcow2");
+    let counter = FailingStorage::new(&c, usize::MAX, Fault::Fail);
+    mutate::repair_in(counter.clone(), true, true).unwrap();
+    for fault in [Fault::Fail, Fault::Drop] {
+        for at in 1..=counter.calls() {
+            let c = copy(&p, "crash.qcow2");
+            let _ = mutate::repair_in(FailingStorage::new(&c, at, fault), true, true);
+            let (code, out) = check(&c);
+            assert!(
+                code == orig || code == 0 || code == 3,
+                "{fault:?} at {at}: {out}"
+            );
+            assert_eq!(raw(&c), content, "{fault:?} at {at}: content");
+        }
+    }
+    eprintln!("repair -r all: {} fault points", counter.calls());
+}
