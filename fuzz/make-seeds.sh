@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Builds small seed corpora for the vdisk fuzz targets with qemu-img / qemu-io (and python3 for the
+# compressed-stream seeds) into fuzz/corpus/<target>/. The corpora are not committed (.gitignore).
+# Usage: fuzz/make-seeds.sh            (from anywhere; needs qemu-img, qemu-io, python3, zstd)
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+corpus="$here/corpus"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+for t in qcow2_header qcow2_tables qcow2_open vmdk_header vmdk_descriptor vmdk_open vmdk_extents \
+    vdi_header vdi_open raw_open probe; do
+    mkdir -p "$corpus/$t"
+done
+
+q() { qemu-img "$@" >/dev/null; }
+io() { local fmt=$1 img=$2 c; shift 2; for c in "$@"; do qemu-io -f "$fmt" -c "$c" "$img" >/dev/null; done; }
+# Patterned data, a hole, explicit zeros and an odd tail: the usual content of every seed image.
+fill() {
+    local fmt=$1 img=$2 size=$3
+    io "$fmt" "$img" "write -P 0xaa 0 4k" "write -P 0x55 12k 8k" "write -z 32k 8k" \
+        "write -P 0x11 $((size - 1024)) 1k"
+}
+add() { # add TARGET FILE [NAME]: copy FILE into the target's corpus
+    cp "$2" "$corpus/$1/${3:-$(basename "$2")}"
+}
+head_of() { # head_of TARGET FILE BYTES: the first BYTES of FILE as a seed
+    head -c "$3" "$2" >"$corpus/$1/$(basename "$2").head$3"
+}
+
+# ---- qcow2: versions, cluster sizes, extended L2, compression, zero clusters, snapshots, ... ----
+qc() { # qc NAME SIZE OPTIONS...
+    local name=$1 size=$2
+    shift 2
+    q create -f qcow2 -o "$*" "$work/$name.qcow2" "$size"
+    fill qcow2 "$work/$name.qcow2" "$(numfmt --from=iec "$size")"
+}
+qc v2-512 256K compat=0.10,cluster_size=512
+qc v3-512 256K compat=1.1,cluster_size=512
+qc v3-4k 1M cluster_size=4096
+qc refcount1 256K cluster_size=512,refcount_bits=1
+qc refcount64 256K cluster_size=512,refcount_bits=64
+qc lazy 256K cluster_size=512,lazy_refcounts=on
+qc ext-l2 1M cluster_size=16384,extended_l2=on
+qc prealloc 64K cluster_size=512,preallocation=metadata
+qc zstd-hdr 256K cluster_size=512,compression_type=zstd
+q create -f qcow2 -o cluster_size=512 "$work/base.qcow2" 256K
+qc backing 256K cluster_size=512,backing_file=base.qcow2,backing_fmt=qcow2
+q create -f qcow2 -o cluster_size=512,data_file="$work/data.raw" "$work/datafile.qcow2" 256K
+# Compressed clusters, zlib and zstd.
+for c in zlib zstd; do
+    q create -f raw "$work/src.raw" 256K
+    io raw "$work/src.raw" "write -P 0x33 0 64k" "write -P 0x44 128k 4k"
+    q convert -c -O qcow2 -o cluster_size=4096,compression_type=$c "$work/src.raw" "$work/compressed-$c.qcow2"
+done
+# Internal snapshots (v3 and v2), with data written after each.
+for v in 1.1 0.10; do
+    n="snap-$v"
+    q create -f qcow2 -o compat=$v,cluster_size=512 "$work/$n.qcow2" 256K
+    io qcow2 "$work/$n.qcow2" "write -P 0x01 0 2k"
+    q snapshot -c one "$work/$n.qcow2"
+    io qcow2 "$work/$n.qcow2" "write -P 0x02 1k 2k"
+    q snapshot -c two "$work/$n.qcow2"
+    io qcow2 "$work/$n.qcow2" "write -z 0 1k"
+done
+# A persistent dirty bitmap (header extension + bitmap directory).
+q create -f qcow2 -o cluster_size=4096 "$work/bitmap.qcow2" 1M
+q bitmap --add "$work/bitmap.qcow2" b0
+# Large virtual size with little content: many empty L1 entries.
+q create -f qcow2 -o cluster_size=4096 "$work/huge.qcow2" 4G
+io qcow2 "$work/huge.qcow2" "write -P 0x77 3G 4k"
+for f in "$work"/*.qcow2; do
+    add qcow2_open "$f"
+    add probe "$f"
+    head_of qcow2_header "$f" 16384
+done
+
+# ---- qcow2_tables: 16 control bytes + a table (snapshot table, L2 words, deflate/zstd streams) ----
+be64() { od -An -t u8 --endian=big -j "$2" -N 8 "$1" | tr -d ' '; }
+for v in 1.1 0.10; do
+    f="$work/snap-$v.qcow2"
+    off=$(be64 "$f" 64)
+    { printf '\002\000\000\000\003\001\000\000\000\000\000\000\000\000\000\000'; dd if="$f" bs=4096 skip="$off" count=1 iflag=skip_bytes status=none; } \
+        >"$corpus/qcow2_tables/snapshots-$v"
+done
+python3 - "$corpus/qcow2_tables" <<'EOF'
+import os, sys, zlib
+out = sys.argv[1]
+data = bytes([0x33]) * 3000 + bytes(range(256)) * 4 + bytes(72)  # exactly 4 KiB
+c = zlib.compressobj(wbits=-12)
+deflate = c.compress(data) + c.flush()
+ctl = bytes([0, 0, 0, 0, 7, 0, 0, 3, 0]) + bytes(7)  # out = 4 KiB, zlib
+open(os.path.join(out, "deflate-4k"), "wb").write(ctl + deflate)
+bomb = c2 = zlib.compressobj(wbits=-12)
+bomb = c2.compress(bytes(1 << 20)) + c2.flush()  # 1 MiB of zeros into a 4 KiB cluster
+open(os.path.join(out, "deflate-bomb"), "wb").write(ctl + bomb)
+words = b"".join(x.to_bytes(8, "big") for x in [
+    0x8000000000010000, 0, 0x4000000000020000 | (3 << 54), 0, 1, 0, 0x8000000000030001, 0xffffffff,
+    0x8000000000040000, 0x0000ffff0000ffff, 0, 0xffffffff00000000])
+open(os.path.join(out, "l2-words"), "wb").write(bytes([0, 0, 0, 0, 5, 1, 2, 0, 0]) + bytes(7) + words)
+EOF
+printf '%04096d' 0 | zstd -q -c >"$work/z"
+{ printf '\000\000\000\000\007\000\000\003\001\000\000\000\000\000\000\000'; cat "$work/z"; } >"$corpus/qcow2_tables/zstd-4k"
+dd if=/dev/zero bs=1M count=1 status=none | zstd -q -c >"$work/zb"
+{ printf '\000\000\000\000\007\000\000\003\001\000\000\000\000\000\000\000'; cat "$work/zb"; } >"$corpus/qcow2_tables/zstd-bomb"
+
+# ---- VMDK: every subformat qemu creates, hand-written descriptors, and descriptor + extent ----
+vm() { # vm NAME SIZE OPTIONS
+    local name=$1 size=$2
+    q create -f vmdk -o "$3" "$work/$name.vmdk" "$size"
+}
+mkdir -p "$work/v"
+for sub in monolithicSparse streamOptimized; do
+    q create -f raw "$work/src.raw" 1M
+    io raw "$work/src.raw" "write -P 0xaa 0 4k" "write -P 0x55 70k 8k" "write -P 0x11 1023k 1k"
+    q convert -O vmdk -o subformat=$sub "$work/src.raw" "$work/v/$sub.vmdk"
+done
+q convert -O vmdk -o subformat=monolithicSparse,compat6=on "$work/src.raw" "$work/v/compat6.vmdk"
+q convert -O vmdk -o subformat=monolithicSparse,zeroed_grain=on "$work/src.raw" "$work/v/zeroed.vmdk"
+q create -f vmdk -o subformat=monolithicSparse "$work/v/empty.vmdk" 1G
+for f in "$work"/v/*.vmdk; do
+    add vmdk_open "$f"
+    add probe "$f"
+    head -c 512 "$f" >"$corpus/vmdk_header/$(basename "$f").header"
+    # The embedded descriptor (sector 1 onwards, up to the first NUL).
+    dd if="$f" bs=512 skip=1 count=8 status=none | tr -d '\000' >"$corpus/vmdk_descriptor/$(basename "$f").desc"
+done
+# The stream-optimized footer and end-of-stream marker.
+tail -c 1536 "$work/v/streamOptimized.vmdk" >"$corpus/vmdk_header/stream-tail"
+for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+    d="$work/$sub"
+    mkdir -p "$d"
+    q create -f vmdk -o subformat=$sub "$d/img.vmdk" 1M
+    io vmdk "$d/img.vmdk" "write -P 0xaa 0 4k" "write -P 0x11 1020k 4k"
+    add vmdk_descriptor "$d/img.vmdk" "$sub.desc"
+    add vmdk_open "$d/img.vmdk" "$sub.desc"
+    extent="$(ls "$d" | grep -v '^img.vmdk$' | head -1)"
+    { cat "$d/img.vmdk"; printf '\n#EXTENT-DATA\n'; cat "$d/$extent"; } >"$corpus/vmdk_extents/$sub"
+done
+# Hand-written descriptors: ZERO and VMFS extents, a delta disk naming its parent, many extents.
+cat >"$work/zero.vmdk" <<'EOF'
+# Disk DescriptorFile
+version=1
+CID=12345678
+parentCID=ffffffff
+createType="monolithicFlat"
+
+# Extent description
+RW 2048 ZERO
+RW 2048 FLAT "flat.bin" 0
+RDONLY 1024 VMFS "flat.bin" 4
+
+ddb.virtualHWVersion = "4"
+ddb.geometry.cylinders = "2"
+ddb.geometry.heads = "16"
+ddb.geometry.sectors = "63"
+ddb.adapterType = "ide"
+EOF
+cat >"$work/delta.vmdk" <<'EOF'
+# Disk DescriptorFile
+version=1
+CID=fffffffe
+parentCID=12345678
+createType="vmfsSparse"
+parentFileNameHint="base.vmdk"
+
+RW 2048 VMFSSPARSE "delta-sparse.vmdk"
+
+ddb.virtualHWVersion = "4"
+EOF
+for f in zero delta; do
+    add vmdk_descriptor "$work/$f.vmdk" "$f.desc"
+    add vmdk_open "$work/$f.vmdk" "$f.desc"
+    { cat "$work/$f.vmdk"; printf '\n#EXTENT-DATA\n'; head -c 65536 "$work/src.raw"; } >"$corpus/vmdk_extents/$f"
+done
+{ cat "$work/zero.vmdk"; printf '\n#EXTENT-DATA\n'; cat "$work/v/monolithicSparse.vmdk"; } >"$corpus/vmdk_extents/sparse-as-extent"
+
+# ---- VDI: dynamic and static, data, zeros, a partial last sector ----
+for st in off on; do
+    q create -f vdi -o static=$st "$work/vdi-$st.vdi" 2M
+    io vdi "$work/vdi-$st.vdi" "write -P 0xaa 0 4k" "write -P 0x55 1040k 8k"
+done
+q create -f vdi "$work/vdi-empty.vdi" 1G
+q create -f vdi "$work/vdi-odd.vdi" 1000000
+io vdi "$work/vdi-odd.vdi" "write -P 0x42 0 512"
+for f in "$work"/*.vdi; do
+    add vdi_open "$f"
+    add probe "$f"
+    head -c 512 "$f" >"$corpus/vdi_header/$(basename "$f").header"
+    # The block map and the first data bytes only: reads of later slots fail (an error path).
+    head -c 8192 "$f" >"$corpus/vdi_open/$(basename "$f").head"
+done
+
+# ---- raw ----
+head -c 4096 /dev/urandom >"$corpus/raw_open/random-4k"
+head -c 700 "$work/src.raw" >"$corpus/raw_open/odd-700"
+: >"$corpus/raw_open/empty"
+cp "$corpus/raw_open/odd-700" "$corpus/probe/raw-700"
+
+for t in "$corpus"/*/; do
+    printf '%-16s %3d seeds, %8d bytes\n' "$(basename "$t")" "$(ls "$t" | wc -l)" "$(cat "$t"/* | wc -c)"
+done

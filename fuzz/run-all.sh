@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS (default 120) on the stable toolchain, one after another, each on
+# its corpus (make-seeds.sh fills it), and prints executions, time and final coverage per target.
+# Usage: fuzz/run-all.sh [SECONDS] [TARGET...]     Logs: fuzz/artifacts/logs/<target>.log
+set -uo pipefail
+cd "$(dirname "$0")"
+secs=${1:-120}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    mapfile -t targets < <(cargo fuzz list)
+fi
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target/fuzz}
+logs=artifacts/logs
+mkdir -p "$logs"
+cargo fuzz build -s none
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t"
+    start=$(date +%s)
+    cargo fuzz run -s none "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=262144 -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 >"$logs/$t.log" 2>&1
+    rc=$?
+    end=$(date +%s)
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$t.log" | grep -o '[0-9]*$')
+    cov=$(grep -E '^#[0-9]+' "$logs/$t.log" | tail -1 | grep -o 'cov: [0-9]*' | grep -o '[0-9]*')
+    ft=$(grep -E '^#[0-9]+' "$logs/$t.log" | tail -1 | grep -o 'ft: [0-9]*' | grep -o '[0-9]*')
+    lastnew=$(grep -E '^#[0-9]+.*NEW ' "$logs/$t.log" | tail -1 | grep -oE '^#[0-9]+' | tr -d '#')
+    printf '%-16s rc=%d execs=%s time=%ss cov=%s ft=%s last-new-coverage-at-exec=%s\n' "$t" "$rc" \
+        "${execs:-?}" "$((end - start))" "${cov:-?}" "${ft:-?}" "${lastnew:-?}"
+done
