@@ -529,3 +529,96 @@ fn refuses_images_it_must_not_touch() {
     ]);
     assert!(mutate::snapshot_create(&data, "x").is_err());
 }
+
+#[test]
+fn rebase_unsafe_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("mut-rebase");
+    let b1 = d.join("b1.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&b1), "2M"]);
+    let base = d.join("ov.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "b1.raw",
+        "-F",
+        "raw",
+        &s(&base),
+    ]);
+    qemu_io("qcow2", &base, &["write -P 0x12 64k 64k"]);
+    let v2 = d.join("ov2.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "compat=0.10",
+        "-b",
+        "b1.raw",
+        "-F",
+        "raw",
+        &s(&v2),
+    ]);
+    let plain = qemu_fixture(&d, "plain.qcow2", "", "2M");
+    std::fs::create_dir(d.join("sub")).unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        &s(&d.join("sub/new.qcow2")),
+        "2M",
+    ]);
+    qemu_img(&["create", "-q", "-f", "raw", &s(&d.join("x.raw")), "2M"]);
+    for img in [&base, &v2, &plain] {
+        for (b, f) in [
+            ("sub/new.qcow2", Some("qcow2")),
+            ("", None),
+            ("x.raw", Some("raw")),
+        ] {
+            let ours = copy(img, "ours.qcow2");
+            let theirs = copy(img, "theirs.qcow2");
+            mutate::rebase_unsafe(&ours, b, f).unwrap();
+            let mut a = vec!["rebase", "-u", "-b", b];
+            if let Some(f) = f {
+                a.extend(["-F", f]);
+            }
+            let ts = s(&theirs);
+            a.push(&ts);
+            qemu_img(&a);
+            assert_clean(&ours);
+            let (qo, qt) = (qemu_info_json(&ours), qemu_info_json(&theirs));
+            for k in [
+                "backing-filename",
+                "backing-filename-format",
+                "virtual-size",
+                "format-specific",
+            ] {
+                assert_eq!(
+                    qo[k],
+                    qt[k],
+                    "{k} after rebase -u -b '{b}' of {}",
+                    img.display()
+                );
+            }
+            let (ho, ht) = (
+                std::fs::read(&ours).unwrap(),
+                std::fs::read(&theirs).unwrap(),
+            );
+            assert_eq!(ho[..512], ht[..512], "header bytes as qemu writes them");
+        }
+    }
+    let e = mutate::rebase_unsafe(&base, "b2", None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "Could not change the backing file to 'b2': backing format must be specified"
+    );
+}

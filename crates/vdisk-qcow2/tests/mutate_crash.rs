@@ -226,3 +226,29 @@ fn crash_repair_all() {
     }
     eprintln!("repair -r all: {} fault points", counter.calls());
 }
+
+#[test]
+fn crash_rebase_unsafe() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("crash-rb");
+    let b = d.join("b.raw");
+    std::fs::write(&b, vec![0x5a; 1 << 20]).unwrap();
+    let p = d.join("ov.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "b.raw",
+        "-F",
+        "raw",
+        &p.to_string_lossy(),
+    ]);
+    qemu_io("qcow2", &p, &["write -P 0x12 64k 64k"]);
+    // Dropping the backing file changes the guest content: old or new, never a mix.
+    let n = crash_test(&p, &|s| mutate::rebase_unsafe_in(s, "", None));
+    eprintln!("rebase -u: {n} fault points");
+}

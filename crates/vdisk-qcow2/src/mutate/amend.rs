@@ -62,14 +62,20 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     } else {
         upgrade(&mut nh);
     }
+    rewrite_header(storage.as_ref(), &h, &nh)
+}
+
+/// Writes `nh` (header, extensions, backing file name) over `old` in one write, cleared to the end
+/// of what `old` used.
+pub(crate) fn rewrite_header(storage: &dyn Storage, old: &Header, nh: &Header) -> Result<()> {
     let mut bytes = nh.serialize();
-    if bytes.len() as u64 > h.cluster_size() {
+    if bytes.len() as u64 > old.cluster_size() {
         return Err(Error::Other(format!(
             "{}: the header does not fit in a cluster",
-            img.path().display()
+            storage.path().display()
         )));
     }
-    let old_len = h.serialize().len();
+    let old_len = old.serialize().len();
     if bytes.len() < old_len {
         bytes.resize(old_len, 0);
     }

@@ -1,6 +1,6 @@
 //! Changing an existing qcow2 image without ever leaving it corrupt: internal snapshots
-//! (`qemu-img snapshot -c/-a/-d`), `resize`, `check -r leaks|all` and `amend` (compat,
-//! lazy_refcounts), following qcow2.txt and QEMU's block/qcow2-snapshot.c, qcow2-refcount.c and
+//! (`qemu-img snapshot -c/-a/-d`), `resize`, `check -r leaks|all`, `amend` (compat,
+//! lazy_refcounts) and `rebase -u`, following qcow2.txt and QEMU's block/qcow2-snapshot.c, qcow2-refcount.c and
 //! qcow2.c for what each operation produces.
 //!
 //! Crash safety: every change is shadow-paged ([`txn`]): the tables it alters are written to clusters
@@ -14,6 +14,7 @@
 
 mod amend;
 mod image;
+mod rebase;
 mod refs;
 mod repair;
 mod resize;
@@ -21,6 +22,7 @@ mod snapshot;
 mod txn;
 
 pub use amend::amend_in;
+pub use rebase::rebase_unsafe_in;
 pub use repair::{repair_in, RepairOutcome};
 pub use resize::resize_in;
 pub use snapshot::{snapshot_apply_in, snapshot_create_in, snapshot_delete_in};
@@ -61,4 +63,9 @@ pub fn repair(path: &Path, fix_leaks: bool, fix_errors: bool) -> Result<RepairOu
 /// `qemu-img amend -o compat=...,lazy_refcounts=... PATH`.
 pub fn amend(path: &Path, opts: &CreateOptions) -> Result<()> {
     amend_in(rw(path)?, opts)
+}
+
+/// `qemu-img rebase -u -b BACKING [-F FMT] PATH` (an empty `backing` removes it).
+pub fn rebase_unsafe(path: &Path, backing: &str, backing_fmt: Option<&str>) -> Result<()> {
+    rebase_unsafe_in(rw(path)?, backing, backing_fmt)
 }
