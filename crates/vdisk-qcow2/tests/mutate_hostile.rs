@@ -1,0 +1,72 @@
+//! Hostile input: every mutation run on damaged copies of a real image (in memory) must fail with
+//! an error or succeed, never panic or run away.
+
+mod mutate_common;
+
+use mutate_common::*;
+use std::sync::Arc;
+use vdisk_core::{CreateOptions, MemStorage, Storage};
+use vdisk_qcow2::mutate;
+use vdisk_testutil::*;
+
+fn ops(s: &Arc<dyn Storage>) {
+    let _ = mutate::snapshot_create_in(Arc::clone(s), "x");
+    let _ = mutate::snapshot_apply_in(Arc::clone(s), "1");
+    let _ = mutate::resize_in(Arc::clone(s), 300 << 10, true);
+    let _ = mutate::resize_in(Arc::clone(s), 64 << 20, false);
+    let _ = mutate::repair_in(Arc::clone(s), true, true);
+    let _ = mutate::snapshot_delete_in(Arc::clone(s), "s");
+    let _ = mutate::amend_in(
+        Arc::clone(s),
+        &CreateOptions::parse(&["compat=0.10"]).unwrap(),
+    );
+    let _ = mutate::rebase_unsafe_in(Arc::clone(s), "b", Some("raw"));
+}
+
+#[test]
+fn damaged_images_never_panic() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("mut-hostile");
+    let p = qemu_fixture(&d, "h.qcow2", "cluster_size=4k", "2M");
+    qemu_img(&["snapshot", "-c", "s", &p.to_string_lossy()]);
+    qemu_io("qcow2", &p, &["write -P 0x71 0 8k"]);
+    let good = std::fs::read(&p).unwrap();
+    // The metadata lives in the first clusters and past the data; damage 8-byte words there.
+    let values = [
+        u64::MAX,
+        1 << 63,
+        0x00ff_ffff_ffff_fe00,
+        1,
+        0x200,
+        0x1000_0000_0000,
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut cases = 0;
+    for i in 0..240 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let word = (seed % (good.len() as u64 / 8)) as usize;
+        let word = if i < 20 { i * 2 + 3 } else { word };
+        let mut bad = good.clone();
+        let v = values[i % values.len()];
+        bad[word * 8..word * 8 + 8].copy_from_slice(&v.to_be_bytes());
+        let s: Arc<dyn Storage> = Arc::new(MemStorage::new("bad.qcow2", bad));
+        ops(&s);
+        cases += 1;
+    }
+    assert_eq!(cases, 240);
+    // And the undamaged image still works in memory.
+    let s: Arc<dyn Storage> = Arc::new(MemStorage::new("good.qcow2", good));
+    mutate::snapshot_create_in(Arc::clone(&s), "mem").unwrap();
+    let r = vdisk_qcow2::open(
+        s,
+        Arc::new(vdisk_core::storage::NoFiles),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(r.snapshots().len(), 2);
+    assert_eq!(vdisk_core::ImageReader::check(&r).unwrap().exit_code(), 0);
+}
