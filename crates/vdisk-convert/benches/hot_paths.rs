@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of conversion hot paths: zero detection (`vdisk_core::zero::is_zero`
 //! and the engine's `-S` scan), qcow2 L2 lookups through the reader's public table pieces, and
 //! compressing / decompressing one 64 KiB cluster the way qcow2 does (raw deflate with a 4 KiB
-//! window at level 6 on the zlib-rs backend, zstd level 3).
+//! window at level 6 on the zlib-rs backend, zstd level 3), each with a fresh compressor per
+//! cluster (what the qcow2 writer does) and with one reused.
 //!
 //! `cargo bench -p vdisk-convert --bench hot_paths` (CARGO_TARGET_DIR=/work/target/bench).
 
@@ -124,6 +125,16 @@ fn compression(c: &mut Criterion) {
     g.bench_function("deflate_compress", |b| {
         b.iter(|| deflate(black_box(&cluster), &mut out))
     });
+    // The same with one compressor reset between clusters (no per-cluster state allocation).
+    let mut z = Compress::new_with_window_bits(Compression::new(6), false, 12);
+    g.bench_function("deflate_compress_reused_state", |b| {
+        b.iter(|| {
+            out.clear();
+            z.reset();
+            z.compress_vec(black_box(&cluster), &mut out, FlushCompress::Finish)
+                .expect("deflate")
+        })
+    });
     deflate(&cluster, &mut out);
     let deflated = out.clone();
     let mut plain = vec![0u8; CLUSTER];
@@ -138,6 +149,13 @@ fn compression(c: &mut Criterion) {
     let mut zout = vec![0u8; CLUSTER];
     g.bench_function("zstd_compress", |b| {
         b.iter(|| zstd::bulk::compress_to_buffer(black_box(&cluster), &mut zout, 3).expect("zstd"))
+    });
+    let mut cctx = zstd::bulk::Compressor::new(3).expect("zstd context");
+    g.bench_function("zstd_compress_reused_ctx", |b| {
+        b.iter(|| {
+            cctx.compress_to_buffer(black_box(&cluster), &mut zout)
+                .expect("zstd")
+        })
     });
     let zstd = zstd::bulk::compress(&cluster, 3).expect("zstd");
     g.bench_function("zstd_decompress", |b| {
