@@ -177,6 +177,24 @@ pub enum Command {
         options: Vec<String>,
         filename: PathBuf,
     },
+    /// Change the backing file of a qcow2 image. With -u only the reference is rewritten (the new
+    /// backing file must hold the same data); `-b ""` with -u removes the reference.
+    Rebase {
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        /// Unsafe mode: rewrite the backing reference only, copy no data.
+        #[arg(short = 'u', long = "unsafe")]
+        unsafe_mode: bool,
+        /// The new backing file ("" for none).
+        #[arg(short = 'b', long = "backing", required = true)]
+        backing: String,
+        /// Format of the new backing file.
+        #[arg(short = 'F', long = "backing-format")]
+        backing_format: Option<String>,
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+        filename: PathBuf,
+    },
     /// Calculate the file size a new image needs: for a new empty image of --size, or for converting
     /// FILE (qcow2 and raw).
     Measure {

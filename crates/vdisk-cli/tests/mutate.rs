@@ -232,3 +232,76 @@ fn amend_changes_options_like_qemu() {
         );
     }
 }
+
+#[test]
+fn unsafe_rebase_rewrites_the_reference_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-rebase");
+    let d = s.path();
+    make_pattern_raw(d, "base.raw", 0);
+    qemu_ok(d, &["convert", "-O", "qcow2", "base.raw", "copy.qcow2"]);
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            "ours.qcow2",
+        ],
+    );
+    qemu_io(d, "qcow2", "ours.qcow2", &["write -P 0x61 4M 64k"]);
+    std::fs::copy(d.join("ours.qcow2"), d.join("theirs.qcow2")).unwrap();
+    let o = vdisk(d, &["rebase", "-u", "-b", "copy.qcow2", "ours.qcow2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("backing format must be specified"),
+        "{}",
+        err(&o)
+    );
+    vdisk_ok(
+        d,
+        &[
+            "rebase",
+            "-u",
+            "-b",
+            "copy.qcow2",
+            "-F",
+            "qcow2",
+            "ours.qcow2",
+        ],
+    );
+    qemu_ok(
+        d,
+        &[
+            "rebase",
+            "-u",
+            "-b",
+            "copy.qcow2",
+            "-F",
+            "qcow2",
+            "theirs.qcow2",
+        ],
+    );
+    assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+    let info = |f: &str| -> Value {
+        serde_json::from_str(&qemu_ok(d, &["info", "--output=json", f])).unwrap()
+    };
+    for key in [
+        "backing-filename",
+        "backing-filename-format",
+        "full-backing-filename",
+    ] {
+        assert_eq!(info("ours.qcow2")[key], info("theirs.qcow2")[key], "{key}");
+    }
+    assert!(raw_of(d, "ours.qcow2", "o.raw") == raw_of(d, "theirs.qcow2", "t.raw"));
+    vdisk_ok(d, &["rebase", "-u", "-b", "", "ours.qcow2"]);
+    assert!(info("ours.qcow2").get("backing-filename").is_none());
+    assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+}

@@ -203,6 +203,26 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             mutate::amend(fmt, &options, &filename)
         }
+        Command::Rebase {
+            format,
+            unsafe_mode,
+            backing,
+            backing_format,
+            filename,
+            ..
+        } => {
+            let fmt = match parse_format(format)? {
+                Some(f) => f,
+                None => probe_path(&filename)?,
+            };
+            mutate::rebase(
+                fmt,
+                unsafe_mode,
+                &backing,
+                backing_format.as_deref(),
+                &filename,
+            )
+        }
         Command::Measure {
             output_format,
             options,

@@ -123,3 +123,31 @@ pub(crate) fn resize_qcow2(
     }
     mutate::resize(filename, new_size, shrink)
 }
+
+/// `rebase [-u] -b BACKING [-F FMT] FILE` on a qcow2 image.
+pub(super) fn rebase(
+    fmt: Format,
+    unsafe_mode: bool,
+    backing: &str,
+    backing_fmt: Option<&str>,
+    filename: &Path,
+) -> Result<u8> {
+    if fmt != Format::Qcow2 {
+        return Err(Error::invalid(format!(
+            "Rebasing {fmt} images is not supported"
+        )));
+    }
+    if !unsafe_mode {
+        return Err(Error::invalid(
+            "safe rebase (copying the data that differs) is not implemented yet; \
+             use -u if the new backing file holds the same data as the old one",
+        ));
+    }
+    if !backing.is_empty() && backing_fmt.is_none() {
+        return Err(Error::invalid(format!(
+            "Could not change the backing file to '{backing}': backing format must be specified"
+        )));
+    }
+    mutate::rebase_unsafe(filename, backing, backing_fmt)?;
+    Ok(0)
+}
