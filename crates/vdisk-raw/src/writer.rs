@@ -2,6 +2,7 @@
 //! `preallocation` modes of block/file-posix.c) or an existing file or device written in place
 //! (`convert -n`). Zero runs become holes.
 
+use crate::pool::WritePool;
 use crate::{round_up_sector, sys};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -89,6 +90,9 @@ enum Target {
 /// Writes a raw image.
 #[derive(Debug)]
 pub struct RawWriter {
+    /// I/O threads writing data into a new image (declared first: joined before the target's
+    /// temporary file is removed on drop).
+    pool: Option<WritePool>,
     target: Target,
     size: u64,
     prealloc: Prealloc,
@@ -152,7 +156,9 @@ impl RawWriter {
         if prealloc != Prealloc::Full {
             sys::write_zeros(file, &dest, 0, size.min(FIRST_BLOCK))?;
         }
+        let pool = Some(WritePool::new(file, &dest)?);
         Ok(RawWriter {
+            pool,
             target: Target::New(out),
             size,
             prealloc,
@@ -168,6 +174,7 @@ impl RawWriter {
             .try_clone()
             .map_err(|e| Error::io(path, 0, e))?;
         Ok(RawWriter {
+            pool: None,
             target: Target::Existing {
                 file,
                 path: path.to_path_buf(),
@@ -213,17 +220,26 @@ impl ImageWriter for RawWriter {
             }
         }
         match payload {
-            Payload::Data(d) => file
-                .write_all_at(&d, offset)
-                .map_err(|e| Error::io(path, offset, e)),
+            Payload::Data(d) => match &self.pool {
+                Some(pool) => pool.submit(offset, d),
+                None => file
+                    .write_all_at(&d, offset)
+                    .map_err(|e| Error::io(path, offset, e)),
+            },
             Payload::Zero(n) => {
+                if let Some(pool) = &self.pool {
+                    pool.drain()?;
+                }
                 sys::zero_range(file, path, offset, n, self.prealloc != Prealloc::Off)
             }
             Payload::Encoded(_) => Err(Error::invalid("the raw format has no encoded chunks")),
         }
     }
 
-    fn finish(self: Box<Self>) -> Result<()> {
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        if let Some(pool) = self.pool.take() {
+            pool.drain()?;
+        }
         match self.target {
             Target::New(out) => out.commit(),
             Target::Existing { file, path } => file.sync_all().map_err(|e| Error::io(&path, 0, e)),

@@ -1,0 +1,239 @@
+//! Parallel positional writes for new raw images: data handed to the writer is written by a few
+//! I/O threads, so that copying it into the page cache (the main cost of a conversion to raw)
+//! runs on every core instead of only on the conversion's writer thread, as qemu's thread pool
+//! does. Writes that overlap one still in flight wait for it, so the result is the same as writing
+//! in call order; the first error is reported by a later call or by [`WritePool::drain`].
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use vdisk_core::{Error, Result};
+
+/// Most I/O threads, whatever the number of cores.
+const MAX_THREADS: usize = 4;
+
+struct Job {
+    offset: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    /// Ranges queued or being written, as (start, end).
+    busy: Vec<(u64, u64)>,
+    error: Option<Error>,
+    failed: bool,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cv: Condvar,
+    path: PathBuf,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means an I/O thread panicked while holding it; the state is still
+        // consistent (every update is a single push/pop), so keep going and report errors.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.cv.wait(g).unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A bounded queue of writes to one file, served by a few threads.
+pub(crate) struct WritePool {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    /// Most jobs queued (not yet picked up) at once: bounds the memory held.
+    depth: usize,
+}
+
+impl std::fmt::Debug for WritePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WritePool")
+            .field("threads", &self.threads.len())
+            .field("depth", &self.depth)
+            .finish()
+    }
+}
+
+fn taken_error(path: &Path) -> Error {
+    Error::Other(format!("{}: an earlier write failed", path.display()))
+}
+
+impl WritePool {
+    /// Starts the I/O threads over duplicates of `file`.
+    pub(crate) fn new(file: &File, path: &Path) -> Result<Self> {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, MAX_THREADS);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+            path: path.to_path_buf(),
+        });
+        let mut pool = WritePool {
+            shared,
+            threads: Vec::with_capacity(n),
+            depth: n,
+        };
+        for i in 0..n {
+            let f = file.try_clone().map_err(|e| Error::io(path, 0, e))?;
+            let sh = Arc::clone(&pool.shared);
+            let t = std::thread::Builder::new()
+                .name(format!("vdisk-raw-io-{i}"))
+                .spawn(move || serve(&sh, &f))
+                .map_err(|e| Error::Other(format!("cannot start I/O threads: {e}")))?;
+            pool.threads.push(t);
+        }
+        Ok(pool)
+    }
+
+    /// Queues `data` for writing at `offset`, waiting while the queue is full or while a write
+    /// overlapping it is in flight.
+    pub(crate) fn submit(&self, offset: u64, data: Vec<u8>) -> Result<()> {
+        let end = offset.saturating_add(data.len() as u64);
+        let mut g = self.shared.lock();
+        loop {
+            if g.failed {
+                return Err(g
+                    .error
+                    .take()
+                    .unwrap_or_else(|| taken_error(&self.shared.path)));
+            }
+            let overlaps = g.busy.iter().any(|&(s, e)| s < end && offset < e);
+            if g.queue.len() < self.depth && !overlaps {
+                break;
+            }
+            g = self.shared.wait(g);
+        }
+        g.busy.push((offset, end));
+        g.queue.push_back(Job { offset, data });
+        drop(g);
+        self.shared.cv.notify_all();
+        Ok(())
+    }
+
+    /// Waits until every queued write is done; returns the first error, if any.
+    pub(crate) fn drain(&self) -> Result<()> {
+        let mut g = self.shared.lock();
+        while !g.failed && !g.busy.is_empty() {
+            g = self.shared.wait(g);
+        }
+        if g.failed {
+            return Err(g
+                .error
+                .take()
+                .unwrap_or_else(|| taken_error(&self.shared.path)));
+        }
+        Ok(())
+    }
+}
+
+fn serve(sh: &Shared, file: &File) {
+    let mut g = sh.lock();
+    loop {
+        if let Some(Job { offset, data }) = g.queue.pop_front() {
+            drop(g);
+            sh.cv.notify_all();
+            let end = offset.saturating_add(data.len() as u64);
+            let r = file.write_all_at(&data, offset);
+            drop(data);
+            g = sh.lock();
+            if let Some(i) = g.busy.iter().position(|&b| b == (offset, end)) {
+                g.busy.swap_remove(i);
+            }
+            if let Err(e) = r {
+                if !g.failed {
+                    g.failed = true;
+                    g.error = Some(Error::io(&sh.path, offset, e));
+                }
+                g.queue.clear();
+                g.busy.clear();
+            }
+            sh.cv.notify_all();
+        } else if g.closed {
+            return;
+        } else {
+            g = sh.wait(g);
+        }
+    }
+}
+
+impl Drop for WritePool {
+    fn drop(&mut self) {
+        {
+            let mut g = self.shared.lock();
+            g.closed = true;
+        }
+        self.shared.cv.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("vdisk-raw-pool-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn overlapping_writes_land_in_call_order() {
+        let path = temp("order");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let pool = WritePool::new(&file, &path).unwrap();
+        let mut expect = vec![0u8; 1 << 20];
+        // Each round rewrites ranges that overlap earlier (possibly still queued) writes.
+        for round in 0..64u64 {
+            let off = (round * 12_289) % ((1 << 20) - 65_536);
+            let len = 4096 + (round as usize * 997) % 61_440;
+            let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ round) as u8).collect();
+            expect[off as usize..off as usize + len].copy_from_slice(&data);
+            pool.submit(off, data).unwrap();
+        }
+        pool.drain().unwrap();
+        drop(pool);
+        let mut got = std::fs::read(&path).unwrap();
+        got.resize(expect.len(), 0);
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            got == expect,
+            "file differs from the writes applied in call order"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_reported() {
+        let path = temp("ro");
+        std::fs::write(&path, b"x").unwrap();
+        let ro = File::open(&path).unwrap();
+        let pool = WritePool::new(&ro, &path).unwrap();
+        // The first submit may be accepted before the I/O thread fails; a later call reports it.
+        let first = pool.submit(0, vec![1u8; 4096]);
+        let later = pool.drain();
+        std::fs::remove_file(&path).unwrap();
+        let e = first.and(later).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        // Once reported, further writes keep failing instead of being silently dropped.
+        assert!(pool.submit(8192, vec![2u8; 512]).is_err());
+    }
+}
