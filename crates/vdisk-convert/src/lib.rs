@@ -34,7 +34,8 @@ pub struct ConvertOptions {
     /// 16 MiB; default 4096. 0 disables zero detection: every byte is written as data, fully
     /// allocating the output, as qemu does.
     pub min_sparse: u64,
-    /// Bytes per read (one buffer); default 2 MiB (qemu's `IO_BUF_SIZE`). Rounded up to the writer's
+    /// Bytes per read (one buffer); default 2 MiB (qemu's `IO_BUF_SIZE`), at most
+    /// [`limits::ENCODED_CHUNK_SIZE`] for writers with an encoder. Rounded up to the writer's
     /// granularity.
     pub chunk_size: u64,
     /// `--target-is-zero`: the target already reads as zeros, so zero runs need no write.

@@ -14,3 +14,7 @@ pub const MAX_GRANULARITY: u64 = MAX_CHUNK_SIZE;
 
 /// Most worker threads the engine starts, whatever the caller asks for.
 pub const MAX_WORKERS: usize = 256;
+
+/// Largest chunk for writers with an encoder (compressed output): 512 KiB, 8 clusters of 64 KiB.
+/// Each task holds its chunk and the encoded clusters, so this bounds that memory per task.
+pub const ENCODED_CHUNK_SIZE: u64 = 512 << 10;
