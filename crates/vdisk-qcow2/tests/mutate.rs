@@ -116,11 +116,6 @@ fn snapshot_lifecycle_matches_qemu_extended_l2() {
 }
 
 #[test]
-fn snapshot_lifecycle_matches_qemu_lazy_refcounts() {
-    lifecycle_on_qemu_image("mut-snap-lazy", "lazy_refcounts=on");
-}
-
-#[test]
 fn snapshot_refcount_overflow_writes_nothing() {
     if !qemu_available() {
         return;
@@ -142,7 +137,7 @@ fn snapshots_of_vdisk_written_images() {
     if !qemu_available() {
         return;
     }
-    for (i, opts) in ["", "cluster_size=512", "compat=0.10,cluster_size=16k"]
+    for (i, opts) in ["cluster_size=512", "compat=0.10,cluster_size=16k"]
         .iter()
         .enumerate()
     {
@@ -191,7 +186,6 @@ fn resize_matches_qemu() {
     }
     // 512-byte clusters: one L1 entry maps 32 KiB, so growing needs a larger L1 table.
     for (i, opts) in [
-        "",
         "cluster_size=512",
         "compat=0.10,cluster_size=1k",
         "extended_l2=on",
@@ -201,13 +195,17 @@ fn resize_matches_qemu() {
     {
         let d = Scratch::new(&format!("mut-resize-{i}"));
         let base = qemu_fixture(&d, "base.qcow2", opts, "2M");
-        for (size, shrink) in [
-            (8u64 << 20, false),
-            (5 << 20, false),
-            (1 << 20, true),
-            ((1 << 20) + 4096 + 512, true),
-            (300 << 10, true),
-        ] {
+        // Shrinking to well below the data only on the first layout (the slowest case).
+        let sizes: &[(u64, bool)] = if i == 0 {
+            &[
+                (8 << 20, false),
+                ((1 << 20) + 4096 + 512, true),
+                (300 << 10, true),
+            ]
+        } else {
+            &[(8 << 20, false), ((1 << 20) + 4096 + 512, true)]
+        };
+        for &(size, shrink) in sizes {
             let ours = copy(&base, "ours.qcow2");
             let theirs = copy(&base, "theirs.qcow2");
             mutate::resize(&ours, size, shrink).unwrap();

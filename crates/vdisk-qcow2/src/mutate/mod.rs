@@ -9,6 +9,15 @@
 //! Images that are encrypted, have an external data file, carry unknown incompatible features, are
 //! marked corrupt or dirty, or fail the check (leaks are fine) are refused; `repair` is the way out.
 //!
+//! Where the result differs from QEMU's in layout (never in what `qemu-img check`, `info`,
+//! `snapshot -l` or the guest see): a snapshot does not share the active L2 tables whose COPIED
+//! flags must change; they are copied instead (QEMU clears the flags in place, which is not atomic),
+//! so a snapshot costs one cluster per such L2 table at once rather than on the next write. The
+//! refcount table and the changed refcount blocks move on every change. A header rewrite that
+//! changes its length (`amend` of compat, `rebase -u`) is one write of the header bytes, atomic only
+//! as far as the device writes that sector range atomically. No file lock is taken: the caller must
+//! make sure no other process has the image open.
+//!
 //! The `*_in` functions work on any [`Storage`] (tests inject failures through it); the plain ones
 //! open a host file read-write.
 
