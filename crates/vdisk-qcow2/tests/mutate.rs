@@ -482,9 +482,12 @@ fn amend_matches_qemu() {
     let e = mutate::amend(&p, &CreateOptions::parse(&["lazy_refcounts=on"]).unwrap())
         .unwrap_err()
         .to_string();
-    assert_eq!(e, "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)");
+    assert_eq!(e, "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
     let r8 = qemu_fixture(&d, "r8.qcow2", "refcount_bits=8", "2M");
-    assert!(mutate::amend(&r8, &CreateOptions::parse(&["compat=0.10"]).unwrap()).is_err());
+    let e = mutate::amend(&r8, &CreateOptions::parse(&["compat=0.10"]).unwrap()).unwrap_err();
+    assert_eq!(e.to_string(), "compat=0.10 requires refcount_bits=16");
+    let e = mutate::amend(&r8, &CreateOptions::parse(&["compat=0.9"]).unwrap()).unwrap_err();
+    assert_eq!(e.to_string(), "Unknown compatibility level 0.9");
     assert_clean(&z);
 }
 

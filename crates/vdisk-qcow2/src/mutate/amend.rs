@@ -27,11 +27,7 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         None => h.version,
         Some("0.10" | "v2") => 2,
         Some("1.1" | "v3") => 3,
-        Some(v) => {
-            return Err(Error::invalid(format!(
-                "Invalid compatibility level: '{v}'"
-            )))
-        }
+        Some(v) => return Err(Error::invalid(format!("Unknown compatibility level {v}"))),
     };
     let lazy = opts.get_bool(
         "lazy_refcounts",
@@ -39,7 +35,7 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     )?;
     if version < 3 && lazy {
         return Err(Error::invalid(
-            "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)",
+            "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
         ));
     }
     let mut nh = h.clone();
@@ -95,10 +91,7 @@ fn downgrade(img: &RwImage, nh: &mut Header) -> Result<()> {
         ));
     }
     if img.r.header.refcount_order != 4 {
-        return Err(Error::unsupported(
-            path,
-            "downgrade: compat=0.10 requires refcount_bits=16",
-        ));
+        return Err(Error::invalid("compat=0.10 requires refcount_bits=16"));
     }
     img.refuse_bitmaps("downgrading")?;
     let mut l1s = vec![img.r.l1.clone()];
