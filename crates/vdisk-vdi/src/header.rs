@@ -261,6 +261,16 @@ impl Header {
                 ),
             );
         }
+        if self.disk_size > MAX_DISK_SIZE {
+            // QEMU's vdi_open, with its message.
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    "VDI image size (size is {:#x}, max supported is {MAX_DISK_SIZE:#x})",
+                    self.disk_size
+                ),
+            ));
+        }
         if u64::from(self.blocks_in_image) > MAX_BLOCKS {
             return Err(Error::limit(
                 path,

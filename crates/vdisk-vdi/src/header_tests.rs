@@ -130,6 +130,37 @@ fn huge_disk_size_does_not_overflow() {
     let _ = h.virtual_size();
 }
 
+#[test]
+fn sizes_beyond_qemus_limits_are_refused_before_the_block_map_is_read() {
+    // A block map of 4 GiB (sparse on disk) behind a 512-byte header: refused like QEMU does,
+    // without reading or allocating the map.
+    let mut b = sample_v1();
+    let blocks = 0x3fff_0000u32;
+    put32(&mut b, 0x180, blocks);
+    b[0x170..0x178].copy_from_slice(&(u64::from(blocks) << 20).to_le_bytes());
+    let data = 0x200 + u64::from(blocks) * 4;
+    put32(&mut b, 0x158, data as u32);
+    let h = Header::parse(&b, path()).unwrap();
+    let e = h.validate(path(), data).unwrap_err().to_string();
+    assert!(
+        e.contains("Unsupported VDI image size") || e.contains("unsupported VDI image size"),
+        "{e}"
+    );
+    assert!(e.contains("max supported is 0x1fffff8000000"), "{e}");
+    // The block count alone beyond QEMU's VDI_BLOCKS_IN_IMAGE_MAX, with a small disk size.
+    b[0x170..0x178].copy_from_slice(&(1u64 << 20).to_le_bytes());
+    let h = Header::parse(&b, path()).unwrap();
+    let e = h.validate(path(), data).unwrap_err().to_string();
+    assert!(e.contains("VDI blocks in image"), "{e}");
+    // Exactly at the limits is accepted.
+    put32(&mut b, 0x180, MAX_BLOCKS as u32);
+    b[0x170..0x178].copy_from_slice(&MAX_DISK_SIZE.to_le_bytes());
+    let data = 0x200 + MAX_BLOCKS * 4;
+    put32(&mut b, 0x158, data as u32);
+    let h = Header::parse(&b, path()).unwrap();
+    h.validate(path(), data).unwrap();
+}
+
 /// A version-0 image: 3 blocks of 512 bytes, block 1 in slot 0, block 2 zero, block 0 free.
 pub(crate) fn sample_v0_image() -> Vec<u8> {
     let mut b = vec![0u8; 0x1a4];

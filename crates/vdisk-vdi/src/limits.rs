@@ -39,9 +39,14 @@ pub const MAX_BLOCK_SIZE: u64 = 256 << 20;
 /// block.
 pub const MAX_BLOCK_EXTRA: u64 = MAX_BLOCK_SIZE;
 
-/// Most blocks an image may have: QEMU's `VDI_BLOCKS_IN_IMAGE_MAX` (0xffffffff / 4), so that the block
-/// map size fits a u32. The map must also lie inside the file, which bounds what is read.
-pub const MAX_BLOCKS: u64 = 0x3fff_ffff;
+/// Most blocks an image may have: QEMU's `VDI_BLOCKS_IN_IMAGE_MAX`, (INT_MAX + 1 - 512) / 4, so that
+/// the block map rounded up to a sector fits an int. The map is read whole into memory (4 bytes a
+/// block: at most 2 GiB, as in QEMU) and must also lie inside the file, which bounds what is read.
+pub const MAX_BLOCKS: u64 = 0x1fff_ff80;
+
+/// Largest disk size QEMU opens or creates (`VDI_DISK_SIZE_MAX`: [`MAX_BLOCKS`] blocks of 1 MiB),
+/// whatever the block size of the image.
+pub const MAX_DISK_SIZE: u64 = MAX_BLOCKS * DEFAULT_BLOCK_SIZE;
 
 /// Alignment VirtualBox uses for the block map and the data area of new images (`VDI_DATA_ALIGN`).
 pub const DATA_ALIGN: u64 = 1 << 20;
