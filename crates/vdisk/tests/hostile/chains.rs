@@ -1,6 +1,6 @@
 //! Backing chains that loop or never end, and sources that vdisk must never modify.
 
-use crate::util::{assert_fails, cli_run, qemu, snapshot_dir};
+use crate::util::{assert_fails, cli_fails, cli_fails_with, cli_run, qemu, snapshot_dir};
 use std::sync::Arc;
 use vdisk::convert::{compare, convert, ConvertOptions};
 use vdisk::core::reader::collect_extents;
@@ -26,6 +26,13 @@ fn backing_chain_a_b_a_is_refused() {
     overlay(s.path(), "b.qcow2", "a.qcow2");
     let msg = assert_fails(&s.join("a.qcow2"), s.path());
     assert!(msg.contains("loop"), "{msg}");
+    cli_fails(&s.join("a.qcow2"), s.path(), &["info", "--backing-chain"]);
+    cli_fails_with(
+        &s.join("a.qcow2"),
+        s.path(),
+        &["compare", "<IMG>", "b.qcow2"],
+        2,
+    );
 }
 
 #[test]
@@ -48,6 +55,7 @@ fn backing_chain_self_loop_is_refused() {
         crate::util::patch(&p, at, own.as_bytes());
         let msg = assert_fails(&p, s.path());
         assert!(msg.contains("loop"), "{msg}");
+        cli_fails(&p, s.path(), &["info", "--backing-chain"]);
     }
 }
 

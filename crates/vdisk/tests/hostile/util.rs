@@ -263,6 +263,12 @@ pub fn cli_run(img: &Path, dir: &Path, args: &[&str]) -> Option<(i32, String)> {
 
 /// Asserts that the CLI (when built) fails on `img` with exit code 1, an error and no panic.
 pub fn cli_fails(img: &Path, dir: &Path, args: &[&str]) {
+    cli_fails_with(img, dir, args, 1);
+}
+
+/// Asserts that the CLI (when built) fails on `img` with exit code `want` (qemu-img's: 1 for most
+/// commands, 2 for compare), an error and no panic.
+pub fn cli_fails_with(img: &Path, dir: &Path, args: &[&str], want: i32) {
     let Some((code, err)) = cli_run(img, dir, args) else {
         return;
     };
@@ -273,7 +279,7 @@ pub fn cli_fails(img: &Path, dir: &Path, args: &[&str]) {
     );
     assert_eq!(
         code,
-        1,
+        want,
         "vdisk {args:?} on {}: exit code {code}, stderr: {err}",
         img.display()
     );
