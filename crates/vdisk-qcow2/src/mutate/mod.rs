@@ -23,6 +23,7 @@
 
 mod amend;
 mod image;
+mod inplace;
 mod rebase;
 mod refs;
 mod repair;
@@ -31,6 +32,7 @@ mod snapshot;
 mod txn;
 
 pub use amend::amend_in;
+pub use inplace::{make_empty_in, open_writer_in};
 pub use rebase::rebase_unsafe_in;
 pub use repair::{repair_in, RepairOutcome};
 pub use resize::resize_in;
@@ -38,7 +40,7 @@ pub use snapshot::{snapshot_apply_in, snapshot_create_in, snapshot_delete_in};
 
 use std::path::Path;
 use std::sync::Arc;
-use vdisk_core::{CreateOptions, FileStorage, Result, Storage};
+use vdisk_core::{CreateOptions, FileStorage, ImageWriter, Result, Storage};
 
 fn rw(path: &Path) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(FileStorage::open_rw(path)?))
@@ -77,4 +79,14 @@ pub fn amend(path: &Path, opts: &CreateOptions) -> Result<()> {
 /// `qemu-img rebase -u -b BACKING [-F FMT] PATH` (an empty `backing` removes it).
 pub fn rebase_unsafe(path: &Path, backing: &str, backing_fmt: Option<&str>) -> Result<()> {
     rebase_unsafe_in(rw(path)?, backing, backing_fmt)
+}
+
+/// An [`ImageWriter`] over the existing qcow2 image at `path` (`convert -n`): see [`open_writer_in`].
+pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
+    open_writer_in(rw(path)?)
+}
+
+/// Empties the active state of the image at `path` (`qemu-img commit` without `-d`).
+pub fn make_empty(path: &Path) -> Result<()> {
+    make_empty_in(rw(path)?)
 }

@@ -1,0 +1,354 @@
+//! Writing guest data into an existing qcow2 image (`convert -n`, `rebase`, `commit`), crash-safe
+//! in the shadow-paged way of [`super::txn`]: data goes to NEW host clusters past the end of the
+//! file (never to a cluster the committed state references, so clusters shared with snapshots or
+//! being replaced stay intact), the changed L2 tables are kept in memory and written by one
+//! transaction in `finish`, whose single header write switches states. Follows qcow2.txt "Cluster
+//! mapping", "Standard Cluster Descriptor" (zero flag, v3) and "Extended L2 Entries".
+//!
+//! Memory: one cluster per L2 table touched (at most the image's L2 count: `l1_size` tables of one
+//! cluster each, the same bound the check run at opening already has) plus the list of clusters
+//! past the end of the file that could not be used; no guest data is kept.
+//!
+//! A writer dropped without `finish` leaves the old image, plus data clusters past its old end that
+//! nothing references and whose refcount is 0 (free space, not a leak for `qemu-img check`).
+//! The image grows by the data written (old clusters are freed in the new state, and reused by
+//! later changes), where QEMU would overwrite clusters it owns alone in place.
+
+use super::image::{Purpose, RwImage};
+use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
+use super::txn::Txn;
+use crate::tables::{SubType, L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use vdisk_core::{Error, ImageReader, ImageWriter, Payload, Result, Storage, WriterCaps};
+
+/// Alloc bits of every subcluster (extended L2, low half of the bitmap word).
+const ALL_ALLOC: u64 = 0xffff_ffff;
+/// Zero bits of every subcluster (extended L2, high half of the bitmap word).
+const ALL_ZERO: u64 = 0xffff_ffff << 32;
+
+/// An [`ImageWriter`] over the existing qcow2 image in `storage`.
+pub fn open_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>> {
+    Ok(Box::new(InplaceWriter::open(storage)?))
+}
+
+/// `qemu-img commit`'s emptying of the overlay (QEMU's qcow2_make_empty): every active L1 entry is
+/// cleared and the references it held dropped, in one transaction. Internal snapshots keep their
+/// data (QEMU discards the active clusters one by one in that case, with the same result).
+pub fn make_empty_in(storage: Arc<dyn Storage>) -> Result<()> {
+    let mut img = RwImage::open(storage, Purpose::Modify)?;
+    img.refuse_bitmaps("emptying")?;
+    let h = img.r.header.clone();
+    let l1 = img.r.l1.clone();
+    if l1.iter().all(|e| e & L1E_OFFSET_MASK == 0) {
+        return Ok(());
+    }
+    let mut t = Txn::new(&mut img);
+    add_l1_refs(&mut t, &l1, -1)?;
+    let empty = vec![0u64; l1.len()];
+    let active = rewrite_active(&mut t, &empty, &HashMap::new())?;
+    let l1_off = replace_active_l1(&mut t, &active)?;
+    let mut nh = h;
+    nh.l1_table_offset = l1_off;
+    t.commit(&nh, false)
+}
+
+struct InplaceWriter {
+    img: RwImage,
+    /// Active L1 as stored.
+    l1: Vec<u64>,
+    /// Changed L2 tables by L1 index.
+    fresh: HashMap<usize, Vec<u64>>,
+    /// First cluster index this writer may allocate (the file's end when opened).
+    first_new: u64,
+    /// Next cluster index to try.
+    next: u64,
+    /// Clusters at or past `first_new` that were not free (leaked clusters past the end).
+    skipped: BTreeSet<u64>,
+    has_backing: bool,
+}
+
+impl InplaceWriter {
+    fn open(storage: Arc<dyn Storage>) -> Result<Self> {
+        let img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
+        img.refuse_bitmaps("writing into")?;
+        let cs = img.cs();
+        let first_new = storage.len()?.div_ceil(cs).max(1);
+        Ok(InplaceWriter {
+            l1: img.r.l1.clone(),
+            has_backing: img.r.header.backing_file.is_some(),
+            img,
+            fresh: HashMap::new(),
+            first_new,
+            next: first_new,
+            skipped: BTreeSet::new(),
+        })
+    }
+
+    fn cs(&self) -> u64 {
+        self.img.cs()
+    }
+
+    fn words(&self) -> usize {
+        self.img.r.geo.words_per_entry()
+    }
+
+    /// Whether host cluster `c` was allocated by this writer (and so may be rewritten).
+    fn mine(&self, c: u64) -> bool {
+        c >= self.first_new && c < self.next && !self.skipped.contains(&c)
+    }
+
+    fn alloc(&mut self) -> Result<u64> {
+        loop {
+            let c = self.next;
+            if c >= crate::limits::MAX_CHECK_CLUSTERS {
+                return Err(Error::limit(
+                    self.img.path(),
+                    "host cluster index",
+                    c,
+                    crate::limits::MAX_CHECK_CLUSTERS,
+                ));
+            }
+            self.next += 1;
+            let referenced = usize::try_from(c)
+                .ok()
+                .and_then(|i| self.img.refs.get(i))
+                .is_some_and(|r| *r != 0);
+            if referenced || self.img.stored_refcount(c)? != 0 {
+                self.skipped.insert(c);
+                continue;
+            }
+            return Ok(c);
+        }
+    }
+
+    /// The (mutable) L2 table for L1 index `i`.
+    fn table(&mut self, i: usize) -> Result<&mut Vec<u64>> {
+        if !self.fresh.contains_key(&i) {
+            let e = self.l1.get(i).copied().ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: write past the end of the L1 table",
+                    self.img.path().display()
+                ))
+            })?;
+            let l2 = e & L1E_OFFSET_MASK;
+            let t = if l2 == 0 {
+                vec![0u64; (self.cs() / 8) as usize]
+            } else {
+                self.img.read_l2(l2)?
+            };
+            self.fresh.insert(i, t);
+        }
+        self.fresh
+            .get_mut(&i)
+            .ok_or_else(|| Error::Other("L2 table vanished".into()))
+    }
+
+    /// (L1 index, word index of the entry) of guest cluster `g`.
+    fn locate(&self, g: u64) -> (usize, usize) {
+        let per = self.img.r.geo.l2_entries();
+        ((g / per) as usize, (g % per) as usize * self.words())
+    }
+
+    fn entry(&mut self, g: u64) -> Result<(u64, u64)> {
+        let (i, j) = self.locate(g);
+        let ext = self.img.r.geo.extended;
+        let t = self.table(i)?;
+        let e = t.get(j).copied().unwrap_or(0);
+        let b = if ext {
+            t.get(j + 1).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        Ok((e, b))
+    }
+
+    fn set_entry(&mut self, g: u64, e: u64, b: u64) -> Result<()> {
+        let (i, j) = self.locate(g);
+        let ext = self.img.r.geo.extended;
+        let t = self.table(i)?;
+        if let Some(w) = t.get_mut(j) {
+            *w = e;
+        }
+        if ext {
+            if let Some(w) = t.get_mut(j + 1) {
+                *w = b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a whole cluster of data for guest cluster `g` with subcluster alloc bits `bits`.
+    fn store(&mut self, g: u64, data: &[u8], bits: u64) -> Result<()> {
+        let (e, _) = self.entry(g)?;
+        let cs = self.cs();
+        let old = (e & L2E_OFFSET_MASK) >> self.img.cluster_bits();
+        let host = if e & crate::tables::OFLAG_COMPRESSED == 0 && old != 0 && self.mine(old) {
+            old
+        } else {
+            self.alloc()?
+        };
+        let mut buf = data.to_vec();
+        buf.resize(cs as usize, 0);
+        self.img.storage.write_at(&buf, host * cs)?;
+        self.set_entry(g, (host * cs) | OFLAG_COPIED, bits)
+    }
+
+    /// Guest cluster `g` reads as zeros in this layer (hiding any backing data).
+    fn store_zero(&mut self, g: u64) -> Result<()> {
+        let ext = self.img.r.geo.extended;
+        if ext {
+            return self.set_entry(g, 0, ALL_ZERO);
+        }
+        if self.img.r.header.version >= 3 {
+            return self.set_entry(g, OFLAG_ZERO, 0);
+        }
+        if !self.has_backing {
+            return self.set_entry(g, 0, 0);
+        }
+        let zeros = vec![0u8; self.cs() as usize];
+        self.store(g, &zeros, 0)
+    }
+
+    /// The content of guest cluster `g` in this layer as the writer left it (zeros where
+    /// unallocated), and the subcluster alloc bits of the result (extended L2). `touch[u]` says how
+    /// much of unit `u` the write covers (0 none, 1 part, 2 all): a unit covered in part that is
+    /// unallocated over a backing file is an error (its other bytes would have to come from the
+    /// backing file); an untouched unallocated subcluster stays unallocated.
+    fn current(&mut self, g: u64, touch: &[u8]) -> Result<(Vec<u8>, u64)> {
+        let cs = self.cs();
+        let (e, b) = self.entry(g)?;
+        let geo = self.img.r.geo;
+        let mut buf = vec![0u8; cs as usize];
+        let host = e & L2E_OFFSET_MASK;
+        let compressed = e & crate::tables::OFLAG_COMPRESSED != 0;
+        if !compressed && host != 0 && self.mine(host >> geo.cluster_bits) {
+            self.img.storage.read_exact_at(&mut buf, host)?;
+        } else {
+            let at = g * cs;
+            let len = cs.min(self.img.r.virtual_size().saturating_sub(at)) as usize;
+            self.img.r.read_at(&mut buf[..len], at)?;
+        }
+        let mut bits = 0u64;
+        for (sc, t) in touch.iter().enumerate() {
+            let kind = geo.classify(e, b, sc as u32);
+            let unalloc = matches!(kind, SubType::UnallocPlain | SubType::UnallocAlloc(_));
+            if unalloc && *t == 1 && self.has_backing {
+                return Err(Error::unsupported(
+                    self.img.path(),
+                    "a write of part of a cluster not allocated over a backing file",
+                ));
+            }
+            if !unalloc || *t != 0 {
+                bits |= 1 << sc;
+            }
+        }
+        Ok((buf, bits))
+    }
+
+    /// Writes `data` (or zeros when `None`) over bytes `from..from+len` of guest cluster `g`.
+    fn partial(&mut self, g: u64, from: u64, len: u64, data: Option<&[u8]>) -> Result<()> {
+        let geo = self.img.r.geo;
+        let unit = 1u64 << geo.unit_bits();
+        let units = if geo.extended { 32 } else { 1 };
+        let to = from + len;
+        let touch: Vec<u8> = (0..units)
+            .map(|u| {
+                let (s, e) = (u * unit, (u + 1) * unit);
+                if from <= s && to >= e {
+                    2
+                } else if from < e && to > s {
+                    1
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let (mut buf, bits) = self.current(g, &touch)?;
+        let dst = &mut buf[from as usize..(from + len) as usize];
+        match data {
+            Some(d) => dst.copy_from_slice(d),
+            None => dst.fill(0),
+        }
+        let bits = if geo.extended { bits } else { 0 };
+        self.store(g, &buf, bits)
+    }
+}
+
+impl ImageWriter for InplaceWriter {
+    fn caps(&self) -> WriterCaps {
+        WriterCaps {
+            granularity: self.cs(),
+            out_of_order: false,
+            zero_initialized: false,
+        }
+    }
+
+    fn write(&mut self, offset: u64, payload: Payload) -> Result<()> {
+        let size = self.img.r.virtual_size();
+        let len = payload.len();
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= size)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: write of {len} bytes at {offset} past the end of the disk ({size})",
+                    self.img.path().display()
+                ))
+            })?;
+        let data = match &payload {
+            Payload::Data(d) => Some(d.as_slice()),
+            Payload::Zero(_) => None,
+            Payload::Encoded(_) => {
+                return Err(Error::invalid("encoded payloads are not accepted here"))
+            }
+        };
+        let cs = self.cs();
+        let mut pos = offset;
+        while pos < end {
+            let g = pos / cs;
+            let cstart = g * cs;
+            let cend = (cstart + cs).min(end);
+            let whole = pos == cstart && (cend == cstart + cs || cend == size);
+            let piece = data.map(|d| &d[(pos - offset) as usize..(cend - offset) as usize]);
+            match (whole, piece) {
+                (true, Some(d)) => {
+                    let bits = if self.img.r.geo.extended {
+                        ALL_ALLOC
+                    } else {
+                        0
+                    };
+                    self.store(g, d, bits)?
+                }
+                (true, None) => self.store_zero(g)?,
+                (false, d) => self.partial(g, pos - cstart, cend - pos, d)?,
+            }
+            pos = cend;
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let mut me = *self;
+        if me.fresh.is_empty() {
+            return Ok(());
+        }
+        let h = me.img.r.header.clone();
+        let l1 = me.l1.clone();
+        let fresh = std::mem::take(&mut me.fresh);
+        let mut t = Txn::new(&mut me.img);
+        for (i, table) in &fresh {
+            let l2 = l1.get(*i).map_or(0, |e| e & L1E_OFFSET_MASK);
+            if l2 != 0 {
+                let old = t.img.read_l2(l2)?;
+                add_l2_refs(&mut t, &old, -1)?;
+            }
+            add_l2_refs(&mut t, table, 1)?;
+        }
+        let active = rewrite_active(&mut t, &l1, &fresh)?;
+        let l1_off = replace_active_l1(&mut t, &active)?;
+        let mut nh = h;
+        nh.l1_table_offset = l1_off;
+        t.commit(&nh, false)
+    }
+}
