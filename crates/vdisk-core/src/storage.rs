@@ -107,11 +107,37 @@ pub struct FileStorage {
 
 impl FileStorage {
     /// Opens `path` read-only. Opening for inspection never modifies the file.
+    ///
+    /// FIFOs and sockets are refused: an image can name any path as its backing file or extent, and
+    /// opening a FIFO for reading would wait for a writer forever. The file is opened non-blocking
+    /// for that check (which changes nothing for regular files and block devices), then switched
+    /// back to blocking reads.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|source| Error::Open {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let open_err = |source| Error::Open {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(open_err)?;
+        let kind = file.metadata().map_err(open_err)?.file_type();
+        if kind.is_fifo() || kind.is_socket() {
+            let what = "Not a regular file or block device (a FIFO or socket)";
+            return Err(open_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                what,
+            )));
+        }
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, only reading and setting its status flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(open_err(std::io::Error::last_os_error()));
+        }
         Ok(FileStorage {
             file,
             path: path.to_path_buf(),
@@ -406,6 +432,30 @@ mod tests {
             resolve_relative(Path::new("/a/top"), "/x/base"),
             PathBuf::from("/x/base")
         );
+    }
+
+    #[test]
+    fn fifos_are_refused_without_waiting_for_a_writer() {
+        let path = std::env::temp_dir().join(format!("vdisk-core-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let r = FileStorage::open(&path);
+        std::fs::remove_file(&path).unwrap();
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        // Regular files still read normally, and blocking, after the non-blocking open.
+        let f = std::env::temp_dir().join(format!("vdisk-core-plain-{}", std::process::id()));
+        std::fs::write(&f, b"abc").unwrap();
+        let s = FileStorage::open(&f).unwrap();
+        let mut b = [0u8; 3];
+        s.read_exact_at(&mut b, 0).unwrap();
+        std::fs::remove_file(&f).unwrap();
+        assert_eq!(&b, b"abc");
+        // SAFETY: reading the status flags of a descriptor the store owns.
+        let flags = unsafe { libc::fcntl(s.file().as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
     }
 
     #[test]
