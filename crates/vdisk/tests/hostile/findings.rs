@@ -37,3 +37,41 @@ fn vdi_sparse_file_with_a_4_gib_block_map_is_refused_quickly() {
     assert!(msg.contains("VDI image size"), "{msg}");
     assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
 }
+
+/// FINDING (vdisk-core, fixed): an image whose backing file (or VMDK extent) is a FIFO hung
+/// `vdisk map`/`convert` forever in open(2), waiting for a writer (qemu-img hangs too). The FIFO is
+/// now refused at once.
+#[test]
+fn backing_file_that_is_a_fifo_is_refused_without_hanging() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("finding-fifo");
+    let fifo = s.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let args = [
+        "create",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "fifo",
+        "-F",
+        "raw",
+        "top.qcow2",
+        "1M",
+    ];
+    crate::util::qemu(s.path(), &args);
+    let msg = assert_fails(&s.join("top.qcow2"), s.path());
+    assert!(msg.contains("FIFO"), "{msg}");
+    // A VMDK whose flat extent is the FIFO.
+    let desc = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n\
+                createType=\"monolithicFlat\"\n\nRW 8 FLAT \"fifo\" 0\n";
+    std::fs::write(s.join("d.vmdk"), desc).expect("write");
+    let msg = assert_fails(&s.join("d.vmdk"), s.path());
+    assert!(msg.contains("FIFO"), "{msg}");
+    // The FIFO itself as the image.
+    assert_fails(&fifo, s.path());
+}
