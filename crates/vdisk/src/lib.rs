@@ -5,6 +5,7 @@
 //! conversion engine and the format crates are re-exported for direct use.
 
 pub mod chain;
+pub mod ops;
 pub mod registry;
 
 pub use chain::{open_image, Layer, OpenRequest, OpenedImage, MAX_BACKING_DEPTH};

@@ -105,6 +105,7 @@ pub fn create_image(
 pub fn open_existing_writer(format: Format, path: &Path) -> Result<Box<dyn ImageWriter>> {
     match format {
         Format::Raw => vdisk_raw::open_writer(path),
+        Format::Qcow2 => vdisk_qcow2::mutate::open_writer(path),
         other => Err(Error::invalid(format!(
             "convert -n into an existing {other} image is not supported yet; use a raw target or drop -n"
         ))),

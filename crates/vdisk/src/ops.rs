@@ -1,0 +1,254 @@
+//! Operations that change an image with the help of its backing chain, as qemu-img does them:
+//! `rebase` (safe mode: keeps the guest content while switching backing files) and `commit`
+//! (copies an overlay's data down into its backing image). Both write through the crash-safe
+//! in-place writers (`vdisk_qcow2::mutate::open_writer`, `vdisk_raw::open_writer`) and then switch
+//! metadata with one more crash-safe change, so an interruption between the two leaves a
+//! consistent image that still reads the same.
+
+use crate::chain::{open_image, OpenRequest, OpenedImage};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use vdisk_core::extent::ExtentKind;
+use vdisk_core::storage::resolve_relative;
+use vdisk_core::zero::is_zero;
+use vdisk_core::{Error, Format, ImageReader, ImageWriter, Payload, Result};
+
+/// Bytes compared or copied per read.
+const CHUNK: u64 = 1 << 20;
+
+/// Reads `buf.len()` bytes at `offset` from `r`, zeros past its end.
+fn read_padded(r: &dyn ImageReader, buf: &mut [u8], offset: u64) -> Result<()> {
+    let size = r.virtual_size();
+    let n = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
+    buf[n..].fill(0);
+    if n > 0 {
+        r.read_at(&mut buf[..n], offset)?;
+    }
+    Ok(())
+}
+
+fn open_qcow2_chain(path: &Path) -> Result<OpenedImage> {
+    let img = open_image(
+        path,
+        &OpenRequest {
+            format: None,
+            snapshot: None,
+            follow_backing: true,
+        },
+    )?;
+    if img.top().format != Format::Qcow2 {
+        return Err(Error::unsupported(
+            path,
+            format!(
+                "this operation on a {} image (only qcow2 is supported)",
+                img.top().format
+            ),
+        ));
+    }
+    Ok(img)
+}
+
+/// Calls `f(start, end)` for each run of `layer` (from `offset` to its end) whose kind is wanted.
+fn for_runs(
+    layer: &dyn ImageReader,
+    want: impl Fn(ExtentKind) -> bool,
+    mut f: impl FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
+    let size = layer.virtual_size();
+    let mut pos = 0u64;
+    while pos < size {
+        let e = layer.block_status(pos, size - pos)?;
+        if e.length == 0 {
+            return Err(Error::Other(format!(
+                "block status returned an empty extent at {pos}"
+            )));
+        }
+        let end = pos.saturating_add(e.length).min(size);
+        if want(e.kind) {
+            f(pos, end)?;
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// `qemu-img rebase -b NEW_BACKING -F FMT PATH` (safe mode) for a qcow2 image: every cluster that
+/// the image does not allocate itself and whose content under the old chain differs from the new
+/// backing chain's is written into the image (one transaction), then the backing reference is
+/// switched. `new_backing` is resolved relative to the image's directory; `""` removes the backing
+/// file (flattening: every cluster read from the old chain is copied in).
+pub fn rebase_safe(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Result<()> {
+    let old = open_qcow2_chain(path)?;
+    let fmt = if new_backing.is_empty() {
+        None
+    } else {
+        Some(new_fmt.ok_or_else(|| {
+            Error::invalid(format!(
+                "Could not change the backing file to '{new_backing}': backing format must be specified"
+            ))
+        })?)
+    };
+    let new: Option<Arc<dyn ImageReader>> = match fmt {
+        None => None,
+        Some(f) => {
+            let full = resolve_relative(path, new_backing);
+            let req = OpenRequest {
+                format: Some(f),
+                snapshot: None,
+                follow_backing: true,
+            };
+            let img = open_image(&full, &req).map_err(|e| {
+                Error::Other(format!(
+                    "Could not open new backing file '{new_backing}': {e}"
+                ))
+            })?;
+            Some(img.image)
+        }
+    };
+    let top = Arc::clone(&old.top().reader);
+    let size = top.virtual_size();
+    let cs = old.top().info.cluster_size.unwrap_or(65536).max(512);
+    let mut w = vdisk_qcow2::mutate::open_writer(path)?;
+    let mut done_to = 0u64;
+    let mut a = vec![0u8; cs as usize];
+    let mut b = vec![0u8; cs as usize];
+    for_runs(
+        top.as_ref(),
+        |k| k == ExtentKind::Unallocated,
+        |start, end| {
+            let mut g = (start / cs * cs).max(done_to);
+            while g < end {
+                let len = cs.min(size - g) as usize;
+                read_padded(old.image.as_ref(), &mut a[..len], g)?;
+                match &new {
+                    Some(n) => read_padded(n.as_ref(), &mut b[..len], g)?,
+                    None => b[..len].fill(0),
+                }
+                if a[..len] != b[..len] {
+                    let p = if is_zero(&a[..len]) {
+                        Payload::Zero(len as u64)
+                    } else {
+                        Payload::Data(a[..len].to_vec())
+                    };
+                    w.write(g, p)?;
+                }
+                g += cs;
+                done_to = g;
+            }
+            Ok(())
+        },
+    )?;
+    w.finish()?;
+    drop(old);
+    let fmt_name = fmt.map(|f| f.name());
+    vdisk_qcow2::mutate::rebase_unsafe(path, new_backing, fmt_name)
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `qemu-img commit [-b BASE] [-d] OVERLAY`: copies every range allocated in `overlay` (and in the
+/// layers between it and `base`, which defaults to its backing file) into the base image (raw or
+/// qcow2, grown first when smaller than the overlay), then empties the overlay when
+/// `drop_overlay_data` (no `-d`). As in qemu-img, naming a base (`-b`) implies `-d`: the overlay
+/// keeps its data. The range list kept in memory is one entry per allocated run of the layers.
+pub fn commit(overlay: &Path, base: Option<&Path>, drop_overlay_data: bool) -> Result<()> {
+    let mut chain = open_qcow2_chain(overlay)?;
+    if chain.layers.len() < 2 {
+        return Err(Error::invalid("Image does not have a backing file"));
+    }
+    let k = match base {
+        None => 1,
+        Some(b) => {
+            let want = [
+                canonical(b),
+                canonical(&resolve_relative(overlay, &b.to_string_lossy())),
+            ];
+            chain
+                .layers
+                .iter()
+                .skip(1)
+                .position(|l| want.contains(&canonical(&l.path)))
+                .map(|i| i + 1)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "Did not find '{}' in the backing chain of '{}'",
+                        b.display(),
+                        overlay.display()
+                    ))
+                })?
+        }
+    };
+    let size = chain.image.virtual_size();
+    let (base_path, base_fmt) = (chain.layers[k].path.clone(), chain.layers[k].format);
+    if chain.layers[k].reader.virtual_size() < size {
+        grow(&base_path, base_fmt, size)?;
+        chain = open_qcow2_chain(overlay)?;
+    }
+    let mut w: Box<dyn ImageWriter> = match base_fmt {
+        Format::Raw => vdisk_raw::open_writer(&base_path)?,
+        Format::Qcow2 => vdisk_qcow2::mutate::open_writer(&base_path)?,
+        f => {
+            return Err(Error::unsupported(
+                &base_path,
+                format!("commit into a {f} image"),
+            ))
+        }
+    };
+    let g = w.caps().granularity.max(65536);
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for layer in &chain.layers[..k] {
+        for_runs(
+            layer.reader.as_ref(),
+            |kind| kind != ExtentKind::Unallocated,
+            |s, e| {
+                runs.push((s / g * g, e.div_ceil(g).saturating_mul(g).min(size)));
+                Ok(())
+            },
+        )?;
+    }
+    runs.sort_unstable();
+    let mut buf = Vec::new();
+    let mut done_to = 0u64;
+    for (s, e) in runs {
+        let mut pos = s.max(done_to);
+        while pos < e {
+            let n = CHUNK.min(e - pos);
+            buf.resize(n as usize, 0);
+            read_padded(chain.image.as_ref(), &mut buf, pos)?;
+            let p = if is_zero(&buf) {
+                Payload::Zero(n)
+            } else {
+                Payload::Data(buf.clone())
+            };
+            w.write(pos, p)?;
+            pos += n;
+        }
+        done_to = done_to.max(e);
+    }
+    w.finish()?;
+    drop(chain);
+    if drop_overlay_data && base.is_none() {
+        vdisk_qcow2::mutate::make_empty(overlay)?;
+    }
+    Ok(())
+}
+
+/// Grows the base image to `size` before a commit (qemu-img commit does the same).
+fn grow(path: &Path, fmt: Format, size: u64) -> Result<()> {
+    match fmt {
+        Format::Qcow2 => vdisk_qcow2::mutate::resize(path, size, false),
+        Format::Raw => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|source| Error::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            f.set_len(size).map_err(|e| Error::io(path, size, e))
+        }
+        f => Err(Error::unsupported(path, format!("commit into a {f} image"))),
+    }
+}
