@@ -205,3 +205,34 @@ fn sources_are_never_modified() {
     }
     assert_eq!(snapshot_dir(s.path()), before, "a source file changed");
 }
+
+#[test]
+fn vmdk_delta_naming_itself_as_parent_is_refused() {
+    if !qemu_available() {
+        return;
+    }
+    // qemu-img itself loops forever on this image (its VMDK parent is itself).
+    let s = Scratch::new("hostile-vmdk-loop");
+    qemu(s.path(), &["create", "-f", "vmdk", "base.vmdk", "1M"]);
+    let args = [
+        "create",
+        "-f",
+        "vmdk",
+        "-b",
+        "base.vmdk",
+        "-F",
+        "vmdk",
+        "kid1.vmdk",
+    ];
+    qemu(s.path(), &args);
+    let p = s.join("kid1.vmdk");
+    let d = std::fs::read(&p).expect("read");
+    let hint = b"parentFileNameHint=\"base.vmdk\"";
+    let at = d
+        .windows(hint.len())
+        .position(|w| w == hint)
+        .expect("parent hint");
+    crate::util::patch(&p, at as u64, b"parentFileNameHint=\"kid1.vmdk\"");
+    let msg = assert_fails(&p, s.path());
+    assert!(msg.contains("loop"), "{msg}");
+}
