@@ -269,6 +269,30 @@ fn crash_inplace_write() {
         let n = crash_test(&p, &|s| run(s, &pl));
         eprintln!("{opts}: inplace write: {n} fault points");
     }
+    // v2 over a backing file: zeros are written as allocated zero clusters.
+    let d = Scratch::new("inpl-crash-v2");
+    let base = qemu_fixture(&d, "base.qcow2", "compat=0.10", "2M");
+    let top = d.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "compat=0.10",
+        "-b",
+        &base.to_string_lossy(),
+        "-F",
+        "qcow2",
+        &top.to_string_lossy(),
+    ]);
+    qemu_io("qcow2", &top, &["write -P 0x77 64k 64k"]);
+    let pl = vec![
+        (0u64, None, 192u64 << 10),
+        (1 << 20, Some(vec![3; 64 << 10]), 64 << 10),
+    ];
+    let n = crash_test(&top, &|s| run(s, &pl));
+    eprintln!("v2 over backing: inplace write: {n} fault points");
     let d = Scratch::new("inpl-crash-e");
     let p = qemu_fixture(&d, "img.qcow2", "", "2M");
     let n = crash_test(&p, &mutate::make_empty_in);

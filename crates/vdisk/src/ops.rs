@@ -214,7 +214,7 @@ pub fn commit(overlay: &Path, base: Option<&Path>, drop_overlay_data: bool) -> R
     for (s, e) in runs {
         let mut pos = s.max(done_to);
         while pos < e {
-            let n = CHUNK.min(e - pos);
+            let n = CHUNK.max(g).min(e - pos);
             buf.resize(n as usize, 0);
             read_padded(chain.image.as_ref(), &mut buf, pos)?;
             let p = if is_zero(&buf) {

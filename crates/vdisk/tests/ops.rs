@@ -339,3 +339,63 @@ fn commit_errors_like_qemu() {
         )
     );
 }
+
+#[test]
+fn commit_into_big_clusters_over_a_backing_file() {
+    if !qemu_available() {
+        return;
+    }
+    // The base has 2 MiB clusters and a backing file of its own: whole base clusters are copied
+    // (reads of the overlay's chain), never part of one.
+    let d = Scratch::new("ops-combig");
+    let b0 = d.join("b0.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&b0), "5M"]);
+    qemu_io("qcow2", &b0, &["write -P 0x10 0 5M"]);
+    let base = d.join("base.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=2M",
+        "-b",
+        "b0.qcow2",
+        "-F",
+        "qcow2",
+        &s(&base),
+    ]);
+    qemu_io("qcow2", &base, &["write -P 0x20 2M 4k"]);
+    let top = d.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        &s(&top),
+    ]);
+    qemu_io(
+        "qcow2",
+        &top,
+        &[
+            "write -P 0x30 64k 64k",
+            "write -z 3M 64k",
+            "write -P 0x31 4M 1k",
+        ],
+    );
+    let before = qemu_raw_bytes(&top, Some("qcow2"));
+    commit(&top, None, true).unwrap();
+    assert_qemu_check_clean(&top, "qcow2");
+    assert_qemu_check_clean(&base, "qcow2");
+    assert_same_bytes(
+        &qemu_raw_bytes(&base, Some("qcow2")),
+        &before,
+        "base holds the data",
+    );
+    assert_same_bytes(&qemu_raw_bytes(&top, Some("qcow2")), &before, "overlay");
+    all_depth_at_least_one(&top);
+}
