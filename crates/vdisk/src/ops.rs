@@ -78,6 +78,13 @@ fn for_runs(
 /// switched. `new_backing` is resolved relative to the image's directory; `""` removes the backing
 /// file (flattening: every cluster read from the old chain is copied in).
 pub fn rebase_safe(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Result<()> {
+    let fmt = rebase_copy(path, new_backing, new_fmt)?;
+    vdisk_qcow2::mutate::rebase_unsafe(path, new_backing, fmt.map(|f| f.name()))
+}
+
+/// The first of rebase's two commits: the data that must not change is copied into the image,
+/// which still names its old backing file. Returns the new backing format.
+fn rebase_copy(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Result<Option<Format>> {
     let old = open_qcow2_chain(path)?;
     let fmt = if new_backing.is_empty() {
         None
@@ -139,9 +146,7 @@ pub fn rebase_safe(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> R
         },
     )?;
     w.finish()?;
-    drop(old);
-    let fmt_name = fmt.map(|f| f.name());
-    vdisk_qcow2::mutate::rebase_unsafe(path, new_backing, fmt_name)
+    Ok(fmt)
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -250,5 +255,60 @@ fn grow(path: &Path, fmt: Format, size: u64) -> Result<()> {
             f.set_len(size).map_err(|e| Error::io(path, size, e))
         }
         f => Err(Error::unsupported(path, format!("commit into a {f} image"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdisk_testutil::*;
+
+    /// A crash between rebase's two commits leaves the image consistent, still on its old backing
+    /// file, reading the same; and reading the same over the new one too.
+    #[test]
+    fn state_between_the_two_commits() {
+        if !qemu_available() {
+            return;
+        }
+        let d = Scratch::new("ops-reb-mid");
+        let base = d.join("base.qcow2");
+        let ps = |p: &Path| p.to_string_lossy().into_owned();
+        qemu_img(&["create", "-q", "-f", "qcow2", &ps(&base), "2M"]);
+        qemu_io("qcow2", &base, &["write -P 0x11 0 2M"]);
+        let top = d.join("top.qcow2");
+        let args = [
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+        ];
+        qemu_img(&[&args[..], &[ps(&top).as_str()]].concat());
+        qemu_io("qcow2", &top, &["write -P 0x22 64k 64k"]);
+        let other = d.join("other.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2", &ps(&other), "2M"]);
+        let before = qemu_raw_bytes(&top, Some("qcow2"));
+        rebase_copy(&top, "other.qcow2", Some(Format::Qcow2)).unwrap();
+        assert_qemu_check_clean(&top, "qcow2");
+        assert_eq!(
+            qemu_info_json(&top)["backing-filename"].as_str(),
+            Some("base.qcow2")
+        );
+        assert_same_bytes(&qemu_raw_bytes(&top, Some("qcow2")), &before, "old chain");
+        let copy = d.join("copy.qcow2");
+        std::fs::copy(&top, &copy).unwrap();
+        qemu_img(&[
+            "rebase",
+            "-u",
+            "-b",
+            "other.qcow2",
+            "-F",
+            "qcow2",
+            &ps(&copy),
+        ]);
+        assert_same_bytes(&qemu_raw_bytes(&copy, Some("qcow2")), &before, "new chain");
     }
 }
