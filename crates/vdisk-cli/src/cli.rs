@@ -177,8 +177,9 @@ pub enum Command {
         options: Vec<String>,
         filename: PathBuf,
     },
-    /// Change the backing file of a qcow2 image. With -u only the reference is rewritten (the new
-    /// backing file must hold the same data); `-b ""` with -u removes the reference.
+    /// Change the backing file of a qcow2 image. Safe mode first copies into the image every cluster
+    /// whose content would change with the new backing file; -u only rewrites the reference (the new
+    /// backing file must hold the same data). `-b ""` removes the backing file (safe mode: flattens).
     Rebase {
         #[arg(short = 'f', long = "format")]
         format: Option<String>,
@@ -191,6 +192,23 @@ pub enum Command {
         /// Format of the new backing file.
         #[arg(short = 'F', long = "backing-format")]
         backing_format: Option<String>,
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+        filename: PathBuf,
+    },
+    /// Write the data of a qcow2 overlay into its backing image, then empty the overlay (unless -d).
+    Commit {
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        /// Commit into this image of the backing chain instead of the direct backing file (implies -d).
+        #[arg(short = 'b', long = "base")]
+        base: Option<PathBuf>,
+        /// Keep the overlay's data (do not empty it).
+        #[arg(short = 'd', long = "no-drop")]
+        keep: bool,
+        /// Progress bar (accepted for compatibility).
+        #[arg(short = 'p', long = "progress")]
+        progress: bool,
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
         filename: PathBuf,

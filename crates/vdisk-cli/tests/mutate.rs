@@ -305,3 +305,204 @@ fn unsafe_rebase_rewrites_the_reference_like_qemu() {
     assert!(info("ours.qcow2").get("backing-filename").is_none());
     assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
 }
+
+/// A three-layer chain: base.raw <- mid.qcow2 <- top.qcow2, each with data of its own.
+fn chain(d: &Path, top: &str) {
+    if !d.join("base.raw").exists() {
+        make_pattern_raw(d, "base.raw", 0);
+        qemu_ok(
+            d,
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.raw",
+                "-F",
+                "raw",
+                "mid.qcow2",
+            ],
+        );
+        qemu_io(
+            d,
+            "qcow2",
+            "mid.qcow2",
+            &["write -P 0x81 1M 256k", "write -z 8M 64k"],
+        );
+    }
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            top,
+        ],
+    );
+    qemu_io(
+        d,
+        "qcow2",
+        top,
+        &["write -P 0x82 1152k 64k", "write -P 0x83 20M 64k"],
+    );
+}
+
+#[test]
+fn safe_rebase_and_flatten_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-safe-rebase");
+    let d = s.path();
+    chain(d, "ours.qcow2");
+    chain(d, "theirs.qcow2");
+    let before = raw_of(d, "ours.qcow2", "b.raw");
+    // Skip the middle layer: what it contributed must be copied into the top.
+    vdisk_ok(d, &["rebase", "-b", "base.raw", "-F", "raw", "ours.qcow2"]);
+    qemu_ok(
+        d,
+        &["rebase", "-b", "base.raw", "-F", "raw", "theirs.qcow2"],
+    );
+    assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+    assert!(
+        raw_of(d, "ours.qcow2", "o.raw") == before,
+        "content unchanged by a safe rebase"
+    );
+    assert!(raw_of(d, "theirs.qcow2", "t.raw") == before);
+    let info = |f: &str| -> Value {
+        serde_json::from_str(&qemu_ok(d, &["info", "--output=json", f])).unwrap()
+    };
+    assert_eq!(info("ours.qcow2")["backing-filename"], "base.raw");
+    // Flatten.
+    vdisk_ok(d, &["rebase", "-b", "", "ours.qcow2"]);
+    assert!(info("ours.qcow2").get("backing-filename").is_none());
+    assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+    assert!(
+        raw_of(d, "ours.qcow2", "o.raw") == before,
+        "flattened image keeps its content"
+    );
+}
+
+#[test]
+fn commit_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-commit");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    for (extra, keep) in [(vec![], false), (vec!["-d"], true)] {
+        for tool in ["vdisk", "qemu"] {
+            qemu_ok(
+                d,
+                &[
+                    "convert",
+                    "-O",
+                    "qcow2",
+                    "pat.raw",
+                    &format!("{tool}-base.qcow2"),
+                ],
+            );
+            let top = format!("{tool}-top.qcow2");
+            let base = format!("{tool}-base.qcow2");
+            qemu_ok(
+                d,
+                &[
+                    "create", "-q", "-f", "qcow2", "-b", &base, "-F", "qcow2", &top,
+                ],
+            );
+            qemu_io(
+                d,
+                "qcow2",
+                &top,
+                &[
+                    "write -P 0x91 0 128k",
+                    "write -z 1M 64k",
+                    "write -P 0x92 30M 4k",
+                ],
+            );
+            let mut a = vec!["commit"];
+            a.extend(extra.iter().copied());
+            a.push(&top);
+            let o = if tool == "vdisk" {
+                vdisk_ok(d, &a)
+            } else {
+                qemu_ok(d, &a)
+            };
+            assert_eq!(o, "Image committed.\n");
+        }
+        for f in ["vdisk-base.qcow2", "vdisk-top.qcow2"] {
+            assert_qemu_check_clean(&d.join(f), "qcow2");
+        }
+        assert!(
+            raw_of(d, "vdisk-base.qcow2", "a.raw") == raw_of(d, "qemu-base.qcow2", "b.raw"),
+            "{extra:?}"
+        );
+        assert!(
+            raw_of(d, "vdisk-top.qcow2", "a.raw") == raw_of(d, "qemu-top.qcow2", "b.raw"),
+            "{extra:?}"
+        );
+        let map: Value =
+            serde_json::from_str(&qemu_ok(d, &["map", "--output=json", "vdisk-top.qcow2"]))
+                .unwrap();
+        let own = map
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["depth"] == 0 && e["present"] == true);
+        assert_eq!(own, keep, "{extra:?}: overlay emptied unless -d");
+    }
+    let o = vdisk(d, &["commit", "pat.raw"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = vdisk(d, &["commit", "vdisk-base.qcow2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("Image does not have a backing file"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn convert_n_into_existing_qcow2() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-convert-n");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4k",
+            "t.qcow2",
+            "64M",
+        ],
+    );
+    qemu_io(d, "qcow2", "t.qcow2", &["write -P 0xcc 0 8M"]);
+    qemu_ok(d, &["snapshot", "-c", "old", "t.qcow2"]);
+    vdisk_ok(d, &["convert", "-n", "-O", "qcow2", "pat.raw", "t.qcow2"]);
+    assert_qemu_check_clean(&d.join("t.qcow2"), "qcow2");
+    assert_eq!(
+        qemu(d, &["compare", "pat.raw", "t.qcow2"]).status.code(),
+        Some(0)
+    );
+    // The snapshot still holds what it held.
+    qemu_ok(
+        d,
+        &["convert", "-l", "old", "-O", "raw", "t.qcow2", "old.raw"],
+    );
+    let old = std::fs::read(d.join("old.raw")).unwrap();
+    assert!(old[..8 << 20].iter().all(|b| *b == 0xcc) && old[8 << 20..].iter().all(|b| *b == 0));
+}

@@ -223,6 +223,20 @@ pub fn run(cli: Cli) -> Result<u8> {
                 &filename,
             )
         }
+        Command::Commit {
+            format,
+            base,
+            keep,
+            quiet,
+            filename,
+            ..
+        } => {
+            let fmt = match parse_format(format)? {
+                Some(f) => f,
+                None => probe_path(&filename)?,
+            };
+            mutate::commit(fmt, base.as_deref(), keep, quiet, &filename)
+        }
         Command::Measure {
             output_format,
             options,

@@ -137,17 +137,36 @@ pub(super) fn rebase(
             "Rebasing {fmt} images is not supported"
         )));
     }
-    if !unsafe_mode {
-        return Err(Error::invalid(
-            "safe rebase (copying the data that differs) is not implemented yet; \
-             use -u if the new backing file holds the same data as the old one",
-        ));
-    }
     if !backing.is_empty() && backing_fmt.is_none() {
         return Err(Error::invalid(format!(
             "Could not change the backing file to '{backing}': backing format must be specified"
         )));
     }
-    mutate::rebase_unsafe(filename, backing, backing_fmt)?;
+    if unsafe_mode {
+        mutate::rebase_unsafe(filename, backing, backing_fmt)?;
+    } else {
+        let new_fmt = backing_fmt.map(str::parse::<Format>).transpose()?;
+        vdisk::ops::rebase_safe(filename, backing, new_fmt)?;
+    }
+    Ok(0)
+}
+
+/// `commit [-b BASE] [-d] OVERLAY`: the overlay's data goes into its backing image (or BASE).
+pub(super) fn commit(
+    fmt: Format,
+    base: Option<&Path>,
+    keep: bool,
+    quiet: bool,
+    filename: &Path,
+) -> Result<u8> {
+    if fmt != Format::Qcow2 {
+        return Err(Error::invalid(format!(
+            "Committing {fmt} images is not supported"
+        )));
+    }
+    vdisk::ops::commit(filename, base, !keep)?;
+    if !quiet {
+        println!("Image committed.");
+    }
     Ok(0)
 }
