@@ -7,6 +7,9 @@
 #[path = "hostile/util.rs"]
 mod util;
 
+#[path = "hostile/qcow2.rs"]
+mod qcow2;
+
 #[path = "hostile/formats.rs"]
 mod formats;
 
