@@ -1,5 +1,5 @@
-//! VMDK binary headers: the hosted sparse header ("Hosted Sparse Extent Header"), the seSparse
-//! header and stream markers; each must parse or fail, and a parsed hosted
+//! VMDK binary headers: the hosted sparse header ("Hosted Sparse Extent Header"), the ESX COWD
+//! header, the seSparse header and stream markers; each must parse or fail, and a parsed hosted
 //! header must serialize to bytes that parse back to itself.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         );
         let again = SparseHeader::parse(&h.to_bytes()).expect("a serialized header parses");
         assert_eq!(again, h, "hosted sparse header does not round-trip");
+    }
+    if let Ok(h) = vdisk_vmdk::cowd::CowdHeader::parse(&b) {
+        let _ = h.to_sparse().gd_entries();
     }
     if let Ok(h) = SeSparseHeader::parse(&b) {
         let _ = h.gd_entries_needed();
