@@ -108,9 +108,10 @@ impl Tasks<'_> {
 /// GiB converted. With a fixed mmap threshold above the default chunk size and a trim threshold
 /// above the in-flight bound, freed buffers are reused (zero-filled by `resize` instead of
 /// faulted in). All chunk buffers are allocated by the planning thread (see `chunk::Buffers`), so
-/// they live in one arena. This is process-wide and harmless for other allocations: at most the
-/// in-flight bound of buffer memory stays mapped after a run.
-fn keep_buffers_mapped() {
+/// they live in one arena. This is process-wide, so a library never does it behind its caller's
+/// back: programs opt in (the `vdisk` command does, before converting). At most the in-flight
+/// bound of buffer memory then stays mapped after a run.
+pub fn keep_buffers_mapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
@@ -138,7 +139,6 @@ pub(crate) fn run(
 ) -> Result<ConvertStats> {
     let started = Instant::now();
     let s = setup(opts, dst.as_ref())?;
-    keep_buffers_mapped();
     let caps = dst.caps();
     let size = src.virtual_size();
     let ctx = Ctx {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use vdisk_core::{ImageReader, ImageWriter, Result};
 
 pub use compare::{compare, CompareOutcome};
+pub use engine::keep_buffers_mapped;
 
 /// How to convert. `Default` matches qemu-img convert's defaults.
 #[derive(Clone)]

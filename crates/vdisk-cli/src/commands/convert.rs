@@ -131,6 +131,9 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             b.set_position(done);
         }
     };
+    // Reuse freed chunk buffers instead of faulting fresh pages in for every chunk (glibc tuning,
+    // process-wide, so the program opts in rather than the library).
+    vdisk::convert::keep_buffers_mapped();
     vdisk::convert::convert(source.as_ref(), writer, &copts, &progress)?;
     if let Some(b) = bar {
         b.finish();
