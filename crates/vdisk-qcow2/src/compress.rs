@@ -33,13 +33,21 @@ fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), String> {
     let mut dec = Decoder::new().map_err(|e| format!("zstd: {e}"))?;
     let mut inb = InBuffer::around(input);
     let mut outb = OutBuffer::around(out);
+    // What zstd still has to do for the frame: 0 once it is complete and flushed.
+    let mut remaining = 1;
     while outb.pos() < outb.capacity() {
         let (ip, op) = (inb.pos, outb.pos());
-        dec.run(&mut inb, &mut outb)
+        remaining = dec
+            .run(&mut inb, &mut outb)
             .map_err(|e| format!("bad zstd stream: {e}"))?;
         if inb.pos == ip && outb.pos() == op {
             return Err(format!("zstd stream ended after {op} bytes"));
         }
+    }
+    // As qemu (qcow2_zstd_decompress): a frame that is not finished once the cluster is full
+    // decodes to more than a cluster, which only a damaged or hostile image holds.
+    if remaining > 0 {
+        return Err("zstd frame decodes to more than one cluster".into());
     }
     Ok(())
 }
@@ -53,6 +61,17 @@ mod tests {
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn zstd_frame_longer_than_the_cluster_is_an_error() {
+        let z = zstd::bulk::compress(&vec![0x5au8; 1 << 20], 19).unwrap();
+        let mut out = vec![0u8; 4096];
+        let e = decompress(COMPRESSION_ZSTD, &z, &mut out).unwrap_err();
+        assert!(e.contains("more than one cluster"), "{e}");
+        let exact = zstd::bulk::compress(&vec![0x5au8; 4096], 19).unwrap();
+        decompress(COMPRESSION_ZSTD, &exact, &mut out).unwrap();
+        assert!(out.iter().all(|b| *b == 0x5a));
     }
 
     #[test]
@@ -74,11 +93,13 @@ mod tests {
         let mut out = vec![0u8; 4096];
         let small = deflate_raw(&[1u8; 100]);
         assert!(decompress(COMPRESSION_ZLIB, &small, &mut out).is_err());
-        // A stream of 1 MiB only fills the cluster: the output never grows past it.
+        // A deflate stream of 1 MiB only fills the cluster, as qemu's inflate does (Z_BUF_ERROR with
+        // the output full counts as success): the output never grows past it.
         let bomb = deflate_raw(&vec![0u8; 1 << 20]);
         decompress(COMPRESSION_ZLIB, &bomb, &mut out).unwrap();
+        // A zstd frame of 1 MiB is an error, as in qemu: the frame must end within the cluster.
         let zbomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 3).unwrap();
-        decompress(COMPRESSION_ZSTD, &zbomb, &mut out).unwrap();
+        assert!(decompress(COMPRESSION_ZSTD, &zbomb, &mut out).is_err());
         assert!(decompress(COMPRESSION_ZLIB, &[0xff; 64], &mut out).is_err());
         assert!(decompress(COMPRESSION_ZSTD, &[0xff; 64], &mut out).is_err());
         assert!(decompress(COMPRESSION_ZSTD, &[], &mut out).is_err());

@@ -239,3 +239,18 @@ fn qcow2_zstd_frame_with_a_huge_window_is_bounded() {
     let img = bomb_image(&s, "zstd", &frame);
     let _ = assert_never_wrong(&img);
 }
+
+#[test]
+fn qcow2_zstd_bomb_is_an_error_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("hostile-zstd-bomb");
+    // Finding (fixed in vdisk-qcow2's compress.rs): a zstd frame that decodes to more than the
+    // cluster is an I/O error in qemu (qcow2_zstd_decompress: the frame must end within the
+    // cluster); vdisk returned its first cluster's worth of bytes instead.
+    let stream = zstd::bulk::compress(&vec![0x5au8; 64 << 20], 19).expect("zstd");
+    let img = bomb_image(&s, "zstd", &stream);
+    let ours = assert_never_wrong(&img);
+    assert!(ours.is_err(), "vdisk must refuse the cluster, as qemu does");
+}
