@@ -420,3 +420,31 @@ fn three_deep_chains_of_mixed_formats_read_like_qemu() {
         }
     }
 }
+
+#[test]
+fn map_of_a_qcow2_file_extended_far_past_its_data_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-map-long-file");
+    let d = s.path();
+    for (name, opts) in [
+        ("plain.qcow2", "cluster_size=64k"),
+        ("meta.qcow2", "preallocation=metadata"),
+    ] {
+        qemu_ok(d, &["create", "-q", "-f", "qcow2", "-o", opts, name, "1G"]);
+        qemu_io(d, "qcow2", name, &["write -P 1 0 1M"]);
+        // The file's length, not its data, decides how far qemu's preallocation heuristic looks.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.join(name))
+            .unwrap()
+            .set_len(8 << 40)
+            .unwrap();
+        assert_eq!(
+            vdisk_ok(d, &["map", "--output=json", name]),
+            qemu_ok(d, &["map", "--output=json", name]),
+            "{name}"
+        );
+    }
+}
