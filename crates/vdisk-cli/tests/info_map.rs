@@ -154,41 +154,14 @@ fn backing_chain_info_and_map_match_qemu() {
     let s = Scratch::new("cli-chain");
     let d = s.path();
     make_pattern_raw(d, "base.raw", 0);
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            "mid.qcow2",
-        ],
-    );
+    qemu_overlay(d, "base.raw", "raw", "mid.qcow2", None);
     qemu_io(
         d,
         "qcow2",
         "mid.qcow2",
         &["write -P 0x77 1M 64k", "write -z 8M 64k"],
     );
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            "top.qcow2",
-            "80M",
-        ],
-    );
+    qemu_overlay(d, "mid.qcow2", "qcow2", "top.qcow2", Some("80M"));
     qemu_io(d, "qcow2", "top.qcow2", &["write -P 0x88 2M 128k"]);
     let ours = json(&vdisk_ok(
         d,
@@ -351,20 +324,7 @@ fn three_deep_chains_of_mixed_formats_read_like_qemu() {
         a.extend(conv.iter().copied());
         a.extend(["pat.raw", base]);
         qemu_ok(d, &a);
-        qemu_ok(
-            d,
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                base,
-                "-F",
-                fmt,
-                "mid.qcow2",
-            ],
-        );
+        qemu_overlay(d, base, fmt, "mid.qcow2", None);
         qemu_io(
             d,
             "qcow2",
@@ -376,21 +336,7 @@ fn three_deep_chains_of_mixed_formats_read_like_qemu() {
             ],
         );
         // The top is larger than the chain below it: reads past the shorter backing image are zeros.
-        qemu_ok(
-            d,
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "mid.qcow2",
-                "-F",
-                "qcow2",
-                "top.qcow2",
-                "70M",
-            ],
-        );
+        qemu_overlay(d, "mid.qcow2", "qcow2", "top.qcow2", Some("70M"));
         qemu_io(
             d,
             "qcow2",

@@ -242,20 +242,7 @@ fn unsafe_rebase_rewrites_the_reference_like_qemu() {
     let d = s.path();
     make_pattern_raw(d, "base.raw", 0);
     qemu_ok(d, &["convert", "-O", "qcow2", "base.raw", "copy.qcow2"]);
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            "ours.qcow2",
-        ],
-    );
+    qemu_overlay(d, "base.raw", "raw", "ours.qcow2", None);
     qemu_io(d, "qcow2", "ours.qcow2", &["write -P 0x61 4M 64k"]);
     std::fs::copy(d.join("ours.qcow2"), d.join("theirs.qcow2")).unwrap();
     let o = vdisk(d, &["rebase", "-u", "-b", "copy.qcow2", "ours.qcow2"]);
@@ -310,20 +297,7 @@ fn unsafe_rebase_rewrites_the_reference_like_qemu() {
 fn chain(d: &Path, top: &str) {
     if !d.join("base.raw").exists() {
         make_pattern_raw(d, "base.raw", 0);
-        qemu_ok(
-            d,
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.raw",
-                "-F",
-                "raw",
-                "mid.qcow2",
-            ],
-        );
+        qemu_overlay(d, "base.raw", "raw", "mid.qcow2", None);
         qemu_io(
             d,
             "qcow2",
@@ -331,20 +305,7 @@ fn chain(d: &Path, top: &str) {
             &["write -P 0x81 1M 256k", "write -z 8M 64k"],
         );
     }
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            top,
-        ],
-    );
+    qemu_overlay(d, "mid.qcow2", "qcow2", top, None);
     qemu_io(
         d,
         "qcow2",
@@ -411,12 +372,7 @@ fn commit_like_qemu() {
             );
             let top = format!("{tool}-top.qcow2");
             let base = format!("{tool}-base.qcow2");
-            qemu_ok(
-                d,
-                &[
-                    "create", "-q", "-f", "qcow2", "-b", &base, "-F", "qcow2", &top,
-                ],
-            );
+            qemu_overlay(d, &base, "qcow2", &top, None);
             qemu_io(
                 d,
                 "qcow2",

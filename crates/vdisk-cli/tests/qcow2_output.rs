@@ -97,20 +97,7 @@ fn convert_to_qcow2_passes_check_and_compare() {
     );
     qemu_ok(d, &["convert", "-O", "vmdk", "pat.raw", "src.vmdk"]);
     qemu_ok(d, &["convert", "-O", "vdi", "pat.raw", "src.vdi"]);
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "pat.raw",
-            "-F",
-            "raw",
-            "chain.qcow2",
-        ],
-    );
+    qemu_overlay(d, "pat.raw", "raw", "chain.qcow2", None);
     qemu_io(
         d,
         "qcow2",

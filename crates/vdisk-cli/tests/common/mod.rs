@@ -57,6 +57,15 @@ pub fn qemu_ok(dir: &Path, args: &[&str]) -> String {
     out(&o)
 }
 
+/// `qemu-img create -f qcow2 -b BASE -F BASE_FMT TOP [SIZE]`: an overlay made by qemu, in `dir`.
+pub fn qemu_overlay(dir: &Path, base: &str, base_fmt: &str, top: &str, size: Option<&str>) {
+    let mut args = vec![
+        "create", "-q", "-f", "qcow2", "-b", base, "-F", base_fmt, top,
+    ];
+    args.extend(size);
+    qemu_ok(dir, &args);
+}
+
 /// Runs qemu-io commands on an image in `dir`.
 pub fn qemu_io(dir: &Path, fmt: &str, file: &str, cmds: &[&str]) {
     vdisk_testutil::qemu_io(fmt, &dir.join(file), cmds);
