@@ -162,6 +162,18 @@ fn child_parent_cids(child: &Layer, parent: &Layer) -> Option<(u64, u64)> {
     Some((get(child, "parent-cid")?, get(parent, "cid")?))
 }
 
-fn canonical(p: &Path) -> PathBuf {
+/// `p` with links and `..` resolved, or as given when it does not exist; for comparing paths.
+pub(crate) fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Opens, with its own backing chain, the image that `image` names (or would name) as its backing
+/// file `name`: resolved from `image`'s directory, as qemu resolves backing file names.
+pub fn open_backing_for(image: &Path, name: &str, format: Option<Format>) -> Result<OpenedImage> {
+    let req = OpenRequest {
+        format,
+        snapshot: None,
+        follow_backing: true,
+    };
+    open_image(&resolve_relative(image, name), &req)
 }

@@ -8,7 +8,7 @@ pub mod chain;
 pub mod ops;
 pub mod registry;
 
-pub use chain::{open_image, Layer, OpenRequest, OpenedImage, MAX_BACKING_DEPTH};
+pub use chain::{open_backing_for, open_image, Layer, OpenRequest, OpenedImage, MAX_BACKING_DEPTH};
 pub use registry::{
     compression, create_image, create_options, open_existing_writer, open_layer, Compression,
 };

@@ -5,8 +5,8 @@
 //! metadata with one more crash-safe change, so an interruption between the two leaves a
 //! consistent image that still reads the same.
 
-use crate::chain::{open_image, OpenRequest, OpenedImage};
-use std::path::{Path, PathBuf};
+use crate::chain::{canonical, open_backing_for, open_image, OpenRequest, OpenedImage};
+use std::path::Path;
 use std::sync::Arc;
 use vdisk_core::extent::ExtentKind;
 use vdisk_core::storage::resolve_relative;
@@ -98,13 +98,7 @@ fn rebase_copy(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Resul
     let new: Option<Arc<dyn ImageReader>> = match fmt {
         None => None,
         Some(f) => {
-            let full = resolve_relative(path, new_backing);
-            let req = OpenRequest {
-                format: Some(f),
-                snapshot: None,
-                follow_backing: true,
-            };
-            let img = open_image(&full, &req).map_err(|e| {
+            let img = open_backing_for(path, new_backing, Some(f)).map_err(|e| {
                 Error::Other(format!(
                     "Could not open new backing file '{new_backing}': {e}"
                 ))
@@ -147,10 +141,6 @@ fn rebase_copy(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Resul
     )?;
     w.finish()?;
     Ok(fmt)
-}
-
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// `qemu-img commit [-b BASE] [-d] OVERLAY`: copies every range allocated in `overlay` (and in the

@@ -85,13 +85,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         })?;
         opts.set("backing_file", b);
         opts.set("backing_fmt", bfmt);
-        let full = vdisk::core::storage::resolve_relative(dst, b);
-        let req = OpenRequest {
-            format: Some(bfmt.parse()?),
-            snapshot: None,
-            follow_backing: true,
-        };
-        backing_image = Some(open_image(&full, &req)?.image);
+        backing_image = Some(vdisk::open_backing_for(dst, b, Some(bfmt.parse()?))?.image);
     }
     let writer = if a.no_create {
         let req = OpenRequest {

@@ -2,7 +2,6 @@
 
 use super::{parse_format, print_out};
 use std::path::Path;
-use vdisk::chain::{open_image, OpenRequest};
 use vdisk::core::options::format_help;
 use vdisk::core::size::parse_size;
 use vdisk::core::{CreateOptions, Error, Format, Result};
@@ -35,14 +34,8 @@ pub(super) fn create(
         Some(s) => parse_size(&s)?,
         None => match opts.get("backing_file") {
             Some(b) if !unsafe_backing => {
-                let full = vdisk::core::storage::resolve_relative(filename, b);
                 let bfmt = parse_format(opts.get("backing_fmt").map(str::to_string))?;
-                let req = OpenRequest {
-                    format: bfmt,
-                    snapshot: None,
-                    follow_backing: true,
-                };
-                let img = open_image(&full, &req)
+                let img = vdisk::open_backing_for(filename, b, bfmt)
                     .map_err(|e| Error::Other(format!("Could not open backing image: {e}")))?;
                 img.image.virtual_size()
             }
