@@ -4,6 +4,8 @@
 //! stream that would produce more is cut off (and one producing less is an error).
 
 use crate::header::{COMPRESSION_ZLIB, COMPRESSION_ZSTD};
+use std::cell::Cell;
+use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 
 /// Inflates `input` into `out` (one cluster). Trailing input (sector padding) is ignored, as QEMU
 /// does; the stream must fill `out` completely.
@@ -15,22 +17,62 @@ pub fn decompress(kind: u8, input: &[u8], out: &mut [u8]) -> Result<(), String> 
     }
 }
 
+thread_local! {
+    /// One inflate state per thread, reset between clusters (allocating and initialising a fresh
+    /// one per cluster costs about as much as inflating a well-compressed cluster).
+    static INFLATE: Cell<Option<flate2::Decompress>> = const { Cell::new(None) };
+    /// One zstd decompression context per thread (a fresh `ZSTD_DCtx` is ~100 KiB to set up).
+    static UNZSTD: Cell<Option<Decoder<'static>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` on this thread's cached state from `slot` (made by `make` when there is none), and
+/// keeps the state for the next call only when `f` succeeded, so a stream that failed halfway
+/// never leaks its state into the next cluster.
+fn with_cached<T, R>(
+    slot: &'static std::thread::LocalKey<Cell<Option<T>>>,
+    make: impl FnOnce() -> Result<T, String>,
+    f: impl FnOnce(&mut T) -> Result<R, String>,
+) -> Result<R, String> {
+    let mut state = match slot.with(Cell::take) {
+        Some(s) => s,
+        None => make()?,
+    };
+    let r = f(&mut state)?;
+    slot.with(|c| c.set(Some(state)));
+    Ok(r)
+}
+
 fn inflate(input: &[u8], out: &mut [u8]) -> Result<(), String> {
-    let mut d = flate2::Decompress::new(false);
-    match d.decompress(input, out, flate2::FlushDecompress::Finish) {
-        Ok(_) if d.total_out() == out.len() as u64 => Ok(()),
-        Ok(_) => Err(format!(
-            "deflate stream ended after {} of {} bytes",
-            d.total_out(),
-            out.len()
-        )),
-        Err(e) => Err(format!("bad deflate stream: {e}")),
-    }
+    with_cached(
+        &INFLATE,
+        || Ok(flate2::Decompress::new(false)),
+        |d| {
+            d.reset(false);
+            match d.decompress(input, out, flate2::FlushDecompress::Finish) {
+                Ok(_) if d.total_out() == out.len() as u64 => Ok(()),
+                Ok(_) => Err(format!(
+                    "deflate stream ended after {} of {} bytes",
+                    d.total_out(),
+                    out.len()
+                )),
+                Err(e) => Err(format!("bad deflate stream: {e}")),
+            }
+        },
+    )
 }
 
 fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), String> {
-    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
-    let mut dec = Decoder::new().map_err(|e| format!("zstd: {e}"))?;
+    with_cached(
+        &UNZSTD,
+        || Decoder::new().map_err(|e| format!("zstd: {e}")),
+        |dec| {
+            dec.reinit().map_err(|e| format!("zstd: {e}"))?;
+            unzstd_with(dec, input, out)
+        },
+    )
+}
+
+fn unzstd_with(dec: &mut Decoder<'static>, input: &[u8], out: &mut [u8]) -> Result<(), String> {
     let mut inb = InBuffer::around(input);
     let mut outb = OutBuffer::around(out);
     // What zstd still has to do for the frame: 0 once it is complete and flushed.
@@ -104,5 +146,24 @@ mod tests {
         assert!(decompress(COMPRESSION_ZSTD, &[0xff; 64], &mut out).is_err());
         assert!(decompress(COMPRESSION_ZSTD, &[], &mut out).is_err());
         assert!(decompress(7, &small, &mut out).is_err());
+    }
+
+    #[test]
+    fn a_failed_stream_does_not_spoil_the_next_cluster() {
+        let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+        let z = deflate_raw(&data);
+        let zs = zstd::bulk::compress(&data, 3).unwrap();
+        for (kind, good) in [(COMPRESSION_ZLIB, &z), (COMPRESSION_ZSTD, &zs)] {
+            let mut out = vec![0u8; 65536];
+            decompress(kind, good, &mut out).unwrap();
+            assert_eq!(out, data);
+            // Half a stream fails (ends early) ...
+            let half = &good[..good.len() / 2];
+            assert!(decompress(kind, half, &mut out).is_err());
+            // ... and the thread's cached state still decodes the next cluster exactly.
+            out.fill(0xee);
+            decompress(kind, good, &mut out).unwrap();
+            assert_eq!(out, data);
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 use super::settings::CompressionType;
 use flate2::{Compress, Compression, FlushCompress, Status};
+use std::cell::Cell;
 use vdisk_core::{ChunkEncoder, Encoded, Error, Result};
 
 /// QEMU passes Z_DEFAULT_COMPRESSION (6) to stock zlib. flate2 here runs on zlib-rs, whose levels
@@ -39,31 +40,72 @@ impl ClusterEncoder {
         let limit = self.cluster_size - 1;
         match self.kind {
             CompressionType::Zlib => deflate_raw(cluster, limit),
-            CompressionType::Zstd => {
-                let mut out = vec![0u8; limit];
-                match zstd::bulk::compress_to_buffer(cluster, &mut out, ZSTD_LEVEL) {
-                    Ok(n) => {
-                        out.truncate(n);
-                        Ok(Some(out))
-                    }
-                    // zstd reports a too-small destination as an error: store uncompressed.
-                    Err(_) => Ok(None),
-                }
-            }
+            CompressionType::Zstd => zstd_frame(cluster, limit),
         }
     }
 }
 
+thread_local! {
+    /// Each worker thread keeps one deflate state and one zstd context, reset between clusters:
+    /// setting up a fresh zstd context per cluster cost about as much as compressing it.
+    static DEFLATE: Cell<Option<Compress>> = const { Cell::new(None) };
+    static ZSTD: Cell<Option<zstd::bulk::Compressor<'static>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` on this thread's cached state from `slot` (made by `make` when there is none); the state
+/// is kept for the next cluster only when `f` succeeded.
+fn with_cached<T, R>(
+    slot: &'static std::thread::LocalKey<Cell<Option<T>>>,
+    make: impl FnOnce() -> Result<T>,
+    f: impl FnOnce(&mut T) -> Result<R>,
+) -> Result<R> {
+    let mut state = match slot.with(Cell::take) {
+        Some(s) => s,
+        None => make()?,
+    };
+    let r = f(&mut state)?;
+    slot.with(|c| c.set(Some(state)));
+    Ok(r)
+}
+
+fn zstd_frame(cluster: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
+    with_cached(
+        &ZSTD,
+        || zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| Error::Other(format!("zstd: {e}"))),
+        |z| {
+            // zstd writes into the spare capacity and sets the length.
+            let mut out = Vec::with_capacity(limit);
+            match z.compress_to_buffer(cluster, &mut out) {
+                Ok(_) => Ok(Some(out)),
+                // zstd reports a too-small destination as an error: store uncompressed.
+                Err(_) => Ok(None),
+            }
+        },
+    )
+}
+
 fn deflate_raw(input: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
-    let mut z =
-        Compress::new_with_window_bits(Compression::new(ZLIB_LEVEL), false, ZLIB_WINDOW_BITS);
-    let mut out = Vec::with_capacity(limit);
-    match z.compress_vec(input, &mut out, FlushCompress::Finish) {
-        Ok(Status::StreamEnd) if out.len() <= limit => Ok(Some(out)),
-        // Output space ran out before the stream ended: it does not fit.
-        Ok(_) => Ok(None),
-        Err(e) => Err(Error::Other(format!("deflate failed: {e}"))),
-    }
+    let fresh =
+        || Compress::new_with_window_bits(Compression::new(ZLIB_LEVEL), false, ZLIB_WINDOW_BITS);
+    with_cached(
+        &DEFLATE,
+        || Ok(fresh()),
+        |z| {
+            z.reset();
+            let mut out = Vec::with_capacity(limit);
+            match z.compress_vec(input, &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) if out.len() <= limit => Ok(Some(out)),
+                // Output space ran out before the stream ended: it does not fit. zlib-rs 0.6
+                // panics when a state reset after an unfinished stream is used again, so such a
+                // state is replaced rather than reset.
+                Ok(_) => {
+                    *z = fresh();
+                    Ok(None)
+                }
+                Err(e) => Err(Error::Other(format!("deflate failed: {e}"))),
+            }
+        },
+    )
 }
 
 impl ChunkEncoder for ClusterEncoder {
@@ -145,5 +187,57 @@ mod tests {
         assert!(ClusterEncoder::new(512, CompressionType::Zlib)
             .encode(0, &[0; 513])
             .is_err());
+    }
+
+    #[test]
+    fn reused_thread_states_compress_like_fresh_ones() {
+        let data = pattern(65536);
+        let mut x = 7u32;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for kind in [CompressionType::Zlib, CompressionType::Zstd] {
+            let e = ClusterEncoder::new(65536, kind);
+            let first = e.encode(0, &data).unwrap().unwrap();
+            // An incompressible cluster stops the stream halfway; the next one starts clean.
+            assert_eq!(e.encode(0, &noise).unwrap(), None);
+            assert_eq!(e.encode(0, &data).unwrap().unwrap(), first);
+            let fresh = std::thread::spawn(move || e.encode(0, &pattern(65536)).unwrap().unwrap())
+                .join()
+                .unwrap();
+            assert_eq!(fresh, first);
+        }
+    }
+
+    #[test]
+    fn cached_states_match_fresh_ones_on_a_mixed_corpus() {
+        // Compressible, incompressible and periodic clusters in turn, as on a real disk: after an
+        // incompressible cluster, a reset-and-reused zlib-rs state once panicked.
+        let corpus = crate::writer::compress_tests::mixed_corpus(4 << 20);
+        let periodic: Vec<u8> = (0..1u64 << 20)
+            .map(|j| ((j * 7 + j / 65536) % 251) as u8)
+            .collect();
+        for (kind, cs) in [
+            (CompressionType::Zlib, 65536),
+            (CompressionType::Zlib, 4096),
+            (CompressionType::Zlib, 512),
+            (CompressionType::Zstd, 65536),
+            (CompressionType::Zstd, 4096),
+        ] {
+            let e = ClusterEncoder::new(cs as u64, kind);
+            for cluster in corpus.chunks(cs).chain(periodic.chunks(cs)) {
+                let cached = e.encode(0, cluster).unwrap();
+                let c = cluster.to_vec();
+                let fresh = std::thread::spawn(move || e.encode(0, &c).unwrap())
+                    .join()
+                    .unwrap();
+                assert_eq!(cached, fresh);
+            }
+        }
     }
 }

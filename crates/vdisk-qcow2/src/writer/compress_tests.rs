@@ -54,7 +54,7 @@ fn compressed_images_pass_check_and_use_compressed_clusters() {
 }
 
 /// Text-like data (compressible, but not trivially), some incompressible noise, and zero runs.
-fn mixed_corpus(size: usize) -> Vec<u8> {
+pub(super) fn mixed_corpus(size: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
         "qcow2",
         "cluster",
