@@ -21,9 +21,16 @@ fn note(r: &mut CheckReport, msg: String) {
 /// Checks every sparse extent of `reader`.
 pub fn check(reader: &VmdkReader) -> Result<CheckReport> {
     let mut r = CheckReport::default();
-    for e in &reader.extents {
-        if let ExtentData::Sparse(sp) = &e.data {
-            check_sparse(sp, e.start, &mut r);
+    for (i, e) in reader.extents.iter().enumerate() {
+        if let ExtentData::Sparse { .. } = &e.data {
+            match reader.sparse_extent(i) {
+                Ok(sp) => check_sparse(&sp, e.start, &mut r),
+                Err(err) => {
+                    r.check_errors += 1;
+                    r.messages
+                        .push(format!("ERROR: cannot load extent {i} again: {err}"));
+                }
+            }
         }
     }
     if r.messages.iter().any(|m| m.contains("points after EOF")) {

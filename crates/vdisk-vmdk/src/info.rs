@@ -6,13 +6,13 @@
 use crate::descriptor::NO_PARENT_CID;
 use crate::reader::{ExtentData, PlacedExtent, VmdkReader};
 use serde_json::{json, Map, Value};
-use vdisk_core::{BackingRef, ChildFile, ImageInfo};
+use vdisk_core::{BackingRef, ChildFile, ImageInfo, Result};
 
 /// The `info` of an opened image.
-pub fn info(r: &VmdkReader) -> ImageInfo {
+pub fn info(r: &VmdkReader) -> Result<ImageInfo> {
     let mut info = ImageInfo::new("vmdk", r.size);
-    if let Some(ExtentData::Sparse(sp)) = r.extents.first().map(|e| &e.data) {
-        info.cluster_size = Some(sp.grain_bytes());
+    if let Some(ExtentData::Sparse { grain, .. }) = r.extents.first().map(|e| &e.data) {
+        info.cluster_size = Some(*grain);
     }
     if let Some(hint) = &r.desc.parent_hint {
         info.backing = Some(BackingRef {
@@ -20,26 +20,27 @@ pub fn info(r: &VmdkReader) -> ImageInfo {
             format: None,
         });
     }
-    let extents: Vec<Value> = r.extents.iter().map(extent_json).collect();
-    let data = json!({
-        "cid": r.desc.cid,
-        "parent-cid": r.desc.parent_cid,
-        "create-type": r.create_type(),
-        "extents": extents,
-    });
-    info.format_specific = Some(("vmdk".to_string(), data));
+    let extents: Vec<Value> = r.extents.iter().map(|e| extent_json(r, e)).collect();
+    // Built by hand: `json!` would serialize a copy of the (possibly 32768-entry) extent list.
+    let mut data = Map::with_capacity(4);
+    data.insert("cid".into(), json!(r.desc.cid));
+    data.insert("parent-cid".into(), json!(r.desc.parent_cid));
+    data.insert("create-type".into(), Value::String(r.create_type()));
+    data.insert("extents".into(), Value::Array(extents));
+    info.format_specific = Some(("vmdk".to_string(), Value::Object(data)));
     if !r.monolithic {
-        let named: Vec<ChildFile> = r
-            .extents
-            .iter()
-            .filter_map(|e| e.file.as_ref())
-            .enumerate()
-            .map(|(i, f)| ChildFile {
-                name: format!("extents.{i}"),
-                path: f.to_path_buf(),
-            })
-            .collect();
-        info.children.extend(named.into_iter().rev());
+        // Extents with a file, numbered in order and listed last to first.
+        let named = r.extents.iter().filter_map(|e| e.file()).count();
+        info.children.reserve_exact(named + 1);
+        let files = r.extents.iter().rev().filter_map(|e| e.file());
+        for (i, f) in (0..named).rev().zip(files) {
+            if let Some(p) = r.files.path(f) {
+                info.children.push(ChildFile {
+                    name: format!("extents.{i}"),
+                    path: p.to_path_buf(),
+                });
+            }
+        }
     }
     info.children.push(ChildFile {
         name: "file".into(),
@@ -48,7 +49,8 @@ pub fn info(r: &VmdkReader) -> ImageInfo {
     for (k, v) in &r.desc.ddb {
         info.details.push((format!("ddb.{k}"), json!(v)));
     }
-    if let Some(ExtentData::Sparse(sp)) = r.extents.first().map(|e| &e.data) {
+    if let Some(ExtentData::Sparse { .. }) = r.extents.first().map(|e| &e.data) {
+        let sp = r.sparse_extent(0)?;
         let h = &sp.header;
         info.details
             .push(("sparse-version".into(), json!(h.version)));
@@ -69,22 +71,29 @@ pub fn info(r: &VmdkReader) -> ImageInfo {
             json!(format!("{:08x}", r.desc.parent_cid)),
         ));
     }
-    info
+    Ok(info)
 }
 
-fn extent_json(e: &PlacedExtent) -> Value {
-    let mut m = Map::new();
-    if let ExtentData::Sparse(sp) = &e.data {
-        if sp.header.compressed() {
-            m.insert("compressed".into(), json!(true));
-        }
+fn extent_json(r: &VmdkReader, e: &PlacedExtent) -> Value {
+    let (compressed, grain) = match e.data {
+        ExtentData::Sparse {
+            compressed, grain, ..
+        } => (compressed, Some(grain)),
+        _ => (false, None),
+    };
+    let file = e.file().and_then(|f| r.files.path(f));
+    let keys =
+        2 + usize::from(compressed) + usize::from(file.is_some()) + usize::from(grain.is_some());
+    let mut m = Map::with_capacity(keys);
+    if compressed {
+        m.insert("compressed".into(), json!(true));
     }
     m.insert("virtual-size".into(), json!(e.len));
-    if let Some(f) = &e.file {
+    if let Some(f) = file {
         m.insert("filename".into(), json!(f.to_string_lossy()));
     }
-    if let ExtentData::Sparse(sp) = &e.data {
-        m.insert("cluster-size".into(), json!(sp.grain_bytes()));
+    if let Some(g) = grain {
+        m.insert("cluster-size".into(), json!(g));
     }
     m.insert("format".into(), json!(e.type_name));
     Value::Object(m)

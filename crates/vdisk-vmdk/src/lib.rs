@@ -11,6 +11,8 @@ pub mod descriptor;
 pub mod header;
 pub mod info;
 pub mod limits;
+mod open;
+mod pool;
 pub mod reader;
 pub mod sesparse;
 pub mod sparse;

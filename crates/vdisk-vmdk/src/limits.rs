@@ -45,18 +45,49 @@ pub const MAX_GD_ENTRIES: u64 = 1 << 24;
 /// anything beyond the grain size plus this slack is corrupt.
 pub const COMPRESSED_SLACK_BYTES: u64 = 4096;
 
-/// Bytes of grain tables kept in the reader's caches, shared out among all sparse extents of an image
-/// (8192 hosted tables of 2 KiB, or 512 seSparse tables of 32 KiB).
+/// Bytes of grain tables kept in the reader's caches, shared out among the sparse extents of an image
+/// that can be loaded at once (8192 hosted tables of 2 KiB, or 512 seSparse tables of 32 KiB): each
+/// loaded extent caches `GT_CACHE_TOTAL_BYTES / table size / min(sparse extents, SPARSE_SHARE)`
+/// tables, at least [`GT_CACHE_MIN`].
 pub const GT_CACHE_TOTAL_BYTES: u64 = 16 << 20;
 
-/// Fewest grain tables cached per sparse extent, however many extents there are.
+/// Fewest grain tables cached per loaded sparse extent. With [`SPARSE_SHARE`] this still keeps the
+/// total within [`GT_CACHE_TOTAL_BYTES`] (128 extents x 4 seSparse tables of 32 KiB = 16 MiB).
 pub const GT_CACHE_MIN: usize = 4;
+
+/// Most sparse extents loaded at once (grain directory, grain-table cache, open file) while the
+/// image is open ("Extent Descriptions": a twoGbMaxExtentSparse disk has one per 2 GiB). The first
+/// [`MAX_OPEN_SPARSE`] sparse extents whose directories fit in [`GD_CACHE_ENTRIES`] stay loaded from
+/// open on; the others are loaded on first use into a least-recently-used set of [`MAX_OPEN_SPARSE`]
+/// extents and [`GD_CACHE_ENTRIES`] directory entries (one larger directory is kept alone). The
+/// caches are divided among this many extents.
+pub const SPARSE_SHARE: usize = 2 * MAX_OPEN_SPARSE;
+
+/// Sparse extents kept loaded from open on, and the size of the set of extents loaded on use
+/// (see [`SPARSE_SHARE`]): 64 extents of 2 GiB cover a 128 GiB twoGbMaxExtentSparse disk with no
+/// reloading.
+pub const MAX_OPEN_SPARSE: usize = 64;
+
+/// Grain directory entries held by the sparse extents kept loaded from open on, and separately by
+/// those loaded on use (8 bytes each in memory: 32 MiB each). A 2 GiB extent with 64 KiB grains has
+/// 64 entries.
+pub const GD_CACHE_ENTRIES: u64 = 1 << 22;
+
+/// Distinct extent files kept open from open on ("Extent Descriptions": every extent line names a
+/// file; twoGbMaxExtent disks have one file per 2 GiB). Every file is opened once when the image is
+/// opened, so that a missing one is an open error as in qemu; beyond this many, handles are closed
+/// and reopened on use through a least-recently-used set of as many. With the sparse extents
+/// (which hold their file) at most `2 * MAX_OPEN_FILES + 2 * MAX_OPEN_SPARSE` = 384 descriptors are
+/// open, below the usual soft limit of 1024 however many extents the descriptor lists.
+pub const MAX_OPEN_FILES: usize = 128;
 
 /// Most bytes of decompressed grains kept (one per compressed extent) across an image.
 pub const GRAIN_CACHE_TOTAL_BYTES: u64 = 64 << 20;
 
-/// Most grain directory entries held in memory across all extents of one image (8 bytes each in
-/// memory: 128 MiB).
+/// Most grain directory entries summed over all extents of one image. Each sparse extent is read
+/// once when the image is opened (header and grain directory checked, as qemu does), so this bounds
+/// the work of opening; what stays in memory is bounded by [`GD_CACHE_ENTRIES`]. A 62 TiB disk of
+/// 64 KiB grains has 2^21 entries in all.
 pub const MAX_TOTAL_GD_ENTRIES: u64 = 1 << 24;
 
 /// Most grains one block-status call scans ("Grain Tables": 2^20 grains is 64 GiB with 64 KiB grains),
