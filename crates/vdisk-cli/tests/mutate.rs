@@ -134,6 +134,65 @@ fn resize_qcow2_like_qemu() {
 }
 
 #[test]
+fn resize_qcow2_preallocation_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-prealloc");
+    let d = s.path();
+    for mode in ["metadata", "falloc", "full"] {
+        twins(d);
+        let pre = format!("--preallocation={mode}");
+        for img in ["ours.qcow2", "theirs.qcow2"] {
+            let args = ["resize", pre.as_str(), img, "+3M"];
+            let o = if img == "ours.qcow2" {
+                vdisk_ok(d, &args)
+            } else {
+                qemu_ok(d, &args)
+            };
+            assert_eq!(o, "Image resized.\n", "{mode}");
+        }
+        assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+        assert!(
+            raw_of(d, "ours.qcow2", "o.raw") == raw_of(d, "theirs.qcow2", "t.raw"),
+            "{mode}"
+        );
+        let map = |img: &str| {
+            let v: Value =
+                serde_json::from_str(&qemu_ok(d, &["map", "--output=json", img])).unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| format!("{} {} {} {}", e["start"], e["length"], e["data"], e["zero"]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(map("ours.qcow2"), map("theirs.qcow2"), "{mode}");
+    }
+    // Preallocation never shrinks, with or without --shrink; qemu-img's message and exit code.
+    for extra in [&["--shrink"][..], &[][..]] {
+        let mut args = vec!["resize", "--preallocation=full"];
+        args.extend_from_slice(extra);
+        args.extend(["ours.qcow2", "1M"]);
+        let (o, t) = (vdisk(d, &args), qemu(d, &args));
+        assert_eq!(o.status.code(), t.status.code());
+        assert_eq!(t.status.code(), Some(1));
+        let msg = "Preallocation can only be used for growing images";
+        assert!(
+            err(&o).contains(msg) && err(&t).contains(msg),
+            "{}",
+            err(&o)
+        );
+    }
+    let o = vdisk(d, &["resize", "--preallocation=bogus", "ours.qcow2", "+1M"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("Invalid preallocation mode 'bogus'"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
 fn check_repairs_leaks_like_qemu() {
     if !qemu_available() {
         return;

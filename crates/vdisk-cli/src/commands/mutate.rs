@@ -109,19 +109,15 @@ pub(super) fn amend(fmt: Format, options: &[String], filename: &Path) -> Result<
     Ok(0)
 }
 
-/// `resize` of a qcow2 image.
+/// `resize [--preallocation=MODE]` of a qcow2 image.
 pub(crate) fn resize_qcow2(
     filename: &Path,
     new_size: u64,
     shrink: bool,
     prealloc: Option<&str>,
 ) -> Result<()> {
-    if let Some(p) = prealloc.filter(|p| *p != "off") {
-        return Err(Error::invalid(format!(
-            "Preallocation mode '{p}' is not supported for qcow2 resize yet"
-        )));
-    }
-    mutate::resize(filename, new_size, shrink)
+    let mode = mutate::parse_prealloc(prealloc.unwrap_or("off"))?;
+    mutate::resize_with(filename, new_size, shrink, mode)
 }
 
 /// `rebase [-u] -b BACKING [-F FMT] FILE` on a qcow2 image.

@@ -24,6 +24,7 @@
 mod amend;
 mod image;
 mod inplace;
+mod prealloc;
 mod rebase;
 mod refs;
 mod repair;
@@ -31,11 +32,13 @@ mod resize;
 mod snapshot;
 mod txn;
 
+pub use crate::writer::Prealloc;
 pub use amend::amend_in;
 pub use inplace::{make_empty_in, open_writer_in};
+pub use prealloc::{parse_prealloc, MAX_PREALLOC_CLUSTERS};
 pub use rebase::rebase_unsafe_in;
 pub use repair::{repair_in, RepairOutcome};
-pub use resize::resize_in;
+pub use resize::{resize_in, resize_with_in};
 pub use snapshot::{snapshot_apply_in, snapshot_create_in, snapshot_delete_in};
 
 use std::path::Path;
@@ -64,6 +67,17 @@ pub fn snapshot_delete(path: &Path, name_or_id: &str) -> Result<()> {
 /// `qemu-img resize [--shrink] PATH SIZE`.
 pub fn resize(path: &Path, new_size: u64, shrink: bool) -> Result<()> {
     resize_in(rw(path)?, new_size, shrink)
+}
+
+/// `qemu-img resize [--shrink] --preallocation=MODE PATH SIZE` (`falloc` through
+/// `posix_fallocate` on the file).
+pub fn resize_with(path: &Path, new_size: u64, shrink: bool, prealloc: Prealloc) -> Result<()> {
+    let s = FileStorage::open_rw(path)?;
+    let file = s
+        .file()
+        .try_clone()
+        .map_err(|e| vdisk_core::Error::io(path, 0, e))?;
+    resize_with_in(Arc::new(s), new_size, shrink, prealloc, Some(&file))
 }
 
 /// `qemu-img check -r leaks` (`fix_leaks`) or `-r all` (both).

@@ -5,19 +5,51 @@
 //! the last used cluster.
 
 use super::image::{Purpose, RwImage};
+use super::prealloc::{fill_run, map_new_area};
 use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
 use super::txn::Txn;
 use crate::limits;
 use crate::tables::{L1E_OFFSET_MASK, OFLAG_COPIED};
+use crate::writer::Prealloc;
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::Arc;
 use vdisk_core::{Error, Result, Storage};
 
 /// Resizes the image in `storage` to `new_size` bytes; shrinking needs `shrink`.
 pub fn resize_in(storage: Arc<dyn Storage>, new_size: u64, shrink: bool) -> Result<()> {
+    resize_with_in(storage, new_size, shrink, Prealloc::Off, None)
+}
+
+/// Resizes the image in `storage` to `new_size` bytes with preallocation `prealloc` of the added
+/// area (see [`super::prealloc`]); `file`, when given, is the image file, for `posix_fallocate`
+/// (`falloc` without it writes zeros instead).
+pub fn resize_with_in(
+    storage: Arc<dyn Storage>,
+    new_size: u64,
+    shrink: bool,
+    prealloc: Prealloc,
+    file: Option<&File>,
+) -> Result<()> {
     let mut img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
     img.refuse_bitmaps("resizing")?;
     let h = img.r.header.clone();
+    if prealloc != Prealloc::Off && new_size <= h.size {
+        return Err(Error::invalid(
+            "Preallocation can only be used for growing images",
+        ));
+    }
+    if h.nb_snapshots > 0 && h.version < 3 {
+        return Err(Error::Other(
+            "Can't resize a v2 image which has snapshots".into(),
+        ));
+    }
+    if prealloc != Prealloc::Off && h.backing_file.is_some() {
+        return Err(Error::unsupported(
+            img.path(),
+            "preallocation when resizing an image with a backing file",
+        ));
+    }
     if new_size % 512 != 0 {
         return Err(Error::invalid("The new size must be a multiple of 512"));
     }
@@ -42,9 +74,13 @@ pub fn resize_in(storage: Arc<dyn Storage>, new_size: u64, shrink: bool) -> Resu
     let mut l1 = img.r.l1.clone();
     let mut fresh = HashMap::new();
     let mut t = Txn::new(&mut img);
+    let mut run = None;
     if new_size > h.size {
         if need > l1.len() as u64 {
             l1.resize(need as usize, 0);
+        }
+        if prealloc != Prealloc::Off {
+            run = map_new_area(&mut t, &l1, &mut fresh, h.size, new_size, prealloc)?;
         }
     } else {
         // Guest clusters from `keep` on are dropped.
@@ -75,6 +111,9 @@ pub fn resize_in(storage: Arc<dyn Storage>, new_size: u64, shrink: bool) -> Resu
     nh.l1_table_offset = l1_off;
     nh.l1_size = active.len() as u32;
     nh.size = new_size;
+    if let Some(run) = &run {
+        fill_run(&t, run, prealloc, file)?;
+    }
     t.commit(&nh, new_size < h.size)?;
     if new_size < h.size {
         compact(storage)?;

@@ -147,6 +147,17 @@ impl<'a> Txn<'a> {
         Ok(start << self.bits())
     }
 
+    /// Allocates `n` contiguous clusters at least `gap` clusters past the end of the file (so
+    /// that, never written, they read as zeros); returns the offset of the first.
+    pub fn alloc_past_end(&mut self, n: u64, gap: u64) -> Result<u64> {
+        let end = self.img.storage.len()?.div_ceil(self.img.cs()).max(1) + gap;
+        let saved = self.scan;
+        self.scan = self.scan.max(end);
+        let r = self.alloc(n);
+        self.scan = saved;
+        r
+    }
+
     /// Gives back `n` clusters at `offset` taken by [`Txn::alloc`] and not written.
     pub fn unalloc(&mut self, offset: u64, n: u64) {
         let first = offset >> self.bits();
@@ -161,6 +172,11 @@ impl<'a> Txn<'a> {
     pub fn write(&mut self, offset: u64, mut data: Vec<u8>) {
         let cs = self.img.cs() as usize;
         data.resize(data.len().next_multiple_of(cs).max(cs), 0);
+        self.writes.insert(offset, data);
+    }
+
+    /// Queues `data` for `offset` as it is (no padding): part of an allocated cluster.
+    pub fn write_bytes(&mut self, offset: u64, data: Vec<u8>) {
         self.writes.insert(offset, data);
     }
 

@@ -1,0 +1,183 @@
+//! Preallocation of the area a resize adds (`qemu-img resize --preallocation=metadata|falloc|full`,
+//! QEMU's qcow2_co_truncate with PREALLOC_MODE_*): every guest cluster from the one holding the old
+//! end up to the new end gets an L2 entry pointing at its own host cluster (qcow2.txt "Cluster
+//! mapping", "Standard Cluster Descriptor"; with extended L2 entries the subcluster bitmap stays
+//! 0, as QEMU leaves it). The data clusters are placed in one run past the end of the file, so they
+//! read as zeros: `metadata` only extends the file over them (a hole), `falloc` reserves them with
+//! `posix_fallocate`, `full` writes zeros. That happens before the transaction's header write, on
+//! clusters the old state does not reference, so a crash leaves the old image (and a longer file).
+//!
+//! The cluster holding the old end (when the old size is not cluster-aligned) is kept in metadata
+//! mode when the active state owns it alone as a plain data cluster, and otherwise moved into the
+//! new run with its content copied, as QEMU's copy-on-write does. Where the layout differs from
+//! QEMU's: the refcount structures are placed by the transaction, not right after the old end of
+//! the file, so `qemu-img info`'s disk size and `map`'s host offsets differ.
+
+use super::txn::Txn;
+use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
+use crate::writer::Prealloc;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::fs::File;
+use vdisk_core::{Error, ImageReader, Result};
+
+/// The most data clusters one preallocating resize allocates: the transaction keeps one
+/// reference count per cluster in memory (about 64 bytes each), so 2^22 clusters (256 GiB of
+/// 64 KiB clusters) cost a few hundred MiB at most. QEMU has no such limit.
+pub const MAX_PREALLOC_CLUSTERS: u64 = 1 << 22;
+
+/// Parses `--preallocation=MODE` as qemu-img does.
+pub fn parse_prealloc(mode: &str) -> Result<Prealloc> {
+    match mode {
+        "off" => Ok(Prealloc::Off),
+        "metadata" => Ok(Prealloc::Metadata),
+        "falloc" => Ok(Prealloc::Falloc),
+        "full" => Ok(Prealloc::Full),
+        m => Err(Error::invalid(format!("Invalid preallocation mode '{m}'"))),
+    }
+}
+
+/// The data run a preallocation allocated: host offset and length in bytes.
+pub(crate) struct DataRun {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Maps the guest clusters of `old_size..new_size` (from the one holding `old_size`) to new host
+/// clusters, in `l1` (grown already) and `fresh` (changed L2 tables by L1 index), as QEMU's
+/// preallocation does for `mode`. Returns the run of new data clusters; the content of the
+/// cluster holding the old end is queued for its new place.
+pub(crate) fn map_new_area(
+    t: &mut Txn,
+    l1: &[u64],
+    fresh: &mut HashMap<usize, Vec<u64>>,
+    old_size: u64,
+    new_size: u64,
+    mode: Prealloc,
+) -> Result<Option<DataRun>> {
+    let g = t.img.r.geo;
+    let bits = g.cluster_bits;
+    let cs = 1u64 << bits;
+    let per_l2 = g.l2_entries();
+    let words = g.words_per_entry();
+    let first = old_size >> bits;
+    let end = new_size.div_ceil(cs);
+    // Guest clusters that need a host cluster, and the entries they replace.
+    let mut wanted: Vec<(u64, u64)> = Vec::new();
+    for c in first..end {
+        let i = (c / per_l2) as usize;
+        let j = (c % per_l2) as usize * words;
+        let l2 = l1.get(i).map_or(0, |e| e & L1E_OFFSET_MASK);
+        let table = match fresh.entry(i) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) if l2 == 0 => v.insert(vec![0u64; (per_l2 as usize) * words]),
+            Entry::Vacant(v) => v.insert(t.img.read_l2(l2)?),
+        };
+        let entry = table.get(j).copied().unwrap_or(0);
+        let host = entry & L2E_OFFSET_MASK;
+        // QEMU keeps a cluster it owns alone (metadata mode); falloc/full move every cluster
+        // into the new run, and any other entry (unallocated, zero, compressed, shared) is
+        // replaced by a new cluster carrying its content.
+        let keep = mode == Prealloc::Metadata
+            && host != 0
+            && entry & OFLAG_COMPRESSED == 0
+            && (words == 2 || entry & OFLAG_ZERO == 0)
+            && t.get(host >> bits)? == 1;
+        if !keep {
+            wanted.push((c, entry));
+        }
+        if wanted.len() as u64 > MAX_PREALLOC_CLUSTERS {
+            return Err(Error::limit(
+                t.img.path(),
+                "preallocated clusters",
+                end - first,
+                MAX_PREALLOC_CLUSTERS,
+            ));
+        }
+    }
+    // Tables that do not change are not rewritten.
+    fresh.retain(|i, _| wanted.iter().any(|(c, _)| (c / per_l2) as usize == *i));
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let n = wanted.len() as u64;
+    // Room before the run for the tables this change writes (L2 tables, L1, refcount blocks and
+    // table), so that the run ends the file as QEMU's does; an overestimate leaves free clusters.
+    let per_block = t.img.per_block();
+    let l1_clusters = (l1.len() as u64 * 8).div_ceil(cs);
+    let rt_clusters = (t.img.reftable.len() as u64 * 8).div_ceil(cs);
+    let slack = fresh.len() as u64 + l1_clusters + n / per_block + 3 + rt_clusters + 1;
+    let run = t.alloc_past_end(n, slack)?;
+    for (k, (c, entry)) in wanted.iter().enumerate() {
+        let host = run + ((k as u64) << bits);
+        // The cluster holding the old end carries its content over (QEMU's copy-on-write of
+        // the head); in metadata mode QEMU also writes the zeros past the new end of a last
+        // partial cluster (the copy-on-write of the tail), so that cluster is data in the file.
+        if c << bits < old_size {
+            let mut head = vec![0u8; (old_size - (c << bits)) as usize];
+            t.img.r.read_at(&mut head, c << bits)?;
+            t.write_bytes(host, head);
+        }
+        if mode == Prealloc::Metadata && *c == end - 1 && new_size % cs != 0 {
+            let at = new_size % cs;
+            t.write_bytes(host + at, vec![0u8; (cs - at) as usize]);
+        }
+        // Drop the reference the replaced entry held.
+        super::refs::add_l2_refs(t, &[*entry, 0], -1)?;
+        let i = (c / per_l2) as usize;
+        let j = (c % per_l2) as usize * words;
+        if let Some(e) = fresh.get_mut(&i).and_then(|tb| tb.get_mut(j..j + words)) {
+            e[0] = host;
+            if words == 2 && entry & OFLAG_COMPRESSED != 0 {
+                // The carried-over content is data in every subcluster.
+                e[1] = 0xffff_ffff;
+            }
+        }
+    }
+    Ok(Some(DataRun {
+        offset: run,
+        len: n << bits,
+    }))
+}
+
+/// Makes the data run read as zeros in the file before the switch: extends the file over it
+/// (`metadata`), reserves it (`falloc`, through `file` when given, else by writing zeros) or
+/// writes zeros (`full`).
+pub(crate) fn fill_run(t: &Txn, run: &DataRun, mode: Prealloc, file: Option<&File>) -> Result<()> {
+    let s = t.img.storage.clone();
+    let end = run.offset + run.len;
+    match (mode, file) {
+        (Prealloc::Falloc, Some(f)) => fallocate(f, t.img.path(), run.offset, run.len)?,
+        (Prealloc::Falloc | Prealloc::Full, _) => {
+            const CHUNK: u64 = 1 << 20;
+            let zeros = vec![0u8; CHUNK.min(run.len) as usize];
+            let mut at = run.offset;
+            while at < end {
+                let n = CHUNK.min(end - at) as usize;
+                s.write_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+        }
+        _ => {}
+    }
+    if s.len()? < end {
+        s.set_len(end)?;
+    }
+    Ok(())
+}
+
+/// Reserves `len` bytes at `off` of `file` with `posix_fallocate`.
+fn fallocate(file: &File, path: &std::path::Path, off: u64, len: u64) -> Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let (o, n) = match (i64::try_from(off), i64::try_from(len)) {
+        (Ok(o), Ok(n)) => (o, n),
+        _ => return Err(Error::invalid("preallocation range out of range")),
+    };
+    // SAFETY: posix_fallocate on a descriptor owned by `file`; it returns an errno value and
+    // touches no memory of ours.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), o, n) };
+    if r != 0 {
+        return Err(Error::io(path, off, std::io::Error::from_raw_os_error(r)));
+    }
+    Ok(())
+}

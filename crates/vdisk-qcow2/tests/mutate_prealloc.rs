@@ -1,0 +1,178 @@
+//! `resize --preallocation=metadata|falloc|full` against qemu-img on twin images: content, check,
+//! info fields and the map's classification (present/zero/data per byte range; host offsets and
+//! the disk size differ because the refcount structures are placed elsewhere), plus crash tests.
+
+mod mutate_common;
+
+use mutate_common::*;
+use std::path::Path;
+use vdisk_qcow2::mutate::{self, Prealloc};
+use vdisk_testutil::*;
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// qemu's map as (start, length, present, zero, data, compressed), adjacent ranges of the same
+/// kind merged (host offsets left out). qemu reports a data cluster as zero when its host range
+/// is a hole in the file, which depends on the file system's block size: with clusters smaller
+/// than a block, which clusters share a block with a table depends on the layout, so `strict`
+/// false leaves the zero flag of data ranges out.
+fn map_kinds(p: &Path, strict: bool) -> Vec<(u64, u64, bool, bool, bool, bool)> {
+    let mut out: Vec<(u64, u64, bool, bool, bool, bool)> = Vec::new();
+    for e in qemu_map_json(p, Some("qcow2")).as_array().unwrap() {
+        let b = |k: &str| e[k].as_bool().unwrap_or(false);
+        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        let zero = b("zero") && (strict || !b("data"));
+        let kind = (b("present"), zero, b("data"), b("compressed"));
+        match out.last_mut() {
+            Some(l) if (l.2, l.3, l.4, l.5) == kind && l.0 + l.1 == start => l.1 += len,
+            _ => out.push((start, len, kind.0, kind.1, kind.2, kind.3)),
+        }
+    }
+    out
+}
+
+/// A qemu fixture cut (by qemu-img) to `size`, which may end inside a cluster.
+fn odd_fixture(d: &Scratch, opts: &str, size: u64) -> std::path::PathBuf {
+    let p = qemu_fixture(d, "base.qcow2", opts, "2M");
+    if size != 2 << 20 {
+        qemu_img(&["resize", "-q", "--shrink", &s(&p), &size.to_string()]);
+    }
+    p
+}
+
+fn mode_name(m: Prealloc) -> &'static str {
+    match m {
+        Prealloc::Off => "off",
+        Prealloc::Metadata => "metadata",
+        Prealloc::Falloc => "falloc",
+        Prealloc::Full => "full",
+    }
+}
+
+/// vdisk on one copy, qemu-img on the other: everything qemu shows must agree.
+fn grow_both(base: &Path, size: u64, mode: Prealloc) {
+    let ours = copy(base, "ours.qcow2");
+    let theirs = copy(base, "theirs.qcow2");
+    mutate::resize_with(&ours, size, false, mode).unwrap();
+    let pre = format!("--preallocation={}", mode_name(mode));
+    qemu_img(&["resize", "-q", &pre, &s(&theirs), &size.to_string()]);
+    let what = format!("{} {size} {}", base.display(), mode_name(mode));
+    assert_clean(&ours);
+    assert_same_bytes(&raw(&ours), &raw(&theirs), &what);
+    assert_eq!(info_summary(&ours), info_summary(&theirs), "{what}");
+    assert_eq!(snapshots(&ours), snapshots(&theirs), "{what}");
+    let strict = qemu_info_json(&theirs)["cluster-size"].as_u64().unwrap() >= 4096;
+    assert_eq!(
+        map_kinds(&ours, strict),
+        map_kinds(&theirs, strict),
+        "{what}: map"
+    );
+    let alloc = |p: &Path| {
+        let (_, out) = check(p);
+        out.lines()
+            .find(|l| l.contains("allocated"))
+            .map(|l| l.split(" = ").next().unwrap_or("").to_string())
+    };
+    assert_eq!(alloc(&ours), alloc(&theirs), "{what}: allocated clusters");
+    // The file covers every cluster: a write past the old end lands and reads back.
+    qemu_io("qcow2", &ours, &["write -P 0x3c 2100k 8k"]);
+    qemu_io("qcow2", &theirs, &["write -P 0x3c 2100k 8k"]);
+    assert_clean(&ours);
+    assert_same_bytes(&raw(&ours), &raw(&theirs), &format!("{what} then written"));
+}
+
+#[test]
+fn resize_preallocation_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let modes = [Prealloc::Metadata, Prealloc::Falloc, Prealloc::Full];
+    // (layout, old size): cluster-aligned and not, with a compressed cluster holding the old end
+    // (1M + 64k), data in it (2047k), and a snapshot sharing it.
+    let cases: [(&str, u64); 5] = [
+        ("", 2 << 20),
+        ("cluster_size=4k", 2096640),
+        ("extended_l2=on", 2096640),
+        ("compat=0.10,cluster_size=1k", 1126912),
+        ("refcount_bits=8", 1085440),
+    ];
+    for (i, (opts, size)) in cases.iter().enumerate() {
+        let d = Scratch::new(&format!("mut-prealloc-{i}"));
+        let base = odd_fixture(&d, opts, *size);
+        if i == 1 {
+            qemu_img(&["snapshot", "-c", "sn", &s(&base)]);
+        }
+        for (k, mode) in modes.iter().enumerate() {
+            // Across an L2 boundary for the small clusters.
+            let to = if k == 0 { (3 << 20) + 512 } else { 5 << 20 };
+            grow_both(&base, to, *mode);
+        }
+    }
+}
+
+#[test]
+fn resize_preallocation_errors_match_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("mut-prealloc-err");
+    let base = qemu_fixture(&d, "base.qcow2", "", "2M");
+    let bytes = std::fs::read(&base).unwrap();
+    for (size, shrink) in [(1u64 << 20, true), (1 << 20, false), (2 << 20, false)] {
+        let e = mutate::resize_with(&base, size, shrink, Prealloc::Metadata).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Preallocation can only be used for growing images"
+        );
+    }
+    let e = mutate::parse_prealloc("bogus").unwrap_err();
+    assert_eq!(e.to_string(), "Invalid preallocation mode 'bogus'");
+    assert_eq!(std::fs::read(&base).unwrap(), bytes, "nothing written");
+    // qemu's check, in the same order.
+    let o = std::process::Command::new("qemu-img")
+        .args(["resize", "--preallocation=metadata", "--shrink"])
+        .arg(&base)
+        .arg("1M")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("Preallocation can only be used for growing images"));
+    // A v2 image with snapshots cannot be resized at all (qemu: its snapshot table has no sizes).
+    let v2 = qemu_fixture(&d, "v2.qcow2", "compat=0.10", "2M");
+    qemu_img(&["snapshot", "-c", "s", &s(&v2)]);
+    for mode in [Prealloc::Off, Prealloc::Full] {
+        let e = mutate::resize_with(&v2, 4 << 20, false, mode).unwrap_err();
+        assert_eq!(e.to_string(), "Can't resize a v2 image which has snapshots");
+    }
+    let o = std::process::Command::new("qemu-img")
+        .args(["resize"])
+        .arg(&v2)
+        .arg("4M")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Can't resize a v2 image which has snapshots")
+    );
+}
+
+#[test]
+fn crash_resize_preallocation() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("crash-prealloc");
+    let p = odd_fixture(&d, "cluster_size=4k", 2096640);
+    qemu_img(&["snapshot", "-c", "sn", &s(&p)]);
+    for mode in [Prealloc::Metadata, Prealloc::Full] {
+        let n = crash_test(&p, &|st| {
+            mutate::resize_with_in(st, (2 << 20) + (300 << 10), false, mode, None)
+        });
+        eprintln!(
+            "resize --preallocation={}: {n} fault points",
+            mode_name(mode)
+        );
+    }
+}
