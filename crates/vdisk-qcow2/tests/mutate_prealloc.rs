@@ -176,3 +176,179 @@ fn crash_resize_preallocation() {
         );
     }
 }
+
+/// An overlay of `size` over `backing` (format `fmt`), made by qemu-img, with `cmds` run on it.
+fn overlay(
+    d: &Scratch,
+    name: &str,
+    opts: &str,
+    backing: &str,
+    fmt: &str,
+    size: &str,
+    cmds: &[&str],
+) -> std::path::PathBuf {
+    let p = d.join(name);
+    let mut args = vec!["create", "-q", "-f", "qcow2", "-b", backing, "-F", fmt];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    let ps = s(&p);
+    args.extend([ps.as_str(), size]);
+    qemu_img(&args);
+    if !cmds.is_empty() {
+        qemu_io("qcow2", &p, cmds);
+    }
+    p
+}
+
+#[test]
+fn resize_over_a_longer_backing_file_zeroes_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("mut-grow-backing");
+    let b = d.join("b.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "4M"]);
+    qemu_io("raw", &b, &["write -P 0x77 0 4M"]);
+    let bq = d.join("b.qcow2");
+    qemu_img(&["convert", "-q", "-O", "qcow2", &s(&b), &s(&bq)]);
+    let short = d.join("short.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&short), "1M"]);
+    let cases = [
+        // (options, backing, its format, old size, qemu-io commands, new size)
+        (
+            "",
+            "b.raw",
+            "raw",
+            "1M",
+            &["write -P 0x11 0 64k"][..],
+            4u64 << 20,
+        ),
+        (
+            "",
+            "b.qcow2",
+            "qcow2",
+            "1000k",
+            &["write -P 0x12 960k 8k"][..],
+            3 << 20,
+        ),
+        (
+            "",
+            "b.raw",
+            "raw",
+            "1000k",
+            &["write -c -P 0x13 960k 40k"][..],
+            5 << 20,
+        ),
+        (
+            "",
+            "b.raw",
+            "raw",
+            "1000k",
+            &["write -z 960k 40k"][..],
+            5 << 20,
+        ),
+        (
+            "extended_l2=on",
+            "b.raw",
+            "raw",
+            "1000k",
+            &["write -P 0x14 900k 8k"][..],
+            4 << 20,
+        ),
+        (
+            "cluster_size=4k",
+            "b.raw",
+            "raw",
+            "3M",
+            &["write -P 0x15 0 8k"][..],
+            8 << 20,
+        ),
+        // A backing file ending before the old end: nothing to hide, nothing zeroed.
+        (
+            "",
+            "short.raw",
+            "raw",
+            "1M",
+            &["write -P 0x16 0 4k"][..],
+            4 << 20,
+        ),
+    ];
+    for (i, (opts, bk, fmt, size, cmds, to)) in cases.iter().enumerate() {
+        let base = overlay(&d, &format!("o{i}.qcow2"), opts, bk, fmt, size, cmds);
+        let ours = copy(&base, "ours.qcow2");
+        let theirs = copy(&base, "theirs.qcow2");
+        mutate::resize(&ours, *to, false).unwrap();
+        qemu_img(&["resize", "-q", &s(&theirs), &to.to_string()]);
+        let what = format!("case {i}: {opts} over {bk}, {size} -> {to}");
+        assert_clean(&ours);
+        assert_same_bytes(&raw(&ours), &raw(&theirs), &what);
+        assert_eq!(
+            qemu_map_json(&ours, Some("qcow2")).as_array().map(|a| a
+                .iter()
+                .map(|e| (
+                    e["start"].clone(),
+                    e["length"].clone(),
+                    e["depth"].clone(),
+                    e["zero"].clone(),
+                    e["data"].clone()
+                ))
+                .collect::<Vec<_>>()),
+            qemu_map_json(&theirs, Some("qcow2")).as_array().map(|a| a
+                .iter()
+                .map(|e| (
+                    e["start"].clone(),
+                    e["length"].clone(),
+                    e["depth"].clone(),
+                    e["zero"].clone(),
+                    e["data"].clone()
+                ))
+                .collect::<Vec<_>>()),
+            "{what}: map"
+        );
+    }
+    // The cluster holding the old end still reads from the backing file: qemu copies its head
+    // from there, vdisk refuses (and writes nothing).
+    let p = overlay(&d, "part.qcow2", "", "b.raw", "raw", "1000k", &[]);
+    let bytes = std::fs::read(&p).unwrap();
+    let e = mutate::resize(&p, 4 << 20, false).unwrap_err().to_string();
+    assert!(e.contains("partly the backing file's"), "{e}");
+    assert_eq!(std::fs::read(&p).unwrap(), bytes);
+    // Version 2 has no zero clusters: qemu-img fails, and so does vdisk, with its message.
+    let v2 = overlay(&d, "v2.qcow2", "compat=0.10", "b.raw", "raw", "1M", &[]);
+    let e = mutate::resize(&v2, 4 << 20, false).unwrap_err().to_string();
+    let o = std::process::Command::new("qemu-img")
+        .arg("resize")
+        .arg(&v2)
+        .arg("4M")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        e,
+        "Failed to zero out new clusters: Operation not supported"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&e));
+}
+
+#[test]
+fn crash_resize_over_a_longer_backing_file() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("crash-grow-backing");
+    let b = d.join("b.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "3M"]);
+    qemu_io("raw", &b, &["write -P 0x77 0 3M"]);
+    let p = overlay(
+        &d,
+        "o.qcow2",
+        "cluster_size=4k",
+        "b.raw",
+        "raw",
+        "1001k",
+        &["write -P 0x21 998k 3k"],
+    );
+    let n = crash_test(&p, &|st| mutate::resize_in(st, 3 << 20, false));
+    eprintln!("resize over a backing file: {n} fault points");
+}

@@ -22,6 +22,7 @@
 //! open a host file read-write.
 
 mod amend;
+mod grow;
 mod image;
 mod inplace;
 mod prealloc;
@@ -34,6 +35,7 @@ mod txn;
 
 pub use crate::writer::Prealloc;
 pub use amend::amend_in;
+pub use grow::MAX_ZEROED_L2_TABLES;
 pub use inplace::{make_empty_in, open_writer_in};
 pub use prealloc::{parse_prealloc, MAX_PREALLOC_CLUSTERS};
 pub use rebase::rebase_unsafe_in;

@@ -2,8 +2,10 @@
 //! and, when needed, makes a larger active L1 table (written elsewhere, switched with the size in
 //! the one header write); shrinking (only when asked) drops the guest clusters past the new end,
 //! zeroes the L1 entries past it (the L1 keeps its size, as QEMU's does) and cuts the file after
-//! the last used cluster.
+//! the last used cluster. Growing over a backing file that reaches past the old end zeroes the new
+//! area ([`super::grow`]), as QEMU does.
 
+use super::grow::{backing_len, zero_new_area};
 use super::image::{Purpose, RwImage};
 use super::prealloc::{fill_run, map_new_area};
 use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
@@ -73,13 +75,19 @@ pub fn resize_with_in(
     }
     let mut l1 = img.r.l1.clone();
     let mut fresh = HashMap::new();
+    // QEMU zeroes the added area when the backing file would otherwise show through it.
+    let zero = new_size > h.size
+        && h.backing_file.is_some()
+        && backing_len(&img).is_none_or(|b| b > h.size);
     let mut t = Txn::new(&mut img);
     let mut run = None;
     if new_size > h.size {
         if need > l1.len() as u64 {
             l1.resize(need as usize, 0);
         }
-        if prealloc != Prealloc::Off {
+        if zero {
+            zero_new_area(&mut t, &l1, &mut fresh, h.size, new_size)?;
+        } else if prealloc != Prealloc::Off {
             run = map_new_area(&mut t, &l1, &mut fresh, h.size, new_size, prealloc)?;
         }
     } else {
