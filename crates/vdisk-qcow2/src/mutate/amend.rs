@@ -1,11 +1,14 @@
 //! `qemu-img amend -o compat=...,lazy_refcounts=...` (QEMU's qcow2_amend_options): upgrading a
 //! version 2 image to version 3, downgrading a version 3 image to version 2 when nothing in it needs
-//! version 3 (qcow2.txt "Header": incompatible features, refcount_order, zero clusters), and turning
-//! lazy refcounts on or off. Only the header changes, in one write of cluster 0's header bytes.
+//! version 3 (qcow2.txt "Header": incompatible features, refcount_order) after expanding its zero
+//! clusters ([`super::expand`]), and turning lazy refcounts on or off. Without zero clusters only
+//! the header changes, in one write of cluster 0's header bytes; with them, that write is the
+//! switch of a transaction.
 
+use super::expand::expand_zero_clusters;
 use super::image::{Purpose, RwImage};
+use super::txn::Txn;
 use crate::header::{compat, Extension, FeatureName, Header, V2_HEADER_LEN};
-use crate::tables::{L1E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
 use std::sync::Arc;
 use vdisk_core::{CreateOptions, Error, Result, Storage};
 
@@ -21,7 +24,7 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
             )));
         }
     }
-    let img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
+    let mut img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
     let h = img.r.header.clone();
     let version = match opts.get("compat") {
         None => h.version,
@@ -55,6 +58,11 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     }
     if version == 2 {
         downgrade(&img, &mut nh)?;
+        let mut t = Txn::new(&mut img);
+        if expand_zero_clusters(&mut t, &mut nh)? {
+            t.rewrite_whole_header();
+            return t.commit(&nh, false);
+        }
     } else {
         upgrade(&mut nh);
     }
@@ -94,28 +102,6 @@ fn downgrade(img: &RwImage, nh: &mut Header) -> Result<()> {
         return Err(Error::invalid("compat=0.10 requires refcount_bits=16"));
     }
     img.refuse_bitmaps("downgrading")?;
-    let mut l1s = vec![img.r.l1.clone()];
-    for sn in &img.r.snapshots {
-        l1s.push(img.read_l1(sn.l1_table_offset, sn.l1_size)?);
-    }
-    for l1 in l1s {
-        for e in l1 {
-            let l2 = e & L1E_OFFSET_MASK;
-            if l2 == 0 {
-                continue;
-            }
-            let zero = img
-                .read_l2(l2)?
-                .iter()
-                .any(|x| x & OFLAG_COMPRESSED == 0 && x & OFLAG_ZERO != 0);
-            if zero {
-                return Err(Error::unsupported(
-                    path,
-                    "downgrade: the image has zero clusters, which compat=0.10 cannot express (qemu-img amend expands them; vdisk refuses)",
-                ));
-            }
-        }
-    }
     nh.version = 2;
     nh.header_length = V2_HEADER_LEN;
     nh.incompatible_features = 0;

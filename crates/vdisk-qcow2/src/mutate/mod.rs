@@ -22,6 +22,7 @@
 //! open a host file read-write.
 
 mod amend;
+mod expand;
 mod grow;
 mod image;
 mod inplace;

@@ -40,7 +40,7 @@ pub(crate) fn add_l2_refs(t: &mut Txn, table: &[u64], sign: i128) -> Result<()> 
 }
 
 /// `table` with every COPIED flag matching the new refcounts.
-fn with_copied(t: &mut Txn, table: &[u64]) -> Result<Vec<u64>> {
+pub(crate) fn with_copied(t: &mut Txn, table: &[u64]) -> Result<Vec<u64>> {
     let g = t.img.r.geo;
     let mut out = table.to_vec();
     for e in out.chunks_exact_mut(g.words_per_entry()) {

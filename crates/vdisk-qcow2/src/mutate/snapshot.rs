@@ -20,7 +20,7 @@ fn find(list: &[Snapshot], name_or_id: &str) -> Option<usize> {
 }
 
 /// Writes the new snapshot table (or none) and frees the old one; returns (offset, count).
-fn put_snapshot_table(t: &mut Txn, list: &[Snapshot]) -> Result<(u64, u32)> {
+pub(crate) fn put_snapshot_table(t: &mut Txn, list: &[Snapshot]) -> Result<(u64, u32)> {
     let h = t.img.r.header.clone();
     if h.nb_snapshots > 0 {
         let bytes = t.img.r.snapshot_table_bytes;

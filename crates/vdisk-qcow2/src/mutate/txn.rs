@@ -23,6 +23,9 @@ pub(crate) struct Txn<'a> {
     writes: BTreeMap<u64, Vec<u8>>,
     /// Where the search for free clusters continues.
     scan: u64,
+    /// Whether the switch rewrites the whole header (version, length, extensions) rather than
+    /// its fixed fields.
+    whole_header: bool,
 }
 
 /// Writes entry `index` of a refcount block of width 2^`order` bits.
@@ -54,6 +57,7 @@ impl<'a> Txn<'a> {
             taken: BTreeSet::new(),
             writes: BTreeMap::new(),
             scan: 1,
+            whole_header: false,
         }
     }
 
@@ -156,6 +160,12 @@ impl<'a> Txn<'a> {
         let r = self.alloc(n);
         self.scan = saved;
         r
+    }
+
+    /// Makes the switch write the whole new header (with its extensions and backing file name)
+    /// in one write over the old one, as a version change needs.
+    pub fn rewrite_whole_header(&mut self) {
+        self.whole_header = true;
     }
 
     /// Gives back `n` clusters at `offset` taken by [`Txn::alloc`] and not written.
@@ -289,8 +299,12 @@ impl<'a> Txn<'a> {
         let mut h = header.clone();
         h.refcount_table_offset = rt_off;
         h.refcount_table_clusters = rt_clusters as u32;
-        write_fixed_header(s.as_ref(), &h)?;
-        s.sync()?;
+        if self.whole_header {
+            super::amend::rewrite_header(s.as_ref(), &old, &h)?;
+        } else {
+            write_fixed_header(s.as_ref(), &h)?;
+            s.sync()?;
+        }
         if truncate {
             let file_clusters = s.len()?.div_ceil(cs);
             let mut last = file_clusters;
