@@ -7,6 +7,8 @@
 
 #[path = "roundtrip/disk.rs"]
 mod disk;
+#[path = "roundtrip/existing.rs"]
+mod existing;
 #[path = "roundtrip/run.rs"]
 mod run;
 #[path = "roundtrip/target.rs"]
@@ -81,5 +83,20 @@ proptest! {
             return Ok(());
         }
         roundtrip(&disk, &target, &engine)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(12))]
+
+    #[test]
+    fn into_existing_roundtrip(
+        (disk, existing) in existing::into_existing(),
+        engine in target::engine(),
+    ) {
+        if !qemu_available() {
+            return Ok(());
+        }
+        existing::roundtrip_into_existing(&disk, &existing, &engine)?;
     }
 }

@@ -116,6 +116,9 @@ pub fn disk_len() -> impl Strategy<Value = u64> {
         3 => (600u64..4096).prop_map(|s| s * 512),
         1 => (4096u64..16384).prop_map(|s| s * 512),
         1 => 300 * K..8 * M,
+        // Just at and around the sizes where tables, grains and clusters fill up.
+        1 => (select(vec![512 * K, M, 2 * M, 4 * M, 8 * M]), select(vec![-512i64, -1, 0, 1, 512]))
+            .prop_map(|(l, d)| l.saturating_add_signed(d)),
     ]
 }
 

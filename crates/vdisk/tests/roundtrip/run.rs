@@ -4,7 +4,7 @@
 //! against vdisk's own check, and against `qemu-img compare` and `qemu-img check`.
 
 use crate::disk::Disk;
-use crate::target::{Engine, Target};
+use crate::target::{Engine, Target, DATA_FILE};
 use proptest::test_runner::TestCaseError;
 use std::path::Path;
 use std::process::Command;
@@ -13,13 +13,13 @@ use vdisk::core::CreateOptions;
 use vdisk::{create_image, open_backing_for, open_image, Format, ImageReader, OpenRequest};
 use vdisk_testutil::{qemu_map_json, vdisk_map_json, Scratch};
 
-type Outcome = Result<(), TestCaseError>;
+pub type Outcome = Result<(), TestCaseError>;
 
-fn fail(what: &str, e: impl std::fmt::Display) -> TestCaseError {
+pub fn fail(what: &str, e: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(format!("{what}: {e}"))
 }
 
-fn s(p: &Path) -> String {
+pub fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -37,7 +37,7 @@ fn open(
 }
 
 /// Runs qemu-img with `args`; the failure message holds its output.
-fn qemu_img(args: &[&str]) -> Result<String, TestCaseError> {
+pub fn qemu_img(args: &[&str]) -> Result<String, TestCaseError> {
     let out = Command::new("qemu-img")
         .args(args)
         .output()
@@ -71,7 +71,7 @@ fn read_back(image: &dyn ImageReader, chunk: usize) -> Result<Vec<u8>, TestCaseE
     Ok(out)
 }
 
-fn same_bytes(got: &[u8], want: &[u8], what: &str) -> Outcome {
+pub fn same_bytes(got: &[u8], want: &[u8], what: &str) -> Outcome {
     if got.len() != want.len() {
         return Err(TestCaseError::fail(format!(
             "{what}: {} bytes, expected {}",
@@ -155,7 +155,13 @@ pub fn roundtrip(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
     let dst = dir.join(&target.file_name());
     let mut opts = CreateOptions::new();
     for (k, v) in &target.opts {
-        opts.set(k, v);
+        if *k == "data_file" {
+            // qemu (and vdisk) resolve a relative data file name from the working directory, not
+            // from the image's: name it in the scratch directory.
+            opts.set(k, &s(&dir.join(v)));
+        } else {
+            opts.set(k, v);
+        }
     }
     let mut copts = ConvertOptions {
         workers: engine.workers,
@@ -182,17 +188,45 @@ pub fn roundtrip(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
     let after = std::fs::read(&src).map_err(|e| fail("read source", e))?;
     same_bytes(&after, &src_bytes, "source file after convert")?;
 
-    // vdisk reads back exactly the source (zero-padded to whole sectors).
+    // With data_file_raw the external data file is itself the disk, as a raw image.
     let mut want = src_bytes;
     want.resize(size as usize, 0);
-    let out = open(&dst, target.format, true)?;
-    proptest::prop_assert_eq!(out.image.virtual_size(), size, "output virtual size");
-    let got = read_back(out.image.as_ref(), engine.read_chunk)?;
-    same_bytes(&got, &want, "vdisk read-back of the output")?;
+    if target
+        .opts
+        .iter()
+        .any(|(k, v)| *k == "data_file_raw" && v == "on")
+    {
+        let mut data = std::fs::read(dir.join(DATA_FILE)).map_err(|e| fail("read data file", e))?;
+        proptest::prop_assert!(data.len() as u64 <= size, "data file longer than the disk");
+        data.resize(size as usize, 0);
+        same_bytes(&data, &want, "raw external data file")?;
+    }
 
-    // vdisk's map of the output (with its backing chain) is qemu's.
+    // vdisk reads back exactly the source (zero-padded to whole sectors), maps it as qemu does,
+    // and vdisk and qemu find its metadata clean.
+    check_output(&dst, target.format, &want, engine.read_chunk)?;
+
+    // qemu agrees on the content.
+    let fmt = target.format.name();
+    qemu_img(&["compare", "-f", "raw", "-F", fmt, &s(&src), &s(&dst)])?;
+    Ok(())
+}
+
+/// Checks an image vdisk wrote against its expected content `want`: vdisk reads it back (with
+/// its backing chain) in `read_chunk`-byte reads, its map is `qemu-img map`'s, and vdisk's check
+/// and `qemu-img check` find nothing wrong.
+pub fn check_output(dst: &Path, format: Format, want: &[u8], read_chunk: usize) -> Outcome {
+    let out = open(dst, format, true)?;
+    proptest::prop_assert_eq!(
+        out.image.virtual_size(),
+        want.len() as u64,
+        "output virtual size"
+    );
+    let got = read_back(out.image.as_ref(), read_chunk)?;
+    same_bytes(&got, want, "vdisk read-back of the output")?;
+
     let ours = vdisk_map_json(out.image.as_ref());
-    let theirs = qemu_map_json(&dst, Some(target.format.name()));
+    let theirs = qemu_map_json(dst, Some(format.name()));
     proptest::prop_assert!(
         ours == theirs,
         "map differs from qemu-img map:\nvdisk: {}\nqemu:  {}",
@@ -200,22 +234,23 @@ pub fn roundtrip(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
         theirs
     );
 
-    // vdisk's own check finds nothing wrong.
-    if target.format != Format::Raw {
+    if format != Format::Raw {
         let report = out
             .top()
             .reader
             .check()
             .map_err(|e| fail("vdisk check", e))?;
         proptest::prop_assert_eq!(report.exit_code(), 0, "vdisk check: {:?}", report);
-    }
-    drop(out);
-
-    // qemu agrees: same content, clean metadata.
-    let fmt = target.format.name();
-    qemu_img(&["compare", "-f", "raw", "-F", fmt, &s(&src), &s(&dst)])?;
-    if target.format != Format::Raw {
-        qemu_img(&["check", "-f", fmt, &s(&dst)])?;
+        drop(out);
+        qemu_img(&["check", "-f", format.name(), &s(dst)])?;
     }
     Ok(())
+}
+
+/// The content of `image` as qemu reads it (`qemu-img convert -O raw` into `tmp`).
+pub fn qemu_raw(image: &Path, format: &str, tmp: &Path) -> Result<Vec<u8>, TestCaseError> {
+    qemu_img(&["convert", "-f", format, "-O", "raw", &s(image), &s(tmp)])?;
+    let bytes = std::fs::read(tmp).map_err(|e| fail("read qemu's raw copy", e))?;
+    let _ = std::fs::remove_file(tmp);
+    Ok(bytes)
 }

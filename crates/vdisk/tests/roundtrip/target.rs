@@ -19,6 +19,9 @@ pub struct Backing {
     pub disk: Disk,
 }
 
+/// The external data file's name, in the scratch directory next to the qcow2 image.
+pub const DATA_FILE: &str = "out.data";
+
 /// What to convert into.
 #[derive(Clone)]
 pub struct Target {
@@ -131,14 +134,16 @@ struct Qcow2Draw {
     lazy_refcounts: bool,
     extended_l2: bool,
     compression_type: Option<&'static str>,
-    prealloc_metadata: bool,
+    prealloc: Option<&'static str>,
+    /// `data_file=out.data`, and whether with `data_file_raw=on`.
+    data_file: Option<bool>,
     compress: bool,
     backing: Option<Backing>,
 }
 
 /// qcow2: every cluster size (small ones mostly), compat 0.10/1.1, refcount widths, lazy
-/// refcounts, extended L2, metadata preallocation, `-c` with zlib or zstd, and `-B` with a raw or
-/// qcow2 backing image.
+/// refcounts, extended L2, preallocation (mostly metadata), an external data file (raw or not),
+/// `-c` with zlib or zstd, and `-B` with a backing image (mostly raw or qcow2).
 pub fn qcow2() -> impl Strategy<Value = Target> {
     let cluster = prop_oneof![
         1 => Just(None),
@@ -155,7 +160,12 @@ pub fn qcow2() -> impl Strategy<Value = Target> {
         (cluster, compat, refcount, any::<bool>(), any::<bool>()),
         (
             ctype,
-            prop::bool::weighted(0.25),
+            prop_oneof![
+                6 => Just(None),
+                3 => Just(Some("metadata")),
+                1 => select(vec![Some("off"), Some("falloc"), Some("full")]),
+            ],
+            prop::option::weighted(0.15, any::<bool>()),
             prop::bool::weighted(0.4),
             prop::option::weighted(
                 0.3,
@@ -172,16 +182,19 @@ pub fn qcow2() -> impl Strategy<Value = Target> {
         ),
     )
         .prop_map(
-            |((cs, compat, rb, lazy, ext), (ct, prealloc, compress, backing))| Qcow2Draw {
-                cluster_size: cs,
-                compat,
-                refcount_bits: rb,
-                lazy_refcounts: lazy,
-                extended_l2: ext,
-                compression_type: ct,
-                prealloc_metadata: prealloc,
-                compress,
-                backing,
+            |((cs, compat, rb, lazy, ext), (ct, prealloc, data_file, compress, backing))| {
+                Qcow2Draw {
+                    cluster_size: cs,
+                    compat,
+                    refcount_bits: rb,
+                    lazy_refcounts: lazy,
+                    extended_l2: ext,
+                    compression_type: ct,
+                    prealloc,
+                    data_file,
+                    compress,
+                    backing,
+                }
             },
         )
         .prop_map(qcow2_target)
@@ -195,12 +208,22 @@ fn qcow2_target(mut d: Qcow2Draw) -> Target {
         d.lazy_refcounts = false;
         d.extended_l2 = false;
         d.compression_type = d.compression_type.filter(|t| *t == "zlib");
+        d.data_file = None;
     }
     if d.cluster_size.unwrap_or(64 * K) < 16 * K {
         d.extended_l2 = false;
     }
-    if d.compress || (d.backing.is_some() && !d.extended_l2) {
-        d.prealloc_metadata = false;
+    if d.compress {
+        // qemu compresses neither into an external data file nor into preallocated clusters.
+        d.data_file = None;
+        d.prealloc = None;
+    }
+    if d.backing.is_some() {
+        // data_file_raw keeps the data file a raw copy of the disk, which a backing file breaks.
+        d.data_file = d.data_file.map(|_| false);
+        if !d.extended_l2 {
+            d.prealloc = d.prealloc.filter(|p| *p == "off");
+        }
     }
     let mut opts = Vec::new();
     if let Some(cs) = d.cluster_size {
@@ -221,8 +244,14 @@ fn qcow2_target(mut d: Qcow2Draw) -> Target {
     if let Some(t) = d.compression_type {
         opts.push(("compression_type", t.to_string()));
     }
-    if d.prealloc_metadata {
-        opts.push(("preallocation", "metadata".to_string()));
+    if let Some(p) = d.prealloc {
+        opts.push(("preallocation", p.to_string()));
+    }
+    if let Some(raw) = d.data_file {
+        opts.push(("data_file", DATA_FILE.to_string()));
+        if raw {
+            opts.push(("data_file_raw", "on".to_string()));
+        }
     }
     Target {
         format: Format::Qcow2,
