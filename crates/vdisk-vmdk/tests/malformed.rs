@@ -401,6 +401,49 @@ fn many_extents_share_one_memory_budget() {
 }
 
 #[test]
+fn sparse_extents_loaded_on_use_are_checked_again() {
+    // 140 sparse extents over one in-memory file: the first 64 stay loaded from open on, the other
+    // 76 are loaded on use into a set of 64, so reading them all evicts some. A file that changes
+    // under the reader is then an error when an evicted extent is loaded again, not a panic or a
+    // misread; the extents kept loaded still read.
+    let file: Arc<dyn Storage> = Arc::new(MemStorage::new("s.vmdk", small_image()));
+    let desc = format!(
+        "# Disk DescriptorFile\nCID=1\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\n{}",
+        "RW 256 SPARSE \"s.vmdk\"\n".repeat(140)
+    );
+    let d = MemStorage::new("d.vmdk", desc.into_bytes());
+    let r = vdisk_vmdk::open(Arc::new(d), Arc::new(SameFile(Arc::clone(&file)))).unwrap();
+    let ext = 128 * 1024u64;
+    assert_eq!(r.virtual_size(), 140 * ext);
+    let mut b = vec![0u8; 4096];
+    let read_all = |b: &mut [u8]| -> Vec<(u64, String)> {
+        (0..140)
+            .filter_map(|i| match r.read_at(b, i * ext + 4096) {
+                Ok(()) if b.iter().all(|x| *x == 0x5a) => None,
+                Ok(()) => Some((i, "wrong bytes".to_string())),
+                Err(e) => Some((i, e.to_string())),
+            })
+            .collect()
+    };
+    assert_eq!(read_all(&mut b), vec![]);
+    assert_eq!(r.check().unwrap().exit_code(), 0);
+    // Twice the capacity: an extent loaded again no longer fits its place in the disk.
+    let mut h = header();
+    h.capacity = 512;
+    file.write_at(&h.to_bytes(), 0).unwrap();
+    let failed = read_all(&mut b);
+    assert!(!failed.is_empty());
+    for (i, msg) in &failed {
+        assert!(
+            *i >= 64 && msg.contains("capacity changed"),
+            "extent {i}: {msg}"
+        );
+    }
+    let rep = r.check().unwrap();
+    assert!(rep.check_errors > 0, "{rep:?}");
+}
+
+#[test]
 fn mutated_descriptors_never_panic() {
     let base = "# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\
                 parentFileNameHint=\"p.vmdk\"\n# Extent description\nRW 2048 ZERO\nRW 4096 FLAT \"f.bin\" 12\n\
