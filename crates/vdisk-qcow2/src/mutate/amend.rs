@@ -5,6 +5,7 @@
 //! the header changes, in one write of cluster 0's header bytes; with them, that write is the
 //! switch of a transaction.
 
+use super::bitmaps::Bitmaps;
 use super::expand::expand_zero_clusters;
 use super::image::{Purpose, RwImage};
 use super::txn::Txn;
@@ -58,8 +59,16 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     }
     if version == 2 {
         downgrade(&img, &mut nh)?;
+        let bitmaps = Bitmaps::load(&img)?;
         let mut t = Txn::new(&mut img);
-        if expand_zero_clusters(&mut t, &mut nh)? {
+        let mut tables = expand_zero_clusters(&mut t, &mut nh)?;
+        // Version 2 has no bitmaps: QEMU keeps the extension in the header, where nothing reads
+        // it, and leaks the bitmaps' clusters; vdisk frees them.
+        if let Some(b) = bitmaps {
+            b.drop_all(&mut t, &mut nh)?;
+            tables = true;
+        }
+        if tables {
             t.rewrite_whole_header();
             return t.commit(&nh, false);
         }
@@ -101,14 +110,13 @@ fn downgrade(img: &RwImage, nh: &mut Header) -> Result<()> {
     if img.r.header.refcount_order != 4 {
         return Err(Error::invalid("compat=0.10 requires refcount_bits=16"));
     }
-    img.refuse_bitmaps("downgrading")?;
     nh.version = 2;
     nh.header_length = V2_HEADER_LEN;
     nh.incompatible_features = 0;
     nh.compatible_features = 0;
     nh.autoclear_features = 0;
     nh.extensions
-        .retain(|e| !matches!(e, Extension::FeatureTable(_)));
+        .retain(|e| !matches!(e, Extension::FeatureTable(_) | Extension::Bitmaps(_)));
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! plus the stored reference counts (qcow2.txt "Host cluster management"), and the conditions under
 //! which vdisk refuses to touch an image at all.
 
-use crate::header::{autoclear, incompat};
+use crate::header::incompat;
 use crate::reader::{open, read_u64_table, OpenOptions, Qcow2Reader};
 use crate::refcount::{block_entry, REFT_OFFSET_MASK};
 use std::collections::HashMap;
@@ -122,17 +122,6 @@ impl RwImage {
             6 => u64::MAX,
             o => (1u64 << (1u32 << o)) - 1,
         }
-    }
-
-    /// Refuses images carrying persistent bitmaps, which vdisk does not keep up to date.
-    pub fn refuse_bitmaps(&self, what: &str) -> Result<()> {
-        if self.r.header.autoclear_features & autoclear::BITMAPS != 0 {
-            return Err(Error::unsupported(
-                self.path(),
-                format!("{what} of an image with persistent bitmaps"),
-            ));
-        }
-        Ok(())
     }
 
     /// The stored offset of refcount block `bi` (0: none).

@@ -14,6 +14,7 @@
 //! The image grows by the data written (old clusters are freed in the new state, and reused by
 //! later changes), where QEMU would overwrite clusters it owns alone in place.
 
+use super::bitmaps::Bitmaps;
 use super::image::{Purpose, RwImage};
 use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
 use super::txn::Txn;
@@ -37,7 +38,6 @@ pub fn open_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>>
 /// data (QEMU discards the active clusters one by one in that case, with the same result).
 pub fn make_empty_in(storage: Arc<dyn Storage>) -> Result<()> {
     let mut img = RwImage::open(storage, Purpose::Modify)?;
-    img.refuse_bitmaps("emptying")?;
     let h = img.r.header.clone();
     let l1 = img.r.l1.clone();
     if l1.iter().all(|e| e & L1E_OFFSET_MASK == 0) {
@@ -66,12 +66,14 @@ struct InplaceWriter {
     /// Clusters at or past `first_new` that were not free (leaked clusters past the end).
     skipped: BTreeSet<u64>,
     has_backing: bool,
+    /// The image's persistent bitmaps: enabled ones get the bits of every write.
+    bitmaps: Option<Bitmaps>,
 }
 
 impl InplaceWriter {
     fn open(storage: Arc<dyn Storage>) -> Result<Self> {
         let img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
-        img.refuse_bitmaps("writing into")?;
+        let bitmaps = Bitmaps::load(&img)?;
         let cs = img.cs();
         let first_new = storage.len()?.div_ceil(cs).max(1);
         Ok(InplaceWriter {
@@ -82,6 +84,7 @@ impl InplaceWriter {
             first_new,
             next: first_new,
             skipped: BTreeSet::new(),
+            bitmaps,
         })
     }
 
@@ -303,6 +306,9 @@ impl ImageWriter for InplaceWriter {
                 return Err(Error::invalid("encoded payloads are not accepted here"))
             }
         };
+        if let Some(b) = self.bitmaps.as_mut() {
+            b.set_dirty(&self.img, offset, len)?;
+        }
         let cs = self.cs();
         let mut pos = offset;
         while pos < end {
@@ -336,6 +342,7 @@ impl ImageWriter for InplaceWriter {
         let h = me.img.r.header.clone();
         let l1 = me.l1.clone();
         let fresh = std::mem::take(&mut me.fresh);
+        let bitmaps = me.bitmaps.take();
         let mut t = Txn::new(&mut me.img);
         for (i, table) in &fresh {
             let l2 = l1.get(*i).map_or(0, |e| e & L1E_OFFSET_MASK);
@@ -349,6 +356,11 @@ impl ImageWriter for InplaceWriter {
         let l1_off = replace_active_l1(&mut t, &active)?;
         let mut nh = h;
         nh.l1_table_offset = l1_off;
+        if let Some(b) = bitmaps {
+            if b.write(&mut t, &mut nh)? {
+                t.rewrite_whole_header();
+            }
+        }
         t.commit(&nh, false)
     }
 }

@@ -22,6 +22,7 @@
 //! open a host file read-write.
 
 mod amend;
+mod bitmaps;
 mod expand;
 mod grow;
 mod image;
@@ -36,6 +37,7 @@ mod txn;
 
 pub use crate::writer::Prealloc;
 pub use amend::amend_in;
+pub use bitmaps::MAX_BITMAP_DATA_BYTES;
 pub use grow::MAX_ZEROED_L2_TABLES;
 pub use inplace::{make_empty_in, open_writer_in};
 pub use prealloc::{parse_prealloc, MAX_PREALLOC_CLUSTERS};

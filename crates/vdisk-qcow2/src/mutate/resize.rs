@@ -5,6 +5,7 @@
 //! the last used cluster. Growing over a backing file that reaches past the old end zeroes the new
 //! area ([`super::grow`]), as QEMU does.
 
+use super::bitmaps::Bitmaps;
 use super::grow::{backing_len, zero_new_area};
 use super::image::{Purpose, RwImage};
 use super::prealloc::{fill_run, map_new_area};
@@ -34,7 +35,6 @@ pub fn resize_with_in(
     file: Option<&File>,
 ) -> Result<()> {
     let mut img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
-    img.refuse_bitmaps("resizing")?;
     let h = img.r.header.clone();
     if prealloc != Prealloc::Off && new_size <= h.size {
         return Err(Error::invalid(
@@ -45,6 +45,10 @@ pub fn resize_with_in(
         return Err(Error::Other(
             "Can't resize a v2 image which has snapshots".into(),
         ));
+    }
+    let bitmaps = Bitmaps::load(&img)?;
+    if let Some(b) = &bitmaps {
+        b.refuse_in_use()?;
     }
     if prealloc != Prealloc::Off && h.backing_file.is_some() {
         return Err(Error::unsupported(
@@ -121,6 +125,12 @@ pub fn resize_with_in(
     nh.size = new_size;
     if let Some(run) = &run {
         fill_run(&t, run, prealloc, file)?;
+    }
+    if let Some(mut b) = bitmaps {
+        b.truncate(t.img, new_size)?;
+        if b.write(&mut t, &mut nh)? {
+            t.rewrite_whole_header();
+        }
     }
     t.commit(&nh, new_size < h.size)?;
     if new_size < h.size {

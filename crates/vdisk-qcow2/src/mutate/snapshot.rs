@@ -3,6 +3,7 @@
 //! cluster it reaches gains a reference; applying one makes a copy of its L1 the active one;
 //! deleting one drops its references. All through a shadow-paged [`Txn`].
 
+use super::bitmaps::Bitmaps;
 use super::image::{Purpose, RwImage};
 use super::refs::{add_l1_refs, replace_active_l1, rewrite_active};
 use super::txn::Txn;
@@ -47,8 +48,6 @@ pub(crate) fn put_snapshot_table(t: &mut Txn, list: &[Snapshot]) -> Result<(u64,
 pub fn snapshot_create_in(storage: Arc<dyn Storage>, name: &str) -> Result<()> {
     let fail = |e: String| Error::Other(format!("Could not create snapshot '{name}': {e}"));
     let mut img = RwImage::open(storage, Purpose::Modify)?;
-    img.refuse_bitmaps("snapshots")
-        .map_err(|e| fail(e.to_string()))?;
     let list = img.r.snapshots.clone();
     if list.len() as u64 >= limits::MAX_SNAPSHOTS {
         return Err(fail("Too many snapshots".into()));
@@ -96,8 +95,10 @@ pub fn snapshot_create_in(storage: Arc<dyn Storage>, name: &str) -> Result<()> {
 pub fn snapshot_apply_in(storage: Arc<dyn Storage>, name_or_id: &str) -> Result<()> {
     let fail = |e: String| Error::Other(format!("Could not apply snapshot '{name_or_id}': {e}"));
     let mut img = RwImage::open(storage, Purpose::Modify)?;
-    img.refuse_bitmaps("snapshots")
-        .map_err(|e| fail(e.to_string()))?;
+    // QEMU's bdrv_snapshot_goto: any persistent bitmap, enabled or not, in use or not.
+    if Bitmaps::load(&img)?.is_some_and(|b| b.any()) {
+        return Err(fail("Device has active dirty bitmaps".into()));
+    }
     let i = find(&img.r.snapshots, name_or_id)
         .ok_or_else(|| fail("Failed to load snapshot: No such file or directory".into()))?;
     let sn = img.r.snapshots[i].clone();
@@ -132,8 +133,6 @@ pub fn snapshot_apply_in(storage: Arc<dyn Storage>, name_or_id: &str) -> Result<
 pub fn snapshot_delete_in(storage: Arc<dyn Storage>, name_or_id: &str) -> Result<()> {
     let fail = |e: String| Error::Other(format!("Could not delete snapshot '{name_or_id}': {e}"));
     let mut img = RwImage::open(storage, Purpose::Modify)?;
-    img.refuse_bitmaps("snapshots")
-        .map_err(|e| fail(e.to_string()))?;
     // qemu-img's bdrv_snapshot_find matches names only.
     let i = img
         .r
