@@ -521,3 +521,96 @@ fn convert_n_into_existing_qcow2() {
     let old = std::fs::read(d.join("old.raw")).unwrap();
     assert!(old[..8 << 20].iter().all(|b| *b == 0xcc) && old[8 << 20..].iter().all(|b| *b == 0));
 }
+
+fn be(d: &[u8], at: usize, n: usize) -> u64 {
+    d[at..at + n]
+        .iter()
+        .fold(0u64, |a, x| (a << 8) | u64::from(*x))
+}
+
+/// Every persistent bitmap of a qcow2 file as (name, flags, set bit indices), read from the
+/// file (qcow2.txt "Bitmaps extension", "Bitmap directory", "Bitmap table").
+fn bitmap_bits(p: &Path) -> Vec<(String, u64, Vec<u64>)> {
+    let d = std::fs::read(p).unwrap();
+    let cs = 1usize << be(&d, 20, 4);
+    let mut o = be(&d, 100, 4) as usize;
+    let mut out = Vec::new();
+    while o + 8 <= d.len() && be(&d, o, 4) != 0 {
+        if be(&d, o, 4) == 0x2385_2875 {
+            let mut e = be(&d, o + 24, 8) as usize;
+            for _ in 0..be(&d, o + 8, 4) {
+                let (to, ts) = (be(&d, e, 8) as usize, be(&d, e + 8, 4) as usize);
+                let (ns, ex) = (be(&d, e + 18, 2) as usize, be(&d, e + 20, 4) as usize);
+                let name = String::from_utf8_lossy(&d[e + 24 + ex..e + 24 + ex + ns]).into_owned();
+                let mut set = Vec::new();
+                for k in 0..ts {
+                    let off = (be(&d, to + 8 * k, 8) & 0x00ff_ffff_ffff_fe00) as usize;
+                    for i in (0..cs * 8).filter(|i| off != 0 && d[off + i / 8] >> (i % 8) & 1 == 1)
+                    {
+                        set.push((k * cs * 8 + i) as u64);
+                    }
+                }
+                out.push((name, be(&d, e + 12, 4), set));
+                e = (e + 24 + ex + ns).next_multiple_of(8);
+            }
+        }
+        o += 8 + (be(&d, o + 4, 4) as usize).next_multiple_of(8);
+    }
+    out
+}
+
+#[test]
+fn commit_and_rebase_record_in_bitmaps_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-bitmaps");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    for tool in ["vdisk", "qemu"] {
+        let base = format!("{tool}-base.qcow2");
+        let top = format!("{tool}-top.qcow2");
+        qemu_ok(d, &["convert", "-O", "qcow2", "pat.raw", &base]);
+        qemu_ok(d, &["bitmap", "--add", &base, "b1"]);
+        qemu_ok(d, &["bitmap", "--add", "--disable", &base, "b2"]);
+        qemu_overlay(d, &base, "qcow2", &top, None);
+        qemu_io(
+            d,
+            "qcow2",
+            &top,
+            &["write -P 0x91 0 128k", "write -P 0x92 30M 4k"],
+        );
+        qemu_ok(d, &["bitmap", "--add", "-g", "128k", &top, "t1"]);
+        qemu_io(d, "qcow2", &top, &["write -P 0x93 20M 64k"]);
+        // Commit into the base (its enabled bitmap records what is written), then a safe
+        // rebase of the top onto nothing (the top's bitmap records the copied data).
+        let commit = ["commit", "-d", top.as_str()];
+        let rebase = ["rebase", "-b", "", top.as_str()];
+        for a in [&commit[..], &rebase[..]] {
+            if tool == "vdisk" {
+                vdisk_ok(d, a);
+            } else {
+                qemu_ok(d, a);
+            }
+        }
+    }
+    for f in ["base.qcow2", "top.qcow2"] {
+        let (ours, theirs) = (d.join(format!("vdisk-{f}")), d.join(format!("qemu-{f}")));
+        assert_qemu_check_clean(&ours, "qcow2");
+        assert_eq!(bitmap_bits(&ours), bitmap_bits(&theirs), "{f}");
+        assert!(!bitmap_bits(&ours)[0].2.is_empty(), "{f}: bits were set");
+        let info = |p: &Path| {
+            let v: Value = serde_json::from_str(&qemu_ok(
+                d,
+                &["info", "--output=json", &p.to_string_lossy()],
+            ))
+            .unwrap();
+            v["format-specific"]["data"]["bitmaps"].clone()
+        };
+        assert_eq!(info(&ours), info(&theirs), "{f}");
+        assert!(
+            raw_of(d, &format!("vdisk-{f}"), "o.raw") == raw_of(d, &format!("qemu-{f}"), "t.raw"),
+            "{f}"
+        );
+    }
+}
