@@ -1,14 +1,19 @@
 //! Round-trip properties (issue 9, "Properties and invariants"): a random source disk (data of
 //! several kinds, explicit zeros and holes at unaligned, cluster-crossing and end-touching places)
 //! is converted through the library into every writable format with random options and random
-//! engine settings, then read back with vdisk and compared byte for byte, checked by vdisk, and
-//! held against `qemu-img compare` and `qemu-img check`. A failing case prints the source disk,
-//! the equivalent `convert` command line and the engine settings.
+//! engine settings, then read back with vdisk (from several threads) and compared byte for byte,
+//! mapped as `qemu-img map` maps it, checked by vdisk, and held against `qemu-img compare` and
+//! `qemu-img check`; the source file must be left unchanged. `convert -n` is checked the same way
+//! on images qemu made and filled, and the allocation vdisk's conversion leaves is compared with
+//! `qemu-img convert`'s. A failing case prints the source disk, the equivalent command line and
+//! the engine settings. `PROPTEST_CASES=N` runs N cases per property.
 
 #[path = "roundtrip/disk.rs"]
 mod disk;
 #[path = "roundtrip/existing.rs"]
 mod existing;
+#[path = "roundtrip/parity.rs"]
+mod parity;
 #[path = "roundtrip/run.rs"]
 mod run;
 #[path = "roundtrip/target.rs"]
@@ -39,7 +44,7 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(config(16))]
+    #![proptest_config(config(24))]
 
     #[test]
     fn qcow2_roundtrip(disk in disk::disk(), target in target::qcow2(), engine in target::engine()) {
@@ -51,7 +56,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(16))]
+    #![proptest_config(config(20))]
 
     #[test]
     fn vmdk_roundtrip(disk in disk::disk(), target in target::vmdk(), engine in target::engine()) {
@@ -75,7 +80,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(12))]
+    #![proptest_config(config(10))]
 
     #[test]
     fn raw_roundtrip(disk in disk::disk(), target in target::raw(), engine in target::engine()) {
@@ -87,7 +92,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(12))]
+    #![proptest_config(config(16))]
 
     #[test]
     fn into_existing_roundtrip(
@@ -98,5 +103,22 @@ proptest! {
             return Ok(());
         }
         existing::roundtrip_into_existing(&disk, &existing, &engine)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(20))]
+
+    #[test]
+    fn parity_with_qemu_img_convert(
+        disk in disk::disk(),
+        target in prop_oneof![target::qcow2(), target::vmdk(), target::vdi(), target::raw()],
+        engine in target::engine(),
+    ) {
+        if !qemu_available() {
+            return Ok(());
+        }
+        let target = parity::without_known_differences(target);
+        parity::parity(&disk, &target, &engine)?;
     }
 }

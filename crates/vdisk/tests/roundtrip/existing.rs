@@ -195,5 +195,5 @@ pub fn roundtrip_into_existing(disk: &Disk, ex: &Existing, engine: &Engine) -> O
 
     let theirs = qemu_raw(&dst, fmt, &dir.join("after.raw"))?;
     crate::run::same_bytes(&theirs, &want, "qemu's read of the image after convert -n")?;
-    check_output(&dst, ex.format, &want, engine.read_chunk)
+    check_output(&dst, ex.format, &want, engine)
 }

@@ -58,17 +58,46 @@ pub fn qemu_img(args: &[&str]) -> Result<String, TestCaseError> {
     }
 }
 
-/// Reads all of `image` in `chunk`-byte reads.
-fn read_back(image: &dyn ImageReader, chunk: usize) -> Result<Vec<u8>, TestCaseError> {
+/// Reads all of `image` in `chunk`-byte reads, spread round-robin over `threads` threads reading
+/// at the same time (readers are shared by the engine's workers).
+fn read_back(
+    image: &dyn ImageReader,
+    chunk: usize,
+    threads: usize,
+) -> Result<Vec<u8>, TestCaseError> {
     let size = usize::try_from(image.virtual_size()).map_err(|e| fail("virtual size", e))?;
     let mut out = vec![0u8; size];
+    let mut shares: Vec<Vec<(u64, &mut [u8])>> = (0..threads.max(1)).map(|_| Vec::new()).collect();
+    let n = shares.len();
     for (i, piece) in out.chunks_mut(chunk).enumerate() {
-        let off = (i * chunk) as u64;
-        image
-            .read_at(piece, off)
-            .map_err(|e| fail(&format!("read {} bytes at {off:#x}", piece.len()), e))?;
+        shares[i % n].push(((i * chunk) as u64, piece));
     }
-    Ok(out)
+    let errors: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                sc.spawn(move || {
+                    for (off, piece) in share {
+                        if let Err(e) = image.read_at(piece, off) {
+                            return Some(format!("read {} bytes at {off:#x}: {e}", piece.len()));
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Some("reader thread panicked".into()))
+            })
+            .collect()
+    });
+    match errors.first() {
+        Some(e) => Err(TestCaseError::fail(e.clone())),
+        None => Ok(out),
+    }
 }
 
 pub fn same_bytes(got: &[u8], want: &[u8], what: &str) -> Outcome {
@@ -204,7 +233,7 @@ pub fn roundtrip(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
 
     // vdisk reads back exactly the source (zero-padded to whole sectors), maps it as qemu does,
     // and vdisk and qemu find its metadata clean.
-    check_output(&dst, target.format, &want, engine.read_chunk)?;
+    check_output(&dst, target.format, &want, engine)?;
 
     // qemu agrees on the content.
     let fmt = target.format.name();
@@ -213,16 +242,16 @@ pub fn roundtrip(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
 }
 
 /// Checks an image vdisk wrote against its expected content `want`: vdisk reads it back (with
-/// its backing chain) in `read_chunk`-byte reads, its map is `qemu-img map`'s, and vdisk's check
+/// its backing chain) in the engine's `read_chunk`-byte reads from `read_threads` threads, its map is `qemu-img map`'s, and vdisk's check
 /// and `qemu-img check` find nothing wrong.
-pub fn check_output(dst: &Path, format: Format, want: &[u8], read_chunk: usize) -> Outcome {
+pub fn check_output(dst: &Path, format: Format, want: &[u8], engine: &Engine) -> Outcome {
     let out = open(dst, format, true)?;
     proptest::prop_assert_eq!(
         out.image.virtual_size(),
         want.len() as u64,
         "output virtual size"
     );
-    let got = read_back(out.image.as_ref(), read_chunk)?;
+    let got = read_back(out.image.as_ref(), engine.read_chunk, engine.read_threads)?;
     same_bytes(&got, want, "vdisk read-back of the output")?;
 
     let ours = vdisk_map_json(out.image.as_ref());
