@@ -227,12 +227,28 @@ fn refuses_what_mutate_refuses() {
     if !qemu_available() {
         return;
     }
+    // Bitmaps are kept up to date now (mutate_bitmaps.rs); guest data in an external data file
+    // cannot be written elsewhere first, so writing into such an image is refused.
     let d = Scratch::new("inpl-ref");
-    let p = d.join("bm.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &p.to_string_lossy(), "1M"]);
-    qemu_img(&["bitmap", "--add", &p.to_string_lossy(), "b0"]);
-    let e = mutate::open_writer(&p).err().expect("bitmaps refused");
-    assert!(e.to_string().contains("bitmaps"), "{e}");
+    let p = d.join("df.qcow2");
+    let data = d.join("df.data");
+    let o = format!("data_file={}", data.to_string_lossy());
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &o,
+        &p.to_string_lossy(),
+        "1M",
+    ]);
+    let before = std::fs::read(&p).unwrap();
+    let e = mutate::open_writer(&p).err().expect("data file refused");
+    assert!(e.to_string().contains("external data file"), "{e}");
+    let e = mutate::make_empty(&p).unwrap_err();
+    assert!(e.to_string().contains("external data file"), "{e}");
+    assert_eq!(std::fs::read(&p).unwrap(), before);
 }
 
 #[test]

@@ -9,12 +9,12 @@ use super::bitmaps::Bitmaps;
 use super::expand::expand_zero_clusters;
 use super::image::{Purpose, RwImage};
 use super::txn::Txn;
-use crate::header::{compat, Extension, FeatureName, Header, V2_HEADER_LEN};
+use crate::header::{autoclear, compat, Extension, FeatureName, Header, V2_HEADER_LEN};
 use std::sync::Arc;
 use vdisk_core::{CreateOptions, Error, Result, Storage};
 
 /// The options vdisk can amend.
-const AMENDABLE: [&str; 2] = ["compat", "lazy_refcounts"];
+const AMENDABLE: [&str; 4] = ["compat", "lazy_refcounts", "data_file", "data_file_raw"];
 
 /// Amends the image in `storage`.
 pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
@@ -33,6 +33,11 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         Some("1.1" | "v3") => 3,
         Some(v) => return Err(Error::invalid(format!("Unknown compatibility level {v}"))),
     };
+    if h.has_data_file() && version < 3 {
+        return Err(Error::Other(
+            "Cannot downgrade an image with a data file".into(),
+        ));
+    }
     let lazy = opts.get_bool(
         "lazy_refcounts",
         h.compatible_features & compat::LAZY_REFCOUNTS != 0,
@@ -50,8 +55,11 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
             h.compatible_features & !compat::LAZY_REFCOUNTS
         };
     }
+    data_file_options(&h, &mut nh, opts)?;
     if version == h.version {
-        if nh != h {
+        if nh.extensions != h.extensions {
+            rewrite_header(storage.as_ref(), &h, &nh)?;
+        } else if nh != h {
             super::txn::write_fixed_header(storage.as_ref(), &nh)?;
             storage.sync()?;
         }
@@ -76,6 +84,41 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         upgrade(&mut nh);
     }
     rewrite_header(storage.as_ref(), &h, &nh)
+}
+
+/// `data_file` (the external data file's name) and `data_file_raw`, as QEMU's
+/// qcow2_amend_options allows them: only on an image that has a data file, and raw only turned
+/// off (turning it on would need every cluster mapped). An empty name removes the name from the
+/// header, as qemu-img does (the image then needs the data file named when opened).
+fn data_file_options(h: &Header, nh: &mut Header, opts: &CreateOptions) -> Result<()> {
+    let raw = h.autoclear_features & autoclear::DATA_FILE_RAW != 0;
+    if let Some(name) = opts.get("data_file") {
+        if !h.has_data_file() {
+            return Err(Error::invalid(
+                "data-file can only be set for images that use an external data file",
+            ));
+        }
+        nh.extensions
+            .retain(|e| !matches!(e, Extension::DataFile(_)));
+        if !name.is_empty() {
+            if name.len() as u64 > crate::limits::MAX_BACKING_NAME {
+                return Err(Error::invalid("data-file name too long"));
+            }
+            nh.extensions.push(Extension::DataFile(name.to_string()));
+        }
+    }
+    if opts.get("data_file_raw").is_some() {
+        if opts.get_bool("data_file_raw", raw)? {
+            if !raw {
+                return Err(Error::invalid(
+                    "data-file-raw cannot be set on existing images",
+                ));
+            }
+        } else {
+            nh.autoclear_features &= !autoclear::DATA_FILE_RAW;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `nh` (header, extensions, backing file name) over `old` in one write, cleared to the end

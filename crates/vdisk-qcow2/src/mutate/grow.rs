@@ -17,8 +17,8 @@ use vdisk_core::{Error, ImageReader, Result};
 /// Zero bits of every subcluster (extended L2, high half of the bitmap word).
 const ALL_ZERO: u64 = 0xffff_ffff << 32;
 
-/// The most L2 tables one zeroing resize rewrites (each is a cluster held in memory until the
-/// commit): 2^12 tables of 64 KiB are 256 MiB. QEMU has no such limit.
+/// The most L2 tables one resize rewrites to zero or map the added area (each is a cluster held
+/// in memory until the commit): 2^12 tables of 64 KiB are 256 MiB. QEMU has no such limit.
 pub const MAX_ZEROED_L2_TABLES: u64 = 1 << 12;
 
 /// The backing file's length as QEMU's bdrv_getlength sees it, for the formats whose size is in
@@ -97,6 +97,9 @@ pub(crate) fn zero_new_area(
             } else {
                 [OFLAG_ZERO, 0]
             }
+        } else if t.img.r.geo.data_file {
+            // The cluster lives in the external data file, where nothing is shadow-paged.
+            return Err(partial(t.img.path()));
         } else if words == 2 {
             // Extended L2: zero the subclusters from the old end on; one the old end falls
             // inside would need its head copied from the backing file.

@@ -8,7 +8,7 @@ use crate::refcount::{block_entry, REFT_OFFSET_MASK};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use vdisk_core::storage::NoFiles;
+use vdisk_core::storage::HostFiles;
 use vdisk_core::{CheckReport, Error, Result, Storage};
 
 /// What an operation tolerates in the image it opens.
@@ -36,17 +36,13 @@ pub(crate) struct RwImage {
 impl RwImage {
     /// Loads the image in `storage` and refuses what vdisk must not modify.
     pub fn open(storage: Arc<dyn Storage>, purpose: Purpose) -> Result<RwImage> {
+        // An external data file is opened (read-only, by its stored name as QEMU does) to read
+        // guest data; backing files never are.
         let r = open(
             Arc::clone(&storage),
-            Arc::new(NoFiles),
+            Arc::new(HostFiles),
             &OpenOptions::default(),
-        )
-        .map_err(|e| match e {
-            Error::Open { .. } if storage_has_data_file(&storage) => {
-                data_file_error(storage.path())
-            }
-            e => e,
-        })?;
+        )?;
         let path = storage.path().to_path_buf();
         let h = &r.header;
         if h.crypt_method != 0 {
@@ -54,9 +50,6 @@ impl RwImage {
                 &path,
                 "encryption: cannot modify an encrypted image",
             ));
-        }
-        if h.has_data_file() {
-            return Err(data_file_error(&path));
         }
         if purpose == Purpose::Modify {
             if h.incompatible_features & incompat::CORRUPT != 0 {
@@ -175,18 +168,4 @@ impl RwImage {
         }
         read_u64_table(self.storage.as_ref(), offset, entries as usize, "L1 table")
     }
-}
-
-fn storage_has_data_file(s: &Arc<dyn Storage>) -> bool {
-    let mut b = [0u8; 80];
-    s.read_exact_at(&mut b, 0).is_ok()
-        && u32::from_be_bytes([b[4], b[5], b[6], b[7]]) >= 3
-        && b[79] & incompat::DATA_FILE as u8 != 0
-}
-
-fn data_file_error(path: &Path) -> Error {
-    Error::unsupported(
-        path,
-        "external data file: vdisk cannot modify an image with a data file",
-    )
 }

@@ -38,6 +38,7 @@ pub fn open_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>>
 /// data (QEMU discards the active clusters one by one in that case, with the same result).
 pub fn make_empty_in(storage: Arc<dyn Storage>) -> Result<()> {
     let mut img = RwImage::open(storage, Purpose::Modify)?;
+    refuse_data_file(&img)?;
     let h = img.r.header.clone();
     let l1 = img.r.l1.clone();
     if l1.iter().all(|e| e & L1E_OFFSET_MASK == 0) {
@@ -51,6 +52,18 @@ pub fn make_empty_in(storage: Arc<dyn Storage>) -> Result<()> {
     let mut nh = h;
     nh.l1_table_offset = l1_off;
     t.commit(&nh, false)
+}
+
+/// Guest data of an image with an external data file lives there, at the guest offset, where a
+/// write cannot go to a new place first: not supported (QEMU writes it in place).
+fn refuse_data_file(img: &RwImage) -> Result<()> {
+    if img.r.geo.data_file {
+        return Err(Error::unsupported(
+            img.path(),
+            "writing into (or emptying) an image with an external data file",
+        ));
+    }
+    Ok(())
 }
 
 struct InplaceWriter {
@@ -73,6 +86,7 @@ struct InplaceWriter {
 impl InplaceWriter {
     fn open(storage: Arc<dyn Storage>) -> Result<Self> {
         let img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
+        refuse_data_file(&img)?;
         let bitmaps = Bitmaps::load(&img)?;
         let cs = img.cs();
         let first_new = storage.len()?.div_ceil(cs).max(1);

@@ -1,20 +1,25 @@
 //! Changing an existing qcow2 image without ever leaving it corrupt: internal snapshots
-//! (`qemu-img snapshot -c/-a/-d`), `resize`, `check -r leaks|all`, `amend` (compat,
-//! lazy_refcounts) and `rebase -u`, following qcow2.txt and QEMU's block/qcow2-snapshot.c, qcow2-refcount.c and
-//! qcow2.c for what each operation produces.
+//! (`qemu-img snapshot -c/-a/-d`), `resize` (with preallocation), `check -r leaks|all`, `amend`
+//! (compat, with zero clusters expanded for a downgrade; lazy_refcounts; data_file,
+//! data_file_raw) and `rebase -u`, following qcow2.txt and QEMU's block/qcow2-snapshot.c,
+//! qcow2-refcount.c, qcow2-bitmap.c and qcow2.c for what each operation produces. Persistent
+//! dirty bitmaps are kept valid ([`bitmaps`]); an external data file is resized with the image.
 //!
 //! Crash safety: every change is shadow-paged ([`txn`]): the tables it alters are written to clusters
 //! the old state does not use, and a single header write switches states, so at every point the
 //! file is either the old image or the new one (at worst with unreferenced clusters past the end).
-//! Images that are encrypted, have an external data file, carry unknown incompatible features, are
-//! marked corrupt or dirty, or fail the check (leaks are fine) are refused; `repair` is the way out.
+//! Images that are encrypted, carry unknown incompatible features, are marked corrupt or dirty, or
+//! fail the check (leaks are fine) are refused; `repair` is the way out. Guest data in an external
+//! data file cannot be shadow-paged (it sits at its guest offset): writing into such an image is
+//! refused, and a shrink cuts the data file only after the switch.
 //!
 //! Where the result differs from QEMU's in layout (never in what `qemu-img check`, `info`,
 //! `snapshot -l` or the guest see): a snapshot does not share the active L2 tables whose COPIED
 //! flags must change; they are copied instead (QEMU clears the flags in place, which is not atomic),
 //! so a snapshot costs one cluster per such L2 table at once rather than on the next write. The
 //! refcount table and the changed refcount blocks move on every change. A header rewrite that
-//! changes its length (`amend` of compat, `rebase -u`) is one write of the header bytes, atomic only
+//! changes its length (`amend` of compat or data_file, `rebase -u`, a change of the bitmap
+//! directory's place) is one write of the header bytes, atomic only
 //! as far as the device writes that sector range atomically. No file lock is taken: the caller must
 //! make sure no other process has the image open.
 //!

@@ -181,3 +181,90 @@ fn fallocate(file: &File, path: &std::path::Path, off: u64, len: u64) -> Result<
     }
     Ok(())
 }
+
+/// With an external data file, guest cluster `c` lives at offset `c * cluster_size` of the data
+/// file (qcow2.txt "External data file"): maps every guest cluster of `old_size..new_size` (from
+/// the one holding `old_size`) that is not allocated yet to its place there, as QEMU's
+/// preallocate_co does for such images. Nothing is allocated in the image file but L2 tables.
+pub(crate) fn map_identity(
+    t: &mut Txn,
+    l1: &[u64],
+    fresh: &mut HashMap<usize, Vec<u64>>,
+    old_size: u64,
+    new_size: u64,
+) -> Result<()> {
+    let g = t.img.r.geo;
+    let bits = g.cluster_bits;
+    let per_l2 = g.l2_entries();
+    let words = g.words_per_entry();
+    let first = old_size >> bits;
+    let end = new_size.div_ceil(1 << bits);
+    let tables = (end - first).div_ceil(per_l2) + 1;
+    if tables > super::grow::MAX_ZEROED_L2_TABLES {
+        return Err(Error::limit(
+            t.img.path(),
+            "L2 tables mapped by a resize",
+            tables,
+            super::grow::MAX_ZEROED_L2_TABLES,
+        ));
+    }
+    for c in first..end {
+        let i = (c / per_l2) as usize;
+        let j = (c % per_l2) as usize * words;
+        let l2 = l1.get(i).map_or(0, |e| e & L1E_OFFSET_MASK);
+        let table = match fresh.entry(i) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) if l2 == 0 => v.insert(vec![0u64; (per_l2 as usize) * words]),
+            Entry::Vacant(v) => v.insert(t.img.read_l2(l2)?),
+        };
+        if let Some(e) = table.get_mut(j) {
+            let zero = words == 1 && *e & OFLAG_ZERO != 0;
+            let allocated = *e & L2E_OFFSET_MASK != 0 || *e & crate::tables::OFLAG_COPIED != 0;
+            if !allocated || zero {
+                *e = (c << bits) | crate::tables::OFLAG_COPIED;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets the external data file's length for a resize to `new_size`, as QEMU truncates it: to
+/// exactly `new_size` for a plain resize (`exact`); with preallocation only when it is shorter,
+/// to the end of the last cluster (`cs`), reserving or writing zeros over the added range in
+/// `falloc` and `full` modes.
+pub(crate) fn resize_data_file(
+    data: &vdisk_core::FileStorage,
+    new_size: u64,
+    cs: u64,
+    mode: Prealloc,
+    exact: bool,
+) -> Result<()> {
+    use vdisk_core::Storage;
+    let new_size = if exact {
+        new_size
+    } else {
+        new_size.next_multiple_of(cs)
+    };
+    let len = data.len()?;
+    if len < new_size {
+        match mode {
+            Prealloc::Falloc => fallocate(data.file(), data.path(), len, new_size - len)?,
+            Prealloc::Full => {
+                const CHUNK: u64 = 1 << 20;
+                let zeros = vec![0u8; CHUNK.min(new_size - len) as usize];
+                let mut at = len;
+                while at < new_size {
+                    let n = CHUNK.min(new_size - at) as usize;
+                    data.write_at(&zeros[..n], at)?;
+                    at += n as u64;
+                }
+            }
+            _ => {}
+        }
+    }
+    let len = data.len()?;
+    if len < new_size || (exact && len != new_size) {
+        data.set_len(new_size)?;
+    }
+    data.sync()
+}

@@ -5,7 +5,7 @@
 
 use super::amend::rewrite_header;
 use super::image::{Purpose, RwImage};
-use crate::header::Extension;
+use crate::header::{autoclear, Extension};
 use crate::limits;
 use std::sync::Arc;
 use vdisk_core::{Error, Result, Storage};
@@ -24,6 +24,10 @@ pub fn rebase_unsafe_in(
     };
     let img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
     let h = img.r.header.clone();
+    // A raw external data file is the whole guest disk: QEMU refuses a backing file under it.
+    if !backing.is_empty() && h.autoclear_features & autoclear::DATA_FILE_RAW != 0 {
+        return Err(fail("Invalid argument"));
+    }
     let mut nh = h.clone();
     nh.extensions
         .retain(|e| !matches!(e, Extension::BackingFormat(_)));

@@ -26,6 +26,10 @@ pub(crate) fn add_l1_refs(t: &mut Txn, l1: &[u64], sign: i128) -> Result<()> {
 /// Adds `sign` to the data clusters mapped by the entries of one L2 table.
 pub(crate) fn add_l2_refs(t: &mut Txn, table: &[u64], sign: i128) -> Result<()> {
     let g = t.img.r.geo;
+    if g.data_file {
+        // Data clusters live in the external data file, which has no reference counts.
+        return Ok(());
+    }
     let bits = g.cluster_bits;
     for e in table.chunks_exact(g.words_per_entry()) {
         let entry = e[0];
@@ -42,6 +46,10 @@ pub(crate) fn add_l2_refs(t: &mut Txn, table: &[u64], sign: i128) -> Result<()> 
 /// `table` with every COPIED flag matching the new refcounts.
 pub(crate) fn with_copied(t: &mut Txn, table: &[u64]) -> Result<Vec<u64>> {
     let g = t.img.r.geo;
+    if g.data_file {
+        // With an external data file COPIED marks an allocated entry (even at host offset 0).
+        return Ok(table.to_vec());
+    }
     let mut out = table.to_vec();
     for e in out.chunks_exact_mut(g.words_per_entry()) {
         let entry = e[0];

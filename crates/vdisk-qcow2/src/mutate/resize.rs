@@ -8,7 +8,7 @@
 use super::bitmaps::Bitmaps;
 use super::grow::{backing_len, zero_new_area};
 use super::image::{Purpose, RwImage};
-use super::prealloc::{fill_run, map_new_area};
+use super::prealloc::{fill_run, map_identity, map_new_area, resize_data_file};
 use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
 use super::txn::Txn;
 use crate::limits;
@@ -47,6 +47,12 @@ pub fn resize_with_in(
         ));
     }
     let bitmaps = Bitmaps::load(&img)?;
+    // The external data file, resized with the image (QEMU truncates it too).
+    let data = match &img.r.data_file {
+        Some(p) => Some(vdisk_core::FileStorage::open_rw(p)?),
+        None => None,
+    };
+    let raw = h.autoclear_features & crate::header::autoclear::DATA_FILE_RAW != 0;
     if let Some(b) = &bitmaps {
         b.refuse_in_use()?;
     }
@@ -91,6 +97,10 @@ pub fn resize_with_in(
         }
         if zero {
             zero_new_area(&mut t, &l1, &mut fresh, h.size, new_size)?;
+        } else if data.is_some() && (prealloc != Prealloc::Off || raw) {
+            // A raw data file must stay mapped one to one (QEMU turns on metadata
+            // preallocation for it).
+            map_identity(&mut t, &l1, &mut fresh, h.size, new_size)?;
         } else if prealloc != Prealloc::Off {
             run = map_new_area(&mut t, &l1, &mut fresh, h.size, new_size, prealloc)?;
         }
@@ -126,6 +136,10 @@ pub fn resize_with_in(
     if let Some(run) = &run {
         fill_run(&t, run, prealloc, file)?;
     }
+    if let Some(d) = data.as_ref().filter(|_| new_size > h.size) {
+        let exact = prealloc == Prealloc::Off && !raw;
+        resize_data_file(d, new_size, h.cluster_size(), prealloc, exact)?;
+    }
     if let Some(mut b) = bitmaps {
         b.truncate(t.img, new_size)?;
         if b.write(&mut t, &mut nh)? {
@@ -133,6 +147,10 @@ pub fn resize_with_in(
         }
     }
     t.commit(&nh, new_size < h.size)?;
+    if let Some(d) = data.as_ref().filter(|_| new_size < h.size) {
+        // Only once the image no longer maps what is cut.
+        resize_data_file(d, new_size, h.cluster_size(), Prealloc::Off, true)?;
+    }
     if new_size < h.size {
         compact(storage)?;
     }

@@ -48,6 +48,9 @@ pub(crate) fn put_snapshot_table(t: &mut Txn, list: &[Snapshot]) -> Result<(u64,
 pub fn snapshot_create_in(storage: Arc<dyn Storage>, name: &str) -> Result<()> {
     let fail = |e: String| Error::Other(format!("Could not create snapshot '{name}': {e}"));
     let mut img = RwImage::open(storage, Purpose::Modify)?;
+    if img.r.geo.data_file {
+        return Err(fail("Operation not supported".into()));
+    }
     let list = img.r.snapshots.clone();
     if list.len() as u64 >= limits::MAX_SNAPSHOTS {
         return Err(fail("Too many snapshots".into()));
@@ -95,6 +98,11 @@ pub fn snapshot_create_in(storage: Arc<dyn Storage>, name: &str) -> Result<()> {
 pub fn snapshot_apply_in(storage: Arc<dyn Storage>, name_or_id: &str) -> Result<()> {
     let fail = |e: String| Error::Other(format!("Could not apply snapshot '{name_or_id}': {e}"));
     let mut img = RwImage::open(storage, Purpose::Modify)?;
+    if img.r.geo.data_file {
+        return Err(fail(
+            "Failed to load snapshot: Operation not supported".into(),
+        ));
+    }
     // QEMU's bdrv_snapshot_goto: any persistent bitmap, enabled or not, in use or not.
     if Bitmaps::load(&img)?.is_some_and(|b| b.any()) {
         return Err(fail("Device has active dirty bitmaps".into()));
