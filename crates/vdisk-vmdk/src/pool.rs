@@ -260,11 +260,21 @@ mod tests {
         assert_eq!(lru.len(), 1);
     }
 
-    /// Opens in-memory files by name, counting the opens.
-    struct Counted(std::sync::atomic::AtomicUsize);
+    /// Opens in-memory files by name, counting the opens; refuses them once `gone` is set.
+    #[derive(Default)]
+    struct Counted(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicBool,
+    );
 
     impl FileOpener for Counted {
         fn open(&self, path: &Path) -> Result<Arc<dyn Storage>> {
+            if self.1.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(vdisk_core::Error::Open {
+                    path: path.to_path_buf(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
+            }
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let name = path.to_string_lossy().into_owned();
             Ok(Arc::new(vdisk_core::MemStorage::new(
@@ -275,18 +285,27 @@ mod tests {
     }
 
     #[test]
-    fn files_are_opened_once_and_kept_open_up_to_the_limit() {
-        let opener = Arc::new(Counted(Default::default()));
+    fn files_are_opened_once_kept_open_up_to_the_limit_and_reopened() {
+        let opener = Arc::new(Counted::default());
         let mut b = FilesBuilder::new(Arc::clone(&opener) as Arc<dyn FileOpener>);
-        let n = MAX_OPEN_FILES + 5;
+        // 5 more files than the kept ones and the set of reopened ones hold.
+        let n = 2 * MAX_OPEN_FILES + 5;
         for round in 0..2 {
             for i in 0..n {
                 let (id, s) = b.add(PathBuf::from(format!("f{i}"))).unwrap();
                 assert_eq!((id as usize, s.path()), (i, Path::new(&format!("f{i}"))));
             }
-            // Named twice: the kept files are not opened again, the others come from the set.
+            // Named twice: the kept files are not opened again; the others are reopened (in order,
+            // each evicts the one needed next).
             let opens = opener.0.load(std::sync::atomic::Ordering::Relaxed);
-            assert_eq!(opens, if round == 0 { n } else { n + 5 });
+            assert_eq!(
+                opens,
+                if round == 0 {
+                    n
+                } else {
+                    2 * n - MAX_OPEN_FILES
+                }
+            );
         }
         let files = b.finish();
         assert_eq!(files.pinned.len(), MAX_OPEN_FILES);
@@ -302,5 +321,11 @@ mod tests {
             Some(PathBuf::from(format!("f{last}")))
         );
         assert!(files.get(n as u32).is_err());
+        // A file that can no longer be opened: the kept ones still work, a reopen is an error.
+        opener.1.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(files.get(0).is_ok());
+        let first_closed = MAX_OPEN_FILES as u32;
+        let e = (first_closed..n as u32).find_map(|id| files.get(id).err());
+        assert!(e.is_some_and(|e| e.to_string().contains(&format!("f{first_closed}"))));
     }
 }
