@@ -4,14 +4,17 @@
 //! engine settings, then read back with vdisk (from several threads) and compared byte for byte,
 //! mapped as `qemu-img map` maps it, checked by vdisk, and held against `qemu-img compare` and
 //! `qemu-img check`; the source file must be left unchanged. `convert -n` is checked the same way
-//! on images qemu made and filled, and the allocation vdisk's conversion leaves is compared with
-//! `qemu-img convert`'s. A failing case prints the source disk, the equivalent command line and
+//! on images qemu made and filled, the allocation vdisk's conversion leaves is compared with
+//! `qemu-img convert`'s, and random `-o` sets (valid or not) must be accepted exactly when
+//! qemu-img accepts them. A failing case prints the source disk, the equivalent command line and
 //! the engine settings. `PROPTEST_CASES=N` runs N cases per property.
 
 #[path = "roundtrip/disk.rs"]
 mod disk;
 #[path = "roundtrip/existing.rs"]
 mod existing;
+#[path = "roundtrip/options.rs"]
+mod options;
 #[path = "roundtrip/parity.rs"]
 mod parity;
 #[path = "roundtrip/run.rs"]
@@ -120,5 +123,17 @@ proptest! {
         }
         let target = parity::without_known_differences(target);
         parity::parity(&disk, &target, &engine)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    #[test]
+    fn options_accepted_like_qemu_img(attempt in options::attempt()) {
+        if !qemu_available() {
+            return Ok(());
+        }
+        options::same_acceptance(&attempt)?;
     }
 }
