@@ -227,27 +227,23 @@ fn refuses_what_mutate_refuses() {
     if !qemu_available() {
         return;
     }
-    // Bitmaps are kept up to date now (mutate_bitmaps.rs); guest data in an external data file
-    // cannot be written elsewhere first, so writing into such an image is refused.
+    // Bitmaps and external data files are handled now (mutate_bitmaps.rs, mutate_data_file.rs);
+    // an image marked corrupt is not written into.
+    use std::os::unix::fs::FileExt;
     let d = Scratch::new("inpl-ref");
-    let p = d.join("df.qcow2");
-    let data = d.join("df.data");
-    let o = format!("data_file={}", data.to_string_lossy());
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &o,
-        &p.to_string_lossy(),
-        "1M",
-    ]);
+    let p = qemu_fixture(&d, "c.qcow2", "", "2M");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .write_all_at(&2u64.to_be_bytes(), 72)
+        .unwrap();
     let before = std::fs::read(&p).unwrap();
-    let e = mutate::open_writer(&p).err().expect("data file refused");
-    assert!(e.to_string().contains("external data file"), "{e}");
-    let e = mutate::make_empty(&p).unwrap_err();
-    assert!(e.to_string().contains("external data file"), "{e}");
+    let e = mutate::open_writer(&p)
+        .err()
+        .expect("corrupt image refused");
+    assert!(e.to_string().contains("corrupt"), "{e}");
+    assert!(mutate::make_empty(&p).is_err());
     assert_eq!(std::fs::read(&p).unwrap(), before);
 }
 

@@ -9,6 +9,10 @@
 //! cluster each, the same bound the check run at opening already has) plus the list of clusters
 //! past the end of the file that could not be used; no guest data is kept.
 //!
+//! With an external data file, guest data is written in place there, at its guest offset
+//! (qcow2.txt "External data file"), as QEMU does: only the L2 changes are shadow-paged, so an
+//! interrupted write into clusters already allocated leaves them partly written.
+//!
 //! A writer dropped without `finish` leaves the old image, plus data clusters past its old end that
 //! nothing references and whose refcount is 0 (free space, not a leak for `qemu-img check`).
 //! The image grows by the data written (old clusters are freed in the new state, and reused by
@@ -21,7 +25,9 @@ use super::txn::Txn;
 use crate::tables::{SubType, L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use vdisk_core::{Error, ImageReader, ImageWriter, Payload, Result, Storage, WriterCaps};
+use vdisk_core::{
+    Error, FileStorage, ImageReader, ImageWriter, Payload, Result, Storage, WriterCaps,
+};
 
 /// Alloc bits of every subcluster (extended L2, low half of the bitmap word).
 const ALL_ALLOC: u64 = 0xffff_ffff;
@@ -38,7 +44,6 @@ pub fn open_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>>
 /// data (QEMU discards the active clusters one by one in that case, with the same result).
 pub fn make_empty_in(storage: Arc<dyn Storage>) -> Result<()> {
     let mut img = RwImage::open(storage, Purpose::Modify)?;
-    refuse_data_file(&img)?;
     let h = img.r.header.clone();
     let l1 = img.r.l1.clone();
     if l1.iter().all(|e| e & L1E_OFFSET_MASK == 0) {
@@ -54,18 +59,6 @@ pub fn make_empty_in(storage: Arc<dyn Storage>) -> Result<()> {
     t.commit(&nh, false)
 }
 
-/// Guest data of an image with an external data file lives there, at the guest offset, where a
-/// write cannot go to a new place first: not supported (QEMU writes it in place).
-fn refuse_data_file(img: &RwImage) -> Result<()> {
-    if img.r.geo.data_file {
-        return Err(Error::unsupported(
-            img.path(),
-            "writing into (or emptying) an image with an external data file",
-        ));
-    }
-    Ok(())
-}
-
 struct InplaceWriter {
     img: RwImage,
     /// Active L1 as stored.
@@ -79,6 +72,12 @@ struct InplaceWriter {
     /// Clusters at or past `first_new` that were not free (leaked clusters past the end).
     skipped: BTreeSet<u64>,
     has_backing: bool,
+    /// The external data file (opened read-write), where guest cluster `g` is written in place at
+    /// `g * cluster_size` (qcow2.txt "External data file"; nothing there can be written elsewhere
+    /// first: an overwritten allocated cluster changes at once, as with QEMU).
+    data: Option<FileStorage>,
+    /// The data file is raw: zeros are written into it, not recorded as zero clusters.
+    raw: bool,
     /// The image's persistent bitmaps: enabled ones get the bits of every write.
     bitmaps: Option<Bitmaps>,
 }
@@ -86,11 +85,16 @@ struct InplaceWriter {
 impl InplaceWriter {
     fn open(storage: Arc<dyn Storage>) -> Result<Self> {
         let img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
-        refuse_data_file(&img)?;
         let bitmaps = Bitmaps::load(&img)?;
         let cs = img.cs();
         let first_new = storage.len()?.div_ceil(cs).max(1);
+        let data = match &img.r.data_file {
+            Some(p) => Some(FileStorage::open_rw(p)?),
+            None => None,
+        };
         Ok(InplaceWriter {
+            data,
+            raw: img.r.header.autoclear_features & crate::header::autoclear::DATA_FILE_RAW != 0,
             l1: img.r.l1.clone(),
             has_backing: img.r.header.backing_file.is_some(),
             img,
@@ -197,8 +201,15 @@ impl InplaceWriter {
 
     /// Stores a whole cluster of data for guest cluster `g` with subcluster alloc bits `bits`.
     fn store(&mut self, g: u64, data: &[u8], bits: u64) -> Result<()> {
-        let (e, _) = self.entry(g)?;
         let cs = self.cs();
+        if let Some(d) = &self.data {
+            let len = cs.min(self.img.r.virtual_size() - g * cs) as usize;
+            let mut buf = data.to_vec();
+            buf.resize(len, 0);
+            d.write_at(&buf, g * cs)?;
+            return self.set_entry(g, (g * cs) | OFLAG_COPIED, bits);
+        }
+        let (e, _) = self.entry(g)?;
         let old = (e & L2E_OFFSET_MASK) >> self.img.cluster_bits();
         let host = if e & crate::tables::OFLAG_COMPRESSED == 0 && old != 0 && self.mine(old) {
             old
@@ -214,6 +225,17 @@ impl InplaceWriter {
     /// Guest cluster `g` reads as zeros in this layer (hiding any backing data).
     fn store_zero(&mut self, g: u64) -> Result<()> {
         let ext = self.img.r.geo.extended;
+        if self.raw {
+            // QEMU writes the zeros into a raw data file and keeps the cluster mapped, marked zero.
+            let zeros = vec![0u8; self.cs() as usize];
+            self.store(g, &zeros, 0)?;
+            let host = (g * self.cs()) | OFLAG_COPIED;
+            return if ext {
+                self.set_entry(g, host, ALL_ZERO)
+            } else {
+                self.set_entry(g, host | OFLAG_ZERO, 0)
+            };
+        }
         if ext {
             return self.set_entry(g, 0, ALL_ZERO);
         }
@@ -239,7 +261,13 @@ impl InplaceWriter {
         let mut buf = vec![0u8; cs as usize];
         let host = e & L2E_OFFSET_MASK;
         let compressed = e & crate::tables::OFLAG_COMPRESSED != 0;
-        if !compressed && host != 0 && self.mine(host >> geo.cluster_bits) {
+        let at = g * cs;
+        let in_data = (host != 0 || e & OFLAG_COPIED != 0) && (geo.extended || e & OFLAG_ZERO == 0);
+        if let Some(d) = self.data.as_ref().filter(|_| in_data) {
+            // Allocated in the data file (perhaps by this writer): its bytes as they are there.
+            let len = cs.min(self.img.r.virtual_size() - at) as usize;
+            d.read_zero_padded(&mut buf[..len], at)?;
+        } else if !compressed && host != 0 && self.mine(host >> geo.cluster_bits) {
             self.img.storage.read_exact_at(&mut buf, host)?;
         } else {
             let at = g * cs;
@@ -357,6 +385,9 @@ impl ImageWriter for InplaceWriter {
         let l1 = me.l1.clone();
         let fresh = std::mem::take(&mut me.fresh);
         let bitmaps = me.bitmaps.take();
+        if let Some(d) = &me.data {
+            d.sync()?;
+        }
         let mut t = Txn::new(&mut me.img);
         for (i, table) in &fresh {
             let l2 = l1.get(*i).map_or(0, |e| e & L1E_OFFSET_MASK);

@@ -10,8 +10,8 @@
 //! file is either the old image or the new one (at worst with unreferenced clusters past the end).
 //! Images that are encrypted, carry unknown incompatible features, are marked corrupt or dirty, or
 //! fail the check (leaks are fine) are refused; `repair` is the way out. Guest data in an external
-//! data file cannot be shadow-paged (it sits at its guest offset): writing into such an image is
-//! refused, and a shrink cuts the data file only after the switch.
+//! data file cannot be shadow-paged (it sits at its guest offset): writes into such an image go
+//! there in place, as QEMU's do, and a shrink cuts the data file only after the switch.
 //!
 //! Where the result differs from QEMU's in layout (never in what `qemu-img check`, `info`,
 //! `snapshot -l` or the guest see): a snapshot does not share the active L2 tables whose COPIED
