@@ -614,3 +614,91 @@ fn commit_and_rebase_record_in_bitmaps_like_qemu() {
         );
     }
 }
+
+#[test]
+fn commit_and_rebase_with_data_files_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-datafile");
+    let d = s.path();
+    for t in ["vdisk", "qemu"] {
+        let data = |n: &str| format!("data_file={}", d.join(format!("{t}-{n}.data")).display());
+        let base = format!("{t}-base.raw");
+        qemu_ok(d, &["create", "-q", "-f", "raw", &base, "4M"]);
+        qemu_io(d, "raw", &base, &["write -P 7 0 4M"]);
+        // An overlay with a data file over a raw base, committed into it.
+        let ov = format!("{t}-ov.qcow2");
+        qemu_ok(
+            d,
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &data("ov"),
+                "-b",
+                &base,
+                "-F",
+                "raw",
+                &ov,
+            ],
+        );
+        qemu_io(d, "qcow2", &ov, &["write -P 1 1M 64k", "write -z 2M 64k"]);
+        // A base with a data file, an overlay committed into it.
+        let b2 = format!("{t}-b2.qcow2");
+        qemu_ok(
+            d,
+            &["create", "-q", "-f", "qcow2", "-o", &data("b2"), &b2, "4M"],
+        );
+        qemu_io(d, "qcow2", &b2, &["write -P 3 0 1M"]);
+        let top = format!("{t}-top.qcow2");
+        qemu_overlay(d, &b2, "qcow2", &top, None);
+        qemu_io(d, "qcow2", &top, &["write -P 4 512k 64k"]);
+        // An overlay with a data file, rebased (safe mode) onto an empty base.
+        let r = format!("{t}-r.qcow2");
+        qemu_ok(
+            d,
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &data("r"),
+                "-b",
+                &base,
+                "-F",
+                "raw",
+                &r,
+            ],
+        );
+        qemu_io(d, "qcow2", &r, &["write -P 9 100k 8k"]);
+        let nb = format!("{t}-nb.raw");
+        qemu_ok(d, &["create", "-q", "-f", "raw", &nb, "4M"]);
+        for a in [
+            vec!["commit", ov.as_str()],
+            vec!["commit", top.as_str()],
+            vec!["rebase", "-b", nb.as_str(), "-F", "raw", r.as_str()],
+        ] {
+            if t == "vdisk" {
+                vdisk_ok(d, &a);
+            } else {
+                qemu_ok(d, &a);
+            }
+        }
+    }
+    for f in ["base.raw", "ov.qcow2", "b2.qcow2", "top.qcow2", "r.qcow2"] {
+        let (ours, theirs) = (format!("vdisk-{f}"), format!("qemu-{f}"));
+        if f.ends_with("qcow2") {
+            assert_qemu_check_clean(&d.join(&ours), "qcow2");
+            let map = |i: &str| qemu_ok(d, &["map", "--output=json", i]);
+            assert_eq!(map(&ours), map(&theirs), "{f}");
+        }
+        assert!(
+            raw_of(d, &ours, "o.raw") == raw_of(d, &theirs, "t.raw"),
+            "{f}"
+        );
+    }
+}
