@@ -220,6 +220,73 @@ fn multi_extent_5g_sparse_and_flat() {
 }
 
 #[test]
+fn twogb_sparse_disk_of_70_extents_matches_qemu() {
+    // 140 GiB in 70 qemu-made extents of 2 GiB: more than the 64 sparse extents kept loaded from
+    // open on, so the last six are loaded on use. Data in the first extent, a run across the
+    // boundary of extents 65 and 66, written zeros in 67 and data in the last.
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-70");
+    let img = s.join("big.vmdk");
+    let path = img.to_str().unwrap();
+    qemu_img(&[
+        "create",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=twoGbMaxExtentSparse",
+        path,
+        "140G",
+    ]);
+    let g = 2u64 << 30;
+    qemu_io(
+        "vmdk",
+        &img,
+        &[
+            "write -P 0x11 1M 64k",
+            &format!("write -P 0x77 {} 64k", 66 * g - 32768),
+            &format!("write -z {} 128k", 67 * g),
+            &format!("write -P 0x22 {} 64k", 69 * g + (5 << 20)),
+        ],
+    );
+    let r = open_path(&img);
+    assert_eq!(r.virtual_size(), 70 * g);
+    let map = vdisk_map_json(&r);
+    assert_eq!(map, qemu_map_json(&img, Some("vmdk")), "map");
+    let (_, ours) = r.info().unwrap().format_specific.unwrap();
+    assert_eq!(ours, qemu_info_json(&img)["format-specific"]["data"]);
+    assert_eq!(ours["extents"].as_array().map(Vec::len), Some(70));
+    // qemu's raw output is a sparse file: compare each data run with 64 KiB on either side, and the
+    // start of every extent, forwards then backwards (extents are evicted and loaded again).
+    let raw = s.join("big.raw");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "vmdk",
+        "-O",
+        "raw",
+        path,
+        raw.to_str().unwrap(),
+    ]);
+    let oracle = std::fs::File::open(&raw).unwrap();
+    let mut ranges: Vec<(u64, u64)> = (0..70).map(|k| (k * g, 65536)).collect();
+    for e in map.as_array().unwrap().iter().filter(|e| e["data"] == true) {
+        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        let from = start.saturating_sub(65536);
+        ranges.push((from, (start + len + 65536).min(70 * g) - from));
+    }
+    assert!(ranges.len() >= 74, "{ranges:?}");
+    for &(off, len) in ranges.iter().chain(ranges.iter().rev()) {
+        let (mut ours, mut theirs) = (vec![0u8; len as usize], vec![0u8; len as usize]);
+        r.read_at(&mut ours, off).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&oracle, &mut theirs, off).unwrap();
+        assert_same_bytes(&ours, &theirs, &format!("{len} bytes at {off}"));
+    }
+    assert_eq!(r.check().unwrap().exit_code(), 0);
+}
+
+#[test]
 fn delta_disk_exposes_parent() {
     if !qemu_available() {
         return;
