@@ -46,14 +46,17 @@ fn bits(p: &Path) -> Vec<(String, u64, u64, Vec<u64>)> {
                 for k in 0..ts {
                     let entry = be(&d, to + 8 * k, 8);
                     let off = (entry & 0x00ff_ffff_ffff_fe00) as usize;
-                    for i in 0..cs * 8 {
-                        let one = if off != 0 {
-                            d[off + i / 8] >> (i % 8) & 1 == 1
-                        } else {
-                            entry & 1 == 1
+                    for b in 0..cs {
+                        let byte = match (off, entry & 1) {
+                            (0, 1) => 0xff,
+                            (0, _) => 0,
+                            _ => d[off + b],
                         };
-                        if one {
-                            set.push((k * cs * 8 + i) as u64);
+                        if byte == 0 {
+                            continue;
+                        }
+                        for i in (0..8).filter(|i| byte >> i & 1 == 1) {
+                            set.push(((k * cs + b) * 8 + i) as u64);
                         }
                     }
                 }

@@ -70,3 +70,42 @@ fn damaged_images_never_panic() {
     assert_eq!(r.snapshots().len(), 2);
     assert_eq!(vdisk_core::ImageReader::check(&r).unwrap().exit_code(), 0);
 }
+
+#[test]
+fn damaged_images_with_bitmaps_never_panic() {
+    if !qemu_available() {
+        return;
+    }
+    use vdisk_core::Payload;
+    let d = Scratch::new("mut-hostile-bm");
+    let p = qemu_fixture(&d, "h.qcow2", "cluster_size=4k", "2M");
+    let ps = p.to_string_lossy().into_owned();
+    qemu_img(&["bitmap", "--add", &ps, "b1"]);
+    qemu_img(&["bitmap", "--add", "-g", "8k", &ps, "b2"]);
+    qemu_io("qcow2", &p, &["write -P 0x72 64k 8k"]);
+    let good = std::fs::read(&p).unwrap();
+    // Damage the header, its extensions and the bitmap directory and tables (the last clusters).
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..200usize {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let words = good.len() / 8;
+        let word = if i % 2 == 0 {
+            (seed % 64) as usize
+        } else {
+            words - 1 - (seed % 2048) as usize
+        };
+        let mut bad = good.clone();
+        let v = [u64::MAX, 1, 0x200, 0x1000, 1 << 40][i % 5];
+        bad[word * 8..word * 8 + 8].copy_from_slice(&v.to_be_bytes());
+        let s: Arc<dyn Storage> = Arc::new(MemStorage::new("bad.qcow2", bad));
+        ops(&s);
+        let _ =
+            mutate::resize_with_in(Arc::clone(&s), 3 << 20, false, mutate::Prealloc::Full, None);
+        if let Ok(mut w) = mutate::open_writer_in(Arc::clone(&s)) {
+            let _ = w.write(0, Payload::Data(vec![1; 8192]));
+            let _ = w.finish();
+        }
+    }
+}
