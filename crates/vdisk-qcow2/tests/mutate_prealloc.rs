@@ -351,4 +351,61 @@ fn crash_resize_over_a_longer_backing_file() {
     );
     let n = crash_test(&p, &|st| mutate::resize_in(st, 3 << 20, false));
     eprintln!("resize over a backing file: {n} fault points");
+    let n = crash_test(&p, &|st| {
+        mutate::resize_with_in(st, 3 << 20, false, Prealloc::Metadata, None)
+    });
+    eprintln!("preallocating resize over a backing file: {n} fault points");
+}
+
+#[test]
+fn resize_preallocation_over_a_backing_file_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("mut-prealloc-backing");
+    let b = d.join("b.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "4M"]);
+    qemu_io("raw", &b, &["write -P 0x77 0 4M"]);
+    let short = d.join("short.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&short), "512k"]);
+    qemu_io("raw", &short, &["write -P 0x78 0 512k"]);
+    // (options, backing, old size, qemu-io commands): a backing file reaching past the old end
+    // (the new area is zeroed) or not; the old end on a cluster boundary or inside a data cluster.
+    let cases = [
+        ("", "b.raw", "1M", &["write -P 0x11 0 64k"][..]),
+        ("", "b.raw", "1000k", &["write -P 0x12 960k 40k"][..]),
+        (
+            "cluster_size=4k",
+            "b.raw",
+            "1M",
+            &["write -P 0x13 100k 8k"][..],
+        ),
+        ("", "short.raw", "1M", &["write -P 0x14 0 4k"][..]),
+    ];
+    for (i, (opts, bk, size, cmds)) in cases.iter().enumerate() {
+        let base = overlay(&d, &format!("p{i}.qcow2"), opts, bk, "raw", size, cmds);
+        for mode in [Prealloc::Metadata, Prealloc::Falloc, Prealloc::Full] {
+            let to = 3u64 << 20;
+            let ours = copy(&base, "ours.qcow2");
+            let theirs = copy(&base, "theirs.qcow2");
+            mutate::resize_with(&ours, to, false, mode).unwrap();
+            let pre = format!("--preallocation={}", mode_name(mode));
+            qemu_img(&["resize", "-q", &pre, &s(&theirs), &to.to_string()]);
+            let what = format!("case {i}: {opts} over {bk}, {size} {}", mode_name(mode));
+            assert_clean(&ours);
+            assert_same_bytes(&raw(&ours), &raw(&theirs), &what);
+            let strict = !opts.contains("4k");
+            assert_eq!(
+                map_kinds(&ours, strict),
+                map_kinds(&theirs, strict),
+                "{what}: map"
+            );
+        }
+    }
+    // The cluster holding the old end still reads (partly) from the backing file: refused.
+    let p = overlay(&d, "part.qcow2", "", "b.raw", "raw", "1000k", &[]);
+    let bytes = std::fs::read(&p).unwrap();
+    let e = mutate::resize_with(&p, 3 << 20, false, Prealloc::Metadata).unwrap_err();
+    assert!(e.to_string().contains("backing file"), "{e}");
+    assert_eq!(std::fs::read(&p).unwrap(), bytes);
 }

@@ -37,6 +37,15 @@ pub fn parse_prealloc(mode: &str) -> Result<Prealloc> {
     }
 }
 
+/// What lies under the image: nothing, a backing file that ends before the old end, or one that
+/// reaches past it (the added area must then read as zeros, not as the backing file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backing {
+    None,
+    Short,
+    Zeroed,
+}
+
 /// The data run a preallocation allocated: host offset and length in bytes.
 pub(crate) struct DataRun {
     pub offset: u64,
@@ -54,6 +63,7 @@ pub(crate) fn map_new_area(
     old_size: u64,
     new_size: u64,
     mode: Prealloc,
+    backing: Backing,
 ) -> Result<Option<DataRun>> {
     let g = t.img.r.geo;
     let bits = g.cluster_bits;
@@ -78,7 +88,22 @@ pub(crate) fn map_new_area(
         // QEMU keeps a cluster it owns alone (metadata mode); falloc/full move every cluster
         // into the new run, and any other entry (unallocated, zero, compressed, shared) is
         // replaced by a new cluster carrying its content.
+        if backing != Backing::None
+            && (words == 2
+                || (c << bits < old_size && {
+                    let zero = entry & OFLAG_ZERO != 0;
+                    host == 0 && entry & OFLAG_COMPRESSED == 0 && !zero
+                }))
+        {
+            // Its head would come from the backing file, which vdisk does not read here.
+            return Err(Error::unsupported(
+                t.img.path(),
+                "preallocation over a backing file of a cluster partly read from it (or with \
+                 extended L2 entries)",
+            ));
+        }
         let keep = mode == Prealloc::Metadata
+            && backing != Backing::Zeroed
             && host != 0
             && entry & OFLAG_COMPRESSED == 0
             && (words == 2 || entry & OFLAG_ZERO == 0)
@@ -96,7 +121,9 @@ pub(crate) fn map_new_area(
         }
     }
     // Tables that do not change are not rewritten.
-    fresh.retain(|i, _| wanted.iter().any(|(c, _)| (c / per_l2) as usize == *i));
+    let changed: std::collections::HashSet<usize> =
+        wanted.iter().map(|(c, _)| (c / per_l2) as usize).collect();
+    fresh.retain(|i, _| changed.contains(i));
     if wanted.is_empty() {
         return Ok(None);
     }
@@ -116,9 +143,16 @@ pub(crate) fn map_new_area(
         if c << bits < old_size {
             let mut head = vec![0u8; (old_size - (c << bits)) as usize];
             t.img.r.read_at(&mut head, c << bits)?;
-            t.write_bytes(host, head);
+            if backing == Backing::Zeroed {
+                // QEMU writes the zeros after the old end as guest data: the whole cluster.
+                t.write(host, head);
+            } else {
+                t.write_bytes(host, head);
+            }
         }
-        if mode == Prealloc::Metadata && *c == end - 1 && new_size % cs != 0 {
+        let zero =
+            backing == Backing::Zeroed && mode == Prealloc::Metadata && c << bits >= old_size;
+        if mode == Prealloc::Metadata && !zero && *c == end - 1 && new_size % cs != 0 {
             let at = new_size % cs;
             t.write_bytes(host + at, vec![0u8; (cs - at) as usize]);
         }
@@ -127,7 +161,9 @@ pub(crate) fn map_new_area(
         let i = (c / per_l2) as usize;
         let j = (c % per_l2) as usize * words;
         if let Some(e) = fresh.get_mut(&i).and_then(|tb| tb.get_mut(j..j + words)) {
-            e[0] = host;
+            // Over a backing file that reaches into the new area, QEMU's metadata preallocation
+            // leaves allocated zero clusters (its zero write keeps the allocation).
+            e[0] = if zero { host | OFLAG_ZERO } else { host };
             if words == 2 && entry & OFLAG_COMPRESSED != 0 {
                 // The carried-over content is data in every subcluster.
                 e[1] = 0xffff_ffff;

@@ -8,7 +8,7 @@
 use super::bitmaps::Bitmaps;
 use super::grow::{backing_len, zero_new_area};
 use super::image::{Purpose, RwImage};
-use super::prealloc::{fill_run, map_identity, map_new_area, resize_data_file};
+use super::prealloc::{fill_run, map_identity, map_new_area, resize_data_file, Backing};
 use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
 use super::txn::Txn;
 use crate::limits;
@@ -56,12 +56,6 @@ pub fn resize_with_in(
     if let Some(b) = &bitmaps {
         b.refuse_in_use()?;
     }
-    if prealloc != Prealloc::Off && h.backing_file.is_some() {
-        return Err(Error::unsupported(
-            img.path(),
-            "preallocation when resizing an image with a backing file",
-        ));
-    }
     if new_size % 512 != 0 {
         return Err(Error::invalid("The new size must be a multiple of 512"));
     }
@@ -89,20 +83,31 @@ pub fn resize_with_in(
     let zero = new_size > h.size
         && h.backing_file.is_some()
         && backing_len(&img).is_none_or(|b| b > h.size);
+    if zero && prealloc != Prealloc::Off && data.is_some() {
+        return Err(Error::unsupported(
+            img.path(),
+            "preallocation of an image with an external data file over a longer backing file",
+        ));
+    }
+    let under = match (h.backing_file.is_some(), zero) {
+        (false, _) => Backing::None,
+        (true, false) => Backing::Short,
+        (true, true) => Backing::Zeroed,
+    };
     let mut t = Txn::new(&mut img);
     let mut run = None;
     if new_size > h.size {
         if need > l1.len() as u64 {
             l1.resize(need as usize, 0);
         }
-        if zero {
+        if zero && prealloc == Prealloc::Off {
             zero_new_area(&mut t, &l1, &mut fresh, h.size, new_size)?;
         } else if data.is_some() && (prealloc != Prealloc::Off || raw) {
             // A raw data file must stay mapped one to one (QEMU turns on metadata
             // preallocation for it).
             map_identity(&mut t, &l1, &mut fresh, h.size, new_size)?;
         } else if prealloc != Prealloc::Off {
-            run = map_new_area(&mut t, &l1, &mut fresh, h.size, new_size, prealloc)?;
+            run = map_new_area(&mut t, &l1, &mut fresh, h.size, new_size, prealloc, under)?;
         }
     } else {
         // Guest clusters from `keep` on are dropped.
