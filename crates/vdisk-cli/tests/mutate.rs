@@ -702,3 +702,33 @@ fn commit_and_rebase_with_data_files_like_qemu() {
         );
     }
 }
+
+#[test]
+fn snapshot_errors_read_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-mut-snap-err");
+    let d = s.path();
+    twins(d);
+    let data = format!("data_file={}", d.join("df.data").display());
+    qemu_ok(
+        d,
+        &["create", "-q", "-f", "qcow2", "-o", &data, "df.qcow2", "1M"],
+    );
+    for (args, img) in [
+        (vec!["snapshot", "-a", "nosuch"], "ours.qcow2"),
+        (vec!["snapshot", "-d", "nosuch"], "ours.qcow2"),
+        (vec!["snapshot", "-c", "s"], "df.qcow2"),
+    ] {
+        let mut a = args.clone();
+        a.push(img);
+        let (o, t) = (vdisk(d, &a), qemu(d, &a));
+        assert_eq!(o.status.code(), t.status.code(), "{a:?}");
+        assert_eq!(
+            err(&o).trim_start_matches("vdisk: "),
+            err(&t).trim_start_matches("qemu-img: "),
+            "{a:?}"
+        );
+    }
+}

@@ -17,8 +17,13 @@ pub(super) fn snapshot(
     delete: Option<String>,
     filename: &Path,
 ) -> Result<u8> {
+    // The library's snapshot errors carry qemu-img's prefix already.
     let wrap = |what: &str, name: &str, e: Error| {
-        Error::Other(format!("Could not {what} snapshot '{name}': {e}"))
+        let prefix = format!("Could not {what} snapshot '{name}': ");
+        match e.to_string() {
+            m if m.starts_with(&prefix) => e,
+            m => Error::Other(format!("{prefix}{m}")),
+        }
     };
     if fmt != Format::Qcow2 {
         return Err(Error::invalid(format!(
