@@ -9,9 +9,15 @@
 //!
 //! The cluster holding the old end (when the old size is not cluster-aligned) is kept in metadata
 //! mode when the active state owns it alone as a plain data cluster, and otherwise moved into the
-//! new run with its content copied, as QEMU's copy-on-write does. Where the layout differs from
-//! QEMU's: the refcount structures are placed by the transaction, not right after the old end of
-//! the file, so `qemu-img info`'s disk size and `map`'s host offsets differ.
+//! new run with its content copied, as QEMU's copy-on-write does. Over a backing file that reaches
+//! into the new area, metadata mode marks the new clusters zero (allocated zero clusters, as
+//! QEMU's zero write leaves them) and the cluster holding the old end is always moved with zeros
+//! after the old end; a cluster still partly read from the backing file is refused (vdisk does not
+//! read backing files here). With an external data file nothing is allocated in the image: guest
+//! cluster `c` is mapped to offset `c * cluster_size` of the data file ([`map_identity`]), which is
+//! extended as QEMU extends it. Where the layout differs from QEMU's: the refcount structures are
+//! placed by the transaction, not right after the old end of the file, so `qemu-img info`'s disk
+//! size and `map`'s host offsets differ.
 
 use super::txn::Txn;
 use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
