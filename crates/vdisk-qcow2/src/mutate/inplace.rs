@@ -20,7 +20,7 @@
 
 use super::bitmaps::Bitmaps;
 use super::image::{Purpose, RwImage};
-use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
+use super::refs::{add_l2_refs, replace_active_l1, rewrite_active};
 use super::txn::Txn;
 use crate::tables::{SubType, L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO};
 use std::collections::{BTreeSet, HashMap};
@@ -37,26 +37,6 @@ const ALL_ZERO: u64 = 0xffff_ffff << 32;
 /// An [`ImageWriter`] over the existing qcow2 image in `storage`.
 pub fn open_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>> {
     Ok(Box::new(InplaceWriter::open(storage)?))
-}
-
-/// `qemu-img commit`'s emptying of the overlay (QEMU's qcow2_make_empty): every active L1 entry is
-/// cleared and the references it held dropped, in one transaction. Internal snapshots keep their
-/// data (QEMU discards the active clusters one by one in that case, with the same result).
-pub fn make_empty_in(storage: Arc<dyn Storage>) -> Result<()> {
-    let mut img = RwImage::open(storage, Purpose::Modify)?;
-    let h = img.r.header.clone();
-    let l1 = img.r.l1.clone();
-    if l1.iter().all(|e| e & L1E_OFFSET_MASK == 0) {
-        return Ok(());
-    }
-    let mut t = Txn::new(&mut img);
-    add_l1_refs(&mut t, &l1, -1)?;
-    let empty = vec![0u64; l1.len()];
-    let active = rewrite_active(&mut t, &empty, &HashMap::new())?;
-    let l1_off = replace_active_l1(&mut t, &active)?;
-    let mut nh = h;
-    nh.l1_table_offset = l1_off;
-    t.commit(&nh, false)
 }
 
 struct InplaceWriter {

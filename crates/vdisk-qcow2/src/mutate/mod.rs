@@ -28,6 +28,7 @@
 
 mod amend;
 mod bitmaps;
+mod empty;
 mod expand;
 mod grow;
 mod image;
@@ -43,8 +44,9 @@ mod txn;
 pub use crate::writer::Prealloc;
 pub use amend::amend_in;
 pub use bitmaps::MAX_BITMAP_DATA_BYTES;
+pub use empty::make_empty_in;
 pub use grow::MAX_ZEROED_L2_TABLES;
-pub use inplace::{make_empty_in, open_writer_in};
+pub use inplace::open_writer_in;
 pub use prealloc::{parse_prealloc, MAX_PREALLOC_CLUSTERS};
 pub use rebase::rebase_unsafe_in;
 pub use repair::{repair_in, RepairOutcome};
