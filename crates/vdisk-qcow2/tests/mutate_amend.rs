@@ -191,3 +191,51 @@ fn crash_downgrade_with_zero_clusters() {
         eprintln!("downgrade with zero clusters ({backing:?}): {n} fault points");
     }
 }
+
+/// qemu-img's message for a failing `amend`, exit code 1.
+fn qemu_refuses(p: &Path, opts: &str) -> String {
+    let o = std::process::Command::new("qemu-img")
+        .args(["amend", "-o", opts])
+        .arg(p)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    e.trim_end().trim_start_matches("qemu-img: ").to_string()
+}
+
+#[test]
+fn downgrade_checks_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("mut-downgrade-checks");
+    let mk = |name: &str, opts: &str| {
+        let p = d.join(name);
+        qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &s(&p), "1M"]);
+        qemu_io("qcow2", &p, &["write -P 0x21 0 64k"]);
+        p
+    };
+    // Refused, with qemu's message, nothing written.
+    let ext = mk("ext.qcow2", "extended_l2=on");
+    let zstd_c = mk("zc.qcow2", "compression_type=zstd");
+    qemu_io("qcow2", &zstd_c, &["write -c -P 0x22 128k 64k"]);
+    let sized = mk("sn.qcow2", "cluster_size=64k");
+    qemu_img(&["snapshot", "-c", "s", &s(&sized)]);
+    qemu_img(&["resize", "-q", &s(&sized), "2M"]);
+    for p in [&ext, &zstd_c, &sized] {
+        let bytes = std::fs::read(p).unwrap();
+        let e = mutate::amend(p, &v2()).unwrap_err().to_string();
+        assert_eq!(std::fs::read(p).unwrap(), bytes, "{}", p.display());
+        let theirs = copy(p, "theirs.qcow2");
+        assert_eq!(e, qemu_refuses(&theirs, "compat=0.10"), "{}", p.display());
+    }
+    // zstd without compressed clusters: downgraded (to zlib), as qemu-img does.
+    let zstd = mk("z.qcow2", "compression_type=zstd");
+    qemu_io("qcow2", &zstd, &["write -z 256k 64k"]);
+    let ours = copy(&zstd, "ours.qcow2");
+    let theirs = copy(&zstd, "theirs.qcow2");
+    mutate::amend(&ours, &v2()).unwrap();
+    qemu_img(&["amend", "-o", "compat=0.10", &s(&theirs)]);
+    agree(&ours, &theirs, "zstd without compressed clusters");
+}

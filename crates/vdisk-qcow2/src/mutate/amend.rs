@@ -9,7 +9,7 @@ use super::bitmaps::Bitmaps;
 use super::expand::expand_zero_clusters;
 use super::image::{Purpose, RwImage};
 use super::txn::Txn;
-use crate::header::{autoclear, compat, Extension, FeatureName, Header, V2_HEADER_LEN};
+use crate::header::{autoclear, compat, incompat, Extension, FeatureName, Header, V2_HEADER_LEN};
 use std::sync::Arc;
 use vdisk_core::{CreateOptions, Error, Result, Storage};
 
@@ -139,28 +139,60 @@ pub(crate) fn rewrite_header(storage: &dyn Storage, old: &Header, nh: &Header) -
     storage.sync()
 }
 
+/// QEMU's qcow2_downgrade checks, in its order, then the version 2 header fields.
 fn downgrade(img: &RwImage, nh: &mut Header) -> Result<()> {
-    let path = img.path();
-    if img.r.header.incompatible_features != 0 {
-        return Err(Error::unsupported(
-            path,
-            format!(
-                "downgrade: Cannot downgrade an image with incompatible features {:#x} set",
-                img.r.header.incompatible_features
-            ),
+    let h = &img.r.header;
+    if h.refcount_order != 4 {
+        return Err(Error::invalid("compat=0.10 requires refcount_bits=16"));
+    }
+    // Version 2 snapshots have no disk size: one of another size would take the image's.
+    if img.r.snapshots.iter().any(|sn| {
+        sn.vm_state_size > u64::from(u32::MAX) || sn.disk_size.is_some_and(|s| s != h.size)
+    }) {
+        return Err(Error::Other(
+            "Internal snapshots prevent downgrade of image".into(),
         ));
     }
-    if img.r.header.refcount_order != 4 {
-        return Err(Error::invalid("compat=0.10 requires refcount_bits=16"));
+    let other = h.incompatible_features & !incompat::COMPRESSION;
+    if other != 0 {
+        return Err(Error::Other(format!(
+            "Cannot downgrade an image with incompatible features {other:#x} set"
+        )));
+    }
+    if h.incompatible_features & incompat::COMPRESSION != 0 && has_compressed(img)? {
+        return Err(Error::Other(
+            "Cannot downgrade an image with zstd compression type and existing compressed \
+             clusters"
+                .into(),
+        ));
     }
     nh.version = 2;
     nh.header_length = V2_HEADER_LEN;
+    nh.compression_type = crate::header::COMPRESSION_ZLIB;
     nh.incompatible_features = 0;
     nh.compatible_features = 0;
     nh.autoclear_features = 0;
     nh.extensions
         .retain(|e| !matches!(e, Extension::FeatureTable(_) | Extension::Bitmaps(_)));
     Ok(())
+}
+
+/// Whether the active state maps a compressed cluster (QEMU's qcow2_has_compressed_clusters).
+fn has_compressed(img: &RwImage) -> Result<bool> {
+    for e in &img.r.l1 {
+        let l2 = e & crate::tables::L1E_OFFSET_MASK;
+        if l2 != 0 {
+            let t = img.read_l2(l2)?;
+            let words = img.r.geo.words_per_entry();
+            if t.iter()
+                .step_by(words)
+                .any(|x| x & crate::tables::OFLAG_COMPRESSED != 0)
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn upgrade(nh: &mut Header) {
