@@ -127,3 +127,27 @@ fn reordered_crashes_snapshot_create_and_resize() {
     let n = reorder_test(&p, &|s| mutate::resize_in(s, 600 << 10, true));
     eprintln!("resize shrink: {n} reordered crashes");
 }
+
+#[test]
+fn reordered_crashes_preallocation_and_downgrade() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("mut-reorder2");
+    let p = qemu_fixture(&d, "base.qcow2", "cluster_size=4k", "2M");
+    qemu_img(&["resize", "-q", "--shrink", &p.to_string_lossy(), "2096640"]);
+    let n = reorder_test(&p, &|s| {
+        mutate::resize_with_in(s, 3 << 20, false, mutate::Prealloc::Full, None)
+    });
+    eprintln!("resize --preallocation=full: {n} reordered crashes");
+    // Zero clusters expanded and bitmaps dropped in one downgrade.
+    qemu_img(&["bitmap", "--add", &p.to_string_lossy(), "b"]);
+    qemu_io("qcow2", &p, &["write -z 8k 8k"]);
+    let n = reorder_test(&p, &|s| {
+        mutate::amend_in(
+            s,
+            &vdisk_core::CreateOptions::parse(&["compat=0.10"]).unwrap(),
+        )
+    });
+    eprintln!("amend compat=0.10: {n} reordered crashes");
+}
