@@ -6,8 +6,9 @@
 //! `qemu-img check`; the source file must be left unchanged. `convert -n` is checked the same way
 //! on images qemu made and filled, the allocation vdisk's conversion leaves is compared with
 //! `qemu-img convert`'s, and random `-o` sets (valid or not) must be accepted exactly when
-//! qemu-img accepts them. A failing case prints the source disk, the equivalent command line and
-//! the engine settings. `PROPTEST_CASES=N` runs N cases per property.
+//! qemu-img accepts them; a second hop converts vdisk's output (flattening its backing chain)
+//! into another random format. A failing case prints the source disk, the equivalent command
+//! line and the engine settings. `PROPTEST_CASES=N` runs N cases per property.
 
 #[path = "roundtrip/disk.rs"]
 mod disk;
@@ -135,5 +136,34 @@ proptest! {
             return Ok(());
         }
         options::same_acceptance(&attempt)?;
+    }
+}
+
+/// Any writable format with random options, with no backing file (for the second hop).
+fn any_target() -> impl Strategy<Value = target::Target> {
+    prop_oneof![
+        target::qcow2(),
+        target::vmdk(),
+        target::vdi(),
+        target::raw()
+    ]
+    .prop_map(|t| target::Target { backing: None, ..t })
+}
+
+proptest! {
+    #![proptest_config(config(12))]
+
+    #[test]
+    fn two_hops_roundtrip(
+        disk in disk::disk(),
+        first in prop_oneof![target::qcow2(), target::vmdk(), target::vdi(), target::raw()],
+        e1 in target::engine(),
+        second in any_target(),
+        e2 in target::engine(),
+    ) {
+        if !qemu_available() {
+            return Ok(());
+        }
+        run::second_hop(&disk, &first, &e1, &second, &e2)?;
     }
 }

@@ -6,7 +6,7 @@
 use crate::disk::Disk;
 use crate::target::{Engine, Target, DATA_FILE};
 use proptest::test_runner::TestCaseError;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use vdisk::convert::ConvertOptions;
 use vdisk::core::CreateOptions;
@@ -172,7 +172,17 @@ fn make_backing(dir: &Scratch, target: &Target) -> Result<Option<Vec<u8>>, TestC
 /// Converts `disk` as `target` and `engine` say and checks the result.
 pub fn roundtrip(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
     let dir = Scratch::new("roundtrip");
-    let base = make_backing(&dir, target)?;
+    roundtrip_in(&dir, disk, target, engine).map(|_| ())
+}
+
+/// [`roundtrip`] in `dir`; returns the output's path and its expected content.
+pub fn roundtrip_in(
+    dir: &Scratch,
+    disk: &Disk,
+    target: &Target,
+    engine: &Engine,
+) -> Result<(PathBuf, Vec<u8>), TestCaseError> {
+    let base = make_backing(dir, target)?;
     let src = dir.join("src.raw");
     let src_bytes = disk
         .write_raw(&src, base.as_deref())
@@ -238,6 +248,60 @@ pub fn roundtrip(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
     // qemu agrees on the content.
     let fmt = target.format.name();
     qemu_img(&["compare", "-f", "raw", "-F", fmt, &s(&src), &s(&dst)])?;
+    Ok((dst, want))
+}
+
+/// A second conversion, of what [`roundtrip_in`] wrote (with its backing chain, so this also
+/// flattens it) into `second`, read back and checked the same way: vdisk's readers as the
+/// engine's source, with their compressed, zero and unallocated extents.
+pub fn second_hop(
+    disk: &Disk,
+    first: &Target,
+    e1: &Engine,
+    second: &Target,
+    e2: &Engine,
+) -> Outcome {
+    let dir = Scratch::new("two-hops");
+    let (mid, want) = roundtrip_in(&dir, disk, first, e1)?;
+    let source = open(&mid, first.format, true)?.image;
+    let dst = dir.join(&format!("hop2.{}", second.format.name()));
+    let mut opts = CreateOptions::new();
+    for (k, v) in &second.opts {
+        if *k == "data_file" {
+            opts.set(k, &s(&dir.join("hop2.data")));
+        } else {
+            opts.set(k, v);
+        }
+    }
+    let copts = ConvertOptions {
+        workers: e2.workers,
+        out_of_order: e2.out_of_order,
+        min_sparse: e2.min_sparse,
+        chunk_size: e2.chunk_size,
+        target_is_zero: e2.target_is_zero,
+        ..ConvertOptions::default()
+    };
+    let writer = create_image(
+        second.format,
+        &dst,
+        source.virtual_size(),
+        &opts,
+        second.compress,
+    )
+    .map_err(|e| fail("create_image (second hop)", e))?;
+    vdisk::convert::convert(source.as_ref(), writer, &copts, &|_, _| {})
+        .map_err(|e| fail("convert (second hop)", e))?;
+    drop(source);
+    check_output(&dst, second.format, &want, e2)?;
+    qemu_img(&[
+        "compare",
+        "-f",
+        first.format.name(),
+        "-F",
+        second.format.name(),
+        &s(&mid),
+        &s(&dst),
+    ])?;
     Ok(())
 }
 
