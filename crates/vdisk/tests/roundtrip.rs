@@ -51,7 +51,11 @@ proptest! {
     #![proptest_config(config(24))]
 
     #[test]
-    fn qcow2_roundtrip(disk in disk::disk(), target in target::qcow2(), engine in target::engine()) {
+    fn qcow2_roundtrip(
+        disk in disk::disk(),
+        target in target::qcow2(),
+        engine in target::engine(),
+    ) {
         if !qemu_available() {
             return Ok(());
         }

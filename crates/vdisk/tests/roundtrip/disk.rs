@@ -109,8 +109,8 @@ pub fn fill_bytes(fill: Fill, offset: u64, buf: &mut [u8]) {
     }
 }
 
-/// Disk lengths: mostly 512-byte multiples from 300 KiB to 8 MiB (smaller ones more often), and some
-/// lengths that are not multiples of 512.
+/// Disk lengths: mostly 512-byte multiples from 300 KiB to 8 MiB (smaller ones more often), some
+/// lengths that are not multiples of 512, and lengths at and around powers of two.
 pub fn disk_len() -> impl Strategy<Value = u64> {
     prop_oneof![
         3 => (600u64..4096).prop_map(|s| s * 512),

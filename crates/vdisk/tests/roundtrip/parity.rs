@@ -55,10 +55,10 @@ fn coverage(
 
 /// Options where vdisk's allocation knowingly differs from qemu-img's (contents are equal, which
 /// the round-trip properties check): vdisk allocates whole clusters with `extended_l2=on` where
-/// qemu leaves zero subclusters unallocated, writes whole clusters into `preallocation` images where
-/// qemu leaves zero 4 KiB host blocks as holes, and writes whole blocks of a static VDI where qemu
-/// leaves holes, and leaves the zero ranges of a `data_file_raw` data file as holes where qemu
-/// allocates them. Parity is checked without them. qemu-img also refuses `-c` into flat VMDK
+/// qemu leaves zero subclusters unallocated, writes whole clusters into `preallocation` images
+/// where qemu leaves zero 4 KiB host blocks as holes, writes whole blocks of a static VDI where
+/// qemu leaves holes, and leaves the zero ranges of a `data_file_raw` data file as holes where
+/// qemu allocates them. Parity is checked without them. qemu-img also refuses `-c` into flat VMDK
 /// subformats ("invalid cluster size") where vdisk writes them uncompressed, so flat images are
 /// compared without `-c`.
 pub fn without_known_differences(target: Target) -> Target {

@@ -126,7 +126,8 @@ fn round_up_512(n: u64) -> u64 {
     n.div_ceil(512) * 512
 }
 
-/// Makes the `-B` image in `dir` and returns its content (padded to whole sectors, as qemu reads it).
+/// Makes the `-B` image in `dir` and returns its content (padded to whole sectors, as qemu reads
+/// it).
 fn make_backing(dir: &Scratch, target: &Target) -> Result<Option<Vec<u8>>, TestCaseError> {
     let (Some(b), Some(name)) = (&target.backing, target.backing_name()) else {
         return Ok(None);
@@ -306,8 +307,8 @@ pub fn second_hop(
 }
 
 /// Checks an image vdisk wrote against its expected content `want`: vdisk reads it back (with
-/// its backing chain) in the engine's `read_chunk`-byte reads from `read_threads` threads, its map is `qemu-img map`'s, and vdisk's check
-/// and `qemu-img check` find nothing wrong.
+/// its backing chain) in the engine's `read_chunk`-byte reads from `read_threads` threads, its
+/// map is `qemu-img map`'s, and vdisk's check and `qemu-img check` find nothing wrong.
 pub fn check_output(dst: &Path, format: Format, want: &[u8], engine: &Engine) -> Outcome {
     let out = open(dst, format, true)?;
     proptest::prop_assert_eq!(
