@@ -73,3 +73,18 @@ pub fn max_compressed_input(cluster_bits: u32) -> u64 {
 pub fn max_decompressed(cluster_bits: u32) -> u64 {
     1u64 << cluster_bits
 }
+
+// Limits of changing an image in place (`mutate`).
+
+/// The most L2 tables one resize rewrites to zero or map the added area (each is a cluster held
+/// in memory until the commit): 2^12 tables of 64 KiB are 256 MiB. QEMU has no such limit.
+pub const MAX_ZEROED_L2_TABLES: u64 = 1 << 12;
+
+/// The most data clusters one preallocating resize allocates: the transaction keeps one
+/// reference count per cluster in memory (about 64 bytes each), so 2^22 clusters (256 GiB of
+/// 64 KiB clusters) cost a few hundred MiB at most. QEMU has no such limit.
+pub const MAX_PREALLOC_CLUSTERS: u64 = 1 << 22;
+
+/// The most bytes of bitmap data vdisk holds in memory for one bitmap it changes: 64 MiB covers
+/// a 32 TiB disk at the default 64 KiB granularity. QEMU's own limit (BME_MAX_PHYS_SIZE) is 512 MiB.
+pub const MAX_BITMAP_DATA_BYTES: u64 = 64 << 20;

@@ -12,6 +12,7 @@
 use super::image::RwImage;
 use super::txn::Txn;
 use crate::header::{autoclear, Extension, Header};
+use crate::limits::MAX_BITMAP_DATA_BYTES;
 use crate::reader::read_u64_table;
 use vdisk_core::{Error, Result};
 
@@ -23,10 +24,6 @@ const AUTO: u32 = 2;
 const BME_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 /// A bitmap table entry without a cluster whose bits are all ones.
 const BME_ALL_ONES: u64 = 1;
-
-/// The most bytes of bitmap data vdisk holds in memory for one bitmap it changes: 64 MiB covers
-/// a 32 TiB disk at the default 64 KiB granularity. QEMU's own limit (BME_MAX_PHYS_SIZE) is 512 MiB.
-pub const MAX_BITMAP_DATA_BYTES: u64 = 64 << 20;
 
 struct Bitmap {
     /// The directory entry as stored (fixed part, extra data, name, padding).

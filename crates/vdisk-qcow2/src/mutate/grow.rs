@@ -9,6 +9,7 @@
 use super::image::RwImage;
 use super::refs::add_l2_refs;
 use super::txn::Txn;
+use crate::limits::MAX_ZEROED_L2_TABLES;
 use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -16,10 +17,6 @@ use vdisk_core::{Error, ImageReader, Result};
 
 /// Zero bits of every subcluster (extended L2, high half of the bitmap word).
 const ALL_ZERO: u64 = 0xffff_ffff << 32;
-
-/// The most L2 tables one resize rewrites to zero or map the added area (each is a cluster held
-/// in memory until the commit): 2^12 tables of 64 KiB are 256 MiB. QEMU has no such limit.
-pub const MAX_ZEROED_L2_TABLES: u64 = 1 << 12;
 
 /// The backing file's length as QEMU's bdrv_getlength sees it, for the formats whose size is in
 /// a fixed place (qcow2 header, raw file length rounded up to a sector); None when unknown (the

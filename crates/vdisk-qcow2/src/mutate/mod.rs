@@ -41,13 +41,14 @@ mod resize;
 mod snapshot;
 mod txn;
 
+pub use crate::limits::MAX_BITMAP_DATA_BYTES;
+pub use crate::limits::MAX_PREALLOC_CLUSTERS;
+pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
 pub use amend::amend_in;
-pub use bitmaps::MAX_BITMAP_DATA_BYTES;
 pub use empty::make_empty_in;
-pub use grow::MAX_ZEROED_L2_TABLES;
 pub use inplace::open_writer_in;
-pub use prealloc::{parse_prealloc, MAX_PREALLOC_CLUSTERS};
+pub use prealloc::parse_prealloc;
 pub use rebase::rebase_unsafe_in;
 pub use repair::{repair_in, RepairOutcome};
 pub use resize::{resize_in, resize_with_in};

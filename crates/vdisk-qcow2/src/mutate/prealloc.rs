@@ -20,17 +20,13 @@
 //! size and `map`'s host offsets differ.
 
 use super::txn::Txn;
+use crate::limits::MAX_PREALLOC_CLUSTERS;
 use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
 use crate::writer::Prealloc;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::File;
 use vdisk_core::{Error, ImageReader, Result};
-
-/// The most data clusters one preallocating resize allocates: the transaction keeps one
-/// reference count per cluster in memory (about 64 bytes each), so 2^22 clusters (256 GiB of
-/// 64 KiB clusters) cost a few hundred MiB at most. QEMU has no such limit.
-pub const MAX_PREALLOC_CLUSTERS: u64 = 1 << 22;
 
 /// Parses `--preallocation=MODE` as qemu-img does.
 pub fn parse_prealloc(mode: &str) -> Result<Prealloc> {
@@ -242,12 +238,12 @@ pub(crate) fn map_identity(
     let first = old_size >> bits;
     let end = new_size.div_ceil(1 << bits);
     let tables = (end - first).div_ceil(per_l2) + 1;
-    if tables > super::grow::MAX_ZEROED_L2_TABLES {
+    if tables > crate::limits::MAX_ZEROED_L2_TABLES {
         return Err(Error::limit(
             t.img.path(),
             "L2 tables mapped by a resize",
             tables,
-            super::grow::MAX_ZEROED_L2_TABLES,
+            crate::limits::MAX_ZEROED_L2_TABLES,
         ));
     }
     for c in first..end {
