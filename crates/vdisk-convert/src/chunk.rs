@@ -6,7 +6,7 @@ use crate::plan::{SegKind, Segment};
 use crate::sparse::{self, Run};
 use std::sync::Arc;
 use vdisk_core::zero::is_zero;
-use vdisk_core::{ChunkEncoder, ImageReader, Payload, Result};
+use vdisk_core::{BufPool, ChunkEncoder, DataBuf, ImageReader, Payload, Result};
 
 /// Everything a worker needs, shared by reference.
 pub(crate) struct Ctx<'a> {
@@ -52,37 +52,44 @@ pub(crate) fn needs_worker(seg: &Segment, min_sparse: u64) -> bool {
     }
 }
 
-/// The buffers of one task, reserved (not touched) by the planning thread so that all chunk
-/// buffers come from, and after the writer frees them go back to, that thread's malloc arena,
-/// where the next task reuses them. Allocated on the workers, they would spread over one arena per
-/// worker, each keeping its own freed buffers (over twice the memory on 8 workers).
+/// The buffers of one task, taken from the conversion's [`BufPool`] by the planning thread. A
+/// writer drops each data buffer once it has written it, which returns it to the pool, so a
+/// conversion cycles through about as many buffers as tasks in flight, and a reused buffer needs no
+/// zero-filling before a read overwrites it. Buffers are first allocated by the planning thread,
+/// so they all live in its malloc arena.
 #[derive(Debug, Default)]
 pub(crate) struct Buffers {
-    data: Vec<u8>,
-    backing: Vec<u8>,
+    data: Option<DataBuf>,
+    backing: Option<DataBuf>,
 }
 
 impl Buffers {
-    /// Reserves what a worker task for `seg` (at most one chunk long) needs.
-    pub(crate) fn reserve(seg: &Segment, with_backing: bool) -> Self {
+    /// Takes what a worker task for `seg` (at most one chunk long) needs.
+    pub(crate) fn reserve(pool: &Arc<BufPool>, seg: &Segment, with_backing: bool) -> Self {
         let len = (seg.end - seg.start) as usize;
         let backing = with_backing && matches!(seg.kind, SegKind::Data | SegKind::ZeroOverBacking);
         Buffers {
-            data: Vec::with_capacity(len),
-            backing: if backing {
-                Vec::with_capacity(len)
-            } else {
-                Vec::new()
-            },
+            data: Some(pool.take(len)),
+            backing: backing.then(|| pool.take(len)),
         }
     }
 }
 
-/// `len` zero bytes in `spare`'s memory (a fresh allocation when it is too small).
-fn alloc(mut spare: Vec<u8>, len: u64) -> Vec<u8> {
-    spare.clear();
-    spare.resize(len as usize, 0);
-    spare
+/// `len` bytes of unspecified content in `spare` (a new zeroed buffer when there is none or it is
+/// too short): for callers that overwrite all of it.
+fn buffer(spare: Option<DataBuf>, len: u64) -> DataBuf {
+    let len = len as usize;
+    match spare {
+        Some(b) if b.len() == len => b,
+        _ => DataBuf::from(vec![0u8; len]),
+    }
+}
+
+/// `len` zero bytes in `spare`'s memory.
+fn zeroed(spare: Option<DataBuf>, len: u64) -> DataBuf {
+    let mut b = buffer(spare, len);
+    b.fill(0);
+    b
 }
 
 /// Runs one task of at most one chunk (or any length for the bufferless kinds), in `bufs` where
@@ -99,22 +106,29 @@ pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment, bufs: Buffers) -> Result<Done> {
             ctx,
             &mut done,
             seg.start,
-            alloc(bufs.data, len),
+            zeroed(bufs.data, len),
             &[(len, Class::Data)],
         )?,
-        SegKind::Zero => emit(ctx, &mut done, seg.start, Vec::new(), &[(len, Class::Zero)])?,
+        SegKind::Zero => emit(
+            ctx,
+            &mut done,
+            seg.start,
+            DataBuf::default(),
+            &[(len, Class::Zero)],
+        )?,
         SegKind::ZeroOverBacking => {
             let bak = read_backing(ctx, seg.start, len, bufs.backing)?;
             let runs = diff_granules(ctx, seg.start, None, &bak);
             let buf = if runs.iter().any(|(_, c)| *c == Class::Data) {
-                alloc(bufs.data, len)
+                zeroed(bufs.data, len)
             } else {
-                Vec::new()
+                DataBuf::default()
             };
             emit(ctx, &mut done, seg.start, buf, &runs)?;
         }
         SegKind::Data => {
-            let mut buf = alloc(bufs.data, len);
+            // The read overwrites every byte of the (reused) buffer.
+            let mut buf = buffer(bufs.data, len);
             ctx.src.read_at(&mut buf, seg.start)?;
             done.read = len;
             let runs = if ctx.backing.is_some() {
@@ -140,15 +154,17 @@ pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment, bufs: Buffers) -> Result<Done> {
 }
 
 /// Reads `len` bytes of the backing image at `offset`, zeros past its end.
-fn read_backing(ctx: &Ctx<'_>, offset: u64, len: u64, spare: Vec<u8>) -> Result<Vec<u8>> {
-    let mut bak = alloc(spare, len);
+fn read_backing(ctx: &Ctx<'_>, offset: u64, len: u64, spare: Option<DataBuf>) -> Result<DataBuf> {
+    let mut bak = buffer(spare, len);
+    let mut n = 0;
     if let Some(b) = &ctx.backing {
         let bsize = b.virtual_size();
         if offset < bsize {
-            let n = (bsize - offset).min(len) as usize;
+            n = (bsize - offset).min(len) as usize;
             b.read_at(&mut bak[..n], offset)?;
         }
     }
+    bak[n..].fill(0);
     Ok(bak)
 }
 
@@ -221,7 +237,7 @@ fn emit(
     ctx: &Ctx<'_>,
     done: &mut Done,
     offset: u64,
-    buf: Vec<u8>,
+    buf: DataBuf,
     runs: &[(u64, Class)],
 ) -> Result<()> {
     let whole = runs.len() == 1 && runs[0].1 == Class::Data;
@@ -244,14 +260,14 @@ fn emit(
                     (_, b) => {
                         let slice = b
                             .as_deref()
-                            .map(|b| b[pos as usize..(pos + len) as usize].to_vec());
+                            .map(|b| DataBuf::from(&b[pos as usize..(pos + len) as usize]));
                         buf = b;
                         slice.unwrap_or_default()
                     }
                 };
                 match &ctx.encoder {
                     Some(enc) => encode_granules(ctx, enc.as_ref(), done, at, data)?,
-                    None => done.payloads.push((at, Payload::Data(data))),
+                    None => done.payloads.push((at, Payload::data(data))),
                 }
             }
         }
@@ -266,7 +282,7 @@ fn encode_granules(
     enc: &dyn ChunkEncoder,
     done: &mut Done,
     at: u64,
-    data: Vec<u8>,
+    data: DataBuf,
 ) -> Result<()> {
     let g = ctx.granule as usize;
     let first = (at % ctx.granule) as usize;
@@ -282,7 +298,7 @@ fn encode_granules(
         let piece = &data[pos..end];
         let payload = match enc.encode(off, piece)? {
             Some(e) => Payload::Encoded(e),
-            None => Payload::Data(piece.to_vec()),
+            None => Payload::data(piece.to_vec()),
         };
         done.payloads.push((off, payload));
         pos = end;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
-use vdisk_core::{Error, ImageReader, ImageWriter, Result};
+use vdisk_core::{BufPool, Error, ImageReader, ImageWriter, Result};
 
 /// Engine settings derived from the options and the writer's capabilities.
 struct Setup {
@@ -101,16 +101,15 @@ impl Tasks<'_> {
     }
 }
 
-/// Keeps freed chunk buffers inside the process (glibc only). By default glibc serves a 2 MiB
-/// allocation with a fresh `mmap` until its dynamic threshold adapts, and trims freed memory at the
-/// top of an arena back to the kernel once more than twice that is free, so nearly every chunk
-/// buffer came back from the kernel as fresh pages: ~150k page faults (kernel page clearing) per
-/// GiB converted. With a fixed mmap threshold above the default chunk size and a trim threshold
-/// above the in-flight bound, freed buffers are reused (zero-filled by `resize` instead of
-/// faulted in). All chunk buffers are allocated by the planning thread (see `chunk::Buffers`), so
-/// they live in one arena. This is process-wide, so a library never does it behind its caller's
-/// back: programs opt in (the `vdisk` command does, before converting). At most the in-flight
-/// bound of buffer memory then stays mapped after a run.
+/// Keeps freed buffers inside the process (glibc only). Chunk buffers themselves cycle through
+/// the conversion's `BufPool`; the other large allocations (data copied out of a chunk around a
+/// zero run, encoded clusters, a writer's staging buffers) come and go per chunk. By default glibc
+/// serves an allocation of 128 KiB or more with a fresh `mmap` until its dynamic threshold adapts,
+/// and trims freed memory at the top of an arena back to the kernel, so such buffers come back
+/// from the kernel as fresh pages (page faults and kernel page clearing). With a fixed mmap
+/// threshold above the default chunk size and a trim threshold above the in-flight bound, freed
+/// memory is reused instead. This is process-wide, so a library never does it behind its
+/// caller's back: programs opt in (the `vdisk` command does, before converting).
 pub fn keep_buffers_mapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -166,6 +165,8 @@ pub(crate) fn run(
         .thread_name(|i| format!("vdisk-convert-{i}"))
         .build()
         .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
+    // Every task holds at most two buffers; the writer may still hold a few it has not written.
+    let bufpool = BufPool::new(2 * s.max_in_flight + 2);
     let cancel = AtomicBool::new(false);
     let mut stats = ConvertStats::default();
     let (tx, rx) = mpsc::channel::<(usize, Result<Done>)>();
@@ -196,7 +197,7 @@ pub(crate) fn run(
                 in_flight += 1;
                 stats.peak_in_flight = stats.peak_in_flight.max(in_flight);
                 if chunk::needs_worker(&seg, opts.min_sparse) {
-                    let bufs = chunk::Buffers::reserve(&seg, ctx.backing.is_some());
+                    let bufs = chunk::Buffers::reserve(&bufpool, &seg, ctx.backing.is_some());
                     let tx = tx.clone();
                     let (ctx, cancel) = (&ctx, &cancel);
                     scope.spawn(move |_| {

@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod concat;
+pub mod databuf;
 pub mod error;
 pub mod extent;
 pub mod humansize;
@@ -17,11 +18,13 @@ pub mod probe;
 pub mod reader;
 pub mod size;
 pub mod storage;
+pub mod writepool;
 pub mod writer;
 pub mod zero;
 
 pub use chain::Chain;
 pub use concat::Concat;
+pub use databuf::{BufPool, DataBuf};
 pub use error::{Error, Result};
 pub use extent::{Extent, ExtentKind, HostLocation};
 pub use info::{BackingRef, CheckReport, ChildFile, ImageInfo, SnapshotInfo};
@@ -29,4 +32,5 @@ pub use options::CreateOptions;
 pub use probe::{probe_format, Format};
 pub use reader::ImageReader;
 pub use storage::{FileStorage, MemStorage, Storage};
+pub use writepool::WritePool;
 pub use writer::{ChunkEncoder, Encoded, ImageWriter, OutputFile, Payload, WriterCaps};

@@ -1,6 +1,7 @@
 //! The writer trait that builds an image from extents, and [`OutputFile`], which makes a new image
 //! appear under its name only once it is complete (write to a temporary name, rename on success).
 
+use crate::databuf::DataBuf;
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -42,8 +43,8 @@ pub struct Encoded {
 /// What to store at one guest offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
-    /// Plain data.
-    Data(Vec<u8>),
+    /// Plain data (dropping it returns a pooled buffer to its pool).
+    Data(DataBuf),
     /// This many bytes that must read as zeros.
     Zero(u64),
     /// Data already encoded by the writer's [`ChunkEncoder`].
@@ -51,6 +52,11 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// Plain data from anything that converts into a [`DataBuf`] (a `Vec<u8>`, a slice).
+    pub fn data(bytes: impl Into<DataBuf>) -> Self {
+        Payload::Data(bytes.into())
+    }
+
     /// Guest bytes covered.
     pub fn len(&self) -> u64 {
         match self {

@@ -45,7 +45,7 @@ fn run(
     let mut w = mutate::open_writer_in(s)?;
     for (off, d, len) in plan {
         let p = match d {
-            Some(d) => Payload::Data(d.clone()),
+            Some(d) => Payload::data(d.clone()),
             None => Payload::Zero(*len),
         };
         w.write(*off, p)?;
@@ -215,7 +215,7 @@ fn dropped_writer_leaves_the_old_image() {
     let p = qemu_fixture(&d, "img.qcow2", "", "2M");
     let before = raw(&p);
     let mut w = mutate::open_writer(&p).unwrap();
-    w.write(0, Payload::Data(vec![7; 128 << 10])).unwrap();
+    w.write(0, Payload::data(vec![7; 128 << 10])).unwrap();
     drop(w);
     let (code, out) = check(&p);
     assert!(code == 0 || code == 3, "{out}");

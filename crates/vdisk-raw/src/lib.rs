@@ -8,7 +8,6 @@
 //! * [`open_writer`] writes into an existing file or device in place (`convert -n`).
 //! * [`resize`] grows or shrinks a raw image (`qemu-img resize -f raw`).
 
-mod pool;
 mod reader;
 mod resize;
 mod sys;

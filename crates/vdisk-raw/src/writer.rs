@@ -2,7 +2,6 @@
 //! `preallocation` modes of block/file-posix.c) or an existing file or device written in place
 //! (`convert -n`). Zero runs become holes.
 
-use crate::pool::WritePool;
 use crate::{round_up_sector, sys};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -10,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use vdisk_core::options::OptionSpec;
 use vdisk_core::size::MAX_IMAGE_SIZE;
-use vdisk_core::{CreateOptions, Error, ImageWriter, OutputFile, Payload, Result, WriterCaps};
+use vdisk_core::{
+    CreateOptions, Error, ImageWriter, OutputFile, Payload, Result, WritePool, WriterCaps,
+};
 
 /// The options `qemu-img create -f raw -o help FILE` lists (the raw format's `size` plus the file
 /// protocol's options), in qemu's order.

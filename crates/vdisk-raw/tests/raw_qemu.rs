@@ -110,7 +110,7 @@ fn copy_with_writer(src: &dyn ImageReader, dst: &Path) {
         } else {
             let mut buf = vec![0u8; e.length as usize];
             src.read_at(&mut buf, e.offset).unwrap();
-            w.write(e.offset, Payload::Data(buf)).unwrap();
+            w.write(e.offset, Payload::data(buf)).unwrap();
         }
     }
     assert!(!dst.exists(), "output must not appear before finish");
@@ -252,13 +252,13 @@ fn dropped_or_failed_writer_leaves_no_file() {
     let out = s.join("out.raw");
     {
         let mut w = vdisk_raw::create(&out, 1 << 20, &CreateOptions::new()).unwrap();
-        w.write(0, Payload::Data(vec![1u8; 4096])).unwrap();
+        w.write(0, Payload::data(vec![1u8; 4096])).unwrap();
     }
     assert!(!out.exists());
     {
         let mut w = vdisk_raw::create(&out, 1 << 20, &CreateOptions::new()).unwrap();
         let e = w
-            .write((1 << 20) - 512, Payload::Data(vec![1u8; 1024]))
+            .write((1 << 20) - 512, Payload::data(vec![1u8; 1024]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("past the end of the image"), "{e}");
@@ -285,9 +285,9 @@ fn open_writer_writes_in_place_and_punches_holes() {
     let mut w = vdisk_raw::open_writer(&p).unwrap();
     assert!(!w.caps().zero_initialized);
     w.write(65536, Payload::Zero(65536)).unwrap();
-    w.write(524288, Payload::Data(vec![0x55u8; 512])).unwrap();
+    w.write(524288, Payload::data(vec![0x55u8; 512])).unwrap();
     assert!(
-        w.write(1 << 20, Payload::Data(vec![1u8; 512])).is_err(),
+        w.write(1 << 20, Payload::data(vec![1u8; 512])).is_err(),
         "no growth past the end"
     );
     w.finish().unwrap();

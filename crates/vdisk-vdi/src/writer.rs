@@ -9,10 +9,11 @@ use crate::header::{
 };
 use crate::limits::*;
 use std::path::Path;
+use std::sync::Arc;
 use vdisk_core::options::OptionSpec;
 use vdisk_core::{
     CreateOptions, Error, FileStorage, ImageWriter, OutputFile, Payload, Result, Storage,
-    WriterCaps,
+    WritePool, WriterCaps,
 };
 
 /// The options `qemu-img create -f vdi -o help` lists, in qemu's order.
@@ -97,6 +98,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
     let header = new_header(size, is_static)?;
     let out = OutputFile::create(path)?;
     let storage = out.storage()?;
+    let pool = WritePool::new(out.file(), path)?;
     let blocks = header.blocks_in_image as usize;
     let map = if is_static {
         (0..header.blocks_in_image).collect()
@@ -106,6 +108,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
     Ok(Box::new(VdiWriter {
         out: Some(out),
         storage,
+        pool: Some(pool),
         buf: vec![0u8; header.block_size as usize],
         header,
         map,
@@ -120,6 +123,8 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
 pub struct VdiWriter {
     out: Option<OutputFile>,
     storage: FileStorage,
+    /// Writes whole blocks straight from the payload, on several threads.
+    pool: Option<WritePool>,
     header: Header,
     map: Vec<u32>,
     /// The block being assembled in `buf` and whether anything was copied into it.
@@ -146,19 +151,25 @@ impl VdiWriter {
         if vdisk_core::zero::is_zero(&self.buf) {
             return Ok(());
         }
-        let idx = self.cur as usize;
-        let slot = if self.header.image_type == TYPE_STATIC {
-            self.cur as u32
-        } else {
-            let s = self.next_slot;
-            self.next_slot += 1;
-            self.map[idx] = s;
-            s
-        };
-        let at = self.header.offset_data + u64::from(slot) * self.bs();
+        let at = self.block_host(self.cur);
         self.storage.write_at(&self.buf, at)?;
         self.buf.fill(0);
         Ok(())
+    }
+
+    /// The file offset of guest block `block`, given a slot now if the image is dynamic.
+    fn block_host(&mut self, block: u64) -> u64 {
+        let slot = if self.header.image_type == TYPE_STATIC {
+            block as u32
+        } else {
+            let s = self.next_slot;
+            self.next_slot += 1;
+            if let Some(m) = self.map.get_mut(block as usize) {
+                *m = s;
+            }
+            s
+        };
+        self.header.offset_data + u64::from(slot) * self.bs()
     }
 
     /// Moves to guest offset `to`, flushing blocks left behind.
@@ -202,14 +213,27 @@ impl ImageWriter for VdiWriter {
             }
             Payload::Data(data) => {
                 let bs = self.bs();
+                let data = Arc::new(data);
                 let mut done = 0usize;
                 let mut pos = offset;
                 while done < data.len() {
                     self.seek_block(pos)?;
                     let in_block = (pos % bs) as usize;
                     let n = (bs as usize - in_block).min(data.len() - done);
-                    self.buf[in_block..in_block + n].copy_from_slice(&data[done..done + n]);
-                    self.dirty = true;
+                    let piece = &data[done..done + n];
+                    if n as u64 == bs && !self.dirty {
+                        // A whole block: written from the payload itself, unless it is all zeros.
+                        if !vdisk_core::zero::is_zero(piece) {
+                            let at = self.block_host(self.cur);
+                            match &self.pool {
+                                Some(p) => p.submit_part(at, &data, done..done + n)?,
+                                None => self.storage.write_at(piece, at)?,
+                            }
+                        }
+                    } else {
+                        self.buf[in_block..in_block + n].copy_from_slice(piece);
+                        self.dirty = true;
+                    }
                     done += n;
                     pos += n as u64;
                 }
@@ -226,6 +250,9 @@ impl ImageWriter for VdiWriter {
 
     fn finish(mut self: Box<Self>) -> Result<()> {
         self.flush_block()?;
+        if let Some(pool) = self.pool.take() {
+            pool.drain()?;
+        }
         let h = &mut self.header;
         if h.image_type != TYPE_STATIC {
             h.blocks_allocated = self.next_slot;

@@ -325,7 +325,7 @@ impl ImageWriter for VmdkWriter {
             let (a, b) = match payload {
                 Payload::Data(mut d) => {
                     let tail = d.split_off(cut as usize);
-                    (Payload::Data(d), Payload::Data(tail))
+                    (Payload::data(d), Payload::data(tail))
                 }
                 Payload::Zero(n) => (Payload::Zero(cut), Payload::Zero(n - cut)),
                 Payload::Encoded(_) => {

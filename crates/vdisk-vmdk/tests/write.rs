@@ -55,7 +55,7 @@ fn feed(mut w: Box<dyn ImageWriter>, data: &[u8]) {
             off += n;
             continue;
         } else {
-            Payload::Data(chunk.to_vec())
+            Payload::data(chunk.to_vec())
         };
         w.write(off as u64, payload).unwrap();
         off += n;
@@ -160,11 +160,11 @@ fn big_split_sparse_with_little_data() {
         &CreateOptions::parse(&["subformat=twoGbMaxExtentSparse"]).unwrap(),
     )
     .unwrap();
-    w.write(0, Payload::Data(vec![0x11; 65536])).unwrap();
+    w.write(0, Payload::data(vec![0x11; 65536])).unwrap();
     // A chunk crossing the 2 GiB extent boundary.
-    w.write((2 << 30) - 65536, Payload::Data(vec![0x22; 131072]))
+    w.write((2 << 30) - 65536, Payload::data(vec![0x22; 131072]))
         .unwrap();
-    w.write(size - 65536, Payload::Data(vec![0x33; 65536]))
+    w.write(size - 65536, Payload::data(vec![0x33; 65536]))
         .unwrap();
     w.finish().unwrap();
     assert_qemu_check_clean(&img, "vmdk");
@@ -198,7 +198,7 @@ fn delta_over_backing_with_zeroed_grains() {
         let mut w = vdisk_vmdk::create(&top, 0, &opts).unwrap();
         assert!(!w.caps().zero_initialized);
         w.write(65536, Payload::Zero(65536)).unwrap();
-        w.write(196608, Payload::Data(vec![0x99; 65536])).unwrap();
+        w.write(196608, Payload::data(vec![0x99; 65536])).unwrap();
         w.finish().unwrap();
         assert_qemu_check_clean(&top, "vmdk");
         let got = qemu_raw_bytes(&top, None);
@@ -282,7 +282,7 @@ fn unfinished_write_leaves_nothing() {
             &CreateOptions::parse(&[format!("subformat={sub}")]).unwrap(),
         )
         .unwrap();
-        w.write(0, Payload::Data(vec![1; 65536])).unwrap();
+        w.write(0, Payload::data(vec![1; 65536])).unwrap();
         drop(w);
         assert_eq!(std::fs::read_dir(s.path()).unwrap().count(), 0, "{sub}");
     }
@@ -303,7 +303,7 @@ fn unfinished_write_leaves_nothing() {
         }),
     )
     .unwrap();
-    assert!(w.write(0, Payload::Data(vec![1; 65536])).is_err());
+    assert!(w.write(0, Payload::data(vec![1; 65536])).is_err());
 }
 
 #[test]

@@ -129,7 +129,7 @@ fn rebase_copy(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Resul
                     let p = if is_zero(&a[..len]) {
                         Payload::Zero(len as u64)
                     } else {
-                        Payload::Data(a[..len].to_vec())
+                        Payload::data(a[..len].to_vec())
                     };
                     w.write(g, p)?;
                 }
@@ -215,7 +215,7 @@ pub fn commit(overlay: &Path, base: Option<&Path>, drop_overlay_data: bool) -> R
             let p = if is_zero(&buf) {
                 Payload::Zero(n)
             } else {
-                Payload::Data(buf.clone())
+                Payload::data(buf.clone())
             };
             w.write(pos, p)?;
             pos += n;

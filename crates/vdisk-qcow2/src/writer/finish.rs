@@ -109,6 +109,10 @@ impl Qcow2Writer {
 
     pub(super) fn finish_image(mut self) -> Result<()> {
         self.flush_partial()?;
+        // Every data cluster is written before any table that points at it.
+        if let Some(p) = self.pool.take() {
+            p.drain()?;
+        }
         let regions = self.s.l1_entries();
         self.enter_region(regions)?;
         if let Some(t) = self.l2.take() {

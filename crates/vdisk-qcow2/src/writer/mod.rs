@@ -39,13 +39,15 @@ pub use settings::{
 
 use file::{fallocate, io, write_zeros};
 use layout::{Entry, L2Table, PreallocLayout};
+use put::Bytes;
 use refcount::Refcounts;
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use vdisk_core::{
-    ChunkEncoder, CreateOptions, Error, ImageWriter, OutputFile, Payload, Result, WriterCaps,
+    ChunkEncoder, CreateOptions, Error, ImageWriter, OutputFile, Payload, Result, WritePool,
+    WriterCaps,
 };
 
 /// Creates a qcow2 image of `size` bytes at `path` with the `-o` options of [`CREATE_OPTIONS`].
@@ -107,6 +109,10 @@ pub struct Qcow2Writer {
     /// all reserved right after the header.
     l1_at: u64,
     reftable: (u64, u64),
+    /// I/O threads writing whole data clusters straight from the payload buffers (not used with
+    /// an external data file). Every other write and read of the image first waits for queued
+    /// writes that overlap it, and `finish` waits for all of them.
+    pool: Option<WritePool>,
 }
 
 impl Qcow2Writer {
@@ -195,7 +201,11 @@ impl Qcow2Writer {
             compress,
             l1_at,
             reftable,
+            pool: None,
         };
+        if !matches!(w.placement, Placement::DataFile(_)) {
+            w.pool = Some(WritePool::new(w.out.file(), w.out.dest())?);
+        }
         w.place_refblocks()?;
         Ok(w)
     }
@@ -205,6 +215,9 @@ impl Qcow2Writer {
     }
 
     fn write_image(&self, off: u64, buf: &[u8]) -> Result<()> {
+        if let Some(p) = &self.pool {
+            p.wait_for(off, buf.len() as u64)?;
+        }
         self.out
             .file()
             .write_all_at(buf, off)
@@ -289,6 +302,9 @@ impl Qcow2Writer {
             self.others.remove(i)
         } else if let Some(&host) = self.l1.get(&region) {
             let mut b = vec![0u8; self.cs() as usize];
+            if let Some(p) = &self.pool {
+                p.wait_for(host, b.len() as u64)?;
+            }
             self.out
                 .file()
                 .read_exact_at(&mut b, host)
@@ -371,7 +387,10 @@ impl ImageWriter for Qcow2Writer {
             }));
         }
         match payload {
-            Payload::Data(d) => self.put_data(offset, &d)?,
+            Payload::Data(d) => {
+                let d = Arc::new(d);
+                self.put_data(offset, Bytes::shared(&d))?
+            }
             Payload::Zero(n) => self.put_zero(offset, n)?,
             Payload::Encoded(e) => {
                 let one_cluster = e.raw_len == cs || (e.raw_len < cs && end == self.s.size);

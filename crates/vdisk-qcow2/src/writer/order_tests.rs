@@ -30,7 +30,7 @@ fn unaligned_writes_are_gathered_into_clusters() {
             } else {
                 let d: Vec<u8> = (0..len).map(|j| (j as u8) ^ (i as u8 + 1) | 1).collect();
                 want[at as usize..(at + len) as usize].copy_from_slice(&d);
-                w.write(at, Payload::Data(d)).unwrap();
+                w.write(at, Payload::data(d)).unwrap();
             }
             at += len + if i % 4 == 3 { 5000 } else { 0 };
         }
@@ -78,13 +78,13 @@ fn out_of_order_writes_make_a_correct_image() {
                 continue;
             }
             match &enc {
-                None => w.write(off as u64, Payload::Data(chunk.to_vec())).unwrap(),
+                None => w.write(off as u64, Payload::data(chunk.to_vec())).unwrap(),
                 Some(e) => {
                     for (k, c) in chunk.chunks(g).enumerate() {
                         let at = (off + k * g) as u64;
                         let p = match e.encode(at, c).unwrap() {
                             Some(x) => Payload::Encoded(x),
-                            None => Payload::Data(c.to_vec()),
+                            None => Payload::data(c.to_vec()),
                         };
                         w.write(at, p).unwrap();
                     }
@@ -100,14 +100,14 @@ fn out_of_order_writes_make_a_correct_image() {
         assert!(vdisk_testutil::read_all(&r, 1 << 20) == src, "{o}");
     }
     let mut w = create(&dir.join("twice.qcow2"), SIZE, &opts("")).unwrap();
-    w.write(65536, Payload::Data(vec![1; 65536])).unwrap();
-    w.write(0, Payload::Data(vec![1; 65536])).unwrap();
+    w.write(65536, Payload::data(vec![1; 65536])).unwrap();
+    w.write(0, Payload::data(vec![1; 65536])).unwrap();
     assert!(
-        w.write(65536, Payload::Data(vec![2; 65536])).is_err(),
+        w.write(65536, Payload::data(vec![2; 65536])).is_err(),
         "written twice"
     );
     assert!(
-        w.write(100, Payload::Data(vec![2; 512])).is_err(),
+        w.write(100, Payload::data(vec![2; 512])).is_err(),
         "partial cluster before the end"
     );
     let p = create(&dir.join("p.qcow2"), SIZE, &opts("preallocation=metadata")).unwrap();
@@ -127,9 +127,9 @@ fn writes_must_come_in_order_and_inside_the_disk() {
         &opts("preallocation=metadata"),
     )
     .unwrap();
-    w.write(65536, Payload::Data(vec![1; 65536])).unwrap();
-    assert!(w.write(0, Payload::Data(vec![1; 65536])).is_err());
-    assert!(w.write(1 << 20, Payload::Data(vec![1; 512])).is_err());
+    w.write(65536, Payload::data(vec![1; 65536])).unwrap();
+    assert!(w.write(0, Payload::data(vec![1; 65536])).is_err());
+    assert!(w.write(1 << 20, Payload::data(vec![1; 512])).is_err());
     assert!(w.write(u64::MAX, Payload::Zero(2)).is_err());
     assert!(w.encoder().is_none());
     let enc = ClusterEncoder::new(65536, CompressionType::Zlib)

@@ -4,12 +4,51 @@
 use super::file::io;
 use super::layout::Entry;
 use super::{Placement, Qcow2Writer};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use vdisk_core::{Error, Result};
+use std::sync::Arc;
+use vdisk_core::{DataBuf, Error, Result};
+
+/// Bytes to store as data clusters: the writer's own (written at once), or part of a payload
+/// buffer, which the writer's I/O threads write without copying.
+#[derive(Clone, Copy)]
+pub(super) struct Bytes<'a> {
+    bytes: &'a [u8],
+    /// The buffer `bytes` lie in, and where in it they start.
+    owner: Option<(&'a Arc<DataBuf>, usize)>,
+}
+
+impl<'a> Bytes<'a> {
+    pub(super) fn own(bytes: &'a [u8]) -> Self {
+        Bytes { bytes, owner: None }
+    }
+
+    pub(super) fn shared(buf: &'a Arc<DataBuf>) -> Self {
+        Bytes {
+            bytes: buf,
+            owner: Some((buf, 0)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn sub(&self, r: Range<usize>) -> Bytes<'a> {
+        Bytes {
+            bytes: &self.bytes[r.clone()],
+            owner: self.owner.map(|(b, at)| (b, at + r.start)),
+        }
+    }
+}
 
 impl Qcow2Writer {
     /// Stores `n` whole guest clusters from `g` (all in one L2 region) as plain data.
-    pub(super) fn put_clusters(&mut self, g: u64, n: u64, bytes: &[u8]) -> Result<()> {
+    pub(super) fn put_clusters(&mut self, g: u64, n: u64, bytes: Bytes<'_>) -> Result<()> {
         let bits = self.s.cluster_bits;
         self.enter_region(g / self.s.l2_entries())?;
         let hosts: Vec<u64> = match &self.placement {
@@ -18,13 +57,13 @@ impl Qcow2Writer {
                 let at = g << bits;
                 let keep = (self.s.size - at).min(bytes.len() as u64) as usize;
                 f.file()
-                    .write_all_at(&bytes[..keep], at)
+                    .write_all_at(&bytes.bytes[..keep], at)
                     .map_err(io(f.dest(), at))?;
                 (g..g + n).map(|c| c << bits).collect()
             }
             Placement::Prealloc(l) => {
                 let at = l.data_host(g);
-                self.write_image(at, bytes)?;
+                self.write_data(at, bytes)?;
                 (g..g + n).map(|c| l.data_host(c)).collect()
             }
             Placement::Stream => {
@@ -37,14 +76,14 @@ impl Qcow2Writer {
                     let h = self.refs.alloc_one() << bits;
                     if let Some(last) = hosts.last() {
                         if *last + self.cs() != h {
-                            self.write_image(hosts[run], &bytes[run * cs..i * cs])?;
+                            self.write_data(hosts[run], bytes.sub(run * cs..i * cs))?;
                             run = i;
                         }
                     }
                     hosts.push(h);
                 }
                 if let Some(first) = hosts.get(run) {
-                    self.write_image(*first, &bytes[run * cs..])?;
+                    self.write_data(*first, bytes.sub(run * cs..bytes.len()))?;
                 }
                 hosts
             }
@@ -106,7 +145,7 @@ impl Qcow2Writer {
         let mut c = g;
         while c < g + n {
             let k = per.min(g + n - c).min(self.region_left(c));
-            self.put_clusters(c, k, &zeros[..(k * self.cs()) as usize])?;
+            self.put_clusters(c, k, Bytes::own(&zeros[..(k * self.cs()) as usize]))?;
             c += k;
         }
         Ok(())
@@ -120,7 +159,7 @@ impl Qcow2Writer {
     /// Writes the partly filled cluster, zero-padded.
     pub(super) fn flush_partial(&mut self) -> Result<()> {
         if let Some((g, buf)) = self.partial.take() {
-            self.put_clusters(g, 1, &buf)?;
+            self.put_clusters(g, 1, Bytes::own(&buf))?;
         }
         Ok(())
     }
@@ -149,27 +188,36 @@ impl Qcow2Writer {
         Ok(())
     }
 
-    pub(super) fn put_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+    pub(super) fn put_data(&mut self, offset: u64, data: Bytes<'_>) -> Result<()> {
         let (bits, cs) = (self.s.cluster_bits, self.cs());
         let mut at = offset;
         let mut rest = data;
         while !rest.is_empty() {
             let (g, within) = (at >> bits, at & (cs - 1));
             if within != 0 || (rest.len() as u64) < cs {
-                let n = (cs - within).min(rest.len() as u64);
-                self.put_partial(g, within, n, Some(&rest[..n as usize]))?;
-                at += n;
-                rest = &rest[n as usize..];
+                let n = (cs - within).min(rest.len() as u64) as usize;
+                self.put_partial(g, within, n as u64, Some(&rest.bytes[..n]))?;
+                at += n as u64;
+                rest = rest.sub(n..rest.len());
                 continue;
             }
             self.flush_partial()?;
             let n = (rest.len() as u64 / cs).min(self.region_left(g));
-            let (now, later) = rest.split_at((n * cs) as usize);
-            self.put_clusters(g, n, now)?;
+            let cut = (n * cs) as usize;
+            self.put_clusters(g, n, rest.sub(0..cut))?;
             at += n * cs;
-            rest = later;
+            rest = rest.sub(cut..rest.len());
         }
         Ok(())
+    }
+
+    /// Writes data clusters at host offset `at`: through the I/O threads when the bytes are part
+    /// of a payload buffer, else at once.
+    fn write_data(&self, at: u64, b: Bytes<'_>) -> Result<()> {
+        match (&self.pool, b.owner) {
+            (Some(p), Some((buf, start))) => p.submit_part(at, buf, start..start + b.len()),
+            _ => self.write_image(at, b.bytes),
+        }
     }
 
     pub(super) fn put_zero(&mut self, offset: u64, len: u64) -> Result<()> {

@@ -92,12 +92,12 @@ fn random_write_sequences_read_back_and_check_clean() {
                                 let off = at + k as u64 * g;
                                 let p = match e.encode(off, c).unwrap() {
                                     Some(x) => Payload::Encoded(x),
-                                    None => Payload::Data(c.to_vec()),
+                                    None => Payload::data(c.to_vec()),
                                 };
                                 w.write(off, p).unwrap();
                             }
                         }
-                        None => w.write(at, Payload::Data(d)).unwrap(),
+                        None => w.write(at, Payload::data(d)).unwrap(),
                     }
                 }
             }

@@ -68,9 +68,9 @@ pub(super) fn drive(
         match &enc {
             Some(e) => match e.encode(off, chunk).unwrap() {
                 Some(c) => w.write(off, Payload::Encoded(c)).unwrap(),
-                None => w.write(off, Payload::Data(chunk.to_vec())).unwrap(),
+                None => w.write(off, Payload::data(chunk.to_vec())).unwrap(),
             },
-            None => w.write(off, Payload::Data(chunk.to_vec())).unwrap(),
+            None => w.write(off, Payload::data(chunk.to_vec())).unwrap(),
         }
     }
     skipped
@@ -337,16 +337,17 @@ fn unfinished_writer_leaves_nothing() {
     let dir = Scratch::new("qcow2w-drop");
     let img = dir.join("x.qcow2");
     let mut w = create(&img, SIZE, &opts("")).unwrap();
-    w.write(0, Payload::Data(vec![7u8; 1 << 20])).unwrap();
+    w.write(0, Payload::data(vec![7u8; 1 << 20])).unwrap();
     // While being written the image has no header: nothing would take it for qcow2.
     let temps: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(temps.len(), 1, "{temps:?}");
+    // (The data itself may still be on its way through the I/O threads.)
     let head = std::fs::read(&temps[0]).unwrap();
     assert!(
-        head.len() > 1 << 20 && head[..4] == [0, 0, 0, 0],
+        head.iter().take(4).all(|b| *b == 0),
         "header must come last"
     );
     assert!(!img.exists());
@@ -359,7 +360,7 @@ fn unfinished_writer_leaves_nothing() {
     let data = dir.join("d.raw");
     let mut w = create(&img, SIZE, &opts(&format!("data_file={}", data.display()))).unwrap();
     assert!(std::fs::read_dir(dir.path()).unwrap().count() == 2 && !data.exists());
-    w.write(0, Payload::Data(vec![7u8; 65536])).unwrap();
+    w.write(0, Payload::data(vec![7u8; 65536])).unwrap();
     drop(w);
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
@@ -379,7 +380,7 @@ fn sparse_terabyte_image_costs_only_its_data() {
     let mut w = Qcow2Writer::create(&img, size, &opts(""), false).unwrap();
     let mib = vec![0xa5u8; 1 << 20];
     for off in [0u64, 3 << 20, 512 << 30, size - (2 << 20)] {
-        w.write(off, Payload::Data(mib.clone())).unwrap();
+        w.write(off, Payload::data(mib.clone())).unwrap();
         w.write(off + (1 << 20), Payload::Zero(1 << 20)).unwrap();
         // What the writer holds: one L2 table, and one L1 entry per region written so far.
         assert!(w.l1.len() <= 3 && w.l2.is_some() && w.partial.is_none());

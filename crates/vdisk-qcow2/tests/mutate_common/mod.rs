@@ -40,11 +40,15 @@ pub fn vdisk_fixture(dir: &Scratch, name: &str, opts: &str, size: u64) -> PathBu
     let mut w = vdisk_qcow2::writer::create(&p, size, &o).unwrap();
     w.write(
         0,
-        Payload::Data((0..200_000u32).map(|i| (i * 7 % 251) as u8).collect()),
+        Payload::data(
+            (0..200_000u32)
+                .map(|i| (i * 7 % 251) as u8)
+                .collect::<Vec<u8>>(),
+        ),
     )
     .unwrap();
     w.write(200_000, Payload::Zero(100_000)).unwrap();
-    w.write(1 << 20, Payload::Data(vec![0x42; 70_000])).unwrap();
+    w.write(1 << 20, Payload::data(vec![0x42; 70_000])).unwrap();
     w.finish().unwrap();
     p
 }

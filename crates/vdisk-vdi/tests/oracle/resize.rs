@@ -97,7 +97,7 @@ fn grows_vdisk_image_in_place_and_within_last_block() {
     let p = s.join("w.vdi");
     let size = (3 << 20) + 512;
     let mut w = vdisk_vdi::create(&p, size, &CreateOptions::new()).unwrap();
-    w.write(0, Payload::Data(vec![0x42; size as usize]))
+    w.write(0, Payload::data(vec![0x42; size as usize]))
         .unwrap();
     w.finish().unwrap();
     // Put garbage after the disk end inside the last block: resize must zero it.

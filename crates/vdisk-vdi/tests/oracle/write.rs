@@ -21,7 +21,7 @@ fn write_image(dest: &Path, data: &[u8], opts: &[&str], chunk: usize, skip_zeros
                 w.write(off, Payload::Zero(piece.len() as u64)).unwrap();
             }
         } else {
-            w.write(off, Payload::Data(piece.to_vec())).unwrap();
+            w.write(off, Payload::data(piece.to_vec())).unwrap();
         }
     }
     assert!(!dest.exists(), "the image must appear only on finish");
@@ -139,13 +139,13 @@ fn bad_options_and_writes_are_refused() {
         "too many blocks"
     );
     let mut w = vdisk_vdi::create(&dest, 2 << 20, &CreateOptions::new()).unwrap();
-    w.write(4096, Payload::Data(vec![1; 512])).unwrap();
+    w.write(4096, Payload::data(vec![1; 512])).unwrap();
     assert!(
-        w.write(0, Payload::Data(vec![1; 512])).is_err(),
+        w.write(0, Payload::data(vec![1; 512])).is_err(),
         "out of order"
     );
     assert!(
-        w.write(2 << 20, Payload::Data(vec![1; 512])).is_err(),
+        w.write(2 << 20, Payload::data(vec![1; 512])).is_err(),
         "past the end"
     );
     drop(w);

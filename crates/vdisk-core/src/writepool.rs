@@ -1,23 +1,28 @@
-//! Parallel positional writes for new raw images: data handed to the writer is written by a few
-//! I/O threads, so that copying it into the page cache (the main cost of a conversion to raw)
-//! runs on every core instead of only on the conversion's writer thread, as qemu's thread pool
-//! does. Writes that overlap one still in flight wait for it, so the result is the same as writing
+//! Parallel positional writes for writers of new images: data handed to a writer is written by a
+//! few I/O threads, so that copying it into the page cache (the main cost of an uncompressed
+//! conversion) runs on every core instead of only on the conversion's writer thread, as qemu's
+//! thread pool does. Writes that overlap one still in flight wait for it, so the result is the same as writing
 //! in call order; the first error is reported by a later call or by [`WritePool::drain`].
 
+use crate::databuf::DataBuf;
+use crate::error::{Error, Result};
 use std::collections::VecDeque;
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use vdisk_core::{Error, Result};
 
 /// Most I/O threads, whatever the number of cores.
 const MAX_THREADS: usize = 4;
 
 struct Job {
     offset: u64,
-    data: Vec<u8>,
+    /// The bytes `range` of `data` go to `offset`; the buffer is freed (or goes back to its pool)
+    /// once its last part is written.
+    data: Arc<DataBuf>,
+    range: Range<usize>,
 }
 
 #[derive(Default)]
@@ -49,7 +54,7 @@ impl Shared {
 }
 
 /// A bounded queue of writes to one file, served by a few threads.
-pub(crate) struct WritePool {
+pub struct WritePool {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     /// Most jobs queued (not yet picked up) at once: bounds the memory held.
@@ -71,7 +76,7 @@ fn taken_error(path: &Path) -> Error {
 
 impl WritePool {
     /// Starts the I/O threads over duplicates of `file`.
-    pub(crate) fn new(file: &File, path: &Path) -> Result<Self> {
+    pub fn new(file: &File, path: &Path) -> Result<Self> {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -90,7 +95,7 @@ impl WritePool {
             let f = file.try_clone().map_err(|e| Error::io(path, 0, e))?;
             let sh = Arc::clone(&pool.shared);
             let t = std::thread::Builder::new()
-                .name(format!("vdisk-raw-io-{i}"))
+                .name(format!("vdisk-io-{i}"))
                 .spawn(move || serve(&sh, &f))
                 .map_err(|e| Error::Other(format!("cannot start I/O threads: {e}")))?;
             pool.threads.push(t);
@@ -100,8 +105,21 @@ impl WritePool {
 
     /// Queues `data` for writing at `offset`, waiting while the queue is full or while a write
     /// overlapping it is in flight.
-    pub(crate) fn submit(&self, offset: u64, data: Vec<u8>) -> Result<()> {
-        let end = offset.saturating_add(data.len() as u64);
+    pub fn submit(&self, offset: u64, data: DataBuf) -> Result<()> {
+        let len = data.len();
+        self.submit_part(offset, &Arc::new(data), 0..len)
+    }
+
+    /// Queues the bytes `range` of `data` for writing at `offset` (so that one buffer can be
+    /// written to several places without copying), waiting as [`WritePool::submit`] does.
+    pub fn submit_part(&self, offset: u64, data: &Arc<DataBuf>, range: Range<usize>) -> Result<()> {
+        if range.start > range.end || range.end > data.len() {
+            return Err(Error::invalid(format!(
+                "write of bytes {range:?} of a {}-byte buffer",
+                data.len()
+            )));
+        }
+        let end = offset.saturating_add(range.len() as u64);
         let mut g = self.shared.lock();
         loop {
             if g.failed {
@@ -117,14 +135,35 @@ impl WritePool {
             g = self.shared.wait(g);
         }
         g.busy.push((offset, end));
-        g.queue.push_back(Job { offset, data });
+        g.queue.push_back(Job {
+            offset,
+            data: Arc::clone(data),
+            range,
+        });
         drop(g);
         self.shared.cv.notify_all();
         Ok(())
     }
 
+    /// Waits until no queued or running write overlaps `len` bytes at `offset` (so that a direct
+    /// write or read of those bytes sees them in call order); returns the first error, if any.
+    pub fn wait_for(&self, offset: u64, len: u64) -> Result<()> {
+        let end = offset.saturating_add(len);
+        let mut g = self.shared.lock();
+        while !g.failed && g.busy.iter().any(|&(s, e)| s < end && offset < e) {
+            g = self.shared.wait(g);
+        }
+        if g.failed {
+            return Err(g
+                .error
+                .take()
+                .unwrap_or_else(|| taken_error(&self.shared.path)));
+        }
+        Ok(())
+    }
+
     /// Waits until every queued write is done; returns the first error, if any.
-    pub(crate) fn drain(&self) -> Result<()> {
+    pub fn drain(&self) -> Result<()> {
         let mut g = self.shared.lock();
         while !g.failed && !g.busy.is_empty() {
             g = self.shared.wait(g);
@@ -142,11 +181,16 @@ impl WritePool {
 fn serve(sh: &Shared, file: &File) {
     let mut g = sh.lock();
     loop {
-        if let Some(Job { offset, data }) = g.queue.pop_front() {
+        if let Some(Job {
+            offset,
+            data,
+            range,
+        }) = g.queue.pop_front()
+        {
             drop(g);
             sh.cv.notify_all();
-            let end = offset.saturating_add(data.len() as u64);
-            let r = file.write_all_at(&data, offset);
+            let end = offset.saturating_add(range.len() as u64);
+            let r = file.write_all_at(&data[range], offset);
             drop(data);
             g = sh.lock();
             if let Some(i) = g.busy.iter().position(|&b| b == (offset, end)) {
@@ -187,7 +231,10 @@ mod tests {
     use super::*;
 
     fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("vdisk-raw-pool-{name}-{}", std::process::id()))
+        std::env::temp_dir().join(format!(
+            "vdisk-core-writepool-{name}-{}",
+            std::process::id()
+        ))
     }
 
     #[test]
@@ -208,7 +255,7 @@ mod tests {
             let len = 4096 + (round as usize * 997) % 61_440;
             let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ round) as u8).collect();
             expect[off as usize..off as usize + len].copy_from_slice(&data);
-            pool.submit(off, data).unwrap();
+            pool.submit(off, data.into()).unwrap();
         }
         pool.drain().unwrap();
         drop(pool);
@@ -228,12 +275,43 @@ mod tests {
         let ro = File::open(&path).unwrap();
         let pool = WritePool::new(&ro, &path).unwrap();
         // The first submit may be accepted before the I/O thread fails; a later call reports it.
-        let first = pool.submit(0, vec![1u8; 4096]);
+        let first = pool.submit(0, vec![1u8; 4096].into());
         let later = pool.drain();
         std::fs::remove_file(&path).unwrap();
         let e = first.and(later).unwrap_err().to_string();
         assert!(e.contains(&path.display().to_string()), "{e}");
         // Once reported, further writes keep failing instead of being silently dropped.
-        assert!(pool.submit(8192, vec![2u8; 512]).is_err());
+        assert!(pool.submit(8192, vec![2u8; 512].into()).is_err());
+    }
+
+    #[test]
+    fn parts_of_one_buffer_go_to_their_places_and_the_buffer_goes_home_after_the_last() {
+        let path = temp("parts");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let pool = WritePool::new(&file, &path).unwrap();
+        let bufs = crate::BufPool::new(4);
+        let mut b = bufs.take(8192);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (i / 4096 + 1) as u8;
+        }
+        let shared = Arc::new(b);
+        // The second half first, at the start of the file; then the first half after it.
+        pool.submit_part(0, &shared, 4096..8192).unwrap();
+        pool.submit_part(4096, &shared, 0..4096).unwrap();
+        assert!(pool.submit_part(0, &shared, 4096..8193).is_err());
+        drop(shared);
+        pool.drain().unwrap();
+        drop(pool);
+        assert_eq!(bufs.kept(), 1, "the buffer went back to its pool");
+        let got = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(got.len(), 8192);
+        assert!(got[..4096].iter().all(|x| *x == 2) && got[4096..].iter().all(|x| *x == 1));
     }
 }
