@@ -262,10 +262,10 @@ fn bitmaps_in_use_like_qemu() {
 /// The same writes through vdisk's in-place writer and through qemu-io.
 fn write_both(ours: &Path, theirs: &Path) {
     let mut w = mutate::open_writer(ours).unwrap();
-    w.write(128 << 10, Payload::Data(vec![7; 200 << 10]))
+    w.write(128 << 10, Payload::data(vec![7; 200 << 10]))
         .unwrap();
     w.write(2 << 20, Payload::Zero(64 << 10)).unwrap();
-    w.write((4 << 20) - 4096, Payload::Data(vec![8; 4096]))
+    w.write((4 << 20) - 4096, Payload::data(vec![8; 4096]))
         .unwrap();
     w.finish().unwrap();
     qemu_io(
@@ -310,7 +310,7 @@ fn crash_resize_and_write_with_bitmaps() {
         &(|st| mutate::resize_in(st, 3 << 20, true)) as &dyn Fn(_) -> _,
         &|st| {
             let mut w = mutate::open_writer_in(st)?;
-            w.write(8 << 10, Payload::Data(vec![9; 100 << 10]))?;
+            w.write(8 << 10, Payload::data(vec![9; 100 << 10]))?;
             w.finish()
         },
     ]
