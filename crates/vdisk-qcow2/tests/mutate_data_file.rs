@@ -258,13 +258,13 @@ fn crash_resize_with_a_data_file() {
 /// unallocated clusters, zeros, a partial cluster, the last bytes of the disk.
 fn write_both(ours: &Path, theirs: &Path) {
     let mut w = mutate::open_writer(ours).unwrap();
-    w.write(960 << 10, Payload::Data(vec![0x71; 200 << 10]))
+    w.write(960 << 10, Payload::data(vec![0x71; 200 << 10]))
         .unwrap();
     w.write(2 << 20, Payload::Zero(128 << 10)).unwrap();
-    w.write((3 << 20) + 4096, Payload::Data(vec![0x72; 512]))
+    w.write((3 << 20) + 4096, Payload::data(vec![0x72; 512]))
         .unwrap();
     w.write(256 << 10, Payload::Zero(64 << 10)).unwrap();
-    w.write((4 << 20) - 4096, Payload::Data(vec![0x73; 4096]))
+    w.write((4 << 20) - 4096, Payload::data(vec![0x73; 4096]))
         .unwrap();
     w.finish().unwrap();
     qemu_io(
@@ -337,7 +337,7 @@ fn crash_write_into_a_data_file_image() {
     let p = image(&d, "w", false);
     let n = crash_test_with_data_file(&p, &|st| {
         let mut w = mutate::open_writer_in(st)?;
-        w.write(1100 << 10, Payload::Data(vec![0x44; 300 << 10]))?;
+        w.write(1100 << 10, Payload::data(vec![0x44; 300 << 10]))?;
         w.write(2 << 20, Payload::Zero(64 << 10))?;
         w.finish()
     });
