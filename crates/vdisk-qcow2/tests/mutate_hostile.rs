@@ -104,7 +104,7 @@ fn damaged_images_with_bitmaps_never_panic() {
         let _ =
             mutate::resize_with_in(Arc::clone(&s), 3 << 20, false, mutate::Prealloc::Full, None);
         if let Ok(mut w) = mutate::open_writer_in(Arc::clone(&s)) {
-            let _ = w.write(0, Payload::Data(vec![1; 8192]));
+            let _ = w.write(0, Payload::data(vec![1; 8192]));
             let _ = w.finish();
         }
     }
