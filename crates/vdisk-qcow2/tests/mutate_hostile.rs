@@ -109,3 +109,40 @@ fn damaged_images_with_bitmaps_never_panic() {
         }
     }
 }
+
+/// Growing an overlay looks at its backing file's length; a backing name that is a FIFO must not
+/// make the resize wait for a writer forever.
+#[test]
+fn resize_over_a_fifo_backing_file_does_not_hang() {
+    let d = Scratch::new("mut-fifo");
+    let fifo = d.join("pipe");
+    let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: mkfifo only reads the NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let img = d.join("over.qcow2");
+    let opts = CreateOptions::parse(&["backing_file=pipe", "backing_fmt=raw"]).unwrap();
+    vdisk_qcow2::writer::create(&img, 1 << 20, &opts)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = img.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(mutate::resize_with(
+            &p,
+            2 << 20,
+            false,
+            mutate::Prealloc::Off,
+        ));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("resize over a FIFO backing file hangs");
+    r.unwrap();
+    // The header's size field (bytes 24..32) holds the new size.
+    let head = std::fs::read(&img).unwrap();
+    assert_eq!(
+        u64::from_be_bytes(head[24..32].try_into().unwrap()),
+        2 << 20
+    );
+}

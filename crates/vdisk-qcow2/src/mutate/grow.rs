@@ -13,7 +13,7 @@ use crate::limits::MAX_ZEROED_L2_TABLES;
 use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use vdisk_core::{Error, ImageReader, Result};
+use vdisk_core::{Error, ImageReader, Result, Storage};
 
 /// Zero bits of every subcluster (extended L2, high half of the bitmap word).
 const ALL_ZERO: u64 = 0xffff_ffff << 32;
@@ -24,19 +24,20 @@ const ALL_ZERO: u64 = 0xffff_ffff << 32;
 pub(crate) fn backing_len(img: &RwImage) -> Option<u64> {
     let name = img.r.header.backing_file.as_deref()?;
     let path = vdisk_core::storage::resolve_relative(img.path(), name);
-    let f = std::fs::File::open(&path).ok()?;
-    let meta = f.metadata().ok()?;
-    if !meta.is_file() {
+    // Not File::open: the name may be a FIFO, whose opening would wait for a writer forever
+    // (FileStorage refuses FIFOs and sockets without blocking).
+    if !std::fs::metadata(&path).ok()?.is_file() {
         return None;
     }
+    let f = vdisk_core::FileStorage::open(&path).ok()?;
     let mut head = [0u8; 32];
-    use std::os::unix::fs::FileExt;
     let got = f.read_at(&mut head, 0).ok()?;
+    let file_len = f.len().ok()?;
     let fmt = img.r.header.backing_format();
     let is_qcow2 = got >= 32 && head[..4] == *b"QFI\xfb";
     match fmt {
         Some("qcow2") | None if is_qcow2 => Some(u64::from_be_bytes(head[24..32].try_into().ok()?)),
-        Some("raw") => Some(meta.len().div_ceil(512) * 512),
+        Some("raw") => Some(file_len.div_ceil(512) * 512),
         _ => None,
     }
 }
