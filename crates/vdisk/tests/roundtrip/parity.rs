@@ -110,9 +110,9 @@ pub fn parity(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
     // qemu-img scans zeros one 2 MiB buffer at a time: a zero run cut by a buffer's end is judged
     // on its own, so the chunk size must be qemu's for the same result.
     engine.chunk_size = 2 << 20;
-    // With -S above the cluster size vdisk's qcow2 output can allocate zero ranges that qemu-img
-    // leaves sparse (a data extent holding only zeros after a hole, -S 1M: reported to the lead),
-    // so parity is checked with -S up to 64 KiB.
+    // With -S above a qcow2 cluster size of 64 KiB or more, vdisk's output can allocate all-zero
+    // clusters (around a source hole after an extent of allocated zeros) that qemu-img leaves
+    // unallocated (reported to the lead), so parity is checked with -S up to 64 KiB.
     if engine.min_sparse > 64 * 1024 {
         engine.min_sparse = 64 * 1024;
     }
