@@ -367,3 +367,106 @@ fn errors_never_panic_on_garbage_input() {
     }
     assert!(!d.join("o.raw").exists());
 }
+
+/// Flat VMDK subformats refuse `zeroed_grain=on` and `-c` with qemu-img's messages and exit
+/// codes, leaving no file behind (qemu-img's failed convert leaves one; vdisk never does).
+#[test]
+fn flat_vmdk_refuses_zeroed_grain_and_compression_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-flat-refusals");
+    make_pattern_raw(s.path(), "src.raw", 0);
+    for sub in ["monolithicFlat", "twoGbMaxExtentFlat"] {
+        let zg = format!("subformat={sub},zeroed_grain=on");
+        let so = format!("subformat={sub}");
+        for args in [
+            vec!["create", "-f", "vmdk", "-o", zg.as_str(), "x.vmdk", "1M"],
+            vec![
+                "convert",
+                "-c",
+                "-O",
+                "vmdk",
+                "-o",
+                so.as_str(),
+                "src.raw",
+                "x.vmdk",
+            ],
+        ] {
+            let q = qemu(s.path(), &args);
+            let _ = std::fs::remove_file(s.join("x.vmdk"));
+            let _ = std::fs::remove_file(s.join("x-flat.vmdk"));
+            let _ = std::fs::remove_file(s.join("x-f001.vmdk"));
+            let v = vdisk(s.path(), &args);
+            assert_eq!(v.status.code(), q.status.code(), "{args:?}");
+            assert_eq!(v.status.code(), Some(1), "{args:?}");
+            let qmsg = err(&q);
+            let qmsg = qmsg.trim().trim_start_matches("qemu-img: ");
+            assert!(
+                err(&v).contains(qmsg),
+                "{args:?}: vdisk {:?} qemu {qmsg:?}",
+                err(&v)
+            );
+            assert!(!s.join("x.vmdk").exists(), "{args:?} left a file");
+        }
+    }
+}
+
+/// With `-S 0` every block a conversion hands over as data is allocated, zeros or not: sparse
+/// VMDK and dynamic VDI outputs map like qemu-img's.
+#[test]
+fn sparse_zero_zero_allocates_vmdk_and_vdi_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-s0");
+    // 3 MiB with one byte of data at the start: the rest is zeros (a hole in the file).
+    let f = std::fs::File::create(s.join("src.raw")).unwrap();
+    f.set_len(3 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[1], 0).unwrap();
+    for (fmt, opts) in [
+        ("vmdk", "subformat=monolithicSparse"),
+        ("vmdk", "subformat=twoGbMaxExtentSparse"),
+        ("vdi", "static=off"),
+    ] {
+        let ours = format!("v-{fmt}");
+        let theirs = format!("q-{fmt}");
+        for (tool, out) in [("v", &ours), ("q", &theirs)] {
+            let args = [
+                "convert",
+                "-S",
+                "0",
+                "-O",
+                fmt,
+                "-o",
+                opts,
+                "src.raw",
+                out.as_str(),
+            ];
+            if tool == "v" {
+                vdisk_ok(s.path(), &args);
+            } else {
+                qemu_ok(s.path(), &args);
+            }
+        }
+        let map = |f: &str| qemu_ok(s.path(), &["map", "--output=json", "-f", fmt, f]);
+        let (m_ours, m_theirs) = (map(&ours), map(&theirs));
+        let strip = |m: &str| -> Vec<(u64, u64, bool, bool)> {
+            serde_json::from_str::<Value>(m)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["start"].as_u64().unwrap(),
+                        e["length"].as_u64().unwrap(),
+                        e["data"].as_bool().unwrap(),
+                        e["zero"].as_bool().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(strip(&m_ours), strip(&m_theirs), "{fmt} {opts}");
+    }
+}

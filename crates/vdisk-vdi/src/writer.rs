@@ -1,7 +1,9 @@
 //! Creating VDI images (`qemu-img create -f vdi` / `convert -O vdi`): a version 1.1 header laid out
 //! as VirtualBox's `vdiInitHeader` does (block map and data area aligned to `VDI_DATA_ALIGN`, 1 MiB
-//! blocks), then data blocks appended in guest order. Dynamic images allocate only blocks holding
-//! non-zero data; static images map every block to its own slot and are sized in full (sparse).
+//! blocks), then data blocks appended in guest order. Dynamic images allocate the blocks they are
+//! given data for (as qemu's driver does: the conversion hands zero runs over as zeros unless `-S 0`
+//! or a larger `-S` says otherwise); static images map every block to its own slot and are sized
+//! in full (sparse).
 
 use crate::bmap;
 use crate::header::{
@@ -142,15 +144,12 @@ impl VdiWriter {
         u64::from(self.header.block_size)
     }
 
-    /// Stores the assembled block if it holds non-zero data, then clears the buffer.
+    /// Stores the assembled block (data was written into it), then clears the buffer.
     fn flush_block(&mut self) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }
         self.dirty = false;
-        if vdisk_core::zero::is_zero(&self.buf) {
-            return Ok(());
-        }
         let at = self.block_host(self.cur);
         self.storage.write_at(&self.buf, at)?;
         self.buf.fill(0);
@@ -222,13 +221,11 @@ impl ImageWriter for VdiWriter {
                     let n = (bs as usize - in_block).min(data.len() - done);
                     let piece = &data[done..done + n];
                     if n as u64 == bs && !self.dirty {
-                        // A whole block: written from the payload itself, unless it is all zeros.
-                        if !vdisk_core::zero::is_zero(piece) {
-                            let at = self.block_host(self.cur);
-                            match &self.pool {
-                                Some(p) => p.submit_part(at, &data, done..done + n)?,
-                                None => self.storage.write_at(piece, at)?,
-                            }
+                        // A whole block: written from the payload itself.
+                        let at = self.block_host(self.cur);
+                        match &self.pool {
+                            Some(p) => p.submit_part(at, &data, done..done + n)?,
+                            None => self.storage.write_at(piece, at)?,
                         }
                     } else {
                         self.buf[in_block..in_block + n].copy_from_slice(piece);

@@ -154,20 +154,12 @@ impl SparseOut {
             )));
         }
         match payload {
+            // Data is stored as data grains even when it is all zeros, as qemu's vmdk driver does:
+            // the conversion hands zero runs over as `Zero` unless told not to (`-S 0`, or `-S`
+            // above the grain size), and then qemu-img allocates them too.
             Payload::Data(d) => {
                 for (i, chunk) in d.chunks(g as usize).enumerate() {
-                    let grain = off / g + i as u64;
-                    if self.gte(grain) <= 1 && vdisk_core::zero::is_zero(chunk) {
-                        match self.zero {
-                            ZeroMode::Skip => continue,
-                            ZeroMode::ZeroGrain => {
-                                self.set_gte(grain, 1);
-                                continue;
-                            }
-                            ZeroMode::WriteZeros => {}
-                        }
-                    }
-                    self.put_grain(grain, chunk)?;
+                    self.put_grain(off / g + i as u64, chunk)?;
                 }
             }
             Payload::Zero(n) => {

@@ -152,6 +152,12 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
         }
     }
     let flat = sub.ends_with("Flat");
+    if flat && zeroed_grain {
+        return Err(Error::invalid(format!(
+            "{}: Flat image can't enable zeroed grain",
+            path.display()
+        )));
+    }
     let backing = opts.get("backing_file");
     let mut size = size;
     let mut parent_cid = NO_PARENT_CID;

@@ -61,6 +61,9 @@ pub fn compression(format: Format, opts: &CreateOptions) -> Compression {
     match format {
         Format::Qcow2 => Compression::Supported,
         Format::Vmdk if opts.get("subformat") == Some("streamOptimized") => Compression::Supported,
+        Format::Vmdk if opts.get("subformat").is_some_and(|s| s.ends_with("Flat")) => {
+            Compression::NoClusters
+        }
         Format::Vmdk => Compression::Ignored,
         _ => Compression::Unsupported,
     }
@@ -75,6 +78,8 @@ pub enum Compression {
     Ignored,
     /// "Compression not supported for this file format".
     Unsupported,
+    /// The format has no clusters to compress (flat VMDK): qemu-img says "invalid cluster size".
+    NoClusters,
 }
 
 /// Starts a writer for a new image of `format` at `path` with virtual size `size`; `compress` asks
@@ -87,10 +92,16 @@ pub fn create_image(
     compress: bool,
 ) -> Result<Box<dyn ImageWriter>> {
     opts.ensure_known(format.name(), create_options(format)?)?;
-    if compress && compression(format, opts) == Compression::Unsupported {
-        return Err(Error::invalid(
-            "Compression not supported for this file format",
-        ));
+    if compress {
+        match compression(format, opts) {
+            Compression::Unsupported => {
+                return Err(Error::invalid(
+                    "Compression not supported for this file format",
+                ))
+            }
+            Compression::NoClusters => return Err(Error::invalid("invalid cluster size")),
+            Compression::Supported | Compression::Ignored => {}
+        }
     }
     match format {
         Format::Raw => vdisk_raw::create(path, size, opts),

@@ -44,6 +44,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             vdisk::Compression::Unsupported => {
                 return Err(Error::invalid("Compression not supported for this file format"));
             }
+            vdisk::Compression::NoClusters => return Err(Error::invalid("invalid cluster size")),
         }
     }
     let (dst, srcs) = a

@@ -58,9 +58,8 @@ fn coverage(
 /// qemu leaves zero subclusters unallocated, writes whole clusters into `preallocation` images
 /// where qemu leaves zero 4 KiB host blocks as holes, writes whole blocks of a static VDI where
 /// qemu leaves holes, and leaves the zero ranges of a `data_file_raw` data file as holes where
-/// qemu allocates them. Parity is checked without them. qemu-img also refuses `-c` into flat VMDK
-/// subformats ("invalid cluster size") where vdisk writes them uncompressed, so flat images are
-/// compared without `-c`.
+/// qemu allocates them. Parity is checked without them. Both refuse `-c` into flat VMDK subformats
+/// ("invalid cluster size"), so flat images are compared without `-c`.
 pub fn without_known_differences(target: Target) -> Target {
     let flat = target
         .opts
@@ -79,31 +78,6 @@ pub fn without_known_differences(target: Target) -> Target {
     }
 }
 
-/// The sparse VMDK writer drops every all-zero 64 KiB grain it is handed as data (leaving it
-/// unallocated, or a zeroed grain), and the dynamic VDI writer every all-zero 1 MiB block, where
-/// qemu-img writes what its `-S` scan left as data: with `-S 0` (or, for VMDK, `-S` above the
-/// grain size) qemu allocates them and vdisk does not. Parity for those is checked with a `-S`
-/// that the engine's own scan makes equivalent.
-fn known_sparse_difference(target: &Target, engine: &Engine) -> bool {
-    let opt = |key: &str| {
-        target
-            .opts
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    match target.format {
-        Format::Vmdk => {
-            opt("subformat")
-                .unwrap_or("monolithicSparse")
-                .ends_with("Sparse")
-                && (engine.min_sparse == 0 || engine.min_sparse > 64 * 1024)
-        }
-        Format::Vdi => opt("static") != Some("on") && engine.min_sparse == 0,
-        _ => false,
-    }
-}
-
 /// Converts `disk` with vdisk and with qemu-img and compares the two images' maps.
 pub fn parity(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
     let mut engine = engine.clone();
@@ -115,9 +89,6 @@ pub fn parity(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
     // unallocated (reported to the lead), so parity is checked with -S up to 64 KiB.
     if engine.min_sparse > 64 * 1024 {
         engine.min_sparse = 64 * 1024;
-    }
-    if known_sparse_difference(target, &engine) {
-        engine.min_sparse = 4096;
     }
     let engine = &engine;
     let dir = Scratch::new("parity");

@@ -318,9 +318,9 @@ pub fn vmdk() -> impl Strategy<Value = Target> {
             if let Some((k, v)) = version {
                 opts.push((k, v.to_string()));
             }
-            // A VMDK's backing file must be a VMDK, and flat images have none; qemu refuses
-            // zeroed_grain=on for flat images ("Flat image can't enable zeroed grain": vdisk
-            // accepts it, reported to the lead), so they are not drawn with it.
+            // A VMDK's backing file must be a VMDK, and flat images have none; flat images also
+            // refuse zeroed_grain=on and -c (as qemu-img does: options.rs draws those), so
+            // they are not drawn with them here.
             let flat = sub.is_some_and(|s| s.ends_with("Flat"));
             if flat {
                 opts.retain(|(k, v)| !(*k == "zeroed_grain" && v == "on"));
@@ -328,7 +328,7 @@ pub fn vmdk() -> impl Strategy<Value = Target> {
             Target {
                 format: Format::Vmdk,
                 opts,
-                compress,
+                compress: compress && !flat,
                 backing: backing.filter(|_| !flat),
             }
         })
