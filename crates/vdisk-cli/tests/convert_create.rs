@@ -470,3 +470,47 @@ fn sparse_zero_zero_allocates_vmdk_and_vdi_like_qemu() {
         assert_eq!(strip(&m_ours), strip(&m_theirs), "{fmt} {opts}");
     }
 }
+
+/// `convert -n` into a qcow2 overlay whose last cluster is written in part where it is unallocated
+/// over the backing file: the rest of the cluster comes from the backing file (copy-on-write), as
+/// in qemu-img, instead of failing (found by the round-trip properties).
+#[test]
+fn convert_n_into_an_overlay_writes_a_partial_last_cluster_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-convert-n-cow");
+    let backing: Vec<u8> = (0..307_200u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(s.join("backing.raw"), &backing).unwrap();
+    let f = std::fs::File::create(s.join("src.raw")).unwrap();
+    f.set_len(788_992).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x42; 3000], 785_000).unwrap();
+    for img in ["v.qcow2", "q.qcow2"] {
+        qemu_ok(
+            s.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "backing.raw",
+                "-F",
+                "raw",
+                img,
+                "789504",
+            ],
+        );
+    }
+    vdisk_ok(
+        s.path(),
+        &["convert", "-n", "-O", "qcow2", "src.raw", "v.qcow2"],
+    );
+    qemu_ok(
+        s.path(),
+        &["convert", "-n", "-O", "qcow2", "src.raw", "q.qcow2"],
+    );
+    assert_qemu_check_clean(&s.join("v.qcow2"), "qcow2");
+    let cmp = qemu(s.path(), &["compare", "v.qcow2", "q.qcow2"]);
+    assert_eq!(cmp.status.code(), Some(0), "{}", out(&cmp));
+}

@@ -183,7 +183,7 @@ pub fn commit(overlay: &Path, base: Option<&Path>, drop_overlay_data: bool) -> R
     }
     let mut w: Box<dyn ImageWriter> = match base_fmt {
         Format::Raw => vdisk_raw::open_writer(&base_path)?,
-        Format::Qcow2 => vdisk_qcow2::mutate::open_writer(&base_path)?,
+        Format::Qcow2 => crate::registry::qcow2_writer_over_backing(&base_path)?,
         f => {
             return Err(Error::unsupported(
                 &base_path,

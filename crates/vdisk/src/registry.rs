@@ -116,9 +116,29 @@ pub fn create_image(
 pub fn open_existing_writer(format: Format, path: &Path) -> Result<Box<dyn ImageWriter>> {
     match format {
         Format::Raw => vdisk_raw::open_writer(path),
-        Format::Qcow2 => vdisk_qcow2::mutate::open_writer(path),
+        Format::Qcow2 => qcow2_writer_over_backing(path),
         other => Err(Error::invalid(format!(
             "convert -n into an existing {other} image is not supported yet; use a raw target or drop -n"
         ))),
     }
+}
+
+/// The in-place writer of the qcow2 image at `path`, with its backing chain opened (read-only) so
+/// that a cluster written in part over the backing file takes its other bytes from there.
+pub(crate) fn qcow2_writer_over_backing(path: &Path) -> Result<Box<dyn ImageWriter>> {
+    let req = crate::chain::OpenRequest {
+        format: Some(Format::Qcow2),
+        snapshot: None,
+        follow_backing: false,
+    };
+    let top = crate::chain::open_image(path, &req)?;
+    let backing = match &top.top().info.backing {
+        Some(b) => {
+            let fmt = b.format.as_deref().map(str::parse::<Format>).transpose()?;
+            Some(crate::chain::open_backing_for(path, &b.filename, fmt)?.image)
+        }
+        None => None,
+    };
+    drop(top);
+    vdisk_qcow2::mutate::open_writer_over(path, backing)
 }

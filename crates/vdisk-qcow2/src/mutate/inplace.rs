@@ -34,9 +34,23 @@ const ALL_ALLOC: u64 = 0xffff_ffff;
 /// Zero bits of every subcluster (extended L2, high half of the bitmap word).
 const ALL_ZERO: u64 = 0xffff_ffff << 32;
 
-/// An [`ImageWriter`] over the existing qcow2 image in `storage`.
+/// An [`ImageWriter`] over the existing qcow2 image in `storage`. A write of part of a cluster
+/// that is unallocated over a backing file is refused: [`open_writer_in_over`] takes the backing
+/// image whose bytes fill the rest of such a cluster.
 pub fn open_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>> {
-    Ok(Box::new(InplaceWriter::open(storage)?))
+    open_writer_in_over(storage, None)
+}
+
+/// As [`open_writer_in`], with the image's opened backing chain (`backing`): a cluster (or
+/// subcluster) that is unallocated here and written in part takes its other bytes from the
+/// backing image, as QEMU's copy-on-write does.
+pub fn open_writer_in_over(
+    storage: Arc<dyn Storage>,
+    backing: Option<Arc<dyn ImageReader>>,
+) -> Result<Box<dyn ImageWriter>> {
+    let mut w = InplaceWriter::open(storage)?;
+    w.backing = backing.filter(|_| w.has_backing);
+    Ok(Box::new(w))
 }
 
 struct InplaceWriter {
@@ -52,6 +66,9 @@ struct InplaceWriter {
     /// Clusters at or past `first_new` that were not free (leaked clusters past the end).
     skipped: BTreeSet<u64>,
     has_backing: bool,
+    /// The backing image, when the caller opened it: the source of the bytes of a partly written
+    /// unallocated unit.
+    backing: Option<Arc<dyn ImageReader>>,
     /// The external data file (opened read-write), where guest cluster `g` is written in place at
     /// `g * cluster_size` (qcow2.txt "External data file"; nothing there can be written elsewhere
     /// first: an overwritten allocated cluster changes at once, as with QEMU).
@@ -77,6 +94,7 @@ impl InplaceWriter {
             raw: img.r.header.autoclear_features & crate::header::autoclear::DATA_FILE_RAW != 0,
             l1: img.r.l1.clone(),
             has_backing: img.r.header.backing_file.is_some(),
+            backing: None,
             img,
             fresh: HashMap::new(),
             first_new,
@@ -255,14 +273,28 @@ impl InplaceWriter {
             self.img.r.read_at(&mut buf[..len], at)?;
         }
         let mut bits = 0u64;
+        let unit = 1usize << geo.unit_bits();
         for (sc, t) in touch.iter().enumerate() {
             let kind = geo.classify(e, b, sc as u32);
             let unalloc = matches!(kind, SubType::UnallocPlain | SubType::UnallocAlloc(_));
             if unalloc && *t == 1 && self.has_backing {
-                return Err(Error::unsupported(
-                    self.img.path(),
-                    "a write of part of a cluster not allocated over a backing file",
-                ));
+                let Some(bk) = &self.backing else {
+                    return Err(Error::invalid(format!(
+                        "{}: cannot write part of a cluster that is not allocated over a backing \
+                         file without reading the backing file",
+                        self.img.path().display()
+                    )));
+                };
+                // Copy-on-write: the unit's other bytes are the backing image's (zeros past its end).
+                let from = sc * unit;
+                let start = at + from as u64;
+                let end = (start + unit as u64)
+                    .min(self.img.r.virtual_size())
+                    .min(bk.virtual_size());
+                if start < end {
+                    let n = (end - start) as usize;
+                    bk.read_at(&mut buf[from..from + n], start)?;
+                }
             }
             if !unalloc || *t != 0 {
                 bits |= 1 << sc;

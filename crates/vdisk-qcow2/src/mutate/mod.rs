@@ -47,7 +47,7 @@ pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
 pub use amend::amend_in;
 pub use empty::make_empty_in;
-pub use inplace::open_writer_in;
+pub use inplace::{open_writer_in, open_writer_in_over};
 pub use prealloc::parse_prealloc;
 pub use rebase::rebase_unsafe_in;
 pub use repair::{repair_in, RepairOutcome};
@@ -111,6 +111,14 @@ pub fn rebase_unsafe(path: &Path, backing: &str, backing_fmt: Option<&str>) -> R
 /// An [`ImageWriter`] over the existing qcow2 image at `path` (`convert -n`): see [`open_writer_in`].
 pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
     open_writer_in(rw(path)?)
+}
+
+/// As [`open_writer`], with the image's opened backing chain: see [`open_writer_in_over`].
+pub fn open_writer_over(
+    path: &Path,
+    backing: Option<Arc<dyn vdisk_core::ImageReader>>,
+) -> Result<Box<dyn ImageWriter>> {
+    open_writer_in_over(rw(path)?, backing)
 }
 
 /// Empties the active state of the image at `path` (`qemu-img commit` without `-d`).
