@@ -27,12 +27,12 @@ thread_local! {
 
 /// Runs `f` on this thread's cached state from `slot` (made by `make` when there is none), and
 /// keeps the state for the next call only when `f` succeeded, so a stream that failed halfway
-/// never leaks its state into the next cluster.
-fn with_cached<T, R>(
+/// never leaks its state into the next cluster. Shared with the writer's compression.
+pub(crate) fn with_cached<T, R, E>(
     slot: &'static std::thread::LocalKey<Cell<Option<T>>>,
-    make: impl FnOnce() -> Result<T, String>,
-    f: impl FnOnce(&mut T) -> Result<R, String>,
-) -> Result<R, String> {
+    make: impl FnOnce() -> Result<T, E>,
+    f: impl FnOnce(&mut T) -> Result<R, E>,
+) -> Result<R, E> {
     let mut state = match slot.with(Cell::take) {
         Some(s) => s,
         None => make()?,

@@ -10,8 +10,7 @@ use super::image::RwImage;
 use super::refs::add_l2_refs;
 use super::txn::Txn;
 use crate::limits::MAX_ZEROED_L2_TABLES;
-use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
-use std::collections::hash_map::Entry;
+use crate::tables::{L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
 use std::collections::HashMap;
 use vdisk_core::{Error, ImageReader, Result, Storage};
 
@@ -74,13 +73,7 @@ pub(crate) fn zero_new_area(
     }
     for c in first..end {
         let i = (c / per_l2) as usize;
-        let j = (c % per_l2) as usize * words;
-        let l2 = l1.get(i).map_or(0, |e| e & L1E_OFFSET_MASK);
-        let table = match fresh.entry(i) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) if l2 == 0 => v.insert(vec![0u64; (per_l2 as usize) * words]),
-            Entry::Vacant(v) => v.insert(t.img.read_l2(l2)?),
-        };
+        let (table, j) = super::refs::table_of(t, l1, fresh, c)?;
         let mut e = [0u64; 2];
         if let Some(s) = table.get(j..j + words) {
             e[..words].copy_from_slice(s);

@@ -21,9 +21,8 @@
 
 use super::txn::Txn;
 use crate::limits::MAX_PREALLOC_CLUSTERS;
-use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
+use crate::tables::{L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
 use crate::writer::Prealloc;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::File;
 use vdisk_core::{Error, ImageReader, Result};
@@ -77,14 +76,7 @@ pub(crate) fn map_new_area(
     // Guest clusters that need a host cluster, and the entries they replace.
     let mut wanted: Vec<(u64, u64)> = Vec::new();
     for c in first..end {
-        let i = (c / per_l2) as usize;
-        let j = (c % per_l2) as usize * words;
-        let l2 = l1.get(i).map_or(0, |e| e & L1E_OFFSET_MASK);
-        let table = match fresh.entry(i) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) if l2 == 0 => v.insert(vec![0u64; (per_l2 as usize) * words]),
-            Entry::Vacant(v) => v.insert(t.img.read_l2(l2)?),
-        };
+        let (table, j) = super::refs::table_of(t, l1, fresh, c)?;
         let entry = table.get(j).copied().unwrap_or(0);
         let host = entry & L2E_OFFSET_MASK;
         // QEMU keeps a cluster it owns alone (metadata mode); falloc/full move every cluster
@@ -247,14 +239,7 @@ pub(crate) fn map_identity(
         ));
     }
     for c in first..end {
-        let i = (c / per_l2) as usize;
-        let j = (c % per_l2) as usize * words;
-        let l2 = l1.get(i).map_or(0, |e| e & L1E_OFFSET_MASK);
-        let table = match fresh.entry(i) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) if l2 == 0 => v.insert(vec![0u64; (per_l2 as usize) * words]),
-            Entry::Vacant(v) => v.insert(t.img.read_l2(l2)?),
-        };
+        let (table, j) = super::refs::table_of(t, l1, fresh, c)?;
         if let Some(e) = table.get_mut(j) {
             let zero = words == 1 && *e & OFLAG_ZERO != 0;
             let allocated = *e & L2E_OFFSET_MASK != 0 || *e & crate::tables::OFLAG_COPIED != 0;

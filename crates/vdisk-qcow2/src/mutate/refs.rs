@@ -119,3 +119,27 @@ pub(crate) fn replace_active_l1(t: &mut Txn, new: &[u64]) -> Result<u64> {
     }
     t.put_table(new)
 }
+
+/// The L2 table of guest cluster `c` as it is being changed, in `fresh` (by L1 index): loaded from
+/// the image (`l1` is the active L1 as stored) or started empty on first use; and where `c`'s entry
+/// starts in it.
+pub(crate) fn table_of<'a>(
+    t: &Txn,
+    l1: &[u64],
+    fresh: &'a mut HashMap<usize, Vec<u64>>,
+    c: u64,
+) -> Result<(&'a mut Vec<u64>, usize)> {
+    let g = t.img.r.geo;
+    let (per_l2, words) = (g.l2_entries(), g.words_per_entry());
+    let i = (c / per_l2) as usize;
+    let j = (c % per_l2) as usize * words;
+    let l2 = l1.get(i).map_or(0, |e| e & L1E_OFFSET_MASK);
+    let table = match fresh.entry(i) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) if l2 == 0 => {
+            v.insert(vec![0u64; (per_l2 as usize) * words])
+        }
+        std::collections::hash_map::Entry::Vacant(v) => v.insert(t.img.read_l2(l2)?),
+    };
+    Ok((table, j))
+}

@@ -5,6 +5,7 @@
 //! in `cluster_size - 1` bytes, exactly QEMU's rule.
 
 use super::settings::CompressionType;
+use crate::compress::with_cached;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use std::cell::Cell;
 use vdisk_core::{ChunkEncoder, Encoded, Error, Result};
@@ -50,22 +51,6 @@ thread_local! {
     /// setting up a fresh zstd context per cluster cost about as much as compressing it.
     static DEFLATE: Cell<Option<Compress>> = const { Cell::new(None) };
     static ZSTD: Cell<Option<zstd::bulk::Compressor<'static>>> = const { Cell::new(None) };
-}
-
-/// Runs `f` on this thread's cached state from `slot` (made by `make` when there is none); the state
-/// is kept for the next cluster only when `f` succeeded.
-fn with_cached<T, R>(
-    slot: &'static std::thread::LocalKey<Cell<Option<T>>>,
-    make: impl FnOnce() -> Result<T>,
-    f: impl FnOnce(&mut T) -> Result<R>,
-) -> Result<R> {
-    let mut state = match slot.with(Cell::take) {
-        Some(s) => s,
-        None => make()?,
-    };
-    let r = f(&mut state)?;
-    slot.with(|c| c.set(Some(state)));
-    Ok(r)
 }
 
 fn zstd_frame(cluster: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
