@@ -124,6 +124,18 @@ mod tests {
     use super::*;
     use flate2::{Decompress, FlushDecompress};
 
+    /// `n` incompressible bytes (xorshift32 from `seed`).
+    fn noise(mut x: u32, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| ((i / 7) % 13) as u8).collect()
     }
@@ -154,15 +166,7 @@ mod tests {
 
     #[test]
     fn incompressible_clusters_are_stored_plain() {
-        let mut x = 0x1234_5678u32;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let noise = noise(0x1234_5678, 4096);
         for kind in [CompressionType::Zlib, CompressionType::Zstd] {
             assert_eq!(
                 ClusterEncoder::new(4096, kind).encode(0, &noise).unwrap(),
@@ -177,15 +181,7 @@ mod tests {
     #[test]
     fn reused_thread_states_compress_like_fresh_ones() {
         let data = pattern(65536);
-        let mut x = 7u32;
-        let noise: Vec<u8> = (0..65536)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let noise = noise(7, 65536);
         for kind in [CompressionType::Zlib, CompressionType::Zstd] {
             let e = ClusterEncoder::new(65536, kind);
             let first = e.encode(0, &data).unwrap().unwrap();
