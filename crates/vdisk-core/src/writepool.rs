@@ -242,16 +242,21 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn overlapping_writes_land_in_call_order() {
-        let path = temp("order");
-        let file = std::fs::OpenOptions::new()
+    /// An empty file at `path`, open for reading and writing.
+    fn new_file(path: &Path) -> File {
+        std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)
-            .unwrap();
+            .open(path)
+            .unwrap()
+    }
+
+    #[test]
+    fn overlapping_writes_land_in_call_order() {
+        let path = temp("order");
+        let file = new_file(&path);
         let pool = WritePool::new(&file, &path).unwrap();
         let mut expect = vec![0u8; 1 << 20];
         // Each round rewrites ranges that overlap earlier (possibly still queued) writes.
@@ -292,13 +297,7 @@ mod tests {
     #[test]
     fn parts_of_one_buffer_go_to_their_places_and_the_buffer_goes_home_after_the_last() {
         let path = temp("parts");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let file = new_file(&path);
         let pool = WritePool::new(&file, &path).unwrap();
         let bufs = crate::BufPool::new(4);
         let mut b = bufs.take(8192);
