@@ -134,6 +134,67 @@ fn resize_qcow2_like_qemu() {
 }
 
 #[test]
+fn resize_qcow2_over_a_longer_backing_file_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    // The old end (1000k) lies in a cluster still read from the backing file: the CLI opens the
+    // backing chain (qcow2 over raw) and copies that cluster's head from it, as qemu-img does.
+    let s = Scratch::new("cli-mut-resize-backing");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "raw", "base.raw", "4M"]);
+    qemu_io(d, "raw", "base.raw", &["write -P 0x5a 0 4M"]);
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            "mid.qcow2",
+            "3M",
+        ],
+    );
+    qemu_io(d, "qcow2", "mid.qcow2", &["write -P 0x5b 960k 16k"]);
+    for mode in ["off", "metadata", "full"] {
+        for img in ["ours.qcow2", "theirs.qcow2"] {
+            let _ = std::fs::remove_file(d.join(img));
+            let create = [
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "mid.qcow2",
+                "-F",
+                "qcow2",
+                img,
+                "1000k",
+            ];
+            qemu_ok(d, &create);
+            qemu_io(d, "qcow2", img, &["write -P 0x5c 900k 8k"]);
+            let pre = format!("--preallocation={mode}");
+            let args = ["resize", pre.as_str(), img, "2M"];
+            let o = if img == "ours.qcow2" {
+                vdisk_ok(d, &args)
+            } else {
+                qemu_ok(d, &args)
+            };
+            assert_eq!(o, "Image resized.\n", "{mode}");
+        }
+        assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+        assert!(
+            raw_of(d, "ours.qcow2", "o.raw") == raw_of(d, "theirs.qcow2", "t.raw"),
+            "{mode}"
+        );
+    }
+}
+
+#[test]
 fn resize_qcow2_preallocation_like_qemu() {
     if !qemu_available() {
         return;

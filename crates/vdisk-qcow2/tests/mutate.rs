@@ -10,10 +10,6 @@ use vdisk_core::CreateOptions;
 use vdisk_qcow2::mutate;
 use vdisk_testutil::*;
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
 /// Writes a guest pattern with qemu-io (for COW after a snapshot).
 fn scribble(p: &Path) {
     qemu_io(

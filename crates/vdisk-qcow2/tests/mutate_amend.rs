@@ -11,10 +11,6 @@ use vdisk_core::CreateOptions;
 use vdisk_qcow2::mutate;
 use vdisk_testutil::*;
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
 fn v2() -> CreateOptions {
     CreateOptions::parse(&["compat=0.10"]).unwrap()
 }

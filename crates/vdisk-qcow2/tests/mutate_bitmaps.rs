@@ -12,10 +12,6 @@ use vdisk_core::{CreateOptions, Payload};
 use vdisk_qcow2::mutate::{self, Prealloc};
 use vdisk_testutil::*;
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
 fn be(d: &[u8], at: usize, n: usize) -> u64 {
     d[at..at + n]
         .iter()

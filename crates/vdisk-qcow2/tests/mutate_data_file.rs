@@ -12,10 +12,6 @@ use vdisk_core::{CreateOptions, Payload};
 use vdisk_qcow2::mutate::{self, Prealloc};
 use vdisk_testutil::*;
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
 /// `name`.qcow2 with data file `name`.data (absolute name), written by qemu-io.
 fn image(d: &Scratch, name: &str, raw: bool) -> PathBuf {
     let p = d.join(&format!("{name}.qcow2"));

@@ -12,6 +12,7 @@ use vdisk_core::extent::ExtentKind;
 use vdisk_core::storage::resolve_relative;
 use vdisk_core::zero::is_zero;
 use vdisk_core::{Error, Format, ImageReader, ImageWriter, Payload, Result};
+use vdisk_qcow2::mutate::Prealloc;
 
 /// Bytes compared or copied per read.
 const CHUNK: u64 = 1 << 20;
@@ -233,7 +234,7 @@ pub fn commit(overlay: &Path, base: Option<&Path>, drop_overlay_data: bool) -> R
 /// Grows the base image to `size` before a commit (qemu-img commit does the same).
 fn grow(path: &Path, fmt: Format, size: u64) -> Result<()> {
     match fmt {
-        Format::Qcow2 => vdisk_qcow2::mutate::resize(path, size, false),
+        Format::Qcow2 => crate::registry::resize_qcow2(path, size, false, Prealloc::Off),
         Format::Raw => {
             let f = std::fs::OpenOptions::new()
                 .write(true)

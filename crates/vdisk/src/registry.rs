@@ -5,6 +5,7 @@ use std::sync::Arc;
 use vdisk_core::options::OptionSpec;
 use vdisk_core::storage::{FileOpener, HostFiles};
 use vdisk_core::{CreateOptions, Error, Format, ImageReader, ImageWriter, Result, Storage};
+use vdisk_qcow2::mutate::Prealloc;
 
 /// Opens one layer of `format` from `storage` (its backing image is not opened).
 pub fn open_layer(
@@ -126,19 +127,31 @@ pub fn open_existing_writer(format: Format, path: &Path) -> Result<Box<dyn Image
 /// The in-place writer of the qcow2 image at `path`, with its backing chain opened (read-only) so
 /// that a cluster written in part over the backing file takes its other bytes from there.
 pub(crate) fn qcow2_writer_over_backing(path: &Path) -> Result<Box<dyn ImageWriter>> {
+    vdisk_qcow2::mutate::open_writer_over(path, qcow2_backing_chain(path)?)
+}
+
+/// `qemu-img resize [--shrink] [--preallocation=MODE] PATH SIZE` of a qcow2 image, with its
+/// backing chain opened (read-only): growing over a backing file that reaches past the old end
+/// copies the head of the cluster holding the old end from there, as QEMU does.
+pub fn resize_qcow2(path: &Path, new_size: u64, shrink: bool, prealloc: Prealloc) -> Result<()> {
+    vdisk_qcow2::mutate::resize_over(path, new_size, shrink, prealloc, qcow2_backing_chain(path)?)
+}
+
+/// The backing chain of the qcow2 image at `path`, opened read-only (None without a backing file).
+fn qcow2_backing_chain(path: &Path) -> Result<Option<Arc<dyn ImageReader>>> {
     let req = crate::chain::OpenRequest {
         format: Some(Format::Qcow2),
         snapshot: None,
         follow_backing: false,
     };
     let top = crate::chain::open_image(path, &req)?;
-    let backing = match &top.top().info.backing {
+    match &top.top().info.backing {
         Some(b) => {
             let fmt = b.format.as_deref().map(str::parse::<Format>).transpose()?;
-            Some(crate::chain::open_backing_for(path, &b.filename, fmt)?.image)
+            Ok(Some(
+                crate::chain::open_backing_for(path, &b.filename, fmt)?.image,
+            ))
         }
-        None => None,
-    };
-    drop(top);
-    vdisk_qcow2::mutate::open_writer_over(path, backing)
+        None => Ok(None),
+    }
 }

@@ -122,7 +122,7 @@ pub(crate) fn resize_qcow2(
     prealloc: Option<&str>,
 ) -> Result<()> {
     let mode = mutate::parse_prealloc(prealloc.unwrap_or("off"))?;
-    mutate::resize_with(filename, new_size, shrink, mode)
+    vdisk::registry::resize_qcow2(filename, new_size, shrink, mode)
 }
 
 /// `rebase [-u] -b BACKING [-F FMT] FILE` on a qcow2 image.

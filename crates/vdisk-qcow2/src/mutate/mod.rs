@@ -51,7 +51,7 @@ pub use inplace::{open_writer_in, open_writer_in_over};
 pub use prealloc::parse_prealloc;
 pub use rebase::rebase_unsafe_in;
 pub use repair::{repair_in, RepairOutcome};
-pub use resize::{resize_in, resize_with_in};
+pub use resize::{resize_in, resize_over_in, resize_with_in};
 pub use snapshot::{snapshot_apply_in, snapshot_create_in, snapshot_delete_in};
 
 use std::path::Path;
@@ -85,12 +85,30 @@ pub fn resize(path: &Path, new_size: u64, shrink: bool) -> Result<()> {
 /// `qemu-img resize [--shrink] --preallocation=MODE PATH SIZE` (`falloc` through
 /// `posix_fallocate` on the file).
 pub fn resize_with(path: &Path, new_size: u64, shrink: bool, prealloc: Prealloc) -> Result<()> {
+    resize_over(path, new_size, shrink, prealloc, None)
+}
+
+/// As [`resize_with`], with the image's opened backing chain: see [`resize_over_in`].
+pub fn resize_over(
+    path: &Path,
+    new_size: u64,
+    shrink: bool,
+    prealloc: Prealloc,
+    backing: Option<Arc<dyn vdisk_core::ImageReader>>,
+) -> Result<()> {
     let s = FileStorage::open_rw(path)?;
     let file = s
         .file()
         .try_clone()
         .map_err(|e| vdisk_core::Error::io(path, 0, e))?;
-    resize_with_in(Arc::new(s), new_size, shrink, prealloc, Some(&file))
+    resize_over_in(
+        Arc::new(s),
+        new_size,
+        shrink,
+        prealloc,
+        Some(&file),
+        backing,
+    )
 }
 
 /// `qemu-img check -r leaks` (`fix_leaks`) or `-r all` (both).

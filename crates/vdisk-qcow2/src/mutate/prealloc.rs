@@ -11,9 +11,12 @@
 //! mode when the active state owns it alone as a plain data cluster, and otherwise moved into the
 //! new run with its content copied, as QEMU's copy-on-write does. Over a backing file that reaches
 //! into the new area, metadata mode marks the new clusters zero (allocated zero clusters, as
-//! QEMU's zero write leaves them) and the cluster holding the old end is always moved with zeros
-//! after the old end; a cluster still partly read from the backing file is refused (vdisk does not
-//! read backing files here). With an external data file nothing is allocated in the image: guest
+//! QEMU's zero write leaves them; with extended L2 the zero bits, while falloc and full make every
+//! subcluster data) and the cluster holding the old end is always moved with zeros after the old
+//! end; where it still read from the backing file, its head comes from the opened backing image.
+//! (QEMU 10 leaves the subclusters of a compressed cluster holding the old end unallocated in
+//! metadata mode, losing their data; vdisk keeps them.) With an external data file nothing is
+//! allocated in the image: guest
 //! cluster `c` is mapped to offset `c * cluster_size` of the data file ([`map_identity`]), which is
 //! extended as QEMU extends it. Where the layout differs from QEMU's: the refcount structures are
 //! placed by the transaction, not right after the old end of the file, so `qemu-img info`'s disk
@@ -22,6 +25,10 @@
 use super::txn::Txn;
 use crate::limits::MAX_PREALLOC_CLUSTERS;
 use crate::tables::{L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
+
+/// Extended L2 bitmaps: every subcluster allocated, or every subcluster zero.
+const ALL_ALLOC: u64 = 0xffff_ffff;
+const ALL_ZERO: u64 = 0xffff_ffff << 32;
 use crate::writer::Prealloc;
 use std::collections::HashMap;
 use std::fs::File;
@@ -56,15 +63,16 @@ pub(crate) struct DataRun {
 /// Maps the guest clusters of `old_size..new_size` (from the one holding `old_size`) to new host
 /// clusters, in `l1` (grown already) and `fresh` (changed L2 tables by L1 index), as QEMU's
 /// preallocation does for `mode`. Returns the run of new data clusters; the content of the
-/// cluster holding the old end is queued for its new place.
+/// cluster holding the old end is queued for its new place, with the bytes it still reads from
+/// the backing file read from `reader` (the opened backing image) where it becomes data.
 pub(crate) fn map_new_area(
     t: &mut Txn,
     l1: &[u64],
     fresh: &mut HashMap<usize, Vec<u64>>,
-    old_size: u64,
-    new_size: u64,
+    (old_size, new_size): (u64, u64),
     mode: Prealloc,
     backing: Backing,
+    reader: Option<&dyn ImageReader>,
 ) -> Result<Option<DataRun>> {
     let g = t.img.r.geo;
     let bits = g.cluster_bits;
@@ -73,29 +81,25 @@ pub(crate) fn map_new_area(
     let words = g.words_per_entry();
     let first = old_size >> bits;
     let end = new_size.div_ceil(cs);
-    // Guest clusters that need a host cluster, and the entries they replace.
-    let mut wanted: Vec<(u64, u64)> = Vec::new();
+    if backing == Backing::Zeroed && mode == Prealloc::Metadata && t.img.r.header.version < 3 {
+        // The new clusters would have to be zero clusters, which version 2 does not have.
+        return Err(Error::Other(
+            "Failed to zero out new clusters: Operation not supported".into(),
+        ));
+    }
+    // Guest clusters that need a host cluster, and the entries (and bitmaps) they replace.
+    let mut wanted: Vec<(u64, [u64; 2])> = Vec::new();
     for c in first..end {
         let (table, j) = super::refs::table_of(t, l1, fresh, c)?;
-        let entry = table.get(j).copied().unwrap_or(0);
+        let mut e = [0u64; 2];
+        if let Some(w) = table.get(j..j + words) {
+            e[..words].copy_from_slice(w);
+        }
+        let entry = e[0];
         let host = entry & L2E_OFFSET_MASK;
         // QEMU keeps a cluster it owns alone (metadata mode); falloc/full move every cluster
         // into the new run, and any other entry (unallocated, zero, compressed, shared) is
         // replaced by a new cluster carrying its content.
-        if backing != Backing::None
-            && (words == 2
-                || (c << bits < old_size && {
-                    let zero = entry & OFLAG_ZERO != 0;
-                    host == 0 && entry & OFLAG_COMPRESSED == 0 && !zero
-                }))
-        {
-            // Its head would come from the backing file, which vdisk does not read here.
-            return Err(Error::unsupported(
-                t.img.path(),
-                "preallocation over a backing file of a cluster partly read from it (or with \
-                 extended L2 entries)",
-            ));
-        }
         let keep = mode == Prealloc::Metadata
             && backing != Backing::Zeroed
             && host != 0
@@ -103,7 +107,7 @@ pub(crate) fn map_new_area(
             && (words == 2 || entry & OFLAG_ZERO == 0)
             && t.get(host >> bits)? == 1;
         if !keep {
-            wanted.push((c, entry));
+            wanted.push((c, e));
         }
         if wanted.len() as u64 > MAX_PREALLOC_CLUSTERS {
             return Err(Error::limit(
@@ -129,39 +133,71 @@ pub(crate) fn map_new_area(
     let rt_clusters = (t.img.reftable.len() as u64 * 8).div_ceil(cs);
     let slack = fresh.len() as u64 + l1_clusters + n / per_block + 3 + rt_clusters + 1;
     let run = t.alloc_past_end(n, slack)?;
-    for (k, (c, entry)) in wanted.iter().enumerate() {
+    let zeroed = backing == Backing::Zeroed;
+    for (k, (c, e)) in wanted.iter().enumerate() {
         let host = run + ((k as u64) << bits);
-        // The cluster holding the old end carries its content over (QEMU's copy-on-write of
-        // the head); in metadata mode QEMU also writes the zeros past the new end of a last
-        // partial cluster (the copy-on-write of the tail), so that cluster is data in the file.
-        if c << bits < old_size {
-            let mut head = vec![0u8; (old_size - (c << bits)) as usize];
-            t.img.r.read_at(&mut head, c << bits)?;
-            if backing == Backing::Zeroed {
+        let start = c << bits;
+        let compressed = e[0] & OFLAG_COMPRESSED != 0;
+        // Over a backing file that reaches into the new area, QEMU's metadata preallocation
+        // leaves allocated zero clusters (its zero write keeps the allocation); falloc and full
+        // make every subcluster data (extended L2), hiding the backing file.
+        let zero = zeroed && mode == Prealloc::Metadata;
+        let mut new = match (words, zero) {
+            (1, true) => [host | OFLAG_ZERO, 0],
+            (1, false) => [host, 0],
+            (_, true) => [host, ALL_ZERO],
+            (_, false) if zeroed => [host, ALL_ALLOC],
+            _ => [host, 0],
+        };
+        if start < old_size {
+            // The cluster holding the old end carries its content over (QEMU's copy-on-write of
+            // the head), with the backing file's bytes where it still reads them and becomes data.
+            let unit = 1u64 << g.unit_bits();
+            let k0 = (old_size - start).div_ceil(unit) as u32;
+            let part = ((old_size - start) % unit != 0).then(|| k0 - 1);
+            new[0] = host;
+            new[1] = match words {
+                1 => 0,
+                _ if zero => {
+                    // As a plain grow leaves it: zero bits after the old end, the unit holding
+                    // it data. (QEMU 10 drops a compressed cluster's data here; vdisk keeps it.)
+                    let after = if k0 >= 32 {
+                        0
+                    } else {
+                        (u64::from(u32::MAX) >> k0) << k0
+                    };
+                    let before = if compressed {
+                        u64::from(u32::MAX) & !after
+                    } else {
+                        e[1]
+                    };
+                    let part_bit = part.map_or(0, |p| 1u64 << p);
+                    ((before & !after & !(part_bit << 32)) | part_bit) | (after << 32)
+                }
+                _ if zeroed || compressed => ALL_ALLOC,
+                _ => e[1],
+            };
+            let fill = |u: u32| words == 1 || (zeroed && (!zero || Some(u) == part));
+            let head = super::grow::head_bytes(t, *e, *c, old_size, &fill, reader)?;
+            if zeroed {
                 // QEMU writes the zeros after the old end as guest data: the whole cluster.
                 t.write(host, head);
             } else {
                 t.write_bytes(host, head);
             }
         }
-        let zero =
-            backing == Backing::Zeroed && mode == Prealloc::Metadata && c << bits >= old_size;
         if mode == Prealloc::Metadata && !zero && *c == end - 1 && new_size % cs != 0 {
+            // QEMU also writes the zeros past the new end of a last partial cluster (the
+            // copy-on-write of the tail), so that cluster is data in the file.
             let at = new_size % cs;
             t.write_bytes(host + at, vec![0u8; (cs - at) as usize]);
         }
         // Drop the reference the replaced entry held.
-        super::refs::add_l2_refs(t, &[*entry, 0], -1)?;
+        super::refs::add_l2_refs(t, &e[..words], -1)?;
         let i = (c / per_l2) as usize;
         let j = (c % per_l2) as usize * words;
-        if let Some(e) = fresh.get_mut(&i).and_then(|tb| tb.get_mut(j..j + words)) {
-            // Over a backing file that reaches into the new area, QEMU's metadata preallocation
-            // leaves allocated zero clusters (its zero write keeps the allocation).
-            e[0] = if zero { host | OFLAG_ZERO } else { host };
-            if words == 2 && entry & OFLAG_COMPRESSED != 0 {
-                // The carried-over content is data in every subcluster.
-                e[1] = 0xffff_ffff;
-            }
+        if let Some(slot) = fresh.get_mut(&i).and_then(|tb| tb.get_mut(j..j + words)) {
+            slot.copy_from_slice(&new[..words]);
         }
     }
     Ok(Some(DataRun {
@@ -243,7 +279,10 @@ pub(crate) fn map_identity(
         if let Some(e) = table.get_mut(j) {
             let zero = words == 1 && *e & OFLAG_ZERO != 0;
             let allocated = *e & L2E_OFFSET_MASK != 0 || *e & crate::tables::OFLAG_COPIED != 0;
-            if !allocated || zero {
+            if !allocated {
+                // A zero cluster (a grow over a longer backing file made it) stays zero.
+                *e = (c << bits) | crate::tables::OFLAG_COPIED | (*e & OFLAG_ZERO);
+            } else if zero {
                 *e = (c << bits) | crate::tables::OFLAG_COPIED;
             }
         }

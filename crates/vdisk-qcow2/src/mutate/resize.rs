@@ -6,7 +6,7 @@
 //! area ([`super::grow`]), as QEMU does.
 
 use super::bitmaps::Bitmaps;
-use super::grow::{backing_len, zero_new_area};
+use super::grow::{backing_len, zero_new_area, Under};
 use super::image::{Purpose, RwImage};
 use super::prealloc::{fill_run, map_identity, map_new_area, resize_data_file, Backing};
 use super::refs::{add_l1_refs, add_l2_refs, replace_active_l1, rewrite_active};
@@ -17,7 +17,7 @@ use crate::writer::Prealloc;
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
-use vdisk_core::{Error, Result, Storage};
+use vdisk_core::{Error, ImageReader, Result, Storage};
 
 /// Resizes the image in `storage` to `new_size` bytes; shrinking needs `shrink`.
 pub fn resize_in(storage: Arc<dyn Storage>, new_size: u64, shrink: bool) -> Result<()> {
@@ -26,13 +26,29 @@ pub fn resize_in(storage: Arc<dyn Storage>, new_size: u64, shrink: bool) -> Resu
 
 /// Resizes the image in `storage` to `new_size` bytes with preallocation `prealloc` of the added
 /// area (see [`super::prealloc`]); `file`, when given, is the image file, for `posix_fallocate`
-/// (`falloc` without it writes zeros instead).
+/// (`falloc` without it writes zeros instead). Without the backing image opened, a grow that
+/// would need its bytes is refused: see [`resize_over_in`].
 pub fn resize_with_in(
     storage: Arc<dyn Storage>,
     new_size: u64,
     shrink: bool,
     prealloc: Prealloc,
     file: Option<&File>,
+) -> Result<()> {
+    resize_over_in(storage, new_size, shrink, prealloc, file, None)
+}
+
+/// As [`resize_with_in`], with the image's backing chain opened (read-only) by the caller: when
+/// the image grows over a backing file that reaches past its old end, the cluster holding the old
+/// end takes the bytes it still reads from the backing file from `backing` (QEMU's copy-on-write
+/// of the zero write it makes there), and the backing file's length is `backing`'s size.
+pub fn resize_over_in(
+    storage: Arc<dyn Storage>,
+    new_size: u64,
+    shrink: bool,
+    prealloc: Prealloc,
+    file: Option<&File>,
+    backing: Option<Arc<dyn ImageReader>>,
 ) -> Result<()> {
     let mut img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
     let h = img.r.header.clone();
@@ -82,13 +98,7 @@ pub fn resize_with_in(
     // QEMU zeroes the added area when the backing file would otherwise show through it.
     let zero = new_size > h.size
         && h.backing_file.is_some()
-        && backing_len(&img).is_none_or(|b| b > h.size);
-    if zero && prealloc != Prealloc::Off && data.is_some() {
-        return Err(Error::unsupported(
-            img.path(),
-            "preallocation of an image with an external data file over a longer backing file",
-        ));
-    }
+        && backing_len(&img, backing.as_deref()).is_none_or(|b| b > h.size);
     let under = match (h.backing_file.is_some(), zero) {
         (false, _) => Backing::None,
         (true, false) => Backing::Short,
@@ -100,14 +110,28 @@ pub fn resize_with_in(
         if need > l1.len() as u64 {
             l1.resize(need as usize, 0);
         }
-        if zero && prealloc == Prealloc::Off {
-            zero_new_area(&mut t, &l1, &mut fresh, h.size, new_size)?;
-        } else if data.is_some() && (prealloc != Prealloc::Off || raw) {
+        let reader = backing.as_deref();
+        if zero && (prealloc == Prealloc::Off || data.is_some()) {
+            let data = data.as_ref();
+            zero_new_area(
+                &mut t,
+                &l1,
+                &mut fresh,
+                h.size,
+                new_size,
+                Under {
+                    backing: reader,
+                    data,
+                },
+            )?;
+        }
+        if data.is_some() && (prealloc != Prealloc::Off || raw) {
             // A raw data file must stay mapped one to one (QEMU turns on metadata
-            // preallocation for it).
+            // preallocation for it); over a longer backing file the new clusters stay zero.
             map_identity(&mut t, &l1, &mut fresh, h.size, new_size)?;
         } else if prealloc != Prealloc::Off {
-            run = map_new_area(&mut t, &l1, &mut fresh, h.size, new_size, prealloc, under)?;
+            let sizes = (h.size, new_size);
+            run = map_new_area(&mut t, &l1, &mut fresh, sizes, prealloc, under, reader)?;
         }
     } else {
         // Guest clusters from `keep` on are dropped.

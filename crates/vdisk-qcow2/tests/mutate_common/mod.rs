@@ -273,3 +273,62 @@ pub fn crash_test(fixture: &Path, op: &dyn Fn(Arc<dyn Storage>) -> Result<()>) -
     }
     points
 }
+
+/// A path as a string, for command lines.
+pub fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// qemu's map as (start, length, present, zero, data, compressed), adjacent ranges of the same
+/// kind merged (host offsets left out). qemu reports a data cluster as zero when its host range
+/// is a hole in the file, which depends on the file system's block size: with clusters smaller
+/// than a block, which clusters share a block with a table depends on the layout, so `strict`
+/// false leaves the zero flag of data ranges out.
+pub fn map_kinds(p: &Path, strict: bool) -> Vec<(u64, u64, bool, bool, bool, bool)> {
+    let mut out: Vec<(u64, u64, bool, bool, bool, bool)> = Vec::new();
+    for e in qemu_map_json(p, Some("qcow2")).as_array().unwrap() {
+        let b = |k: &str| e[k].as_bool().unwrap_or(false);
+        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        let zero = b("zero") && (strict || !b("data"));
+        let kind = (b("present"), zero, b("data"), b("compressed"));
+        match out.last_mut() {
+            Some(l) if (l.2, l.3, l.4, l.5) == kind && l.0 + l.1 == start => l.1 += len,
+            _ => out.push((start, len, kind.0, kind.1, kind.2, kind.3)),
+        }
+    }
+    out
+}
+
+/// The `--preallocation` name of `m`.
+pub fn mode_name(m: vdisk_qcow2::mutate::Prealloc) -> &'static str {
+    match m {
+        vdisk_qcow2::mutate::Prealloc::Off => "off",
+        vdisk_qcow2::mutate::Prealloc::Metadata => "metadata",
+        vdisk_qcow2::mutate::Prealloc::Falloc => "falloc",
+        vdisk_qcow2::mutate::Prealloc::Full => "full",
+    }
+}
+
+/// A qcow2 overlay made by qemu-img over `backing` (format `fmt`), with `opts`, then written by qemu-io `cmds`.
+pub fn overlay(
+    d: &Scratch,
+    name: &str,
+    opts: &str,
+    backing: &str,
+    fmt: &str,
+    size: &str,
+    cmds: &[&str],
+) -> std::path::PathBuf {
+    let p = d.join(name);
+    let mut args = vec!["create", "-q", "-f", "qcow2", "-b", backing, "-F", fmt];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    let ps = s(&p);
+    args.extend([ps.as_str(), size]);
+    qemu_img(&args);
+    if !cmds.is_empty() {
+        qemu_io("qcow2", &p, cmds);
+    }
+    p
+}
