@@ -133,6 +133,32 @@ fn resize_qcow2_like_qemu() {
     assert!(err(&o).contains("--shrink"), "{}", err(&o));
 }
 
+/// `resize ARGS.. IMG SIZE` by vdisk on ours.qcow2 and by qemu-img on theirs.qcow2 in `d`: both
+/// report success, and ours passes `qemu-img check` and reads as theirs.
+fn resize_twins(d: &Path, args: &[&str], size: &str, what: &str) {
+    for img in ["ours.qcow2", "theirs.qcow2"] {
+        let mut all = vec!["resize"];
+        all.extend_from_slice(args);
+        all.extend([img, size]);
+        let o = if img == "ours.qcow2" {
+            vdisk_ok(d, &all)
+        } else {
+            qemu_ok(d, &all)
+        };
+        assert_eq!(o, "Image resized.\n", "{what}");
+    }
+    assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
+    assert!(
+        raw_of(d, "ours.qcow2", "o.raw") == raw_of(d, "theirs.qcow2", "t.raw"),
+        "{what}"
+    );
+}
+
+/// qemu-img with the words of `line`.
+fn qemu_line(d: &Path, line: &str) -> String {
+    qemu_ok(d, &line.split(' ').collect::<Vec<_>>())
+}
+
 #[test]
 fn resize_qcow2_over_a_longer_backing_file_like_qemu() {
     if !qemu_available() {
@@ -142,55 +168,20 @@ fn resize_qcow2_over_a_longer_backing_file_like_qemu() {
     // backing chain (qcow2 over raw) and copies that cluster's head from it, as qemu-img does.
     let s = Scratch::new("cli-mut-resize-backing");
     let d = s.path();
-    qemu_ok(d, &["create", "-q", "-f", "raw", "base.raw", "4M"]);
+    qemu_line(d, "create -q -f raw base.raw 4M");
     qemu_io(d, "raw", "base.raw", &["write -P 0x5a 0 4M"]);
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            "mid.qcow2",
-            "3M",
-        ],
-    );
+    qemu_line(d, "create -q -f qcow2 -b base.raw -F raw mid.qcow2 3M");
     qemu_io(d, "qcow2", "mid.qcow2", &["write -P 0x5b 960k 16k"]);
     for mode in ["off", "metadata", "full"] {
         for img in ["ours.qcow2", "theirs.qcow2"] {
             let _ = std::fs::remove_file(d.join(img));
-            let create = [
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "mid.qcow2",
-                "-F",
-                "qcow2",
-                img,
-                "1000k",
-            ];
-            qemu_ok(d, &create);
+            qemu_line(
+                d,
+                &format!("create -q -f qcow2 -b mid.qcow2 -F qcow2 {img} 1000k"),
+            );
             qemu_io(d, "qcow2", img, &["write -P 0x5c 900k 8k"]);
-            let pre = format!("--preallocation={mode}");
-            let args = ["resize", pre.as_str(), img, "2M"];
-            let o = if img == "ours.qcow2" {
-                vdisk_ok(d, &args)
-            } else {
-                qemu_ok(d, &args)
-            };
-            assert_eq!(o, "Image resized.\n", "{mode}");
         }
-        assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
-        assert!(
-            raw_of(d, "ours.qcow2", "o.raw") == raw_of(d, "theirs.qcow2", "t.raw"),
-            "{mode}"
-        );
+        resize_twins(d, &[&format!("--preallocation={mode}")], "2M", mode);
     }
 }
 
@@ -203,21 +194,7 @@ fn resize_qcow2_preallocation_like_qemu() {
     let d = s.path();
     for mode in ["metadata", "falloc", "full"] {
         twins(d);
-        let pre = format!("--preallocation={mode}");
-        for img in ["ours.qcow2", "theirs.qcow2"] {
-            let args = ["resize", pre.as_str(), img, "+3M"];
-            let o = if img == "ours.qcow2" {
-                vdisk_ok(d, &args)
-            } else {
-                qemu_ok(d, &args)
-            };
-            assert_eq!(o, "Image resized.\n", "{mode}");
-        }
-        assert_qemu_check_clean(&d.join("ours.qcow2"), "qcow2");
-        assert!(
-            raw_of(d, "ours.qcow2", "o.raw") == raw_of(d, "theirs.qcow2", "t.raw"),
-            "{mode}"
-        );
+        resize_twins(d, &[&format!("--preallocation={mode}")], "+3M", mode);
         let map = |img: &str| {
             let v: Value =
                 serde_json::from_str(&qemu_ok(d, &["map", "--output=json", img])).unwrap();
