@@ -29,6 +29,7 @@ use crate::tables::{L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
 /// Extended L2 bitmaps: every subcluster allocated, or every subcluster zero.
 const ALL_ALLOC: u64 = 0xffff_ffff;
 const ALL_ZERO: u64 = 0xffff_ffff << 32;
+use crate::writer::file::fallocate;
 use crate::writer::Prealloc;
 use std::collections::HashMap;
 use std::fs::File;
@@ -228,22 +229,6 @@ pub(crate) fn fill_run(t: &Txn, run: &DataRun, mode: Prealloc, file: Option<&Fil
     }
     if s.len()? < end {
         s.set_len(end)?;
-    }
-    Ok(())
-}
-
-/// Reserves `len` bytes at `off` of `file` with `posix_fallocate`.
-fn fallocate(file: &File, path: &std::path::Path, off: u64, len: u64) -> Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let (o, n) = match (i64::try_from(off), i64::try_from(len)) {
-        (Ok(o), Ok(n)) => (o, n),
-        _ => return Err(Error::invalid("preallocation range out of range")),
-    };
-    // SAFETY: posix_fallocate on a descriptor owned by `file`; it returns an errno value and
-    // touches no memory of ours.
-    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), o, n) };
-    if r != 0 {
-        return Err(Error::io(path, off, std::io::Error::from_raw_os_error(r)));
     }
     Ok(())
 }

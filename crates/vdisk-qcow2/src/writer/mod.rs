@@ -14,7 +14,7 @@
 //! size.
 
 mod compress;
-mod file;
+pub(crate) mod file;
 mod finish;
 mod layout;
 mod put;
