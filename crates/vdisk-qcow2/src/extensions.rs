@@ -26,6 +26,26 @@ pub struct FeatureName {
     pub name: String,
 }
 
+/// The feature name table QEMU writes (qcow2.txt "Feature name table"): every feature it knows.
+pub fn qemu_feature_table() -> Extension {
+    let names = [
+        (0, 0, "dirty bit"),
+        (0, 1, "corrupt bit"),
+        (0, 2, "external data file"),
+        (0, 3, "compression type"),
+        (0, 4, "extended L2 entries"),
+        (1, 0, "lazy refcounts"),
+        (2, 0, "bitmaps"),
+        (2, 1, "raw external data"),
+    ];
+    let table = names.iter().map(|&(kind, bit, name)| FeatureName {
+        kind,
+        bit,
+        name: name.to_string(),
+    });
+    Extension::FeatureTable(table.collect())
+}
+
 /// The bitmaps extension (its directory is read separately).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BitmapsExt {

@@ -9,7 +9,7 @@ use super::bitmaps::Bitmaps;
 use super::expand::expand_zero_clusters;
 use super::image::{Purpose, RwImage};
 use super::txn::Txn;
-use crate::header::{autoclear, compat, incompat, Extension, FeatureName, Header, V2_HEADER_LEN};
+use crate::header::{autoclear, compat, incompat, Extension, Header, V2_HEADER_LEN};
 use std::sync::Arc;
 use vdisk_core::{CreateOptions, Error, Result, Storage};
 
@@ -207,21 +207,7 @@ fn upgrade(nh: &mut Header) {
             .iter()
             .any(|e| matches!(e, Extension::FeatureTable(_)))
     {
-        let names = [
-            (0, 0, "dirty bit"),
-            (0, 1, "corrupt bit"),
-            (0, 2, "external data file"),
-            (0, 3, "compression type"),
-            (0, 4, "extended L2 entries"),
-            (1, 0, "lazy refcounts"),
-            (2, 0, "bitmaps"),
-            (2, 1, "raw external data"),
-        ];
-        let t = names.iter().map(|(kind, bit, n)| FeatureName {
-            kind: *kind,
-            bit: *bit,
-            name: n.to_string(),
-        });
-        nh.extensions.push(Extension::FeatureTable(t.collect()));
+        nh.extensions
+            .push(crate::header::extensions::qemu_feature_table());
     }
 }

@@ -4,7 +4,7 @@
 use super::file::io;
 use super::layout::COPIED;
 use super::{CompressionType, Placement, Qcow2Writer};
-use crate::header::{self, Extension, FeatureName, Header};
+use crate::header::{self, Extension, Header};
 use std::os::unix::fs::FileExt;
 use vdisk_core::{Error, Result};
 
@@ -22,26 +22,7 @@ impl Qcow2Writer {
         // qemu writes the feature name table only with clusters above 4 KiB, leaving small
         // clusters room for the backing file name.
         if v3 && s.cluster_size() > 4096 {
-            let names = [
-                (0, 0, "dirty bit"),
-                (0, 1, "corrupt bit"),
-                (0, 2, "external data file"),
-                (0, 3, "compression type"),
-                (0, 4, "extended L2 entries"),
-                (1, 0, "lazy refcounts"),
-                (2, 0, "bitmaps"),
-                (2, 1, "raw external data"),
-            ];
-            extensions.push(Extension::FeatureTable(
-                names
-                    .iter()
-                    .map(|(kind, bit, n)| FeatureName {
-                        kind: *kind,
-                        bit: *bit,
-                        name: n.to_string(),
-                    })
-                    .collect(),
-            ));
+            extensions.push(crate::header::extensions::qemu_feature_table());
         }
         let mut incompat = 0;
         if s.data_file.is_some() {
