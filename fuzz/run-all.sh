@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS (default 120) on the stable toolchain, one after another, each on
-# its corpus (make-seeds.sh fills it), and prints executions, time and final coverage per target.
+# its corpus (make-seeds.sh fills it) with its format's dictionary (dicts/), and prints executions,
+# time and final coverage per target.
 # Usage: fuzz/run-all.sh [SECONDS] [TARGET...]     Logs: fuzz/artifacts/logs/<target>.log
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -16,9 +17,20 @@ mkdir -p "$logs"
 cargo fuzz build -s none
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
+    # The format's words (libFuzzer does not learn string comparisons without a sanitizer).
+    dict=()
+    case "$t" in
+        qcow2_*) dict=(-dict=dicts/qcow2.dict) ;;
+        vmdk_*) dict=(-dict=dicts/vmdk.dict) ;;
+        vdi_*) dict=(-dict=dicts/vdi.dict) ;;
+        probe)
+            cat dicts/*.dict >"$logs/probe.dict"
+            dict=(-dict="$logs/probe.dict")
+            ;;
+    esac
     start=$(date +%s)
     cargo fuzz run -s none "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=262144 -timeout=10 \
-        -rss_limit_mb=2048 -print_final_stats=1 >"$logs/$t.log" 2>&1
+        -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" >"$logs/$t.log" 2>&1
     rc=$?
     end=$(date +%s)
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$t.log" | grep -o '[0-9]*$')
