@@ -2,6 +2,7 @@
 //! the target's backing image), find what must be written (data, zero runs, parts equal to the
 //! backing image), and encode data granules with the writer's encoder (e.g. compression).
 
+use crate::granule::{self, Fragment, Piece};
 use crate::plan::{SegKind, Segment};
 use crate::sparse::{self, Run};
 use std::sync::Arc;
@@ -21,6 +22,12 @@ pub(crate) struct Ctx<'a> {
     pub align_sectors: u64,
     /// Zero runs need no write at all (new zero-initialised target without backing).
     pub skip_zeros: bool,
+    /// Tasks follow the source's extents as qemu-img's buffers do (see [`crate::granule`]): data
+    /// runs are found with qemu's rules in each task and widened to whole granules afterwards.
+    pub exact: bool,
+    /// `-c` was given: zeros are found in whole granules (qemu's compressed path) even when the
+    /// writer has no encoder.
+    pub compress: bool,
 }
 
 /// The outcome of one task: what to hand the writer, and byte counts for the statistics.
@@ -28,6 +35,9 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct Done {
     pub len: u64,
     pub payloads: Vec<(u64, Payload)>,
+    /// Pieces of granules shared with the previous and the next task (exact mode).
+    pub head: Option<Fragment>,
+    pub tail: Option<Fragment>,
     pub read: u64,
     pub data: u64,
     pub zero: u64,
@@ -102,6 +112,17 @@ pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment, bufs: Buffers) -> Result<Done> {
     };
     match seg.kind {
         SegKind::Same => done.unchanged = len,
+        SegKind::Zero if ctx.exact => {
+            let g = granule::to_granules(
+                seg.start,
+                seg.end,
+                ctx.granule,
+                ctx.size,
+                &[(len, false)],
+                None,
+            );
+            put_granules(ctx, &mut done, g);
+        }
         SegKind::Zero if ctx.min_sparse == 0 => emit(
             ctx,
             &mut done,
@@ -136,21 +157,51 @@ pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment, bufs: Buffers) -> Result<Done> {
                 diff_granules(ctx, seg.start, Some(&buf), &bak)
             } else if ctx.min_sparse == 0 {
                 vec![(len, Class::Data)]
-            } else if ctx.encoder.is_some() {
+            } else if ctx.encoder.is_some() || ctx.compress {
                 granule_zero_runs(ctx, seg.start, &buf)
             } else {
-                let runs = sparse::split(&buf, seg.start, ctx.min_sparse, ctx.align_sectors);
-                let runs = sparse::align_gaps(runs, seg.start, ctx.granule, ctx.size);
-                runs.iter()
-                    .map(|Run { len, data }| {
-                        (*len as u64, if *data { Class::Data } else { Class::Zero })
-                    })
-                    .collect()
+                // Exact mode: qemu's byte-exact decisions, then whole granules.
+                let runs: Vec<(u64, bool)> =
+                    sparse::split(&buf, seg.start, ctx.min_sparse, ctx.align_sectors)
+                        .iter()
+                        .map(|Run { len, data }| (*len as u64, *data))
+                        .collect();
+                let g = granule::to_granules(
+                    seg.start,
+                    seg.end,
+                    ctx.granule,
+                    ctx.size,
+                    &runs,
+                    Some(buf),
+                );
+                put_granules(ctx, &mut done, g);
+                return Ok(done);
             };
             emit(ctx, &mut done, seg.start, buf, &runs)?;
         }
     }
     Ok(done)
+}
+
+/// Hands the whole granules of an exact-mode task to `done` (zeros only where the target needs
+/// them written) and keeps its fragments for the writer thread.
+fn put_granules(ctx: &Ctx<'_>, done: &mut Done, g: granule::Granules) {
+    for (at, piece) in g.body {
+        match piece {
+            Piece::Data(b) => {
+                done.data += b.len() as u64;
+                done.payloads.push((at, Payload::Data(b)));
+            }
+            Piece::Zero(n) => {
+                done.zero += n;
+                if !ctx.skip_zeros {
+                    done.payloads.push((at, Payload::Zero(n)));
+                }
+            }
+        }
+    }
+    done.head = g.head;
+    done.tail = g.tail;
 }
 
 /// Reads `len` bytes of the backing image at `offset`, zeros past its end.

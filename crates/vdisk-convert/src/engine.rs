@@ -4,6 +4,7 @@
 //! chunk buffers) are in flight, whatever the image size. The first error cancels the rest.
 
 use crate::chunk::{self, Ctx, Done};
+use crate::granule::{Assembler, Fragment, Piece};
 use crate::limits::{
     ENCODED_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_GRANULARITY, MAX_MIN_SPARSE, MAX_WORKERS,
 };
@@ -13,11 +14,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
-use vdisk_core::{BufPool, Error, ImageReader, ImageWriter, Result};
+use vdisk_core::{BufPool, Error, ImageReader, ImageWriter, Payload, Result};
 
 /// Engine settings derived from the options and the writer's capabilities.
 struct Setup {
     chunk: u64,
+    /// Tasks follow the source's extents as qemu-img's buffers do, unaligned to the writer's
+    /// granules (see [`crate::granule`]): plain `-S` zero detection into a target without backing.
+    exact: bool,
     workers: usize,
     max_in_flight: usize,
     in_order: bool,
@@ -55,7 +59,12 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
     } else {
         opts.chunk_size
     };
-    let chunk = wanted.div_ceil(g) * g;
+    let exact =
+        opts.backing.is_none() && dst.encoder().is_none() && !opts.compress && opts.min_sparse > 0;
+    // qemu's buffers are `buf_sectors` long (2 MiB for every format written here); exact-mode tasks
+    // are cut the same way, in sectors. Otherwise tasks are whole granules.
+    let unit = if exact { 512 } else { g };
+    let chunk = wanted.div_ceil(unit) * unit;
     // Workers block in reads, so their number is also the I/O depth: with the page cache dropped,
     // 2 workers read 1 GiB from a virtio disk in 3.0 s where qemu-img's 8 requests took 1.2 s, so
     // the requested count is kept even above the number of cores. Memory is bounded instead by
@@ -69,6 +78,7 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
     .clamp(1, MAX_WORKERS);
     Ok(Setup {
         chunk,
+        exact,
         workers,
         max_in_flight: workers + 2,
         in_order: !(opts.out_of_order && caps.out_of_order),
@@ -147,15 +157,22 @@ pub(crate) fn run(
         granule: caps.granularity,
         size,
         min_sparse: opts.min_sparse,
-        align_sectors: ((opts.min_sparse / 512)
+        // qemu-img.c `s.alignment`: pow2floor(min_sparse), as the target's request alignment is
+        // one byte for every format written here; granules are applied afterwards.
+        align_sectors: (opts.min_sparse / 512)
             .checked_ilog2()
             .map(|b| 1u64 << b)
-            .unwrap_or(1))
-        .max(caps.granularity / 512),
+            .unwrap_or(1),
         skip_zeros: (caps.zero_initialized || opts.target_is_zero) && opts.backing.is_none(),
+        compress: opts.compress,
+        exact: s.exact,
     };
     let mut tasks = Tasks {
-        planner: Planner::new(src, opts.backing.clone(), caps.granularity),
+        planner: Planner::new(
+            src,
+            opts.backing.clone(),
+            if s.exact { 512 } else { caps.granularity },
+        ),
         rest: None,
         chunk: s.chunk,
         min_sparse: opts.min_sparse,
@@ -169,6 +186,7 @@ pub(crate) fn run(
     let bufpool = BufPool::new(2 * s.max_in_flight + 2);
     let cancel = AtomicBool::new(false);
     let mut stats = ConvertStats::default();
+    let mut assembler = Assembler::new(caps.granularity, size);
     let (tx, rx) = mpsc::channel::<(usize, Result<Done>)>();
     let mut failure: Option<Error> = None;
     progress(0, size);
@@ -258,7 +276,32 @@ pub(crate) fn run(
                     stats.data_bytes_written += d.data;
                     stats.zero_bytes += d.zero;
                     stats.unchanged_bytes += d.unchanged;
+                    // In offset order: the granule shared with the previous task, this task's own
+                    // granules, the granule shared with the next one.
+                    let joined =
+                        |f: Option<Fragment>, asm: &mut Assembler, st: &mut ConvertStats| {
+                            let (at, piece) = asm.add(f?)?;
+                            Some(match piece {
+                                Piece::Data(b) => {
+                                    st.data_bytes_written += b.len() as u64;
+                                    (at, Payload::Data(b))
+                                }
+                                Piece::Zero(n) => {
+                                    st.zero_bytes += n;
+                                    if ctx.skip_zeros {
+                                        return None;
+                                    }
+                                    (at, Payload::Zero(n))
+                                }
+                            })
+                        };
+                    if let Some((off, p)) = joined(d.head, &mut assembler, &mut stats) {
+                        dst.write(off, p)?;
+                    }
                     for (off, p) in d.payloads {
+                        dst.write(off, p)?;
+                    }
+                    if let Some((off, p)) = joined(d.tail, &mut assembler, &mut stats) {
                         dst.write(off, p)?;
                     }
                     Ok(d.len)
@@ -286,6 +329,12 @@ pub(crate) fn run(
         // Dropping the writer unfinished removes its output.
         drop(dst);
         return Err(e);
+    }
+    if assembler.pending() != 0 {
+        return Err(Error::Other(format!(
+            "conversion ended with {} granules partly written",
+            assembler.pending()
+        )));
     }
     dst.finish()?;
     stats.elapsed = started.elapsed();

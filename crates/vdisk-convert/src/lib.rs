@@ -10,6 +10,7 @@
 mod chunk;
 pub mod compare;
 mod engine;
+mod granule;
 pub mod limits;
 mod plan;
 // Public (hidden) for the criterion micro-benchmarks in benches/hot_paths.rs.
@@ -36,11 +37,20 @@ pub struct ConvertOptions {
     /// allocating the output, as qemu does.
     pub min_sparse: u64,
     /// Bytes per read (one buffer); default 2 MiB (qemu's `IO_BUF_SIZE`), at most
-    /// [`limits::ENCODED_CHUNK_SIZE`] for writers with an encoder. Rounded up to the writer's
-    /// granularity.
+    /// [`limits::ENCODED_CHUNK_SIZE`] for writers with an encoder. With plain `-S` zero detection
+    /// (no backing image, no encoder, no `-c`) each data extent of the source is read in buffers of
+    /// this size from its own start, as qemu-img does, rounded up to 512 bytes; otherwise reads are
+    /// whole writer granules and this is rounded up to the writer's granularity.
     pub chunk_size: u64,
     /// `--target-is-zero`: the target already reads as zeros, so zero runs need no write.
     pub target_is_zero: bool,
+    /// `-c`: zero detection in whole writer granules, as qemu-img does for compressed output
+    /// (`convert_iteration_sectors` rounds to the target's cluster size, and `convert_co_write`
+    /// skips a cluster only when it is all zeros, whatever `-S` says). Writers with an encoder
+    /// (compressed qcow2, streamOptimized VMDK) get this anyway; it matters for outputs that
+    /// accept `-c` but store data uncompressed (sparse VMDK subformats other than
+    /// streamOptimized), where qemu-img still takes its compressed path.
+    pub compress: bool,
     /// The target's backing image (`-B`): only what differs from it is written (in whole writer
     /// granules); ranges equal to it are left unallocated, zeros over its data are written as zeros.
     /// This compares content, so it is right whatever the source is; qemu-img instead leaves
@@ -58,6 +68,7 @@ impl Default for ConvertOptions {
             min_sparse: 4096,
             chunk_size: 2 << 20,
             target_is_zero: false,
+            compress: false,
             backing: None,
         }
     }
@@ -71,6 +82,7 @@ impl std::fmt::Debug for ConvertOptions {
             .field("min_sparse", &self.min_sparse)
             .field("chunk_size", &self.chunk_size)
             .field("target_is_zero", &self.target_is_zero)
+            .field("compress", &self.compress)
             .field("backing", &self.backing.as_ref().map(|b| b.format_name()))
             .finish()
     }

@@ -99,7 +99,9 @@ pub fn split(buf: &[u8], offset: u64, min_sparse: u64, align_sectors: u64) -> Ve
 }
 
 /// Turns the parts of gaps that do not cover whole `granule`s (counted from guest offset 0) into
-/// data, so that every gap starts and ends on a granule boundary or at `disk_end`.
+/// data, so that every gap starts and ends on a granule boundary or at `disk_end`. (The engine
+/// widens runs to granules across task boundaries in its `granule` module instead; this per-buffer
+/// form is kept for the `-S` scan micro-benchmark.)
 pub fn align_gaps(runs: Vec<Run>, offset: u64, granule: u64, disk_end: u64) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::with_capacity(runs.len());
     let mut pos = offset;

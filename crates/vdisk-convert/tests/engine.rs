@@ -569,3 +569,73 @@ fn broken_readers_give_errors_not_hangs_or_panics() {
         }
     }
 }
+
+/// The granules written as data, merged.
+fn data_writes(writes: &[(u64, u64, &'static str)]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &(off, len, kind) in writes {
+        if kind != "data" {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 == off => last.1 = off + len,
+            _ => out.push((off, off + len)),
+        }
+    }
+    out
+}
+
+/// qemu-img reads each extent of the source as buffers of its own (qemu-img.c
+/// `convert_iteration_sectors`): an extent of explicit zeros after a hole starts a buffer with a
+/// zero run, which is never written, whatever `-S`. With `-S 1M` and 64 KiB granules, reading
+/// 0..192 KiB as one buffer would widen the data byte at 0 over every granule up to the hole.
+#[test]
+fn zero_extent_after_a_hole_stays_unwritten_with_large_min_sparse() {
+    let mut src = LayoutReader::new(
+        &[
+            (4 * K, Data),
+            (96 * K, Unallocated),
+            (32 * K, Data),
+            (380 * K, Unallocated),
+        ],
+        |_| 0,
+    );
+    src.data[0] = 0x42;
+    for ooo in [false, true] {
+        let (w, rec) = MemWriter::new(src.virtual_size_u64(), caps(64 * K, ooo, true));
+        let o = ConvertOptions {
+            min_sparse: 1 << 20,
+            out_of_order: ooo,
+            ..opts(2)
+        };
+        convert(&src, Box::new(w), &o, &no_progress).unwrap();
+        let r = rec.lock().unwrap();
+        assert!(r.image == src.data);
+        assert_eq!(data_writes(&r.writes), vec![(0, 64 * K)]);
+    }
+}
+
+/// `compress` (qemu-img's `-c`) judges zeros per whole granule even when the writer has no encoder
+/// (a monolithicSparse VMDK stores `-c` output uncompressed): the all-zero second granule is not
+/// written, where `-S 1M` alone widens the data byte's run over the whole buffer.
+#[test]
+fn compress_option_judges_zeros_per_granule_without_an_encoder() {
+    let mut src = LayoutReader::new(&[(128 * K, Data), (128 * K, Unallocated)], |_| 0);
+    src.data[..4].fill(7);
+    for (compress, want) in [(false, 128 * K), (true, 64 * K)] {
+        let (w, rec) = MemWriter::new(src.virtual_size_u64(), caps(64 * K, false, true));
+        let o = ConvertOptions {
+            min_sparse: 1 << 20,
+            compress,
+            ..opts(1)
+        };
+        convert(&src, Box::new(w), &o, &no_progress).unwrap();
+        let r = rec.lock().unwrap();
+        assert!(r.image == src.data);
+        assert_eq!(
+            data_writes(&r.writes),
+            vec![(0, want)],
+            "compress={compress}"
+        );
+    }
+}

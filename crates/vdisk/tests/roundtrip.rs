@@ -171,3 +171,102 @@ proptest! {
         run::second_hop(&disk, &first, &e1, &second, &e2)?;
     }
 }
+
+/// Regression cases the parity property found once `-S` above the cluster size was allowed: a
+/// raw source of one data byte at 0, a hole, an extent of explicit zeros (0x19000..0x20001, so the
+/// file's data extent runs to 0x21000) and a hole to the end. qemu-img reads the zero extent as a
+/// buffer of its own (a leading zero run, never written), so no cluster beyond the first is
+/// allocated; vdisk used to read 0..0x30000 as one buffer whose data run, widened to the `-S`
+/// alignment, swallowed the zeros and allocated clusters 1 and 2.
+#[test]
+fn qcow2_sparse_size_above_cluster_size_leaves_zero_extents_after_a_hole_unallocated() {
+    if !qemu_available() {
+        return;
+    }
+    use disk::{Disk, Extent, Fill, K, M};
+    let disk = Disk {
+        len: 0x79400,
+        extents: vec![
+            Extent {
+                offset: 0x19000,
+                len: 0x7001,
+                fill: Fill::Zeros,
+            },
+            Extent {
+                offset: 0,
+                len: 1,
+                fill: Fill::Random(0),
+            },
+        ],
+    };
+    for cluster in [64 * K, 128 * K, 2 * M] {
+        for min_sparse in [64 * K, 128 * K, M] {
+            let target = target::Target {
+                format: vdisk::Format::Qcow2,
+                opts: vec![("cluster_size", cluster.to_string())],
+                compress: false,
+                backing: None,
+            };
+            let engine = target::Engine {
+                workers: 2,
+                out_of_order: false,
+                min_sparse,
+                chunk_size: 2 * M,
+                target_is_zero: false,
+                read_chunk: 65536,
+                read_threads: 1,
+            };
+            if let Err(e) = parity::parity(&disk, &target, &engine) {
+                panic!("cluster_size={cluster} -S {min_sparse}: {e}");
+            }
+        }
+    }
+}
+
+/// `-c` into a monolithicSparse VMDK is written uncompressed, but qemu-img still takes its
+/// compressed path (`convert_iteration_sectors` rounds to whole grains and `convert_co_write` skips
+/// a grain only when it is all zeros, whatever `-S`): with `-S 1M` the all-zero grain
+/// 0x10000..0x20000 after a 9-byte data extent stays unallocated. vdisk used `-S`'s rules there and
+/// allocated it.
+#[test]
+fn compressed_monolithic_sparse_vmdk_judges_zeros_per_grain() {
+    if !qemu_available() {
+        return;
+    }
+    use disk::{Disk, Extent, Fill, K, M};
+    let disk = Disk {
+        len: 0x4b000,
+        extents: vec![
+            Extent {
+                offset: 0,
+                len: 9,
+                fill: Fill::Random(0),
+            },
+            Extent {
+                offset: 4,
+                len: 0xfffd,
+                fill: Fill::Zeros,
+            },
+        ],
+    };
+    for min_sparse in [4 * K, 64 * K, M] {
+        let target = target::Target {
+            format: vdisk::Format::Vmdk,
+            opts: Vec::new(),
+            compress: true,
+            backing: None,
+        };
+        let engine = target::Engine {
+            workers: 1,
+            out_of_order: false,
+            min_sparse,
+            chunk_size: 64 * K,
+            target_is_zero: false,
+            read_chunk: 512,
+            read_threads: 1,
+        };
+        if let Err(e) = parity::parity(&disk, &target, &engine) {
+            panic!("-S {min_sparse}: {e}");
+        }
+    }
+}

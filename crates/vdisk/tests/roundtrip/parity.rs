@@ -84,12 +84,6 @@ pub fn parity(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
     // qemu-img scans zeros one 2 MiB buffer at a time: a zero run cut by a buffer's end is judged
     // on its own, so the chunk size must be qemu's for the same result.
     engine.chunk_size = 2 << 20;
-    // With -S above a qcow2 cluster size of 64 KiB or more, vdisk's output can allocate all-zero
-    // clusters (around a source hole after an extent of allocated zeros) that qemu-img leaves
-    // unallocated (reported to the lead), so parity is checked with -S up to 64 KiB.
-    if engine.min_sparse > 64 * 1024 {
-        engine.min_sparse = 64 * 1024;
-    }
     let engine = &engine;
     let dir = Scratch::new("parity");
     let src = dir.join("src.raw");
@@ -135,6 +129,7 @@ pub fn parity(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
         out_of_order: engine.out_of_order,
         min_sparse: engine.min_sparse,
         chunk_size: engine.chunk_size,
+        compress: target.compress,
         ..ConvertOptions::default()
     };
     vdisk::convert::convert(source.as_ref(), writer, &copts, &|_, _| {})

@@ -209,6 +209,7 @@ pub fn roundtrip_in(
         min_sparse: engine.min_sparse,
         chunk_size: engine.chunk_size,
         target_is_zero: engine.target_is_zero && target.backing.is_none(),
+        compress: target.compress,
         ..ConvertOptions::default()
     };
     if let (Some(b), Some(name)) = (&target.backing, target.backing_name()) {
@@ -280,6 +281,7 @@ pub fn second_hop(
         min_sparse: e2.min_sparse,
         chunk_size: e2.chunk_size,
         target_is_zero: e2.target_is_zero,
+        compress: second.compress,
         ..ConvertOptions::default()
     };
     let writer = create_image(
