@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod compress;
+mod compressed_read;
 pub mod header;
 pub mod info;
 pub mod limits;

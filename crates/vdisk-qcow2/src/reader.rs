@@ -3,7 +3,6 @@
 //! mapping") and block status with QEMU's semantics (`qcow2_co_block_status` + the block layer's
 //! BDRV_BLOCK_RECURSE for metadata-preallocated images).
 
-use crate::compress::decompress;
 use crate::header::Header;
 use crate::limits;
 use crate::refcount::Refcounts;
@@ -226,38 +225,38 @@ impl Qcow2Reader {
         self.data.read_zero_padded(buf, host)
     }
 
-    fn read_compressed(&self, chunk: &mut [u8], pos: u64, offset: u64, size: u64) -> Result<()> {
-        let data_len = if self.data_file.is_none() {
-            self.file_len
-        } else {
-            self.data.len()?
-        };
-        if offset >= data_len {
-            return Err(Error::corrupt(
-                &self.path,
-                Some(offset),
-                "compressed cluster is past the end of the file",
-            ));
+    /// `read_at`, with runs of compressed clusters read `run_bytes` at most at a time (0 reads
+    /// each compressed cluster on its own).
+    pub(crate) fn read_at_batched(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        run_bytes: u64,
+    ) -> Result<()> {
+        check_range(self.size, offset, buf.len() as u64)?;
+        self.refuse_encrypted()?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let (t, len) = self.lookup(pos, (buf.len() - done) as u64)?;
+            let mut n = (len as usize).clamp(1, buf.len() - done);
+            let chunk = &mut buf[done..done + n];
+            match t {
+                SubType::Normal(host) => self.read_host(chunk, host)?,
+                SubType::Compressed { offset: c, size } => {
+                    n = self.read_compressed_run(&mut buf[done..], pos, (c, size), n, run_bytes)?
+                }
+                SubType::Invalid => {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        None,
+                        "Invalid cluster entry found",
+                    ))
+                }
+                _ => chunk.fill(0),
+            }
+            done += n;
         }
-        let size = size.min(limits::max_compressed_input(self.geo.cluster_bits));
-        let mut input = vec![0u8; size as usize];
-        self.data.read_zero_padded(&mut input, offset)?;
-        let cluster = limits::max_decompressed(self.geo.cluster_bits) as usize;
-        let start = (pos & ((1u64 << self.geo.cluster_bits) - 1)) as usize;
-        let bad = |e: String| {
-            let what = format!("cannot decompress cluster at guest offset {pos:#x}: {e}");
-            Error::corrupt(&self.path, Some(offset), what)
-        };
-        if start == 0 && chunk.len() == cluster {
-            // The whole cluster is wanted: inflate straight into the caller's buffer.
-            return decompress(self.header.compression_type, &input, chunk).map_err(bad);
-        }
-        let mut out = vec![0u8; cluster];
-        decompress(self.header.compression_type, &input, &mut out).map_err(bad)?;
-        let src = out
-            .get(start..start + chunk.len())
-            .ok_or_else(|| Error::Other("compressed read crosses a cluster".into()))?;
-        chunk.copy_from_slice(src);
         Ok(())
     }
 
@@ -350,31 +349,7 @@ impl ImageReader for Qcow2Reader {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        check_range(self.size, offset, buf.len() as u64)?;
-        self.refuse_encrypted()?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (t, len) = self.lookup(pos, (buf.len() - done) as u64)?;
-            let n = (len as usize).clamp(1, buf.len() - done);
-            let chunk = &mut buf[done..done + n];
-            match t {
-                SubType::Normal(host) => self.read_host(chunk, host)?,
-                SubType::Compressed { offset: c, size } => {
-                    self.read_compressed(chunk, pos, c, size)?
-                }
-                SubType::Invalid => {
-                    return Err(Error::corrupt(
-                        &self.path,
-                        None,
-                        "Invalid cluster entry found",
-                    ))
-                }
-                _ => chunk.fill(0),
-            }
-            done += n;
-        }
-        Ok(())
+        self.read_at_batched(buf, offset, crate::compressed_read::RUN_BUFFER_BYTES)
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {

@@ -9,6 +9,7 @@ use crate::compress::with_cached;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use std::cell::Cell;
 use vdisk_core::{ChunkEncoder, Encoded, Error, Result};
+use zstd::stream::raw::CParameter;
 
 /// QEMU passes Z_DEFAULT_COMPRESSION (6) to stock zlib. flate2 here runs on zlib-rs, whose levels
 /// 2 to 6 use zlib-ng's "medium" strategy: on some data (short periodic patterns with a 4 KiB
@@ -19,6 +20,15 @@ const ZLIB_LEVEL: u32 = 7;
 const ZLIB_WINDOW_BITS: u8 = 12;
 /// ZSTD_CLEVEL_DEFAULT, used by QEMU's fresh compression context.
 const ZSTD_LEVEL: i32 = 3;
+/// zstd's match finder tables for clusters of up to 128 KiB: 2^14 entries each for the hash and
+/// chain tables instead of the 2^16 and 2^15 that level 3 picks for such inputs. The smaller
+/// tables stay in the CPU caches: compression costs about 9% less CPU for output 0.3% larger on
+/// the benchmark disk (0.5% with 128 KiB clusters; text sources: no change). The stream format is
+/// unchanged (same window), so qemu reads the frames as its own. 4 KiB and smaller clusters get
+/// these sizes from zstd anyway; larger clusters keep zstd's choice (2^17 and 2^16).
+const ZSTD_TABLE_LOG: u32 = 14;
+/// The largest cluster compressed with `ZSTD_TABLE_LOG`.
+const ZSTD_SMALL_TABLES_MAX_CLUSTER: usize = 128 << 10;
 
 /// Compresses one cluster at a time.
 #[derive(Debug, Clone, Copy)]
@@ -54,10 +64,21 @@ thread_local! {
 }
 
 fn zstd_frame(cluster: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
+    // 0 is zstd's "derive from the level and input size". Set on every call: the thread's context
+    // may last have compressed clusters of another size.
+    let log = if cluster.len() <= ZSTD_SMALL_TABLES_MAX_CLUSTER {
+        ZSTD_TABLE_LOG
+    } else {
+        0
+    };
     with_cached(
         &ZSTD,
         || zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| Error::Other(format!("zstd: {e}"))),
         |z| {
+            for p in [CParameter::HashLog(log), CParameter::ChainLog(log)] {
+                z.set_parameter(p)
+                    .map_err(|e| Error::Other(format!("zstd: {e}")))?;
+            }
             // zstd writes into the spare capacity and sets the length.
             let mut out = Vec::with_capacity(limit);
             match z.compress_to_buffer(cluster, &mut out) {
@@ -208,6 +229,8 @@ mod tests {
             (CompressionType::Zlib, 4096),
             (CompressionType::Zlib, 512),
             (CompressionType::Zstd, 65536),
+            // Larger clusters keep zstd's own table sizes, whatever the thread compressed before.
+            (CompressionType::Zstd, 2 << 20),
             (CompressionType::Zstd, 4096),
         ] {
             let e = ClusterEncoder::new(cs as u64, kind);
