@@ -168,11 +168,11 @@ pub(crate) fn run(
         exact: s.exact,
     };
     let mut tasks = Tasks {
-        planner: Planner::new(
-            src,
-            opts.backing.clone(),
-            if s.exact { 512 } else { caps.granularity },
-        ),
+        planner: if s.exact {
+            Planner::new(src, None, 512).with_qemu_queries()
+        } else {
+            Planner::new(src, opts.backing.clone(), caps.granularity)
+        },
         rest: None,
         chunk: s.chunk,
         min_sparse: opts.min_sparse,

@@ -19,6 +19,11 @@ pub enum SegKind {
     Same,
 }
 
+/// The longest range qemu-img asks one block-status query about (qemu-img.c
+/// `convert_iteration_sectors`: `BDRV_REQUEST_MAX_SECTORS`, i.e. `INT_MAX >> 9` sectors). A data
+/// extent longer than that ends one run of buffers there and starts the next.
+pub const QEMU_MAX_REQUEST: u64 = (i32::MAX as u64 >> 9) * 512;
+
 /// A run of the disk with one plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
@@ -37,6 +42,9 @@ pub struct Planner<'a> {
     cursor: u64,
     /// Start of the open (not yet emitted) segment and whether it is data.
     open: Option<(u64, bool)>,
+    /// Longest block-status query; a data extent cut by it closes its data segment there (qemu's
+    /// buffers restart at the next query). `u64::MAX` when segments are merged freely.
+    max_query: u64,
     out: VecDeque<Segment>,
 }
 
@@ -53,8 +61,16 @@ impl<'a> Planner<'a> {
             granule,
             cursor: 0,
             open: None,
+            max_query: u64::MAX,
             out: VecDeque::new(),
         }
+    }
+
+    /// Queries block status at most [`QEMU_MAX_REQUEST`] bytes at a time and restarts data
+    /// segments where a query ends inside data, as qemu-img does.
+    pub fn with_qemu_queries(mut self) -> Self {
+        self.max_query = QEMU_MAX_REQUEST;
+        self
     }
 
     fn up(&self, x: u64) -> u64 {
@@ -102,14 +118,15 @@ impl<'a> Planner<'a> {
 
     fn step(&mut self) -> Result<()> {
         let pos = self.cursor;
-        let e = self.src.block_status(pos, self.size - pos)?;
+        let want = (self.size - pos).min(self.max_query);
+        let e = self.src.block_status(pos, want)?;
         if e.offset != pos || e.length == 0 {
             return Err(Error::Other(format!(
                 "{} block status returned an empty or misplaced extent at {pos}",
                 self.src.format_name()
             )));
         }
-        let end = pos.saturating_add(e.length).min(self.size);
+        let end = pos.saturating_add(e.length).min(pos + want);
         self.cursor = end;
         if !e.kind.reads_as_zero() {
             if self.open.is_none() {
@@ -118,6 +135,16 @@ impl<'a> Planner<'a> {
                 // A zero segment is only ever open up to an aligned end, which is `pos` here.
                 self.emit_zero(start, pos)?;
                 self.open = Some((pos, true));
+            }
+            if end == pos + want && end < self.size && want == self.max_query {
+                // Cut by the query length: the next data starts a new run of buffers.
+                if let Some((start, true)) = self.open.take() {
+                    self.out.push_back(Segment {
+                        start,
+                        end,
+                        kind: SegKind::Data,
+                    });
+                }
             }
             return Ok(());
         }
@@ -237,5 +264,67 @@ impl<'a> Planner<'a> {
             Some(last) if last.kind == seg.kind && last.end == seg.start => last.end = seg.end,
             _ => self.out.push_back(seg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdisk_core::{Extent, ExtentKind, ImageInfo};
+
+    /// `size` bytes of data, reported as one extent as long as asked for.
+    struct AllData(u64);
+
+    impl ImageReader for AllData {
+        fn format_name(&self) -> &'static str {
+            "all-data"
+        }
+        fn virtual_size(&self) -> u64 {
+            self.0
+        }
+        fn read_at(&self, buf: &mut [u8], _offset: u64) -> Result<()> {
+            buf.fill(1);
+            Ok(())
+        }
+        fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+            Ok(Extent::new(
+                offset,
+                (self.0 - offset).min(max_len),
+                ExtentKind::Data,
+            ))
+        }
+        fn info(&self) -> Result<ImageInfo> {
+            Ok(ImageInfo::new("all-data", self.0))
+        }
+    }
+
+    fn starts(p: &mut Planner<'_>, chunk: u64) -> Vec<u64> {
+        let mut v = Vec::new();
+        while let Some(s) = p.next_segment(chunk).unwrap() {
+            assert_eq!(s.kind, SegKind::Data);
+            let mut at = s.start;
+            while at < s.end {
+                v.push(at);
+                at = (at + chunk).min(s.end);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn data_beyond_qemus_query_length_restarts_its_buffers_there() {
+        let size = 2 * QEMU_MAX_REQUEST + (5 << 20);
+        let src = AllData(size);
+        let chunk = 2 << 20;
+        let qemu = starts(
+            &mut Planner::new(&src, None, 512).with_qemu_queries(),
+            chunk,
+        );
+        // qemu: 2 MiB buffers from 0, a short one before each query boundary, then 2 MiB again.
+        assert!(qemu.contains(&QEMU_MAX_REQUEST) && qemu.contains(&(2 * QEMU_MAX_REQUEST)));
+        assert!(qemu.contains(&(QEMU_MAX_REQUEST + chunk)));
+        let merged = starts(&mut Planner::new(&src, None, 512), chunk);
+        assert!(merged.iter().all(|s| s % chunk == 0));
+        assert!(!merged.contains(&QEMU_MAX_REQUEST));
     }
 }
