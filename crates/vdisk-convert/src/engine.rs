@@ -1,7 +1,9 @@
 //! The conversion loop: the calling thread plans (block status only), hands chunk tasks to a rayon
 //! pool, and writes the results, in guest order through a reorder buffer or, with `-W` and a writer
 //! that allows it, as they complete. At most a fixed number of tasks (each holding at most two
-//! chunk buffers) are in flight, whatever the image size. The first error cancels the rest.
+//! chunk buffers) are in flight, whatever the image size. The first error cancels the rest. With
+//! plain `-S` zero detection tasks follow qemu-img's buffers, unaligned to the writer's granules;
+//! the writer thread joins the granules two tasks share (`granule::Assembler`) before writing them.
 
 use crate::chunk::{self, Ctx, Done};
 use crate::granule::{Assembler, Fragment, Piece};
