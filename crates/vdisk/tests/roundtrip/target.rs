@@ -84,7 +84,9 @@ pub fn engine() -> impl Strategy<Value = Engine> {
     (
         1usize..=8,
         any::<bool>(),
-        select(vec![0, 512, 4 * K, 8 * K, 64 * K, M]),
+        // -S: off, the smallest, qemu's default, around and above cluster sizes (192 KiB is not a
+        // power of two: qemu's alignment is then 128 KiB), and the largest qemu accepts.
+        select(vec![0, 512, 4 * K, 8 * K, 64 * K, 192 * K, M, 16 * M]),
         select(vec![64 * K, 256 * K, 2 * M]),
         prop::bool::weighted(0.2),
         (
