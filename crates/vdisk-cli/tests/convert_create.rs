@@ -429,46 +429,63 @@ fn sparse_zero_zero_allocates_vmdk_and_vdi_like_qemu() {
         ("vmdk", "subformat=twoGbMaxExtentSparse"),
         ("vdi", "static=off"),
     ] {
-        let ours = format!("v-{fmt}");
-        let theirs = format!("q-{fmt}");
-        for (tool, out) in [("v", &ours), ("q", &theirs)] {
-            let args = [
-                "convert",
-                "-S",
-                "0",
-                "-O",
-                fmt,
-                "-o",
-                opts,
-                "src.raw",
-                out.as_str(),
-            ];
-            if tool == "v" {
-                vdisk_ok(s.path(), &args);
-            } else {
-                qemu_ok(s.path(), &args);
-            }
-        }
-        let map = |f: &str| qemu_ok(s.path(), &["map", "--output=json", "-f", fmt, f]);
-        let (m_ours, m_theirs) = (map(&ours), map(&theirs));
-        let strip = |m: &str| -> Vec<(u64, u64, bool, bool)> {
-            serde_json::from_str::<Value>(m)
-                .unwrap()
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| {
-                    (
-                        e["start"].as_u64().unwrap(),
-                        e["length"].as_u64().unwrap(),
-                        e["data"].as_bool().unwrap(),
-                        e["zero"].as_bool().unwrap(),
-                    )
-                })
-                .collect()
-        };
-        assert_eq!(strip(&m_ours), strip(&m_theirs), "{fmt} {opts}");
+        assert_allocates_like_qemu(&s, fmt, &["-S", "0", "-o", opts]);
     }
+}
+
+/// `convert -c` into a VMDK that stores clusters uncompressed (monolithicSparse) judges zeros per
+/// whole grain, whatever `-S` says, as qemu-img does: an all-zero grain after a hole stays out.
+#[test]
+fn compressed_convert_into_sparse_vmdk_allocates_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-c-vmdk");
+    // One data byte, then explicit zeros (the same data extent) up to one byte into the second
+    // grain, then a hole.
+    let f = std::fs::File::create(s.join("src.raw")).unwrap();
+    f.set_len(0x4b000).unwrap();
+    let mut head = vec![0u8; 0x10001];
+    head[0] = 7;
+    std::os::unix::fs::FileExt::write_all_at(&f, &head, 0).unwrap();
+    for sparse in ["4k", "64k", "1M"] {
+        assert_allocates_like_qemu(&s, "vmdk", &["-c", "-S", sparse]);
+    }
+}
+
+/// Converts `src.raw` in `s` to `fmt` with `args` by vdisk and by qemu-img: `qemu-img map` of the
+/// two outputs must agree on every range's data and zero flags (host offsets aside).
+fn assert_allocates_like_qemu(s: &Scratch, fmt: &str, args: &[&str]) {
+    let what = format!("{fmt} {args:?}");
+    let (ours, theirs) = (format!("v-{fmt}"), format!("q-{fmt}"));
+    for (tool, out) in [("v", &ours), ("q", &theirs)] {
+        let mut all = vec!["convert", "-O", fmt];
+        all.extend_from_slice(args);
+        all.extend(["src.raw", out.as_str()]);
+        if tool == "v" {
+            vdisk_ok(s.path(), &all);
+        } else {
+            qemu_ok(s.path(), &all);
+        }
+    }
+    let map = |f: &str| -> Vec<(u64, u64, bool, bool)> {
+        let m = qemu_ok(s.path(), &["map", "--output=json", "-f", fmt, f]);
+        serde_json::from_str::<Value>(&m)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["start"].as_u64().unwrap(),
+                    e["length"].as_u64().unwrap(),
+                    e["data"].as_bool().unwrap(),
+                    e["zero"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(map(&ours), map(&theirs), "{what}");
 }
 
 /// `convert -n` into a qcow2 overlay whose last cluster is written in part where it is unallocated

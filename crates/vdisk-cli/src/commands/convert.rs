@@ -108,6 +108,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         min_sparse,
         target_is_zero: a.target_is_zero,
         backing: backing_image,
+        compress: a.compress,
         ..ConvertOptions::default()
     };
     let bar = (a.progress && !a.quiet && std::io::stderr().is_terminal()).then(|| {
