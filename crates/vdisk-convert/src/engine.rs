@@ -1,5 +1,5 @@
-//! The conversion loop: the calling thread plans (block status only), hands chunk tasks to a rayon
-//! pool, and writes the results, in guest order through a reorder buffer or, with `-W` and a writer
+//! The conversion loop: the calling thread plans (block status only), hands chunk tasks to worker
+//! threads, and writes the results, in guest order through a reorder buffer or, with `-W` and a writer
 //! that allows it, as they complete. At most a fixed number of tasks (each holding at most two
 //! chunk buffers) are in flight, whatever the image size. The first error cancels the rest. With
 //! plain `-S` zero detection tasks follow qemu-img's buffers, unaligned to the writer's granules;
@@ -14,7 +14,7 @@ use crate::plan::{Planner, Segment};
 use crate::{ConvertOptions, ConvertStats};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 use vdisk_core::{BufPool, Error, ImageReader, ImageWriter, Payload, Result};
 
@@ -179,11 +179,6 @@ pub(crate) fn run(
         chunk: s.chunk,
         min_sparse: opts.min_sparse,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(s.workers)
-        .thread_name(|i| format!("vdisk-convert-{i}"))
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
     // Every task holds at most two buffers; the writer may still hold a few it has not written.
     let bufpool = BufPool::new(2 * s.max_in_flight + 2);
     let cancel = AtomicBool::new(false);
@@ -192,7 +187,39 @@ pub(crate) fn run(
     let (tx, rx) = mpsc::channel::<(usize, Result<Done>)>();
     let mut failure: Option<Error> = None;
     progress(0, size);
-    pool.in_place_scope(|scope| {
+    // The workers: each takes the next task from `jobs`, blocking (not spinning) while there is
+    // none, and sends its result back; they stop when `jobs` is closed.
+    let (jobs, queue) = mpsc::channel::<(usize, Segment, chunk::Buffers)>();
+    let queue = Mutex::new(queue);
+    std::thread::scope(|scope| {
+        let jobs = jobs;
+        for i in 0..s.workers {
+            let (tx, ctx, cancel, queue) = (tx.clone(), &ctx, &cancel, &queue);
+            let worker = move || loop {
+                let job = match queue.lock() {
+                    Ok(q) => q.recv(),
+                    Err(_) => break,
+                };
+                let Ok((index, seg, bufs)) = job else { break };
+                let r = if cancel.load(Ordering::Relaxed) {
+                    Err(Error::Other("cancelled".into()))
+                } else {
+                    // A panicking reader must not leave the writer thread waiting forever.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        chunk::run(ctx, seg, bufs)
+                    }))
+                    .unwrap_or_else(|_| Err(Error::Other("a conversion worker panicked".into())))
+                };
+                let _ = tx.send((index, r));
+            };
+            let started = std::thread::Builder::new()
+                .name(format!("vdisk-convert-{i}"))
+                .spawn_scoped(scope, worker);
+            if let Err(e) = started {
+                failure = Some(Error::Other(format!("cannot start worker threads: {e}")));
+                return;
+            }
+        }
         let mut ready: BTreeMap<usize, Result<Done>> = BTreeMap::new();
         let mut next_index = 0usize;
         let mut next_write = 0usize;
@@ -218,22 +245,10 @@ pub(crate) fn run(
                 stats.peak_in_flight = stats.peak_in_flight.max(in_flight);
                 if chunk::needs_worker(&seg, opts.min_sparse) {
                     let bufs = chunk::Buffers::reserve(&bufpool, &seg, ctx.backing.is_some());
-                    let tx = tx.clone();
-                    let (ctx, cancel) = (&ctx, &cancel);
-                    scope.spawn(move |_| {
-                        let r = if cancel.load(Ordering::Relaxed) {
-                            Err(Error::Other("cancelled".into()))
-                        } else {
-                            // A panicking reader must not leave the writer thread waiting forever.
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                chunk::run(ctx, seg, bufs)
-                            }))
-                            .unwrap_or_else(|_| {
-                                Err(Error::Other("a conversion worker panicked".into()))
-                            })
-                        };
-                        let _ = tx.send((index, r));
-                    });
+                    if jobs.send((index, seg, bufs)).is_err() {
+                        failure = Some(Error::Other("conversion workers vanished".into()));
+                        break;
+                    }
                 } else {
                     ready.insert(index, chunk::run(&ctx, seg, chunk::Buffers::default()));
                 }
@@ -326,6 +341,8 @@ pub(crate) fn run(
         if failure.is_some() {
             cancel.store(true, Ordering::Relaxed);
         }
+        // Closing the queue lets the workers finish; the scope waits for them.
+        drop(jobs);
     });
     if let Some(e) = failure {
         // Dropping the writer unfinished removes its output.
