@@ -453,15 +453,64 @@ fn compressed_convert_into_sparse_vmdk_allocates_like_qemu() {
     }
 }
 
+/// `-S` decisions from sources that are not raw files: a qemu-made qcow2 with data, explicit zeros,
+/// zero clusters, a compressed cluster and holes, and its VMDK and VDI copies, into every writable
+/// format: vdisk allocates what qemu-img allocates.
+#[test]
+fn sparse_conversions_from_images_allocate_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-s-images");
+    let d = s.path();
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4k",
+            "s.qcow2",
+            "4M",
+        ],
+    );
+    let cmds = [
+        "write -P 1 0 1",
+        "write -z 4k 60k",
+        "write -P 0 64k 100k",
+        "write -P 3 200k 3k",
+        "write -c -P 4 1M 64k",
+        "write -P 0 2M 1M",
+        "write -P 5 3M 512",
+    ];
+    qemu_io(d, "qcow2", "s.qcow2", &cmds);
+    qemu_ok(d, &["convert", "-O", "vmdk", "s.qcow2", "s.vmdk"]);
+    qemu_ok(d, &["convert", "-O", "vdi", "s.qcow2", "s.vdi"]);
+    for src in ["s.qcow2", "s.vmdk", "s.vdi"] {
+        for fmt in ["qcow2", "vmdk", "vdi", "raw"] {
+            for sparse in ["4k", "64k", "1M"] {
+                assert_converts_like_qemu(&s, src, fmt, &["-S", sparse]);
+            }
+        }
+    }
+}
+
 /// Converts `src.raw` in `s` to `fmt` with `args` by vdisk and by qemu-img: `qemu-img map` of the
 /// two outputs must agree on every range's data and zero flags (host offsets aside).
 fn assert_allocates_like_qemu(s: &Scratch, fmt: &str, args: &[&str]) {
-    let what = format!("{fmt} {args:?}");
+    assert_converts_like_qemu(s, "src.raw", fmt, args);
+}
+
+/// As [`assert_allocates_like_qemu`], from the image `src` in `s` (its format probed).
+fn assert_converts_like_qemu(s: &Scratch, src: &str, fmt: &str, args: &[&str]) {
+    let what = format!("{src} -> {fmt} {args:?}");
     let (ours, theirs) = (format!("v-{fmt}"), format!("q-{fmt}"));
     for (tool, out) in [("v", &ours), ("q", &theirs)] {
         let mut all = vec!["convert", "-O", fmt];
         all.extend_from_slice(args);
-        all.extend(["src.raw", out.as_str()]);
+        all.extend([src, out.as_str()]);
         if tool == "v" {
             vdisk_ok(s.path(), &all);
         } else {
