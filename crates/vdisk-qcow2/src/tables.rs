@@ -18,6 +18,10 @@ pub const OFLAG_COMPRESSED: u64 = 1 << 62;
 pub const OFLAG_ZERO: u64 = 1;
 /// Subclusters per cluster with extended L2 entries.
 pub const SUBCLUSTERS: u32 = 32;
+/// Extended L2 bitmap with every subcluster allocated (the low half: alloc bits).
+pub const L2_BITMAP_ALL_ALLOC: u64 = 0xffff_ffff;
+/// Extended L2 bitmap with every subcluster zero (the high half: zero bits).
+pub const L2_BITMAP_ALL_ZERO: u64 = 0xffff_ffff << 32;
 
 /// What one guest subcluster (or cluster, without extended L2) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,13 +12,10 @@ use super::image::RwImage;
 use super::refs::add_l2_refs;
 use super::txn::Txn;
 use crate::limits::MAX_ZEROED_L2_TABLES;
-use crate::tables::{Geometry, SubType, OFLAG_COPIED};
+use crate::tables::{Geometry, SubType, L2_BITMAP_ALL_ZERO as ALL_ZERO, OFLAG_COPIED};
 use crate::tables::{L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
 use std::collections::HashMap;
 use vdisk_core::{Error, FileStorage, ImageReader, Result, Storage};
-
-/// Zero bits of every subcluster (extended L2, high half of the bitmap word).
-const ALL_ZERO: u64 = 0xffff_ffff << 32;
 
 /// The backing file's length as QEMU's bdrv_getlength sees it: the opened backing image's size
 /// (a raw file's rounded up to a sector) when the caller opened it; otherwise for the formats
@@ -111,7 +108,7 @@ pub(crate) fn zero_new_area(
 
 /// What lies under the layer while it grows: the opened backing image (the source of the bytes of
 /// a cluster still read from it) and the external data file, when the image has one.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub(crate) struct Under<'a> {
     pub backing: Option<&'a dyn ImageReader>,
     pub data: Option<&'a FileStorage>,
@@ -128,7 +125,6 @@ pub(crate) struct Under<'a> {
 fn old_end(t: &mut Txn, e: [u64; 2], c: u64, old_size: u64, under: Under) -> Result<[u64; 2]> {
     let g = t.img.r.geo;
     let cs = 1u64 << g.cluster_bits;
-    let unit = 1u64 << g.unit_bits();
     let words = g.words_per_entry();
     let start = c * cs;
     let head = old_size - start;
@@ -139,30 +135,14 @@ fn old_end(t: &mut Txn, e: [u64; 2], c: u64, old_size: u64, under: Under) -> Res
             "Failed to zero out new clusters: Operation not supported".into(),
         ));
     }
-    // Units from `k0` on lie wholly past the old end; `part` is the one holding it, if any.
-    let k0 = head.div_ceil(unit) as u32;
-    let part = (head % unit != 0).then(|| k0 - 1);
-    let mut bitmap = e[1];
-    if words == 2 {
-        let after = if k0 >= 32 {
-            0
-        } else {
-            (u64::from(u32::MAX) >> k0) << k0
-        };
-        bitmap = (bitmap & !after) | (after << 32);
+    let (part, bitmap) = old_end_units(g, start, old_size, e[1]);
+    if words == 2 && part.is_none() {
+        // The old end on a subcluster boundary: only zero bits change.
+        return Ok([e[0], bitmap]);
     }
     let unalloc = part.is_some_and(|k| unallocated(g, e, k));
     let allocated = e[0] & L2E_OFFSET_MASK != 0 || (g.data_file && e[0] & OFLAG_COPIED != 0);
     let zero_flag = words == 1 && e[0] & OFLAG_ZERO != 0;
-    if words == 2 {
-        let Some(k) = part else {
-            // The old end on a subcluster boundary: only zero bits change.
-            return Ok([e[0], bitmap]);
-        };
-        // QEMU writes the zeros after the old end as guest data: the unit holding it becomes
-        // data, whatever it was (data, zeros or the backing file's).
-        bitmap = (bitmap & !(1 << (32 + k))) | (1 << k);
-    }
     if g.data_file && zero_flag {
         // Zeros before and after the old end: nothing to change.
         return Ok(e);
@@ -186,6 +166,37 @@ fn old_end(t: &mut Txn, e: [u64; 2], c: u64, old_size: u64, under: Under) -> Res
     let off = t.alloc(1)?;
     t.write(off, buf);
     Ok([off, bitmap])
+}
+
+/// Where the old end `old_size` falls in the guest cluster starting at `start`: the unit (cluster,
+/// or subcluster with extended L2) holding it, None when it lies on a unit boundary; and, with
+/// extended L2, `bitmap` as a grow leaves it: units wholly past the old end zero, and the unit
+/// holding the old end data (QEMU writes the zeros after the old end as guest data, whatever the
+/// unit was: data, zeros or the backing file's). Without extended L2 `bitmap` is returned as is.
+pub(crate) fn old_end_units(
+    g: Geometry,
+    start: u64,
+    old_size: u64,
+    bitmap: u64,
+) -> (Option<u32>, u64) {
+    let head = old_size - start;
+    let unit = 1u64 << g.unit_bits();
+    // Units from `k0` on lie wholly past the old end.
+    let k0 = head.div_ceil(unit) as u32;
+    let part = (head % unit != 0).then(|| k0 - 1);
+    if !g.extended {
+        return (part, bitmap);
+    }
+    let after = if k0 >= 32 {
+        0
+    } else {
+        (u64::from(u32::MAX) >> k0) << k0
+    };
+    let mut grown = (bitmap & !after) | (after << 32);
+    if let Some(k) = part {
+        grown = (grown & !(1 << (32 + k))) | (1 << k);
+    }
+    (part, grown)
 }
 
 /// Unit `u` (subcluster with extended L2, else the cluster) of entry `e` is not allocated: it
@@ -227,9 +238,12 @@ pub(crate) fn head_bytes(
             ));
         };
         let from = start + u64::from(u) * unit;
-        let end = (from + unit).min(old_size).min(bk.virtual_size()).max(from);
-        let at = (from - start) as usize;
-        bk.read_at(&mut buf[at..at + (end - from) as usize], from)?;
+        let to = (from + unit).min(old_size);
+        super::image::read_backing(
+            bk,
+            &mut buf[(from - start) as usize..(to - start) as usize],
+            from,
+        )?;
     }
     Ok(buf)
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use vdisk_core::storage::HostFiles;
-use vdisk_core::{CheckReport, Error, Result, Storage};
+use vdisk_core::{CheckReport, Error, ImageReader, Result, Storage};
 
 /// What an operation tolerates in the image it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,4 +168,17 @@ impl RwImage {
         }
         read_u64_table(self.storage.as_ref(), offset, entries as usize, "L1 table")
     }
+}
+
+/// Copy-on-write from the backing image: fills `buf` with the bytes of `backing` at guest offset
+/// `at`, leaving the part past its end as it is (zeros, as QEMU reads a shorter backing file).
+pub(crate) fn read_backing(backing: &dyn ImageReader, buf: &mut [u8], at: u64) -> Result<()> {
+    let n = backing
+        .virtual_size()
+        .saturating_sub(at)
+        .min(buf.len() as u64) as usize;
+    if n > 0 {
+        backing.read_at(&mut buf[..n], at)?;
+    }
+    Ok(())
 }

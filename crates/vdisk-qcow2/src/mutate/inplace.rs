@@ -23,16 +23,12 @@ use super::image::{Purpose, RwImage};
 use super::refs::{add_l2_refs, replace_active_l1, rewrite_active};
 use super::txn::Txn;
 use crate::tables::{SubType, L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO};
+use crate::tables::{L2_BITMAP_ALL_ALLOC as ALL_ALLOC, L2_BITMAP_ALL_ZERO as ALL_ZERO};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use vdisk_core::{
     Error, FileStorage, ImageReader, ImageWriter, Payload, Result, Storage, WriterCaps,
 };
-
-/// Alloc bits of every subcluster (extended L2, low half of the bitmap word).
-const ALL_ALLOC: u64 = 0xffff_ffff;
-/// Zero bits of every subcluster (extended L2, high half of the bitmap word).
-const ALL_ZERO: u64 = 0xffff_ffff << 32;
 
 /// An [`ImageWriter`] over the existing qcow2 image in `storage`. A write of part of a cluster
 /// that is unallocated over a backing file is refused: [`open_writer_in_over`] takes the backing
@@ -288,13 +284,10 @@ impl InplaceWriter {
                 // Copy-on-write: the unit's other bytes are the backing image's (zeros past its end).
                 let from = sc * unit;
                 let start = at + from as u64;
-                let end = (start + unit as u64)
+                let n = (start + unit as u64)
                     .min(self.img.r.virtual_size())
-                    .min(bk.virtual_size());
-                if start < end {
-                    let n = (end - start) as usize;
-                    bk.read_at(&mut buf[from..from + n], start)?;
-                }
+                    .saturating_sub(start) as usize;
+                super::image::read_backing(bk.as_ref(), &mut buf[from..from + n], start)?;
             }
             if !unalloc || *t != 0 {
                 bits |= 1 << sc;

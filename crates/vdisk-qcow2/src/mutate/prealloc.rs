@@ -16,19 +16,15 @@
 //! end; where it still read from the backing file, its head comes from the opened backing image.
 //! (QEMU 10 leaves the subclusters of a compressed cluster holding the old end unallocated in
 //! metadata mode, losing their data; vdisk keeps them.) With an external data file nothing is
-//! allocated in the image: guest
-//! cluster `c` is mapped to offset `c * cluster_size` of the data file ([`map_identity`]), which is
-//! extended as QEMU extends it. Where the layout differs from QEMU's: the refcount structures are
+//! allocated in the image: guest cluster `c` is mapped to offset `c * cluster_size` of the data
+//! file ([`map_identity`]), which is extended as QEMU extends it. Where the layout differs from QEMU's: the refcount structures are
 //! placed by the transaction, not right after the old end of the file, so `qemu-img info`'s disk
 //! size and `map`'s host offsets differ.
 
 use super::txn::Txn;
 use crate::limits::MAX_PREALLOC_CLUSTERS;
 use crate::tables::{L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
-
-/// Extended L2 bitmaps: every subcluster allocated, or every subcluster zero.
-const ALL_ALLOC: u64 = 0xffff_ffff;
-const ALL_ZERO: u64 = 0xffff_ffff << 32;
+use crate::tables::{L2_BITMAP_ALL_ALLOC as ALL_ALLOC, L2_BITMAP_ALL_ZERO as ALL_ZERO};
 use crate::writer::file::fallocate;
 use crate::writer::Prealloc;
 use std::collections::HashMap;
@@ -153,28 +149,14 @@ pub(crate) fn map_new_area(
         if start < old_size {
             // The cluster holding the old end carries its content over (QEMU's copy-on-write of
             // the head), with the backing file's bytes where it still reads them and becomes data.
-            let unit = 1u64 << g.unit_bits();
-            let k0 = (old_size - start).div_ceil(unit) as u32;
-            let part = ((old_size - start) % unit != 0).then(|| k0 - 1);
+            // As a plain grow leaves it: zero bits after the old end, the unit holding it data.
+            // (QEMU 10 drops a compressed cluster's data here; vdisk keeps it.)
+            let before = if compressed { ALL_ALLOC } else { e[1] };
+            let (part, grown) = super::grow::old_end_units(g, start, old_size, before);
             new[0] = host;
             new[1] = match words {
                 1 => 0,
-                _ if zero => {
-                    // As a plain grow leaves it: zero bits after the old end, the unit holding
-                    // it data. (QEMU 10 drops a compressed cluster's data here; vdisk keeps it.)
-                    let after = if k0 >= 32 {
-                        0
-                    } else {
-                        (u64::from(u32::MAX) >> k0) << k0
-                    };
-                    let before = if compressed {
-                        u64::from(u32::MAX) & !after
-                    } else {
-                        e[1]
-                    };
-                    let part_bit = part.map_or(0, |p| 1u64 << p);
-                    ((before & !after & !(part_bit << 32)) | part_bit) | (after << 32)
-                }
+                _ if zero => grown,
                 _ if zeroed || compressed => ALL_ALLOC,
                 _ => e[1],
             };
