@@ -98,46 +98,6 @@ pub fn split(buf: &[u8], offset: u64, min_sparse: u64, align_sectors: u64) -> Ve
     runs
 }
 
-/// Turns the parts of gaps that do not cover whole `granule`s (counted from guest offset 0) into
-/// data, so that every gap starts and ends on a granule boundary or at `disk_end`. (The engine
-/// widens runs to granules across task boundaries in its `granule` module instead; this per-buffer
-/// form is kept for the `-S` scan micro-benchmark.)
-pub fn align_gaps(runs: Vec<Run>, offset: u64, granule: u64, disk_end: u64) -> Vec<Run> {
-    let mut out: Vec<Run> = Vec::with_capacity(runs.len());
-    let mut pos = offset;
-    let push = |out: &mut Vec<Run>, len: u64, data: bool| {
-        if len == 0 {
-            return;
-        }
-        match out.last_mut() {
-            Some(r) if r.data == data => r.len += len as usize,
-            _ => out.push(Run {
-                len: len as usize,
-                data,
-            }),
-        }
-    };
-    for r in runs {
-        let end = pos + r.len as u64;
-        if r.data {
-            push(&mut out, r.len as u64, true);
-        } else {
-            let a = pos.div_ceil(granule).saturating_mul(granule).min(end);
-            let b = if end == disk_end {
-                end
-            } else {
-                end / granule * granule
-            }
-            .max(a);
-            push(&mut out, a - pos, true);
-            push(&mut out, b - a, false);
-            push(&mut out, end - b, true);
-        }
-        pos = end;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,74 +170,6 @@ mod tests {
                     data: false
                 }
             ]
-        );
-    }
-
-    #[test]
-    fn gap_alignment_to_granules() {
-        let runs = vec![
-            Run {
-                len: 1024,
-                data: true,
-            },
-            Run {
-                len: 8192,
-                data: false,
-            },
-            Run {
-                len: 1024,
-                data: true,
-            },
-        ];
-        let a = align_gaps(runs, 0, 4096, 1 << 20);
-        assert_eq!(
-            a,
-            vec![
-                Run {
-                    len: 4096,
-                    data: true
-                },
-                Run {
-                    len: 4096,
-                    data: false
-                },
-                Run {
-                    len: 2048,
-                    data: true
-                }
-            ]
-        );
-        let end = align_gaps(
-            vec![Run {
-                len: 5000,
-                data: false,
-            }],
-            4096,
-            4096,
-            9096,
-        );
-        assert_eq!(
-            end,
-            vec![Run {
-                len: 5000,
-                data: false
-            }]
-        );
-        let tiny = align_gaps(
-            vec![Run {
-                len: 512,
-                data: false,
-            }],
-            512,
-            4096,
-            1 << 20,
-        );
-        assert_eq!(
-            tiny,
-            vec![Run {
-                len: 512,
-                data: true
-            }]
         );
     }
 }
