@@ -4,7 +4,6 @@
 //! by `qemu-img convert -c` (zlib and zstd, 512 bytes to 2 MiB clusters) read as qemu reads them.
 
 use super::*;
-use crate::header::Header;
 use crate::reader::{open, OpenOptions};
 use crate::tables::{OFLAG_COMPRESSED, OFLAG_COPIED};
 use std::io::Write;
@@ -43,28 +42,7 @@ fn entry(offset: usize, len: usize) -> u64 {
 /// An image whose L2 table holds `l2` and whose file is the metadata followed by `data` (no
 /// padding: a last stream's sector count may run past the end of the file, as in qemu's images).
 fn image(l2: &[u64], data: &[u8]) -> Vec<u8> {
-    let h = Header {
-        version: 3,
-        backing_file_offset: 0,
-        backing_file_size: 0,
-        cluster_bits: 9,
-        size: (2 * CLUSTERS * CS) as u64,
-        crypt_method: 0,
-        l1_size: 2,
-        l1_table_offset: 3 * CS as u64,
-        refcount_table_offset: CS as u64,
-        refcount_table_clusters: 1,
-        nb_snapshots: 0,
-        snapshots_offset: 0,
-        incompatible_features: 0,
-        compatible_features: 0,
-        autoclear_features: 0,
-        refcount_order: 4,
-        header_length: 112,
-        compression_type: 0,
-        extensions: vec![],
-        backing_file: None,
-    };
+    let h = crate::reader::tests::tiny_header((2 * CLUSTERS * CS) as u64, 2);
     let mut b = vec![0u8; DATA];
     let hb = h.serialize();
     b[..hb.len()].copy_from_slice(&hb);

@@ -402,4 +402,4 @@ mod mapping;
 
 #[cfg(test)]
 #[path = "reader_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -9,16 +9,17 @@ use vdisk_core::MemStorage;
 
 const CS: u64 = 512;
 
-/// Clusters: 0 header, 1 refcount table, 2 refcount block, 3 L1, 4 L2, 5 data, 6 compressed.
-fn image(l2: &[u64]) -> Vec<u8> {
-    let h = Header {
+/// The header of a hand-built image of `size` bytes with 512-byte clusters: cluster 0 header,
+/// 1 refcount table, 2 refcount block, 3 the L1 table of `l1_size` entries, then L2 tables.
+pub(crate) fn tiny_header(size: u64, l1_size: u32) -> Header {
+    Header {
         version: 3,
         backing_file_offset: 0,
         backing_file_size: 0,
         cluster_bits: 9,
-        size: 64 * CS,
+        size,
         crypt_method: 0,
-        l1_size: 1,
+        l1_size,
         l1_table_offset: 3 * CS,
         refcount_table_offset: CS,
         refcount_table_clusters: 1,
@@ -32,7 +33,12 @@ fn image(l2: &[u64]) -> Vec<u8> {
         compression_type: 0,
         extensions: vec![],
         backing_file: None,
-    };
+    }
+}
+
+/// Clusters: 0 header, 1 refcount table, 2 refcount block, 3 L1, 4 L2, 5 data, 6 compressed.
+fn image(l2: &[u64]) -> Vec<u8> {
+    let h = tiny_header(64 * CS, 1);
     let mut b = vec![0u8; 7 * CS as usize];
     let hb = h.serialize();
     b[..hb.len()].copy_from_slice(&hb);
