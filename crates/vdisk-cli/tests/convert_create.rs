@@ -463,18 +463,10 @@ fn sparse_conversions_from_images_allocate_like_qemu() {
     }
     let s = Scratch::new("cli-s-images");
     let d = s.path();
+    let opts = "cluster_size=4k";
     qemu_ok(
         d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4k",
-            "s.qcow2",
-            "4M",
-        ],
+        &["create", "-q", "-f", "qcow2", "-o", opts, "s.qcow2", "4M"],
     );
     let cmds = [
         "write -P 1 0 1",
@@ -517,23 +509,7 @@ fn assert_converts_like_qemu(s: &Scratch, src: &str, fmt: &str, args: &[&str]) {
             qemu_ok(s.path(), &all);
         }
     }
-    let map = |f: &str| -> Vec<(u64, u64, bool, bool)> {
-        let m = qemu_ok(s.path(), &["map", "--output=json", "-f", fmt, f]);
-        serde_json::from_str::<Value>(&m)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
-                    e["start"].as_u64().unwrap(),
-                    e["length"].as_u64().unwrap(),
-                    e["data"].as_bool().unwrap(),
-                    e["zero"].as_bool().unwrap(),
-                )
-            })
-            .collect()
-    };
+    let map = |f: &str| qemu_map_kinds(s.path(), fmt, f);
     assert_eq!(map(&ours), map(&theirs), "{what}");
 }
 

@@ -154,11 +154,6 @@ fn resize_twins(d: &Path, args: &[&str], size: &str, what: &str) {
     );
 }
 
-/// qemu-img with the words of `line`.
-fn qemu_line(d: &Path, line: &str) -> String {
-    qemu_ok(d, &line.split(' ').collect::<Vec<_>>())
-}
-
 #[test]
 fn resize_qcow2_over_a_longer_backing_file_like_qemu() {
     if !qemu_available() {
@@ -168,17 +163,14 @@ fn resize_qcow2_over_a_longer_backing_file_like_qemu() {
     // backing chain (qcow2 over raw) and copies that cluster's head from it, as qemu-img does.
     let s = Scratch::new("cli-mut-resize-backing");
     let d = s.path();
-    qemu_line(d, "create -q -f raw base.raw 4M");
+    qemu_ok(d, &["create", "-q", "-f", "raw", "base.raw", "4M"]);
     qemu_io(d, "raw", "base.raw", &["write -P 0x5a 0 4M"]);
-    qemu_line(d, "create -q -f qcow2 -b base.raw -F raw mid.qcow2 3M");
+    qemu_overlay(d, "base.raw", "raw", "mid.qcow2", Some("3M"));
     qemu_io(d, "qcow2", "mid.qcow2", &["write -P 0x5b 960k 16k"]);
     for mode in ["off", "metadata", "full"] {
         for img in ["ours.qcow2", "theirs.qcow2"] {
             let _ = std::fs::remove_file(d.join(img));
-            qemu_line(
-                d,
-                &format!("create -q -f qcow2 -b mid.qcow2 -F qcow2 {img} 1000k"),
-            );
+            qemu_overlay(d, "mid.qcow2", "qcow2", img, Some("1000k"));
             qemu_io(d, "qcow2", img, &["write -P 0x5c 900k 8k"]);
         }
         resize_twins(d, &[&format!("--preallocation={mode}")], "2M", mode);
@@ -195,15 +187,7 @@ fn resize_qcow2_preallocation_like_qemu() {
     for mode in ["metadata", "falloc", "full"] {
         twins(d);
         resize_twins(d, &[&format!("--preallocation={mode}")], "+3M", mode);
-        let map = |img: &str| {
-            let v: Value =
-                serde_json::from_str(&qemu_ok(d, &["map", "--output=json", img])).unwrap();
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|e| format!("{} {} {} {}", e["start"], e["length"], e["data"], e["zero"]))
-                .collect::<Vec<_>>()
-        };
+        let map = |img: &str| qemu_map_kinds(d, "qcow2", img);
         assert_eq!(map("ours.qcow2"), map("theirs.qcow2"), "{mode}");
     }
     // Preallocation never shrinks, with or without --shrink; qemu-img's message and exit code.

@@ -66,6 +66,25 @@ pub fn qemu_overlay(dir: &Path, base: &str, base_fmt: &str, top: &str, size: Opt
     qemu_ok(dir, &args);
 }
 
+/// `qemu-img map --output=json -f FMT FILE` in `dir` as (start, length, data, zero) per range:
+/// what an image allocates, without the host offsets (which depend on the layout).
+pub fn qemu_map_kinds(dir: &Path, fmt: &str, file: &str) -> Vec<(u64, u64, bool, bool)> {
+    let m = qemu_ok(dir, &["map", "--output=json", "-f", fmt, file]);
+    let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["start"].as_u64().unwrap(),
+                e["length"].as_u64().unwrap(),
+                e["data"].as_bool().unwrap(),
+                e["zero"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Runs qemu-io commands on an image in `dir`.
 pub fn qemu_io(dir: &Path, fmt: &str, file: &str, cmds: &[&str]) {
     vdisk_testutil::qemu_io(fmt, &dir.join(file), cmds);
