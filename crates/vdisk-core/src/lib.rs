@@ -18,6 +18,7 @@ pub mod probe;
 pub mod reader;
 pub mod size;
 pub mod storage;
+pub mod writeback;
 pub mod writepool;
 pub mod writer;
 pub mod zero;

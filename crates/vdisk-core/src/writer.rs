@@ -3,6 +3,7 @@
 
 use crate::databuf::DataBuf;
 use crate::error::{Error, Result};
+use crate::writeback::{Writeback, WRITEBACK_INTERVAL};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,8 @@ use std::sync::Arc;
 /// Whether [`OutputFile::commit`] flushes the file to stable storage before renaming it into place.
 /// On by default, so that a crash right after a convert never leaves a complete-looking image whose
 /// blocks never reached the disk. `vdisk convert -t unsafe` (qemu-img's default cache mode for
-/// convert targets) turns it off for speed.
+/// convert targets) turns it off for speed. While it is on, each new file also gets early writeback
+/// ([`crate::writeback`]), so that most of its blocks are on their way to the disk before the flush.
 static DURABLE_COMMIT: AtomicBool = AtomicBool::new(true);
 
 /// Sets whether new images are flushed before they appear under their name (see [`DURABLE_COMMIT`]).
@@ -108,6 +110,8 @@ pub struct OutputFile {
     temp: PathBuf,
     dest: PathBuf,
     committed: bool,
+    /// Early writeback while the image is written, when commits are durable.
+    writeback: Option<Writeback>,
 }
 
 impl OutputFile {
@@ -131,11 +135,20 @@ impl OutputFile {
                 path: dest.to_path_buf(),
                 source,
             })?;
+        // Only a durable commit flushes, so only then is there a flush to get ahead of.
+        let writeback = if DURABLE_COMMIT.load(Ordering::Relaxed) {
+            file.try_clone()
+                .ok()
+                .and_then(|f| Writeback::start(f, WRITEBACK_INTERVAL))
+        } else {
+            None
+        };
         Ok(OutputFile {
             file: Some(file),
             temp,
             dest: dest.to_path_buf(),
             committed: false,
+            writeback,
         })
     }
 
@@ -169,6 +182,9 @@ impl OutputFile {
 
     /// Flushes the file (unless durable commits are off) and renames it to its final name.
     pub fn commit(mut self) -> Result<()> {
+        if let Some(mut wb) = self.writeback.take() {
+            wb.stop();
+        }
         if let Some(f) = self.file.take() {
             if DURABLE_COMMIT.load(Ordering::Relaxed) {
                 f.sync_all().map_err(|e| Error::io(&self.dest, 0, e))?;
