@@ -37,6 +37,10 @@ for t in "${targets[@]}"; do
     cov=$(grep -E '^#[0-9]+' "$logs/$t.log" | tail -1 | grep -o 'cov: [0-9]*' | grep -o '[0-9]*')
     ft=$(grep -E '^#[0-9]+' "$logs/$t.log" | tail -1 | grep -o 'ft: [0-9]*' | grep -o '[0-9]*')
     lastnew=$(grep -E '^#[0-9]+.*NEW ' "$logs/$t.log" | tail -1 | grep -oE '^#[0-9]+' | tr -d '#')
-    printf '%-16s rc=%d execs=%s time=%ss cov=%s ft=%s last-new-coverage-at-exec=%s\n' "$t" "$rc" \
-        "${execs:-?}" "$((end - start))" "${cov:-?}" "${ft:-?}" "${lastnew:-?}"
+    # The execution at which edge coverage (cov, not the finer ft features) last grew: a plateau
+    # shows as an early number here while last-new-feature keeps moving.
+    lastcov=$(grep -E '^#[0-9]+.*NEW ' "$logs/$t.log" | awk '{ for (i = 1; i < NF; i++) if ($i == "cov:") c = $(i + 1) + 0
+        if (c > best) { best = c; at = substr($1, 2) } } END { print at }')
+    printf '%-16s rc=%d execs=%s time=%ss cov=%s ft=%s last-new-feature-at-exec=%s last-new-edge-at-exec=%s\n' \
+        "$t" "$rc" "${execs:-?}" "$((end - start))" "${cov:-?}" "${ft:-?}" "${lastnew:-?}" "${lastcov:-?}"
 done
