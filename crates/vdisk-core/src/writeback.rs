@@ -1,6 +1,6 @@
 //! Early writeback for new images (Linux `sync_file_range(2)`): while an image is being written, a
-//! background thread asks the kernel every `WRITEBACK_INTERVAL` to start writing the file's dirty pages
-//! to disk, so that the flush before the image is renamed into place (see
+//! background thread asks the kernel every `WRITEBACK_INTERVAL` to start writing the file's dirty
+//! pages to disk, so that the flush before the image is renamed into place (see
 //! [`crate::OutputFile::commit`]) finds little left to do, and disk writes overlap the conversion
 //! instead of following it.
 //!
@@ -13,9 +13,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How often the thread starts writeback. Measured on the benchmark machine (page cache dropped,
-/// 2-3 runs each, see benches/README.md): a durable zstd qcow2->raw convert took 2.29-2.38 s instead
-/// of 2.59-2.61 s, qcow2->raw 2.05-2.12 s instead of 2.20-2.28 s, raw->qcow2 the same; 20 ms was no
-/// better. The gain is the part of the disk's write time that now overlaps the conversion.
+/// 2-3 runs each, see benches/README.md): a durable zstd qcow2->raw convert took 2.29-2.38 s
+/// instead of 2.59-2.61 s, qcow2->raw 2.05-2.12 s instead of 2.20-2.28 s, raw->qcow2 the same;
+/// 20 ms was no better. The gain is the part of the disk's write time that now overlaps the
+/// conversion.
 pub const WRITEBACK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The background thread; stopping it (or dropping this) waits for its last call to return.

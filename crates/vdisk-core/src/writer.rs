@@ -12,8 +12,9 @@ use std::sync::Arc;
 /// Whether [`OutputFile::commit`] flushes the file to stable storage before renaming it into place.
 /// On by default, so that a crash right after a convert never leaves a complete-looking image whose
 /// blocks never reached the disk. `vdisk convert -t unsafe` (qemu-img's default cache mode for
-/// convert targets) turns it off for speed. While it is on, each new file also gets early writeback
-/// ([`crate::writeback`]), so that most of its blocks are on their way to the disk before the flush.
+/// convert targets) turns it off for speed. While it is on, each new file also gets early
+/// writeback ([`crate::writeback`]), so that most of its blocks are on their way to the disk
+/// before the flush.
 static DURABLE_COMMIT: AtomicBool = AtomicBool::new(true);
 
 /// Sets whether new images are flushed before they appear under their name (see [`DURABLE_COMMIT`]).

@@ -17,9 +17,9 @@
 //! (QEMU 10 leaves the subclusters of a compressed cluster holding the old end unallocated in
 //! metadata mode, losing their data; vdisk keeps them.) With an external data file nothing is
 //! allocated in the image: guest cluster `c` is mapped to offset `c * cluster_size` of the data
-//! file ([`map_identity`]), which is extended as QEMU extends it. Where the layout differs from QEMU's: the refcount structures are
-//! placed by the transaction, not right after the old end of the file, so `qemu-img info`'s disk
-//! size and `map`'s host offsets differ.
+//! file ([`map_identity`]), which is extended as QEMU extends it. Where the layout differs from
+//! QEMU's: the refcount structures are placed by the transaction, not right after the old end of
+//! the file, so `qemu-img info`'s disk size and `map`'s host offsets differ.
 
 use super::txn::Txn;
 use crate::limits::MAX_PREALLOC_CLUSTERS;
