@@ -279,8 +279,13 @@ pub struct ConvertArgs {
     #[arg(short = 'W', long = "allow-out-of-order")]
     pub out_of_order: bool,
     /// Zero runs of at least this many bytes become holes (default 4k; 0 writes everything).
-    #[arg(short = 'S', long = "sparse-size", default_value = "4k")]
-    pub sparse_size: String,
+    #[arg(short = 'S', long = "sparse-size")]
+    pub sparse_size: Option<String>,
+    /// Copy offloading: data stored uncompressed in a host file is copied by the kernel
+    /// (copy_file_range) without zero detection, where the output format allows it (raw);
+    /// elsewhere the data is read and written as usual.
+    #[arg(short = 'C', long = "copy-range-offloading")]
+    pub copy_range: bool,
     /// Write into an existing target instead of creating it.
     #[arg(short = 'n', long = "no-create")]
     pub no_create: bool,

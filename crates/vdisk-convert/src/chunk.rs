@@ -7,7 +7,9 @@ use crate::plan::{SegKind, Segment};
 use crate::sparse::{self, Run};
 use std::sync::Arc;
 use vdisk_core::zero::is_zero;
-use vdisk_core::{BufPool, ChunkEncoder, DataBuf, ImageReader, Payload, Result};
+use vdisk_core::{
+    BufPool, ChunkEncoder, DataBuf, Error, ExtentKind, HostRange, ImageReader, Payload, Result,
+};
 
 /// Everything a worker needs, shared by reference.
 pub(crate) struct Ctx<'a> {
@@ -181,6 +183,70 @@ pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment, bufs: Buffers) -> Result<Done> {
         }
     }
     Ok(done)
+}
+
+/// `-C`: a data task as copies of host file ranges, merged where they are contiguous, when every
+/// byte of it is data the source stores uncompressed in a host file it hands out, inside that
+/// file, and the task covers whole writer granules. `None` sends the task down the read path
+/// (compressed or encrypted data, zeros inside the task, in-memory sources, data past the end of
+/// its file, which the reader knows how to read). Runs on the planning thread: block status only,
+/// no buffers.
+pub(crate) fn offload(ctx: &Ctx<'_>, seg: &Segment) -> Result<Option<Done>> {
+    let aligned = |x: u64| x % ctx.granule == 0 || x == ctx.size;
+    if seg.kind != SegKind::Data || !aligned(seg.start) || !aligned(seg.end) {
+        return Ok(None);
+    }
+    let mut copies: Vec<(u64, HostRange)> = Vec::new();
+    let mut pos = seg.start;
+    while pos < seg.end {
+        let e = ctx.src.block_status(pos, seg.end - pos)?;
+        if e.offset != pos || e.length == 0 {
+            return Err(Error::Other(format!(
+                "{} block status returned an empty or misplaced extent at {pos}",
+                ctx.src.format_name()
+            )));
+        }
+        let len = e.length.min(seg.end - pos);
+        let host = match (&e.kind, &e.host) {
+            (ExtentKind::Data, Some(h)) => h,
+            _ => return Ok(None),
+        };
+        let Some(storage) = ctx.src.host_storage(&host.file) else {
+            return Ok(None);
+        };
+        match copies.last_mut() {
+            Some((_, r))
+                if Arc::ptr_eq(&r.storage, &storage)
+                    && r.offset.checked_add(r.len) == Some(host.offset) =>
+            {
+                r.len += len
+            }
+            _ => copies.push((
+                pos,
+                HostRange {
+                    storage,
+                    offset: host.offset,
+                    len,
+                },
+            )),
+        }
+        pos += len;
+    }
+    let mut payloads = Vec::with_capacity(copies.len());
+    for (at, r) in copies {
+        match HostRange::offloadable(&r.storage, r.offset, r.len)? {
+            Some(r) => payloads.push((at, Payload::Copy(r))),
+            None => return Ok(None),
+        }
+    }
+    let len = seg.end - seg.start;
+    Ok(Some(Done {
+        len,
+        payloads,
+        read: len,
+        data: len,
+        ..Done::default()
+    }))
 }
 
 /// Hands the whole granules of an exact-mode task to `done` (zeros only where the target needs

@@ -27,6 +27,8 @@ struct Setup {
     workers: usize,
     max_in_flight: usize,
     in_order: bool,
+    /// `-C` into a writer that takes copies (see [`chunk::offload`]).
+    copy_range: bool,
 }
 
 fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
@@ -84,6 +86,12 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
         workers,
         max_in_flight: workers + 2,
         in_order: !(opts.out_of_order && caps.out_of_order),
+        // qemu-img refuses -C with -c; vdisk's -B compares content, which needs the bytes.
+        copy_range: opts.copy_range
+            && caps.copy_range
+            && dst.encoder().is_none()
+            && !opts.compress
+            && opts.backing.is_none(),
     })
 }
 
@@ -243,6 +251,19 @@ pub(crate) fn run(
                 next_index += 1;
                 in_flight += 1;
                 stats.peak_in_flight = stats.peak_in_flight.max(in_flight);
+                if s.copy_range {
+                    match chunk::offload(&ctx, &seg) {
+                        Ok(Some(done)) => {
+                            ready.insert(index, Ok(done));
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
                 if chunk::needs_worker(&seg, opts.min_sparse) {
                     let bufs = chunk::Buffers::reserve(&bufpool, &seg, ctx.backing.is_some());
                     if jobs.send((index, seg, bufs)).is_err() {

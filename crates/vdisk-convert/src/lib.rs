@@ -58,6 +58,11 @@ pub struct ConvertOptions {
     /// matches the source's own backing chain. Each chunk then needs a second buffer for the backing
     /// image's bytes.
     pub backing: Option<Arc<dyn ImageReader>>,
+    /// `-C`: data the source stores uncompressed in a host file is copied by the kernel
+    /// (`copy_file_range`, [`vdisk_core::HostRange`]) into writers that take copies (raw), with
+    /// no zero detection, as qemu-img does. A task is offloaded only when all of it is such data;
+    /// other tasks, other writers and `-B` take the usual read path.
+    pub copy_range: bool,
 }
 
 impl Default for ConvertOptions {
@@ -70,6 +75,7 @@ impl Default for ConvertOptions {
             target_is_zero: false,
             compress: false,
             backing: None,
+            copy_range: false,
         }
     }
 }
@@ -83,6 +89,7 @@ impl std::fmt::Debug for ConvertOptions {
             .field("chunk_size", &self.chunk_size)
             .field("target_is_zero", &self.target_is_zero)
             .field("compress", &self.compress)
+            .field("copy_range", &self.copy_range)
             .field("backing", &self.backing.as_ref().map(|b| b.format_name()))
             .finish()
     }

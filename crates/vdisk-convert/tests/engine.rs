@@ -639,3 +639,67 @@ fn compress_option_judges_zeros_per_granule_without_an_encoder() {
         );
     }
 }
+
+/// `-C`: data a raw source stores in a host file reaches a writer that takes copies as copies of
+/// file ranges (zero-filled data included: no zero detection), holes stay unwritten; a source in
+/// memory, or a writer that takes no copies, gets the usual data payloads.
+#[test]
+fn copy_range_hands_host_file_ranges_to_writers_that_take_copies() {
+    use std::os::unix::fs::FileExt;
+    let s = vdisk_testutil::Scratch::new("engine-copy-range");
+    let path = s.join("src.raw");
+    let size = 8u64 << 20;
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    let mut image = vec![0u8; size as usize];
+    for (off, len, byte) in [
+        (0u64, 64 * K, 0x11u8),
+        (1 << 20, 3 << 20, 0x22),
+        (6 << 20, 4 * K, 0),
+    ] {
+        let data = vec![byte; len as usize];
+        f.write_all_at(&data, off).unwrap();
+        image[off as usize..(off + len) as usize].copy_from_slice(&data);
+    }
+    drop(f);
+    let copy_opts = ConvertOptions {
+        copy_range: true,
+        ..opts(2)
+    };
+    let file_src =
+        vdisk_raw::open(Arc::new(vdisk_core::FileStorage::open(&path).unwrap())).unwrap();
+    let mem_src =
+        vdisk_raw::open(vdisk_core::MemStorage::new("m", image.clone()).shared()).unwrap();
+    let with_copies = vdisk_core::WriterCaps {
+        copy_range: true,
+        ..caps(512, false, true)
+    };
+    for (name, src, writer_caps, copies) in [
+        ("file source", &file_src, with_copies, true),
+        ("memory source", &mem_src, with_copies, false),
+        (
+            "writer without copies",
+            &file_src,
+            caps(512, false, true),
+            false,
+        ),
+    ] {
+        let (w, rec) = MemWriter::new(size, writer_caps);
+        let stats = convert(src, Box::new(w), &copy_opts, &no_progress).unwrap();
+        let r = rec.lock().unwrap();
+        assert!(r.image == image, "{name}: content differs");
+        let copied: u64 = r.writes.iter().filter(|w| w.2 == "copy").map(|w| w.1).sum();
+        if copies {
+            assert!(
+                r.writes.iter().all(|w| w.2 == "copy"),
+                "{name}: {:?}",
+                r.writes
+            );
+            // The zero-filled 4 KiB at 6 MiB is data in the file: copied, not detected as zeros.
+            assert_eq!(copied, 64 * K + (3 << 20) + 4 * K, "{name}: {:?}", r.writes);
+            assert_eq!(stats.data_bytes_written, copied, "{name}");
+        } else {
+            assert_eq!(copied, 0, "{name}: {:?}", r.writes);
+        }
+    }
+}

@@ -448,6 +448,7 @@ fn sector_exact_sparse_decisions_match_qemu() {
                     granularity: 512,
                     out_of_order: false,
                     zero_initialized: true,
+                    copy_range: false,
                 }
             }
             fn write(&mut self, off: u64, p: vdisk_core::Payload) -> vdisk_core::Result<()> {

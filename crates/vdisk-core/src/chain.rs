@@ -6,6 +6,8 @@ use crate::error::Result;
 use crate::extent::{Extent, ExtentKind};
 use crate::info::{CheckReport, ImageInfo};
 use crate::reader::{check_range, ImageReader};
+use crate::storage::Storage;
+use std::path::Path;
 use std::sync::Arc;
 
 /// An image layer with its (already opened) backing image, itself possibly a chain.
@@ -83,6 +85,12 @@ impl ImageReader for Chain {
         b.truncate(e.length);
         b.depth += 1;
         Ok(b)
+    }
+
+    fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
+        self.top
+            .host_storage(file)
+            .or_else(|| self.backing.host_storage(file))
     }
 
     fn info(&self) -> Result<ImageInfo> {

@@ -4,6 +4,8 @@ use crate::error::{Error, Result};
 use crate::extent::Extent;
 use crate::info::ImageInfo;
 use crate::reader::{check_range, ImageReader};
+use crate::storage::Storage;
+use std::path::Path;
 use std::sync::Arc;
 
 /// The concatenation of several images.
@@ -71,6 +73,10 @@ impl ImageReader for Concat {
         let mut e = r.block_status(local, max_len.min(r.virtual_size() - local))?;
         e.offset += start;
         Ok(e)
+    }
+
+    fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
+        self.parts.iter().find_map(|(_, r)| r.host_storage(file))
     }
 
     fn info(&self) -> Result<ImageInfo> {

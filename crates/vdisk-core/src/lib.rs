@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod concat;
+pub mod copyrange;
 pub mod databuf;
 pub mod error;
 pub mod extent;
@@ -25,6 +26,7 @@ pub mod zero;
 
 pub use chain::Chain;
 pub use concat::Concat;
+pub use copyrange::HostRange;
 pub use databuf::{BufPool, DataBuf};
 pub use error::{Error, Result};
 pub use extent::{Extent, ExtentKind, HostLocation};

@@ -4,6 +4,9 @@
 use crate::error::{Error, Result};
 use crate::extent::Extent;
 use crate::info::{CheckReport, ImageInfo};
+use crate::storage::Storage;
+use std::path::Path;
+use std::sync::Arc;
 
 /// One opened image layer.
 ///
@@ -24,6 +27,14 @@ pub trait ImageReader: Send + Sync {
     /// `offset` and is at most `max_len` bytes long (never 0 when `max_len > 0` and `offset` is inside
     /// the disk). Callers loop to cover a range. The extent's `depth` is 0.
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent>;
+
+    /// The host file named `file` in an extent's [`crate::HostLocation`], as this image (or, for a
+    /// chain, any of its layers) opened it: the source of offloaded copies (`convert -C`). `None`
+    /// when the reader does not hand out its files; the data is then read with `read_at`.
+    fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
+        let _ = file;
+        None
+    }
 
     /// What `info` shows about this image (without the backing chain).
     fn info(&self) -> Result<ImageInfo>;

@@ -95,6 +95,11 @@ pub trait Storage: Send + Sync {
     fn allocated_bytes(&self) -> Option<u64> {
         None
     }
+
+    /// The host file behind the store, when there is one (for copy offloading, `convert -C`).
+    fn as_file(&self) -> Option<&File> {
+        None
+    }
 }
 
 /// A host file or block device.
@@ -195,6 +200,10 @@ impl FileStorage {
 impl Storage for FileStorage {
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn as_file(&self) -> Option<&File> {
+        Some(&self.file)
     }
 
     fn len(&self) -> Result<u64> {

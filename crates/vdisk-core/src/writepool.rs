@@ -5,6 +5,7 @@
 //! as writing in call order; the first error is reported by a later call or by
 //! [`WritePool::drain`].
 
+use crate::copyrange::HostRange;
 use crate::databuf::DataBuf;
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
@@ -27,10 +28,28 @@ const QUEUE_DEPTH: usize = 4;
 
 struct Job {
     offset: u64,
-    /// The bytes `range` of `data` go to `offset`; the buffer is freed (or goes back to its pool)
-    /// once its last part is written.
-    data: Arc<DataBuf>,
-    range: Range<usize>,
+    what: What,
+}
+
+/// What a job writes at its offset.
+enum What {
+    /// The bytes `range` of `data`; the buffer is freed (or goes back to its pool) once its last
+    /// part is written.
+    Bytes {
+        data: Arc<DataBuf>,
+        range: Range<usize>,
+    },
+    /// A range of a host file, copied by the kernel where it can (`convert -C`).
+    Copy(HostRange),
+}
+
+impl What {
+    fn len(&self) -> u64 {
+        match self {
+            What::Bytes { range, .. } => range.len() as u64,
+            What::Copy(r) => r.len,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -124,7 +143,23 @@ impl WritePool {
                 data.len()
             )));
         }
-        let end = offset.saturating_add(range.len() as u64);
+        self.queue(
+            offset,
+            What::Bytes {
+                data: Arc::clone(data),
+                range,
+            },
+        )
+    }
+
+    /// Queues a copy of the host file range `src` to `offset`, offloaded to the kernel where it
+    /// can be ([`HostRange::copy_to`]), waiting as [`WritePool::submit`] does.
+    pub fn submit_copy(&self, offset: u64, src: HostRange) -> Result<()> {
+        self.queue(offset, What::Copy(src))
+    }
+
+    fn queue(&self, offset: u64, what: What) -> Result<()> {
+        let end = offset.saturating_add(what.len());
         let mut g = self.shared.lock();
         loop {
             if g.failed {
@@ -140,11 +175,7 @@ impl WritePool {
             g = self.shared.wait(g);
         }
         g.busy.push((offset, end));
-        g.queue.push_back(Job {
-            offset,
-            data: Arc::clone(data),
-            range,
-        });
+        g.queue.push_back(Job { offset, what });
         drop(g);
         self.shared.cv.notify_all();
         Ok(())
@@ -184,19 +215,20 @@ impl WritePool {
 }
 
 fn serve(sh: &Shared, file: &File) {
+    // Cleared for good once the kernel refuses to offload a copy between these files.
+    let mut offload = true;
     let mut g = sh.lock();
     loop {
-        if let Some(Job {
-            offset,
-            data,
-            range,
-        }) = g.queue.pop_front()
-        {
+        if let Some(Job { offset, what }) = g.queue.pop_front() {
             drop(g);
             sh.cv.notify_all();
-            let end = offset.saturating_add(range.len() as u64);
-            let r = file.write_all_at(&data[range], offset);
-            drop(data);
+            let end = offset.saturating_add(what.len());
+            let r = match what {
+                What::Bytes { data, range } => file
+                    .write_all_at(&data[range], offset)
+                    .map_err(|e| Error::io(&sh.path, offset, e)),
+                What::Copy(src) => src.copy_to(file, &sh.path, offset, &mut offload),
+            };
             g = sh.lock();
             if let Some(i) = g.busy.iter().position(|&b| b == (offset, end)) {
                 g.busy.swap_remove(i);
@@ -204,7 +236,7 @@ fn serve(sh: &Shared, file: &File) {
             if let Err(e) = r {
                 if !g.failed {
                     g.failed = true;
-                    g.error = Some(Error::io(&sh.path, offset, e));
+                    g.error = Some(e);
                 }
                 g.queue.clear();
                 g.busy.clear();
@@ -275,6 +307,46 @@ mod tests {
         assert!(
             got == expect,
             "file differs from the writes applied in call order"
+        );
+    }
+
+    #[test]
+    fn copies_and_writes_that_overlap_land_in_call_order() {
+        let src_path = temp("copy-src");
+        let src: Vec<u8> = (0..1u32 << 18).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src_path, &src).unwrap();
+        let storage: Arc<dyn crate::Storage> =
+            Arc::new(crate::FileStorage::open(&src_path).unwrap());
+        let path = temp("copy-dst");
+        let file = new_file(&path);
+        let pool = WritePool::new(&file, &path).unwrap();
+        let mut expect = vec![0u8; 1 << 18];
+        for round in 0..48u64 {
+            let off = (round * 5_003) % ((1 << 18) - 40_000);
+            let len = 512 + (round as usize * 1_499) % 30_000;
+            if round % 2 == 0 {
+                let from = (round * 7_919) % ((1 << 18) - 40_000);
+                let r = HostRange::offloadable(&storage, from, len as u64)
+                    .unwrap()
+                    .unwrap();
+                expect[off as usize..off as usize + len]
+                    .copy_from_slice(&src[from as usize..from as usize + len]);
+                pool.submit_copy(off, r).unwrap();
+            } else {
+                let data = vec![round as u8; len];
+                expect[off as usize..off as usize + len].copy_from_slice(&data);
+                pool.submit(off, data.into()).unwrap();
+            }
+        }
+        pool.drain().unwrap();
+        drop(pool);
+        let mut got = std::fs::read(&path).unwrap();
+        got.resize(expect.len(), 0);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&src_path).unwrap();
+        assert!(
+            got == expect,
+            "file differs from the copies and writes in call order"
         );
     }
 

@@ -1,6 +1,7 @@
 //! The writer trait that builds an image from extents, and [`OutputFile`], which makes a new image
 //! appear under its name only once it is complete (write to a temporary name, rename on success).
 
+use crate::copyrange::HostRange;
 use crate::databuf::DataBuf;
 use crate::error::{Error, Result};
 use crate::writeback::{Writeback, WRITEBACK_INTERVAL};
@@ -32,6 +33,9 @@ pub struct WriterCaps {
     pub out_of_order: bool,
     /// Whether the new image already reads as zeros everywhere, so zero runs need no write at all.
     pub zero_initialized: bool,
+    /// Whether `write` takes [`Payload::Copy`] and copies host file ranges itself, offloaded to
+    /// the kernel where it can (`convert -C`).
+    pub copy_range: bool,
 }
 
 /// A chunk after the (parallel) encoding step.
@@ -52,6 +56,9 @@ pub enum Payload {
     Zero(u64),
     /// Data already encoded by the writer's [`ChunkEncoder`].
     Encoded(Encoded),
+    /// Data to copy from a host file (`convert -C`); only for writers whose
+    /// [`WriterCaps::copy_range`] is set.
+    Copy(HostRange),
 }
 
 impl Payload {
@@ -66,6 +73,7 @@ impl Payload {
             Payload::Data(d) => d.len() as u64,
             Payload::Zero(n) => *n,
             Payload::Encoded(e) => e.raw_len,
+            Payload::Copy(r) => r.len,
         }
     }
 

@@ -352,6 +352,10 @@ impl ImageReader for Qcow2Reader {
         self.read_at_batched(buf, offset, crate::compressed_read::RUN_BUFFER_BYTES)
     }
 
+    fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
+        (file == &*self.data_path).then(|| Arc::clone(&self.data))
+    }
+
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
         if offset >= self.size || max_len == 0 {
             return Err(Error::invalid(format!(

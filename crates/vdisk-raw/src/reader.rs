@@ -59,6 +59,10 @@ impl ImageReader for RawReader {
         self.storage.read_zero_padded(buf, offset)
     }
 
+    fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
+        (file == &*self.file).then(|| Arc::clone(&self.storage))
+    }
+
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
         let end = offset
             .checked_add(max_len)

@@ -97,6 +97,9 @@ pub struct RawWriter {
     target: Target,
     size: u64,
     prealloc: Prealloc,
+    /// Whether copies into an existing target are still tried with `copy_file_range` (cleared
+    /// when the kernel refuses; copies into a new image are made by its write pool).
+    offload: bool,
 }
 
 /// The size of the first block qemu allocates in every new raw file (`allocate_first_block` in
@@ -163,6 +166,7 @@ impl RawWriter {
             target: Target::New(out),
             size,
             prealloc,
+            offload: true,
         })
     }
 
@@ -182,6 +186,7 @@ impl RawWriter {
             },
             size,
             prealloc: Prealloc::Off,
+            offload: true,
         })
     }
 
@@ -204,11 +209,13 @@ impl ImageWriter for RawWriter {
             granularity: crate::SECTOR_SIZE,
             out_of_order: true,
             zero_initialized: matches!(self.target, Target::New(_)),
+            copy_range: true,
         }
     }
 
     fn write(&mut self, offset: u64, payload: Payload) -> Result<()> {
         let len = payload.len();
+        let mut offload = self.offload;
         let (file, path) = self.file_and_path();
         match offset.checked_add(len) {
             Some(end) if end <= self.size => {}
@@ -234,6 +241,14 @@ impl ImageWriter for RawWriter {
                 sys::zero_range(file, path, offset, n, self.prealloc != Prealloc::Off)
             }
             Payload::Encoded(_) => Err(Error::invalid("the raw format has no encoded chunks")),
+            Payload::Copy(r) => match &self.pool {
+                Some(pool) => pool.submit_copy(offset, r),
+                None => {
+                    let done = r.copy_to(file, path, offset, &mut offload);
+                    self.offload = offload;
+                    done
+                }
+            },
         }
     }
 

@@ -94,6 +94,10 @@ impl ImageReader for VdiReader {
         self.header.virtual_size()
     }
 
+    fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
+        (file == &*self.file).then(|| Arc::clone(&self.storage))
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(self.virtual_size(), offset, buf.len() as u64)?;
         let bs = self.block_size();

@@ -188,6 +188,7 @@ impl ImageWriter for VdiWriter {
             granularity: self.bs(),
             out_of_order: false,
             zero_initialized: true,
+            copy_range: false,
         }
     }
 
@@ -236,9 +237,9 @@ impl ImageWriter for VdiWriter {
                 }
                 self.pos = pos;
             }
-            Payload::Encoded(_) => {
+            Payload::Encoded(_) | Payload::Copy(_) => {
                 return Err(Error::invalid(
-                    "VDI writer: encoded payloads are not supported",
+                    "VDI writer: encoded and copied payloads are not supported",
                 ))
             }
         }

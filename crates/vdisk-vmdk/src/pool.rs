@@ -186,6 +186,12 @@ impl Files {
         self.paths.get(id as usize)
     }
 
+    /// The id of the file named `path` (as [`Files::path`] gives it), if the image names it.
+    pub(crate) fn id_of(&self, path: &Path) -> Option<u32> {
+        let i = self.paths.iter().position(|p| &**p == path)?;
+        u32::try_from(i).ok()
+    }
+
     /// The open handle of file `id`, reopening it when it was closed to stay within the limit.
     pub(crate) fn get(&self, id: u32) -> Result<Arc<dyn Storage>> {
         if let Some(s) = self.pinned.get(id as usize) {

@@ -6,10 +6,10 @@
 use crate::descriptor::Descriptor;
 use crate::pool::{Files, Lru};
 use crate::sparse::{Grain, SparseExtent};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vdisk_core::reader::check_range;
-use vdisk_core::{CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result};
+use vdisk_core::{CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage};
 
 pub use crate::open::open;
 
@@ -182,6 +182,10 @@ impl ImageReader for VmdkReader {
             done += n;
         }
         Ok(())
+    }
+
+    fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
+        self.files.get(self.files.id_of(file)?).ok()
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {

@@ -175,6 +175,11 @@ impl SparseOut {
             Payload::Encoded(_) => {
                 return Err(Error::invalid("VMDK sparse extents take no encoded chunks"))
             }
+            Payload::Copy(_) => {
+                return Err(Error::invalid(
+                    "VMDK sparse extents: copy offloading is not supported",
+                ))
+            }
         }
         Ok(())
     }

@@ -190,6 +190,11 @@ impl StreamOut {
                 }
             }
             Payload::Zero(_) => {}
+            Payload::Copy(_) => {
+                return Err(Error::invalid(
+                    "streamOptimized VMDK writer: copy offloading is not supported",
+                ))
+            }
         }
         self.written_to = offset + len;
         Ok(())

@@ -229,6 +229,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
         granularity,
         out_of_order: sub != "streamOptimized",
         zero_initialized: backing.is_none(),
+        copy_range: false,
     };
     let mut parts = Vec::new();
     let mut descriptor = None;
@@ -334,8 +335,10 @@ impl ImageWriter for VmdkWriter {
                     (Payload::data(d), Payload::data(tail))
                 }
                 Payload::Zero(n) => (Payload::Zero(cut), Payload::Zero(n - cut)),
-                Payload::Encoded(_) => {
-                    return Err(Error::invalid("encoded chunk crosses an extent boundary"))
+                Payload::Encoded(_) | Payload::Copy(_) => {
+                    return Err(Error::invalid(
+                        "encoded or copied chunk crosses an extent boundary",
+                    ))
                 }
             };
             self.write(offset, a)?;
@@ -348,9 +351,9 @@ impl ImageWriter for VmdkWriter {
             Part::Flat { storage, .. } => match payload {
                 Payload::Data(d) => storage.write_at(&d, local),
                 Payload::Zero(_) => Ok(()),
-                Payload::Encoded(_) => {
-                    Err(Error::invalid("flat VMDK extents take no encoded chunks"))
-                }
+                Payload::Encoded(_) | Payload::Copy(_) => Err(Error::invalid(
+                    "flat VMDK extents take no encoded or copied chunks",
+                )),
             },
         }
     }

@@ -26,10 +26,21 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16",
         ));
     }
-    let min_sparse = parse_size(&a.sparse_size)?;
+    let min_sparse = parse_size(a.sparse_size.as_deref().unwrap_or("4k"))?;
     if min_sparse % 512 != 0 || min_sparse > (16 << 20) {
         return Err(Error::invalid(
             "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16MB",
+        ));
+    }
+    // qemu-img's checks, in its order: offloaded copies skip zero detection and compression.
+    if a.copy_range && a.compress {
+        return Err(Error::invalid(
+            "Cannot enable copy offloading when -c is used",
+        ));
+    }
+    if a.copy_range && a.sparse_size.is_some() {
+        return Err(Error::invalid(
+            "Cannot enable copy offloading when -S is used",
         ));
     }
     if a.compress {
@@ -109,6 +120,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         target_is_zero: a.target_is_zero,
         backing: backing_image,
         compress: a.compress,
+        copy_range: a.copy_range,
         ..ConvertOptions::default()
     };
     let bar = (a.progress && !a.quiet && std::io::stderr().is_terminal()).then(|| {

@@ -164,6 +164,7 @@ pub fn caps(granularity: u64, out_of_order: bool, zero_initialized: bool) -> Wri
         granularity,
         out_of_order,
         zero_initialized,
+        copy_range: false,
     }
 }
 
@@ -202,6 +203,15 @@ impl ImageWriter for MemWriter {
                 assert_eq!(d.len() as u64, len);
                 r.image[offset as usize..end].copy_from_slice(&d);
                 "encoded"
+            }
+            Payload::Copy(c) => {
+                assert!(
+                    self.caps.copy_range,
+                    "a copy handed to a writer that takes none"
+                );
+                c.storage
+                    .read_exact_at(&mut r.image[offset as usize..end], c.offset)?;
+                "copy"
             }
         };
         r.writes.push((offset, len, kind));

@@ -331,6 +331,7 @@ impl ImageWriter for InplaceWriter {
             granularity: self.cs(),
             out_of_order: false,
             zero_initialized: false,
+            copy_range: false,
         }
     }
 
@@ -349,8 +350,10 @@ impl ImageWriter for InplaceWriter {
         let data = match &payload {
             Payload::Data(d) => Some(d.as_slice()),
             Payload::Zero(_) => None,
-            Payload::Encoded(_) => {
-                return Err(Error::invalid("encoded payloads are not accepted here"))
+            Payload::Encoded(_) | Payload::Copy(_) => {
+                return Err(Error::invalid(
+                    "encoded and copied payloads are not accepted here",
+                ))
             }
         };
         if let Some(b) = self.bitmaps.as_mut() {

@@ -350,6 +350,7 @@ impl ImageWriter for Qcow2Writer {
             granularity: self.cs(),
             out_of_order: self.ooo,
             zero_initialized: self.s.backing_file.is_none(),
+            copy_range: false,
         }
     }
 
@@ -401,6 +402,11 @@ impl ImageWriter for Qcow2Writer {
                 }
                 self.flush_partial()?;
                 self.put_compressed(offset >> self.s.cluster_bits, &e.bytes)?;
+            }
+            Payload::Copy(_) => {
+                return Err(Error::invalid(
+                    "qcow2 writer: copy offloading is not supported",
+                ))
             }
         }
         self.pos = self.pos.max(end);
