@@ -46,11 +46,12 @@ def parse_args():
 
 class Case:
     def __init__(self, name, src, src_fmt, out_fmt=None, out_opts=(), compress=False, durable=False,
-                 info=False, size_ratio=False, needs=None):
+                 info=False, size_ratio=False, needs=None, offload=False):
         self.name, self.src, self.src_fmt = name, src, src_fmt
         self.out_fmt, self.out_opts, self.compress = out_fmt, list(out_opts), compress
         self.durable, self.info, self.size_ratio = durable, info, size_ratio
         self.needs = needs  # the writer capability this case needs (probed on a tiny image)
+        self.offload = offload  # -C (copy offloading) for both tools
 
     def out_name(self, tool):
         ext = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vdi": "vdi"}[self.out_fmt]
@@ -65,6 +66,8 @@ class Case:
             a += ["-m", str(threads)]
         if self.compress:
             a.append("-c")
+        if self.offload:
+            a.append("-C")
         for o in self.out_opts:
             a += ["-o", o]
         if tool == "vdisk" and not self.durable:
@@ -77,6 +80,8 @@ CASES = [
     Case("info vmdk", "disk.vmdk", "vmdk", info=True),
     Case("qcow2->raw", "disk.qcow2", "qcow2", "raw"),
     Case("qcow2->raw durable", "disk.qcow2", "qcow2", "raw", durable=True),
+    Case("qcow2->raw -C", "disk.qcow2", "qcow2", "raw", offload=True, needs="-C"),
+    Case("raw->raw -C", "random-1g.raw", "raw", "raw", offload=True, needs="-C"),
     Case("raw->qcow2", "disk.raw", "raw", "qcow2", needs="qcow2"),
     Case("vmdk->qcow2", "disk.vmdk", "vmdk", "qcow2", needs="qcow2"),
     Case("vmdk->raw", "disk.vmdk", "vmdk", "raw"),
@@ -99,6 +104,7 @@ PROBES = {
     "qcow2 -c": ["-O", "qcow2", "-c"],
     "qcow2 -c zstd": ["-O", "qcow2", "-c", "-o", "compression_type=zstd"],
     "vmdk stream": ["-O", "vmdk", "-o", "subformat=streamOptimized"],
+    "-C": ["-O", "raw", "-C"],
 }
 
 

@@ -171,6 +171,28 @@ fn convert_c_into_qcow2_falls_back_to_reading() {
     assert_qemu_compare_equal(&d.join("src.qcow2"), &d.join("out.qcow2"));
 }
 
+/// `-n -C` into an existing raw file full of other bytes: the copies are made in place (no write
+/// pool) and the source's zeros overwrite what was there.
+#[test]
+fn convert_n_c_copies_into_an_existing_raw_file() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-copy-offload-existing");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "src.qcow2", SIZE]);
+    fill(d, "qcow2", "src.qcow2");
+    qemu_ok(d, &["create", "-q", "-f", "raw", "dst.raw", SIZE]);
+    qemu_io(d, "raw", "dst.raw", &["write -P 0xff 0 64M"]);
+    vdisk_ok(
+        d,
+        &["convert", "-n", "-C", "-O", "raw", "src.qcow2", "dst.raw"],
+    );
+    let oracle = qemu_raw_bytes(&d.join("src.qcow2"), Some("qcow2"));
+    let got = std::fs::read(d.join("dst.raw")).unwrap();
+    assert_same_bytes(&got, &oracle, "convert -n -C into an existing file");
+}
+
 /// A source on another filesystem (tmpfs) than the output: where the kernel refuses to copy
 /// between them, the range is read and written instead, with the same result.
 #[test]

@@ -4,6 +4,8 @@
 //! chunk buffers) are in flight, whatever the image size. The first error cancels the rest. With
 //! plain `-S` zero detection tasks follow qemu-img's buffers, unaligned to the writer's granules;
 //! the writer thread joins the granules two tasks share (`granule::Assembler`) before writing them.
+//! With `-C`, data tasks that are wholly stored in host files become copies of file ranges on the
+//! planning thread (`chunk::offload`), which the writer has the kernel make.
 
 use crate::chunk::{self, Ctx, Done};
 use crate::granule::{Assembler, Fragment, Piece};

@@ -1,6 +1,7 @@
 //! Writing raw images: a new file (`qemu-img create -f raw` / `convert -O raw`, with qemu's
 //! `preallocation` modes of block/file-posix.c) or an existing file or device written in place
-//! (`convert -n`). Zero runs become holes.
+//! (`convert -n`). Zero runs become holes; copies of host file ranges (`convert -C`) are made with
+//! `copy_file_range` (file-posix.c `raw_co_copy_range_to`).
 
 use crate::{round_up_sector, sys};
 use std::fs::File;
