@@ -282,8 +282,8 @@ pub struct ConvertArgs {
     #[arg(short = 'S', long = "sparse-size")]
     pub sparse_size: Option<String>,
     /// Copy offloading: data stored uncompressed in a host file is copied by the kernel
-    /// (copy_file_range) without zero detection, where the output format allows it (raw);
-    /// elsewhere the data is read and written as usual.
+    /// (copy_file_range) without zero detection, into raw and qcow2 outputs; elsewhere the data is
+    /// read and written as usual.
     #[arg(short = 'C', long = "copy-range-offloading")]
     pub copy_range: bool,
     /// Write into an existing target instead of creating it.

@@ -153,22 +153,73 @@ fn convert_c_copies_vmdk_and_vdi_sources_byte_for_byte() {
     }
 }
 
-/// An output format that takes no copies (qcow2) reads the data instead; the image is whole.
+/// Into qcow2 (appended clusters, preallocated metadata, an external data file, small clusters),
+/// both tools copy whole clusters of data without zero detection: the same clusters are
+/// allocated, and the images check clean and compare equal to their source.
 #[test]
-fn convert_c_into_qcow2_falls_back_to_reading() {
+fn convert_c_into_qcow2_allocates_what_qemu_does() {
     if !qemu_available() {
         return;
     }
     let s = Scratch::new("cli-copy-offload-qcow2-out");
     let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "raw", "src.raw", SIZE]);
+    fill(d, "raw", "src.raw");
     qemu_ok(d, &["create", "-q", "-f", "qcow2", "src.qcow2", SIZE]);
     fill(d, "qcow2", "src.qcow2");
-    vdisk_ok(
-        d,
-        &["convert", "-C", "-O", "qcow2", "src.qcow2", "out.qcow2"],
-    );
-    assert_qemu_check_clean(&d.join("out.qcow2"), "qcow2");
-    assert_qemu_compare_equal(&d.join("src.qcow2"), &d.join("out.qcow2"));
+    for (src, fmt) in [("src.raw", "raw"), ("src.qcow2", "qcow2")] {
+        for (tag, opts) in [
+            ("plain", String::new()),
+            ("meta", "preallocation=metadata".to_string()),
+            ("small", "cluster_size=4k".to_string()),
+            ("ext", "data_file=".to_string()),
+        ] {
+            let mut out = Vec::new();
+            for tool in ["vdisk", "qemu"] {
+                let name = format!("{src}.{tag}.{tool}.qcow2");
+                let o = if tag == "ext" {
+                    format!("data_file={}", d.join(format!("{name}.data")).display())
+                } else {
+                    opts.clone()
+                };
+                let mut a = vec!["convert", "-C", "-f", fmt, "-O", "qcow2"];
+                if !o.is_empty() {
+                    a.extend(["-o", &o]);
+                }
+                a.extend([src, &name]);
+                if tool == "vdisk" {
+                    vdisk_ok(d, &a);
+                } else {
+                    qemu_ok(d, &a);
+                }
+                out.push(name);
+            }
+            assert_qemu_check_clean(&d.join(&out[0]), "qcow2");
+            assert_qemu_compare_equal(&d.join(src), &d.join(&out[0]));
+            // With preallocated metadata, qemu leaves the unwritten part of a cluster a hole of
+            // the file (read as zeros) where vdisk writes the whole cluster: compare which
+            // clusters hold data there, not the zero flags.
+            let kinds = |name: &str| {
+                let k = qemu_map_kinds(d, "qcow2", name);
+                if tag != "meta" {
+                    return k;
+                }
+                let mut merged: Vec<(u64, u64, bool, bool)> = Vec::new();
+                for (start, len, data, _) in k {
+                    match merged.last_mut() {
+                        Some(m) if m.2 == data => m.1 += len,
+                        _ => merged.push((start, len, data, false)),
+                    }
+                }
+                merged
+            };
+            assert_eq!(
+                kinds(&out[0]),
+                kinds(&out[1]),
+                "{src} -> qcow2 {tag}: allocation differs from qemu-img -C"
+            );
+        }
+    }
 }
 
 /// `-n -C` into an existing raw file full of other bytes: the copies are made in place (no write

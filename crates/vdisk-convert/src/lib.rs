@@ -59,9 +59,9 @@ pub struct ConvertOptions {
     /// image's bytes.
     pub backing: Option<Arc<dyn ImageReader>>,
     /// `-C`: data the source stores uncompressed in a host file is copied by the kernel
-    /// (`copy_file_range`, [`vdisk_core::HostRange`]) into writers that take copies (raw), with
-    /// no zero detection, as qemu-img does. A task is offloaded only when all of it is such data;
-    /// other tasks, other writers and `-B` take the usual read path.
+    /// (`copy_file_range`, [`vdisk_core::HostRange`]) into writers that take copies (raw,
+    /// qcow2), with no zero detection, as qemu-img does. A task is offloaded only when all of it
+    /// is such data; other tasks, other writers and `-B` take the usual read path.
     pub copy_range: bool,
 }
 

@@ -113,6 +113,9 @@ pub struct Qcow2Writer {
     /// an external data file). Every other write and read of the image first waits for queued
     /// writes that overlap it, and `finish` waits for all of them.
     pool: Option<WritePool>,
+    /// Whether copies into an external data file are still tried with `copy_file_range`
+    /// (cleared when the kernel refuses; copies into the image go through `pool`).
+    offload: bool,
 }
 
 impl Qcow2Writer {
@@ -202,6 +205,7 @@ impl Qcow2Writer {
             l1_at,
             reftable,
             pool: None,
+            offload: true,
         };
         if !matches!(w.placement, Placement::DataFile(_)) {
             w.pool = Some(WritePool::new(w.out.file(), w.out.dest())?);
@@ -350,7 +354,7 @@ impl ImageWriter for Qcow2Writer {
             granularity: self.cs(),
             out_of_order: self.ooo,
             zero_initialized: self.s.backing_file.is_none(),
-            copy_range: false,
+            copy_range: !self.compress,
         }
     }
 
@@ -403,11 +407,7 @@ impl ImageWriter for Qcow2Writer {
                 self.flush_partial()?;
                 self.put_compressed(offset >> self.s.cluster_bits, &e.bytes)?;
             }
-            Payload::Copy(_) => {
-                return Err(Error::invalid(
-                    "qcow2 writer: copy offloading is not supported",
-                ))
-            }
+            Payload::Copy(r) => self.put_copy(offset, r)?,
         }
         self.pos = self.pos.max(end);
         self.place_refblocks()

@@ -1,5 +1,6 @@
 //! Guest data into the image: plain, compressed and zero clusters, partial clusters gathered in a
-//! buffer (qcow2.txt "Cluster mapping", "Compressed Clusters Descriptor", "Extended L2 Entries").
+//! buffer, whole clusters copied from a host file (`convert -C`) (qcow2.txt "Cluster mapping",
+//! "Compressed Clusters Descriptor", "Extended L2 Entries").
 
 use super::file::io;
 use super::layout::Entry;
@@ -7,7 +8,7 @@ use super::{Placement, Qcow2Writer};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use vdisk_core::{DataBuf, Error, Result};
+use vdisk_core::{DataBuf, Error, HostRange, Result};
 
 /// Bytes to store as data clusters: the writer's own (written at once), or part of a payload
 /// buffer, which the writer's I/O threads write without copying.
@@ -46,9 +47,38 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// What whole data clusters are made of: bytes in memory, or a range of a host file that the
+/// kernel copies into the image (`convert -C`, qemu's `qcow2_co_copy_range_to`).
+#[derive(Clone)]
+pub(super) enum Src<'a> {
+    Mem(Bytes<'a>),
+    Host(HostRange),
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::Mem(b) => b.len(),
+            // At most one L2 region of clusters (put_copy), far below usize::MAX on 64 bits.
+            Src::Host(r) => usize::try_from(r.len).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn sub(&self, r: Range<usize>) -> Self {
+        match self {
+            Src::Mem(b) => Src::Mem(b.sub(r)),
+            Src::Host(h) => Src::Host(HostRange {
+                storage: Arc::clone(&h.storage),
+                offset: h.offset + r.start as u64,
+                len: r.len() as u64,
+            }),
+        }
+    }
+}
+
 impl Qcow2Writer {
     /// Stores `n` whole guest clusters from `g` (all in one L2 region) as plain data.
-    pub(super) fn put_clusters(&mut self, g: u64, n: u64, bytes: Bytes<'_>) -> Result<()> {
+    pub(super) fn put_clusters(&mut self, g: u64, n: u64, bytes: Src<'_>) -> Result<()> {
         let bits = self.s.cluster_bits;
         self.enter_region(g / self.s.l2_entries())?;
         let hosts: Vec<u64> = match &self.placement {
@@ -56,9 +86,13 @@ impl Qcow2Writer {
                 // Only guest bytes go to the data file: it stays exactly the disk's size.
                 let at = g << bits;
                 let keep = (self.s.size - at).min(bytes.len() as u64) as usize;
-                f.file()
-                    .write_all_at(&bytes.bytes[..keep], at)
-                    .map_err(io(f.dest(), at))?;
+                match bytes.sub(0..keep) {
+                    Src::Mem(b) => f
+                        .file()
+                        .write_all_at(b.bytes, at)
+                        .map_err(io(f.dest(), at))?,
+                    Src::Host(r) => r.copy_to(f.file(), f.dest(), at, &mut self.offload)?,
+                }
                 (g..g + n).map(|c| c << bits).collect()
             }
             Placement::Prealloc(l) => {
@@ -145,7 +179,11 @@ impl Qcow2Writer {
         let mut c = g;
         while c < g + n {
             let k = per.min(g + n - c).min(self.region_left(c));
-            self.put_clusters(c, k, Bytes::own(&zeros[..(k * self.cs()) as usize]))?;
+            self.put_clusters(
+                c,
+                k,
+                Src::Mem(Bytes::own(&zeros[..(k * self.cs()) as usize])),
+            )?;
             c += k;
         }
         Ok(())
@@ -159,7 +197,7 @@ impl Qcow2Writer {
     /// Writes the partly filled cluster, zero-padded.
     pub(super) fn flush_partial(&mut self) -> Result<()> {
         if let Some((g, buf)) = self.partial.take() {
-            self.put_clusters(g, 1, Bytes::own(&buf))?;
+            self.put_clusters(g, 1, Src::Mem(Bytes::own(&buf)))?;
         }
         Ok(())
     }
@@ -204,7 +242,7 @@ impl Qcow2Writer {
             self.flush_partial()?;
             let n = (rest.len() as u64 / cs).min(self.region_left(g));
             let cut = (n * cs) as usize;
-            self.put_clusters(g, n, rest.sub(0..cut))?;
+            self.put_clusters(g, n, Src::Mem(rest.sub(0..cut)))?;
             at += n * cs;
             rest = rest.sub(cut..rest.len());
         }
@@ -212,12 +250,47 @@ impl Qcow2Writer {
     }
 
     /// Writes data clusters at host offset `at`: through the I/O threads when the bytes are part
-    /// of a payload buffer, else at once.
-    fn write_data(&self, at: u64, b: Bytes<'_>) -> Result<()> {
-        match (&self.pool, b.owner) {
-            (Some(p), Some((buf, start))) => p.submit_part(at, buf, start..start + b.len()),
-            _ => self.write_image(at, b.bytes),
+    /// of a payload buffer or a host file range, else at once.
+    fn write_data(&self, at: u64, src: Src<'_>) -> Result<()> {
+        match (&self.pool, src) {
+            (Some(p), Src::Mem(b)) => match b.owner {
+                Some((buf, start)) => p.submit_part(at, buf, start..start + b.len()),
+                None => self.write_image(at, b.bytes),
+            },
+            (None, Src::Mem(b)) => self.write_image(at, b.bytes),
+            (Some(p), Src::Host(r)) => p.submit_copy(at, r),
+            (None, Src::Host(r)) => r.copy_to(self.out.file(), self.out.dest(), at, &mut true),
         }
+    }
+
+    /// Stores a host file range as data (`convert -C`): whole clusters are copied by the kernel,
+    /// the bytes of a cluster written only in part are read and gathered like other data.
+    pub(super) fn put_copy(&mut self, offset: u64, r: HostRange) -> Result<()> {
+        let (bits, cs) = (self.s.cluster_bits, self.cs());
+        let end = offset.saturating_add(r.len);
+        let mut at = offset;
+        while at < end {
+            let from = r.offset + (at - offset);
+            let (g, within) = (at >> bits, at & (cs - 1));
+            if within != 0 || end - at < cs {
+                let n = (cs - within).min(end - at);
+                let mut buf = vec![0u8; n as usize];
+                r.storage.read_exact_at(&mut buf, from)?;
+                self.put_partial(g, within, n, Some(&buf))?;
+                at += n;
+                continue;
+            }
+            self.flush_partial()?;
+            let n = ((end - at) / cs).min(self.region_left(g));
+            let part = HostRange {
+                storage: Arc::clone(&r.storage),
+                offset: from,
+                len: n * cs,
+            };
+            self.put_clusters(g, n, Src::Host(part))?;
+            at += n * cs;
+        }
+        Ok(())
     }
 
     pub(super) fn put_zero(&mut self, offset: u64, len: u64) -> Result<()> {
