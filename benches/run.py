@@ -82,6 +82,7 @@ CASES = [
     Case("qcow2->raw durable", "disk.qcow2", "qcow2", "raw", durable=True),
     Case("qcow2->raw -C", "disk.qcow2", "qcow2", "raw", offload=True, needs="-C"),
     Case("raw->raw -C", "random-1g.raw", "raw", "raw", offload=True, needs="-C"),
+    Case("raw->qcow2 -C", "disk.raw", "raw", "qcow2", offload=True, needs="-C qcow2"),
     Case("raw->qcow2", "disk.raw", "raw", "qcow2", needs="qcow2"),
     Case("vmdk->qcow2", "disk.vmdk", "vmdk", "qcow2", needs="qcow2"),
     Case("vmdk->raw", "disk.vmdk", "vmdk", "raw"),
@@ -105,6 +106,7 @@ PROBES = {
     "qcow2 -c zstd": ["-O", "qcow2", "-c", "-o", "compression_type=zstd"],
     "vmdk stream": ["-O", "vmdk", "-o", "subformat=streamOptimized"],
     "-C": ["-O", "raw", "-C"],
+    "-C qcow2": ["-O", "qcow2", "-C"],
 }
 
 
