@@ -285,6 +285,17 @@ mod tests {
             .unwrap()
     }
 
+    /// Waits for `pool`'s writes, stops it, and returns the first `len` bytes of the file at
+    /// `path` (zeros past its end), removing the file.
+    fn drained_contents(pool: WritePool, path: &Path, len: usize) -> Vec<u8> {
+        pool.drain().unwrap();
+        drop(pool);
+        let mut got = std::fs::read(path).unwrap();
+        got.resize(len, 0);
+        std::fs::remove_file(path).unwrap();
+        got
+    }
+
     #[test]
     fn overlapping_writes_land_in_call_order() {
         let path = temp("order");
@@ -299,11 +310,7 @@ mod tests {
             expect[off as usize..off as usize + len].copy_from_slice(&data);
             pool.submit(off, data.into()).unwrap();
         }
-        pool.drain().unwrap();
-        drop(pool);
-        let mut got = std::fs::read(&path).unwrap();
-        got.resize(expect.len(), 0);
-        std::fs::remove_file(&path).unwrap();
+        let got = drained_contents(pool, &path, expect.len());
         assert!(
             got == expect,
             "file differs from the writes applied in call order"
@@ -338,11 +345,7 @@ mod tests {
                 pool.submit(off, data.into()).unwrap();
             }
         }
-        pool.drain().unwrap();
-        drop(pool);
-        let mut got = std::fs::read(&path).unwrap();
-        got.resize(expect.len(), 0);
-        std::fs::remove_file(&path).unwrap();
+        let got = drained_contents(pool, &path, expect.len());
         std::fs::remove_file(&src_path).unwrap();
         assert!(
             got == expect,
