@@ -6,9 +6,10 @@ use crate::granule::{self, Fragment, Piece};
 use crate::plan::{SegKind, Segment};
 use crate::sparse::{self, Run};
 use std::sync::Arc;
+use vdisk_core::reader::checked_block_status;
 use vdisk_core::zero::is_zero;
 use vdisk_core::{
-    BufPool, ChunkEncoder, DataBuf, Error, ExtentKind, HostRange, ImageReader, Payload, Result,
+    BufPool, ChunkEncoder, DataBuf, ExtentKind, HostRange, ImageReader, Payload, Result,
 };
 
 /// Everything a worker needs, shared by reference.
@@ -199,13 +200,7 @@ pub(crate) fn offload(ctx: &Ctx<'_>, seg: &Segment) -> Result<Option<Done>> {
     let mut copies: Vec<(u64, HostRange)> = Vec::new();
     let mut pos = seg.start;
     while pos < seg.end {
-        let e = ctx.src.block_status(pos, seg.end - pos)?;
-        if e.offset != pos || e.length == 0 {
-            return Err(Error::Other(format!(
-                "{} block status returned an empty or misplaced extent at {pos}",
-                ctx.src.format_name()
-            )));
-        }
+        let e = checked_block_status(ctx.src, pos, seg.end - pos)?;
         let len = e.length.min(seg.end - pos);
         let host = match (&e.kind, &e.host) {
             (ExtentKind::Data, Some(h)) => h,

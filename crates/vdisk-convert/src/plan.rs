@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use vdisk_core::{Error, ImageReader, Result};
+use vdisk_core::reader::checked_block_status;
+use vdisk_core::{ImageReader, Result};
 
 /// What a segment of the disk needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,13 +120,7 @@ impl<'a> Planner<'a> {
     fn step(&mut self) -> Result<()> {
         let pos = self.cursor;
         let want = (self.size - pos).min(self.max_query);
-        let e = self.src.block_status(pos, want)?;
-        if e.offset != pos || e.length == 0 {
-            return Err(Error::Other(format!(
-                "{} block status returned an empty or misplaced extent at {pos}",
-                self.src.format_name()
-            )));
-        }
+        let e = checked_block_status(self.src, pos, want)?;
         let end = pos.saturating_add(e.length).min(pos + want);
         self.cursor = end;
         if !e.kind.reads_as_zero() {
@@ -223,13 +218,7 @@ impl<'a> Planner<'a> {
         let mut pos = start;
         let mut done = start;
         while pos < bend {
-            let e = backing.block_status(pos, bend - pos)?;
-            if e.offset != pos || e.length == 0 {
-                return Err(Error::Other(format!(
-                    "{} block status returned an empty or misplaced extent at {pos}",
-                    backing.format_name()
-                )));
-            }
+            let e = checked_block_status(backing.as_ref(), pos, bend - pos)?;
             let q = pos.saturating_add(e.length).min(bend);
             let (kind, seg_end) = if e.kind.reads_as_zero() {
                 (SegKind::Same, self.down(q))

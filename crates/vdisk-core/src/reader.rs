@@ -59,6 +59,19 @@ pub fn check_range(size: u64, offset: u64, len: u64) -> Result<()> {
     }
 }
 
+/// `reader.block_status(pos, max_len)`, checked to start at `pos` and to be non-empty (a reader that
+/// breaks this would make a caller's loop stall or skip bytes).
+pub fn checked_block_status(reader: &dyn ImageReader, pos: u64, max_len: u64) -> Result<Extent> {
+    let e = reader.block_status(pos, max_len)?;
+    if e.length == 0 || e.offset != pos {
+        return Err(Error::Other(format!(
+            "{} block status returned an empty or misplaced extent at {pos}",
+            reader.format_name()
+        )));
+    }
+    Ok(e)
+}
+
 /// Calls `f` for each extent of `reader` covering `offset..offset+len`, merging neighbours that
 /// [`Extent::can_merge`] allows, the way `qemu-img map` reports them.
 pub fn for_each_extent(
@@ -74,13 +87,7 @@ pub fn for_each_extent(
     let mut pos = offset;
     let mut pending: Option<Extent> = None;
     while pos < end {
-        let mut e = reader.block_status(pos, end - pos)?;
-        if e.length == 0 || e.offset != pos {
-            return Err(Error::Other(format!(
-                "{} block status returned an empty or misplaced extent at {pos}",
-                reader.format_name()
-            )));
-        }
+        let mut e = checked_block_status(reader, pos, end - pos)?;
         e.truncate(end - pos);
         pos += e.length;
         match &mut pending {
