@@ -60,13 +60,15 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
     // Encoded (compressed) output holds both a chunk and its encoded clusters per task, and
     // encoding costs far more than a task's overhead: smaller tasks keep RSS down (raw->zstd qcow2
     // of the bench disk with -m 8: 75 MiB with 2 MiB chunks).
-    let wanted = if dst.encoder().is_some() {
+    let encoded = dst.encoder().is_some();
+    let wanted = if encoded {
         opts.chunk_size.min(ENCODED_CHUNK_SIZE)
     } else {
         opts.chunk_size
     };
-    let exact =
-        opts.backing.is_none() && dst.encoder().is_none() && !opts.compress && opts.min_sparse > 0;
+    // Plain data into a target without backing: no encoding, no `-c`, no comparison with `-B`.
+    let plain = opts.backing.is_none() && !encoded && !opts.compress;
+    let exact = plain && opts.min_sparse > 0;
     // qemu's buffers are `buf_sectors` long (2 MiB for every format written here); exact-mode tasks
     // are cut the same way, in sectors. Otherwise tasks are whole granules.
     let unit = if exact { 512 } else { g };
@@ -89,11 +91,7 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
         max_in_flight: workers + 2,
         in_order: !(opts.out_of_order && caps.out_of_order),
         // qemu-img refuses -C with -c; vdisk's -B compares content, which needs the bytes.
-        copy_range: opts.copy_range
-            && caps.copy_range
-            && dst.encoder().is_none()
-            && !opts.compress
-            && opts.backing.is_none(),
+        copy_range: opts.copy_range && caps.copy_range && plain,
     })
 }
 
