@@ -12,9 +12,16 @@ use vdisk_testutil::{
 
 const SIZE: &str = "64M";
 
-/// Patterned data, a zero cluster, a cluster of zero-filled data (allocated, all zeros) and a
-/// cluster of data with 4 KiB of zeros inside it, written by qemu-io into an image of `fmt`.
-fn fill(dir: &std::path::Path, fmt: &str, name: &str) {
+/// A new `SIZE` image of `fmt` (with `-o opts`) holding patterned data, a zero cluster, a cluster
+/// of zero-filled data (allocated, all zeros) and a cluster of data with 4 KiB of zeros inside
+/// it, made by qemu-img and written by qemu-io.
+fn make_filled(dir: &std::path::Path, fmt: &str, name: &str, opts: Option<&str>) {
+    let mut create = vec!["create", "-q", "-f", fmt];
+    if let Some(o) = opts {
+        create.extend(["-o", o]);
+    }
+    create.extend([name, SIZE]);
+    qemu_ok(dir, &create);
     qemu_io(
         dir,
         fmt,
@@ -33,6 +40,13 @@ fn fill(dir: &std::path::Path, fmt: &str, name: &str) {
     );
 }
 
+/// Asserts that `out` (raw) holds what `qemu-img convert -O raw` reads from `src`.
+fn assert_reads_like(out: &std::path::Path, src: &std::path::Path, fmt: &str, what: &str) {
+    let oracle = qemu_raw_bytes(src, Some(fmt));
+    let got = std::fs::read(out).unwrap();
+    assert_same_bytes(&got, &oracle, what);
+}
+
 fn convert_both(dir: &std::path::Path, src: &str, fmt: &str) -> (String, String) {
     let (ours, theirs) = (format!("{src}.vdisk.raw"), format!("{src}.qemu.raw"));
     vdisk_ok(dir, &["convert", "-C", "-f", fmt, "-O", "raw", src, &ours]);
@@ -40,9 +54,12 @@ fn convert_both(dir: &std::path::Path, src: &str, fmt: &str) -> (String, String)
         dir,
         &["convert", "-C", "-f", fmt, "-O", "raw", src, &theirs],
     );
-    let oracle = qemu_raw_bytes(&dir.join(src), Some(fmt));
-    let got = std::fs::read(dir.join(&ours)).unwrap();
-    assert_same_bytes(&got, &oracle, &format!("convert -C of {src}"));
+    assert_reads_like(
+        &dir.join(&ours),
+        &dir.join(src),
+        fmt,
+        &format!("convert -C of {src}"),
+    );
     assert_qemu_compare_equal(&dir.join(src), &dir.join(&ours));
     (ours, theirs)
 }
@@ -57,10 +74,8 @@ fn convert_c_offloads_raw_and_qcow2_sources_as_qemu_does() {
     }
     let s = Scratch::new("cli-copy-offload");
     let d = s.path();
-    qemu_ok(d, &["create", "-q", "-f", "raw", "src.raw", SIZE]);
-    fill(d, "raw", "src.raw");
-    qemu_ok(d, &["create", "-q", "-f", "qcow2", "src.qcow2", SIZE]);
-    fill(d, "qcow2", "src.qcow2");
+    make_filled(d, "raw", "src.raw", None);
+    make_filled(d, "qcow2", "src.qcow2", None);
     qemu_ok(
         d,
         &[
@@ -82,20 +97,7 @@ fn convert_c_offloads_raw_and_qcow2_sources_as_qemu_does() {
     );
     // An absolute name: qemu resolves a relative data_file name from its working directory.
     let data_opt = format!("data_file={}", d.join("ext.data").display());
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &data_opt,
-            "ext.qcow2",
-            SIZE,
-        ],
-    );
-    fill(d, "qcow2", "ext.qcow2");
+    make_filled(d, "qcow2", "ext.qcow2", Some(&data_opt));
     for (src, fmt) in [
         ("src.raw", "raw"),
         ("src.qcow2", "qcow2"),
@@ -147,8 +149,7 @@ fn convert_c_copies_vmdk_and_vdi_sources_byte_for_byte() {
         ("dyn.vdi", "vdi", "static=off"),
         ("static.vdi", "vdi", "static=on"),
     ] {
-        qemu_ok(d, &["create", "-q", "-f", fmt, "-o", opts, name, SIZE]);
-        fill(d, fmt, name);
+        make_filled(d, fmt, name, Some(opts));
         convert_both(d, name, fmt);
     }
 }
@@ -163,10 +164,8 @@ fn convert_c_into_qcow2_allocates_what_qemu_does() {
     }
     let s = Scratch::new("cli-copy-offload-qcow2-out");
     let d = s.path();
-    qemu_ok(d, &["create", "-q", "-f", "raw", "src.raw", SIZE]);
-    fill(d, "raw", "src.raw");
-    qemu_ok(d, &["create", "-q", "-f", "qcow2", "src.qcow2", SIZE]);
-    fill(d, "qcow2", "src.qcow2");
+    make_filled(d, "raw", "src.raw", None);
+    make_filled(d, "qcow2", "src.qcow2", None);
     for (src, fmt) in [("src.raw", "raw"), ("src.qcow2", "qcow2")] {
         for (tag, opts) in [
             ("plain", String::new()),
@@ -231,17 +230,19 @@ fn convert_n_c_copies_into_an_existing_raw_file() {
     }
     let s = Scratch::new("cli-copy-offload-existing");
     let d = s.path();
-    qemu_ok(d, &["create", "-q", "-f", "qcow2", "src.qcow2", SIZE]);
-    fill(d, "qcow2", "src.qcow2");
+    make_filled(d, "qcow2", "src.qcow2", None);
     qemu_ok(d, &["create", "-q", "-f", "raw", "dst.raw", SIZE]);
     qemu_io(d, "raw", "dst.raw", &["write -P 0xff 0 64M"]);
     vdisk_ok(
         d,
         &["convert", "-n", "-C", "-O", "raw", "src.qcow2", "dst.raw"],
     );
-    let oracle = qemu_raw_bytes(&d.join("src.qcow2"), Some("qcow2"));
-    let got = std::fs::read(d.join("dst.raw")).unwrap();
-    assert_same_bytes(&got, &oracle, "convert -n -C into an existing file");
+    assert_reads_like(
+        &d.join("dst.raw"),
+        &d.join("src.qcow2"),
+        "qcow2",
+        "convert -n -C into an existing file",
+    );
 }
 
 /// A source on another filesystem (tmpfs) than the output: where the kernel refuses to copy
@@ -268,12 +269,14 @@ fn convert_c_across_filesystems_gives_the_same_bytes() {
     }
     let _cleanup = Remove(src.clone());
     let src_s = src.to_str().unwrap();
-    qemu_ok(d, &["create", "-q", "-f", "qcow2", src_s, SIZE]);
-    fill(d, "qcow2", src_s);
+    make_filled(d, "qcow2", src_s, None);
     vdisk_ok(d, &["convert", "-C", "-O", "raw", src_s, "out.raw"]);
-    let oracle = qemu_raw_bytes(&src, Some("qcow2"));
-    let got = std::fs::read(d.join("out.raw")).unwrap();
-    assert_same_bytes(&got, &oracle, "convert -C from another filesystem");
+    assert_reads_like(
+        &d.join("out.raw"),
+        &src,
+        "qcow2",
+        "convert -C from another filesystem",
+    );
 }
 
 /// qemu-img's refusals, with its messages and exit code 1, and no output left behind.
