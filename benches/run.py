@@ -5,10 +5,11 @@
 
 Every case runs vdisk and qemu-img ALTERNATELY (v q v q ...), `--reps` times each (default 3), and
 reports the median of each measure: wall time, CPU time (user+sys of the child, from wait4) and peak
-RSS (ru_maxrss of the child), with the vdisk/qemu-img ratio of each. Compressed outputs also report
+RSS (GNU time's %M), with the vdisk/qemu-img ratio of each. Compressed outputs also report
 their size ratio. Before every run the outputs are deleted, dirty pages synced and, as root, the
-page cache dropped (echo 3 > /proc/sys/vm/drop_caches); otherwise (or with --warm) each input is read
-once beforehand so that both tools run warm, and the table says so.
+page cache dropped (echo 3 > /proc/sys/vm/drop_caches); otherwise (or with --warm) each case's input is read
+just before the case so that both tools run warm, and the table says so. As root on a VM with free page
+reporting, that reporting is paused for the run (benches/hostmem.py says why).
 
 vdisk runs with `-t unsafe` (no fsync before the rename, which is what qemu-img convert does by
 default); the `... durable` row shows vdisk's default (fsync) for the cost of durability.
@@ -23,6 +24,10 @@ import subprocess
 import sys
 import time
 
+import hostmem
+
+# GNU time (Debian package `time`), for the tools' peak RSS (see run_once).
+TIME = "/usr/bin/time"
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -41,6 +46,8 @@ def parse_args():
     p.add_argument("--no-main", action="store_true", help="skip the main table (defaults of both tools)")
     p.add_argument("--warm", action="store_true", help="do not drop the page cache; warm inputs instead")
     p.add_argument("--no-verify", action="store_true", help="skip qemu-img compare of vdisk outputs")
+    p.add_argument("--keep-page-reporting", action="store_true",
+                   help="leave virtio-balloon free page reporting on (see benches/hostmem.py)")
     return p.parse_args()
 
 
@@ -155,12 +162,21 @@ def clean(scratch):
 
 
 def run_once(argv, scratch, cold):
-    """Runs argv, returns (wall s, cpu s, peak rss KiB, output bytes or None)."""
+    """Runs argv, returns (wall s, cpu s, peak rss KiB, output bytes or None).
+
+    The peak RSS comes from GNU time, which forks the tool: a child forked from this Python
+    process carries the harness's own peak (about 17 MiB) into its ru_maxrss through exec, so
+    wait4 here could never report less. CPU time (user+sys, the tool's included) is wait4's."""
     clean(scratch)
     if cold:
         drop_caches()
+        # Loads GNU time itself back into the page cache, so that its start costs each tool the
+        # same millisecond, not a cold read of its binary inside the timed interval.
+        subprocess.run([TIME, "-o", os.devnull, "true"], check=True)
+    rss_file = os.path.join(scratch, ".rss")
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen([TIME, "-f", "%M", "-o", rss_file] + argv,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -168,9 +184,12 @@ def run_once(argv, scratch, cold):
     p.stderr.close()
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {err.strip()}")
+    with open(rss_file) as f:
+        rss = int(f.read().split()[-1])
+    os.remove(rss_file)
     out = argv[-1] if argv[1] == "convert" else None
     size = os.path.getsize(out) if out and os.path.exists(out) else None
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, size
+    return wall, ru.ru_utime + ru.ru_stime, rss, size
 
 
 def verify(qemu, case, corpus, out):
@@ -207,6 +226,9 @@ def bench_case(case, threads, args, scratch, cold, na):
         return f"| {case.name} | {threads or 'default'} | n/a: not implemented ({na[case.needs]}) |" + " |" * 10
     res = {"vdisk": [], "qemu": []}
     note = ""
+    if not cold:
+        # Just before the case: the machine's DAMON pages out what nobody touched for a minute.
+        warm(os.path.join(args.dir, case.src))
     for i in range(args.reps):
         for tool, binary in (("vdisk", args.vdisk), ("qemu", args.qemu_img)):
             argv = case.argv(tool, binary, scratch, args.dir, threads)
@@ -230,6 +252,8 @@ def bench_case(case, threads, args, scratch, cold, na):
 
 def main():
     args = parse_args()
+    if not os.access(TIME, os.X_OK):
+        sys.exit(f"no GNU time at {TIME} (it measures peak RSS): apt-get install -y time")
     if not os.path.isfile(args.vdisk):
         sys.exit(f"no vdisk binary at {args.vdisk}: cargo build --release -p vdisk-cli (CARGO_TARGET_DIR=...)")
     missing = [c.src for c in CASES if not os.path.exists(os.path.join(args.dir, c.src))]
@@ -252,9 +276,10 @@ def main():
         if not ok:
             na[what] = why
     cold = not args.warm and can_drop_caches()
-    if not cold:
-        for c in cases:
-            warm(os.path.join(args.dir, c.src))
+    memory = "free page reporting left on (--keep-page-reporting)"
+    if not args.keep_page_reporting:
+        memory = hostmem.Paused().pause()
+    reported = hostmem.reported_kib()
     ncpu = os.cpu_count() or 1
     threads = ([int(t) for t in args.threads.split(",")] if args.threads
                else sorted({1, 2, ncpu}))
@@ -266,6 +291,7 @@ def main():
           + ("dropped before every run (cold)" if cold else "NOT dropped: inputs warmed once, both tools warm"))
     print(f"# vdisk convert runs with -t unsafe (no fsync, like qemu-img's default) except the 'durable' row")
     print(f"# command: {' '.join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])}")
+    print(f"# memory: {memory}")
     for what, why in na.items():
         print(f"# vdisk cannot write {what} yet: {why}")
     sys.stdout.flush()
@@ -286,6 +312,9 @@ def main():
                 print(bench_case(c, t, args, scratch, cold, na), flush=True)
     shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n# load {loadavg()} at end")
+    if reported is not None:
+        print(f"# free memory reported to the host during the runs: "
+              f"{(hostmem.reported_kib() - reported) / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":
