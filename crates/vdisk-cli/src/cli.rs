@@ -286,6 +286,11 @@ pub struct ConvertArgs {
     /// read and written as usual.
     #[arg(short = 'C', long = "copy-range-offloading")]
     pub copy_range: bool,
+    /// vdisk only: read every source byte with pread instead of through a memory map of the
+    /// source file (by default, data stored uncompressed in a file is scanned and written straight
+    /// from the page cache, which saves a copy).
+    #[arg(long = "no-source-map")]
+    pub no_source_map: bool,
     /// Write into an existing target instead of creating it.
     #[arg(short = 'n', long = "no-create")]
     pub no_create: bool,

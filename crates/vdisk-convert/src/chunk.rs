@@ -3,6 +3,7 @@
 //! backing image), and encode data granules with the writer's encoder (e.g. compression).
 
 use crate::granule::{self, Fragment, Piece};
+use crate::mapped::{self, MapCache};
 use crate::plan::{SegKind, Segment};
 use crate::sparse::{self, Run};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     /// `-c` was given: zeros are found in whole granules (qemu's compressed path) even when the
     /// writer has no encoder.
     pub compress: bool,
+    /// Maps of the source's host files, when data tasks may be read through them.
+    pub maps: Option<MapCache>,
 }
 
 /// The outcome of one task: what to hand the writer, and byte counts for the statistics.
@@ -42,6 +45,8 @@ pub(crate) struct Done {
     pub head: Option<Fragment>,
     pub tail: Option<Fragment>,
     pub read: u64,
+    /// Of `read`, the bytes read through a map of their host file.
+    pub mapped: u64,
     pub data: u64,
     pub zero: u64,
     pub unchanged: u64,
@@ -151,9 +156,22 @@ pub(crate) fn run(ctx: &Ctx<'_>, seg: Segment, bufs: Buffers) -> Result<Done> {
             emit(ctx, &mut done, seg.start, buf, &runs)?;
         }
         SegKind::Data => {
-            // The read overwrites every byte of the (reused) buffer.
-            let mut buf = buffer(bufs.data, len);
-            ctx.src.read_at(&mut buf, seg.start)?;
+            let view = match &ctx.maps {
+                Some(maps) => mapped::task_bytes(ctx, maps, &seg)?,
+                None => None,
+            };
+            let buf = match view {
+                Some(b) => {
+                    done.mapped = len;
+                    b
+                }
+                None => {
+                    // The read overwrites every byte of the (reused) buffer.
+                    let mut b = buffer(bufs.data, len);
+                    ctx.src.read_at(&mut b, seg.start)?;
+                    b
+                }
+            };
             done.read = len;
             let runs = if ctx.backing.is_some() {
                 let bak = read_backing(ctx, seg.start, len, bufs.backing)?;
@@ -371,8 +389,8 @@ fn emit(
                     (true, Some(b)) => b,
                     (_, b) => {
                         let slice = b
-                            .as_deref()
-                            .map(|b| DataBuf::from(&b[pos as usize..(pos + len) as usize]));
+                            .as_ref()
+                            .map(|b| b.slice(pos as usize..(pos + len) as usize));
                         buf = b;
                         slice.unwrap_or_default()
                     }

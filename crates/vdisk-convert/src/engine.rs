@@ -12,6 +12,7 @@ use crate::granule::{Assembler, Fragment, Piece};
 use crate::limits::{
     ENCODED_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_GRANULARITY, MAX_MIN_SPARSE, MAX_WORKERS,
 };
+use crate::mapped::MapCache;
 use crate::plan::{Planner, Segment};
 use crate::{ConvertOptions, ConvertStats};
 use std::collections::BTreeMap;
@@ -175,6 +176,7 @@ pub(crate) fn run(
             .unwrap_or(1),
         skip_zeros: (caps.zero_initialized || opts.target_is_zero) && opts.backing.is_none(),
         compress: opts.compress,
+        maps: opts.map_source.then(MapCache::default),
         exact: s.exact,
     };
     let mut tasks = Tasks {
@@ -311,6 +313,7 @@ pub(crate) fn run(
                 in_flight -= 1;
                 let result = r.and_then(|d| {
                     stats.bytes_read += d.read;
+                    stats.mapped_bytes += d.mapped;
                     stats.data_bytes_written += d.data;
                     stats.zero_bytes += d.zero;
                     stats.unchanged_bytes += d.unchanged;

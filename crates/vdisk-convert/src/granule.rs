@@ -119,7 +119,7 @@ pub(crate) fn to_granules(
     }
     let data_piece = |from: u64, to: u64| {
         Piece::Data(match &buf {
-            Some(b) => DataBuf::from(&b[(from - start) as usize..(to - start) as usize]),
+            Some(b) => b.slice((from - start) as usize..(to - start) as usize),
             None => DataBuf::from(vec![0; (to - from) as usize]),
         })
     };

@@ -703,3 +703,48 @@ fn copy_range_hands_host_file_ranges_to_writers_that_take_copies() {
         }
     }
 }
+
+/// Reading data tasks through a map of the source file: the same bytes and the same writes as
+/// reading them with `pread`, pieces around zero runs included; a source in memory is read.
+#[test]
+fn mapped_sources_give_the_writes_that_reading_gives() {
+    use std::os::unix::fs::FileExt;
+    let s = vdisk_testutil::Scratch::new("engine-map-source");
+    let path = s.join("src.raw");
+    let size = 8u64 << 20;
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    let mut image = vec![0u8; size as usize];
+    for off in (0..5 << 20).step_by(512) {
+        image[off] = pattern(off as u64);
+        image[off + 511] = 1;
+    }
+    // A 16 KiB zero run inside the data (a gap: the data around it becomes two pieces), a
+    // 1 KiB one (stays data), and a hole from 5 MiB on.
+    image[(1 << 20) + 8192..(1 << 20) + 8192 + 16384].fill(0);
+    image[(3 << 20) + 512..(3 << 20) + 1536].fill(0);
+    f.write_all_at(&image[..5 << 20], 0).unwrap();
+    drop(f);
+    let file_src =
+        vdisk_raw::open(Arc::new(vdisk_core::FileStorage::open(&path).unwrap())).unwrap();
+    let mem_src =
+        vdisk_raw::open(vdisk_core::MemStorage::new("m", image.clone()).shared()).unwrap();
+    let run = |src: &dyn vdisk_core::ImageReader, map_source: bool| {
+        let (w, rec) = MemWriter::new(size, caps(512, true, true));
+        let o = ConvertOptions {
+            map_source,
+            ..opts(2)
+        };
+        let stats = convert(src, Box::new(w), &o, &no_progress).unwrap();
+        let r = rec.lock().unwrap();
+        assert!(r.image == image, "map_source {map_source}: content differs");
+        (stats.mapped_bytes, r.writes.clone())
+    };
+    let (mapped, writes) = run(&file_src, true);
+    let (read, read_writes) = run(&file_src, false);
+    assert_eq!(mapped, 5 << 20, "every data task was mapped");
+    assert_eq!(read, 0);
+    assert_eq!(writes, read_writes, "the same writes either way");
+    assert!(writes.len() > 3, "the zero run split the data: {writes:?}");
+    assert_eq!(run(&mem_src, true).0, 0, "memory is read, not mapped");
+}

@@ -2,6 +2,8 @@
 //! writer drops them, so that a conversion cycles through the same few chunk buffers instead of
 //! allocating and zero-filling a fresh one per chunk (a memset of every byte converted).
 
+use crate::error::Result;
+use crate::filemap::FileMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
@@ -53,6 +55,7 @@ impl BufPool {
         DataBuf {
             bytes,
             home: Some(Arc::clone(self)),
+            mapped: None,
         }
     }
 
@@ -77,28 +80,126 @@ impl BufPool {
 }
 
 /// Bytes to write, owned; when taken from a [`BufPool`], dropping them returns the memory there.
-/// Derefs to `[u8]`; `Vec<u8>` converts into one (with no pool).
+/// Derefs to `[u8]`; `Vec<u8>` converts into one (with no pool). A buffer may instead show bytes
+/// of a mapped file ([`DataBuf::mapped`]), read-only until written to, when it copies them.
 #[derive(Default)]
 pub struct DataBuf {
     bytes: Vec<u8>,
     home: Option<Arc<BufPool>>,
+    mapped: Option<Mapped>,
+}
+
+/// File bytes `start..start + len` inside a mapped `region` (checked to lie inside the map when
+/// the region was made).
+struct Mapped {
+    region: Arc<Region>,
+    start: usize,
+    len: usize,
+}
+
+impl Mapped {
+    fn bytes(&self) -> &[u8] {
+        // Inside the region, which was checked against the map (whose length never changes).
+        self.region
+            .map
+            .bytes(self.start, self.len)
+            .unwrap_or_default()
+    }
+
+    fn view(&self, from: usize, len: usize) -> Mapped {
+        Mapped {
+            region: Arc::clone(&self.region),
+            start: self.start + from,
+            len,
+        }
+    }
+}
+
+/// A range of a map handed out as one buffer; its pages leave the page tables when the last view
+/// of it (the buffer and the pieces split or sliced from it) is dropped, not before: a piece
+/// written after its parent was dropped must not fault its pages in again.
+struct Region {
+    map: Arc<FileMap>,
+    start: usize,
+    len: usize,
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.map.release(self.start, self.len);
+    }
 }
 
 impl DataBuf {
-    /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.bytes
+    /// The bytes `start..start + len` of a mapped file, without copying them; once the buffer and
+    /// every piece split or sliced from it are dropped, their pages leave the process's page
+    /// tables. Fails when the range is outside the
+    /// map.
+    pub fn mapped(map: Arc<FileMap>, start: usize, len: usize) -> Result<DataBuf> {
+        map.bytes(start, len)?;
+        map.hold(start, len);
+        let region = Arc::new(Region { map, start, len });
+        Ok(DataBuf::of_map(Mapped { region, start, len }))
     }
 
-    /// Splits off the bytes from `at` on into a new (pool-less) buffer, like `Vec::split_off`.
-    /// Panics when `at > len`, as `Vec::split_off` does.
+    fn of_map(m: Mapped) -> DataBuf {
+        DataBuf {
+            bytes: Vec::new(),
+            home: None,
+            mapped: Some(m),
+        }
+    }
+
+    /// Whether the bytes are a view of a mapped file.
+    pub fn is_mapped(&self) -> bool {
+        self.mapped.is_some()
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.mapped {
+            Some(m) => m.bytes(),
+            None => &self.bytes,
+        }
+    }
+
+    /// Splits off the bytes from `at` on into a new (pool-less) buffer, like `Vec::split_off`
+    /// (a view of the same map, for mapped bytes). Panics when `at > len`, as `Vec::split_off`
+    /// does.
     pub fn split_off(&mut self, at: usize) -> DataBuf {
-        DataBuf::from(self.bytes.split_off(at))
+        match &mut self.mapped {
+            Some(m) => {
+                assert!(at <= m.len, "split_off at {at} past the length {}", m.len);
+                let tail = m.view(at, m.len - at);
+                m.len = at;
+                DataBuf::of_map(tail)
+            }
+            None => DataBuf::from(self.bytes.split_off(at)),
+        }
+    }
+
+    /// The bytes `range` as a buffer of their own (outside any pool): a view of the same map for
+    /// mapped bytes, a copy otherwise. Panics when `range` is out of bounds, as slicing does.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> DataBuf {
+        match &self.mapped {
+            Some(m) => {
+                assert!(
+                    range.start <= range.end && range.end <= m.len,
+                    "slice {range:?} of {} bytes",
+                    m.len
+                );
+                DataBuf::of_map(m.view(range.start, range.end - range.start))
+            }
+            None => DataBuf::from(&self.bytes[range]),
+        }
     }
 
     /// The bytes as a vector, detached from any pool.
     pub fn into_vec(mut self) -> Vec<u8> {
         self.home = None;
+        if self.mapped.is_some() {
+            return self.as_slice().to_vec();
+        }
         std::mem::take(&mut self.bytes)
     }
 }
@@ -113,7 +214,11 @@ impl Drop for DataBuf {
 
 impl From<Vec<u8>> for DataBuf {
     fn from(bytes: Vec<u8>) -> Self {
-        DataBuf { bytes, home: None }
+        DataBuf {
+            bytes,
+            home: None,
+            mapped: None,
+        }
     }
 }
 
@@ -126,32 +231,36 @@ impl From<&[u8]> for DataBuf {
 impl Deref for DataBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.bytes
+        self.as_slice()
     }
 }
 
 impl DerefMut for DataBuf {
+    /// Mapped bytes are copied into memory of their own first (the file is never written).
     fn deref_mut(&mut self) -> &mut [u8] {
+        if let Some(m) = self.mapped.take() {
+            self.bytes = m.bytes().to_vec();
+        }
         &mut self.bytes
     }
 }
 
 impl AsRef<[u8]> for DataBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.bytes
+        self.as_slice()
     }
 }
 
 impl Clone for DataBuf {
     /// A copy of the bytes, outside any pool.
     fn clone(&self) -> Self {
-        DataBuf::from(self.bytes.clone())
+        DataBuf::from(self.as_slice().to_vec())
     }
 }
 
 impl PartialEq for DataBuf {
     fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
+        self.as_slice() == other.as_slice()
     }
 }
 
@@ -159,7 +268,7 @@ impl Eq for DataBuf {}
 
 impl fmt::Debug for DataBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DataBuf({} bytes)", self.bytes.len())
+        write!(f, "DataBuf({} bytes)", self.len())
     }
 }
 

@@ -121,6 +121,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         backing: backing_image,
         compress: a.compress,
         copy_range: a.copy_range,
+        map_source: !a.no_source_map,
         ..ConvertOptions::default()
     };
     let bar = (a.progress && !a.quiet && std::io::stderr().is_terminal()).then(|| {

@@ -1,0 +1,334 @@
+//! Read-only memory maps of source files, so that a conversion can scan and write guest data that
+//! a format stores uncompressed straight from the page cache instead of first copying it into a
+//! buffer with `pread` (one kernel copy fewer per byte converted; see `benches/README.md`, session 6).
+//!
+//! A map covers the whole file as it was when mapped. Data handed out of it lives in
+//! [`crate::DataBuf`]s that drop their pages from the process's page tables once written
+//! (`MADV_DONTNEED`: the page cache keeps them), so resident memory stays bounded by what is in
+//! flight, as with buffers. A file that shrinks while mapped makes reading past its new end raise
+//! `SIGBUS`; the `vdisk` command turns that into an error message (see `vdisk-cli`).
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use std::collections::HashMap;
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Files shorter than this are read, not mapped: a map costs a few system calls and page faults.
+const MIN_MAPPED: u64 = 1 << 20;
+
+/// A read-only, shared map of a whole host file.
+pub struct FileMap {
+    ptr: *const u8,
+    len: usize,
+    path: PathBuf,
+    /// How many held ranges start or end in each page that is the first or last of a held range.
+    /// Ranges need not start on page boundaries (VDI data starts 512 bytes into a page, VMDK
+    /// grains lie at any sector), so two neighbouring ranges can share a page; it leaves the page
+    /// tables only when neither holds it any more. Zapping it under a range still being written
+    /// made that write fault in its source mid-copy, and ext4 then zeroed and copied the rest of
+    /// its destination folio again (session 6: 9% of a conversion's samples in memset).
+    edges: Mutex<HashMap<usize, u32>>,
+}
+
+// SAFETY: the map is read-only memory owned by this value until `Drop`; any thread may read it.
+unsafe impl Send for FileMap {}
+// SAFETY: as above; shared reads need no synchronisation.
+unsafe impl Sync for FileMap {}
+
+impl std::fmt::Debug for FileMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileMap")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl FileMap {
+    /// Maps `storage` when it is a host file of at least [`MIN_MAPPED`] bytes; `None` for
+    /// in-memory stores, small files, and files the kernel will not map (a pipe, say), which are
+    /// read instead.
+    pub fn of(storage: &Arc<dyn Storage>) -> Result<Option<Arc<FileMap>>> {
+        let Some(file) = storage.as_file() else {
+            return Ok(None);
+        };
+        let len = storage.len()?;
+        if len < MIN_MAPPED {
+            return Ok(None);
+        }
+        let Ok(len) = usize::try_from(len) else {
+            return Ok(None);
+        };
+        // SAFETY: a new read-only shared mapping of a file descriptor we hold open; the kernel
+        // picks the address. Failure is reported as MAP_FAILED and handled below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(FileMap {
+            ptr: ptr as *const u8,
+            len,
+            path: storage.path().to_path_buf(),
+            edges: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// The mapped length: the file's length when it was mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the map is empty (never: empty files are not mapped).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The file's bytes `start..start + len`, or an error when they lie outside the map.
+    pub fn bytes(&self, start: usize, len: usize) -> Result<&[u8]> {
+        match start.checked_add(len) {
+            Some(end) if end <= self.len => {
+                // SAFETY: `start..end` lies inside the live mapping of `self.len` bytes, which
+                // stays mapped while `self` is borrowed.
+                Ok(unsafe { std::slice::from_raw_parts(self.ptr.add(start), len) })
+            }
+            _ => Err(Error::Other(format!(
+                "{}: {len} bytes at {start} lie outside its {}-byte map",
+                self.path.display(),
+                self.len
+            ))),
+        }
+    }
+
+    /// Asks the kernel to start reading `start..start + len` (`MADV_WILLNEED`), so that a cold
+    /// range comes in as one large read instead of page fault by page fault.
+    pub fn prefetch(&self, start: usize, len: usize) {
+        self.advise(start, len, libc::MADV_WILLNEED);
+    }
+
+    /// Marks `start..start + len` (inside the map, not empty) as in use until [`Self::release`].
+    pub fn hold(&self, start: usize, len: usize) {
+        let Some((first, last)) = self.pages(start, len) else {
+            return;
+        };
+        let mut edges = self.edges.lock().unwrap_or_else(|p| p.into_inner());
+        for p in edge_pages(first, last) {
+            *edges.entry(p).or_insert(0) += 1;
+        }
+    }
+
+    /// Ends a [`Self::hold`]: the range's pages leave this process's page tables
+    /// (`MADV_DONTNEED`; the page cache keeps them, and a later read maps them again), except a
+    /// first or last page that another held range shares.
+    pub fn release(&self, start: usize, len: usize) {
+        let Some((first, last)) = self.pages(start, len) else {
+            return;
+        };
+        let page = page_size();
+        if last > first + 1 {
+            self.advise(
+                (first + 1) * page,
+                (last - first - 1) * page,
+                libc::MADV_DONTNEED,
+            );
+        }
+        let mut edges = self.edges.lock().unwrap_or_else(|p| p.into_inner());
+        for p in edge_pages(first, last) {
+            let free = match edges.get_mut(&p) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => true,
+            };
+            if free {
+                edges.remove(&p);
+                self.advise(p * page, page, libc::MADV_DONTNEED);
+            }
+        }
+    }
+
+    /// The first and last page of a non-empty range inside the map.
+    fn pages(&self, start: usize, len: usize) -> Option<(usize, usize)> {
+        let end = start
+            .checked_add(len)
+            .filter(|e| *e <= self.len && len > 0)?;
+        let page = page_size();
+        Some((start / page, (end - 1) / page))
+    }
+
+    /// `madvise` on the whole pages around `start..start + len` inside the map; advice is only
+    /// a hint, so failure is ignored.
+    fn advise(&self, start: usize, len: usize, advice: libc::c_int) {
+        let page = page_size();
+        let first = start / page * page;
+        let end = start.saturating_add(len).min(self.len);
+        if first >= end {
+            return;
+        }
+        // SAFETY: `first..end` lies inside the mapping and `first` is page-aligned; the advice
+        // used here never changes what a read of a shared file mapping returns.
+        unsafe {
+            libc::madvise(
+                self.ptr.add(first) as *mut libc::c_void,
+                end - first,
+                advice,
+            );
+        }
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `of`, once; no borrow of it outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// The first and last page of a range, once each.
+fn edge_pages(first: usize, last: usize) -> impl Iterator<Item = usize> {
+    std::iter::once(first).chain((last != first).then_some(last))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FileStorage, MemStorage};
+
+    fn temp_file(len: usize) -> (PathBuf, Vec<u8>) {
+        let dir = std::env::temp_dir().join(format!("vdisk-filemap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("f{len}"));
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    #[test]
+    fn a_map_reads_what_the_file_holds_and_refuses_ranges_outside_it() {
+        let (path, bytes) = temp_file(3 << 20);
+        let s: Arc<dyn Storage> = Arc::new(FileStorage::open(&path).unwrap());
+        let m = FileMap::of(&s).unwrap().expect("a 3 MiB file is mapped");
+        assert_eq!(m.len(), bytes.len());
+        assert_eq!(m.bytes(12345, 70000).unwrap(), &bytes[12345..82345]);
+        m.hold(0, 1 << 20);
+        m.release(0, 1 << 20);
+        m.prefetch(1 << 20, 1 << 20);
+        assert_eq!(
+            m.bytes(0, 4096).unwrap(),
+            &bytes[..4096],
+            "released pages read again"
+        );
+        assert!(m.bytes(bytes.len() - 10, 11).is_err());
+        assert!(m.bytes(usize::MAX, 2).is_err());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn small_files_and_memory_are_not_mapped() {
+        let (path, _) = temp_file(4096);
+        let s: Arc<dyn Storage> = Arc::new(FileStorage::open(&path).unwrap());
+        assert!(FileMap::of(&s).unwrap().is_none());
+        let mem: Arc<dyn Storage> = Arc::new(MemStorage::new("mem", vec![1u8; 2 << 20]));
+        assert!(FileMap::of(&mem).unwrap().is_none());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn mapped_buffers_split_into_views_and_copy_before_a_write() {
+        let (path, bytes) = temp_file(2 << 20);
+        let s: Arc<dyn Storage> = Arc::new(FileStorage::open(&path).unwrap());
+        let m = FileMap::of(&s).unwrap().unwrap();
+        assert!(crate::DataBuf::mapped(Arc::clone(&m), (2 << 20) - 4, 5).is_err());
+        let mut b = crate::DataBuf::mapped(Arc::clone(&m), 1000, 9000).unwrap();
+        assert!(b.is_mapped());
+        assert_eq!(&b[..], &bytes[1000..10000]);
+        let piece = b.slice(100..200);
+        assert!(piece.is_mapped());
+        assert_eq!(&piece[..], &bytes[1100..1200]);
+        let tail = b.split_off(5000);
+        assert!(tail.is_mapped());
+        assert_eq!(
+            (&b[..], &tail[..]),
+            (&bytes[1000..6000], &bytes[6000..10000])
+        );
+        assert_eq!(b.clone().into_vec(), bytes[1000..6000].to_vec());
+        b[0] ^= 0xff;
+        assert!(!b.is_mapped(), "a write copies the bytes out of the map");
+        assert_eq!(b[0], bytes[1000] ^ 0xff);
+        assert_eq!(
+            m.bytes(1000, 1).unwrap()[0],
+            bytes[1000],
+            "the file is untouched"
+        );
+        drop((b, tail, piece));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Whether the page holding `addr` is in this process's page tables (/proc/self/pagemap bit 63).
+    fn present(addr: *const u8) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let page = page_size() as u64;
+        let mut f = std::fs::File::open("/proc/self/pagemap").unwrap();
+        f.seek(SeekFrom::Start(addr as u64 / page * 8)).unwrap();
+        let mut e = [0u8; 8];
+        f.read_exact(&mut e).unwrap();
+        u64::from_le_bytes(e) >> 63 == 1
+    }
+
+    #[test]
+    fn a_page_two_held_ranges_share_stays_mapped_until_both_are_released() {
+        let (path, bytes) = temp_file(1 << 20);
+        let s: Arc<dyn Storage> = Arc::new(FileStorage::open(&path).unwrap());
+        let m = FileMap::of(&s).unwrap().unwrap();
+        let page = page_size();
+        // A ends and B starts 512 bytes into page 2, as VDI data does.
+        let (a, b) = ((0, 2 * page + 512), (2 * page + 512, 2 * page));
+        m.hold(a.0, a.1);
+        m.hold(b.0, b.1);
+        let all = m.bytes(0, 5 * page).unwrap();
+        assert_eq!(all, &bytes[..5 * page]);
+        let at = |p: usize| all[p * page..].as_ptr();
+        assert!((0..5).all(|p| present(at(p))), "read pages are mapped");
+        m.release(a.0, a.1);
+        assert!(
+            !present(at(0)) && !present(at(1)),
+            "A's own pages are released"
+        );
+        assert!(present(at(2)), "the page B shares stays");
+        assert!(present(at(3)) && present(at(4)));
+        m.release(b.0, b.1);
+        assert!(
+            (2..5).all(|p| !present(at(p))),
+            "B's pages, the shared one too, are released"
+        );
+        assert_eq!(
+            m.bytes(2 * page, 4).unwrap(),
+            &bytes[2 * page..2 * page + 4]
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
