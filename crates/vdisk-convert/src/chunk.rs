@@ -7,11 +7,8 @@ use crate::mapped::{self, MapCache};
 use crate::plan::{SegKind, Segment};
 use crate::sparse::{self, Run};
 use std::sync::Arc;
-use vdisk_core::reader::checked_block_status;
 use vdisk_core::zero::is_zero;
-use vdisk_core::{
-    BufPool, ChunkEncoder, DataBuf, ExtentKind, HostRange, ImageReader, Payload, Result,
-};
+use vdisk_core::{BufPool, ChunkEncoder, DataBuf, HostRange, ImageReader, Payload, Result};
 
 /// Everything a worker needs, shared by reference.
 pub(crate) struct Ctx<'a> {
@@ -215,40 +212,16 @@ pub(crate) fn offload(ctx: &Ctx<'_>, seg: &Segment) -> Result<Option<Done>> {
     if seg.kind != SegKind::Data || !aligned(seg.start) || !aligned(seg.end) {
         return Ok(None);
     }
-    let mut copies: Vec<(u64, HostRange)> = Vec::new();
-    let mut pos = seg.start;
-    while pos < seg.end {
-        let e = checked_block_status(ctx.src, pos, seg.end - pos)?;
-        let len = e.length.min(seg.end - pos);
-        let host = match (&e.kind, &e.host) {
-            (ExtentKind::Data, Some(h)) => h,
-            _ => return Ok(None),
-        };
-        let Some(storage) = ctx.src.host_storage(&host.file) else {
+    let Some(runs) = mapped::host_runs(ctx, seg)? else {
+        return Ok(None);
+    };
+    let mut payloads = Vec::with_capacity(runs.len());
+    for run in runs {
+        let Some(storage) = ctx.src.host_storage(&run.file) else {
             return Ok(None);
         };
-        match copies.last_mut() {
-            Some((_, r))
-                if Arc::ptr_eq(&r.storage, &storage)
-                    && r.offset.checked_add(r.len) == Some(host.offset) =>
-            {
-                r.len += len
-            }
-            _ => copies.push((
-                pos,
-                HostRange {
-                    storage,
-                    offset: host.offset,
-                    len,
-                },
-            )),
-        }
-        pos += len;
-    }
-    let mut payloads = Vec::with_capacity(copies.len());
-    for (at, r) in copies {
-        match HostRange::offloadable(&r.storage, r.offset, r.len)? {
-            Some(r) => payloads.push((at, Payload::Copy(r))),
+        match HostRange::offloadable(&storage, run.offset, run.len)? {
+            Some(r) => payloads.push((run.at, Payload::Copy(r))),
             None => return Ok(None),
         }
     }

@@ -33,44 +33,64 @@ impl MapCache {
     }
 }
 
-/// The bytes of data task `seg`, as a view of the mapped host file, when every byte of it is data
-/// stored at consecutive offsets of one host file that lie inside the file; `None` sends the task
-/// down the read path (compressed or encrypted data, zeros, in-memory sources, data spread over
-/// files or out of order, data past the end of its file, which the reader knows how to read).
-pub(crate) fn task_bytes(ctx: &Ctx<'_>, maps: &MapCache, seg: &Segment) -> Result<Option<DataBuf>> {
+/// A run of a data task stored uncompressed at consecutive offsets of one host file.
+pub(crate) struct HostRun {
+    /// Guest offset of the run's first byte.
+    pub at: u64,
+    pub file: Arc<Path>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Data task `seg` as runs of host files, neighbours that continue each other in the same file
+/// merged, when every byte of it is data the source stores uncompressed in a host file (what
+/// block status reports with a host offset); `None` when any part is not (compressed or
+/// encrypted data, zeros, data only the reader can produce). Block status only, no reads.
+pub(crate) fn host_runs(ctx: &Ctx<'_>, seg: &Segment) -> Result<Option<Vec<HostRun>>> {
     if seg.kind != SegKind::Data {
         return Ok(None);
     }
-    // The host file and offset of the task's first byte; every later extent must continue them.
-    let mut first: Option<(Arc<Path>, u64)> = None;
+    let mut runs: Vec<HostRun> = Vec::new();
     let mut pos = seg.start;
     while pos < seg.end {
         let e = checked_block_status(ctx.src, pos, seg.end - pos)?;
+        let len = e.length.min(seg.end - pos);
         let host = match (&e.kind, &e.host) {
             (ExtentKind::Data, Some(h)) => h,
             _ => return Ok(None),
         };
-        match &first {
-            None => first = Some((host.file.clone(), host.offset)),
-            Some((file, offset)) => {
-                if host.file != *file || offset.checked_add(pos - seg.start) != Some(host.offset) {
-                    return Ok(None);
-                }
+        match runs.last_mut() {
+            Some(r) if r.file == host.file && r.offset.checked_add(r.len) == Some(host.offset) => {
+                r.len += len
             }
+            _ => runs.push(HostRun {
+                at: pos,
+                file: Arc::clone(&host.file),
+                offset: host.offset,
+                len,
+            }),
         }
-        pos += e.length.min(seg.end - pos);
+        pos += len;
     }
-    let Some((file, offset)) = first else {
-        return Ok(None);
+    Ok(Some(runs))
+}
+
+/// The bytes of data task `seg`, as a view of the mapped host file, when all of it is one
+/// [`HostRun`] that lies inside its file; `None` sends the task down the read path (see
+/// [`host_runs`]; also in-memory sources, data spread over files or out of order, data past the
+/// end of its file, which the reader knows how to read).
+pub(crate) fn task_bytes(ctx: &Ctx<'_>, maps: &MapCache, seg: &Segment) -> Result<Option<DataBuf>> {
+    let run = match host_runs(ctx, seg)? {
+        Some(mut runs) if runs.len() == 1 => runs.remove(0),
+        _ => return Ok(None),
     };
-    let Some(storage) = ctx.src.host_storage(&file) else {
+    let Some(storage) = ctx.src.host_storage(&run.file) else {
         return Ok(None);
     };
     let Some(map) = maps.get(&storage)? else {
         return Ok(None);
     };
-    let len = seg.end - seg.start;
-    let (Ok(start), Ok(len)) = (usize::try_from(offset), usize::try_from(len)) else {
+    let (Ok(start), Ok(len)) = (usize::try_from(run.offset), usize::try_from(run.len)) else {
         return Ok(None);
     };
     match start.checked_add(len) {
