@@ -640,36 +640,48 @@ fn compress_option_judges_zeros_per_granule_without_an_encoder() {
     }
 }
 
+/// A raw image as a sparse file in `s` holding `image`'s bytes at `ranges` (holes elsewhere, where
+/// `image` must be zero), opened from the file and, for comparison, from memory.
+fn raw_sources(
+    s: &vdisk_testutil::Scratch,
+    image: &[u8],
+    ranges: &[(u64, u64)],
+) -> (vdisk_raw::RawReader, vdisk_raw::RawReader) {
+    use std::os::unix::fs::FileExt;
+    let path = s.join("src.raw");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(image.len() as u64).unwrap();
+    for &(off, len) in ranges {
+        f.write_all_at(&image[off as usize..(off + len) as usize], off)
+            .unwrap();
+    }
+    drop(f);
+    let file = vdisk_raw::open(Arc::new(vdisk_core::FileStorage::open(&path).unwrap())).unwrap();
+    let mem = vdisk_raw::open(vdisk_core::MemStorage::new("m", image.to_vec()).shared()).unwrap();
+    (file, mem)
+}
+
 /// `-C`: data a raw source stores in a host file reaches a writer that takes copies as copies of
 /// file ranges (zero-filled data included: no zero detection), holes stay unwritten; a source in
 /// memory, or a writer that takes no copies, gets the usual data payloads.
 #[test]
 fn copy_range_hands_host_file_ranges_to_writers_that_take_copies() {
-    use std::os::unix::fs::FileExt;
     let s = vdisk_testutil::Scratch::new("engine-copy-range");
-    let path = s.join("src.raw");
     let size = 8u64 << 20;
-    let f = std::fs::File::create(&path).unwrap();
-    f.set_len(size).unwrap();
     let mut image = vec![0u8; size as usize];
-    for (off, len, byte) in [
+    let ranges = [
         (0u64, 64 * K, 0x11u8),
         (1 << 20, 3 << 20, 0x22),
         (6 << 20, 4 * K, 0),
-    ] {
-        let data = vec![byte; len as usize];
-        f.write_all_at(&data, off).unwrap();
-        image[off as usize..(off + len) as usize].copy_from_slice(&data);
+    ];
+    for (off, len, byte) in ranges {
+        image[off as usize..(off + len) as usize].fill(byte);
     }
-    drop(f);
+    let (file_src, mem_src) = raw_sources(&s, &image, &ranges.map(|(o, l, _)| (o, l)));
     let copy_opts = ConvertOptions {
         copy_range: true,
         ..opts(2)
     };
-    let file_src =
-        vdisk_raw::open(Arc::new(vdisk_core::FileStorage::open(&path).unwrap())).unwrap();
-    let mem_src =
-        vdisk_raw::open(vdisk_core::MemStorage::new("m", image.clone()).shared()).unwrap();
     let with_copies = vdisk_core::WriterCaps {
         copy_range: true,
         ..caps(512, false, true)
@@ -708,12 +720,8 @@ fn copy_range_hands_host_file_ranges_to_writers_that_take_copies() {
 /// reading them with `pread`, pieces around zero runs included; a source in memory is read.
 #[test]
 fn mapped_sources_give_the_writes_that_reading_gives() {
-    use std::os::unix::fs::FileExt;
     let s = vdisk_testutil::Scratch::new("engine-map-source");
-    let path = s.join("src.raw");
     let size = 8u64 << 20;
-    let f = std::fs::File::create(&path).unwrap();
-    f.set_len(size).unwrap();
     let mut image = vec![0u8; size as usize];
     for off in (0..5 << 20).step_by(512) {
         image[off] = pattern(off as u64);
@@ -723,12 +731,7 @@ fn mapped_sources_give_the_writes_that_reading_gives() {
     // 1 KiB one (stays data), and a hole from 5 MiB on.
     image[(1 << 20) + 8192..(1 << 20) + 8192 + 16384].fill(0);
     image[(3 << 20) + 512..(3 << 20) + 1536].fill(0);
-    f.write_all_at(&image[..5 << 20], 0).unwrap();
-    drop(f);
-    let file_src =
-        vdisk_raw::open(Arc::new(vdisk_core::FileStorage::open(&path).unwrap())).unwrap();
-    let mem_src =
-        vdisk_raw::open(vdisk_core::MemStorage::new("m", image.clone()).shared()).unwrap();
+    let (file_src, mem_src) = raw_sources(&s, &image, &[(0, 5 << 20)]);
     let run = |src: &dyn vdisk_core::ImageReader, map_source: bool| {
         let (w, rec) = MemWriter::new(size, caps(512, true, true));
         let o = ConvertOptions {
