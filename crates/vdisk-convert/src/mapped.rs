@@ -97,6 +97,7 @@ pub(crate) fn task_bytes(ctx: &Ctx<'_>, maps: &MapCache, seg: &Segment) -> Resul
         Some(end) if end <= map.len() => {}
         _ => return Ok(None),
     }
-    map.prefetch(start, len);
+    // No MADV_WILLNEED here: asking for the whole task ahead made cold conversions 1.6x slower
+    // (qcow2->raw of the bench disk 0.86 s against 0.54 s), the faults' own readahead does better.
     DataBuf::mapped(map, start, len).map(Some)
 }

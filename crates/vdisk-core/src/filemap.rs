@@ -110,12 +110,6 @@ impl FileMap {
         }
     }
 
-    /// Asks the kernel to start reading `start..start + len` (`MADV_WILLNEED`), so that a cold
-    /// range comes in as one large read instead of page fault by page fault.
-    pub fn prefetch(&self, start: usize, len: usize) {
-        self.advise(start, len, libc::MADV_WILLNEED);
-    }
-
     /// Marks `start..start + len` (inside the map, not empty) as in use until [`Self::release`].
     pub fn hold(&self, start: usize, len: usize) {
         let Some((first, last)) = self.pages(start, len) else {
@@ -235,7 +229,6 @@ mod tests {
         assert_eq!(m.bytes(12345, 70000).unwrap(), &bytes[12345..82345]);
         m.hold(0, 1 << 20);
         m.release(0, 1 << 20);
-        m.prefetch(1 << 20, 1 << 20);
         assert_eq!(
             m.bytes(0, 4096).unwrap(),
             &bytes[..4096],
