@@ -66,7 +66,10 @@ pub struct ConvertOptions {
     pub copy_range: bool,
     /// Data tasks whose bytes a source stores uncompressed and contiguously in a host file are
     /// read through a memory map of that file ([`vdisk_core::FileMap`]) instead of `pread` into a
-    /// buffer: one kernel copy fewer. Default on; off reads everything with `pread`.
+    /// buffer: one kernel copy fewer. Default on; off reads everything with `pread`. A source file
+    /// that another process truncates during the conversion then raises SIGBUS where `pread` would
+    /// have returned a short read: the `vdisk` command reports it and exits 1; other programs that
+    /// cannot rule it out should turn this off or handle SIGBUS.
     pub map_source: bool,
 }
 
