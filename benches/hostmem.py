@@ -10,7 +10,9 @@ the harness's timing, not on the tool.
 
 `pause()` raises the reporting order beyond the largest free block so that nothing is reported,
 then touches the free memory once so that all of it is backed; `restore()` puts the order back.
-Both tools see the same, steady memory. Needs root; elsewhere it does nothing and says why.
+Both tools see the same, steady memory. Needs root; elsewhere it does nothing and says why. A
+runner killed with SIGKILL cannot restore the order: `cat` the header's old value back into
+/sys/module/page_reporting/parameters/page_reporting_order (9 on this project's machines).
 """
 
 import atexit
