@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex};
 const MIN_MAPPED: u64 = 1 << 20;
 
 /// Pages leave the page tables in aligned blocks of this size (x86-64's PMD size), each once no
-/// held range touches it. Releasing part of a block the kernel had mapped with one huge entry
-/// unmapped the whole block, under neighbouring ranges still being written: their writes then
-/// faulted in their source mid-copy, and ext4 zeroed and copied the rest of the destination
-/// folio again (session 6, cold vdi->raw: 9% of the samples in memset).
+/// held range touches it. Releasing a range's own pages inside a block that a neighbouring range
+/// still being written shares made that range's write fault in its source mid-copy (likely: the
+/// kernel maps such a block with one huge entry and a partial release unmaps it whole), and ext4
+/// then zeroed and copied the rest of the destination folio again (session 6, cold vdi->raw: 9%
+/// of the samples in memset).
 const RELEASE_BLOCK: usize = 2 << 20;
 
 /// A read-only, shared map of a whole host file.
