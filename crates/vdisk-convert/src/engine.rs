@@ -17,12 +17,14 @@ use crate::plan::{Planner, Segment};
 use crate::{ConvertOptions, ConvertStats};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
-use vdisk_core::{BufPool, Error, ImageReader, ImageWriter, Payload, Result};
+use vdisk_core::{BufPool, ChunkEncoder, Error, ImageReader, ImageWriter, Payload, Result};
 
 /// Engine settings derived from the options and the writer's capabilities.
 struct Setup {
+    /// The writer's encoder (e.g. compression), asked for once: building one can cost.
+    encoder: Option<Arc<dyn ChunkEncoder>>,
     chunk: u64,
     /// Tasks follow the source's extents as qemu-img's buffers do, unaligned to the writer's
     /// granules (see [`crate::granule`]): plain `-S` zero detection into a target without backing.
@@ -61,7 +63,8 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
     // Encoded (compressed) output holds both a chunk and its encoded clusters per task, and
     // encoding costs far more than a task's overhead: smaller tasks keep RSS down (raw->zstd qcow2
     // of the bench disk with -m 8: 75 MiB with 2 MiB chunks).
-    let encoded = dst.encoder().is_some();
+    let encoder = dst.encoder();
+    let encoded = encoder.is_some();
     let wanted = if encoded {
         opts.chunk_size.min(ENCODED_CHUNK_SIZE)
     } else {
@@ -86,6 +89,7 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
     }
     .clamp(1, MAX_WORKERS);
     Ok(Setup {
+        encoder,
         chunk,
         exact,
         workers,
@@ -164,7 +168,7 @@ pub(crate) fn run(
     let ctx = Ctx {
         src,
         backing: opts.backing.clone(),
-        encoder: dst.encoder(),
+        encoder: s.encoder.clone(),
         granule: caps.granularity,
         size,
         min_sparse: opts.min_sparse,
