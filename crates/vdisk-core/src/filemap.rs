@@ -144,7 +144,7 @@ impl FileMap {
             };
             if free {
                 held.remove(&b);
-                self.advise(b * RELEASE_BLOCK, RELEASE_BLOCK, libc::MADV_DONTNEED);
+                self.drop_block(b);
             }
         }
     }
@@ -157,22 +157,22 @@ impl FileMap {
         Some(start / RELEASE_BLOCK..=(end - 1) / RELEASE_BLOCK)
     }
 
-    /// `madvise` on the whole pages around `start..start + len` inside the map; advice is only
-    /// a hint, so failure is ignored.
-    fn advise(&self, start: usize, len: usize, advice: libc::c_int) {
-        let page = page_size();
-        let first = start / page * page;
-        let end = start.saturating_add(len).min(self.len);
-        if first >= end {
+    /// Drops block `b` (inside the map) from the page tables with `MADV_DONTNEED`; the advice is
+    /// only a hint, so failure is ignored.
+    fn drop_block(&self, b: usize) {
+        let start = b * RELEASE_BLOCK;
+        let end = start.saturating_add(RELEASE_BLOCK).min(self.len);
+        if start >= end {
             return;
         }
-        // SAFETY: `first..end` lies inside the mapping and `first` is page-aligned; the advice
-        // used here never changes what a read of a shared file mapping returns.
+        // SAFETY: `start..end` lies inside the mapping and `start`, a multiple of
+        // RELEASE_BLOCK, is page-aligned; MADV_DONTNEED never changes what a read of a shared
+        // file mapping returns.
         unsafe {
             libc::madvise(
-                self.ptr.add(first) as *mut libc::c_void,
-                end - first,
-                advice,
+                self.ptr.add(start) as *mut libc::c_void,
+                end - start,
+                libc::MADV_DONTNEED,
             );
         }
     }
@@ -184,16 +184,6 @@ impl Drop for FileMap {
         unsafe {
             libc::munmap(self.ptr as *mut libc::c_void, self.len);
         }
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as usize
-    } else {
-        4096
     }
 }
 
@@ -270,6 +260,16 @@ mod tests {
         drop((b, tail, piece));
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    fn page_size() -> usize {
+        // SAFETY: sysconf has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            n as usize
+        } else {
+            4096
+        }
     }
 
     /// Whether the page holding `addr` is in this process's page tables (/proc/self/pagemap bit 63).
