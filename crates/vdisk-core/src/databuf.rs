@@ -133,8 +133,7 @@ impl Drop for Region {
 impl DataBuf {
     /// The bytes `start..start + len` of a mapped file, without copying them; once the buffer and
     /// every piece split or sliced from it are dropped, their pages leave the process's page
-    /// tables. Fails when the range is outside the
-    /// map.
+    /// tables. Fails when the range is outside the map.
     pub fn mapped(map: Arc<FileMap>, start: usize, len: usize) -> Result<DataBuf> {
         map.bytes(start, len)?;
         map.hold(start, len);
@@ -167,15 +166,14 @@ impl DataBuf {
     /// (a view of the same map, for mapped bytes). Panics when `at > len`, as `Vec::split_off`
     /// does.
     pub fn split_off(&mut self, at: usize) -> DataBuf {
-        match &mut self.mapped {
-            Some(m) => {
-                assert!(at <= m.len, "split_off at {at} past the length {}", m.len);
-                let tail = m.view(at, m.len - at);
-                m.len = at;
-                DataBuf::of_map(tail)
-            }
-            None => DataBuf::from(self.bytes.split_off(at)),
+        if self.mapped.is_none() {
+            return DataBuf::from(self.bytes.split_off(at));
         }
+        let tail = self.slice(at..self.len());
+        if let Some(m) = &mut self.mapped {
+            m.len = at;
+        }
+        tail
     }
 
     /// The bytes `range` as a buffer of their own (outside any pool): a view of the same map for
