@@ -16,6 +16,7 @@ pub mod filemap;
 pub mod humansize;
 pub mod info;
 pub mod options;
+pub mod pending;
 pub mod probe;
 pub mod reader;
 pub mod size;

@@ -113,6 +113,8 @@ pub trait ImageWriter: Send {
 ///
 /// It is written under a hidden temporary name in the same directory; dropping it uncommitted removes
 /// the temporary file, so a failed or interrupted convert never leaves a half-written image behind.
+/// Until then the name is also listed for [`crate::pending::remove_all`], for a process that dies
+/// on a signal without running destructors.
 #[derive(Debug)]
 pub struct OutputFile {
     file: Option<File>,
@@ -134,16 +136,20 @@ impl OutputFile {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|source| Error::Open {
-                path: dest.to_path_buf(),
-                source,
-            })?;
+        // Listed from its creation until commit or drop, so that a process dying on a signal
+        // removes it too.
+        let file = crate::pending::create(&temp, || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)
+                .map_err(|source| Error::Open {
+                    path: dest.to_path_buf(),
+                    source,
+                })
+        })?;
         // Only a durable commit flushes, so only then is there a flush to get ahead of.
         let writeback = if DURABLE_COMMIT.load(Ordering::Relaxed) {
             file.try_clone()
@@ -201,6 +207,7 @@ impl OutputFile {
         }
         std::fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, 0, e))?;
         self.committed = true;
+        crate::pending::forget(&self.temp);
         Ok(())
     }
 }
@@ -209,6 +216,7 @@ impl Drop for OutputFile {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.temp);
+            crate::pending::forget(&self.temp);
         }
     }
 }
