@@ -14,12 +14,30 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     signals::install();
+    raise_open_file_limit();
     let args = cli::Cli::parse();
     match commands::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("vdisk: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as programs that need many are expected
+/// to: a split VMDK holds one descriptor per 2 GiB extent file (1024 for 2 TiB), above the usual
+/// soft limit of 1024. Where the hard limit is lower, opening fails with "Too many open files".
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct passed, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

@@ -105,7 +105,8 @@ pub trait Storage: Send + Sync {
 /// A host file or block device.
 #[derive(Debug)]
 pub struct FileStorage {
-    file: File,
+    /// Shared with the [`crate::OutputFile`] being written, when made by its `storage`.
+    file: Arc<File>,
     path: PathBuf,
     writable: bool,
 }
@@ -143,11 +144,7 @@ impl FileStorage {
         if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
             return Err(open_err(std::io::Error::last_os_error()));
         }
-        Ok(FileStorage {
-            file,
-            path: path.to_path_buf(),
-            writable: false,
-        })
+        Ok(Self::from_file(file, path, false))
     }
 
     /// Opens an existing `path` for reading and writing.
@@ -160,15 +157,16 @@ impl FileStorage {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(FileStorage {
-            file,
-            path: path.to_path_buf(),
-            writable: true,
-        })
+        Ok(Self::from_file(file, path, true))
     }
 
     /// Wraps an already open file.
     pub fn from_file(file: File, path: &Path, writable: bool) -> Self {
+        Self::from_shared(Arc::new(file), path, writable)
+    }
+
+    /// Wraps an open file that others hold too (no descriptor is duplicated).
+    pub fn from_shared(file: Arc<File>, path: &Path, writable: bool) -> Self {
         FileStorage {
             file,
             path: path.to_path_buf(),

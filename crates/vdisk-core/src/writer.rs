@@ -4,7 +4,7 @@
 use crate::copyrange::HostRange;
 use crate::databuf::DataBuf;
 use crate::error::{Error, Result};
-use crate::writeback::{Writeback, WRITEBACK_INTERVAL};
+use crate::writeback::Writeback;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,7 +117,7 @@ pub trait ImageWriter: Send {
 /// on a signal without running destructors.
 #[derive(Debug)]
 pub struct OutputFile {
-    file: Option<File>,
+    file: Option<Arc<File>>,
     temp: PathBuf,
     dest: PathBuf,
     committed: bool,
@@ -150,11 +150,10 @@ impl OutputFile {
                     source,
                 })
         })?;
+        let file = Arc::new(file);
         // Only a durable commit flushes, so only then is there a flush to get ahead of.
         let writeback = if DURABLE_COMMIT.load(Ordering::Relaxed) {
-            file.try_clone()
-                .ok()
-                .and_then(|f| Writeback::start(f, WRITEBACK_INTERVAL))
+            Writeback::start(Arc::clone(&file))
         } else {
             None
         };
@@ -169,6 +168,10 @@ impl OutputFile {
 
     /// The open temporary file.
     pub fn file(&self) -> &File {
+        self.shared_file()
+    }
+
+    fn shared_file(&self) -> &Arc<File> {
         // Invariant: `file` is Some until commit consumes self.
         self.file
             .as_ref()
@@ -186,13 +189,14 @@ impl OutputFile {
     }
 
     /// A [`crate::FileStorage`] over the temporary file, for formats that write through `Storage`.
-    /// Messages name the final path.
+    /// It shares this file's descriptor (a split VMDK holds one per extent file, so each counts
+    /// against the open-file limit). Messages name the final path.
     pub fn storage(&self) -> Result<crate::FileStorage> {
-        let f = self
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io(&self.dest, 0, e))?;
-        Ok(crate::FileStorage::from_file(f, &self.dest, true))
+        Ok(crate::FileStorage::from_shared(
+            Arc::clone(self.shared_file()),
+            &self.dest,
+            true,
+        ))
     }
 
     /// Flushes the file (unless durable commits are off) and renames it to its final name.
