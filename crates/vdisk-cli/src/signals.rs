@@ -80,7 +80,15 @@ fn watch(read_end: libc::c_int) {
         if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
         }
-        // The write end is never closed, so this does not happen; stay out of the way if it does.
+        // The write end is never closed, so this does not happen. If it does, give the signals
+        // back their default actions: with no watcher, a handled SIGINT would do nothing and a
+        // SIGBUS would wait forever.
+        for sig in SIGNALS {
+            // SAFETY: resets a disposition; no handler runs afterwards.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
         return;
     }
     vdisk::core::pending::remove_all();
