@@ -3,8 +3,8 @@
 //! can remove them first instead of leaving hidden half-written files behind.
 //!
 //! [`remove_all`] is meant for a thread that a signal handler wakes (as the `vdisk` command does),
-//! not for the handler itself: it takes a lock. It allocates nothing, so it works while another
-//! thread is stopped anywhere but inside this module.
+//! not for the handler itself: it takes a lock. It neither allocates nor frees, so it works while
+//! another thread is stopped anywhere but inside this module.
 
 use crate::error::{Error, Result};
 use std::ffi::CString;
@@ -56,8 +56,9 @@ pub(crate) fn forget(temp: &Path) {
 }
 
 /// Removes every uncommitted output's temporary file and refuses to create new ones from then on;
-/// returns how many were removed. For a process that is about to exit on a signal: the outputs'
-/// writers are not told, so nothing may be written afterwards.
+/// returns how many were listed. For a process that is about to exit on a signal: the outputs'
+/// writers are not told, so nothing may be written afterwards. The list is left as it is (freeing
+/// it would call the allocator).
 pub fn remove_all() -> usize {
     let mut list = pending();
     list.closed = true;
@@ -67,9 +68,7 @@ pub fn remove_all() -> usize {
             libc::unlink(c.as_ptr());
         }
     }
-    let n = list.paths.len();
-    list.paths.clear();
-    n
+    list.paths.len()
 }
 
 #[cfg(test)]
