@@ -191,12 +191,8 @@ impl OutputFile {
     /// A [`crate::FileStorage`] over the temporary file, for formats that write through `Storage`.
     /// It shares this file's descriptor (a split VMDK holds one per extent file, so each counts
     /// against the open-file limit). Messages name the final path.
-    pub fn storage(&self) -> Result<crate::FileStorage> {
-        Ok(crate::FileStorage::from_shared(
-            Arc::clone(self.shared_file()),
-            &self.dest,
-            true,
-        ))
+    pub fn storage(&self) -> crate::FileStorage {
+        crate::FileStorage::from_shared(Arc::clone(self.shared_file()), &self.dest, true)
     }
 
     /// Flushes the file (unless durable commits are off) and renames it to its final name.

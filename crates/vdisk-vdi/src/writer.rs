@@ -99,7 +99,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
         .ok_or_else(|| Error::invalid("Image size must be less than 8 EiB!"))?;
     let header = new_header(size, is_static)?;
     let out = OutputFile::create(path)?;
-    let storage = out.storage()?;
+    let storage = out.storage();
     let pool = WritePool::new(out.file(), path)?;
     let blocks = header.blocks_in_image as usize;
     let map = if is_static {

@@ -50,7 +50,7 @@ impl SparseOut {
         descriptor: Option<String>,
         zero: ZeroMode,
     ) -> Result<Self> {
-        let storage = out.storage()?;
+        let storage = out.storage();
         let gd_entries = capacity.div_ceil(GRAIN_SECTORS * GTES);
         let gd_sectors = (gd_entries * 4).div_ceil(SECTOR);
         let gt_sectors = gd_entries * GTES * 4 / SECTOR;

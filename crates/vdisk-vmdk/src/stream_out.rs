@@ -78,7 +78,7 @@ impl StreamOut {
         descriptor: String,
         write_zeros: bool,
     ) -> Result<Self> {
-        let storage = out.storage()?;
+        let storage = out.storage();
         let desc_sectors = (descriptor.len() as u64 + 1)
             .div_ceil(SECTOR)
             .max(DESCRIPTOR_SECTORS);

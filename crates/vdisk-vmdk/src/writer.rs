@@ -268,7 +268,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
                 };
                 let out = OutputFile::create(&path.with_file_name(&name))?;
                 let part = if flat {
-                    let storage = out.storage()?;
+                    let storage = out.storage();
                     storage.set_len(len)?;
                     desc.extents
                         .push(line(len / SECTOR, ExtentType::Flat, name));
@@ -367,7 +367,7 @@ impl ImageWriter for VmdkWriter {
             }
         }
         if let Some((out, text)) = self.descriptor {
-            out.storage()?.write_at(text.as_bytes(), 0)?;
+            out.storage().write_at(text.as_bytes(), 0)?;
             out.commit()?;
         }
         Ok(())
