@@ -272,7 +272,8 @@ pub struct ConvertArgs {
     /// Show a progress bar on a terminal.
     #[arg(short = 'p', long = "progress")]
     pub progress: bool,
-    /// Number of parallel workers (qemu-img's coroutines), 1 to 16.
+    /// Number of parallel workers (qemu-img's coroutines), 1 to 16; no more than one per core
+    /// while decompressing.
     #[arg(short = 'm', long = "parallel", default_value = "8")]
     pub parallel: usize,
     /// Allow out-of-order writes to the target.

@@ -16,7 +16,7 @@ use crate::mapped::MapCache;
 use crate::plan::{Planner, Segment};
 use crate::{ConvertOptions, ConvertStats};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 use vdisk_core::{BufPool, ChunkEncoder, Error, ImageReader, ImageWriter, Payload, Result};
@@ -30,6 +30,9 @@ struct Setup {
     /// granules (see [`crate::granule`]): plain `-S` zero detection into a target without backing.
     exact: bool,
     workers: usize,
+    /// How many of the workers take tasks once the source has shown compressed data (see `run`):
+    /// no more than there are cores.
+    cpu_workers: usize,
     max_in_flight: usize,
     in_order: bool,
     /// `-C` into a writer that takes copies (see [`chunk::offload`]).
@@ -81,10 +84,9 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
     // 2 workers read 1 GiB from a virtio disk in 3.0 s where qemu-img's 8 requests took 1.2 s, so
     // the requested count is kept even above the number of cores. Memory is bounded instead by
     // allowing only two finished chunks beyond one per worker to wait for the writer.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = match opts.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        0 => cores,
         n => n,
     }
     .clamp(1, MAX_WORKERS);
@@ -93,6 +95,7 @@ fn setup(opts: &ConvertOptions, dst: &dyn ImageWriter) -> Result<Setup> {
         chunk,
         exact,
         workers,
+        cpu_workers: workers.min(cores),
         max_in_flight: workers + 2,
         in_order: !(opts.out_of_order && caps.out_of_order),
         // qemu-img refuses -C with -c; vdisk's -B compares content, which needs the bytes.
@@ -205,11 +208,18 @@ pub(crate) fn run(
     // none, and sends its result back; they stop when `jobs` is closed.
     let (jobs, queue) = mpsc::channel::<(usize, Segment, chunk::Buffers)>();
     let queue = Mutex::new(queue);
+    // Workers numbered from this on stop taking tasks (lowered when decompressing makes the
+    // conversion CPU-bound).
+    let active = AtomicUsize::new(s.workers);
+    let mut max_in_flight = s.max_in_flight;
     std::thread::scope(|scope| {
         let jobs = jobs;
         for i in 0..s.workers {
-            let (tx, ctx, cancel, queue) = (tx.clone(), &ctx, &cancel, &queue);
+            let (tx, ctx, cancel, queue, active) = (tx.clone(), &ctx, &cancel, &queue, &active);
             let worker = move || loop {
+                if i >= active.load(Ordering::Relaxed) {
+                    break;
+                }
                 let job = match queue.lock() {
                     Ok(q) => q.recv(),
                     Err(_) => break,
@@ -241,7 +251,18 @@ pub(crate) fn run(
         let mut planned_all = false;
         let mut done_bytes = 0u64;
         loop {
-            while failure.is_none() && !planned_all && in_flight < s.max_in_flight {
+            while failure.is_none() && !planned_all && in_flight < max_in_flight {
+                // Decompressing is CPU work: with more busy workers than cores the kernel
+                // time-slices them against the writer thread, and more tasks in flight keep more
+                // chunks out of the CPU caches. From the first compressed extent on, the
+                // conversion runs as with `-m` set to the number of cores (zstd qcow2->raw of the
+                // bench disk on 2 cores, cold, medians of 7: 1.16 s against 1.26 s with all 8
+                // workers busy; benches/README.md, session 8). Until then workers are I/O depth.
+                if max_in_flight > s.cpu_workers + 2 && tasks.planner.seen_compressed() {
+                    active.store(s.cpu_workers, Ordering::Relaxed);
+                    max_in_flight = s.cpu_workers + 2;
+                    continue;
+                }
                 let seg = match tasks.next() {
                     Ok(Some(seg)) => seg,
                     Ok(None) => {

@@ -29,7 +29,8 @@ pub use engine::keep_buffers_mapped;
 #[derive(Clone)]
 pub struct ConvertOptions {
     /// Worker threads for reading, scanning and encoding (and so the number of reads in flight);
-    /// 0 means one per core.
+    /// 0 means one per core. Once the source reports compressed data, at most one per core take
+    /// tasks (decompressing is CPU work).
     pub workers: usize,
     /// `-W`: write chunks as they complete, when the writer accepts out-of-order writes.
     pub out_of_order: bool,

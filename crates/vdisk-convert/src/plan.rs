@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use vdisk_core::reader::checked_block_status;
-use vdisk_core::{ImageReader, Result};
+use vdisk_core::{ExtentKind, ImageReader, Result};
 
 /// What a segment of the disk needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub struct Planner<'a> {
     /// buffers restart at the next query). `u64::MAX` when segments are merged freely.
     max_query: u64,
     out: VecDeque<Segment>,
+    /// Whether any block-status answer so far was compressed data.
+    seen_compressed: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -64,6 +66,7 @@ impl<'a> Planner<'a> {
             open: None,
             max_query: u64::MAX,
             out: VecDeque::new(),
+            seen_compressed: false,
         }
     }
 
@@ -86,6 +89,12 @@ impl<'a> Planner<'a> {
         } else {
             x / self.granule * self.granule
         }
+    }
+
+    /// Whether the source has reported compressed data so far (in or ahead of the segments handed
+    /// out): reading it costs CPU rather than waiting on I/O.
+    pub fn seen_compressed(&self) -> bool {
+        self.seen_compressed
     }
 
     /// The next segment, or `None` at the end of the disk. Data segments are at most `chunk` long
@@ -123,6 +132,7 @@ impl<'a> Planner<'a> {
         let e = checked_block_status(self.src, pos, want)?;
         let end = pos.saturating_add(e.length).min(pos + want);
         self.cursor = end;
+        self.seen_compressed |= e.kind == ExtentKind::Compressed;
         if !e.kind.reads_as_zero() {
             if self.open.is_none() {
                 self.open = Some((pos, true));

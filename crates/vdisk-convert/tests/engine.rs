@@ -251,6 +251,37 @@ fn memory_stays_bounded_with_a_slow_writer() {
 }
 
 #[test]
+fn compressed_sources_keep_no_more_tasks_in_flight_than_one_worker_per_core() {
+    // Decompressing is CPU work: once the source reports compressed data, the conversion runs as
+    // with one worker per core, whatever `-m` asks for. Uncompressed data keeps every worker busy.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = 2 * cores + 2;
+    for (kind, bound) in [(ExtentKind::Compressed, cores + 2), (Data, workers + 2)] {
+        let src = LayoutReader::new(&[(16 << 20, kind)], pattern);
+        let (mut w, rec) = MemWriter::new(src.virtual_size_u64(), caps(512, false, true));
+        // A slow writer, so that finished tasks pile up to whatever bound applies.
+        w.delay = Some(Duration::from_millis(1));
+        let o = ConvertOptions {
+            chunk_size: 64 * K,
+            ..opts(workers)
+        };
+        let stats = convert(&src, Box::new(w), &o, &no_progress).unwrap();
+        assert!(
+            rec.lock().unwrap().image == src.data,
+            "{kind:?}: content differs"
+        );
+        let peak = stats.peak_in_flight;
+        assert!(
+            peak <= bound,
+            "{kind:?}: {peak} tasks in flight, bound {bound}"
+        );
+        if kind == Data {
+            assert!(peak > cores + 2, "uncompressed data: only {peak} in flight");
+        }
+    }
+}
+
+#[test]
 fn progress_is_monotonic_and_reaches_total() {
     let src = mixed();
     let size = src.virtual_size_u64();
