@@ -13,13 +13,10 @@ use vdisk_testutil::Scratch;
 const SOURCE_BYTES: usize = 96 << 20;
 
 fn random_source(path: &Path) {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut x = vdisk_testutil::XorShift64::new(0x9e37_79b9_7f4a_7c15);
     let mut data = Vec::with_capacity(SOURCE_BYTES);
     while data.len() < SOURCE_BYTES {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
+        data.extend_from_slice(&x.next_u64().to_le_bytes());
     }
     std::fs::write(path, data).unwrap();
 }

@@ -263,13 +263,8 @@ fn mixed(n: usize) -> Vec<u8> {
     let words = [
         "qcow2", "cluster", "the", "zstd", "deflate", "of", "image", "/usr/lib",
     ];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut x = vdisk_testutil::XorShift64::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || x.next_u64();
     let mut v = Vec::with_capacity(n);
     while v.len() < n {
         let block = v.len() / 16384;

@@ -169,13 +169,8 @@ fn mutated_images_never_panic() {
     qemu_img(&["bitmap", "--add", bm.to_str().unwrap(), "b0"]);
     for img in [src, c, el2, bm] {
         let orig = std::fs::read(&img).unwrap();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = vdisk_testutil::XorShift64::new(0x2545_f491_4f6c_dd1d);
+        let mut next = || rng.next_u64();
         // QCOW2_MUTATIONS=N runs a longer campaign by hand.
         let n: usize = std::env::var("QCOW2_MUTATIONS")
             .ok()

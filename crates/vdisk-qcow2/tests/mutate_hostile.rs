@@ -42,12 +42,10 @@ fn damaged_images_never_panic() {
         0x200,
         0x1000_0000_0000,
     ];
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = XorShift64::new(0x9e37_79b9_7f4a_7c15);
     let mut cases = 0;
     for i in 0..240 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = rng.next_u64();
         let word = (seed % (good.len() as u64 / 8)) as usize;
         let word = if i < 20 { i * 2 + 3 } else { word };
         let mut bad = good.clone();
@@ -85,11 +83,9 @@ fn damaged_images_with_bitmaps_never_panic() {
     qemu_io("qcow2", &p, &["write -P 0x72 64k 8k"]);
     let good = std::fs::read(&p).unwrap();
     // Damage the header, its extensions and the bitmap directory and tables (the last clusters).
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = XorShift64::new(0x2545_f491_4f6c_dd1d);
     for i in 0..200usize {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = rng.next_u64();
         let words = good.len() / 8;
         let word = if i % 2 == 0 {
             (seed % 64) as usize

@@ -145,16 +145,10 @@ mod tests {
     use super::*;
     use flate2::{Decompress, FlushDecompress};
 
-    /// `n` incompressible bytes (xorshift32 from `seed`).
-    fn noise(mut x: u32, n: usize) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
+    /// `n` incompressible bytes (xorshift64 from `seed`).
+    fn noise(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = vdisk_testutil::XorShift64::new(seed);
+        (0..n).map(|_| x.next_u64() as u8).collect()
     }
 
     fn pattern(n: usize) -> Vec<u8> {

@@ -79,13 +79,8 @@ pub(super) fn mixed_corpus(size: usize) -> Vec<u8> {
         "header",
         "snapshot",
     ];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut x = vdisk_testutil::XorShift64::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || x.next_u64();
     let mut v = Vec::with_capacity(size);
     while v.len() < size {
         let block = v.len() / 65536;

@@ -63,12 +63,9 @@ fn out_of_order_writes_make_a_correct_image() {
         let g = w.caps().granularity as usize;
         let step = 65536usize.max(g);
         let mut order: Vec<usize> = (0..src.len().div_ceil(step)).collect();
-        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut x = vdisk_testutil::XorShift64::new(0x1234_5678_9abc_def1);
         for i in (1..order.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            order.swap(i, (x % (i as u64 + 1)) as usize);
+            order.swap(i, x.below(i as u64 + 1) as usize);
         }
         let enc = w.encoder();
         for i in order {

@@ -141,13 +141,11 @@ fn converted_images_are_byte_identical_to_qemu_img_convert() {
     let dir = Scratch::new("qcow2w-conv");
     // Clusters of text-like data, noise and zeros (64 KiB granules).
     let mut src = Vec::new();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = vdisk_testutil::XorShift64::new(0x2545_f491_4f6c_dd1d);
     for i in 0..80u64 {
         let kind = (i * 5 + i / 7) % 4;
         for j in 0..65536u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             src.push(match kind {
                 0 => 0,
                 1 => (x % 7) as u8 + b'a',

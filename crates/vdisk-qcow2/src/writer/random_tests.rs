@@ -3,25 +3,11 @@
 
 use super::tests::opts;
 use super::*;
-use vdisk_testutil::{assert_qemu_check_clean, qemu_available, read_all, Scratch};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use vdisk_testutil::{assert_qemu_check_clean, qemu_available, read_all, Scratch, XorShift64};
 
 /// Options for case `seed`: cluster size, refcount width, version, extended L2, preallocation,
 /// compression (valid combinations only).
-fn random_options(r: &mut Rng) -> (String, bool) {
+fn random_options(r: &mut XorShift64) -> (String, bool) {
     let bits = [9u32, 12, 14, 16][r.below(4) as usize];
     let v2 = r.below(5) == 0;
     let order = if v2 { 4 } else { r.below(7) };
@@ -50,7 +36,7 @@ fn random_write_sequences_read_back_and_check_clean() {
     let dir = Scratch::new("qcow2w-random");
     let qemu = qemu_available();
     for seed in 1..=40u64 {
-        let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut r = XorShift64::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let (o, compress) = random_options(&mut r);
         let size = (1 + r.below(4 << 11)) * 512;
         let img = dir.join(&format!("r{seed}.qcow2"));
@@ -71,7 +57,7 @@ fn random_write_sequences_read_back_and_check_clean() {
                 1 + r.below(3 * g)
             }
             .min(size - at);
-            segments.push((at, len, r.below(4), r.next() as u8));
+            segments.push((at, len, r.below(4), r.next_u64() as u8));
             at += len;
         }
         if shuffle {

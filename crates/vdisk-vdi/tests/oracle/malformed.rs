@@ -55,13 +55,8 @@ fn random_corruption_never_panics() {
     }
     let s = Scratch::new("vdi-fuzz");
     let good = std::fs::read(qemu_vdi(&s, "g.vdi", false)).unwrap();
-    let mut seed = 0x1234_5678_9abc_def0u64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = vdisk_testutil::XorShift64::new(0x1234_5678_9abc_def0);
+    let mut next = || rng.next_u64();
     for _ in 0..300 {
         let mut b = good.clone();
         for _ in 0..4 {
