@@ -23,6 +23,12 @@ pub fn set_durable_commit(on: bool) {
     DURABLE_COMMIT.store(on, Ordering::Relaxed);
 }
 
+/// Whether writes must reach stable storage (see [`DURABLE_COMMIT`]): in-place writers that order
+/// their writes with flushes for crash safety skip those flushes when it is off (`-t unsafe`).
+pub fn durable_commit() -> bool {
+    DURABLE_COMMIT.load(Ordering::Relaxed)
+}
+
 /// What the conversion engine must know about a writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterCaps {

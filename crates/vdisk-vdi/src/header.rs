@@ -23,6 +23,10 @@ pub const TYPE_STATIC: u32 = 2;
 pub const TYPE_UNDO: u32 = 3;
 pub const TYPE_DIFF: u32 = 4;
 
+/// File offset of `cBlocksAllocated` in a version 1.x header: the one field an in-place writer
+/// changes when it allocates blocks.
+pub const BLOCKS_ALLOCATED_V1: usize = 0x184;
+
 /// Bytes of the file needed to parse any header version.
 pub const PARSE_LEN: usize = 0x200;
 
@@ -162,7 +166,7 @@ impl Header {
             block_size: u32_at(buf, 0x178),
             block_extra: u32_at(buf, 0x17c),
             blocks_in_image: u32_at(buf, 0x180),
-            blocks_allocated: u32_at(buf, 0x184),
+            blocks_allocated: u32_at(buf, BLOCKS_ALLOCATED_V1),
             uuid_image: uuid_at(buf, 0x188),
             uuid_modify: uuid_at(buf, 0x198),
             uuid_link: uuid_at(buf, 0x1a8),
@@ -370,7 +374,7 @@ impl Header {
         put32(0x178, self.block_size);
         put32(0x17c, self.block_extra);
         put32(0x180, self.blocks_in_image);
-        put32(0x184, self.blocks_allocated);
+        put32(BLOCKS_ALLOCATED_V1, self.blocks_allocated);
         if let Some(g) = self.lchs_geometry {
             put32(0x1c8, g.cylinders);
             put32(0x1cc, g.heads);

@@ -1,10 +1,11 @@
-//! vdisk-vdi: VirtualBox VDI images (version 1.1, and version 0 for reading): read, create, grow and
-//! check dynamic and static base images, following VirtualBox's `VDICore.h` / `VDI.cpp` and matching
-//! what QEMU's block/vdi.c reads, maps and checks.
+//! vdisk-vdi: VirtualBox VDI images (version 1.1, and version 0 for reading): read, create, write
+//! in place, grow and check dynamic and static base images, following VirtualBox's `VDICore.h` /
+//! `VDI.cpp` and matching what QEMU's block/vdi.c reads, maps and checks.
 
 pub mod bmap;
 pub mod check;
 pub mod header;
+pub mod inplace;
 pub mod limits;
 pub mod reader;
 pub mod resize;
@@ -12,6 +13,7 @@ pub mod uuid;
 pub mod writer;
 
 pub use header::{Header, Uuid};
+pub use inplace::open_writer;
 pub use reader::{open, VdiReader};
 pub use resize::resize;
 pub use writer::{create, new_header, VdiWriter, CREATE_OPTIONS};

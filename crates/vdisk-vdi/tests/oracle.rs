@@ -6,6 +6,8 @@
 mod check;
 #[path = "oracle/fixtures.rs"]
 mod fixtures;
+#[path = "oracle/inplace.rs"]
+mod inplace;
 #[path = "oracle/malformed.rs"]
 mod malformed;
 #[path = "oracle/read.rs"]
