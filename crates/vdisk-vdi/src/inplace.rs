@@ -203,6 +203,46 @@ impl InplaceWriter {
         }
     }
 
+    /// Makes the new slots part of the image, in the durable steps the module comment lists,
+    /// stopping after `max_steps` of them: tests use it to look at what a crash there leaves.
+    fn commit(&self, max_steps: u32) -> Result<()> {
+        // (1) the data of the new slots (and the in-place writes).
+        self.sync()?;
+        if self.allocated.is_empty() || max_steps <= 1 {
+            return Ok(());
+        }
+        // (2) the count, one field of the first sector.
+        self.storage
+            .write_at(&self.next_slot.to_le_bytes(), BLOCKS_ALLOCATED_V1 as u64)?;
+        self.sync()?;
+        if max_steps <= 2 {
+            return Ok(());
+        }
+        // (3) the entries, in runs of neighbouring blocks.
+        let mut blocks = self.allocated.clone();
+        blocks.sort_unstable();
+        let mut i = 0;
+        while i < blocks.len() {
+            let first = blocks[i];
+            let mut last = first;
+            while i + 1 < blocks.len() && blocks[i + 1] == last + 1 {
+                last += 1;
+                i += 1;
+            }
+            let run = self
+                .map
+                .get(first..=last)
+                .ok_or_else(|| Error::Other("VDI block map run out of range".into()))?;
+            bmap::write(
+                &self.storage,
+                self.header.offset_bmap + first as u64 * 4,
+                run,
+            )?;
+            i += 1;
+        }
+        self.sync()
+    }
+
     fn sync(&self) -> Result<()> {
         if durable_commit() {
             self.storage.sync()?;
@@ -258,37 +298,10 @@ impl ImageWriter for InplaceWriter {
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        // (1) the data of the new slots (and the in-place writes).
-        self.sync()?;
-        if self.allocated.is_empty() {
-            return Ok(());
-        }
-        // (2) the count, one field of the first sector.
-        self.storage
-            .write_at(&self.next_slot.to_le_bytes(), BLOCKS_ALLOCATED_V1 as u64)?;
-        self.sync()?;
-        // (3) the entries, in runs of neighbouring blocks.
-        let mut blocks = self.allocated.clone();
-        blocks.sort_unstable();
-        let mut i = 0;
-        while i < blocks.len() {
-            let first = blocks[i];
-            let mut last = first;
-            while i + 1 < blocks.len() && blocks[i + 1] == last + 1 {
-                last += 1;
-                i += 1;
-            }
-            let run = self
-                .map
-                .get(first..=last)
-                .ok_or_else(|| Error::Other("VDI block map run out of range".into()))?;
-            bmap::write(
-                &self.storage,
-                self.header.offset_bmap + first as u64 * 4,
-                run,
-            )?;
-            i += 1;
-        }
-        self.sync()
+        self.commit(u32::MAX)
     }
 }
+
+#[cfg(test)]
+#[path = "inplace_tests.rs"]
+mod tests;
