@@ -1,8 +1,8 @@
 //! Writing guest data into an existing VDI image in place (`convert -n`), following the block map
 //! and data-slot layout of VirtualBox's VDICore.h (see [`crate::bmap`]) and the allocation rule of
 //! QEMU's block/vdi.c `vdi_co_pwritev`: a new block takes slot `blocks_allocated` at the end of the
-//! data area, is written whole (unwritten parts zero), and only then become the header count and
-//! the map entry that reference it.
+//! data area and is written whole (unwritten parts zero) before the header count and its map entry
+//! come to reference it.
 //!
 //! What each write does:
 //! - data into an allocated block (static images, or dynamic blocks already written): in place, at
