@@ -10,6 +10,7 @@ pub mod cowd;
 pub mod descriptor;
 pub mod header;
 pub mod info;
+mod inplace;
 pub mod limits;
 mod open;
 mod pool;
@@ -21,5 +22,6 @@ pub mod stream;
 pub mod stream_out;
 pub mod writer;
 
+pub use inplace::open_writer;
 pub use reader::{open, VmdkReader};
 pub use writer::{create, CREATE_OPTIONS};

@@ -1,0 +1,261 @@
+//! Opening an existing VMDK for the in-place writer: which subformats and extents it takes, the
+//! crate's parsing and `check` run first, and what it keeps of each hosted sparse extent ("Hosted
+//! Sparse Extent Header", "Grain Directories and Grain Tables" of Virtual Disk Format 1.1).
+
+use super::{Ext, InplaceWriter, SparseMeta, Target};
+use crate::descriptor::{Access, ExtentType, NO_PARENT_CID};
+use crate::limits::{MAX_GTES_PER_GT, SECTOR};
+use crate::reader::{ExtentData, VmdkReader};
+use crate::sparse::read_u32s;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use vdisk_core::storage::FileOpener;
+use vdisk_core::{Error, FileStorage, Result, Storage};
+
+/// The subformats this writer handles.
+const WRITABLE: &[&str] = &[
+    "monolithicSparse",
+    "twoGbMaxExtentSparse",
+    "monolithicFlat",
+    "twoGbMaxExtentFlat",
+];
+
+/// Opens extent files for reading and writing.
+struct RwFiles;
+
+impl FileOpener for RwFiles {
+    fn open(&self, path: &Path) -> Result<Arc<dyn Storage>> {
+        Ok(Arc::new(FileStorage::open_rw(path)?))
+    }
+}
+
+fn refuse(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::unsupported(
+        path,
+        format!("convert -n into {what} (only monolithicSparse, twoGbMaxExtentSparse, monolithicFlat and twoGbMaxExtentFlat are written in place)"),
+    )
+}
+
+impl InplaceWriter {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let storage: Arc<dyn Storage> = Arc::new(FileStorage::open_rw(path)?);
+        let reader = crate::open(storage, Arc::new(RwFiles))?;
+        let ct = reader.create_type();
+        if !WRITABLE.contains(&ct.as_str()) {
+            return Err(refuse(path, format!("a VMDK image of subformat {ct}")));
+        }
+        let desc = reader.descriptor();
+        if desc.parent_cid != NO_PARENT_CID || desc.parent_hint.is_some() {
+            return Err(Error::unsupported(
+                path,
+                "convert -n into a VMDK delta image with a parent (parentCID / parentFileNameHint)",
+            ));
+        }
+        if !reader.monolithic {
+            if let Some(l) = desc.extents.iter().find(|l| l.access != Access::ReadWrite) {
+                return Err(refuse(
+                    path,
+                    format!("a VMDK {} extent that is not RW", l.kind.name()),
+                ));
+            }
+            if let Some(l) = desc
+                .extents
+                .iter()
+                .find(|l| !matches!(l.kind, ExtentType::Flat | ExtentType::Sparse))
+            {
+                return Err(refuse(path, format!("a VMDK {} extent", l.kind.name())));
+            }
+        }
+        let report = crate::check::check(&reader)?;
+        if report.corruptions > 0 || report.check_errors > 0 {
+            return Err(Error::corrupt(
+                path,
+                None,
+                format!(
+                    "{} errors found by check ({}); refusing to write into it",
+                    report.corruptions + report.check_errors,
+                    report.messages.join("; ")
+                ),
+            ));
+        }
+        let mut exts = Vec::with_capacity(reader.extents.len());
+        let mut sparse = Vec::new();
+        for (i, e) in reader.extents.iter().enumerate() {
+            let target = match &e.data {
+                ExtentData::Flat { file, offset } => Target::Flat {
+                    file: *file,
+                    offset: *offset,
+                },
+                ExtentData::Sparse { compressed, .. } => {
+                    if *compressed {
+                        return Err(refuse(path, "a VMDK extent with compressed grains"));
+                    }
+                    sparse.push(sparse_meta(&reader, i)?);
+                    Target::Sparse(sparse.len() - 1)
+                }
+                ExtentData::Zero => return Err(refuse(path, "a VMDK ZERO extent")),
+            };
+            exts.push(Ext {
+                start: e.start,
+                len: e.len,
+                target,
+            });
+        }
+        // A new grain goes at the end of its sparse extent's file: no other extent may use it.
+        for (i, sp) in sparse.iter().enumerate() {
+            let shared = reader
+                .extents
+                .iter()
+                .filter(|e| e.file() == Some(sp.file))
+                .count();
+            if shared > 1 {
+                return Err(Error::unsupported(
+                    path,
+                    format!(
+                        "VMDK sparse extent {} (file {}) shares its file with another extent; writing into it is not supported",
+                        i,
+                        sp.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(InplaceWriter {
+            path: path.to_path_buf(),
+            reader,
+            exts,
+            sparse,
+            tables: HashMap::new(),
+            dirty_files: BTreeSet::new(),
+            zeros: Vec::new(),
+            max_tables: super::MAX_DIRTY_TABLES,
+        })
+    }
+}
+
+/// Reads what the writer needs of sparse extent `i` of `reader` (already checked).
+fn sparse_meta(reader: &VmdkReader, i: usize) -> Result<SparseMeta> {
+    let sp = reader.sparse_extent(i)?;
+    let h = &sp.header;
+    let path = sp.path().to_path_buf();
+    if h.compressed() || h.has_markers() || h.version > 2 {
+        return Err(refuse(
+            &path,
+            format!(
+                "a version {} VMDK sparse extent (streamOptimized)",
+                h.version
+            ),
+        ));
+    }
+    if h.num_gtes_per_gt == 0 || h.num_gtes_per_gt > MAX_GTES_PER_GT {
+        return Err(Error::corrupt(&path, None, "invalid numGTEsPerGT"));
+    }
+    let to_u32 = |v: u64| u32::try_from(v).ok();
+    let gd: Vec<u32> = sp.gd.iter().filter_map(|v| to_u32(*v)).collect();
+    if gd.len() != sp.gd.len() {
+        return Err(Error::corrupt(
+            &path,
+            None,
+            "grain directory entry above 2^32",
+        ));
+    }
+    if let Some(k) = gd.iter().position(|s| *s == 0) {
+        return Err(Error::unsupported(
+            &path,
+            format!("VMDK grain directory entry {k} has no grain table (tables are created with the extent by qemu-img and VMware); writing into it is not supported"),
+        ));
+    }
+    let rgd = if h.has_rgd() {
+        let at = h
+            .rgd_offset
+            .checked_mul(SECTOR)
+            .ok_or_else(|| Error::corrupt(&path, None, "rgdOffset overflows"))?;
+        let r = read_u32s(&*sp.storage, at, gd.len())?;
+        if let Some(k) = r.iter().position(|s| *s == 0) {
+            return Err(Error::unsupported(
+                &path,
+                format!("VMDK redundant grain directory entry {k} has no grain table; writing into it is not supported"),
+            ));
+        }
+        Some(r)
+    } else {
+        None
+    };
+    metadata_apart(&path, h, &gd, rgd.as_deref())?;
+    let grain = sp.grain_bytes();
+    let grain_sectors = grain / SECTOR;
+    // QEMU: the next grain at the file's length in sectors rounded up to a whole grain.
+    let next = sp
+        .file_len
+        .div_ceil(SECTOR)
+        .max(h.overhead)
+        .checked_next_multiple_of(grain_sectors.max(1))
+        .and_then(|s| s.checked_mul(SECTOR))
+        .ok_or_else(|| Error::corrupt(&path, None, "extent file size overflows"))?;
+    Ok(SparseMeta {
+        file: reader.extents[i].file().unwrap_or(0),
+        path,
+        grain,
+        per: u64::from(h.num_gtes_per_gt),
+        zero_grain: h.has_zero_grain(),
+        gd,
+        rgd,
+        next,
+    })
+}
+
+/// The header, embedded descriptor, both grain directories and every grain table must lie apart
+/// and inside the metadata area (below `overhead`, where `check` has found no grain): this
+/// writer rewrites whole grain tables, which must then never land on other metadata, and puts
+/// new grains past the end of the file.
+fn metadata_apart(
+    path: &Path,
+    h: &crate::header::SparseHeader,
+    gd: &[u32],
+    rgd: Option<&[u32]>,
+) -> Result<()> {
+    let bad = |m: String| Error::corrupt(path, None, format!("{m}; refusing to write into it"));
+    let table = u64::from(h.num_gtes_per_gt) * 4;
+    let dir = gd.len() as u64 * 4;
+    let sectors = |s: u64, len: u64, what: &str| {
+        s.checked_mul(SECTOR)
+            .and_then(|a| Some((a, a.checked_add(len)?)))
+            .ok_or_else(|| bad(format!("{what} offset overflows")))
+    };
+    let mut spans: Vec<(u64, u64, &str, usize)> = vec![(0, SECTOR, "header", 0)];
+    if h.descriptor_offset != 0 {
+        let len = h.descriptor_size.saturating_mul(SECTOR);
+        let (a, b) = sectors(h.descriptor_offset, len, "descriptor")?;
+        spans.push((a, b, "embedded descriptor", 0));
+    }
+    let (a, b) = sectors(h.gd_offset, dir, "grain directory")?;
+    spans.push((a, b, "grain directory", 0));
+    for (i, &t) in gd.iter().enumerate() {
+        let (a, b) = sectors(u64::from(t), table, "grain table")?;
+        spans.push((a, b, "grain table", i));
+    }
+    if let Some(rgd) = rgd {
+        let (a, b) = sectors(h.rgd_offset, dir, "redundant grain directory")?;
+        spans.push((a, b, "redundant grain directory", 0));
+        for (i, &t) in rgd.iter().enumerate() {
+            let (a, b) = sectors(u64::from(t), table, "redundant grain table")?;
+            spans.push((a, b, "redundant grain table", i));
+        }
+    }
+    let overhead = h.overhead.saturating_mul(SECTOR);
+    if let Some((_, _, what, i)) = spans.iter().find(|s| s.1 > overhead) {
+        return Err(bad(format!(
+            "VMDK {what} {i} reaches past the metadata area ({} sectors)",
+            h.overhead
+        )));
+    }
+    spans.sort_unstable();
+    if let Some(w) = spans.windows(2).find(|w| w[1].0 < w[0].1) {
+        let (x, y) = (w[1], w[0]);
+        return Err(bad(format!(
+            "VMDK {} {} overlaps the {} {}",
+            x.2, x.3, y.2, y.3
+        )));
+    }
+    Ok(())
+}
