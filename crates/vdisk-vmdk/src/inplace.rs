@@ -28,26 +28,32 @@
 //!
 //! Crash ordering. Grain tables are cached (at most [`MAX_DIRTY_TABLES`] tables hold changed
 //! entries) and written back by a commit, at `finish` and whenever the cache is full; each commit
-//! runs these steps, each made durable before the next: (1) the data of every new grain (and of
-//! the in-place writes); (2) the redundant grain tables; (3) the primary grain tables. New grains
-//! lie past every grain and table the image references. A crash before (2) completes leaves the
-//! old image plus unreferenced bytes at the end of the files, which passes `qemu-img check`. A
-//! crash between (2) and (3) leaves every grain reading its old content, since QEMU, VMware and
-//! vdisk read through the primary directory; `qemu-img check` (which looks at the primary tables
-//! only) is clean, while vdisk's check reports the redundant tables as not matching. After (3)
+//! runs these steps, each made durable before the next: (1) the data of every new grain (and of the
+//! in-place writes); (2) the redundant grain tables; (3) the primary grain tables. New grains lie
+//! past every grain and table the image references (new grains take the end of the file, and
+//! opening checks that all tables lie apart below the first grain). A crash before (2) starts
+//! leaves the old image plus unreferenced bytes at the end of the files: clean for `qemu-img check`
+//! and vdisk's check. A crash during or after (2), before (3) starts, leaves every grain reading
+//! its old content, since QEMU, VMware and vdisk read through the primary directory; `qemu-img
+//! check` (which looks at the primary tables only) is clean, while vdisk's check reports the
+//! redundant tables as not matching (and this writer refuses the image until they are made equal
+//! again). A crash during (3) leaves each grain old or new: an entry either still says unallocated
+//! or points at a grain whose data is durable, and in-sector 4-byte entries are not torn. After (3)
 //! the image is the new one. Redundant first is deliberate: QEMU's `vmdk_L2update` writes the
-//! primary first, but then a crash in between leaves new content described only by the primary,
-//! with a stale backup; this order keeps the content switch at the very last write, and a
-//! torn table write can only leave each entry old (reads the old content) or new (reads the
-//! new, already durable grain). Writes into allocated grains and flat extents happen in place at
+//! primary first, so a crash in between leaves new content that only the primary describes; this
+//! order makes the switch to new content the last write, and the redundant tables never describe
+//! less than the primary ones. Writes into allocated grains and flat extents happen in place at
 //! once, as in QEMU: a crash in the middle of one can leave that grain part old, part new. With
 //! durable commits off (`-t unsafe`) no step is flushed.
 //!
 //! A writer dropped without `finish` leaves the grain tables of its last commit: the in-place
 //! writes are kept, grains allocated since are unreferenced bytes at the end of the files.
 //!
-//! The image's CID is not changed (QEMU gives it a new random one on the first write); no image
-//! here has children whose parentCID would notice.
+//! As QEMU does on the first write, the descriptor gets a new CID ("The Descriptor File": a
+//! changed content ID tells child images that their parent changed): the eight hex digits of the
+//! `CID=` line are rewritten in place (embedded descriptor or descriptor file), before any data,
+//! and made durable with step (1). A descriptor whose CID is not written as eight hex digits
+//! keeps it.
 
 use crate::limits::SECTOR;
 use crate::reader::VmdkReader;
@@ -55,7 +61,7 @@ use crate::sparse::read_u32s;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use vdisk_core::writer::durable_commit;
-use vdisk_core::{Error, ImageWriter, Payload, Result, WriterCaps};
+use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
 /// Largest buffer of zeros written at once.
 const ZERO_CHUNK: u64 = 1 << 20;
@@ -115,6 +121,11 @@ pub(crate) struct InplaceWriter {
     /// Files written to since the last commit.
     dirty_files: BTreeSet<u32>,
     zeros: Vec<u8>,
+    /// The descriptor's file and the byte offset of the eight hex digits of its CID, until the
+    /// first write gives it a new one.
+    cid: Option<(FileStorage, u64)>,
+    /// Whether the descriptor was written since the last commit.
+    cid_dirty: Option<FileStorage>,
     /// [`MAX_DIRTY_TABLES`], lowered by tests to exercise commits in the middle of a run.
     max_tables: usize,
 }
@@ -274,7 +285,35 @@ impl InplaceWriter {
         Ok(())
     }
 
+    /// Gives the descriptor a new CID (once, before the first write changes anything else).
+    fn new_cid(&mut self) -> Result<()> {
+        let Some((file, at)) = self.cid.take() else {
+            return Ok(());
+        };
+        let old = self.reader.cid();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
+        // A 32-bit mix of the seed (splitmix64's finaliser), never the old CID nor "no parent".
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let mut cid = (z ^ (z >> 31)) as u32;
+        while cid == old || cid == crate::descriptor::NO_PARENT_CID {
+            cid = cid.wrapping_add(1);
+        }
+        file.write_at(format!("{cid:08x}").as_bytes(), at)?;
+        self.cid_dirty = Some(file);
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<()> {
+        if let Some(f) = self.cid_dirty.take() {
+            if durable_commit() {
+                f.sync()?;
+            }
+        }
         if durable_commit() {
             for &f in &self.dirty_files {
                 self.reader.files.with(f, |s| s.sync())?;
@@ -325,6 +364,9 @@ impl ImageWriter for InplaceWriter {
                 ))
             }
         };
+        if len > 0 {
+            self.new_cid()?;
+        }
         let mut done = 0u64;
         while done < len {
             let pos = offset + done;

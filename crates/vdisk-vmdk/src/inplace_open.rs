@@ -120,6 +120,7 @@ impl InplaceWriter {
                 ));
             }
         }
+        let cid = cid_place(path, reader.cid())?;
         Ok(InplaceWriter {
             path: path.to_path_buf(),
             reader,
@@ -128,6 +129,8 @@ impl InplaceWriter {
             tables: HashMap::new(),
             dirty_files: BTreeSet::new(),
             zeros: Vec::new(),
+            cid,
+            cid_dirty: None,
             max_tables: super::MAX_DIRTY_TABLES,
         })
     }
@@ -258,4 +261,48 @@ fn metadata_apart(
         )));
     }
     Ok(())
+}
+
+/// Where the eight hex digits of the descriptor's `CID=` line lie in the file at `path` (the
+/// embedded descriptor's sectors of a sparse file, or the whole descriptor file), if written so
+/// and naming `cid`, the CID the parser read.
+fn cid_place(path: &Path, cid: u32) -> Result<Option<(FileStorage, u64)>> {
+    let file = FileStorage::open_rw(path)?;
+    let len = file.len()?;
+    let mut head = [0u8; crate::header::HEADER_SIZE];
+    let (start, size) = if len >= head.len() as u64 && {
+        file.read_exact_at(&mut head, 0)?;
+        crate::header::sparse_kind(&head) == crate::header::SparseKind::Hosted
+    } {
+        let h = crate::sparse::read_header(&file, 0)?;
+        let start = h.descriptor_offset.saturating_mul(SECTOR);
+        (start, h.descriptor_size.saturating_mul(SECTOR))
+    } else {
+        (0, len)
+    };
+    let size = size
+        .min(len.saturating_sub(start))
+        .min(crate::limits::MAX_DESCRIPTOR_BYTES);
+    if start == 0 && size != len {
+        return Ok(None);
+    }
+    let mut text = vec![0u8; size as usize];
+    file.read_exact_at(&mut text, start)?;
+    let mut found = None;
+    let mut line_start = 0usize;
+    for line in text.split(|b| *b == b'\n') {
+        let digits = line.get(4..12).filter(|_| line.starts_with(b"CID="));
+        let end_ok = matches!(line.get(12), None | Some(b'\r' | b'\0' | b' ' | b'\t'));
+        if let Some(d) = digits.filter(|d| end_ok && d.iter().all(u8::is_ascii_hexdigit)) {
+            let v = std::str::from_utf8(d)
+                .ok()
+                .and_then(|t| u32::from_str_radix(t, 16).ok());
+            if found.is_some() || v != Some(cid) {
+                return Ok(None);
+            }
+            found = Some(start + line_start as u64 + 4);
+        }
+        line_start += line.len() + 1;
+    }
+    Ok(found.map(|at| (file, at)))
 }

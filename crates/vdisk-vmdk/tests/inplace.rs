@@ -128,6 +128,12 @@ fn write_all(p: &Path, writes: &[(u64, u64, u8)], size: u64) {
     w.finish().unwrap();
 }
 
+fn cid(p: &Path) -> u32 {
+    vdisk_vmdk::open(Arc::new(FileStorage::open(p).unwrap()), Arc::new(HostFiles))
+        .unwrap()
+        .cid()
+}
+
 fn vdisk_check_clean(p: &Path) {
     let r = vdisk_vmdk::open(Arc::new(FileStorage::open(p).unwrap()), Arc::new(HostFiles)).unwrap();
     let rep = r.check().unwrap();
@@ -150,8 +156,11 @@ fn writes_into_each_writable_subformat() {
         let mut writes = WRITES.to_vec();
         writes.extend(tail_writes(size));
         let raw = expected(&s, &p, &writes);
+        let cid_before = cid(&p);
         write_all(&p, &writes, size);
         assert_qemu_compare_equal(&raw, &p);
+        // A new CID, as QEMU gives on the first write.
+        assert_ne!(cid(&p), cid_before, "{sub}: CID");
         assert_qemu_check_clean(&p, "vmdk");
         vdisk_check_clean(&p);
         if sub.ends_with("Flat") {
@@ -312,4 +321,45 @@ fn damaged_sparse_images_never_panic() {
             assert!(std::fs::read(&p).unwrap() == b, "refused file changed");
         }
     }
+}
+
+/// With `zeroed_grain=on`, grain table entry 1 is a zeroed grain: zeros over it leave it so, data
+/// into it allocates a grain as for an unallocated one.
+#[test]
+fn zeroed_grains_read_as_zeros_until_written() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vmdk-inplace-zeroed");
+    let p = s.join("z.vmdk");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        "zeroed_grain=on",
+        p.to_str().unwrap(),
+        &SMALL.to_string(),
+    ]);
+    qemu_io(
+        "vmdk",
+        &p,
+        &["write -P 0x11 0 128k", "write -z 0 64k", "write -z 1M 128k"],
+    );
+    let writes = [
+        (M, 64 * K, 0),
+        (4 * K, 4 * K, 0x21),
+        (M + 64 * K + 512, 512, 0x22),
+    ];
+    let raw = expected(&s, &p, &writes);
+    write_all(&p, &writes, SMALL);
+    assert_qemu_compare_equal(&raw, &p);
+    assert_qemu_check_clean(&p, "vmdk");
+    vdisk_check_clean(&p);
+    assert!(
+        allocated(&p, 0) && allocated(&p, M + 64 * K),
+        "written zeroed grains"
+    );
+    assert!(!allocated(&p, M), "zeros over a zeroed grain");
 }
