@@ -50,10 +50,10 @@
 //! writes are kept, grains allocated since are unreferenced bytes at the end of the files.
 //!
 //! As QEMU does on the first write, the descriptor gets a new CID ("The Descriptor File": a
-//! changed content ID tells child images that their parent changed): the eight hex digits of the
-//! `CID=` line are rewritten in place (embedded descriptor or descriptor file), before any data,
-//! and made durable with step (1). A descriptor whose CID is not written as eight hex digits
-//! keeps it.
+//! changed content ID tells child images that their parent changed): the hex digits of the `CID=`
+//! line are rewritten in place with as many digits (embedded descriptor or descriptor file),
+//! before any data, and made durable with step (1). A descriptor whose CID line is not a plain
+//! `CID=` and hex digits keeps its CID.
 
 use crate::limits::SECTOR;
 use crate::reader::VmdkReader;
@@ -121,9 +121,9 @@ pub(crate) struct InplaceWriter {
     /// Files written to since the last commit.
     dirty_files: BTreeSet<u32>,
     zeros: Vec<u8>,
-    /// The descriptor's file and the byte offset of the eight hex digits of its CID, until the
-    /// first write gives it a new one.
-    cid: Option<(FileStorage, u64)>,
+    /// The descriptor's file, the byte offset of the hex digits of its CID and their number,
+    /// until the first write gives it a new one.
+    cid: Option<(FileStorage, u64, usize)>,
     /// Whether the descriptor was written since the last commit.
     cid_dirty: Option<FileStorage>,
     /// [`MAX_DIRTY_TABLES`], lowered by tests to exercise commits in the middle of a run.
@@ -287,7 +287,7 @@ impl InplaceWriter {
 
     /// Gives the descriptor a new CID (once, before the first write changes anything else).
     fn new_cid(&mut self) -> Result<()> {
-        let Some((file, at)) = self.cid.take() else {
+        let Some((file, at, digits)) = self.cid.take() else {
             return Ok(());
         };
         let old = self.reader.cid();
@@ -295,15 +295,17 @@ impl InplaceWriter {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ (u64::from(std::process::id()) << 32);
-        // A 32-bit mix of the seed (splitmix64's finaliser), never the old CID nor "no parent".
+        // A mix of the seed (splitmix64's finaliser) that fits the digits there are, so that the
+        // descriptor keeps its length; never the old CID nor "no parent".
         let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let mut cid = (z ^ (z >> 31)) as u32;
+        let mask = u64::MAX >> (64 - 4 * digits.clamp(1, 8) as u32);
+        let mut cid = ((z ^ (z >> 31)) & mask) as u32;
         while cid == old || cid == crate::descriptor::NO_PARENT_CID {
-            cid = cid.wrapping_add(1);
+            cid = (u64::from(cid).wrapping_add(1) & mask) as u32;
         }
-        file.write_at(format!("{cid:08x}").as_bytes(), at)?;
+        file.write_at(format!("{cid:0digits$x}").as_bytes(), at)?;
         self.cid_dirty = Some(file);
         Ok(())
     }

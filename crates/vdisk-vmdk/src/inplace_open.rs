@@ -26,6 +26,20 @@ struct RwFiles;
 
 impl FileOpener for RwFiles {
     fn open(&self, path: &Path) -> Result<Arc<dyn Storage>> {
+        // As the read-only opener does: no FIFOs or sockets, whose reads would wait forever.
+        use std::os::unix::fs::FileTypeExt;
+        let t = std::fs::metadata(path)
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .file_type();
+        if !(t.is_file() || t.is_block_device()) {
+            return Err(Error::unsupported(
+                path,
+                "a VMDK extent that is not a regular file or block device",
+            ));
+        }
         Ok(Arc::new(FileStorage::open_rw(path)?))
     }
 }
@@ -39,7 +53,7 @@ fn refuse(path: &Path, what: impl std::fmt::Display) -> Error {
 
 impl InplaceWriter {
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let storage: Arc<dyn Storage> = Arc::new(FileStorage::open_rw(path)?);
+        let storage = RwFiles.open(path)?;
         let reader = crate::open(storage, Arc::new(RwFiles))?;
         let ct = reader.create_type();
         if !WRITABLE.contains(&ct.as_str()) {
@@ -263,10 +277,11 @@ fn metadata_apart(
     Ok(())
 }
 
-/// Where the eight hex digits of the descriptor's `CID=` line lie in the file at `path` (the
-/// embedded descriptor's sectors of a sparse file, or the whole descriptor file), if written so
-/// and naming `cid`, the CID the parser read.
-fn cid_place(path: &Path, cid: u32) -> Result<Option<(FileStorage, u64)>> {
+/// Where the hex digits of the descriptor's `CID=` line lie in the file at `path` (the embedded
+/// descriptor's sectors of a sparse file, or the whole descriptor file), and how many there are
+/// (QEMU writes `%x`: fewer than eight when the CID starts with zeros), if the line is the only
+/// one and names `cid`, the CID the parser read.
+fn cid_place(path: &Path, cid: u32) -> Result<Option<(FileStorage, u64, usize)>> {
     let file = FileStorage::open_rw(path)?;
     let len = file.len()?;
     let mut head = [0u8; crate::header::HEADER_SIZE];
@@ -291,18 +306,18 @@ fn cid_place(path: &Path, cid: u32) -> Result<Option<(FileStorage, u64)>> {
     let mut found = None;
     let mut line_start = 0usize;
     for line in text.split(|b| *b == b'\n') {
-        let digits = line.get(4..12).filter(|_| line.starts_with(b"CID="));
-        let end_ok = matches!(line.get(12), None | Some(b'\r' | b'\0' | b' ' | b'\t'));
-        if let Some(d) = digits.filter(|d| end_ok && d.iter().all(u8::is_ascii_hexdigit)) {
-            let v = std::str::from_utf8(d)
+        if let Some(rest) = line.strip_prefix(b"CID=") {
+            let n = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+            let end_ok = matches!(rest.get(n), None | Some(b'\r' | b'\0' | b' ' | b'\t'));
+            let v = std::str::from_utf8(&rest[..n])
                 .ok()
                 .and_then(|t| u32::from_str_radix(t, 16).ok());
-            if found.is_some() || v != Some(cid) {
+            if found.is_some() || !end_ok || !(1..=8).contains(&n) || v != Some(cid) {
                 return Ok(None);
             }
-            found = Some(start + line_start as u64 + 4);
+            found = Some((start + line_start as u64 + 4, n));
         }
         line_start += line.len() + 1;
     }
-    Ok(found.map(|at| (file, at)))
+    Ok(found.map(|(at, n)| (file, at, n)))
 }

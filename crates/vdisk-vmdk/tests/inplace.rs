@@ -14,8 +14,8 @@ use vdisk_testutil::*;
 const K: u64 = 1 << 10;
 const M: u64 = 1 << 20;
 const G: u64 = 1 << 30;
-/// Small images: 8 MiB and a half grain.
-const SMALL: u64 = 8 * M + 32 * K;
+/// Small images: two grain tables (32 MiB each) and a half grain.
+const SMALL: u64 = 40 * M + 32 * K;
 /// Split images need more than 2 GiB to have a second extent.
 const SPLIT: u64 = 2 * G + 3 * M;
 
@@ -251,6 +251,13 @@ fn other_subformats_and_parents_are_refused_unchanged() {
         "monolithicFlat",
         "RW 2048 FLAT \"flat.img\" 0\nRW 2048 ZERO",
     );
+    let fifo = s.join("fifo.img");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo_desc = descriptor("fifo.vmdk", "monolithicFlat", "RW 2048 FLAT \"fifo.img\" 0");
     let ro = descriptor(
         "ro.vmdk",
         "monolithicFlat",
@@ -262,6 +269,7 @@ fn other_subformats_and_parents_are_refused_unchanged() {
         (&vmfs, "subformat vmfs"),
         (&zero, "ZERO extent"),
         (&ro, "not RW"),
+        (&fifo_desc, "not a regular file"),
     ] {
         let before = std::fs::read(p).unwrap();
         let e = match vdisk_vmdk::open_writer(p) {
@@ -302,6 +310,18 @@ fn damaged_sparse_images_never_panic() {
         .expect("opened")
         .to_string();
     assert!(e.contains("overlaps"), "{e}");
+    assert!(std::fs::read(&p).unwrap() == b, "refused file changed");
+    // A grain directory entry without a table (in both directories): check has nothing against
+    // it, but qemu-img and VMware create every table, so it is refused rather than allocated.
+    let mut b = good.clone();
+    b[gd + 4..gd + 8].fill(0);
+    b[rgd + 4..rgd + 8].fill(0);
+    std::fs::write(&p, &b).unwrap();
+    let e = vdisk_vmdk::open_writer(&p)
+        .err()
+        .expect("opened")
+        .to_string();
+    assert!(e.contains("entry 1 has no grain table"), "{e}");
     assert!(std::fs::read(&p).unwrap() == b, "refused file changed");
     let overhead = 128 * 512;
     let mut rng = XorShift64::new(0x766d_646b_696e_706c);
@@ -362,4 +382,26 @@ fn zeroed_grains_read_as_zeros_until_written() {
         "written zeroed grains"
     );
     assert!(!allocated(&p, M), "zeros over a zeroed grain");
+}
+
+/// The CID keeps its number of hex digits (QEMU writes `%x`, so a CID starting with zeros has
+/// fewer than eight) and the descriptor its length.
+#[test]
+fn short_cid_is_replaced_in_place() {
+    let s = Scratch::new("vmdk-inplace-cid");
+    std::fs::write(s.join("f.img"), vec![0u8; 1 << 20]).unwrap();
+    let p = s.join("d.vmdk");
+    let text = "# Disk DescriptorFile\nversion=1\nCID=abc\nparentCID=ffffffff\n\
+                createType=\"monolithicFlat\"\n\n# Extent description\nRW 2048 FLAT \"f.img\" 0\n";
+    std::fs::write(&p, text).unwrap();
+    let mut w = vdisk_vmdk::open_writer(&p).unwrap();
+    w.write(0, Payload::data(vec![7u8; 512])).unwrap();
+    w.finish().unwrap();
+    let after = std::fs::read_to_string(&p).unwrap();
+    assert_eq!(after.len(), text.len(), "{after}");
+    let line = after.lines().find(|l| l.starts_with("CID=")).unwrap();
+    let v = u32::from_str_radix(&line[4..], 16).unwrap();
+    assert!(line.len() == 7 && v != 0xabc, "{line}");
+    assert_eq!(cid(&p), v);
+    assert_eq!(std::fs::read(s.join("f.img")).unwrap()[..512], [7u8; 512]);
 }
