@@ -1,6 +1,7 @@
 //! Opening an existing VMDK for the in-place writer: which subformats and extents it takes, the
 //! crate's parsing and `check` run first, and what it keeps of each hosted sparse extent ("Hosted
-//! Sparse Extent Header", "Grain Directories and Grain Tables" of Virtual Disk Format 1.1).
+//! Sparse Extent Header", "Grain Directories and Grain Tables" of Virtual Disk Format 1.1), and
+//! the descriptor's CID, which the first write replaces ("The Descriptor File").
 
 use super::{Ext, InplaceWriter, SparseMeta, Target};
 use crate::descriptor::{Access, ExtentType, NO_PARENT_CID};
@@ -320,4 +321,31 @@ fn cid_place(path: &Path, cid: u32) -> Result<Option<(FileStorage, u64, usize)>>
         line_start += line.len() + 1;
     }
     Ok(found.map(|(at, n)| (file, at, n)))
+}
+
+impl InplaceWriter {
+    /// Gives the descriptor a new CID (once, before the first write changes anything else).
+    pub(super) fn new_cid(&mut self) -> Result<()> {
+        let Some((file, at, digits)) = self.cid.take() else {
+            return Ok(());
+        };
+        let old = self.reader.cid();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
+        // A mix of the seed (splitmix64's finaliser) that fits the digits there are, so that the
+        // descriptor keeps its length; never the old CID nor "no parent".
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let mask = u64::MAX >> (64 - 4 * digits.clamp(1, 8) as u32);
+        let mut cid = ((z ^ (z >> 31)) & mask) as u32;
+        while cid == old || cid == crate::descriptor::NO_PARENT_CID {
+            cid = (u64::from(cid).wrapping_add(1) & mask) as u32;
+        }
+        file.write_at(format!("{cid:0digits$x}").as_bytes(), at)?;
+        self.cid_dirty = Some(file);
+        Ok(())
+    }
 }
