@@ -70,6 +70,11 @@ pub trait Storage: Send + Sync {
         )))
     }
 
+    /// Writes `len` zero bytes at `offset` ([`crate::zero::write_zeros`] through `write_at`).
+    fn write_zeros(&self, offset: u64, len: u64) -> Result<()> {
+        crate::zero::write_zeros(offset, len, |b, at| self.write_at(b, at))
+    }
+
     /// Sets the length of the store.
     fn set_len(&self, len: u64) -> Result<()> {
         let _ = len;

@@ -7,9 +7,6 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use vdisk_core::{Error, Result};
 
-/// Size of the zero buffer used when zeros must really be written.
-const ZERO_BUF: usize = 1 << 20;
-
 fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
     let off = libc::off_t::try_from(offset)
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
@@ -50,18 +47,9 @@ pub(crate) fn allocate(file: &File, path: &Path, offset: u64, len: u64) -> Resul
 
 /// Writes real zeros over `offset..offset+len` in large pieces.
 pub(crate) fn write_zeros(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
-    static ZEROS: [u8; ZERO_BUF] = [0u8; ZERO_BUF];
-    let mut pos = offset;
-    let end = offset
-        .checked_add(len)
-        .ok_or_else(|| Error::invalid("range overflows"))?;
-    while pos < end {
-        let n = (end - pos).min(ZERO_BUF as u64) as usize;
-        file.write_all_at(&ZEROS[..n], pos)
-            .map_err(|e| Error::io(path, pos, e))?;
-        pos += n as u64;
-    }
-    Ok(())
+    vdisk_core::zero::write_zeros(offset, len, |b, at| {
+        file.write_all_at(b, at).map_err(|e| Error::io(path, at, e))
+    })
 }
 
 /// Makes `offset..offset+len` read as zeros without changing the file size. With `keep_allocated` the

@@ -40,9 +40,6 @@ use std::path::{Path, PathBuf};
 use vdisk_core::writer::durable_commit;
 use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
-/// Largest buffer of zeros written at once.
-const ZERO_CHUNK: u64 = 1 << 20;
-
 /// Opens the existing VDI image at `path` for writing in place. The header and block map are
 /// parsed, validated and checked as `qemu-img check` would; nothing is written until the first
 /// write.
@@ -60,8 +57,6 @@ struct InplaceWriter {
     allocated: Vec<usize>,
     /// The slot the next allocated block takes.
     next_slot: u32,
-    /// Zeros, grown on first use up to [`ZERO_CHUNK`].
-    zeros: Vec<u8>,
 }
 
 impl InplaceWriter {
@@ -114,7 +109,6 @@ impl InplaceWriter {
             map,
             allocated: Vec::new(),
             next_slot: count,
-            zeros: Vec::new(),
         })
     }
 
@@ -123,20 +117,8 @@ impl InplaceWriter {
     }
 
     /// Writes `len` zero bytes at file offset `at`.
-    fn write_zeros(&mut self, mut at: u64, len: u64) -> Result<()> {
-        let end = at
-            .checked_add(len)
-            .ok_or_else(|| Error::invalid("VDI in-place write: offset overflows"))?;
-        let want = len.min(ZERO_CHUNK) as usize;
-        if self.zeros.len() < want {
-            self.zeros.resize(want, 0);
-        }
-        while at < end {
-            let n = (end - at).min(ZERO_CHUNK) as usize;
-            self.storage.write_at(&self.zeros[..n], at)?;
-            at += n as u64;
-        }
-        Ok(())
+    fn write_zeros(&self, at: u64, len: u64) -> Result<()> {
+        self.storage.write_zeros(at, len)
     }
 
     /// Gives `block` the next free slot and writes `piece` at `in_block` in it, zeros around it

@@ -63,9 +63,6 @@ use std::path::{Path, PathBuf};
 use vdisk_core::writer::durable_commit;
 use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
-/// Largest buffer of zeros written at once.
-const ZERO_CHUNK: u64 = 1 << 20;
-
 /// Most grain tables held in memory (2 KiB each with 512 entries: 8 MiB); when a write needs one
 /// more, the changed ones are committed and the cache emptied.
 pub const MAX_DIRTY_TABLES: usize = 4096;
@@ -120,7 +117,6 @@ pub(crate) struct InplaceWriter {
     tables: HashMap<(usize, usize), Table>,
     /// Files written to since the last commit.
     dirty_files: BTreeSet<u32>,
-    zeros: Vec<u8>,
     /// The descriptor's file, the byte offset of the hex digits of its CID and their number,
     /// until the first write gives it a new one.
     cid: Option<(FileStorage, u64, usize)>,
@@ -132,20 +128,8 @@ pub(crate) struct InplaceWriter {
 
 impl InplaceWriter {
     /// Writes `len` zero bytes at byte `at` of file `file`.
-    fn write_zeros(&mut self, file: u32, mut at: u64, len: u64) -> Result<()> {
-        let end = at
-            .checked_add(len)
-            .ok_or_else(|| Error::invalid("VMDK in-place write: offset overflows"))?;
-        let want = len.min(ZERO_CHUNK) as usize;
-        if self.zeros.len() < want {
-            self.zeros.resize(want, 0);
-        }
-        while at < end {
-            let n = (end - at).min(ZERO_CHUNK) as usize;
-            let z = &self.zeros[..n];
-            self.reader.files.with(file, |s| s.write_at(z, at))?;
-            at += n as u64;
-        }
+    fn write_zeros(&mut self, file: u32, at: u64, len: u64) -> Result<()> {
+        self.reader.files.with(file, |s| s.write_zeros(at, len))?;
         self.dirty_files.insert(file);
         Ok(())
     }

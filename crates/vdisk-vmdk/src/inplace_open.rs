@@ -143,7 +143,6 @@ impl InplaceWriter {
             sparse,
             tables: HashMap::new(),
             dirty_files: BTreeSet::new(),
-            zeros: Vec::new(),
             cid,
             cid_dirty: None,
             max_tables: super::MAX_DIRTY_TABLES,

@@ -31,14 +31,7 @@ pub fn fallocate(file: &File, path: &Path, off: u64, len: u64) -> Result<()> {
 
 /// Writes `len` zero bytes at `off`, 1 MiB at a time.
 pub fn write_zeros(file: &File, path: &Path, off: u64, len: u64) -> Result<()> {
-    const CHUNK: u64 = 1 << 20;
-    let zeros = vec![0u8; CHUNK.min(len) as usize];
-    let mut at = off;
-    while at < off + len {
-        let n = CHUNK.min(off + len - at) as usize;
-        file.write_all_at(&zeros[..n], at)
-            .map_err(|e| Error::io(path, at, e))?;
-        at += n as u64;
-    }
-    Ok(())
+    vdisk_core::zero::write_zeros(off, len, |b, at| {
+        file.write_all_at(b, at).map_err(|e| Error::io(path, at, e))
+    })
 }
