@@ -29,6 +29,18 @@ pub fn durable_commit() -> bool {
     DURABLE_COMMIT.load(Ordering::Relaxed)
 }
 
+/// Checks that a write of `len` bytes at `offset` ends inside the `size`-byte disk of the image
+/// at `path`: writers' own guard against callers other than the engine.
+pub fn check_write_range(path: &Path, offset: u64, len: u64, size: u64) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|e| e > size) {
+        return Err(Error::invalid(format!(
+            "{}: write of {len} bytes at offset {offset} is past the end of the image ({size} bytes)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// What the conversion engine must know about a writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterCaps {
@@ -80,6 +92,19 @@ impl Payload {
             Payload::Zero(n) => *n,
             Payload::Encoded(e) => e.raw_len,
             Payload::Copy(r) => r.len,
+        }
+    }
+
+    /// The bytes of a plain payload: `Some` for data, `None` for zeros. Encoded and copied
+    /// payloads are an error naming `writer`, which announced neither an encoder nor `copy_range`
+    /// (the engine never sends them to such a writer).
+    pub fn plain(&self, writer: &str) -> Result<Option<&[u8]>> {
+        match self {
+            Payload::Data(d) => Ok(Some(&d[..])),
+            Payload::Zero(_) => Ok(None),
+            Payload::Encoded(_) | Payload::Copy(_) => Err(Error::invalid(format!(
+                "{writer}: encoded and copied payloads are not supported"
+            ))),
         }
     }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use vdisk_core::options::OptionSpec;
 use vdisk_core::size::MAX_IMAGE_SIZE;
+use vdisk_core::writer::check_write_range;
 use vdisk_core::{
     CreateOptions, Error, ImageWriter, OutputFile, Payload, Result, WritePool, WriterCaps,
 };
@@ -218,16 +219,7 @@ impl ImageWriter for RawWriter {
         let len = payload.len();
         let mut offload = self.offload;
         let (file, path) = self.file_and_path();
-        match offset.checked_add(len) {
-            Some(end) if end <= self.size => {}
-            _ => {
-                return Err(Error::invalid(format!(
-                    "{}: write of {len} bytes at offset {offset} is past the end of the image ({} bytes)",
-                    path.display(),
-                    self.size
-                )))
-            }
-        }
+        check_write_range(path, offset, len, self.size)?;
         match payload {
             Payload::Data(d) => match &self.pool {
                 Some(pool) => pool.submit(offset, d),

@@ -37,7 +37,7 @@ use crate::bmap::{self, Entry};
 use crate::check::check_map;
 use crate::header::{Header, BLOCKS_ALLOCATED_V1, PARSE_LEN};
 use std::path::{Path, PathBuf};
-use vdisk_core::writer::durable_commit;
+use vdisk_core::writer::{check_write_range, durable_commit};
 use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
 /// Opens the existing VDI image at `path` for writing in place. The header and block map are
@@ -250,22 +250,8 @@ impl ImageWriter for InplaceWriter {
 
     fn write(&mut self, offset: u64, payload: Payload) -> Result<()> {
         let len = payload.len();
-        let size = self.header.virtual_size();
-        if offset.checked_add(len).is_none_or(|e| e > size) {
-            return Err(Error::invalid(format!(
-                "{}: write of {len} bytes at offset {offset} is past the end of the image ({size} bytes)",
-                self.path.display()
-            )));
-        }
-        let data = match &payload {
-            Payload::Data(d) => Some(&d[..]),
-            Payload::Zero(_) => None,
-            Payload::Encoded(_) | Payload::Copy(_) => {
-                return Err(Error::invalid(
-                    "VDI writer: encoded and copied payloads are not supported",
-                ))
-            }
-        };
+        check_write_range(&self.path, offset, len, self.header.virtual_size())?;
+        let data = payload.plain("VDI writer")?;
         let bs = self.bs();
         let mut done = 0u64;
         while done < len {

@@ -60,7 +60,7 @@ use crate::reader::VmdkReader;
 use crate::sparse::read_u32s;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use vdisk_core::writer::durable_commit;
+use vdisk_core::writer::{check_write_range, durable_commit};
 use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
 /// Most grain tables held in memory (2 KiB each with 512 entries: 8 MiB); when a write needs one
@@ -309,22 +309,8 @@ impl ImageWriter for InplaceWriter {
 
     fn write(&mut self, offset: u64, payload: Payload) -> Result<()> {
         let len = payload.len();
-        let size = self.reader.size;
-        if offset.checked_add(len).is_none_or(|e| e > size) {
-            return Err(Error::invalid(format!(
-                "{}: write of {len} bytes at offset {offset} is past the end of the image ({size} bytes)",
-                self.path.display()
-            )));
-        }
-        let data = match &payload {
-            Payload::Data(d) => Some(&d[..]),
-            Payload::Zero(_) => None,
-            Payload::Encoded(_) | Payload::Copy(_) => {
-                return Err(Error::invalid(
-                    "VMDK in-place writer: encoded and copied payloads are not supported",
-                ))
-            }
-        };
+        check_write_range(&self.path, offset, len, self.reader.size)?;
+        let data = payload.plain("VMDK in-place writer")?;
         if len > 0 {
             self.new_cid()?;
         }

@@ -26,6 +26,7 @@ use crate::tables::{SubType, L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFL
 use crate::tables::{L2_BITMAP_ALL_ALLOC as ALL_ALLOC, L2_BITMAP_ALL_ZERO as ALL_ZERO};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use vdisk_core::writer::check_write_range;
 use vdisk_core::{
     Error, FileStorage, ImageReader, ImageWriter, Payload, Result, Storage, WriterCaps,
 };
@@ -338,24 +339,10 @@ impl ImageWriter for InplaceWriter {
     fn write(&mut self, offset: u64, payload: Payload) -> Result<()> {
         let size = self.img.r.virtual_size();
         let len = payload.len();
-        let end = offset
-            .checked_add(len)
-            .filter(|e| *e <= size)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "{}: write of {len} bytes at {offset} past the end of the disk ({size})",
-                    self.img.path().display()
-                ))
-            })?;
-        let data = match &payload {
-            Payload::Data(d) => Some(d.as_slice()),
-            Payload::Zero(_) => None,
-            Payload::Encoded(_) | Payload::Copy(_) => {
-                return Err(Error::invalid(
-                    "encoded and copied payloads are not accepted here",
-                ))
-            }
-        };
+        check_write_range(self.img.path(), offset, len, size)?;
+        // Cannot overflow: checked just above.
+        let end = offset + len;
+        let data = payload.plain("qcow2 in-place writer")?;
         if let Some(b) = self.bitmaps.as_mut() {
             b.set_dirty(&self.img, offset, len)?;
         }
