@@ -100,7 +100,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(16))]
+    #![proptest_config(config(24))]
 
     #[test]
     fn into_existing_roundtrip(

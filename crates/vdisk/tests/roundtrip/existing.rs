@@ -1,8 +1,9 @@
 //! `convert -n`: the random source disk written into an image that already exists, made by
-//! qemu-img (qcow2 with random options, sometimes over a raw backing file, or raw), as large as
-//! the source or larger, and already holding data, zeros, compressed clusters and discarded ranges
-//! written by qemu-io. The result must read as the source over its length and as before beyond it,
-//! to vdisk and to qemu.
+//! qemu-img (qcow2 with random options, sometimes over a raw backing file; raw; VDI, dynamic or
+//! static; VMDK of each subformat the in-place writer takes, with or without zeroed grains), as
+//! large as the source or larger, and already holding data, zeros, compressed clusters and
+//! discarded ranges written by qemu-io. The result must read as the source over its length and as
+//! before beyond it, to vdisk and to qemu.
 
 use crate::disk::{disk, Disk, K};
 use crate::run::{check_output, fail, qemu_img, qemu_raw, s, Outcome};
@@ -19,7 +20,7 @@ use vdisk_testutil::Scratch;
 #[derive(Clone)]
 pub struct Existing {
     pub format: Format,
-    /// `qemu-img create -o` options (qcow2).
+    /// `qemu-img create -o` options.
     pub opts: Vec<(&'static str, String)>,
     /// Its virtual size: the source's (rounded up to 512) or more.
     pub size: u64,
@@ -54,7 +55,20 @@ impl fmt::Debug for Existing {
 /// and length in sectors.
 type Cmd = (u8, u64, u64, u8);
 
-fn commands(size: u64, cluster: u64, can_compress: bool, raw: Vec<Cmd>) -> Vec<String> {
+/// What qemu-io can do to the image besides writing data and zeros.
+#[derive(Clone, Copy, PartialEq)]
+enum Extra {
+    /// Write compressed clusters (qcow2 without preallocation).
+    Compress,
+    /// Discard ranges (raw, preallocated qcow2).
+    Discard,
+    /// Neither (VDI and VMDK: qemu has no discard for them, and compresses only into
+    /// streamOptimized VMDKs, which the in-place writer refuses): a zero write of whole clusters
+    /// (grains) instead.
+    ZeroWrite,
+}
+
+fn commands(size: u64, cluster: u64, extra: Extra, raw: Vec<Cmd>) -> Vec<String> {
     let sectors = size / 512;
     let mut compressed = Vec::new();
     let mut others = Vec::new();
@@ -64,7 +78,7 @@ fn commands(size: u64, cluster: u64, can_compress: bool, raw: Vec<Cmd>) -> Vec<S
         match kind % 4 {
             0 | 1 => others.push(format!("write -P {byte:#04x} {off} {len}")),
             2 => others.push(format!("write -z {off} {len}")),
-            _ if can_compress => {
+            _ if extra == Extra::Compress => {
                 // A whole cluster (or the disk's tail); qemu can only compress into an unallocated
                 // cluster, so these go first and each into its own cluster.
                 let c = off / cluster * cluster;
@@ -77,7 +91,13 @@ fn commands(size: u64, cluster: u64, can_compress: bool, raw: Vec<Cmd>) -> Vec<S
                     compressed.push(cmd);
                 }
             }
-            _ => others.push(format!("discard {off} {len}")),
+            _ if extra == Extra::Discard => others.push(format!("discard {off} {len}")),
+            _ => {
+                // Whole 64 KiB grains, so that a VMDK with zeroed_grain=on gets zeroed grains.
+                let c = off / cluster * cluster;
+                let n = (off + len).next_multiple_of(cluster).min(size) - c;
+                others.push(format!("write -z {c} {n}"));
+            }
         }
     }
     compressed.extend(others);
@@ -88,13 +108,20 @@ fn commands(size: u64, cluster: u64, can_compress: bool, raw: Vec<Cmd>) -> Vec<S
 pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
     (
         disk(),
-        select(vec![Format::Qcow2, Format::Qcow2, Format::Raw]),
+        select(vec![
+            Format::Qcow2,
+            Format::Qcow2,
+            Format::Raw,
+            Format::Vdi,
+            Format::Vmdk,
+        ]),
         qcow2(),
+        vmdk_or_vdi_opts(),
         prop_oneof![3 => Just(0u64), 1 => 1u64..2048],
         prop::option::weighted(0.3, disk()),
         prop::collection::vec((any::<u8>(), 0u64..65536, 1u64..512, any::<u8>()), 0..10),
     )
-        .prop_map(|(disk, format, q, extra, backing, raw)| {
+        .prop_map(|(disk, format, q, other, extra, backing, raw)| {
             let backing = backing.filter(|_| format == Format::Qcow2);
             // vdisk's in-place qcow2 writer refuses to write part of a cluster that is unallocated
             // over a backing file (qemu copies the rest from the backing file): with a backing
@@ -109,6 +136,8 @@ pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
                     // qemu refuses a backing file with preallocation (without extended L2).
                     .filter(|(k, _)| !(backing.is_some() && *k == "preallocation"))
                     .collect(),
+                Format::Vdi => other.vdi,
+                Format::Vmdk => other.vmdk,
                 _ => Vec::new(),
             };
             let cluster = opts
@@ -116,9 +145,14 @@ pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
                 .find(|(k, _)| *k == "cluster_size")
                 .and_then(|(_, v)| v.parse().ok())
                 .unwrap_or(64 * K);
-            let can_compress =
-                format == Format::Qcow2 && !opts.iter().any(|(k, _)| *k == "preallocation");
-            let commands = commands(size, cluster, can_compress, raw);
+            let extra = match format {
+                Format::Qcow2 if !opts.iter().any(|(k, _)| *k == "preallocation") => {
+                    Extra::Compress
+                }
+                Format::Qcow2 | Format::Raw => Extra::Discard,
+                _ => Extra::ZeroWrite,
+            };
+            let commands = commands(size, cluster, extra, raw);
             let existing = Existing {
                 format,
                 opts,
@@ -127,6 +161,47 @@ pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
                 commands,
             };
             (disk, existing)
+        })
+}
+
+/// `qemu-img create -o` options for the two other formats `convert -n` writes into.
+#[derive(Clone, Debug)]
+struct OtherOpts {
+    vdi: Vec<(&'static str, String)>,
+    vmdk: Vec<(&'static str, String)>,
+}
+
+/// VDI: dynamic or static. VMDK: the subformats the in-place writer takes (monolithicSparse is
+/// the default), with zeroed grains on, off or by default for the sparse ones.
+fn vmdk_or_vdi_opts() -> impl Strategy<Value = OtherOpts> {
+    (
+        select(vec![None, Some("on"), Some("off")]),
+        select(vec![
+            None,
+            Some("monolithicSparse"),
+            Some("monolithicFlat"),
+            Some("twoGbMaxExtentSparse"),
+            Some("twoGbMaxExtentFlat"),
+        ]),
+        select(vec![None, Some("on"), Some("off")]),
+    )
+        .prop_map(|(stat, sub, zeroed)| {
+            let vdi = stat.map(|s| vec![("static", s.to_string())]);
+            let mut vmdk = Vec::new();
+            if let Some(s) = sub {
+                vmdk.push(("subformat", s.to_string()));
+            }
+            // qemu-img refuses zeroed grains in a flat image.
+            match zeroed {
+                Some(z) if !sub.is_some_and(|s| s.ends_with("Flat")) => {
+                    vmdk.push(("zeroed_grain", z.to_string()))
+                }
+                _ => {}
+            }
+            OtherOpts {
+                vdi: vdi.unwrap_or_default(),
+                vmdk,
+            }
         })
 }
 
