@@ -71,6 +71,36 @@ pub(crate) fn with_copied(t: &mut Txn, table: &[u64]) -> Result<Vec<u64>> {
     Ok(out)
 }
 
+/// How many active L1 and L2 entries have a COPIED flag that the refcounts in `t` say is wrong
+/// (QEMU's check_oflag_copied counts each as a corruption, fixed or not). Compressed entries are
+/// counted only when `compressed` is set: their flag must never be set, a finding QEMU's check
+/// makes (and fixes only with `-r all`) apart from check_oflag_copied.
+pub(crate) fn copied_mismatches(t: &mut Txn, l1: &[u64], compressed: bool) -> Result<u64> {
+    let bits = t.img.cluster_bits();
+    let mut n = 0u64;
+    for e in l1 {
+        let l2 = e & L1E_OFFSET_MASK;
+        if l2 == 0 {
+            continue;
+        }
+        if (t.get(l2 >> bits)? == 1) != (e & OFLAG_COPIED != 0) {
+            n += 1;
+        }
+        let table = t.img.read_l2(l2)?;
+        let want = with_copied(t, &table)?;
+        let g = t.img.r.geo;
+        for (old, new) in table
+            .chunks_exact(g.words_per_entry())
+            .zip(want.chunks_exact(g.words_per_entry()))
+        {
+            if old[0] != new[0] && (compressed || old[0] & OFLAG_COMPRESSED == 0) {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// The active L1 entries after making every COPIED flag true: an L2 table whose entries change is
 /// copied to a new cluster (never rewritten in place); `fresh` holds L2 tables already changed in
 /// memory (by L1 index), which are always written anew. Call after every other refcount change.

@@ -1,12 +1,15 @@
 //! `qemu-img check -r leaks|all` (QEMU's qcow2_check_refcounts with BDRV_FIX_LEAKS/ERRORS): the
 //! crate's check computes every cluster's references; stored refcounts that are too high (leaks)
-//! and, with `fix_errors`, too low (corruptions) are set to the computed value, COPIED flags are
-//! made true, the dirty and corrupt bits are cleared when nothing unfixable remains; then the image
-//! is checked again. The new refcount blocks and table are written shadow-paged ([`Txn`]).
+//! and, with `fix_errors`, too low (corruptions) are set to the computed value. COPIED flags are
+//! then made true with `-r all`, and with `-r leaks` when nothing but leaks and wrong COPIED flags
+//! was found (QEMU's check_oflag_copied: the refcounts are then right once the leaks are fixed,
+//! and fixing leaks can itself make a flag wrong: a cluster at refcount 2 with one reference).
+//! Either mode clears the dirty and corrupt bits when it leaves no corruption (QEMU's
+//! qcow2_check). The new tables are written shadow-paged ([`Txn`]); the image is checked again.
 
 use super::image::{Purpose, RwImage};
-use super::refs::{replace_active_l1, rewrite_active};
-use super::txn::Txn;
+use super::refs::{copied_mismatches, replace_active_l1, rewrite_active};
+use super::txn::{write_fixed_header, Txn};
 use crate::header::incompat;
 use crate::reader::{open, OpenOptions};
 use std::collections::HashMap;
@@ -30,6 +33,14 @@ fn fixable(msg: &str) -> bool {
         || msg.starts_with("Leaked cluster ")
 }
 
+/// Whether a check finding makes QEMU rebuild the refcount structures (check_refblocks and
+/// compare_refcounts set `rebuild`): a cluster in use at refcount 0, or a refcount block that is
+/// misaligned or not referenced exactly once. `-r leaks` then fails without writing.
+fn needs_rebuild(msg: &str) -> bool {
+    (msg.starts_with("ERROR cluster ") && msg.contains(" refcount=0 "))
+        || (msg.starts_with("ERROR refcount block ") && !msg.ends_with(" is outside image"))
+}
+
 /// Repairs the image in `storage`.
 pub fn repair_in(
     storage: Arc<dyn Storage>,
@@ -45,15 +56,46 @@ pub fn repair_in(
             before.check_errors
         )));
     }
+    if !fix_errors {
+        if let Some(m) = before.messages.iter().find(|m| needs_rebuild(m)) {
+            return Err(Error::Other(format!(
+                "{}: Check failed: the refcount structures need to be rebuilt ({m}), which only \
+                 -r all does",
+                img.path().display()
+            )));
+        }
+    }
     let h = img.r.header.clone();
     let flags = incompat::DIRTY | incompat::CORRUPT;
     let unfixable = before.messages.iter().any(|m| !fixable(m));
-    let clear_flags = fix_errors && !unfixable && h.incompatible_features & flags != 0;
-    let wanted =
-        (fix_leaks && before.leaks > 0) || (fix_errors && before.corruptions > 0) || clear_flags;
-    if !wanted {
+    let leaks_and_copied_only = before
+        .messages
+        .iter()
+        .all(|m| m.starts_with("Leaked cluster ") || m.starts_with("ERROR OFLAG_COPIED"));
+    let fix_copied = fix_errors || (fix_leaks && leaks_and_copied_only);
+    // What the repair leaves: no corruption when it fixes every finding there is.
+    let fixes_all = if fix_errors {
+        !unfixable
+    } else {
+        fix_leaks && leaks_and_copied_only
+    };
+    let clear_flags = fixes_all && h.incompatible_features & flags != 0;
+    let fixes = (fix_leaks && before.leaks > 0) || (fix_copied && before.corruptions > 0);
+    if !fixes {
+        if clear_flags {
+            // Nothing else to change: the feature bits are cleared in place, as QEMU does.
+            let mut nh = h.clone();
+            nh.incompatible_features &= !flags;
+            drop(img);
+            write_fixed_header(storage.as_ref(), &nh)?;
+            storage.sync()?;
+        }
         return Ok(RepairOutcome {
-            after: before.clone(),
+            after: if clear_flags {
+                recheck(&storage)?
+            } else {
+                before.clone()
+            },
             before,
             leaks_fixed: 0,
             corruptions_fixed: 0,
@@ -62,32 +104,42 @@ pub fn repair_in(
     let refs = img.refs.clone();
     let l1 = img.r.l1.clone();
     let mut t = Txn::new(&mut img);
+    let mut corruptions_fixed = 0u64;
     for (c, computed) in refs.iter().enumerate() {
         let computed = u64::from(*computed);
         let stored = t.img.stored_refcount(c as u64)?;
-        if (stored > computed && fix_leaks) || (stored < computed && fix_errors) {
+        if stored > computed && fix_leaks {
             t.set(c as u64, computed);
+        } else if stored < computed && fix_errors {
+            t.set(c as u64, computed);
+            corruptions_fixed += 1;
         }
     }
     let mut nh = h.clone();
-    if fix_errors {
+    if fix_copied {
+        corruptions_fixed += copied_mismatches(&mut t, &l1, fix_errors)?;
         let active = rewrite_active(&mut t, &l1, &HashMap::new())?;
         nh.l1_table_offset = replace_active_l1(&mut t, &active)?;
-        if clear_flags || !unfixable {
-            nh.incompatible_features &= !flags;
-        }
+    }
+    if fixes_all {
+        nh.incompatible_features &= !flags;
     }
     t.commit(&nh, false)?;
-    let after = open(
-        Arc::clone(&storage),
-        Arc::new(NoFiles),
-        &OpenOptions::default(),
-    )?
-    .check()?;
+    let after = recheck(&storage)?;
     Ok(RepairOutcome {
         leaks_fixed: before.leaks.saturating_sub(after.leaks),
-        corruptions_fixed: before.corruptions.saturating_sub(after.corruptions),
+        corruptions_fixed,
         before,
         after,
     })
+}
+
+/// The check of the repaired image.
+fn recheck(storage: &Arc<dyn Storage>) -> Result<CheckReport> {
+    open(
+        Arc::clone(storage),
+        Arc::new(NoFiles),
+        &OpenOptions::default(),
+    )?
+    .check()
 }

@@ -332,3 +332,54 @@ pub fn overlay(
     }
     p
 }
+
+/// Sets the refcount (16-bit) of host cluster `c` in the first refcount block of a qemu image.
+pub fn poke_refcount(p: &Path, c: u64, v: u16) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let mut h = [0u8; 64];
+    f.read_exact_at(&mut h, 0).unwrap();
+    let rt = u64::from_be_bytes(h[48..56].try_into().unwrap());
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, rt).unwrap();
+    let block = u64::from_be_bytes(e);
+    f.write_all_at(&v.to_be_bytes(), block + 2 * c).unwrap();
+}
+
+/// The host offset of the first L2 entry and the offset of that entry.
+pub fn first_l2_entry(p: &Path) -> (u64, u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(p).unwrap();
+    let mut h = [0u8; 64];
+    f.read_exact_at(&mut h, 0).unwrap();
+    let l1 = u64::from_be_bytes(h[40..48].try_into().unwrap());
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, l1).unwrap();
+    let l2 = u64::from_be_bytes(e) & 0x00ff_ffff_ffff_fe00;
+    f.read_exact_at(&mut e, l2).unwrap();
+    (u64::from_be_bytes(e), l2)
+}
+
+pub fn same_state(ours: &Path, theirs: &Path) {
+    assert_clean(ours);
+    assert_clean(theirs);
+    assert_same_bytes(&raw(ours), &raw(theirs), "guest content");
+    assert_eq!(snapshots(ours), snapshots(theirs), "snapshot list");
+    assert_eq!(info_summary(ours), info_summary(theirs), "qemu-img info");
+    for n in qemu_info_json(theirs)["snapshots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let n = n["name"].as_str().unwrap();
+        assert_same_bytes(
+            &snapshot_raw(ours, n),
+            &snapshot_raw(theirs, n),
+            &format!("snapshot {n}"),
+        );
+    }
+}

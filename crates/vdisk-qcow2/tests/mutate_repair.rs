@@ -1,0 +1,213 @@
+//! `check -r leaks` against qemu-img on images damaged by hand, where what QEMU repairs depends on
+//! what else the check found (block/qcow2-refcount.c check_oflag_copied, block/qcow2.c
+//! qcow2_check): COPIED flags that only the leak fix makes wrong, and the corrupt bit.
+
+mod mutate_common;
+
+use mutate_common::*;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+use vdisk_qcow2::mutate;
+use vdisk_testutil::*;
+
+const COPIED: u64 = 1 << 63;
+const CORRUPT: u64 = 2;
+
+/// The image's incompatible feature bits (header bytes 72..80).
+fn incompatible(p: &Path) -> u64 {
+    let mut b = [0u8; 8];
+    std::fs::File::open(p)
+        .unwrap()
+        .read_exact_at(&mut b, 72)
+        .unwrap();
+    u64::from_be_bytes(b)
+}
+
+fn set_incompatible(p: &Path, v: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.write_all_at(&v.to_be_bytes(), 72).unwrap();
+}
+
+/// `qemu-img check -r MODE` on `p`: exit code and standard output.
+fn qemu_repair(p: &Path, mode: &str) -> (i32, String) {
+    let o = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2", "-r", mode])
+        .arg(p)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// A fixture whose first data cluster has refcount 2, one reference and no COPIED flag: a leak,
+/// with the flag right for the stored refcount.
+fn leaked_shared_cluster(d: &Scratch) -> std::path::PathBuf {
+    let base = qemu_fixture(d, "base.qcow2", "", "2M");
+    let (entry, at) = first_l2_entry(&base);
+    poke_refcount(&base, (entry & 0x00ff_ffff_ffff_fe00) >> 16, 2);
+    let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+    f.write_all_at(&(entry & !COPIED).to_be_bytes(), at)
+        .unwrap();
+    base
+}
+
+#[test]
+fn repair_leaks_sets_the_copied_flag_the_leak_fix_makes_wrong_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("repair-copied");
+    let base = leaked_shared_cluster(&d);
+    assert_eq!(check(&base).0, 3, "{}", check(&base).1);
+    for (mode, fix_errors) in [("leaks", false), ("all", true)] {
+        let ours = copy(&base, &format!("ours-{mode}.qcow2"));
+        let theirs = copy(&base, &format!("theirs-{mode}.qcow2"));
+        let out = mutate::repair(&ours, true, fix_errors).unwrap();
+        let (code, text) = qemu_repair(&theirs, mode);
+        assert_eq!(code, 0, "{text}");
+        // qemu counts the flag it set as a corruption repaired.
+        assert!(
+            text.contains("    1 leaked clusters\n    1 corruptions\n"),
+            "{text}"
+        );
+        assert_eq!(
+            (
+                out.leaks_fixed,
+                out.corruptions_fixed,
+                out.after.exit_code()
+            ),
+            (1, 1, 0),
+            "-r {mode}: {:?}",
+            out.after.messages
+        );
+        assert_ne!(first_l2_entry(&ours).0 & COPIED, 0, "-r {mode}: COPIED set");
+        same_state(&ours, &theirs);
+    }
+}
+
+#[test]
+fn repair_leaks_clears_the_corrupt_bit_in_place_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("repair-corrupt-bit");
+    let base = qemu_fixture(&d, "base.qcow2", "", "2M");
+    set_incompatible(&base, incompatible(&base) | CORRUPT);
+    let ours = copy(&base, "ours.qcow2");
+    let theirs = copy(&base, "theirs.qcow2");
+    let out = mutate::repair(&ours, true, false).unwrap();
+    assert_eq!(qemu_repair(&theirs, "leaks").0, 0);
+    assert_eq!(incompatible(&ours) & CORRUPT, 0, "corrupt bit cleared");
+    assert_eq!(out.after.exit_code(), 0);
+    assert_eq!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&theirs).unwrap(),
+        "only the header's feature bits change, as with qemu-img"
+    );
+}
+
+/// The host cluster of L2 entry `i` of the active table whose first entry [`first_l2_entry`]
+/// reads, and the offset of that entry.
+fn l2_entry(p: &Path, i: u64) -> (u64, u64) {
+    let at = first_l2_entry(p).1 + 8 * i;
+    let mut e = [0u8; 8];
+    std::fs::File::open(p)
+        .unwrap()
+        .read_exact_at(&mut e, at)
+        .unwrap();
+    (u64::from_be_bytes(e), at)
+}
+
+#[test]
+fn repair_leaks_leaves_flags_alone_while_a_refcount_is_too_low_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("repair-unsafe");
+    let base = qemu_fixture(&d, "base.qcow2", "", "2M");
+    qemu_img(&["snapshot", "-c", "s", &s(&base)]);
+    qemu_io("qcow2", &base, &["write -P 0x66 1536k 64k"]);
+    // Guest cluster 0, shared with the snapshot, at refcount 1 of 2 references: a corruption
+    // `-r leaks` does not fix, so QEMU does not trust the refcounts for COPIED flags and keeps the
+    // corrupt bit. Guest cluster 24, written after the snapshot, at refcount 2 of 1 reference and
+    // without COPIED: a leak whose fix makes the flag wrong.
+    let (shared, _) = l2_entry(&base, 0);
+    let (own, at) = l2_entry(&base, 24);
+    poke_refcount(&base, (shared & 0x00ff_ffff_ffff_fe00) >> 16, 1);
+    poke_refcount(&base, (own & 0x00ff_ffff_ffff_fe00) >> 16, 2);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&base)
+        .unwrap()
+        .write_all_at(&(own & !COPIED).to_be_bytes(), at)
+        .unwrap();
+    set_incompatible(&base, incompatible(&base) | CORRUPT);
+    let ours = copy(&base, "ours.qcow2");
+    let theirs = copy(&base, "theirs.qcow2");
+    let out = mutate::repair(&ours, true, false).unwrap();
+    let (code, text) = qemu_repair(&theirs, "leaks");
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("    1 leaked clusters\n    0 corruptions\n"),
+        "{text}"
+    );
+    assert_eq!(
+        (
+            out.after.exit_code(),
+            out.leaks_fixed,
+            out.corruptions_fixed
+        ),
+        (2, 1, 0)
+    );
+    assert_eq!(incompatible(&ours), incompatible(&theirs), "feature bits");
+    assert_ne!(incompatible(&ours) & CORRUPT, 0, "corrupt bit kept");
+    assert_eq!(findings(&ours), findings(&theirs));
+    assert_eq!(l2_entry(&ours, 24).0 & COPIED, 0, "COPIED left unset");
+}
+
+/// `qemu-img check`'s findings, sorted.
+fn findings(p: &Path) -> Vec<String> {
+    let (_, out) = check(p);
+    let mut v: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("ERROR") || l.starts_with("Leaked"))
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn repair_leaks_refuses_what_only_a_rebuild_fixes_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("repair-rebuild");
+    let base = leaked_shared_cluster(&d);
+    // A cluster in use at refcount 0: QEMU rebuilds the refcount structures for that, which only
+    // `-r all` may do; `-r leaks` fails ("ERROR need to rebuild refcount structures") and writes
+    // nothing.
+    let (second, _) = l2_entry(&base, 1);
+    let second = second & 0x00ff_ffff_ffff_fe00;
+    assert_ne!(second, 0, "the fixture's second cluster is allocated");
+    poke_refcount(&base, second >> 16, 0);
+    let ours = copy(&base, "ours.qcow2");
+    let theirs = copy(&base, "theirs.qcow2");
+    let e = mutate::repair(&ours, true, false).unwrap_err().to_string();
+    assert!(e.contains("rebuil"), "{e}");
+    let (code, text) = qemu_repair(&theirs, "leaks");
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&base).unwrap());
+    assert_eq!(
+        std::fs::read(&theirs).unwrap(),
+        std::fs::read(&base).unwrap()
+    );
+    // `-r all` rebuilds: both end clean with the same content.
+    let out = mutate::repair(&ours, true, true).unwrap();
+    assert_eq!(out.after.exit_code(), 0, "{:?}", out.after.messages);
+    assert_eq!(qemu_repair(&theirs, "all").0, 0);
+    same_state(&ours, &theirs);
+}
