@@ -253,7 +253,14 @@ pub(crate) fn check_with_refs(r: &Qcow2Reader) -> Result<(CheckReport, Vec<u32>)
 
     let mut stored = Refcounts::load(r)?;
     for i in 0..stored.table.len() {
-        let raw = stored.table[i] & crate::refcount::REFT_OFFSET_MASK;
+        // As QEMU 10's check_refblocks: the reserved low bits first, whatever the offset.
+        let raw = stored.table[i];
+        if raw & !crate::refcount::REFT_OFFSET_MASK != 0 {
+            c.err(format!(
+                "ERROR refcount table entry {i} has reserved bits set"
+            ));
+            continue;
+        }
         if raw == 0 {
             continue;
         }

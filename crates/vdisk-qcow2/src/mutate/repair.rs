@@ -34,10 +34,12 @@ fn fixable(msg: &str) -> bool {
 }
 
 /// Whether a check finding makes QEMU rebuild the refcount structures (check_refblocks and
-/// compare_refcounts set `rebuild`): a cluster in use at refcount 0, or a refcount block that is
-/// misaligned or not referenced exactly once. `-r leaks` then fails without writing.
+/// compare_refcounts set `rebuild`): a cluster in use at refcount 0, a refcount table entry with
+/// reserved bits set, or a refcount block that is misaligned or not referenced exactly once.
+/// `-r leaks` then fails without writing.
 fn needs_rebuild(msg: &str) -> bool {
     (msg.starts_with("ERROR cluster ") && msg.contains(" refcount=0 "))
+        || msg.starts_with("ERROR refcount table entry ")
         || (msg.starts_with("ERROR refcount block ") && !msg.ends_with(" is outside image"))
 }
 
