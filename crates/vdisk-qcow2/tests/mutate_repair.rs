@@ -1,6 +1,7 @@
 //! `check -r leaks` against qemu-img on images damaged by hand, where what QEMU repairs depends on
 //! what else the check found (block/qcow2-refcount.c check_oflag_copied, block/qcow2.c
-//! qcow2_check): COPIED flags that only the leak fix makes wrong, and the corrupt bit.
+//! qcow2_check): COPIED flags that only the leak fix makes wrong, and the corrupt bit. Also where
+//! a change puts new tables when the refcounts claim every cluster past the end of the file.
 
 mod mutate_common;
 
@@ -210,4 +211,37 @@ fn repair_leaks_refuses_what_only_a_rebuild_fixes_like_qemu() {
     assert_eq!(out.after.exit_code(), 0, "{:?}", out.after.messages);
     assert_eq!(qemu_repair(&theirs, "all").0, 0);
     same_state(&ours, &theirs);
+}
+
+#[test]
+fn new_tables_go_just_past_the_end_when_refcounts_claim_every_cluster_there() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("repair-past-end");
+    // A leak inside the file (so that `-r leaks` writes a new refcount block), and every entry of
+    // the first refcount block past the end of the file set to 1: leaks that no check sees
+    // (QEMU's looks no further than the file). A fuzzing finding: vdisk skipped them all and put
+    // its new refcount block 2 GiB (32768 clusters) into the file.
+    let base = leaked_shared_cluster(&d);
+    let len = std::fs::metadata(&base).unwrap().len();
+    for c in len.div_ceil(65536)..32768 {
+        poke_refcount(&base, c, 1);
+    }
+    assert_eq!(check(&base).0, 3, "{}", check(&base).1);
+    let out = mutate::repair(&base, true, false).unwrap();
+    assert_eq!((out.leaks_fixed, out.after.exit_code()), (1, 0));
+    let after = std::fs::metadata(&base).unwrap().len();
+    assert!(
+        after <= len + (4 << 16),
+        "the image grew from {len} to {after} bytes"
+    );
+    assert_clean(&base);
+    mutate::snapshot_create(&base, "s").unwrap();
+    let after = std::fs::metadata(&base).unwrap().len();
+    assert!(
+        after <= len + (8 << 16),
+        "the image grew from {len} to {after} bytes"
+    );
+    assert_clean(&base);
 }

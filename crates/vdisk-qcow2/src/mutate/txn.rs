@@ -5,6 +5,13 @@
 //! new clusters have refcount 0 in it (qcow2.txt "Host cluster management": unreferenced clusters
 //! with refcount 0 are free, not leaked); afterwards the new refcounts (computed here, including
 //! the self-describing refcount blocks and table, by fixpoint) describe exactly the new state.
+//!
+//! Clusters past the end of the file hold nothing of the old state, and the check counted every
+//! reference to them (a reference a cluster or more past the end is a finding that stops this
+//! rule): a refcount stored for one of them can only be a leak, which QEMU's check does not see.
+//! They are free to use whatever refcount is stored for them, so that a refcount block claiming
+//! every cluster cannot push new tables far past the end of the file (a crash before the switch
+//! then leaves them as leaks, which `check -r leaks` fixes).
 
 use super::image::RwImage;
 use crate::header::{Header, V2_HEADER_LEN};
@@ -26,6 +33,9 @@ pub(crate) struct Txn<'a> {
     /// Whether the switch rewrites the whole header (version, length, extensions) rather than
     /// its fixed fields.
     whole_header: bool,
+    /// The first cluster wholly past the end of the file, when the clusters from there on are
+    /// free whatever their stored refcount (see the module comment); `u64::MAX` otherwise.
+    past_end: u64,
 }
 
 /// Writes entry `index` of a refcount block of width 2^`order` bits.
@@ -51,7 +61,18 @@ pub(crate) fn set_block_entry(block: &mut [u8], order: u32, index: u64, v: u64) 
 
 impl<'a> Txn<'a> {
     pub fn new(img: &'a mut RwImage) -> Self {
+        let beyond_end = img
+            .report
+            .messages
+            .iter()
+            .any(|m| m.starts_with("ERROR: counting reference for region exceeding the end"));
+        let past_end = if beyond_end {
+            u64::MAX
+        } else {
+            img.r.file_len.div_ceil(img.cs().max(1))
+        };
         Txn {
+            past_end,
             img,
             rc: BTreeMap::new(),
             taken: BTreeSet::new(),
@@ -118,7 +139,7 @@ impl<'a> Txn<'a> {
         {
             return Ok(false);
         }
-        Ok(self.img.stored_refcount(c)? == 0)
+        Ok(c >= self.past_end || self.img.stored_refcount(c)? == 0)
     }
 
     /// Allocates `n` contiguous clusters unused in both the old and the new state; returns the
