@@ -68,8 +68,14 @@ pub(super) fn repair(
         )));
     }
     let out = mutate::repair(filename, true, fix_errors)?;
-    for m in &out.before.messages {
+    for m in &out.log {
         eprintln!("{m}");
+    }
+    // The findings of qemu-img's "Double checking" run, when something was fixed.
+    if out.leaks_fixed > 0 || out.corruptions_fixed > 0 {
+        for m in &out.after.messages {
+            eprintln!("{m}");
+        }
     }
     let mut report = out.after.clone();
     report.leaks_fixed = out.leaks_fixed;

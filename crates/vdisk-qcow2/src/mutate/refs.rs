@@ -71,20 +71,25 @@ pub(crate) fn with_copied(t: &mut Txn, table: &[u64]) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-/// How many active L1 and L2 entries have a COPIED flag that the refcounts in `t` say is wrong
-/// (QEMU's check_oflag_copied counts each as a corruption, fixed or not). Compressed entries are
-/// counted only when `compressed` is set: their flag must never be set, a finding QEMU's check
-/// makes (and fixes only with `-r all`) apart from check_oflag_copied.
-pub(crate) fn copied_mismatches(t: &mut Txn, l1: &[u64], compressed: bool) -> Result<u64> {
+/// The active L1 and L2 entries whose COPIED flag the refcounts in `t` say is wrong, as QEMU's
+/// check_oflag_copied lists them after the refcounts were fixed (without its "ERROR " or
+/// "Repairing " prefix; the refcount is the new one), and how many compressed entries carry the
+/// flag they must never have (a finding QEMU's check makes apart, and fixes only with `-r all`;
+/// [`with_copied`] clears it).
+pub(crate) fn copied_mismatches(t: &mut Txn, l1: &[u64]) -> Result<(Vec<String>, u64)> {
     let bits = t.img.cluster_bits();
-    let mut n = 0u64;
-    for e in l1 {
+    let mut lines = Vec::new();
+    let mut compressed = 0u64;
+    for (i, e) in l1.iter().enumerate() {
         let l2 = e & L1E_OFFSET_MASK;
         if l2 == 0 {
             continue;
         }
-        if (t.get(l2 >> bits)? == 1) != (e & OFLAG_COPIED != 0) {
-            n += 1;
+        let rc = t.get(l2 >> bits)?;
+        if (rc == 1) != (e & OFLAG_COPIED != 0) {
+            lines.push(format!(
+                "OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:x} refcount={rc}"
+            ));
         }
         let table = t.img.read_l2(l2)?;
         let want = with_copied(t, &table)?;
@@ -93,12 +98,21 @@ pub(crate) fn copied_mismatches(t: &mut Txn, l1: &[u64], compressed: bool) -> Re
             .chunks_exact(g.words_per_entry())
             .zip(want.chunks_exact(g.words_per_entry()))
         {
-            if old[0] != new[0] && (compressed || old[0] & OFLAG_COMPRESSED == 0) {
-                n += 1;
+            let entry = old[0];
+            if entry == new[0] {
+                continue;
+            }
+            if entry & OFLAG_COMPRESSED != 0 {
+                compressed += 1;
+            } else {
+                let rc = t.get((entry & L2E_OFFSET_MASK) >> bits)?;
+                lines.push(format!(
+                    "OFLAG_COPIED data cluster: l2_entry={entry:x} refcount={rc}"
+                ));
             }
         }
     }
-    Ok(n)
+    Ok((lines, compressed))
 }
 
 /// The active L1 entries after making every COPIED flag true: an L2 table whose entries change is

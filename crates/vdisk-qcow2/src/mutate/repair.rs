@@ -24,6 +24,11 @@ pub struct RepairOutcome {
     pub after: CheckReport,
     pub leaks_fixed: u64,
     pub corruptions_fixed: u64,
+    /// What QEMU prints to stderr while it repairs, in its order: the findings of the first
+    /// comparison, then each refcount again as "Repairing cluster ..." (or unchanged when this
+    /// mode does not fix it), then the COPIED flags against the fixed refcounts ("Repairing
+    /// OFLAG_COPIED ..." or "ERROR OFLAG_COPIED ..."). The check after the repair is `after`.
+    pub log: Vec<String>,
 }
 
 /// Whether a check finding is one that rebuilding refcounts and COPIED flags fixes.
@@ -83,7 +88,9 @@ pub fn repair_in(
     };
     let clear_flags = fixes_all && h.incompatible_features & flags != 0;
     let fixes = (fix_leaks && before.leaks > 0) || (fix_copied && before.corruptions > 0);
+    let mut log = first_passes(&before.messages, fix_leaks, fix_errors);
     if !fixes {
+        log.extend(before.messages.iter().filter(|m| is_copied(m)).cloned());
         if clear_flags {
             // Nothing else to change: the feature bits are cleared in place, as QEMU does.
             let mut nh = h.clone();
@@ -101,6 +108,7 @@ pub fn repair_in(
             before,
             leaks_fixed: 0,
             corruptions_fixed: 0,
+            log,
         });
     }
     let refs = img.refs.clone();
@@ -118,8 +126,14 @@ pub fn repair_in(
         }
     }
     let mut nh = h.clone();
+    let (copied, compressed) = copied_mismatches(&mut t, &l1)?;
+    let prefix = if fix_copied { "Repairing" } else { "ERROR" };
+    log.extend(copied.iter().map(|m| format!("{prefix} {m}")));
     if fix_copied {
-        corruptions_fixed += copied_mismatches(&mut t, &l1, fix_errors)?;
+        corruptions_fixed += copied.len() as u64;
+        if fix_errors {
+            corruptions_fixed += compressed;
+        }
         let active = rewrite_active(&mut t, &l1, &HashMap::new())?;
         nh.l1_table_offset = replace_active_l1(&mut t, &active)?;
     }
@@ -133,7 +147,37 @@ pub fn repair_in(
         corruptions_fixed,
         before,
         after,
+        log,
     })
+}
+
+fn is_copied(msg: &str) -> bool {
+    msg.starts_with("ERROR OFLAG_COPIED")
+}
+
+/// QEMU's stderr before its COPIED pass: the findings (its COPIED ones come last, from that
+/// pass), then, when there was a leak or corruption, the refcount comparison again with fixing
+/// on: "Repairing cluster N ..." for what this mode fixes, the finding unchanged otherwise.
+fn first_passes(findings: &[String], fix_leaks: bool, fix_errors: bool) -> Vec<String> {
+    let mut log: Vec<String> = findings.iter().filter(|m| !is_copied(m)).cloned().collect();
+    if log.is_empty() {
+        return log;
+    }
+    for m in findings {
+        let fixed = match (m.strip_prefix("Leaked "), m.strip_prefix("ERROR ")) {
+            (Some(rest), _) if fix_leaks => Some(rest),
+            (_, Some(rest)) if fix_errors && rest.starts_with("cluster ") => Some(rest),
+            _ => None,
+        };
+        match fixed {
+            Some(rest) => log.push(format!("Repairing {rest}")),
+            None if m.starts_with("Leaked cluster ") || m.starts_with("ERROR cluster ") => {
+                log.push(m.clone())
+            }
+            None => {}
+        }
+    }
+    log
 }
 
 /// The check of the repaired image.
