@@ -20,6 +20,9 @@ struct Ctx<'a> {
     /// Computed reference counts, saturating at u32::MAX (more references than that cannot come
     /// from tables within the L1 limit without also overflowing the stored width).
     refs: Vec<u32>,
+    /// Host clusters (first, last) referenced a cluster or more past the end of the file, which
+    /// `refs` does not count (QEMU's check does not either: it reports them).
+    past_end: Vec<(u64, u64)>,
     max: u64,
     rep: CheckReport,
 }
@@ -39,6 +42,8 @@ impl Ctx<'_> {
         // The last cluster may be partly past the end of the file, but no more than that.
         let end = offset.checked_add(size);
         if end.is_none_or(|e| e >= self.r.file_len.saturating_add(self.cs())) {
+            let last = end.map_or(u64::MAX, |e| (e - 1) >> bits);
+            self.past_end.push((first, last));
             self.err(format!(
                 "ERROR: counting reference for region exceeding the end of the file by one cluster or more: \
                  offset 0x{offset:x} size 0x{size:x}"
@@ -188,12 +193,23 @@ impl Ctx<'_> {
 
 /// Runs the check.
 pub fn check(r: &Qcow2Reader) -> Result<CheckReport> {
-    check_with_refs(r).map(|(rep, _)| rep)
+    check_with_refs(r).map(|c| c.report)
+}
+
+/// A check's report with what it computed on the way, for the changes made in place.
+pub(crate) struct Counted {
+    pub report: CheckReport,
+    /// The reference count of every host cluster up to the end of the file (and of the cluster
+    /// the end falls in).
+    pub refs: Vec<u32>,
+    /// The host clusters referenced a cluster or more past the end of the file, as sorted,
+    /// disjoint (first, last) ranges.
+    pub past_end: Vec<(u64, u64)>,
 }
 
 /// Runs the check and also returns the reference count computed for every host cluster (for
-/// `mutate::repair`).
-pub(crate) fn check_with_refs(r: &Qcow2Reader) -> Result<(CheckReport, Vec<u32>)> {
+/// `mutate`), and the clusters referenced past the end of the file.
+pub(crate) fn check_with_refs(r: &Qcow2Reader) -> Result<Counted> {
     let h = &r.header;
     let cs = h.cluster_size();
     let file_clusters = r.file_len.div_ceil(cs);
@@ -213,6 +229,7 @@ pub(crate) fn check_with_refs(r: &Qcow2Reader) -> Result<(CheckReport, Vec<u32>)
     let mut c = Ctx {
         r,
         refs: vec![0; file_clusters as usize],
+        past_end: Vec::new(),
         max,
         rep: CheckReport::default(),
     };
@@ -313,7 +330,20 @@ pub(crate) fn check_with_refs(r: &Qcow2Reader) -> Result<(CheckReport, Vec<u32>)
     check_copied(&mut c, &mut stored);
     c.rep.image_end_offset = Some((highest + 1) * cs);
     c.rep.total_clusters = Some(r.size.div_ceil(cs));
-    Ok((c.rep, c.refs))
+    let mut past_end = c.past_end;
+    past_end.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(past_end.len());
+    for (a, b) in past_end {
+        match merged.last_mut() {
+            Some(m) if a <= m.1.saturating_add(1) => m.1 = m.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    Ok(Counted {
+        report: c.rep,
+        refs: c.refs,
+        past_end: merged,
+    })
 }
 
 fn check_bitmaps(c: &mut Ctx) -> Result<()> {

@@ -245,3 +245,44 @@ fn new_tables_go_just_past_the_end_when_refcounts_claim_every_cluster_there() {
     );
     assert_clean(&base);
 }
+
+#[test]
+fn new_tables_avoid_clusters_referenced_past_the_end() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("repair-past-end-ref");
+    // The leak of `leaked_shared_cluster` (so that -r all writes new tables), and an L2 entry
+    // pointing at the first cluster past the end of the file: a corruption -r all cannot fix,
+    // and a cluster the new tables must not take (fuzzing finding: with such a reference vdisk
+    // went back to skipping every cluster a refcount claims, 90 MB into the file).
+    let base = leaked_shared_cluster(&d);
+    let len = std::fs::metadata(&base).unwrap().len();
+    assert_eq!(len % 65536, 0);
+    let (_, at) = l2_entry(&base, 3);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&base)
+        .unwrap()
+        .write_all_at(&(COPIED | len).to_be_bytes(), at)
+        .unwrap();
+    for c in len / 65536 + 1..32768 {
+        poke_refcount(&base, c, 1);
+    }
+    let out = mutate::repair(&base, true, true).unwrap();
+    let shared: Vec<&String> = out
+        .after
+        .messages
+        .iter()
+        .filter(|m| m.contains("reference=2"))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "a new table took the referenced cluster: {shared:?}"
+    );
+    let after = std::fs::metadata(&base).unwrap().len();
+    assert!(
+        after <= len + (8 << 16),
+        "the image grew from {len} to {after} bytes"
+    );
+}

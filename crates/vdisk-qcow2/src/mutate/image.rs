@@ -30,7 +30,18 @@ pub(crate) struct RwImage {
     pub report: CheckReport,
     /// Computed references per host cluster (from the check).
     pub refs: Vec<u32>,
+    /// Host clusters referenced a cluster or more past the end of the file (from the check):
+    /// sorted, disjoint (first, last) ranges.
+    pub past_end: Vec<(u64, u64)>,
     blocks: HashMap<u64, Vec<u8>>,
+}
+
+impl RwImage {
+    /// Whether the old state references host cluster `c` from past the end of the file.
+    pub fn referenced_past_end(&self, c: u64) -> bool {
+        let i = self.past_end.partition_point(|(_, last)| *last < c);
+        self.past_end.get(i).is_some_and(|(first, _)| *first <= c)
+    }
 }
 
 impl RwImage {
@@ -74,7 +85,11 @@ impl RwImage {
             count,
             "refcount table",
         )?;
-        let (report, refs) = crate::check::check_with_refs(&r)?;
+        let crate::check::Counted {
+            report,
+            refs,
+            past_end,
+        } = crate::check::check_with_refs(&r)?;
         if purpose == Purpose::Modify && (report.corruptions > 0 || report.check_errors > 0) {
             return Err(Error::Other(format!(
                 "{}: {} errors were found on the image; repair it with check -r all first",
@@ -88,6 +103,7 @@ impl RwImage {
             reftable,
             report,
             refs,
+            past_end,
             blocks: HashMap::new(),
         })
     }

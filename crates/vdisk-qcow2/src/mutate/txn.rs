@@ -6,12 +6,12 @@
 //! with refcount 0 are free, not leaked); afterwards the new refcounts (computed here, including
 //! the self-describing refcount blocks and table, by fixpoint) describe exactly the new state.
 //!
-//! Clusters past the end of the file hold nothing of the old state, and the check counted every
-//! reference to them (a reference a cluster or more past the end is a finding that stops this
-//! rule): a refcount stored for one of them can only be a leak, which QEMU's check does not see.
-//! They are free to use whatever refcount is stored for them, so that a refcount block claiming
-//! every cluster cannot push new tables far past the end of the file (a crash before the switch
-//! then leaves them as leaks, which `check -r leaks` fixes).
+//! Clusters past the end of the file hold nothing of the old state: unless the old state
+//! references one (a finding of the check, which lists them), a refcount stored for it can only
+//! be a leak, which QEMU's check does not see. They are free to use whatever refcount is stored
+//! for them, so that a refcount block claiming every cluster cannot push new tables far past the
+//! end of the file (a crash before the switch then leaves them as leaks, which `check -r leaks`
+//! fixes).
 
 use super::image::RwImage;
 use crate::header::{Header, V2_HEADER_LEN};
@@ -33,8 +33,8 @@ pub(crate) struct Txn<'a> {
     /// Whether the switch rewrites the whole header (version, length, extensions) rather than
     /// its fixed fields.
     whole_header: bool,
-    /// The first cluster wholly past the end of the file, when the clusters from there on are
-    /// free whatever their stored refcount (see the module comment); `u64::MAX` otherwise.
+    /// The first cluster wholly past the end of the file: from there on a cluster the old state
+    /// does not reference is free whatever its stored refcount (see the module comment).
     past_end: u64,
 }
 
@@ -61,16 +61,7 @@ pub(crate) fn set_block_entry(block: &mut [u8], order: u32, index: u64, v: u64) 
 
 impl<'a> Txn<'a> {
     pub fn new(img: &'a mut RwImage) -> Self {
-        let beyond_end = img
-            .report
-            .messages
-            .iter()
-            .any(|m| m.starts_with("ERROR: counting reference for region exceeding the end"));
-        let past_end = if beyond_end {
-            u64::MAX
-        } else {
-            img.r.file_len.div_ceil(img.cs().max(1))
-        };
+        let past_end = img.r.file_len.div_ceil(img.cs().max(1));
         Txn {
             past_end,
             img,
@@ -139,7 +130,10 @@ impl<'a> Txn<'a> {
         {
             return Ok(false);
         }
-        Ok(c >= self.past_end || self.img.stored_refcount(c)? == 0)
+        if c >= self.past_end {
+            return Ok(!self.img.referenced_past_end(c));
+        }
+        Ok(self.img.stored_refcount(c)? == 0)
     }
 
     /// Allocates `n` contiguous clusters unused in both the old and the new state; returns the
