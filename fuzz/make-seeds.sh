@@ -8,8 +8,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-for t in qcow2_header qcow2_tables qcow2_open vmdk_header vmdk_descriptor vmdk_open vmdk_extents \
-    vdi_header vdi_open raw_open probe; do
+for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
+    vmdk_extents vdi_header vdi_open raw_open probe; do
     mkdir -p "$corpus/$t"
 done
 
@@ -73,6 +73,11 @@ for f in "$work"/*.qcow2; do
     add qcow2_open "$f"
     add probe "$f"
     head_of qcow2_header "$f" 16384
+    # qcow2_mutate: an operation byte (each of the 13) and a size byte (7: 32 KiB) before the image.
+    for op in $(seq 0 12); do
+        { printf "\\$(printf %03o "$op")\\007"; cat "$f"; } \
+            >"$corpus/qcow2_mutate/$(basename "$f").op$op"
+    done
 done
 
 # ---- qcow2_tables: 16 control bytes + a table (snapshot table, L2 words, deflate/zstd streams) ----
