@@ -202,3 +202,20 @@ fn refcount_table_entries_with_reserved_bits() {
         c.messages
     );
 }
+
+#[test]
+fn refcount_block_past_the_end_of_the_file_reads_as_zeros() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-rb-past-end");
+    // QEMU reads a refcount block past the end of the file as zeros: each cluster in use is then
+    // an error at refcount 0 (vdisk used to stop with "Can't get refcount" check errors).
+    let p = make(&s, "rb-past.qcow2", "", "2M", &["write -P 1 0 64k"]);
+    let (h, f, _, _) = first_l2_entry(&p);
+    f.write_all_at(&(100u64 << 16).to_be_bytes(), h.refcount_table_offset)
+        .unwrap();
+    drop(f);
+    let c = same_as_qemu(&p);
+    assert_eq!((c.check_errors, c.exit_code()), (0, 2));
+}

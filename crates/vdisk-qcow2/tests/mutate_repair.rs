@@ -1,7 +1,8 @@
 //! `check -r leaks` against qemu-img on images damaged by hand, where what QEMU repairs depends on
 //! what else the check found (block/qcow2-refcount.c check_oflag_copied, block/qcow2.c
 //! qcow2_check): COPIED flags that only the leak fix makes wrong, and the corrupt bit. Also where
-//! a change puts new tables when the refcounts claim every cluster past the end of the file.
+//! a change puts new tables when the refcounts claim every cluster past the end of the file, and
+//! `-r all` on refcount table entries QEMU rebuilds the refcount structures for.
 
 mod mutate_common;
 
@@ -285,4 +286,70 @@ fn new_tables_avoid_clusters_referenced_past_the_end() {
         after <= len + (8 << 16),
         "the image grew from {len} to {after} bytes"
     );
+}
+
+/// Sets refcount table entry `i`.
+fn set_reftable_entry(p: &Path, i: u64, v: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let mut h = [0u8; 8];
+    f.read_exact_at(&mut h, 48).unwrap();
+    let rt = u64::from_be_bytes(h);
+    f.write_all_at(&v.to_be_bytes(), rt + 8 * i).unwrap();
+}
+
+fn reftable_entry(p: &Path, i: u64) -> u64 {
+    let f = std::fs::File::open(p).unwrap();
+    let mut h = [0u8; 8];
+    f.read_exact_at(&mut h, 48).unwrap();
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, u64::from_be_bytes(h) + 8 * i)
+        .unwrap();
+    u64::from_be_bytes(e)
+}
+
+#[test]
+fn repair_all_replaces_refcount_blocks_past_the_end_or_with_reserved_bits() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("repair-bad-reftable");
+    // Entry 0 (the block in use) past the end of the file, entry 1 (no block) past the end, and
+    // entry 0 with a reserved bit set. qemu-img rebuilds the refcount structures for these (and
+    // fails at it for the last: "ERROR writing refblock"); vdisk drops the entries and writes
+    // new blocks for the computed refcounts. `-r leaks` refuses all three without writing, as
+    // qemu-img does.
+    let cases: [(&str, u64, Option<u64>); 3] = [
+        ("block-past-end", 0, Some(100 << 16)),
+        ("spare-past-end", 1, Some(100 << 16)),
+        ("reserved-bit", 0, None),
+    ];
+    for (name, i, value) in cases {
+        let p = qemu_fixture(&d, &format!("{name}.qcow2"), "", "2M");
+        let content = raw(&p);
+        let v = value.unwrap_or_else(|| reftable_entry(&p, i) | 1);
+        set_reftable_entry(&p, i, v);
+        let len = std::fs::metadata(&p).unwrap().len();
+        let ours = copy(&p, "ours.qcow2");
+        let leaks = mutate::repair(&ours, true, false);
+        if i == 0 {
+            let e = leaks.unwrap_err().to_string();
+            assert!(e.contains("rebuil"), "{name}: {e}");
+            assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&p).unwrap());
+        }
+        let out = mutate::repair(&ours, true, true).unwrap();
+        assert_eq!(out.after.exit_code(), 0, "{name}: {:?}", out.after.messages);
+        assert!(out.corruptions_fixed >= 1, "{name}: {out:?}");
+        assert_clean(&ours);
+        assert_same_bytes(&raw(&ours), &content, name);
+        let after = std::fs::metadata(&ours).unwrap().len();
+        assert!(
+            after <= len + (4 << 16),
+            "{name}: grew from {len} to {after}"
+        );
+        assert_eq!(reftable_entry(&ours, 1), 0, "{name}: no block for entry 1");
+    }
 }

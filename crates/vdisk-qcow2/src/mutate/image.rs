@@ -141,13 +141,26 @@ impl RwImage {
             .map_or(0, |e| e & REFT_OFFSET_MASK)
     }
 
+    /// Drops refcount table entry `bi` from this view of the image (for `check -r all`): its
+    /// block reads as zeros, and the new refcount table has no entry there unless a change puts
+    /// a new block in its place.
+    pub fn forget_block(&mut self, bi: u64) {
+        if let Some(e) = usize::try_from(bi)
+            .ok()
+            .and_then(|i| self.reftable.get_mut(i))
+        {
+            *e = 0;
+        }
+        self.blocks.remove(&bi);
+    }
+
     /// The stored refcount block `bi` as bytes (zeros when it does not exist).
     pub fn block(&mut self, bi: u64) -> Result<&[u8]> {
         if !self.blocks.contains_key(&bi) {
             let off = self.block_offset(bi);
             let mut b = vec![0u8; self.cs() as usize];
             if off != 0 {
-                self.storage.read_exact_at(&mut b, off)?;
+                crate::refcount::read_block(self.storage.as_ref(), &mut b, off, self.r.file_len)?;
             }
             self.blocks.insert(bi, b);
         }

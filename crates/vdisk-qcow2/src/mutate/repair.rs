@@ -12,6 +12,7 @@ use super::refs::{copied_mismatches, replace_active_l1, rewrite_active};
 use super::txn::{write_fixed_header, Txn};
 use crate::header::incompat;
 use crate::reader::{open, OpenOptions};
+use crate::refcount::REFT_OFFSET_MASK;
 use std::collections::HashMap;
 use std::sync::Arc;
 use vdisk_core::storage::NoFiles;
@@ -36,6 +37,27 @@ fn fixable(msg: &str) -> bool {
     msg.starts_with("ERROR cluster ")
         || msg.starts_with("ERROR OFLAG_COPIED")
         || msg.starts_with("Leaked cluster ")
+        || msg.starts_with("ERROR refcount table entry ")
+        || (msg.starts_with("ERROR refcount block ")
+            && (msg.ends_with(" is outside image") || msg.ends_with(" entry corrupted")))
+}
+
+/// The refcount table entries `-r all` drops (their blocks' clusters then count as refcount 0,
+/// and new blocks describe the computed refcounts, as QEMU's rebuild does): reserved bits set, a
+/// misaligned block, or a block past the end of the file. The check counted none of them as a
+/// reference.
+fn unusable_blocks(img: &RwImage) -> Vec<u64> {
+    let cs = img.cs();
+    let file_len = img.r.file_len;
+    img.reftable
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            let off = **e & REFT_OFFSET_MASK;
+            **e & !REFT_OFFSET_MASK != 0 || (off != 0 && (off % cs != 0 || off >= file_len))
+        })
+        .map(|(i, _)| i as u64)
+        .collect()
 }
 
 /// Whether a check finding makes QEMU rebuild the refcount structures (check_refblocks and
@@ -111,10 +133,16 @@ pub fn repair_in(
             log,
         });
     }
+    let mut corruptions_fixed = 0u64;
+    if fix_errors {
+        for bi in unusable_blocks(&img) {
+            img.forget_block(bi);
+            corruptions_fixed += 1;
+        }
+    }
     let refs = img.refs.clone();
     let l1 = img.r.l1.clone();
     let mut t = Txn::new(&mut img);
-    let mut corruptions_fixed = 0u64;
     for (c, computed) in refs.iter().enumerate() {
         let computed = u64::from(*computed);
         let stored = t.img.stored_refcount(c as u64)?;
@@ -159,7 +187,17 @@ fn is_copied(msg: &str) -> bool {
 /// pass), then, when there was a leak or corruption, the refcount comparison again with fixing
 /// on: "Repairing cluster N ..." for what this mode fixes, the finding unchanged otherwise.
 fn first_passes(findings: &[String], fix_leaks: bool, fix_errors: bool) -> Vec<String> {
-    let mut log: Vec<String> = findings.iter().filter(|m| !is_copied(m)).cloned().collect();
+    // With -r all QEMU fixes a refcount block past the end of the file as it finds it.
+    let mut log: Vec<String> = findings
+        .iter()
+        .filter(|m| !is_copied(m))
+        .map(|m| match m.strip_prefix("ERROR ") {
+            Some(rest) if fix_errors && rest.ends_with(" is outside image") => {
+                format!("Repairing {rest}")
+            }
+            _ => m.clone(),
+        })
+        .collect();
     if log.is_empty() {
         return log;
     }
