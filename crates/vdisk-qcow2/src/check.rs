@@ -12,6 +12,14 @@ use crate::refcount::Refcounts;
 use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
 use vdisk_core::{CheckReport, Result};
 
+/// Bits of an L1 entry that must be zero (qcow2.txt "Cluster mapping": 1-8 and 56-62), which
+/// QEMU 10's check reports.
+const L1E_RESERVED_MASK: u64 = 0x7f00_0000_0000_01ff;
+
+/// Bits of a standard (not compressed) L2 entry that must be zero (qcow2.txt "Standard Cluster
+/// Descriptor": 1-8 and 56-61), which QEMU 10's check reports.
+const L2E_STD_RESERVED_MASK: u64 = 0x3f00_0000_0000_01fe;
+
 /// Offset bits of a bitmap table entry (qcow2.txt "Bitmap table").
 const BME_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
@@ -83,8 +91,7 @@ impl Ctx<'_> {
 
     fn l1(&mut self, offset: u64, size: u32, active: bool) {
         self.inc(offset, u64::from(size) * 8);
-        let table = match read_u64_table(self.r.storage.as_ref(), offset, size as usize, "L1 table")
-        {
+        let table = match read_words_in_file(self.r, offset, size as usize) {
             Ok(t) => t,
             Err(_) => {
                 self.rep.check_errors += 1;
@@ -97,6 +104,11 @@ impl Ctx<'_> {
         for e in table {
             if e == 0 {
                 continue;
+            }
+            if e & L1E_RESERVED_MASK != 0 {
+                self.err(format!(
+                    "ERROR found L1 entry with reserved bits set: {e:x}"
+                ));
             }
             let l2 = e & L1E_OFFSET_MASK;
             self.inc(l2, self.cs());
@@ -112,7 +124,7 @@ impl Ctx<'_> {
     fn l2(&mut self, offset: u64, active: bool) {
         let g = self.r.geo;
         let words = (self.cs() / 8) as usize;
-        let table = match read_u64_table(self.r.storage.as_ref(), offset, words, "L2 table") {
+        let table = match read_words_in_file(self.r, offset, words) {
             Ok(t) => t,
             Err(_) => {
                 self.rep.check_errors += 1;
@@ -127,6 +139,11 @@ impl Ctx<'_> {
         for e in table.chunks_exact(g.words_per_entry()) {
             let entry = e[0];
             let bitmap = e.get(1).copied().unwrap_or(0);
+            if entry & OFLAG_COMPRESSED == 0 && entry & L2E_STD_RESERVED_MASK != 0 {
+                self.err(format!(
+                    "ERROR found l2 entry with reserved bits set: {entry:x}"
+                ));
+            }
             if entry & OFLAG_COMPRESSED != 0 {
                 if entry & OFLAG_COPIED != 0 {
                     let (c, _) = g.compressed(entry & !OFLAG_COPIED);
@@ -189,6 +206,27 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// The first words of the table of `count` big-endian words at `offset` that lie in the file, as
+/// QEMU's check reads tables: past the end of the file its reads return zeros, and a zero entry
+/// counts for nothing, so the words past the end are left out rather than allocated (a hostile
+/// snapshot list can name many maximal L1 tables past the end). Whole 16-byte units are kept, so
+/// that an extended L2 entry is never cut in two.
+fn read_words_in_file(r: &Qcow2Reader, offset: u64, count: usize) -> Result<Vec<u64>> {
+    let inside = r.file_len.saturating_sub(offset);
+    let words = usize::try_from(inside.div_ceil(16).saturating_mul(2))
+        .unwrap_or(usize::MAX)
+        .min(count);
+    let mut raw = vec![0u8; words * 8];
+    let n = raw.len().min(usize::try_from(inside).unwrap_or(usize::MAX));
+    if n > 0 {
+        r.storage.read_exact_at(&mut raw[..n], offset)?;
+    }
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
 }
 
 /// Runs the check.
@@ -396,8 +434,7 @@ fn check_copied(c: &mut Ctx, stored: &mut Refcounts) {
                 "ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={l1e:x} refcount={rc}"
             ));
         }
-        let Ok(t) = read_u64_table(r.storage.as_ref(), l2, (c.cs() / 8) as usize, "L2 table")
-        else {
+        let Ok(t) = read_words_in_file(r, l2, (c.cs() / 8) as usize) else {
             c.rep.check_errors += 1;
             c.rep.messages.push("ERROR: Could not read L2 table".into());
             return;

@@ -219,3 +219,40 @@ fn refcount_block_past_the_end_of_the_file_reads_as_zeros() {
     let c = same_as_qemu(&p);
     assert_eq!((c.check_errors, c.exit_code()), (0, 2));
 }
+
+#[test]
+fn l2_table_past_the_end_and_reserved_bits_in_l1_and_l2_entries() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-l2-past-end");
+    // An L1 entry pointing past the end of the file: QEMU reads that L2 table as zeros (vdisk
+    // stopped with an I/O error, exit code 1 where qemu-img's is 2).
+    let p = make(&s, "l2-past.qcow2", "", "2M", &["write -P 1 0 64k"]);
+    let (h, f, _, _) = first_l2_entry(&p);
+    f.write_all_at(&(100u64 << 16).to_be_bytes(), h.l1_table_offset)
+        .unwrap();
+    drop(f);
+    let c = same_as_qemu(&p);
+    assert_eq!((c.check_errors, c.exit_code()), (0, 2));
+
+    // A reserved bit in the L1 entry, and one in an L2 entry (QEMU 10 reports both).
+    let p = make(&s, "reserved.qcow2", "", "2M", &["write -P 1 0 128k"]);
+    let (h, f, l2, e) = first_l2_entry(&p);
+    let l1e = be64_at(&f, h.l1_table_offset);
+    f.write_all_at(&(l1e | 1 << 60).to_be_bytes(), h.l1_table_offset)
+        .unwrap();
+    f.write_all_at(&(e | 2).to_be_bytes(), l2).unwrap();
+    drop(f);
+    let c = same_as_qemu(&p);
+    assert!(
+        c.messages
+            .iter()
+            .any(|m| m.starts_with("ERROR found L1 entry with reserved bits set"))
+            && c.messages
+                .iter()
+                .any(|m| m.starts_with("ERROR found l2 entry with reserved bits set")),
+        "{:?}",
+        c.messages
+    );
+}
