@@ -37,18 +37,25 @@ use crate::bmap::{self, Entry};
 use crate::check::check_map;
 use crate::header::{Header, BLOCKS_ALLOCATED_V1, PARSE_LEN};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use vdisk_core::writer::{check_write_range, durable_commit};
 use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
-/// Opens the existing VDI image at `path` for writing in place. The header and block map are
+/// Opens the existing VDI image at `path` for writing in place: [`open_writer_in`] on the file
+/// opened read-write.
+pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
+    open_writer_in(Arc::new(FileStorage::open_rw(path)?))
+}
+
+/// Opens the existing VDI image in `storage` for writing in place. The header and block map are
 /// parsed, validated and checked as `qemu-img check` would; nothing is written until the first
 /// write.
-pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
-    Ok(Box::new(InplaceWriter::open(path)?))
+pub fn open_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>> {
+    Ok(Box::new(InplaceWriter::open_in(storage)?))
 }
 
 struct InplaceWriter {
-    storage: FileStorage,
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     header: Header,
     /// The block map as it will be once `finish` has written it.
@@ -60,8 +67,14 @@ struct InplaceWriter {
 }
 
 impl InplaceWriter {
+    #[cfg(test)]
     fn open(path: &Path) -> Result<Self> {
-        let storage = FileStorage::open_rw(path)?;
+        Self::open_in(Arc::new(FileStorage::open_rw(path)?))
+    }
+
+    fn open_in(storage: Arc<dyn Storage>) -> Result<Self> {
+        let owned = storage.path().to_path_buf();
+        let path = owned.as_path();
         let file_len = storage.len()?;
         let mut sector = vec![0u8; PARSE_LEN.min(usize::try_from(file_len).unwrap_or(PARSE_LEN))];
         storage.read_exact_at(&mut sector, 0)?;
@@ -73,7 +86,7 @@ impl InplaceWriter {
                 "writing into a version 0 VDI image",
             ));
         }
-        let map = bmap::read(&storage, &header)?;
+        let map = bmap::read(storage.as_ref(), &header)?;
         let report = check_map(&header, &map, file_len);
         if report.corruptions > 0 {
             return Err(Error::corrupt(
@@ -103,7 +116,7 @@ impl InplaceWriter {
             ));
         }
         Ok(InplaceWriter {
-            path: path.to_path_buf(),
+            path: owned,
             storage,
             header,
             map,
@@ -216,7 +229,7 @@ impl InplaceWriter {
                 .get(first..=last)
                 .ok_or_else(|| Error::Other("VDI block map run out of range".into()))?;
             bmap::write(
-                &self.storage,
+                self.storage.as_ref(),
                 self.header.offset_bmap + first as u64 * 4,
                 run,
             )?;

@@ -13,7 +13,7 @@ pub mod uuid;
 pub mod writer;
 
 pub use header::{Header, Uuid};
-pub use inplace::open_writer;
+pub use inplace::{open_writer, open_writer_in};
 pub use reader::{open, VdiReader};
-pub use resize::resize;
+pub use resize::{resize, resize_in};
 pub use writer::{create, new_header, VdiWriter, CREATE_OPTIONS};

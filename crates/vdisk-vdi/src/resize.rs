@@ -19,18 +19,31 @@ use crate::header::{Header, PARSE_LEN, TYPE_STATIC};
 use crate::limits::*;
 use crate::writer::align_up;
 use std::path::Path;
+use std::sync::Arc;
 use vdisk_core::{Error, FileStorage, Result, Storage};
 
-/// Grows the VDI image at `path` to `new_size` bytes (rounded up to 512). Shrinking is refused; the
-/// same size is a no-op. The image must pass `check` first.
+/// Grows the VDI image at `path` to `new_size` bytes (rounded up to 512): [`resize_in`] on the file
+/// opened read-write.
 pub fn resize(path: &Path, new_size: u64) -> Result<()> {
-    resize_steps(path, new_size, u32::MAX)
+    resize_in(Arc::new(FileStorage::open_rw(path)?), new_size)
+}
+
+/// Grows the VDI image in `storage` to `new_size` bytes (rounded up to 512). Shrinking is refused;
+/// the same size is a no-op. The image must pass `check` first.
+pub fn resize_in(storage: Arc<dyn Storage>, new_size: u64) -> Result<()> {
+    resize_steps_in(storage.as_ref(), new_size, u32::MAX)
 }
 
 /// [`resize`], stopping after `max_steps` durable steps: tests use it to look at every state a crash
 /// can leave behind.
+#[cfg(test)]
 pub(crate) fn resize_steps(path: &Path, new_size: u64, max_steps: u32) -> Result<()> {
-    let storage = FileStorage::open_rw(path)?;
+    resize_steps_in(&FileStorage::open_rw(path)?, new_size, max_steps)
+}
+
+/// [`resize_in`], stopping after `max_steps` durable steps.
+fn resize_steps_in(storage: &dyn Storage, new_size: u64, max_steps: u32) -> Result<()> {
+    let path = storage.path();
     let file_len = storage.len()?;
     let mut sector = vec![0u8; PARSE_LEN.min(usize::try_from(file_len).unwrap_or(PARSE_LEN))];
     storage.read_exact_at(&mut sector, 0)?;
@@ -40,7 +53,7 @@ pub(crate) fn resize_steps(path: &Path, new_size: u64, max_steps: u32) -> Result
         return Err(Error::unsupported(path, "resizing a version 0 VDI image"));
     }
     sector.resize(PARSE_LEN, 0);
-    let mut map = bmap::read(&storage, &h)?;
+    let mut map = bmap::read(storage, &h)?;
     let report = check_map(&h, &map, file_len);
     if report.corruptions > 0 {
         let msgs = report.messages.join("; ");
@@ -77,15 +90,15 @@ pub(crate) fn resize_steps(path: &Path, new_size: u64, max_steps: u32) -> Result
     let mut steps = Steps { left: max_steps };
 
     // Bytes past the old end inside the last block must read as zeros (invisible to the old image).
-    zero_tail_of_last_block(&storage, &h, &map, new_size)?;
-    if steps.stop(&storage)? {
+    zero_tail_of_last_block(storage, &h, &map, new_size)?;
+    if steps.stop(storage)? {
         return Ok(());
     }
 
     // Whether the grown map fits before the data area; if not, free the first slots for it.
     let in_place = h.offset_bmap + new_blocks * 4 <= h.offset_data;
     if !in_place {
-        relocate(&storage, &mut h, &mut map, new_blocks, &mut steps)?;
+        relocate(storage, &mut h, &mut map, new_blocks, &mut steps)?;
         if steps.left == 0 {
             return Ok(());
         }
@@ -110,8 +123,8 @@ pub(crate) fn resize_steps(path: &Path, new_size: u64, max_steps: u32) -> Result
     // In place, the old entries are unchanged: write only the new ones, after them.
     let first = if in_place { old_blocks as usize } else { 0 };
     let tail = map.get(first..).unwrap_or_default();
-    bmap::write(&storage, h.offset_bmap + first as u64 * 4, tail)?;
-    if steps.stop(&storage)? {
+    bmap::write(storage, h.offset_bmap + first as u64 * 4, tail)?;
+    if steps.stop(storage)? {
         return Ok(());
     }
     h.disk_size = new_size;
@@ -127,7 +140,7 @@ struct Steps {
 }
 
 impl Steps {
-    fn stop(&mut self, storage: &FileStorage) -> Result<bool> {
+    fn stop(&mut self, storage: &dyn Storage) -> Result<bool> {
         storage.sync()?;
         self.left = self.left.saturating_sub(1);
         Ok(self.left == 0)
@@ -145,7 +158,7 @@ fn next_free_slot(map: &[u32], min: u64) -> u64 {
 }
 
 fn zero_tail_of_last_block(
-    storage: &FileStorage,
+    storage: &dyn Storage,
     h: &Header,
     map: &[u32],
     new_size: u64,
@@ -169,7 +182,7 @@ fn zero_tail_of_last_block(
 /// every used slot, switches their entries on disk, then (in memory only) moves the map into the
 /// freed space and rebases every slot number on the new data start.
 fn relocate(
-    storage: &FileStorage,
+    storage: &dyn Storage,
     h: &mut Header,
     map: &mut [u32],
     new_blocks: u64,
