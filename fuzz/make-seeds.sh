@@ -9,7 +9,7 @@ corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
-    vmdk_extents vdi_header vdi_open raw_open probe; do
+    vmdk_extents vdi_header vdi_open vdi_mutate raw_open probe; do
     mkdir -p "$corpus/$t"
 done
 
@@ -194,6 +194,44 @@ for f in "$work"/*.vdi; do
     head -c 512 "$f" >"$corpus/vdi_header/$(basename "$f").header"
     # The block map and the first data bytes only: reads of later slots fail (an error path).
     head -c 8192 "$f" >"$corpus/vdi_open/$(basename "$f").head"
+done
+# Images qemu cannot make (it writes 1 MiB blocks only): small blocks, block extra data, a block map
+# with no room to grow (so that resize moves slots), static images of a few KiB, a partial last block.
+python3 - "$work" <<'EOF'
+import struct, sys
+def vdi(path, bs, blocks, disk, static, used, extra=0, room=None):
+    room = room or blocks  # entries the block map area holds before the data area
+    bmap, data = 0x200, 0x200 + ((room * 4 + 511) // 512) * 512
+    h = bytearray(data)
+    h[:40] = b"<<< Oracle VM VirtualBox Disk Image >>>\n"
+    struct.pack_into("<III", h, 0x40, 0xBEDA107F, 0x00010001, 0x190)
+    struct.pack_into("<II", h, 0x4C, 2 if static else 1, 0)
+    struct.pack_into("<II", h, 0x154, bmap, data)
+    struct.pack_into("<I", h, 0x168, 512)
+    struct.pack_into("<QIIII", h, 0x170, disk, bs, extra, blocks, len(used))
+    h[0x188:0x198] = bytes(range(1, 17))
+    h[0x198:0x1A8] = bytes(range(17, 33))
+    struct.pack_into("<I", h, 0x1D4, 512)
+    for b in range(blocks):
+        e = used.index(b) if b in used else 0xFFFFFFFF
+        struct.pack_into("<I", h, bmap + 4 * b, e)
+    for i, b in enumerate(used):
+        h += bytes([0xEE]) * extra + bytes([0x10 + i % 0xE0]) * bs
+    open(f"{sys.argv[1]}/{path}", "wb").write(h)
+vdi("small-dyn.vdi", 4096, 16, 16 * 4096 - 1000, False, [0, 5, 15])
+vdi("small-full-map.vdi", 4096, 128, 128 * 4096, False, [0, 1, 64, 127], room=128)
+vdi("small-static.vdi", 512, 128, 128 * 512, True, list(range(128)))
+vdi("small-extra.vdi", 4096, 8, 8 * 4096, False, [3, 0, 7], extra=512)
+vdi("small-static-extra.vdi", 1024, 16, 16 * 1024 - 512, True, list(range(16)), extra=512)
+EOF
+# vdi_mutate: each image (the static qemu images are past -max_len: libFuzzer truncates them, an
+# error path) under each of the 8 operations, size byte 7 (resize by 512 KiB, write 32 KiB).
+for f in "$work"/*.vdi; do
+    add vdi_open "$f"
+    for op in $(seq 0 7); do
+        { printf "\\$(printf %03o "$op")\\007"; cat "$f"; } \
+            >"$corpus/vdi_mutate/$(basename "$f").op$op"
+    done
 done
 
 # ---- raw ----
