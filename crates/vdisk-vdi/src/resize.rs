@@ -104,10 +104,13 @@ fn resize_steps_in(storage: &dyn Storage, new_size: u64, max_steps: u32) -> Resu
         }
     }
 
-    // Static images: every new block gets a slot after the last used one (sparse zeros).
+    // Static images: every new block gets a slot after the last used one, reading as zeros: the
+    // part of the file past the end is sparse, and whatever the file already holds there (nothing
+    // references it) is overwritten with zeros.
     map.resize(new_blocks as usize, BLOCK_FREE);
     if h.image_type == TYPE_STATIC {
-        let mut next = next_free_slot(&map, 0);
+        let first = next_free_slot(&map, 0);
+        let mut next = first;
         for e in map.iter_mut().skip(old_blocks as usize) {
             *e = u32::try_from(next).map_err(|_| Error::invalid("VDI slot number overflows"))?;
             next += 1;
@@ -115,8 +118,17 @@ fn resize_steps_in(storage: &dyn Storage, new_size: u64, max_steps: u32) -> Resu
         h.blocks_allocated = h
             .blocks_allocated
             .saturating_add((new_blocks - old_blocks) as u32);
-        let end = h.offset_data + next * h.slot_size();
-        if end > storage.len()? {
+        let slot_at = |slot: u64| {
+            slot.checked_mul(h.slot_size())
+                .and_then(|o| o.checked_add(h.offset_data))
+                .ok_or_else(|| Error::invalid("VDI slot offset overflows"))
+        };
+        let (start, end) = (slot_at(first)?, slot_at(next)?);
+        let len = storage.len()?;
+        if start < len {
+            storage.write_zeros(start, end.min(len) - start)?;
+        }
+        if end > len {
             storage.set_len(end)?;
         }
     }

@@ -170,3 +170,24 @@ fn grows_when_more_slots_must_move_than_are_allocated() {
         assert_qemu_check_clean(&p, "vdi");
     }
 }
+
+/// Fuzzing finding (vdi_mutate): a static image whose file goes on past its last slot (which
+/// `qemu-img check` accepts) gave the new blocks slots inside those bytes, so the grown part read
+/// them instead of zeros. qemu-img cannot resize VDI; the grown image must compare equal to the old
+/// content followed by zeros.
+#[test]
+fn grown_static_image_reads_zeros_over_bytes_past_the_last_slot() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-static-tail");
+    let p = qemu_vdi(&s, "t.vdi", true);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    std::io::Write::write_all(&mut f, &vec![0xee; 3 << 20]).unwrap();
+    drop(f);
+    assert_qemu_check_clean(&p, "vdi");
+    let before = snapshot_raw(&s, &p, "before.raw");
+    // In place (the map has room), and with slots moved for a larger map.
+    grow_and_verify(&s, &p, &before, 10 << 20);
+    grow_and_verify(&s, &p, &before, 1 << 30);
+}
