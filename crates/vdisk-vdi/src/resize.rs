@@ -89,8 +89,8 @@ fn resize_steps_in(storage: &dyn Storage, new_size: u64, max_steps: u32) -> Resu
     }
     let mut steps = Steps { left: max_steps };
 
-    // Bytes past the old end inside the last block must read as zeros (invisible to the old image).
-    zero_tail_of_last_block(storage, &h, &map, new_size)?;
+    // Bytes past the old end that slots hold must read as zeros (invisible to the old image).
+    zero_past_old_end(storage, &h, &map, new_size)?;
     if steps.stop(storage)? {
         return Ok(());
     }
@@ -169,25 +169,25 @@ fn next_free_slot(map: &[u32], min: u64) -> u64 {
         .fold(min, u64::max)
 }
 
-fn zero_tail_of_last_block(
-    storage: &dyn Storage,
-    h: &Header,
-    map: &[u32],
-    new_size: u64,
-) -> Result<()> {
+/// Zeroes what the grown disk will read of the slots of blocks at or past the old end: the tail of
+/// the block holding the old end, and whole blocks past it that still hold a slot (the map may have
+/// more entries than the disk needs, and `qemu-img check` accepts data in them). None of it is
+/// visible to the old image.
+fn zero_past_old_end(storage: &dyn Storage, h: &Header, map: &[u32], new_size: u64) -> Result<()> {
     let bs = u64::from(h.block_size);
-    let in_block = h.disk_size % bs;
-    if in_block == 0 {
-        return Ok(());
+    let first = h.disk_size / bs;
+    let last = new_size.div_ceil(bs).min(map.len() as u64);
+    for block in first..last {
+        let Some(Entry::Slot(slot)) = map.get(block as usize).map(|e| Entry::decode(*e)) else {
+            continue;
+        };
+        let host = bmap::slot_offset(h, storage.path(), block, slot)?;
+        let start = block * bs;
+        let from = h.disk_size.saturating_sub(start);
+        let to = (new_size - start).min(bs);
+        storage.write_zeros(host + from, to - from)?;
     }
-    let block = h.disk_size / bs;
-    let Some(Entry::Slot(slot)) = map.get(block as usize).map(|e| Entry::decode(*e)) else {
-        return Ok(());
-    };
-    let host = bmap::slot_offset(h, storage.path(), block, slot)?;
-    let end = (new_size - block * bs).min(bs);
-    let zeros = vec![0u8; (end - in_block) as usize];
-    storage.write_at(&zeros, host + in_block)
+    Ok(())
 }
 
 /// Frees the first `k` slots, enough to hold a map of `new_blocks` entries: copies the used ones past

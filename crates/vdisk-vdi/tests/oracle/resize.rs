@@ -191,3 +191,25 @@ fn grown_static_image_reads_zeros_over_bytes_past_the_last_slot() {
     grow_and_verify(&s, &p, &before, 10 << 20);
     grow_and_verify(&s, &p, &before, 1 << 30);
 }
+
+/// Fuzzing finding (vdi_mutate): a block map with more entries than the disk needs may hold data in
+/// a block past the disk's end (qemu opens and checks such an image without complaint). Growing the
+/// disk over that block showed its old data instead of zeros; only the tail of the block holding
+/// the old end was zeroed. qemu-img cannot resize VDI.
+#[test]
+fn grown_disk_reads_zeros_over_blocks_mapped_past_the_old_end() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-past-end");
+    let p = s.join("h.vdi");
+    qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "4M"]);
+    qemu_io("vdi", &p, &["write -P 0x61 3M 64k", "write -P 0x62 0 4k"]);
+    // The disk ends at 2 MiB + 512: block 3 (slot 0) lies wholly past it, block 2 holds the end.
+    let mut b = std::fs::read(&p).unwrap();
+    b[0x170..0x178].copy_from_slice(&((2u64 << 20) + 512).to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    assert_qemu_check_clean(&p, "vdi");
+    let before = snapshot_raw(&s, &p, "before.raw");
+    grow_and_verify(&s, &p, &before, 4 << 20);
+}
