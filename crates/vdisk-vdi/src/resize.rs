@@ -15,7 +15,7 @@
 
 use crate::bmap::{self, Entry};
 use crate::check::check_map;
-use crate::header::{Header, PARSE_LEN, TYPE_STATIC};
+use crate::header::{Header, BLOCKS_ALLOCATED_V1, PARSE_LEN, TYPE_STATIC};
 use crate::limits::*;
 use crate::writer::align_up;
 use std::path::Path;
@@ -141,9 +141,31 @@ fn resize_steps_in(storage: &dyn Storage, new_size: u64, max_steps: u32) -> Resu
     }
     h.disk_size = new_size;
     h.blocks_in_image = new_blocks as u32;
-    h.write_v1(&mut sector)?;
+    put_resized_fields(&h, &mut sector)?;
     storage.write_at(&sector, 0)?;
     storage.sync()
+}
+
+/// Writes the header fields a resize changes (`offBlocks`, `offData`, `cbDisk`, `cBlocks`,
+/// `cBlocksAllocated` of `VDIHEADER1`) into the header sector as read from the file, leaving every
+/// other byte as it was: the text and description are free bytes, which a round trip through
+/// [`Header::write_v1`] would change (bytes after a NUL, and bytes that are not UTF-8).
+fn put_resized_fields(h: &Header, sector: &mut [u8]) -> Result<()> {
+    let off32 = |v: u64| {
+        u32::try_from(v).map_err(|_| Error::invalid(format!("VDI offset {v:#x} overflows")))
+    };
+    let mut put = |at: usize, bytes: &[u8]| -> Result<()> {
+        sector
+            .get_mut(at..at + bytes.len())
+            .ok_or_else(|| Error::Other("VDI header sector too short".into()))?
+            .copy_from_slice(bytes);
+        Ok(())
+    };
+    put(0x154, &off32(h.offset_bmap)?.to_le_bytes())?;
+    put(0x158, &off32(h.offset_data)?.to_le_bytes())?;
+    put(0x170, &h.disk_size.to_le_bytes())?;
+    put(0x180, &h.blocks_in_image.to_le_bytes())?;
+    put(BLOCKS_ALLOCATED_V1, &h.blocks_allocated.to_le_bytes())
 }
 
 /// Counts durable steps; `stop` syncs and says whether the caller must stop here.

@@ -213,3 +213,37 @@ fn grown_disk_reads_zeros_over_blocks_mapped_past_the_old_end() {
     let before = snapshot_raw(&s, &p, "before.raw");
     grow_and_verify(&s, &p, &before, 4 << 20);
 }
+
+/// Fuzzing finding (vdi_mutate): resize rewrote the whole header from its parsed fields, so the
+/// free bytes of the text and description (anything after their NUL, and bytes that are not
+/// UTF-8, which became U+FFFD) changed. Only the offsets, disk size and block counts may change.
+#[test]
+fn resize_keeps_header_bytes_it_does_not_change() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-header-bytes");
+    let p = s.join("d.vdi");
+    qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "4M"]);
+    qemu_io("vdi", &p, &["write -P 0x61 0 64k"]);
+    let mut b = std::fs::read(&p).unwrap();
+    b[0x3f] = 0x07;
+    let desc = b"caf\xe9\0tail";
+    b[0x54..0x54 + desc.len()].copy_from_slice(desc);
+    std::fs::write(&p, &b).unwrap();
+    assert_qemu_check_clean(&p, "vdi");
+    let before = snapshot_raw(&s, &p, "before.raw");
+    let changed = |i: usize| {
+        [0x154..0x15c, 0x170..0x178, 0x180..0x188]
+            .iter()
+            .any(|r| r.contains(&i))
+    };
+    // In place, then with the data area moved.
+    for size in [8 << 20, 1 << 30] {
+        grow_and_verify(&s, &p, &before, size);
+        let now = std::fs::read(&p).unwrap();
+        for i in (0..0x200).filter(|i| !changed(*i)) {
+            assert_eq!(now[i], b[i], "header byte {i:#x} after growing to {size}");
+        }
+    }
+}
