@@ -80,7 +80,9 @@ fn resize_steps_in(storage: &dyn Storage, new_size: u64, max_steps: u32) -> Resu
     }
     let bs = u64::from(h.block_size);
     let old_blocks = u64::from(h.blocks_in_image);
-    let new_blocks = new_size.div_ceil(bs);
+    // The map may already have more entries than the new size needs (qemu accepts that, and data
+    // in them): it never shrinks.
+    let new_blocks = new_size.div_ceil(bs).max(old_blocks);
     if new_blocks > MAX_BLOCKS {
         return Err(Error::invalid(format!(
             "{}: {new_size} bytes need {new_blocks} VDI blocks, more than the limit of {MAX_BLOCKS}",

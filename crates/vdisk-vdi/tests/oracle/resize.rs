@@ -247,3 +247,27 @@ fn resize_keeps_header_bytes_it_does_not_change() {
         }
     }
 }
+
+/// Fuzzing finding (vdi_mutate): growing a disk whose block map has more entries than the new size
+/// needs cut the map down to the new size, dropping the entries past it with their slots, and
+/// `qemu-img check` then reported "allocated blocks mismatch". The map never shrinks.
+#[test]
+fn growing_keeps_block_map_entries_past_the_new_size() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vdi-resize-long-map");
+    let p = s.join("m.vdi");
+    qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "4M"]);
+    qemu_io("vdi", &p, &["write -P 0x61 3M 64k", "write -P 0x62 0 4k"]);
+    // Four blocks, the disk ends inside block 2; block 3 holds data past the end.
+    let mut b = std::fs::read(&p).unwrap();
+    b[0x170..0x178].copy_from_slice(&((2u64 << 20) + 512).to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    assert_qemu_check_clean(&p, "vdi");
+    let before = snapshot_raw(&s, &p, "before.raw");
+    // Three blocks are enough for 3 MiB; the map keeps its four.
+    let r = grow_and_verify(&s, &p, &before, 3 << 20);
+    assert_eq!(r.header().blocks_in_image, 4);
+    assert_eq!(r.header().blocks_allocated, 2);
+}
