@@ -195,8 +195,9 @@ for f in "$work"/*.vdi; do
     # The block map and the first data bytes only: reads of later slots fail (an error path).
     head -c 8192 "$f" >"$corpus/vdi_open/$(basename "$f").head"
 done
-# Images qemu cannot make (it writes 1 MiB blocks only): small blocks, block extra data, a block map
-# with no room to grow (so that resize moves slots), static images of a few KiB, a partial last block.
+# Images qemu cannot make (it writes 1 MiB blocks only): small blocks, block extra data, a block
+# map with no room to grow (so that resize moves slots), static images of a few KiB, a partial last
+# block.
 python3 - "$work" <<'EOF'
 import struct, sys
 def vdi(path, bs, blocks, disk, static, used, extra=0, room=None):

@@ -1,6 +1,6 @@
-//! VDI changed in place on hostile images: `resize` (grow by a step, to the same size, and a shrink,
-//! which must be refused) and the `convert -n` writer (`open_writer_in`: data at the start, data
-//! ending at the disk's end, a zero run, data across a block boundary, each followed by `finish`),
+//! VDI changed in place on hostile images: `resize` (grow by a step, to the same size, and a
+//! shrink, which must be refused) and the `convert -n` writer (`open_writer_in`: data at the start,
+//! data ending at the disk's end, a zero run, data across a block boundary, then `finish`),
 //! each on an in-memory copy of the input. The first byte picks the operation, the second its size;
 //! the rest is the image.
 //!

@@ -1,17 +1,21 @@
-//! Growing VDI images like `VBoxManage modifymedium --resize` (VirtualBox's `vdiResize` in VDI.cpp),
-//! which qemu-img cannot do for VDI. The block map grows into the free space before the data area.
-//! When that space is short, the data area start moves up by `k` whole slots and the grown map is
-//! written into the space those slots held. Static images also get a slot for every new block
-//! (VirtualBox refuses to resize those).
+//! Growing VDI images like `VBoxManage modifymedium --resize` (VirtualBox's `vdiResize` in
+//! VDI.cpp), which qemu-img cannot do for VDI. The block map grows into the free space before the
+//! data area. When that space is short, the data area start moves up by `k` whole slots and the
+//! grown map is written into the space those slots held. Static images also get a slot for every
+//! new block (VirtualBox refuses to resize those), zeroed where the file already holds bytes. The
+//! map never shrinks: it may have more entries than the disk needs (QEMU accepts that, and data in
+//! them).
 //!
-//! Write order, so that the guest data stay readable whenever a crash happens: (1) slots `0..k` that
-//! hold data are copied past every used slot and synced; (2) their map entries are switched to the
-//! copies one 4-byte write at a time and synced: slots `0..k` are now unreferenced; (3) the grown
-//! map, renumbered for the new data start, is written into that unreferenced space (or, when nothing
-//! moves, only the new entries are written after the old ones) and synced; (4) the header, a single
-//! sector holding the map offset, data offset, block count and size, is written last and switches
-//! from the old image to the new one. Between (2) and (4) the old image reads correctly but its
-//! moved entries may name slots beyond `blocks_in_image`, which `qemu-img check` reports.
+//! Write order, so that the guest data stay readable whenever a crash happens: (0) what the grown
+//! disk will read of slots at or past the old end (invisible to the old image) is zeroed and
+//! synced; (1) slots `0..k` that hold data are copied past every used slot and synced; (2) their
+//! map entries are switched to the copies one 4-byte write at a time and synced: slots `0..k` are
+//! now unreferenced; (3) the grown map, renumbered for the new data start, is written into that
+//! unreferenced space (or, when nothing moves, only the new entries are written after the old
+//! ones) and synced; (4) the header fields in a single sector (the map offset, data offset, block
+//! counts and size) are written last and switch from the old image to the new one. Between (2) and
+//! (4) the old image reads correctly but its moved entries may name slots beyond
+//! `blocks_in_image`, which `qemu-img check` reports.
 
 use crate::bmap::{self, Entry};
 use crate::check::check_map;
@@ -34,8 +38,8 @@ pub fn resize_in(storage: Arc<dyn Storage>, new_size: u64) -> Result<()> {
     resize_steps_in(storage.as_ref(), new_size, u32::MAX)
 }
 
-/// [`resize`], stopping after `max_steps` durable steps: tests use it to look at every state a crash
-/// can leave behind.
+/// [`resize`], stopping after `max_steps` durable steps: tests use it to look at every state a
+/// crash can leave behind.
 #[cfg(test)]
 pub(crate) fn resize_steps(path: &Path, new_size: u64, max_steps: u32) -> Result<()> {
     resize_steps_in(&FileStorage::open_rw(path)?, new_size, max_steps)
@@ -85,7 +89,8 @@ fn resize_steps_in(storage: &dyn Storage, new_size: u64, max_steps: u32) -> Resu
     let new_blocks = new_size.div_ceil(bs).max(old_blocks);
     if new_blocks > MAX_BLOCKS {
         return Err(Error::invalid(format!(
-            "{}: {new_size} bytes need {new_blocks} VDI blocks, more than the limit of {MAX_BLOCKS}",
+            "{}: {new_size} bytes need {new_blocks} VDI blocks, more than the limit of \
+             {MAX_BLOCKS}",
             path.display()
         )));
     }
@@ -214,9 +219,9 @@ fn zero_past_old_end(storage: &dyn Storage, h: &Header, map: &[u32], new_size: u
     Ok(())
 }
 
-/// Frees the first `k` slots, enough to hold a map of `new_blocks` entries: copies the used ones past
-/// every used slot, switches their entries on disk, then (in memory only) moves the map into the
-/// freed space and rebases every slot number on the new data start.
+/// Frees the first `k` slots, enough to hold a map of `new_blocks` entries: copies the used ones
+/// past every used slot, switches their entries on disk, then (in memory only) moves the map into
+/// the freed space and rebases every slot number on the new data start.
 fn relocate(
     storage: &dyn Storage,
     h: &mut Header,
