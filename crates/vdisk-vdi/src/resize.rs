@@ -175,6 +175,9 @@ fn put_resized_fields(h: &Header, sector: &mut [u8]) -> Result<()> {
     put(BLOCKS_ALLOCATED_V1, &h.blocks_allocated.to_le_bytes())
 }
 
+/// Bytes a slot is copied by when it moves: memory stays bounded whatever the block size.
+const COPY_CHUNK: u64 = 1 << 20;
+
 /// Counts durable steps; `stop` syncs and says whether the caller must stop here.
 struct Steps {
     left: u32,
@@ -259,11 +262,20 @@ fn relocate(
         })
         .collect();
     low.sort_unstable();
-    let mut buf = vec![0u8; slot_size as usize];
+    // Copied a piece at a time: a slot can be hundreds of MiB (block size up to MAX_BLOCK_SIZE).
+    let mut buf = vec![0u8; slot_size.min(COPY_CHUNK) as usize];
     for (moved, (old, _)) in low.iter().enumerate() {
-        let dest = dest_base + moved as u64;
-        storage.read_zero_padded(&mut buf, h.offset_data + old * slot_size)?;
-        storage.write_at(&buf, h.offset_data + dest * slot_size)?;
+        let (from, to) = (
+            h.offset_data + old * slot_size,
+            h.offset_data + (dest_base + moved as u64) * slot_size,
+        );
+        let mut done = 0;
+        while done < slot_size {
+            let n = (slot_size - done).min(buf.len() as u64) as usize;
+            storage.read_zero_padded(&mut buf[..n], from + done)?;
+            storage.write_at(&buf[..n], to + done)?;
+            done += n as u64;
+        }
     }
     if steps.stop(storage)? {
         return Ok(());

@@ -79,3 +79,40 @@ fn every_crash_point_keeps_data_readable() {
     // qemu's map (at 0x200, data at 0x400) has room for 128 entries: nothing moves.
     crash_at_every_step(&s, "inplace.vdi", &[], 100 << 20, 3);
 }
+
+/// A slot larger than the copy buffer (4 MiB blocks here) moves whole when the grown map needs its
+/// room: the copy goes a piece at a time, so every piece must land at its place.
+#[test]
+fn slots_larger_than_the_copy_buffer_move_whole() {
+    use vdisk_core::{ImageReader, MemStorage};
+    const BS: u64 = 4 << 20;
+    let pattern = |slot: u64, i: u64| ((i * 7 + slot * 13 + i / 4096) % 251) as u8;
+    let mut h = crate::writer::new_header(2 * BS, false).unwrap();
+    h.block_size = BS as u32;
+    h.blocks_in_image = 2;
+    h.blocks_allocated = 2;
+    h.offset_bmap = 0x200;
+    h.offset_data = 0x400;
+    let mut b = vec![0u8; 0x400];
+    h.write_v1(&mut b).unwrap();
+    // Block 0 in slot 1, block 1 in slot 0 (the slot that must move).
+    b[0x200..0x204].copy_from_slice(&1u32.to_le_bytes());
+    b[0x204..0x208].copy_from_slice(&0u32.to_le_bytes());
+    for slot in 0..2 {
+        b.extend((0..BS).map(|i| pattern(slot, i)));
+    }
+    let mem = std::sync::Arc::new(MemStorage::new("big.vdi", b));
+    // 200 blocks: an 800-byte map, past the 512 bytes before the data area.
+    resize_in(mem.clone(), 200 * BS).unwrap();
+    let r = crate::open(MemStorage::new("big.vdi", mem.contents()).shared()).unwrap();
+    assert_eq!(r.virtual_size(), 200 * BS);
+    let mut got = vec![0u8; (2 * BS) as usize];
+    r.read_at(&mut got, 0).unwrap();
+    for (block, slot) in [(0u64, 1u64), (1, 0)] {
+        let want: Vec<u8> = (0..BS).map(|i| pattern(slot, i)).collect();
+        assert!(
+            got[(block * BS) as usize..((block + 1) * BS) as usize] == want[..],
+            "block {block} (slot {slot}) changed"
+        );
+    }
+}
