@@ -2,7 +2,7 @@
 //! exit code, standard output (but the image end offset: vdisk's repair is shadow-paged, so its
 //! tables may end later) and standard error, line for line: the findings, "Repairing cluster ..."
 //! for each refcount fixed, the COPIED flags against the fixed refcounts, and the findings of the
-//! double check.
+//! double check. Also `check` of an image whose backing file is missing.
 
 mod common;
 
@@ -134,4 +134,44 @@ fn check_repair_prints_what_qemu_img_prints() {
     x.set_entry(16, x.entry(16) & !COPIED);
     drop(x);
     repair_like_qemu(d, "snap.qcow2");
+}
+
+#[test]
+fn check_fails_like_qemu_img_when_the_backing_file_is_missing() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-check-no-backing");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"]);
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    std::fs::remove_file(d.join("base.qcow2")).unwrap();
+    // qemu-img check opens the backing chain (qemu-img info does not): exit 1.
+    for args in [
+        &["check", "top.qcow2"][..],
+        &["check", "-r", "all", "top.qcow2"],
+    ] {
+        let o = vdisk(d, args);
+        let t = qemu(d, args);
+        assert_eq!(t.status.code(), Some(1), "{}", err(&t));
+        assert_eq!(o.status.code(), t.status.code(), "{args:?}: {}", err(&o));
+        assert!(
+            err(&o).contains("Could not open backing file"),
+            "{args:?}: {}",
+            err(&o)
+        );
+    }
 }

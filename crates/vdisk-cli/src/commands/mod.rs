@@ -117,19 +117,19 @@ pub fn run(cli: Cli) -> Result<u8> {
             ..
         } => {
             let format = parse_format(format)?;
-            if let Some(mode) = repair {
-                let fmt = match format {
-                    Some(f) => f,
-                    None => probe_path(&filename)?,
-                };
-                return mutate::repair(fmt, &mode, output, quiet, &filename);
-            }
+            // qemu-img check opens the backing chain too: a missing backing file is an error
+            // (exit 1), though only the top image is checked.
             let req = OpenRequest {
                 format,
                 snapshot: None,
-                follow_backing: false,
+                follow_backing: true,
             };
             let img = open_image(&filename, &req)?;
+            if let Some(mode) = repair {
+                let fmt = img.top().format;
+                drop(img);
+                return mutate::repair(fmt, &mode, output, quiet, &filename);
+            }
             let report = match img.top().reader.check() {
                 Ok(r) => r,
                 Err(Error::Unsupported { .. }) => {
