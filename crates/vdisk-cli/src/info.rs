@@ -81,7 +81,12 @@ pub fn layer_json(layer: &Layer) -> Value {
             Value::Array(info.snapshots.iter().map(snapshot_json).collect()),
         );
     }
-    if let Some(f) = info.backing.as_ref().and_then(|b| b.format.clone()) {
+    if let Some(f) = info
+        .backing
+        .as_ref()
+        .filter(|b| !b.filename.is_empty())
+        .and_then(|b| b.format.clone())
+    {
         m.insert("backing-filename-format".into(), f.into());
     }
     m.insert("virtual-size".into(), info.virtual_size.into());
@@ -97,7 +102,8 @@ pub fn layer_json(layer: &Layer) -> Value {
     if let Some((ty, data)) = &info.format_specific {
         m.insert("format-specific".into(), json!({"type": ty, "data": data}));
     }
-    if let Some(b) = &info.backing {
+    // An empty name is no backing file to QEMU, and qemu-img shows none.
+    if let Some(b) = info.backing.as_ref().filter(|b| !b.filename.is_empty()) {
         if let Some(full) = &layer.full_backing {
             m.insert(
                 "full-backing-filename".into(),
@@ -237,7 +243,8 @@ pub fn layer_human(layer: &Layer) -> String {
     if info.dirty {
         s.push_str("cleanly shut down: no\n");
     }
-    if let Some(b) = &info.backing {
+    // An empty name is no backing file to QEMU, and qemu-img shows none.
+    if let Some(b) = info.backing.as_ref().filter(|b| !b.filename.is_empty()) {
         s.push_str(&format!("backing file: {}", b.filename));
         if let Some(full) = &layer.full_backing {
             if full.as_os_str() != b.filename.as_str() {

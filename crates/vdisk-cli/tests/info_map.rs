@@ -394,3 +394,52 @@ fn map_of_a_qcow2_file_extended_far_past_its_data_matches_qemu() {
         );
     }
 }
+
+/// A qcow2 header naming a backing file of zero bytes: QEMU opens no backing file, and `info`
+/// shows none (vdisk tried to open '' and failed `check`, `map` and `convert`; `info` printed an
+/// empty "backing file:" line). Found comparing `check` exit codes on the fuzz corpora.
+#[test]
+fn an_empty_backing_file_name_is_no_backing_file() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-empty-backing");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "raw", "base.raw", "1M"]);
+    qemu_ok(
+        d,
+        &[
+            "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "e.qcow2",
+        ],
+    );
+    qemu_io(d, "qcow2", "e.qcow2", &["write -P 0x5a 64k 4k"]);
+    {
+        use std::os::unix::fs::FileExt;
+        // backing_file_size (header bytes 16..20) to 0; the offset stays.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.join("e.qcow2"))
+            .unwrap();
+        f.write_all_at(&0u32.to_be_bytes(), 16).unwrap();
+    }
+    std::fs::remove_file(d.join("base.raw")).unwrap();
+    assert_eq!(
+        without_details(&vdisk_ok(d, &["info", "e.qcow2"])),
+        qemu_ok(d, &["info", "e.qcow2"])
+    );
+    assert_eq!(
+        json(&vdisk_ok(d, &["info", "--output=json", "e.qcow2"])),
+        json(&qemu_ok(d, &["info", "--output=json", "e.qcow2"]))
+    );
+    for args in [
+        &["check", "e.qcow2"][..],
+        &["map", "--output=json", "e.qcow2"],
+    ] {
+        let (o, t) = (vdisk(d, args), qemu(d, args));
+        assert_eq!(o.status.code(), t.status.code(), "{args:?}: {}", err(&o));
+        assert_eq!(out(&o), out(&t), "{args:?}");
+    }
+    vdisk_ok(d, &["convert", "-O", "raw", "e.qcow2", "v.raw"]);
+    qemu_ok(d, &["convert", "-O", "raw", "e.qcow2", "q.raw"]);
+    assert!(std::fs::read(d.join("v.raw")).unwrap() == std::fs::read(d.join("q.raw")).unwrap());
+}

@@ -65,9 +65,12 @@ fn open_one(
     };
     let reader = open_layer(format, storage, snapshot)?;
     let info = reader.info()?;
+    // An empty backing file name means none to QEMU (bdrv_open_backing_file), though
+    // `qemu-img info` still shows it.
     let full_backing = info
         .backing
         .as_ref()
+        .filter(|b| !b.filename.is_empty())
         .map(|b| resolve_relative(path, &b.filename));
     Ok(Layer {
         path: path.to_path_buf(),

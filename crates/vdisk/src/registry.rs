@@ -148,12 +148,13 @@ fn qcow2_backing_chain(path: &Path) -> Result<Option<Arc<dyn ImageReader>>> {
     };
     let top = crate::chain::open_image(path, &req)?;
     match &top.top().info.backing {
-        Some(b) => {
+        // An empty name means no backing file to QEMU.
+        Some(b) if !b.filename.is_empty() => {
             let fmt = b.format.as_deref().map(str::parse::<Format>).transpose()?;
             Ok(Some(
                 crate::chain::open_backing_for(path, &b.filename, fmt)?.image,
             ))
         }
-        None => Ok(None),
+        _ => Ok(None),
     }
 }
