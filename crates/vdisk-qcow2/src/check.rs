@@ -219,10 +219,7 @@ fn read_words_in_file(r: &Qcow2Reader, offset: u64, count: usize) -> Result<Vec<
         .unwrap_or(usize::MAX)
         .min(count);
     let mut raw = vec![0u8; words * 8];
-    let n = raw.len().min(usize::try_from(inside).unwrap_or(usize::MAX));
-    if n > 0 {
-        r.storage.read_exact_at(&mut raw[..n], offset)?;
-    }
+    crate::refcount::read_block(r.storage.as_ref(), &mut raw, offset, r.file_len)?;
     Ok(raw
         .chunks_exact(8)
         .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))

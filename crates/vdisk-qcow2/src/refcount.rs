@@ -25,9 +25,9 @@ pub fn block_entry(block: &[u8], order: u32, index: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the refcount block at `off` into `b`: what lies past the end of the file (`file_len`)
-/// reads as zeros, as QEMU's block layer reads it (so a block past the end holds refcounts of 0,
-/// which `check` then reports cluster by cluster, as qemu-img does).
+/// Reads the refcount block (or any table) at `off` into `b`: what lies past the end of the file
+/// (`file_len`) reads as zeros, as QEMU's block layer reads it (so a block past the end holds
+/// refcounts of 0, which `check` then reports cluster by cluster, as qemu-img does).
 pub(crate) fn read_block(s: &dyn Storage, b: &mut [u8], off: u64, file_len: u64) -> Result<()> {
     b.fill(0);
     let inside = file_len.saturating_sub(off).min(b.len() as u64) as usize;
