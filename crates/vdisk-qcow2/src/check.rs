@@ -7,7 +7,7 @@
 use crate::header::Extension;
 use crate::info::read_bitmaps;
 use crate::limits;
-use crate::reader::{read_u64_table, Qcow2Reader};
+use crate::reader::Qcow2Reader;
 use crate::refcount::Refcounts;
 use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
 use vdisk_core::{CheckReport, Result};
@@ -272,6 +272,17 @@ pub(crate) fn check_with_refs(r: &Qcow2Reader) -> Result<Counted> {
     c.rep.fragmented_clusters = Some(0);
     c.rep.compressed_clusters = Some(0);
 
+    // QEMU's qcow2_check_read_snapshot_table, which runs first: every snapshot table entry of a
+    // version 3 image holds at least the 16 bytes of extra data with the large VM state size and
+    // the disk size (qcow2.txt "Snapshots": "Version 3 images must include extra data at least
+    // up to byte 55").
+    if h.version >= 3 {
+        for (i, sn) in r.snapshots.iter().enumerate() {
+            if sn.disk_size.is_none() {
+                c.err(format!("ERROR snapshot table entry {i} is incomplete"));
+            }
+        }
+    }
     c.inc(0, cs);
     c.l1(h.l1_table_offset, h.l1_size, true);
     for sn in &r.snapshots {
@@ -343,9 +354,14 @@ pub(crate) fn check_with_refs(r: &Qcow2Reader) -> Result<Counted> {
             Ok(v) => v,
             Err(e) => {
                 c.rep.check_errors += 1;
+                // As QEMU words it: the reason alone ("Input/output error").
+                let why = match &e {
+                    vdisk_core::Error::Io { source, .. } => vdisk_core::error::io_message(source),
+                    other => other.to_string(),
+                };
                 c.rep
                     .messages
-                    .push(format!("Can't get refcount for cluster {i}: {e}"));
+                    .push(format!("Can't get refcount for cluster {i}: {why}"));
                 continue;
             }
         };
@@ -388,12 +404,17 @@ fn check_bitmaps(c: &mut Ctx) -> Result<()> {
     c.inc(ext.directory_offset, ext.directory_size);
     for b in read_bitmaps(c.r)? {
         c.inc(b.table_offset, u64::from(b.table_size) * 8);
-        let t = read_u64_table(
-            c.r.storage.as_ref(),
-            b.table_offset,
-            b.table_size as usize,
-            "bitmap table",
-        )?;
+        let t =
+            c.r.read_table_words(b.table_offset, b.table_size as usize, "bitmap table")?;
+        // QEMU's qcow2_check_bitmaps_refcounts loads each table as `load_bitmap` does (also that
+        // of a bitmap in use, which opening skipped): an invalid entry makes the check fail.
+        if t.iter()
+            .any(|e| !crate::bitmap_dir::table_entry_ok(*e, c.cs()))
+        {
+            return Err(vdisk_core::Error::Other(
+                "Check failed: Invalid argument".into(),
+            ));
+        }
         for e in t {
             let off = e & BME_OFFSET_MASK;
             if off != 0 {
@@ -409,12 +430,7 @@ fn check_copied(c: &mut Ctx, stored: &mut Refcounts) {
     let r = c.r;
     let g = r.geo;
     let bits = g.cluster_bits;
-    let l1 = match read_u64_table(
-        r.storage.as_ref(),
-        r.header.l1_table_offset,
-        r.header.l1_size as usize,
-        "L1",
-    ) {
+    let l1 = match read_words_in_file(r, r.header.l1_table_offset, r.header.l1_size as usize) {
         Ok(t) => t,
         Err(_) => return,
     };

@@ -93,6 +93,38 @@ pub(crate) fn string(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// QEMU's checks of a bitmaps extension it uses (qcow2_read_extensions), in its order.
+fn check_bitmaps_ext(
+    b: &BitmapsExt,
+    reserved: u32,
+    cluster_size: u64,
+) -> std::result::Result<(), String> {
+    if reserved != 0 {
+        return Err("bitmaps_ext: Reserved field is not zero".into());
+    }
+    if u64::from(b.nb_bitmaps) > limits::MAX_BITMAPS {
+        return Err(format!(
+            "bitmaps_ext: Image has {} bitmaps, exceeding the QEMU supported maximum of {}",
+            b.nb_bitmaps,
+            limits::MAX_BITMAPS
+        ));
+    }
+    if b.nb_bitmaps == 0 {
+        return Err("found bitmaps extension with zero bitmaps".into());
+    }
+    if b.directory_offset % cluster_size != 0 {
+        return Err("bitmaps_ext: invalid bitmap directory offset".into());
+    }
+    if b.directory_size > limits::MAX_BITMAP_DIRECTORY_BYTES {
+        return Err(format!(
+            "bitmaps_ext: bitmap directory size ({}) exceeds the maximum supported size ({})",
+            b.directory_size,
+            limits::MAX_BITMAP_DIRECTORY_BYTES
+        ));
+    }
+    Ok(())
+}
+
 /// Parses the extensions between the header and `backing_file_offset` (or the cluster end).
 pub fn parse_extensions(h: &Header, buf: &[u8], path: &Path) -> Result<Vec<Extension>> {
     let end = if h.backing_file_offset != 0 {
@@ -147,20 +179,41 @@ pub fn parse_extensions(h: &Header, buf: &[u8], path: &Path) -> Result<Vec<Exten
             ext::DATA_FILE => Extension::DataFile(string(data)),
             ext::BITMAPS => {
                 if len != 24 {
-                    return Err(bad("bitmaps extension has the wrong length"));
+                    return Err(bad("bitmaps_ext: Invalid extension length"));
                 }
-                Extension::Bitmaps(BitmapsExt {
+                let b = BitmapsExt {
                     nb_bitmaps: be32(data, 0),
                     directory_size: be64(data, 8),
                     directory_offset: be64(data, 16),
-                })
+                };
+                // QEMU ignores the extension when the autoclear bit is clear (a program without
+                // bitmap support wrote the image) and checks it otherwise.
+                if h.autoclear_features & crate::header::autoclear::BITMAPS != 0 {
+                    check_bitmaps_ext(&b, be32(data, 4), h.cluster_size())
+                        .map_err(|what| bad(&what))?;
+                }
+                Extension::Bitmaps(b)
             }
             ext::CRYPTO => {
+                if h.crypt_method != 2 {
+                    return Err(bad(
+                        "CRYPTO header extension only expected with LUKS encryption method",
+                    ));
+                }
                 if len != 16 {
-                    return Err(bad("crypto header extension has the wrong length"));
+                    return Err(bad(&format!(
+                        "CRYPTO header extension size {len}, but expected size 16"
+                    )));
+                }
+                let offset = be64(data, 0);
+                if offset % h.cluster_size() != 0 {
+                    return Err(bad(&format!(
+                        "Encryption header offset '{offset}' is not a multiple of cluster size '{}'",
+                        h.cluster_size()
+                    )));
                 }
                 Extension::Crypto {
-                    offset: be64(data, 0),
+                    offset,
                     length: be64(data, 8),
                 }
             }

@@ -240,6 +240,8 @@ impl Header {
                     "backing file name truncated",
                 )
             })?;
+            // QEMU keeps the name as a C string: it ends at the first NUL byte.
+            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
             h.backing_file = Some(string(name));
         }
         Ok(h)
@@ -294,6 +296,17 @@ impl Header {
             return Err(Error::unsupported(
                 path,
                 format!("encryption method: {}", self.crypt_method),
+            ));
+        }
+        let crypto_ext = self
+            .extensions
+            .iter()
+            .any(|e| matches!(e, Extension::Crypto { .. }));
+        if self.crypt_method == 2 && !crypto_ext {
+            return Err(Error::corrupt(
+                path,
+                Some(32),
+                "Missing CRYPTO header for crypt method 2",
             ));
         }
         if self.extended_l2() && self.cluster_bits < limits::MIN_CLUSTER_BITS_EXTENDED_L2 {
@@ -429,12 +442,9 @@ impl Header {
     }
 }
 
-/// QEMU's validate_table_offset: a table must start on a cluster boundary and its end must not
-/// overflow.
+/// QEMU's validate_table_offset: a table must start on a cluster boundary, even an empty one, and
+/// its end must not overflow.
 fn check_table(path: &Path, what: &str, offset: u64, bytes: u64, cluster_size: u64) -> Result<()> {
-    if bytes == 0 {
-        return Ok(());
-    }
     if offset % cluster_size != 0 {
         return Err(Error::corrupt(
             path,

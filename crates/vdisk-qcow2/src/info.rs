@@ -3,10 +3,9 @@
 //! Bitmap names come from the bitmap directory (qcow2.txt "Bitmaps extension", "Bitmap directory").
 
 use crate::header::{autoclear, compat, incompat, COMPRESSION_ZSTD};
-use crate::limits;
 use crate::reader::Qcow2Reader;
 use serde_json::{json, Map, Value};
-use vdisk_core::{BackingRef, ChildFile, Error, ImageInfo, Result, SnapshotInfo};
+use vdisk_core::{BackingRef, ChildFile, ImageInfo, Result, SnapshotInfo};
 
 /// One bitmap of the bitmap directory, as `info` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,67 +17,15 @@ pub struct BitmapInfo {
     pub table_size: u32,
 }
 
-/// Reads the bitmap directory (only names, flags and granularity).
+/// Reads the bitmap directory (names, flags, granularity and tables), validated as QEMU loads it.
 pub fn read_bitmaps(r: &Qcow2Reader) -> Result<Vec<BitmapInfo>> {
-    let Some(ext) = r.header.bitmaps() else {
-        return Ok(Vec::new());
-    };
-    let path = r.path.as_ref();
-    if u64::from(ext.nb_bitmaps) > limits::MAX_BITMAPS {
-        return Err(Error::limit(
-            path,
-            "bitmap count",
-            ext.nb_bitmaps.into(),
-            limits::MAX_BITMAPS,
-        ));
-    }
-    if ext.directory_size > limits::MAX_BITMAP_DIRECTORY_BYTES {
-        return Err(Error::limit(
-            path,
-            "bitmap directory size",
-            ext.directory_size,
-            limits::MAX_BITMAP_DIRECTORY_BYTES,
-        ));
-    }
-    let in_file = ext.directory_offset.checked_add(ext.directory_size);
-    if in_file.is_none_or(|end| end > r.file_len) {
-        let what = "bitmap directory extends past the end of the file";
-        return Err(Error::corrupt(path, Some(ext.directory_offset), what));
-    }
-    let mut dir = vec![0u8; ext.directory_size as usize];
-    r.storage.read_exact_at(&mut dir, ext.directory_offset)?;
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    let be = |b: &[u8], at: usize, n: usize| {
-        b.get(at..at + n)
-            .map(|s| s.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)))
-    };
-    let bad = || {
-        Error::corrupt(
-            path,
-            Some(ext.directory_offset),
-            "bitmap directory entry truncated",
-        )
-    };
-    for _ in 0..ext.nb_bitmaps {
-        let table_offset = be(&dir, at, 8).ok_or_else(bad)?;
-        let table_size = be(&dir, at + 8, 4).ok_or_else(bad)? as u32;
-        let flags = be(&dir, at + 12, 4).ok_or_else(bad)? as u32;
-        let gran = be(&dir, at + 17, 1).ok_or_else(bad)? as u8;
-        let name_len = be(&dir, at + 18, 2).ok_or_else(bad)? as usize;
-        let extra = be(&dir, at + 20, 4).ok_or_else(bad)? as usize;
-        let name_at = at + 24 + extra;
-        let name = dir.get(name_at..name_at + name_len).ok_or_else(bad)?;
-        out.push(BitmapInfo {
-            name: String::from_utf8_lossy(name).into_owned(),
-            flags,
-            granularity_bits: gran,
-            table_offset,
-            table_size,
-        });
-        at = (name_at + name_len).next_multiple_of(8);
-    }
-    Ok(out)
+    crate::bitmap_dir::load_directory(
+        r.storage.as_ref(),
+        &r.path,
+        &r.header,
+        r.file_len,
+        r.header.size & !511,
+    )
 }
 
 /// QEMU prints JSON objects in the iteration order of its QDict: hash buckets in increasing order

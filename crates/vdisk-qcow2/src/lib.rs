@@ -3,6 +3,7 @@
 //! data files, internal snapshots, block status as `qemu-img map` reports it, `info` and a read-only
 //! `check`. `header` parses and serializes cluster 0 for reuse by a writer.
 
+mod bitmap_dir;
 pub mod check;
 pub mod compress;
 mod compressed_read;

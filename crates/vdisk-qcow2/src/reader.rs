@@ -3,7 +3,9 @@
 //! mapping") and block status with QEMU's semantics (`qcow2_co_block_status` + the block layer's
 //! BDRV_BLOCK_RECURSE for metadata-preallocated images).
 
-use crate::header::Header;
+use crate::bitmap_dir::{check_tables, load_directory};
+use crate::header::extensions::be32;
+use crate::header::{Header, V2_HEADER_LEN, V3_MIN_HEADER_LEN};
 use crate::limits;
 use crate::refcount::Refcounts;
 use crate::snapshot::{read_table, Snapshot};
@@ -30,6 +32,12 @@ pub enum SnapshotSel {
 pub struct OpenOptions {
     /// Read this internal snapshot (read-only view) instead of the active image.
     pub snapshot: Option<SnapshotSel>,
+    /// Open as `qemu-img check` opens (BDRV_O_CHECK): the L1, refcount and snapshot tables read
+    /// as zeros where they reach past the end of the file, as QEMU's block layer reads there,
+    /// instead of the image being refused (the check then reports what points past the end); an
+    /// image without a refcount table opens (the check reports every cluster); an encrypted
+    /// image does not (the check reads guest data, so QEMU needs the key).
+    pub for_check: bool,
 }
 
 /// An opened qcow2 image.
@@ -46,6 +54,8 @@ pub struct Qcow2Reader {
     pub(crate) snapshots: Vec<Snapshot>,
     pub(crate) snapshot_table_bytes: u64,
     pub(crate) file_len: u64,
+    /// Opened with `OpenOptions::for_check`.
+    pub(crate) for_check: bool,
     cache: L2Cache,
     prealloc: OnceLock<bool>,
 }
@@ -61,9 +71,29 @@ pub fn open(
     let mut first = vec![0u8; file_len.min(4096) as usize];
     storage.read_exact_at(&mut first, 0)?;
     let cluster_bits = Header::peek_cluster_bits(&first, &path)?;
-    let mut cluster = vec![0u8; file_len.min(1 << cluster_bits) as usize];
-    storage.read_exact_at(&mut cluster, 0)?;
-    let header = Header::parse(&cluster, &path)?;
+    // The first cluster, zero-padded as QEMU's block layer reads past the end of the file: a file
+    // that ends after the header, among its extensions or in the backing file name, reads as if
+    // zeros followed. A file shorter than the header itself stays truncated.
+    let mut cluster = vec![0u8; 1 << cluster_bits];
+    let inside = file_len.min(1 << cluster_bits) as usize;
+    storage.read_exact_at(&mut cluster[..inside], 0)?;
+    let header_len = match be32(&cluster, 4) {
+        3 => (be32(&cluster, 100) as usize).max(V3_MIN_HEADER_LEN as usize),
+        _ => V2_HEADER_LEN as usize,
+    };
+    let seen = if inside >= header_len {
+        cluster.len()
+    } else {
+        inside
+    };
+    let header = Header::parse(&cluster[..seen], &path)?;
+    if header.refcount_table_clusters == 0 && !opts.for_check {
+        return Err(Error::corrupt(
+            &path,
+            Some(56),
+            "Image does not contain a reference count table",
+        ));
+    }
     let geo = Geometry {
         cluster_bits,
         extended: header.extended_l2(),
@@ -86,10 +116,18 @@ pub fn open(
         (Arc::clone(&storage), Arc::clone(&path), None)
     };
 
+    if opts.for_check && header.crypt_method != 0 {
+        return Err(Error::Other(format!(
+            "Could not open '{}': Parameter 'encrypt.key-secret' is required for cipher (vdisk \
+             does not decrypt images; `vdisk info` shows what is stored unencrypted)",
+            path.display()
+        )));
+    }
     let (snapshots, snapshot_table_bytes) = read_table(
         storage.as_ref(),
         header.snapshots_offset,
         header.nb_snapshots,
+        opts.for_check,
     )?;
     let (l1_offset, l1_size, size) = match &opts.snapshot {
         None => (header.l1_table_offset, header.l1_size, header.size),
@@ -128,7 +166,16 @@ pub fn open(
             limits::MAX_VIRTUAL_SIZE,
         ));
     }
-    let l1 = read_u64_table(storage.as_ref(), l1_offset, l1_size as usize, "L1 table")?;
+    let l1 = if opts.for_check {
+        read_u64_table_padded(storage.as_ref(), l1_offset, l1_size as usize, file_len)?
+    } else {
+        read_u64_table(storage.as_ref(), l1_offset, l1_size as usize, "L1 table")?
+    };
+    // QEMU loads the persistent bitmaps when it opens an image, and fails on invalid ones.
+    let sectors = header.size & !511;
+    let bitmaps = load_directory(storage.as_ref(), &path, &header, file_len, sectors)?;
+    let cs = header.cluster_size();
+    check_tables(storage.as_ref(), &path, cs, file_len, sectors, &bitmaps)?;
     Ok(Qcow2Reader {
         cache: L2Cache::new(header.cluster_size()),
         storage,
@@ -143,6 +190,7 @@ pub fn open(
         snapshots,
         snapshot_table_bytes,
         file_len,
+        for_check: opts.for_check,
         prealloc: OnceLock::new(),
         header,
     })
@@ -186,7 +234,38 @@ pub(crate) fn read_u64_table(
         .collect())
 }
 
+/// Reads `count` big-endian u64 entries at `offset` (the caller has bounded `count`), what lies
+/// past the end of the file (`file_len`) as zeros.
+pub(crate) fn read_u64_table_padded(
+    s: &dyn Storage,
+    offset: u64,
+    count: usize,
+    file_len: u64,
+) -> Result<Vec<u64>> {
+    let mut raw = vec![0u8; count * 8];
+    crate::refcount::read_block(s, &mut raw, offset, file_len)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
+}
+
 impl Qcow2Reader {
+    /// Reads a metadata table of `count` words as this reader was opened to: refusing one that
+    /// reaches past the end of the file, or reading zeros there (`for_check`).
+    pub(crate) fn read_table_words(
+        &self,
+        offset: u64,
+        count: usize,
+        what: &str,
+    ) -> Result<Vec<u64>> {
+        if self.for_check {
+            read_u64_table_padded(self.storage.as_ref(), offset, count, self.file_len)
+        } else {
+            read_u64_table(self.storage.as_ref(), offset, count, what)
+        }
+    }
+
     /// The parsed header.
     pub fn header(&self) -> &Header {
         &self.header

@@ -2,7 +2,7 @@
 //! refcount blocks holding one entry of refcount_bits (1..64) per host cluster; sub-byte widths are
 //! packed least significant bits first, wider ones are big-endian.
 
-use crate::reader::{read_u64_table, Qcow2Reader};
+use crate::reader::Qcow2Reader;
 use vdisk_core::{Error, Result, Storage};
 
 /// Offset bits of a refcount table entry.
@@ -25,10 +25,28 @@ pub fn block_entry(block: &[u8], order: u32, index: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// The end of the largest request QEMU's block layer serves (block_int-common.h).
+const BDRV_MAX_LENGTH: u64 = (i64::MAX as u64) & !((1u64 << 30) - 1);
+
+/// EIO (Linux errno 5), the error QEMU reports for a request it refuses.
+const EIO: i32 = 5;
+
 /// Reads the refcount block (or any table) at `off` into `b`: what lies past the end of the file
 /// (`file_len`) reads as zeros, as QEMU's block layer reads it (so a block past the end holds
 /// refcounts of 0, which `check` then reports cluster by cluster, as qemu-img does).
 pub(crate) fn read_block(s: &dyn Storage, b: &mut [u8], off: u64, file_len: u64) -> Result<()> {
+    // QEMU's block layer refuses a request reaching past BDRV_MAX_LENGTH (INT64_MAX aligned down
+    // to 1 GiB) with EIO, before looking at the file's end.
+    if off
+        .checked_add(b.len() as u64)
+        .is_none_or(|end| end > BDRV_MAX_LENGTH)
+    {
+        return Err(Error::Io {
+            path: s.path().to_path_buf(),
+            offset: off,
+            source: std::io::Error::from_raw_os_error(EIO),
+        });
+    }
     b.fill(0);
     let inside = file_len.saturating_sub(off).min(b.len() as u64) as usize;
     if inside > 0 {
@@ -52,12 +70,7 @@ impl<'a> Refcounts<'a> {
     pub fn load(r: &'a Qcow2Reader) -> Result<Self> {
         let h = &r.header;
         let count = (u64::from(h.refcount_table_clusters) * h.cluster_size() / 8) as usize;
-        let table = read_u64_table(
-            r.storage.as_ref(),
-            h.refcount_table_offset,
-            count,
-            "refcount table",
-        )?;
+        let table = r.read_table_words(h.refcount_table_offset, count, "refcount table")?;
         Ok(Refcounts {
             storage: r.storage.as_ref(),
             table,

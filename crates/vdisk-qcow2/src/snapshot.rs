@@ -100,14 +100,28 @@ impl Snapshot {
 }
 
 /// Reads `count` entries at `offset`, bounded by the named limits. Returns them with the total
-/// table size in bytes.
-pub fn read_table(s: &dyn Storage, offset: u64, count: u32) -> Result<(Vec<Snapshot>, u64)> {
+/// table size in bytes. With `zeros_past_end`, what lies past the end of the file reads as zeros
+/// (as QEMU reads it, for `check`); otherwise an entry there is an error.
+pub fn read_table(
+    s: &dyn Storage,
+    offset: u64,
+    count: u32,
+    zeros_past_end: bool,
+) -> Result<(Vec<Snapshot>, u64)> {
     let path: &Path = s.path();
+    let file_len = if zeros_past_end { s.len()? } else { 0 };
+    let read = |buf: &mut [u8], at: u64| {
+        if zeros_past_end {
+            crate::refcount::read_block(s, buf, at, file_len)
+        } else {
+            s.read_exact_at(buf, at)
+        }
+    };
     let mut out = Vec::new();
     let mut at = offset;
     for i in 0..count {
         let mut fixed = [0u8; ENTRY_FIXED];
-        s.read_exact_at(&mut fixed, at)?;
+        read(&mut fixed, at)?;
         let (extra, id, name) = Snapshot::variable_sizes(&fixed);
         if extra as u64 > limits::MAX_SNAPSHOT_EXTRA_DATA {
             return Err(Error::limit(
@@ -131,14 +145,13 @@ pub fn read_table(s: &dyn Storage, offset: u64, count: u32) -> Result<(Vec<Snaps
             ));
         }
         let mut var = vec![0u8; var_len];
-        s.read_exact_at(&mut var, at + ENTRY_FIXED as u64)
-            .map_err(|_| {
-                Error::corrupt(
-                    path,
-                    Some(at),
-                    format!("snapshot table entry {i} truncated"),
-                )
-            })?;
+        read(&mut var, at + ENTRY_FIXED as u64).map_err(|_| {
+            Error::corrupt(
+                path,
+                Some(at),
+                format!("snapshot table entry {i} truncated"),
+            )
+        })?;
         out.push(Snapshot::parse(&fixed, &var));
         at = end;
     }
@@ -179,11 +192,11 @@ mod tests {
         bytes.extend(a.serialize());
         bytes.extend(b.serialize());
         let m = MemStorage::new("m", bytes);
-        let (v, size) = read_table(&m, 16, 2).unwrap();
+        let (v, size) = read_table(&m, 16, 2, false).unwrap();
         assert_eq!(v, vec![a, b]);
         assert_eq!(size, m.len().unwrap() - 16);
         assert!(
-            read_table(&m, 16, 3).is_err(),
+            read_table(&m, 16, 3, false).is_err(),
             "third entry is past the end"
         );
     }
@@ -193,6 +206,9 @@ mod tests {
         let mut e = sample().serialize();
         e[36..40].copy_from_slice(&100_000u32.to_be_bytes());
         let m = MemStorage::new("m", e);
-        assert!(matches!(read_table(&m, 0, 1), Err(Error::Limit { .. })));
+        assert!(matches!(
+            read_table(&m, 0, 1, false),
+            Err(Error::Limit { .. })
+        ));
     }
 }

@@ -229,6 +229,7 @@ fn internal_snapshots() {
             &p,
             &OpenOptions {
                 snapshot: Some(sel.clone()),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -249,6 +250,7 @@ fn internal_snapshots() {
         &p,
         &OpenOptions {
             snapshot: Some(SnapshotSel::Name("nope".into())),
+            ..Default::default()
         },
     )
     .err()
@@ -436,6 +438,7 @@ fn snapshot_lifecycle_on_compressed_and_v2_images() {
             &p,
             &OpenOptions {
                 snapshot: Some(SnapshotSel::Name("two".into())),
+                ..Default::default()
             },
         )
         .unwrap();

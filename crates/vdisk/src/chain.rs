@@ -22,6 +22,10 @@ pub struct OpenRequest {
     pub snapshot: Option<vdisk_qcow2::SnapshotSel>,
     /// Whether to open the backing chain (`info` does not, `convert` and `map` do).
     pub follow_backing: bool,
+    /// Open the top image as `check` does: qcow2 tables reaching past the end of the file read as
+    /// zeros (as QEMU reads them), so that the check can report what points there instead of
+    /// the open failing. Reading guest data from such an image is still refused.
+    pub for_check: bool,
 }
 
 /// One layer of an opened chain.
@@ -57,13 +61,14 @@ fn open_one(
     path: &Path,
     format: Option<Format>,
     snapshot: Option<&vdisk_qcow2::SnapshotSel>,
+    for_check: bool,
 ) -> Result<Layer> {
     let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(path)?);
     let format = match format {
         Some(f) => f,
         None => probe_format(storage.as_ref())?,
     };
-    let reader = open_layer(format, storage, snapshot)?;
+    let reader = open_layer(format, storage, snapshot, for_check)?;
     let info = reader.info()?;
     // An empty backing file name means none to QEMU (bdrv_open_backing_file), though
     // `qemu-img info` still shows it.
@@ -83,7 +88,7 @@ fn open_one(
 
 /// Opens `path` as `req` asks, following the backing chain when requested.
 pub fn open_image(path: &Path, req: &OpenRequest) -> Result<OpenedImage> {
-    let top = open_one(path, req.format, req.snapshot.as_ref())?;
+    let top = open_one(path, req.format, req.snapshot.as_ref(), req.for_check)?;
     let mut layers = vec![top];
     if req.follow_backing {
         let mut seen = vec![canonical(path)];
@@ -117,7 +122,7 @@ pub fn open_image(path: &Path, req: &OpenRequest) -> Result<OpenedImage> {
                 Some(f) => Some(f.parse::<Format>()?),
                 None => None,
             };
-            let layer = open_one(&full, fmt, None).map_err(|e| {
+            let layer = open_one(&full, fmt, None, false).map_err(|e| {
                 Error::Other(format!(
                     "Could not open '{}': Could not open backing file: {e}",
                     path.display()
@@ -177,6 +182,7 @@ pub fn open_backing_for(image: &Path, name: &str, format: Option<Format>) -> Res
         format,
         snapshot: None,
         follow_backing: true,
+        for_check: false,
     };
     open_image(&resolve_relative(image, name), &req)
 }

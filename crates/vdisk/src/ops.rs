@@ -35,6 +35,7 @@ fn open_qcow2_chain(path: &Path) -> Result<OpenedImage> {
             format: None,
             snapshot: None,
             follow_backing: true,
+            for_check: false,
         },
     )?;
     if img.top().format != Format::Qcow2 {

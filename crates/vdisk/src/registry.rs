@@ -7,11 +7,13 @@ use vdisk_core::storage::{FileOpener, HostFiles};
 use vdisk_core::{CreateOptions, Error, Format, ImageReader, ImageWriter, Result, Storage};
 use vdisk_qcow2::mutate::Prealloc;
 
-/// Opens one layer of `format` from `storage` (its backing image is not opened).
+/// Opens one layer of `format` from `storage` (its backing image is not opened); `for_check` opens
+/// it as `check` does (see `OpenRequest::for_check`).
 pub fn open_layer(
     format: Format,
     storage: Arc<dyn Storage>,
     snapshot: Option<&vdisk_qcow2::SnapshotSel>,
+    for_check: bool,
 ) -> Result<Arc<dyn ImageReader>> {
     let files: Arc<dyn FileOpener> = Arc::new(HostFiles);
     if snapshot.is_some() && format != Format::Qcow2 {
@@ -24,6 +26,7 @@ pub fn open_layer(
         Format::Qcow2 => {
             let opts = vdisk_qcow2::OpenOptions {
                 snapshot: snapshot.cloned(),
+                for_check,
             };
             Arc::new(vdisk_qcow2::open(storage, files, &opts)?)
         }
@@ -145,6 +148,7 @@ fn qcow2_backing_chain(path: &Path) -> Result<Option<Arc<dyn ImageReader>>> {
         format: Some(Format::Qcow2),
         snapshot: None,
         follow_backing: false,
+        for_check: false,
     };
     let top = crate::chain::open_image(path, &req)?;
     match &top.top().info.backing {

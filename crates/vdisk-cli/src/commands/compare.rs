@@ -23,6 +23,7 @@ pub(super) fn compare(
             })?,
             snapshot: None,
             follow_backing: true,
+            for_check: false,
         };
         open_image(p, &req).map(|i| i.image).map_err(|e| {
             eprintln!("vdisk: {e}");

@@ -73,6 +73,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             format: src_fmt,
             snapshot: snapshot.clone(),
             follow_backing: true,
+            for_check: false,
         };
         readers.push(open_image(s, &req)?.image);
     }
@@ -104,6 +105,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             format: Some(out_fmt),
             snapshot: None,
             follow_backing: false,
+            for_check: false,
         };
         let existing = open_image(dst, &req)?.image.virtual_size();
         if existing < size {

@@ -35,6 +35,7 @@ pub(super) fn measure(
                 format: parse_format(format)?,
                 snapshot: snapshot.as_deref().map(parse_snapshot),
                 follow_backing: true,
+                for_check: false,
             };
             Some(open_image(f, &req)?.image)
         }

@@ -37,6 +37,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 format: parse_format(format)?,
                 snapshot: None,
                 follow_backing: backing_chain,
+                for_check: false,
             };
             let img = open_image(&filename, &req)?;
             let text = match output {
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 format: parse_format(format)?,
                 snapshot: None,
                 follow_backing: true,
+                for_check: false,
             };
             let img = open_image(&filename, &req)?;
             let size = img.image.virtual_size();
@@ -123,6 +125,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 format,
                 snapshot: None,
                 follow_backing: true,
+                for_check: true,
             };
             let img = open_image(&filename, &req)?;
             if let Some(mode) = repair {
@@ -153,6 +156,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                     }
                 };
                 print_out(&text)?;
+            }
+            if report.check_errors > 0 {
+                eprintln!("vdisk: Check failed");
             }
             Ok(report.exit_code() as u8)
         }
@@ -185,6 +191,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 format,
                 snapshot: None,
                 follow_backing: false,
+                for_check: false,
             };
             let img = open_image(&filename, &req)?;
             if !img.top().info.snapshots.is_empty() {

@@ -24,6 +24,7 @@ pub(super) fn resize(
             format: Some(fmt),
             snapshot: None,
             follow_backing: false,
+            for_check: false,
         };
         open_image(filename, &req)?.image.virtual_size()
     };

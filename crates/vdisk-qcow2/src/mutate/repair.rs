@@ -9,6 +9,7 @@
 
 use super::image::{Purpose, RwImage};
 use super::refs::{copied_mismatches, replace_active_l1, rewrite_active};
+use super::snapshot::put_snapshot_table;
 use super::txn::{write_fixed_header, Txn};
 use crate::header::incompat;
 use crate::reader::{open, OpenOptions};
@@ -40,6 +41,14 @@ fn fixable(msg: &str) -> bool {
         || msg.starts_with("ERROR refcount table entry ")
         || (msg.starts_with("ERROR refcount block ")
             && (msg.ends_with(" is outside image") || msg.ends_with(" entry corrupted")))
+        || is_incomplete_snapshot(msg)
+}
+
+/// A version 3 snapshot table entry without the extra data every entry needs: `-r all` writes
+/// the table again with it (QEMU's qcow2_check_fix_snapshot_table), the disk size taken as the
+/// image's (as QEMU reads such an entry).
+fn is_incomplete_snapshot(msg: &str) -> bool {
+    msg.starts_with("ERROR snapshot table entry ") && msg.ends_with(" is incomplete")
 }
 
 /// The refcount table entries `-r all` drops (their blocks' clusters then count as refcount 0,
@@ -154,6 +163,14 @@ pub fn repair_in(
         }
     }
     let mut nh = h.clone();
+    if fix_errors && before.messages.iter().any(|m| is_incomplete_snapshot(m)) {
+        let mut list = t.img.r.snapshots.clone();
+        for sn in list.iter_mut().filter(|sn| sn.disk_size.is_none()) {
+            sn.disk_size = Some(h.size);
+            corruptions_fixed += 1;
+        }
+        (nh.snapshots_offset, nh.nb_snapshots) = put_snapshot_table(&mut t, &list)?;
+    }
     let (copied, compressed) = copied_mismatches(&mut t, &l1)?;
     let prefix = if fix_copied { "Repairing" } else { "ERROR" };
     log.extend(copied.iter().map(|m| format!("{prefix} {m}")));
@@ -192,7 +209,10 @@ fn first_passes(findings: &[String], fix_leaks: bool, fix_errors: bool) -> Vec<S
         .iter()
         .filter(|m| !is_copied(m))
         .map(|m| match m.strip_prefix("ERROR ") {
-            Some(rest) if fix_errors && rest.ends_with(" is outside image") => {
+            Some(rest)
+                if fix_errors
+                    && (rest.ends_with(" is outside image") || is_incomplete_snapshot(m)) =>
+            {
                 format!("Repairing {rest}")
             }
             _ => m.clone(),

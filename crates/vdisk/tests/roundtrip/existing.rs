@@ -252,6 +252,7 @@ pub fn roundtrip_into_existing(disk: &Disk, ex: &Existing, engine: &Engine) -> O
         format: Some(Format::Raw),
         snapshot: None,
         follow_backing: false,
+        for_check: false,
     };
     let source = open_image(&src, &req)
         .map_err(|e| fail("open source", e))?

@@ -143,6 +143,7 @@ fn vdisk_accepts(
         format: Some(Format::Raw),
         snapshot: None,
         follow_backing: false,
+        for_check: false,
     };
     let source = open_image(src, &req)
         .map_err(|e| fail("open source", e))?

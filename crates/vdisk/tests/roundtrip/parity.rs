@@ -112,6 +112,7 @@ pub fn parity(disk: &Disk, target: &Target, engine: &Engine) -> Outcome {
         format: Some(Format::Raw),
         snapshot: None,
         follow_backing: false,
+        for_check: false,
     };
     let source = open_image(&src, &req)
         .map_err(|e| fail("open source", e))?

@@ -32,6 +32,7 @@ fn open(
         format: Some(format),
         snapshot: None,
         follow_backing,
+        for_check: false,
     };
     open_image(path, &req).map_err(|e| fail(&format!("open {}", path.display()), e))
 }

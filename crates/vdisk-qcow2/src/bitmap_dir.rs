@@ -1,0 +1,189 @@
+//! The persistent bitmaps as QEMU loads them when it opens an image (qcow2.txt "Bitmaps
+//! extension", "Bitmap directory", "Bitmap table"; QEMU's qcow2-bitmap.c `bitmap_list_load`,
+//! `check_dir_entry`, `load_bitmap`): an entry or table QEMU rejects makes the image fail to open,
+//! for `info` and `check` alike, with QEMU's message. What lies past the end of the file reads as
+//! zeros, as QEMU's block layer reads it, without being allocated.
+
+use crate::header::Header;
+use crate::info::BitmapInfo;
+use std::path::Path;
+use vdisk_core::{Error, Result, Storage};
+
+/// Bitmap directory entry flags other than `in_use` (bit 0) and `auto` (bit 1).
+const RESERVED_FLAGS: u32 = 0xffff_fffc;
+const FLAG_IN_USE: u32 = 1;
+/// The only bitmap type: dirty tracking.
+const TYPE_DIRTY_TRACKING: u8 = 1;
+const MIN_GRANULARITY_BITS: u8 = 9;
+const MAX_GRANULARITY_BITS: u8 = 31;
+/// QEMU's BME_MAX_TABLE_SIZE (entries) and BME_MAX_PHYS_SIZE (bytes of bitmap data).
+const MAX_TABLE_ENTRIES: u64 = 0x800_0000;
+const MAX_PHYS_BYTES: u64 = 0x2000_0000;
+const MAX_NAME: u64 = 1023;
+/// Bitmap table entries: reserved bits, the offset, and "all ones" (bit 0, only without offset).
+const ENTRY_RESERVED: u64 = 0xff00_0000_0000_01fe;
+const ENTRY_OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
+const ENTRY_ALL_ONES: u64 = 1;
+
+/// Bytes of `s` at `offset`, `len` long, of which only those inside the file are read; the accessor
+/// returns 0 past them (the file's end), as QEMU reads there.
+struct Padded {
+    bytes: Vec<u8>,
+}
+
+impl Padded {
+    fn read(s: &dyn Storage, offset: u64, len: u64, file_len: u64) -> Result<Padded> {
+        let inside = file_len.saturating_sub(offset).min(len) as usize;
+        let mut bytes = vec![0u8; inside];
+        if inside > 0 {
+            s.read_exact_at(&mut bytes, offset)?;
+        }
+        Ok(Padded { bytes })
+    }
+
+    fn be(&self, at: u64, n: usize) -> u64 {
+        (0..n as u64).fold(0u64, |a, i| {
+            let b = usize::try_from(at + i)
+                .ok()
+                .and_then(|k| self.bytes.get(k))
+                .copied()
+                .unwrap_or(0);
+            (a << 8) | u64::from(b)
+        })
+    }
+}
+
+/// Whether a bitmap table entry is one QEMU accepts (`check_table_entry`).
+pub(crate) fn table_entry_ok(e: u64, cluster_size: u64) -> bool {
+    if e & ENTRY_RESERVED != 0 {
+        return false;
+    }
+    let off = e & ENTRY_OFFSET;
+    off == 0 || (e & ENTRY_ALL_ONES == 0 && off % cluster_size == 0)
+}
+
+/// The bitmap directory of `h`, validated as QEMU's `bitmap_list_load` does (`virtual_size` is
+/// the disk size QEMU sees, in whole sectors). No bitmaps extension, or one QEMU ignores because
+/// the autoclear bit is clear, gives an empty list.
+pub(crate) fn load_directory(
+    s: &dyn Storage,
+    path: &Path,
+    h: &Header,
+    file_len: u64,
+    virtual_size: u64,
+) -> Result<Vec<BitmapInfo>> {
+    let Some(ext) = h.bitmaps() else {
+        return Ok(Vec::new());
+    };
+    let at = Some(ext.directory_offset);
+    let fail = |what: String| Error::corrupt(path, at, what);
+    if ext.directory_size == 0 {
+        return Err(fail("Requested bitmap directory size is zero".into()));
+    }
+    // The extension's own checks bounded the size (MAX_BITMAP_DIRECTORY_BYTES) and the count.
+    let size = ext.directory_size;
+    let dir = Padded::read(s, ext.directory_offset, size, file_len)?;
+    let broken = || fail("Broken bitmap directory".into());
+    let cs = h.cluster_size();
+    let mut out: Vec<BitmapInfo> = Vec::new();
+    let mut e = 0u64;
+    while e < size {
+        if e + 24 > size {
+            return Err(broken());
+        }
+        if out.len() as u64 >= u64::from(ext.nb_bitmaps) {
+            return Err(fail(
+                "More bitmaps found than specified in header extension".into(),
+            ));
+        }
+        let table_offset = dir.be(e, 8);
+        let table_size = dir.be(e + 8, 4);
+        let flags = dir.be(e + 12, 4) as u32;
+        let kind = dir.be(e + 16, 1) as u8;
+        let gran = dir.be(e + 17, 1) as u8;
+        let name_size = dir.be(e + 18, 2);
+        let extra = dir.be(e + 20, 4);
+        let next = (e + 24 + name_size + extra).next_multiple_of(8);
+        if next > size {
+            return Err(broken());
+        }
+        if extra != 0 {
+            return Err(fail("Bitmap extra data is not supported".into()));
+        }
+        // QEMU keeps the name as a C string.
+        let raw: Vec<u8> = (0..name_size)
+            .map(|i| dir.be(e + 24 + i, 1) as u8)
+            .take_while(|b| *b != 0)
+            .collect();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let phys = table_size * cs;
+        let bad = table_size == 0
+            || table_offset == 0
+            || table_offset % cs != 0
+            || table_size > MAX_TABLE_ENTRIES
+            || !(MIN_GRANULARITY_BITS..=MAX_GRANULARITY_BITS).contains(&gran)
+            || flags & RESERVED_FLAGS != 0
+            || name_size > MAX_NAME
+            || kind != TYPE_DIRTY_TRACKING
+            || phys > MAX_PHYS_BYTES
+            || (flags & FLAG_IN_USE == 0 && virtual_size > (phys * 8) << gran);
+        if bad {
+            return Err(fail(format!(
+                "Bitmap '{name}' doesn't satisfy the constraints"
+            )));
+        }
+        out.push(BitmapInfo {
+            name,
+            flags,
+            granularity_bits: gran,
+            table_offset,
+            table_size: table_size as u32,
+        });
+        e = next;
+    }
+    if out.len() as u64 != u64::from(ext.nb_bitmaps) {
+        return Err(fail(
+            "Less bitmaps found than specified in header extension".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// QEMU's `load_bitmap` for each bitmap of `list`: names are unique, and the table of a bitmap
+/// that is not in use has valid entries and the size its disk and granularity need.
+pub(crate) fn check_tables(
+    s: &dyn Storage,
+    path: &Path,
+    cluster_size: u64,
+    file_len: u64,
+    virtual_size: u64,
+    list: &[BitmapInfo],
+) -> Result<()> {
+    for (i, b) in list.iter().enumerate() {
+        let fail = |what: String| Error::corrupt(path, Some(b.table_offset), what);
+        if list[..i].iter().any(|o| o.name == b.name) {
+            return Err(fail(format!("Bitmap already exists: {}", b.name)));
+        }
+        if b.flags & FLAG_IN_USE != 0 {
+            continue;
+        }
+        let entries = u64::from(b.table_size);
+        let table = Padded::read(s, b.table_offset, entries * 8, file_len)?;
+        let inside = table.bytes.len() as u64 / 8;
+        if (0..inside).any(|k| !table_entry_ok(table.be(k * 8, 8), cluster_size)) {
+            return Err(fail(format!(
+                "Could not read bitmap_table table from image for bitmap '{}': Invalid argument",
+                b.name
+            )));
+        }
+        let bits = virtual_size.div_ceil(1u64 << b.granularity_bits);
+        let needed = bits.div_ceil(64).saturating_mul(8).div_ceil(cluster_size);
+        if needed != entries {
+            return Err(fail(format!(
+                "Could not read bitmap '{}' from image: Invalid argument",
+                b.name
+            )));
+        }
+    }
+    Ok(())
+}
