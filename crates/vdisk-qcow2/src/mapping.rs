@@ -39,6 +39,7 @@ impl Qcow2Reader {
         let cluster = pos >> g.cluster_bits;
         let (l1_idx, mut l2_idx) = (cluster / entries, cluster % entries);
         let table_end = (l1_idx + 1) * entries * cs;
+        self.l1_entry_in_file(l1_idx)?;
         let l1e = usize::try_from(l1_idx)
             .ok()
             .and_then(|i| self.l1.get(i))
@@ -53,6 +54,8 @@ impl Qcow2Reader {
             while end - pos < max {
                 match self.l1.get(i) {
                     Some(e) if e & L1E_OFFSET_MASK != 0 => break,
+                    // An entry past the end of the file is refused when it is reached.
+                    Some(_) if self.l1_entry_in_file(i as u64).is_err() => break,
                     Some(_) => end = end.saturating_add(span),
                     None => end = u64::MAX,
                 }

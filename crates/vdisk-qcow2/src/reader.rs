@@ -32,11 +32,12 @@ pub enum SnapshotSel {
 pub struct OpenOptions {
     /// Read this internal snapshot (read-only view) instead of the active image.
     pub snapshot: Option<SnapshotSel>,
-    /// Open as `qemu-img check` opens (BDRV_O_CHECK): the L1, refcount and snapshot tables read
-    /// as zeros where they reach past the end of the file, as QEMU's block layer reads there,
-    /// instead of the image being refused (the check then reports what points past the end); an
-    /// image without a refcount table opens (the check reports every cluster); an encrypted
-    /// image does not (the check reads guest data, so QEMU needs the key).
+    /// Open as `qemu-img check` opens (BDRV_O_CHECK): the refcount table reads as zeros where it
+    /// reaches past the end of the file, and guest reads through an L1 table there read zeros
+    /// (the check reports what points past the end); an image without a refcount table opens (the
+    /// check reports every cluster); an encrypted image does not (the check reads guest data, so
+    /// QEMU needs the key). Any open reads the L1 and snapshot tables as QEMU does, zeros past the
+    /// end of the file; without `for_check` reading guest data through such an L1 entry fails.
     pub for_check: bool,
 }
 
@@ -56,6 +57,10 @@ pub struct Qcow2Reader {
     pub(crate) file_len: u64,
     /// Opened with `OpenOptions::for_check`.
     pub(crate) for_check: bool,
+    /// Where the L1 table in use starts, and how many of its entries lie inside the file (those
+    /// past it read as zeros).
+    l1_offset: u64,
+    l1_in_file: usize,
     cache: L2Cache,
     prealloc: OnceLock<bool>,
 }
@@ -127,7 +132,7 @@ pub fn open(
         storage.as_ref(),
         header.snapshots_offset,
         header.nb_snapshots,
-        opts.for_check,
+        true,
     )?;
     let (l1_offset, l1_size, size) = match &opts.snapshot {
         None => (header.l1_table_offset, header.l1_size, header.size),
@@ -166,11 +171,10 @@ pub fn open(
             limits::MAX_VIRTUAL_SIZE,
         ));
     }
-    let l1 = if opts.for_check {
-        read_u64_table_padded(storage.as_ref(), l1_offset, l1_size as usize, file_len)?
-    } else {
-        read_u64_table(storage.as_ref(), l1_offset, l1_size as usize, "L1 table")?
-    };
+    // The size is bounded (header validation, MAX_L1_BYTES); what lies past the end of the file
+    // reads as zeros, as QEMU reads it.
+    let l1 = read_u64_table_padded(storage.as_ref(), l1_offset, l1_size as usize, file_len)?;
+    let l1_in_file = (file_len.saturating_sub(l1_offset) / 8).min(u64::from(l1_size)) as usize;
     // QEMU loads the persistent bitmaps when it opens an image, and fails on invalid ones.
     let sectors = header.size & !511;
     let bitmaps = load_directory(storage.as_ref(), &path, &header, file_len, sectors)?;
@@ -191,6 +195,8 @@ pub fn open(
         snapshot_table_bytes,
         file_len,
         for_check: opts.for_check,
+        l1_offset,
+        l1_in_file,
         prealloc: OnceLock::new(),
         header,
     })
@@ -251,6 +257,19 @@ pub(crate) fn read_u64_table_padded(
 }
 
 impl Qcow2Reader {
+    /// Refuses to map guest data through L1 entry `index` when it lies past the end of the file
+    /// (QEMU reads it as zero, so as unallocated): a difference to QEMU, except under `check`.
+    pub(crate) fn l1_entry_in_file(&self, index: u64) -> Result<()> {
+        if self.for_check || index < self.l1_in_file as u64 || index >= self.l1.len() as u64 {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            &self.path,
+            Some(self.l1_offset.saturating_add(index.saturating_mul(8))),
+            "L1 table extends past the end of the file",
+        ))
+    }
+
     /// Reads a metadata table of `count` words as this reader was opened to: refusing one that
     /// reaches past the end of the file, or reading zeros there (`for_check`).
     pub(crate) fn read_table_words(
