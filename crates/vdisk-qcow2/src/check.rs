@@ -136,7 +136,7 @@ impl Ctx<'_> {
         };
         let data_file = self.r.header.has_data_file();
         let mut next_contiguous = 0u64;
-        for e in table.chunks_exact(g.words_per_entry()) {
+        for (i, e) in table.chunks_exact(g.words_per_entry()).enumerate() {
             let entry = e[0];
             let bitmap = e.get(1).copied().unwrap_or(0);
             if entry & OFLAG_COMPRESSED == 0 && entry & L2E_STD_RESERVED_MASK != 0 {
@@ -151,7 +151,17 @@ impl Ctx<'_> {
                 }
                 if data_file {
                     self.err(format!(
-                        "ERROR compressed cluster with data file, entry=0x{entry:x}"
+                        "ERROR compressed cluster {i} with data file, entry=0x{:x}",
+                        entry & !OFLAG_COPIED
+                    ));
+                    continue;
+                }
+                // Extended L2: a compressed cluster has no subclusters, so no bitmap (QEMU's
+                // check_refcounts_l2 then skips the entry: it is not counted).
+                if bitmap != 0 {
+                    self.err(format!(
+                        "ERROR compressed cluster {i} with non-zero subcluster allocation bitmap, entry=0x{:x}",
+                        entry & !OFLAG_COPIED
                     ));
                     continue;
                 }

@@ -256,3 +256,33 @@ fn l2_table_past_the_end_and_reserved_bits_in_l1_and_l2_entries() {
         c.messages
     );
 }
+
+#[test]
+fn compressed_cluster_with_a_subcluster_bitmap() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-compressed-bitmap");
+    // Extended L2: a compressed cluster has no subclusters, so its bitmap word must be zero.
+    // QEMU reports the entry by its index and does not count it (allocated, compressed, the
+    // reference to its data); vdisk used to count it as a compressed cluster.
+    let p = make(
+        &s,
+        "cb.qcow2",
+        "cluster_size=16k,extended_l2=on",
+        "1M",
+        &["write -c -P 1 0 16k", "write -c -P 2 16k 16k"],
+    );
+    let (_, f, l2, _) = first_l2_entry(&p);
+    let e = be64_at(&f, l2 + 16);
+    assert_ne!(e & (1 << 62), 0, "entry 1 is compressed");
+    f.write_all_at(&0x5555u64.to_be_bytes(), l2 + 16 + 8)
+        .unwrap();
+    drop(f);
+    let c = same_as_qemu(&p);
+    let want = format!(
+        "ERROR compressed cluster 1 with non-zero subcluster allocation bitmap, entry=0x{e:x}"
+    );
+    assert!(c.messages.contains(&want), "{:?}", c.messages);
+    assert_eq!(c.exit_code(), 2);
+}
