@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
-"""Compares `vdisk check` with `qemu-img check` on the qcow2 images of a fuzz corpus.
+"""Compares `vdisk check` with `qemu-img check` (or `info`, or `check -r`) on the qcow2 images of a
+fuzz corpus.
 
 For a random sample of a corpus directory (the first two bytes of each `qcow2_mutate` input, the
 operation and size bytes, are dropped), runs both checks and counts the images whose exit codes
 differ, grouped by the last line each tool printed on standard error, with one example file each.
+COMMAND is `check` (the default), `info`, or `leaks` / `all` for `check -r leaks|all`: each tool
+then repairs its own copy, and a run differs when the exit codes differ, when standard output
+differs apart from the image end offset (vdisk's repair is shadow-paged), or when qemu-img finds
+its own result clean and vdisk's not.
 
-Usage: fuzz/check-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED]
+Usage: fuzz/check-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED] [COMMAND]
   e.g. fuzz/check-parity.py target/debug/vdisk fuzz/corpus/qcow2_open 400 3
+       fuzz/check-parity.py target/debug/vdisk fuzz/corpus/qcow2_open 400 3 info
+       fuzz/check-parity.py target/debug/vdisk fuzz/corpus/qcow2_mutate 150 3 all
 """
 
 import collections
@@ -22,12 +29,34 @@ def last_line(text):
     return lines[-1][:70] if lines else ""
 
 
+def without_end(out):
+    return [l for l in out.decode(errors="replace").splitlines()
+            if not l.startswith("Image end offset")]
+
+
+def clean(img):
+    return subprocess.run(["qemu-img", "check", "-f", "qcow2", img],
+                          capture_output=True, timeout=60).returncode == 0
+
+
+def repair_key(q, v, qimg, vimg):
+    """The difference between two `check -r` runs, or None."""
+    if q.returncode != v.returncode:
+        return (q.returncode, v.returncode, last_line(q.stderr), last_line(v.stderr))
+    if without_end(q.stdout) != without_end(v.stdout):
+        return ("stdout", last_line(q.stdout), last_line(v.stdout))
+    if clean(qimg) and not clean(vimg):
+        return ("qemu-img's repair checks clean, vdisk's does not",)
+    return None
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     vdisk, corpus = sys.argv[1], sys.argv[2]
     sample = int(sys.argv[3]) if len(sys.argv) > 3 else 400
     random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    cmd = sys.argv[5] if len(sys.argv) > 5 else "check"
     strip = 2 if os.path.basename(corpus.rstrip("/")).endswith("_mutate") else 0
     files = sorted(os.listdir(corpus))
     random.shuffle(files)
@@ -36,6 +65,7 @@ def main():
     checked = 0
     with tempfile.TemporaryDirectory() as tmp:
         img = os.path.join(tmp, "c.qcow2")
+        qimg, vimg = os.path.join(tmp, "q.qcow2"), os.path.join(tmp, "v.qcow2")
         for name in files[:sample]:
             with open(os.path.join(corpus, name), "rb") as f:
                 data = f.read()[strip:]
@@ -43,21 +73,33 @@ def main():
                 continue
             with open(img, "wb") as f:
                 f.write(data)
+            repair = cmd in ("leaks", "all")
+            if repair:
+                for copy in (qimg, vimg):
+                    with open(copy, "wb") as f:
+                        f.write(data)
+            args = ["check", "-r", cmd] if repair else [cmd]
             try:
-                q = subprocess.run(["qemu-img", "check", "-f", "qcow2", img],
+                q = subprocess.run(["qemu-img", *args, "-f", "qcow2", qimg if repair else img],
                                    capture_output=True, timeout=30)
-                v = subprocess.run([vdisk, "check", "-f", "qcow2", img],
+                v = subprocess.run([vdisk, *args, "-f", "qcow2", vimg if repair else img],
                                    capture_output=True, timeout=30)
             except subprocess.TimeoutExpired:
                 kinds[("timeout",)] += 1
                 example.setdefault(("timeout",), name)
                 continue
             checked += 1
-            if q.returncode != v.returncode:
+            if repair:
+                key = repair_key(q, v, qimg, vimg)
+            elif q.returncode != v.returncode:
                 key = (q.returncode, v.returncode, last_line(q.stderr), last_line(v.stderr))
+            else:
+                key = None
+            if key:
                 kinds[key] += 1
                 example.setdefault(key, name)
-    print(f"checked {checked}, exit codes differ on {sum(kinds.values())}")
+    print(f"checked {checked}, {'runs' if cmd in ('leaks', 'all') else 'exit codes'} differ "
+          f"on {sum(kinds.values())}")
     for key, n in kinds.most_common(20):
         print(n, key, example[key])
 
