@@ -235,3 +235,28 @@ fn downgrade_checks_like_qemu() {
     qemu_img(&["amend", "-o", "compat=0.10", &s(&theirs)]);
     agree(&ours, &theirs, "zstd without compressed clusters");
 }
+
+#[test]
+fn upgrade_gives_snapshot_entries_the_extra_data_version_3_needs() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("qcow2-amend-upgrade-snapshots");
+    // Version 2 snapshot entries without extra data (valid there; qemu-img itself writes it).
+    let p = image(&d, "v2.qcow2", "compat=0.10", None, false);
+    qemu_img(&["snapshot", "-c", "s1", &s(&p)]);
+    cut_snapshot_extra_data(&p, 0);
+    assert_clean(&p);
+    let theirs = copy(&p, "theirs.qcow2");
+    qemu_img(&["amend", "-o", "compat=1.1", &s(&theirs)]);
+    let st = std::sync::Arc::new(vdisk_core::FileStorage::open_rw(&p).unwrap());
+    mutate::amend_in(st, &CreateOptions::parse(&["compat=1.1"]).unwrap()).unwrap();
+    // A version 3 entry without them is "incomplete" to qemu-img check.
+    assert_clean(&p);
+    assert_clean(&theirs);
+    assert_eq!(state(&p), state(&theirs));
+    assert_eq!(
+        qemu_info_json(&p)["format-specific"]["data"]["compat"],
+        "1.1"
+    );
+}

@@ -353,3 +353,50 @@ fn repair_all_replaces_refcount_blocks_past_the_end_or_with_reserved_bits() {
         assert_eq!(reftable_entry(&ours, 1), 0, "{name}: no block for entry 1");
     }
 }
+
+#[test]
+fn incomplete_snapshot_entries_are_reported_and_repaired_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("qcow2-repair-incomplete-snapshot");
+    let p = qemu_fixture(&d, "inc.qcow2", "", "4M");
+    qemu_img(&["snapshot", "-c", "s1", &s(&p)]);
+    qemu_img(&["snapshot", "-c", "s2", &s(&p)]);
+    // Version 3 entries need 16 bytes of extra data (VM state size, disk size): 8 are left.
+    cut_snapshot_extra_data(&p, 8);
+    let (code, err) = check(&p);
+    assert_eq!(code, 2, "{err}");
+    let st: std::sync::Arc<dyn vdisk_core::Storage> =
+        std::sync::Arc::new(vdisk_core::FileStorage::open(&p).unwrap());
+    let ours = vdisk_qcow2::open(
+        st,
+        std::sync::Arc::new(vdisk_core::storage::NoFiles),
+        &Default::default(),
+    )
+    .unwrap();
+    let found = vdisk_core::ImageReader::check(&ours).unwrap().messages;
+    let want = [
+        "ERROR snapshot table entry 0 is incomplete",
+        "ERROR snapshot table entry 1 is incomplete",
+    ];
+    assert_eq!(found, want);
+    assert!(want.iter().all(|w| err.contains(w)), "{err}");
+    drop(ours);
+
+    // -r all writes the table again with the disk size, as qemu-img does.
+    let theirs = copy(&p, "theirs.qcow2");
+    qemu_img(&["check", "-r", "all", &s(&theirs)]);
+    let st = std::sync::Arc::new(vdisk_core::FileStorage::open_rw(&p).unwrap());
+    let out = mutate::repair_in(st, true, true).unwrap();
+    assert_eq!(out.corruptions_fixed, 2);
+    assert_eq!(
+        out.log,
+        [
+            "Repairing snapshot table entry 0 is incomplete",
+            "Repairing snapshot table entry 1 is incomplete"
+        ]
+    );
+    assert_clean(&p);
+    same_state(&p, &theirs);
+}

@@ -383,3 +383,35 @@ pub fn same_state(ours: &Path, theirs: &Path) {
         );
     }
 }
+
+/// Rewrites the snapshot table of `p` in place with the extra data of each entry cut to `keep`
+/// bytes (at most what it has): version 2 entries may have none, version 3 ones need 16.
+pub fn cut_snapshot_extra_data(p: &Path, keep: usize) {
+    let data = std::fs::read(p).unwrap();
+    let be = |a: usize, n: usize| {
+        data[a..a + n]
+            .iter()
+            .fold(0u64, |x, b| (x << 8) | u64::from(*b))
+    };
+    let (count, table) = (be(60, 4) as usize, be(64, 8) as usize);
+    let (mut at, mut out) = (table, Vec::new());
+    for _ in 0..count {
+        at = at.next_multiple_of(8);
+        let (id, name, extra) = (
+            be(at + 12, 2) as usize,
+            be(at + 14, 2) as usize,
+            be(at + 36, 4) as usize,
+        );
+        let kept = keep.min(extra);
+        let mut e = data[at..at + 40 + kept].to_vec();
+        e[36..40].copy_from_slice(&(kept as u32).to_be_bytes());
+        e.extend_from_slice(&data[at + 40 + extra..at + 40 + extra + id + name]);
+        out.resize(out.len().next_multiple_of(8), 0);
+        out.extend_from_slice(&e);
+        at += 40 + extra + id + name;
+    }
+    // What the old table used past the new one is cleared, inside its cluster.
+    out.resize(at - table, 0);
+    let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &out, table as u64).unwrap();
+}
