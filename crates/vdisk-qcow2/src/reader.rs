@@ -57,12 +57,34 @@ pub struct Qcow2Reader {
     pub(crate) file_len: u64,
     /// Opened with `OpenOptions::for_check`.
     pub(crate) for_check: bool,
+    /// Why the external data file could not be opened (only without `for_check`).
+    data_error: Option<String>,
     /// Where the L1 table in use starts, and how many of its entries lie inside the file (those
     /// past it read as zeros).
     l1_offset: u64,
     l1_in_file: usize,
     cache: L2Cache,
     prealloc: OnceLock<bool>,
+}
+
+/// An external data file that could not be opened: every access fails with why.
+struct Unopened {
+    path: PathBuf,
+    why: String,
+}
+
+impl Storage for Unopened {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn len(&self) -> Result<u64> {
+        Err(Error::Other(self.why.clone()))
+    }
+
+    fn read_at(&self, _buf: &mut [u8], _offset: u64) -> Result<usize> {
+        Err(Error::Other(self.why.clone()))
+    }
 }
 
 /// Opens the qcow2 image in `storage`; other files it names are opened through `files`.
@@ -105,17 +127,31 @@ pub fn open(
         data_file: header.has_data_file(),
     };
 
+    let mut data_error = None;
     let (data, data_path, data_file) = if header.has_data_file() {
-        let name = header.data_file().ok_or_else(|| {
-            Error::Other(format!(
-                "{}: Could not open data file: 'data-file' is required for this image",
-                path.display()
-            ))
-        })?;
         // As qemu does (and as the writer creates it): the stored name is opened as given, so a
         // relative name is taken from the working directory, not from the image's directory.
-        let p = std::path::PathBuf::from(name);
-        let s = files.open(&p)?;
+        let p = std::path::PathBuf::from(header.data_file().unwrap_or_default());
+        let opened = match header.data_file() {
+            None => Err(Error::Other(format!(
+                "{}: Could not open data file: 'data-file' is required for this image",
+                path.display()
+            ))),
+            Some(_) => files.open(&p),
+        };
+        let s: Arc<dyn Storage> = match opened {
+            Ok(s) => s,
+            Err(e) if !opts.for_check => {
+                // `qemu-img info` opens images without I/O (BDRV_O_NO_IO) and so never opens the
+                // data file: the image opens, and reading or mapping guest data fails with why.
+                data_error = Some(e.to_string());
+                Arc::new(Unopened {
+                    path: p.clone(),
+                    why: e.to_string(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         (s, Arc::from(p.as_path()), Some(p))
     } else {
         (Arc::clone(&storage), Arc::clone(&path), None)
@@ -195,6 +231,7 @@ pub fn open(
         snapshot_table_bytes,
         file_len,
         for_check: opts.for_check,
+        data_error,
         l1_offset,
         l1_in_file,
         prealloc: OnceLock::new(),
@@ -300,6 +337,14 @@ impl Qcow2Reader {
         self.header.crypt_method != 0
     }
 
+    /// The error opening the external data file, when it could not be (see [`Unopened`]).
+    pub(crate) fn data_file_opened(&self) -> Result<()> {
+        match &self.data_error {
+            Some(why) => Err(Error::Other(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     fn refuse_encrypted(&self) -> Result<()> {
         if self.encrypted() {
             return Err(Error::unsupported(
@@ -333,6 +378,7 @@ impl Qcow2Reader {
     ) -> Result<()> {
         check_range(self.size, offset, buf.len() as u64)?;
         self.refuse_encrypted()?;
+        self.data_file_opened()?;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -451,7 +497,7 @@ impl ImageReader for Qcow2Reader {
     }
 
     fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
-        (file == &*self.data_path).then(|| Arc::clone(&self.data))
+        (file == &*self.data_path && self.data_error.is_none()).then(|| Arc::clone(&self.data))
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
@@ -462,6 +508,7 @@ impl ImageReader for Qcow2Reader {
             )));
         }
         let max = max_len.min(self.size - offset);
+        self.data_file_opened()?;
         let (t, len) = self.lookup(offset, max)?;
         let len = len.max(1);
         let host_ok = !self.encrypted();

@@ -327,3 +327,42 @@ fn the_backing_file_name_ends_at_the_first_nul() {
     assert_eq!(q["backing-filename"], ours.as_str());
     assert!(ours.ends_with("/base"), "{ours}");
 }
+
+#[test]
+fn a_missing_data_file_fails_check_and_reads_but_not_info() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-open-no-data-file");
+    let p = s.join("df.qcow2");
+    let data = s.join("df.raw");
+    let o = format!("data_file={}", data.display());
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &o,
+        p.to_str().unwrap(),
+        "1M",
+    ]);
+    std::fs::remove_file(&data).unwrap();
+    // qemu-img info opens without I/O (BDRV_O_NO_IO) and never opens the data file; check does.
+    assert_eq!(qemu("info", &p).0, 0);
+    let r = open_path(&p, &OpenOptions::default()).unwrap();
+    assert!(r.info().is_ok());
+    let mut buf = [0u8; 512];
+    for e in [
+        r.read_at(&mut buf, 0).expect_err("read"),
+        r.block_status(0, 512).expect_err("block status"),
+    ] {
+        assert!(e.to_string().contains("df.raw"), "{e}");
+    }
+    assert_eq!(qemu("check", &p).0, 1);
+    let e = open_path(&p, &CHECK).err().map(|e| e.to_string());
+    assert!(e.as_ref().is_some_and(|e| e.contains("df.raw")), "{e:?}");
+    // Nothing changes an image whose data file is missing.
+    let st = std::sync::Arc::new(vdisk_core::FileStorage::open_rw(&p).unwrap());
+    assert!(vdisk_qcow2::mutate::resize_in(st, 2 << 20, false).is_err());
+}

@@ -54,6 +54,8 @@ impl RwImage {
             Arc::new(HostFiles),
             &OpenOptions::default(),
         )?;
+        // Changes need the data file that reading may do without.
+        r.data_file_opened()?;
         let path = storage.path().to_path_buf();
         let h = &r.header;
         if h.crypt_method != 0 {
@@ -175,13 +177,14 @@ impl RwImage {
         Ok(block_entry(b, order, c % per))
     }
 
-    /// Reads one L2 table.
+    /// Reads one L2 table; what lies past the end of the file reads as zeros, as QEMU reads it
+    /// (only a repair meets such a table: other changes refuse an image whose check finds one).
     pub fn read_l2(&self, offset: u64) -> Result<Vec<u64>> {
-        read_u64_table(
+        crate::reader::read_u64_table_padded(
             self.storage.as_ref(),
             offset,
             (self.cs() / 8) as usize,
-            "L2 table",
+            self.storage.len()?,
         )
     }
 
