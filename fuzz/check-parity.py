@@ -67,8 +67,11 @@ def main():
         img = os.path.join(tmp, "c.qcow2")
         qimg, vimg = os.path.join(tmp, "q.qcow2"), os.path.join(tmp, "v.qcow2")
         for name in files[:sample]:
-            with open(os.path.join(corpus, name), "rb") as f:
-                data = f.read()[strip:]
+            try:
+                with open(os.path.join(corpus, name), "rb") as f:
+                    data = f.read()[strip:]
+            except FileNotFoundError:  # a running fuzzer replaced it
+                continue
             if data[:4] != b"QFI\xfb":
                 continue
             with open(img, "wb") as f:
