@@ -11,7 +11,10 @@ use vdisk_core::{Error, Result, Storage};
 
 /// Bitmap directory entry flags other than `in_use` (bit 0) and `auto` (bit 1).
 const RESERVED_FLAGS: u32 = 0xffff_fffc;
-const FLAG_IN_USE: u32 = 1;
+/// Bitmap directory entry flag: in use (the bitmap is inconsistent).
+pub(crate) const FLAG_IN_USE: u32 = 1;
+/// Bitmap directory entry flag: enabled (tracks writes).
+pub(crate) const FLAG_AUTO: u32 = 2;
 /// The only bitmap type: dirty tracking.
 const TYPE_DIRTY_TRACKING: u8 = 1;
 const MIN_GRANULARITY_BITS: u8 = 9;
@@ -22,8 +25,8 @@ const MAX_PHYS_BYTES: u64 = 0x2000_0000;
 const MAX_NAME: u64 = 1023;
 /// Bitmap table entries: reserved bits, the offset, and "all ones" (bit 0, only without offset).
 const ENTRY_RESERVED: u64 = 0xff00_0000_0000_01fe;
-const ENTRY_OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
-const ENTRY_ALL_ONES: u64 = 1;
+pub(crate) const ENTRY_OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
+pub(crate) const ENTRY_ALL_ONES: u64 = 1;
 
 /// Bytes of `s` at `offset`, `len` long, of which only those inside the file are read; the accessor
 /// returns 0 past them (the file's end), as QEMU reads there.

@@ -4,6 +4,7 @@
 //! stored refcounts (qcow2.txt "Host cluster management"), then check the COPIED flags. Findings are
 //! printed in QEMU's words (`qcow2_check_refcounts` in block/qcow2-refcount.c).
 
+use crate::bitmap_dir::ENTRY_OFFSET as BME_OFFSET_MASK;
 use crate::header::Extension;
 use crate::info::read_bitmaps;
 use crate::limits;
@@ -19,9 +20,6 @@ const L1E_RESERVED_MASK: u64 = 0x7f00_0000_0000_01ff;
 /// Bits of a standard (not compressed) L2 entry that must be zero (qcow2.txt "Standard Cluster
 /// Descriptor": 1-8 and 56-61), which QEMU 10's check reports.
 const L2E_STD_RESERVED_MASK: u64 = 0x3f00_0000_0000_01fe;
-
-/// Offset bits of a bitmap table entry (qcow2.txt "Bitmap table").
-const BME_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
 struct Ctx<'a> {
     r: &'a Qcow2Reader,

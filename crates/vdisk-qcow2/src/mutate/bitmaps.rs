@@ -16,14 +16,10 @@ use crate::limits::MAX_BITMAP_DATA_BYTES;
 use crate::reader::read_u64_table;
 use vdisk_core::{Error, Result};
 
-/// Bitmap directory entry flag: in use (the bitmap is inconsistent).
-const IN_USE: u32 = 1;
-/// Bitmap directory entry flag: enabled (tracks writes).
-const AUTO: u32 = 2;
-/// Offset bits of a bitmap table entry.
-const BME_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
-/// A bitmap table entry without a cluster whose bits are all ones.
-const BME_ALL_ONES: u64 = 1;
+use crate::bitmap_dir::{
+    ENTRY_ALL_ONES as BME_ALL_ONES, ENTRY_OFFSET as BME_OFFSET_MASK, FLAG_AUTO as AUTO,
+    FLAG_IN_USE as IN_USE,
+};
 
 struct Bitmap {
     /// The directory entry as stored (fixed part, extra data, name, padding).

@@ -186,3 +186,35 @@ pub const PATTERN: &[&str] = &[
     "write -P 0x33 1M 3k",
     "write -P 0x44 2000k 48k",
 ];
+
+/// The check of `p` opened with `opts`: the same findings (the lines starting "ERROR" or
+/// "Leaked", in any order) and exit code as `qemu-img check`.
+pub fn check_like_qemu(p: &Path, opts: &OpenOptions) -> vdisk_core::CheckReport {
+    use vdisk_core::ImageReader;
+    let c = open_path(p, opts).unwrap().check().unwrap();
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(p)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let finding = |l: &&str| l.starts_with("ERROR") || l.starts_with("Leaked");
+    let mut theirs: Vec<&str> = text.lines().filter(finding).collect();
+    let mut ours: Vec<&str> = c
+        .messages
+        .iter()
+        .map(String::as_str)
+        .filter(finding)
+        .collect();
+    theirs.sort();
+    ours.sort();
+    assert_eq!(ours, theirs, "findings for {}", p.display());
+    assert_eq!(
+        Some(c.exit_code()),
+        out.status.code(),
+        "exit code for {}",
+        p.display()
+    );
+    c
+}
