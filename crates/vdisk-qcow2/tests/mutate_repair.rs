@@ -400,3 +400,82 @@ fn incomplete_snapshot_entries_are_reported_and_repaired_like_qemu() {
     assert_clean(&p);
     same_state(&p, &theirs);
 }
+
+#[test]
+fn repair_reuses_leaked_clusters_rather_than_grow_over_a_table_past_the_end() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("qcow2-repair-reuse-leaks");
+    let p = qemu_fixture(&d, "p.qcow2", "cluster_size=4k", "4M");
+    // Two leaked clusters at the end of the file, then a snapshot table whose one entry runs
+    // two clusters past the new end: the check does not count it (the region exceeds the end
+    // of the file by a cluster or more) and reports it.
+    let a = std::fs::metadata(&p).unwrap().len().div_ceil(4096);
+    poke_refcount(&p, a, 1);
+    poke_refcount(&p, a + 1, 1);
+    let mut entry = vec![0u8; 40];
+    entry[12..14].copy_from_slice(&1u16.to_be_bytes());
+    entry[14..16].copy_from_slice(&12000u16.to_be_bytes());
+    entry[36..40].copy_from_slice(&16u32.to_be_bytes());
+    entry.extend_from_slice(&[0u8; 16]);
+    entry.extend_from_slice(b"1");
+    entry.resize(4096, b'n');
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all_at(&entry, (a + 2) * 4096).unwrap();
+    f.write_all_at(&1u32.to_be_bytes(), 60).unwrap();
+    f.write_all_at(&((a + 2) * 4096).to_be_bytes(), 64).unwrap();
+    drop(f);
+    let (code, before) = check(&p);
+    assert_eq!(code, 2, "{before}");
+    assert!(before.contains("Leaked cluster"), "{before}");
+
+    // With one leaked cluster only, right before the entry, the new tables need more room: the
+    // entry's cluster, inside the file but in that uncounted region, is not free (it was, and
+    // the new refcount table overwrote the entry).
+    let q = qemu_fixture(&d, "one.qcow2", "cluster_size=4k", "4M");
+    let b = std::fs::metadata(&q).unwrap().len().div_ceil(4096);
+    poke_refcount(&q, b, 1);
+    let f = std::fs::OpenOptions::new().write(true).open(&q).unwrap();
+    f.write_all_at(&[0u8; 4096], b * 4096).unwrap();
+    f.write_all_at(&entry, (b + 1) * 4096).unwrap();
+    f.write_all_at(&1u32.to_be_bytes(), 60).unwrap();
+    f.write_all_at(&((b + 1) * 4096).to_be_bytes(), 64).unwrap();
+    drop(f);
+    let st = std::sync::Arc::new(vdisk_core::FileStorage::open_rw(&q).unwrap());
+    mutate::repair_in(st, true, false).unwrap();
+    let after = std::fs::read(&q).unwrap();
+    let at = (b as usize + 1) * 4096;
+    assert!(
+        after[at..at + 4096] == entry[..],
+        "the snapshot entry was overwritten"
+    );
+
+    // -r leaks fixes the two leaks. Shadow paging used to put its new refcount block and table
+    // past the end of the file, which then covered the snapshot table's region: the check
+    // counted it, at refcount 0 ("ERROR cluster N refcount=0 reference=1"). Reusing the leaked
+    // clusters the file does not grow, and only the first finding remains, as with qemu-img.
+    let theirs = copy(&p, "theirs.qcow2");
+    Command::new("qemu-img")
+        .args(["check", "-r", "leaks", &s(&theirs)])
+        .output()
+        .unwrap();
+    let len = std::fs::metadata(&p).unwrap().len();
+    let st = std::sync::Arc::new(vdisk_core::FileStorage::open_rw(&p).unwrap());
+    mutate::repair_in(st, true, false).unwrap();
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), len);
+    let findings = |p: &Path| {
+        let (code, err) = check(p);
+        let lines: Vec<String> = err
+            .lines()
+            .filter(|l| l.starts_with("ERROR") || l.starts_with("Leaked"))
+            .map(str::to_string)
+            .collect();
+        (code, lines)
+    };
+    let ours = findings(&p);
+    assert_eq!(ours.0, 2);
+    assert_eq!(ours.1.len(), 1, "{:?}", ours.1);
+    assert!(ours.1[0].starts_with("ERROR: counting reference for region exceeding"));
+    assert_eq!(ours, findings(&theirs));
+}

@@ -130,10 +130,19 @@ impl<'a> Txn<'a> {
         {
             return Ok(false);
         }
-        if c >= self.past_end {
-            return Ok(!self.img.referenced_past_end(c));
+        // A region the check saw reach a cluster or more past the end of the file is not
+        // counted, even its clusters inside the file: they are not free.
+        if self.img.referenced_past_end(c) {
+            return Ok(false);
         }
-        Ok(self.img.stored_refcount(c)? == 0)
+        if c >= self.past_end {
+            return Ok(true);
+        }
+        // A cluster this change sets to 0 that the old state does not reference (a leak it
+        // fixes) is free too: writing it before the switch cannot harm the old state. Reusing
+        // it keeps a repair from growing the file (and so from bringing a region the check saw
+        // past the end of the file inside it).
+        Ok(self.rc.get(&c) == Some(&0) || self.img.stored_refcount(c)? == 0)
     }
 
     /// Allocates `n` contiguous clusters unused in both the old and the new state; returns the
