@@ -60,18 +60,34 @@ use crate::reader::VmdkReader;
 use crate::sparse::read_u32s;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use vdisk_core::storage::FileOpener;
 use vdisk_core::writer::{check_write_range, durable_commit};
-use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
+use vdisk_core::{Error, ImageWriter, Payload, Result, Storage, WriterCaps};
 
 /// Most grain tables held in memory (2 KiB each with 512 entries: 8 MiB); when a write needs one
 /// more, the changed ones are committed and the cache emptied.
 pub const MAX_DIRTY_TABLES: usize = 4096;
 
-/// Opens the existing VMDK image at `path` for writing in place. The descriptor, extents and grain
-/// directories are parsed, validated and checked (`check`) by the crate's reading code; nothing is
-/// written until the first write.
+/// Opens the existing VMDK image at `path` for writing in place: [`open_writer_in`] on the file
+/// opened read-write, with its extent files opened read-write from the host (regular files and
+/// block devices only).
 pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
-    Ok(Box::new(InplaceWriter::open(path)?))
+    let (storage, files) = open::host_rw(path)?;
+    open_writer_in(storage, files)
+}
+
+/// Opens the existing VMDK image in `storage` (a monolithic sparse file or a descriptor) for
+/// writing in place; its extent files come from `files`, which must serve them writable, and the
+/// same storage each time a path is asked for again. The descriptor, extents and grain directories
+/// are parsed, validated and checked (`check`) by the crate's reading code; nothing is written
+/// until the first write. Every write and sync goes through `storage` and the storages `files`
+/// serves.
+pub fn open_writer_in(
+    storage: Arc<dyn Storage>,
+    files: Arc<dyn FileOpener>,
+) -> Result<Box<dyn ImageWriter>> {
+    Ok(Box::new(InplaceWriter::open(storage, files)?))
 }
 
 /// Where one extent's bytes go.
@@ -119,9 +135,9 @@ pub(crate) struct InplaceWriter {
     dirty_files: BTreeSet<u32>,
     /// The descriptor's file, the byte offset of the hex digits of its CID and their number,
     /// until the first write gives it a new one.
-    cid: Option<(FileStorage, u64, usize)>,
-    /// Whether the descriptor was written since the last commit.
-    cid_dirty: Option<FileStorage>,
+    cid: Option<(Arc<dyn Storage>, u64, usize)>,
+    /// The descriptor's file when it was written since the last commit.
+    cid_dirty: Option<Arc<dyn Storage>>,
     /// [`MAX_DIRTY_TABLES`], lowered by tests to exercise commits in the middle of a run.
     max_tables: usize,
 }

@@ -9,7 +9,7 @@ use crate::limits::{MAX_GTES_PER_GT, SECTOR};
 use crate::reader::{ExtentData, VmdkReader};
 use crate::sparse::read_u32s;
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vdisk_core::storage::FileOpener;
 use vdisk_core::{Error, FileStorage, Result, Storage};
@@ -52,10 +52,16 @@ fn refuse(path: &Path, what: impl std::fmt::Display) -> Error {
     )
 }
 
+/// The file at `path` and an opener of its extents, all read-write (what `open_writer` writes
+/// through).
+pub(super) fn host_rw(path: &Path) -> Result<(Arc<dyn Storage>, Arc<dyn FileOpener>)> {
+    Ok((RwFiles.open(path)?, Arc::new(RwFiles)))
+}
+
 impl InplaceWriter {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
-        let storage = RwFiles.open(path)?;
-        let reader = crate::open(storage, Arc::new(RwFiles))?;
+    pub(crate) fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Self> {
+        let path = &storage.path().to_path_buf();
+        let reader = crate::open(Arc::clone(&storage), files)?;
         let ct = reader.create_type();
         if !WRITABLE.contains(&ct.as_str()) {
             return Err(refuse(path, format!("a VMDK image of subformat {ct}")));
@@ -117,25 +123,8 @@ impl InplaceWriter {
                 target,
             });
         }
-        // A new grain goes at the end of its sparse extent's file: no other extent may use it.
-        for (i, sp) in sparse.iter().enumerate() {
-            let shared = reader
-                .extents
-                .iter()
-                .filter(|e| e.file() == Some(sp.file))
-                .count();
-            if shared > 1 {
-                return Err(Error::unsupported(
-                    path,
-                    format!(
-                        "VMDK sparse extent {} (file {}) shares its file with another extent; writing into it is not supported",
-                        i,
-                        sp.path.display()
-                    ),
-                ));
-            }
-        }
-        let cid = cid_place(path, reader.cid())?;
+        files_apart(path, &reader, &*storage)?;
+        let cid = cid_place(storage, reader.cid())?;
         Ok(InplaceWriter {
             path: path.to_path_buf(),
             reader,
@@ -148,6 +137,52 @@ impl InplaceWriter {
             max_tables: super::MAX_DIRTY_TABLES,
         })
     }
+}
+
+/// What identifies a file: its device and inode when it is a host file, else its name.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum FileId {
+    Inode(u64, u64),
+    Name(PathBuf),
+}
+
+fn file_id(s: &dyn Storage) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    match s.as_file().and_then(|f| f.metadata().ok()) {
+        Some(m) => FileId::Inode(m.dev(), m.ino()),
+        None => FileId::Name(s.path().to_path_buf()),
+    }
+}
+
+/// Every extent must have a file of its own, apart from the descriptor file: a new grain goes at
+/// the end of its sparse extent's file, and a write through one flat extent would change what
+/// another reads where they overlap. QEMU refuses such images for writing too: it opens each
+/// extent file on its own and takes write locks, so `qemu-img convert -n` fails with `Failed to
+/// get "resize" lock` when a file is named twice, or names the descriptor file.
+fn files_apart(path: &Path, reader: &VmdkReader, descriptor: &dyn Storage) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    if !reader.monolithic {
+        seen.insert(file_id(descriptor));
+        seen.insert(FileId::Name(path.to_path_buf()));
+    }
+    let mut files = BTreeSet::new();
+    for (i, e) in reader.extents.iter().enumerate() {
+        let Some(f) = e.file() else {
+            continue;
+        };
+        let id = reader.files.with(f, |s| Ok(file_id(s)))?;
+        let name = reader.files.path(f).map(|p| p.to_path_buf());
+        if !files.insert(f) || !seen.insert(id) {
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    "VMDK extent {i} (file {}) shares its file with another extent or the descriptor; writing into it is not supported",
+                    name.unwrap_or_default().display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads what the writer needs of sparse extent `i` of `reader` (already checked).
@@ -277,19 +312,19 @@ fn metadata_apart(
     Ok(())
 }
 
-/// Where the hex digits of the descriptor's `CID=` line lie in the file at `path` (the embedded
-/// descriptor's sectors of a sparse file, or the whole descriptor file), and how many there are
-/// (QEMU writes `%x`: fewer than eight when the CID starts with zeros), if the line is the only
-/// one and names `cid`, the CID the parser read.
-fn cid_place(path: &Path, cid: u32) -> Result<Option<(FileStorage, u64, usize)>> {
-    let file = FileStorage::open_rw(path)?;
+/// Where the hex digits of the descriptor's `CID=` line lie in `file` (the embedded descriptor's
+/// sectors of a sparse file, or the whole descriptor file), and how many there are (QEMU writes
+/// `%x`: fewer than eight when the CID starts with zeros), if the line is the only one and names
+/// `cid`, the CID the parser read.
+#[allow(clippy::type_complexity)]
+fn cid_place(file: Arc<dyn Storage>, cid: u32) -> Result<Option<(Arc<dyn Storage>, u64, usize)>> {
     let len = file.len()?;
     let mut head = [0u8; crate::header::HEADER_SIZE];
     let (start, size) = if len >= head.len() as u64 && {
         file.read_exact_at(&mut head, 0)?;
         crate::header::sparse_kind(&head) == crate::header::SparseKind::Hosted
     } {
-        let h = crate::sparse::read_header(&file, 0)?;
+        let h = crate::sparse::read_header(&*file, 0)?;
         let start = h.descriptor_offset.saturating_mul(SECTOR);
         (start, h.descriptor_size.saturating_mul(SECTOR))
     } else {

@@ -12,6 +12,11 @@ use vdisk_testutil::*;
 const K: u64 = 1 << 10;
 const M: u64 = 1 << 20;
 
+fn open_path(p: &Path) -> InplaceWriter {
+    let (storage, files) = super::open::host_rw(p).unwrap();
+    InplaceWriter::open(storage, files).unwrap()
+}
+
 fn fixture(s: &Scratch, name: &str) -> (PathBuf, Vec<u8>) {
     let p = s.join(name);
     qemu_img(&["create", "-q", "-f", "vmdk", p.to_str().unwrap(), "4M"]);
@@ -23,7 +28,7 @@ fn fixture(s: &Scratch, name: &str) -> (PathBuf, Vec<u8>) {
 /// Writes data into allocated grain 0 and unallocated grains at 1M and 2M, then commits `steps`
 /// steps.
 fn write_and_stop(p: &Path, steps: u32) -> Vec<u8> {
-    let mut w = InplaceWriter::open(p).unwrap();
+    let mut w = open_path(p);
     let mut new = qemu_raw_bytes(p, Some("vmdk"));
     for (off, len, byte) in [
         (4096u64, 4096u64, 0x71u8),
@@ -95,7 +100,7 @@ fn commits_when_the_table_cache_is_full() {
     qemu_img(&["create", "-q", "-f", "vmdk", p.to_str().unwrap(), "100M"]);
     qemu_io("vmdk", &p, &["write -P 0x61 40M 64k"]);
     let mut new = qemu_raw_bytes(&p, Some("vmdk"));
-    let mut w = InplaceWriter::open(&p).unwrap();
+    let mut w = open_path(&p);
     w.max_tables = 1;
     for (off, len, byte) in [
         (M, 4 * K, 0x71u8),

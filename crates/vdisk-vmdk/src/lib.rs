@@ -22,6 +22,6 @@ pub mod stream;
 pub mod stream_out;
 pub mod writer;
 
-pub use inplace::open_writer;
+pub use inplace::{open_writer, open_writer_in};
 pub use reader::{open, VmdkReader};
 pub use writer::{create, CREATE_OPTIONS};
