@@ -9,7 +9,7 @@ corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
-    vmdk_extents vdi_header vdi_open vdi_mutate raw_open probe; do
+    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate raw_open probe; do
     mkdir -p "$corpus/$t"
 done
 
@@ -232,6 +232,35 @@ for f in "$work"/*.vdi; do
     for op in $(seq 0 7); do
         { printf "\\$(printf %03o "$op")\\007"; cat "$f"; } \
             >"$corpus/vdi_mutate/$(basename "$f").op$op"
+    done
+done
+
+# vmdk_mutate: sparse files and descriptor + extent (qemu creates 64 KiB grains only), each under
+# each of the 7 operations, size byte 7 (writes of 32 KiB). The 40M sparse images have two grain
+# tables (32 MiB each) with data on both sides of the boundary; "zeroed" ones have zeroed grains.
+mkdir -p "$work/m"
+vm m/gt40 40M subformat=monolithicSparse
+io vmdk "$work/m/gt40.vmdk" "write -P 0x22 32760k 16k"
+vm m/gt40-zeroed 40M subformat=monolithicSparse,zeroed_grain=on
+io vmdk "$work/m/gt40-zeroed.vmdk" "write -P 0x21 0 4k" "write -z 64k 128k" "write -z 32704k 128k" \
+    "write -P 0x22 40900k 4k"
+for z in off on; do
+    vm m/sparse1m-zeroed-$z 1M subformat=monolithicSparse,zeroed_grain=$z
+    io vmdk "$work/m/sparse1m-zeroed-$z.vmdk" "write -P 0xaa 0 4k" "write -P 0x11 1020k 4k"
+    [ $z = off ] || io vmdk "$work/m/sparse1m-zeroed-$z.vmdk" "write -z 512k 64k"
+done
+for sub in twoGbMaxExtentSparse monolithicFlat twoGbMaxExtentFlat; do
+    d="$work/m/$sub"
+    mkdir -p "$d"
+    q create -f vmdk -o subformat=$sub "$d/img.vmdk" 128K
+    io vmdk "$d/img.vmdk" "write -P 0xaa 0 4k" "write -P 0x11 120k 8k"
+    extent="$(ls "$d" | grep -v '^img.vmdk$' | head -1)"
+    { cat "$d/img.vmdk"; printf '\n#EXTENT-DATA\n'; cat "$d/$extent"; } >"$work/m/$sub.vmdk"
+done
+for f in "$work"/m/*.vmdk; do
+    for op in $(seq 0 6); do
+        { printf "\\$(printf %03o "$op")\\007"; cat "$f"; } \
+            >"$corpus/vmdk_mutate/$(basename "$f" .vmdk).op$op"
     done
 done
 
