@@ -227,3 +227,36 @@ fn check_repair_with_an_l2_table_past_the_end_like_qemu_img() {
     drop(x);
     repair_like_qemu(d, "l2.qcow2");
 }
+
+#[test]
+fn check_prints_qemu_img_advice_after_a_refcount_overflow() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-check-overflow");
+    let d = s.path();
+    qemu_ok(
+        d,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "refcount_bits=1",
+            "o.qcow2",
+            "1M",
+        ],
+    );
+    qemu_io(d, "qcow2", "o.qcow2", &["write -P 1 0 64k"]);
+    // Two L2 entries map one cluster whose refcount cannot go past 1.
+    let x = Damage::open(&d.join("o.qcow2"));
+    x.set_entry(1, x.entry(0));
+    drop(x);
+    let o = vdisk(d, &["check", "o.qcow2"]);
+    let t = qemu(d, &["check", "o.qcow2"]);
+    assert!(err(&t).contains("Use qemu-img amend"), "{}", err(&t));
+    assert_eq!(o.status.code(), t.status.code());
+    assert_eq!(out(&o), out(&t));
+    assert_eq!(err(&o), err(&t));
+}

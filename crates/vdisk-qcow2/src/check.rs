@@ -76,6 +76,12 @@ impl Ctx<'_> {
                     "ERROR: overflow cluster offset=0x{:x}",
                     (k as u64) << bits
                 ));
+                // QEMU's advice follows every such line.
+                self.rep.messages.push(
+                    "Use qemu-img amend to increase the refcount entry width or qemu-img convert \
+                     to create a clean copy if the image cannot be opened for writing"
+                        .into(),
+                );
                 continue;
             }
             self.refs[k] = self.refs[k].saturating_add(1);
