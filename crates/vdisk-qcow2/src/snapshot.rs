@@ -100,8 +100,8 @@ impl Snapshot {
 }
 
 /// Reads `count` entries at `offset`, bounded by the named limits. Returns them with the total
-/// table size in bytes. With `zeros_past_end`, what lies past the end of the file reads as zeros
-/// (as QEMU reads it, for `check`); otherwise an entry there is an error.
+/// table size in bytes. With `zeros_past_end` (as `open` reads it), what lies past the end of the
+/// file reads as zeros, as QEMU reads it; otherwise an entry there is an error.
 pub fn read_table(
     s: &dyn Storage,
     offset: u64,

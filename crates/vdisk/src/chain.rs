@@ -22,9 +22,9 @@ pub struct OpenRequest {
     pub snapshot: Option<vdisk_qcow2::SnapshotSel>,
     /// Whether to open the backing chain (`info` does not, `convert` and `map` do).
     pub follow_backing: bool,
-    /// Open the top image as `check` does: qcow2 tables reaching past the end of the file read as
-    /// zeros (as QEMU reads them), so that the check can report what points there instead of
-    /// the open failing. Reading guest data from such an image is still refused.
+    /// Open the top image as `qemu-img check` does (see `vdisk_qcow2::OpenOptions::for_check`:
+    /// a qcow2 refcount table past the end of the file reads as zeros, an image without one
+    /// opens, an encrypted one does not, and the external data file must open).
     pub for_check: bool,
 }
 
