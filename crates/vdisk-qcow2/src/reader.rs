@@ -1,45 +1,15 @@
-//! Opening a qcow2 image and reading it: header, optional external data file, snapshot table, the
-//! active (or a snapshot's) L1 table, then guest reads through the L2 cache (qcow2.txt "Cluster
-//! mapping") and block status with QEMU's semantics (`qcow2_co_block_status` + the block layer's
-//! BDRV_BLOCK_RECURSE for metadata-preallocated images).
+//! Reading an opened qcow2 image ([`open`] is in open.rs): guest reads through the L2 cache
+//! (qcow2.txt "Cluster mapping") and block status with QEMU's semantics (`qcow2_co_block_status` +
+//! the block layer's BDRV_BLOCK_RECURSE for metadata-preallocated images).
 
-use crate::bitmap_dir::{check_tables, load_directory};
-use crate::header::extensions::be32;
-use crate::header::{Header, V2_HEADER_LEN, V3_MIN_HEADER_LEN};
-use crate::limits;
+use crate::header::Header;
 use crate::refcount::Refcounts;
-use crate::snapshot::{read_table, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::tables::{Geometry, L2Cache, SubType};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use vdisk_core::reader::check_range;
-use vdisk_core::storage::FileOpener;
 use vdisk_core::{CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage};
-
-/// Which internal snapshot to read instead of the active image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SnapshotSel {
-    /// By name (`snapshot.name=`).
-    Name(String),
-    /// By id (`snapshot.id=`).
-    Id(String),
-    /// By id first, else by name (`-l NAME_OR_ID`).
-    NameOrId(String),
-}
-
-/// How to open an image.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OpenOptions {
-    /// Read this internal snapshot (read-only view) instead of the active image.
-    pub snapshot: Option<SnapshotSel>,
-    /// Open as `qemu-img check` opens (BDRV_O_CHECK): the refcount table reads as zeros where it
-    /// reaches past the end of the file, and guest reads through an L1 table there read zeros
-    /// (the check reports what points past the end); an image without a refcount table opens (the
-    /// check reports every cluster); an encrypted image does not (the check reads guest data, so
-    /// QEMU needs the key). Any open reads the L1 and snapshot tables as QEMU does, zeros past the
-    /// end of the file; without `for_check` reading guest data through such an L1 entry fails.
-    pub for_check: bool,
-}
 
 /// An opened qcow2 image.
 pub struct Qcow2Reader {
@@ -65,189 +35,6 @@ pub struct Qcow2Reader {
     l1_in_file: usize,
     cache: L2Cache,
     prealloc: OnceLock<bool>,
-}
-
-/// An external data file that could not be opened: every access fails with why.
-struct Unopened {
-    path: PathBuf,
-    why: String,
-}
-
-impl Storage for Unopened {
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn len(&self) -> Result<u64> {
-        Err(Error::Other(self.why.clone()))
-    }
-
-    fn read_at(&self, _buf: &mut [u8], _offset: u64) -> Result<usize> {
-        Err(Error::Other(self.why.clone()))
-    }
-}
-
-/// Opens the qcow2 image in `storage`; other files it names are opened through `files`.
-pub fn open(
-    storage: Arc<dyn Storage>,
-    files: Arc<dyn FileOpener>,
-    opts: &OpenOptions,
-) -> Result<Qcow2Reader> {
-    let path: Arc<Path> = Arc::from(storage.path());
-    let file_len = storage.len()?;
-    let mut first = vec![0u8; file_len.min(4096) as usize];
-    storage.read_exact_at(&mut first, 0)?;
-    let cluster_bits = Header::peek_cluster_bits(&first, &path)?;
-    // The first cluster, zero-padded as QEMU's block layer reads past the end of the file: a file
-    // that ends after the header, among its extensions or in the backing file name, reads as if
-    // zeros followed. A file shorter than the header itself stays truncated.
-    let mut cluster = vec![0u8; 1 << cluster_bits];
-    let inside = file_len.min(1 << cluster_bits) as usize;
-    storage.read_exact_at(&mut cluster[..inside], 0)?;
-    let header_len = match be32(&cluster, 4) {
-        3 => (be32(&cluster, 100) as usize).max(V3_MIN_HEADER_LEN as usize),
-        _ => V2_HEADER_LEN as usize,
-    };
-    let seen = if inside >= header_len {
-        cluster.len()
-    } else {
-        inside
-    };
-    let header = Header::parse(&cluster[..seen], &path)?;
-    if header.refcount_table_clusters == 0 && !opts.for_check {
-        return Err(Error::corrupt(
-            &path,
-            Some(56),
-            "Image does not contain a reference count table",
-        ));
-    }
-    let geo = Geometry {
-        cluster_bits,
-        extended: header.extended_l2(),
-        data_file: header.has_data_file(),
-    };
-
-    let mut data_error = None;
-    let (data, data_path, data_file) = if header.has_data_file() {
-        // As qemu does (and as the writer creates it): the stored name is opened as given, so a
-        // relative name is taken from the working directory, not from the image's directory.
-        let p = std::path::PathBuf::from(header.data_file().unwrap_or_default());
-        let opened = match header.data_file() {
-            None => Err(Error::Other(format!(
-                "{}: Could not open data file: 'data-file' is required for this image",
-                path.display()
-            ))),
-            Some(_) => files.open(&p),
-        };
-        let s: Arc<dyn Storage> = match opened {
-            Ok(s) => s,
-            Err(e) if !opts.for_check => {
-                // `qemu-img info` opens images without I/O (BDRV_O_NO_IO) and so never opens the
-                // data file: the image opens, and reading or mapping guest data fails with why.
-                data_error = Some(e.to_string());
-                Arc::new(Unopened {
-                    path: p.clone(),
-                    why: e.to_string(),
-                })
-            }
-            Err(e) => return Err(e),
-        };
-        (s, Arc::from(p.as_path()), Some(p))
-    } else {
-        (Arc::clone(&storage), Arc::clone(&path), None)
-    };
-
-    if opts.for_check && header.crypt_method != 0 {
-        return Err(Error::Other(format!(
-            "Could not open '{}': Parameter 'encrypt.key-secret' is required for cipher (vdisk \
-             does not decrypt images; `vdisk info` shows what is stored unencrypted)",
-            path.display()
-        )));
-    }
-    let (snapshots, snapshot_table_bytes) = read_table(
-        storage.as_ref(),
-        header.snapshots_offset,
-        header.nb_snapshots,
-        true,
-    )?;
-    let (l1_offset, l1_size, size) = match &opts.snapshot {
-        None => (header.l1_table_offset, header.l1_size, header.size),
-        Some(sel) => {
-            let sn = find_snapshot(&snapshots, sel).ok_or_else(|| {
-                Error::Other(format!(
-                    "{}: Failed to load snapshot: Can't find snapshot",
-                    path.display()
-                ))
-            })?;
-            let bytes = u64::from(sn.l1_size) * 8;
-            if bytes > limits::MAX_L1_BYTES {
-                return Err(Error::limit(
-                    &path,
-                    "snapshot L1 table size",
-                    bytes,
-                    limits::MAX_L1_BYTES,
-                ));
-            }
-            if sn.l1_table_offset % header.cluster_size() != 0 {
-                return Err(Error::corrupt(
-                    &path,
-                    Some(sn.l1_table_offset),
-                    "Snapshot L1 table offset invalid",
-                ));
-            }
-            // QEMU reads a snapshot with the image's current size (qcow2_snapshot_load_tmp).
-            (sn.l1_table_offset, sn.l1_size, header.size)
-        }
-    };
-    if size > limits::MAX_VIRTUAL_SIZE {
-        return Err(Error::limit(
-            &path,
-            "virtual size",
-            size,
-            limits::MAX_VIRTUAL_SIZE,
-        ));
-    }
-    // The size is bounded (header validation, MAX_L1_BYTES); what lies past the end of the file
-    // reads as zeros, as QEMU reads it.
-    let l1 = read_u64_table_padded(storage.as_ref(), l1_offset, l1_size as usize, file_len)?;
-    let l1_in_file = (file_len.saturating_sub(l1_offset) / 8).min(u64::from(l1_size)) as usize;
-    // QEMU loads the persistent bitmaps when it opens an image, and fails on invalid ones.
-    let sectors = header.size & !511;
-    let bitmaps = load_directory(storage.as_ref(), &path, &header, file_len, sectors)?;
-    let cs = header.cluster_size();
-    check_tables(storage.as_ref(), &path, cs, file_len, sectors, &bitmaps)?;
-    Ok(Qcow2Reader {
-        cache: L2Cache::new(header.cluster_size()),
-        storage,
-        path,
-        geo,
-        data,
-        data_path,
-        data_file,
-        l1,
-        // QEMU counts the disk in 512-byte sectors, dropping a partial last sector.
-        size: size & !511,
-        snapshots,
-        snapshot_table_bytes,
-        file_len,
-        for_check: opts.for_check,
-        data_error,
-        l1_offset,
-        l1_in_file,
-        prealloc: OnceLock::new(),
-        header,
-    })
-}
-
-fn find_snapshot<'a>(list: &'a [Snapshot], sel: &SnapshotSel) -> Option<&'a Snapshot> {
-    match sel {
-        SnapshotSel::Id(id) => list.iter().find(|s| &s.id == id),
-        SnapshotSel::Name(n) => list.iter().find(|s| &s.name == n),
-        SnapshotSel::NameOrId(x) => list
-            .iter()
-            .find(|s| &s.id == x)
-            .or_else(|| list.iter().find(|s| &s.name == x)),
-    }
 }
 
 /// Reads `count` big-endian u64 entries at `offset` (the caller has bounded `count`).
@@ -548,6 +335,10 @@ impl ImageReader for Qcow2Reader {
 
 #[path = "mapping.rs"]
 mod mapping;
+
+#[path = "open.rs"]
+mod open;
+pub use open::{open, OpenOptions, SnapshotSel};
 
 #[cfg(test)]
 #[path = "reader_tests.rs"]
