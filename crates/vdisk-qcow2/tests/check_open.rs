@@ -346,3 +346,20 @@ fn a_missing_data_file_fails_check_and_reads_but_not_info() {
     let st = std::sync::Arc::new(vdisk_core::FileStorage::open_rw(&p).unwrap());
     assert!(vdisk_qcow2::mutate::resize_in(st, 2 << 20, false).is_err());
 }
+
+#[test]
+fn an_empty_snapshot_l1_table_beyond_what_qemu_can_address_is_not_read() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-open-empty-far-l1");
+    let p = make(&s, "far.qcow2", "", "1M", &["write -P 1 0 64k"]);
+    qemu_img(&["snapshot", "-c", "s1", p.to_str().unwrap()]);
+    // The snapshot's L1 table: no entries, at an offset past BDRV_MAX_LENGTH. QEMU reads nothing
+    // for an empty table (vdisk's read failed with EIO: a check error and exit code 1).
+    let entry = be64(&p, 64);
+    patch(&p, entry, &0x7fff_ffff_ffff_0000u64.to_be_bytes());
+    patch(&p, entry + 8, &0u32.to_be_bytes());
+    let c = check_like_qemu(&p, &CHECK);
+    assert_eq!(c.check_errors, 0);
+}
