@@ -316,13 +316,6 @@ impl Header {
                 "The cluster size must be at least 16 KiB with extended L2",
             ));
         }
-        if !self.has_data_file() && self.autoclear_features & autoclear::DATA_FILE_RAW != 0 {
-            return Err(Error::corrupt(
-                path,
-                Some(88),
-                "data-file-raw requires a data file",
-            ));
-        }
         if self.size > limits::MAX_VIRTUAL_SIZE {
             return Err(Error::limit(
                 path,
@@ -376,6 +369,19 @@ impl Header {
             return Err(Error::corrupt(path, Some(36), "L1 table is too small"));
         }
         check_table(path, "Active L1 table", self.l1_table_offset, l1_bytes, cs)
+    }
+
+    /// The raw data file bit without a data file: QEMU refuses it when it opens the data file
+    /// (`check`, and changes), not when it opens without I/O (`info`).
+    pub fn check_data_file_raw(&self, path: &Path) -> Result<()> {
+        if !self.has_data_file() && self.autoclear_features & autoclear::DATA_FILE_RAW != 0 {
+            return Err(Error::corrupt(
+                path,
+                Some(88),
+                "data-file-raw requires a data file",
+            ));
+        }
+        Ok(())
     }
 
     /// The number of L1 entries needed to map `size` guest bytes.

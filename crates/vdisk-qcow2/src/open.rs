@@ -130,6 +130,9 @@ pub fn open(
         (Arc::clone(&storage), Arc::clone(&path), None)
     };
 
+    if opts.for_check {
+        header.check_data_file_raw(&path)?;
+    }
     if opts.for_check && header.crypt_method != 0 {
         return Err(Error::Other(format!(
             "Could not open '{}': Parameter 'encrypt.key-secret' is required for cipher (vdisk \

@@ -363,3 +363,24 @@ fn an_empty_snapshot_l1_table_beyond_what_qemu_can_address_is_not_read() {
     let c = check_like_qemu(&p, &CHECK);
     assert_eq!(c.check_errors, 0);
 }
+
+#[test]
+fn data_file_raw_without_a_data_file_fails_check_but_not_info() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("qcow2-open-raw-bit");
+    let p = make(&s, "raw-bit.qcow2", "", "1M", &["write -P 1 0 64k"]);
+    // Autoclear bit 1 (data-file-raw) with no data file: QEMU refuses it when it opens the data
+    // file, so `check` fails and `info` (without I/O) does not.
+    let autoclear = be64(&p, 88);
+    patch(&p, 88, &(autoclear | 2).to_be_bytes());
+    assert_eq!(qemu("info", &p).0, 0);
+    assert!(open_path(&p, &OpenOptions::default()).is_ok());
+    let (code, err) = qemu("check", &p);
+    assert_eq!(code, 1);
+    let message = "data-file-raw requires a data file";
+    assert!(err.contains(message), "{err}");
+    let e = open_path(&p, &CHECK).err().map(|e| e.to_string());
+    assert!(e.as_ref().is_some_and(|e| e.contains(message)), "{e:?}");
+}

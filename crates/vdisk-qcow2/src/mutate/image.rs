@@ -56,6 +56,7 @@ impl RwImage {
         )?;
         // Changes need the data file that reading may do without.
         r.data_file_opened()?;
+        r.header.check_data_file_raw(storage.path())?;
         let path = storage.path().to_path_buf();
         let h = &r.header;
         if h.crypt_method != 0 {
