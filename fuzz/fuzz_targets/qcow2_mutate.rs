@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use vdisk_core::storage::NoFiles;
 use vdisk_core::{CreateOptions, ImageReader, MemStorage, Payload, Storage};
-use vdisk_fuzz::exercise;
+use vdisk_fuzz::{exercise, sound};
 use vdisk_qcow2::mutate;
 
 /// Number of operations the first byte picks from.
@@ -26,12 +26,6 @@ const STEP: u64 = 4096;
 fn open_mem(bytes: Vec<u8>) -> Option<vdisk_qcow2::Qcow2Reader> {
     let s = MemStorage::new("fuzz.qcow2", bytes).shared();
     vdisk_qcow2::open(s, Arc::new(NoFiles), &Default::default()).ok()
-}
-
-/// No corruption or check error (leaks allowed).
-fn sound(r: &dyn ImageReader) -> bool {
-    r.check()
-        .is_ok_and(|c| c.corruptions == 0 && c.check_errors == 0)
 }
 
 fn options(pairs: &str) -> Option<CreateOptions> {

@@ -17,7 +17,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use vdisk_core::{ImageReader, MemStorage, Payload, Storage};
-use vdisk_fuzz::exercise;
+use vdisk_fuzz::{exercise, guest_bytes, sound};
 use vdisk_vdi::VdiReader;
 
 /// Number of operations the first byte picks from.
@@ -73,21 +73,6 @@ fn resize_slots(r: &VdiReader, new_size: u64) -> u64 {
 
 fn open_mem(bytes: Vec<u8>) -> Option<VdiReader> {
     vdisk_vdi::open(MemStorage::new("fuzz.vdi", bytes).shared()).ok()
-}
-
-/// No corruption or check error.
-fn sound(r: &dyn ImageReader) -> bool {
-    r.check()
-        .is_ok_and(|c| c.corruptions == 0 && c.check_errors == 0)
-}
-
-/// `len` guest bytes at `offset` (clipped to the disk), or `None` when they do not read.
-fn bytes(r: &dyn ImageReader, offset: u64, len: u64) -> Option<Vec<u8>> {
-    let end = offset.saturating_add(len).min(r.virtual_size());
-    let n = usize::try_from(end.checked_sub(offset)?).ok()?;
-    let mut buf = vec![0u8; n];
-    r.read_at(&mut buf, offset).ok()?;
-    Some(buf)
 }
 
 /// What the changed image must read, range by range.
@@ -229,7 +214,7 @@ fuzz_target!(|data: &[u8]| {
                     match *e {
                         Expect::Same(at, len) => {
                             let (Some(old), Some(now)) =
-                                (bytes(&before, at, len), bytes(&r, at, len))
+                                (guest_bytes(&before, at, len), guest_bytes(&r, at, len))
                             else {
                                 continue;
                             };
@@ -240,7 +225,7 @@ fuzz_target!(|data: &[u8]| {
                             );
                         }
                         Expect::Fill(at, len, byte) => {
-                            let now = bytes(&r, at, len);
+                            let now = guest_bytes(&r, at, len);
                             assert!(
                                 now.as_ref().is_some_and(|b| b.iter().all(|x| *x == byte)),
                                 "operation {op}: {at}+{len} does not read as {byte:#x}"

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use vdisk_core::storage::{resolve_relative, FileOpener};
 use vdisk_core::{Error, ImageReader, MemStorage, Payload, Result, Storage};
-use vdisk_fuzz::{exercise, split_at_marker};
+use vdisk_fuzz::{exercise, guest_bytes, sound, split_at_marker};
 use vdisk_vmdk::descriptor::ExtentType;
 
 /// Number of operations the first byte picks from.
@@ -140,21 +140,6 @@ impl FileOpener for Files {
 
 fn open(files: &Arc<Files>) -> Option<vdisk_vmdk::VmdkReader> {
     vdisk_vmdk::open(files.main(), Arc::clone(files) as Arc<dyn FileOpener>).ok()
-}
-
-/// No corruption or check error.
-fn sound(r: &dyn ImageReader) -> bool {
-    r.check()
-        .is_ok_and(|c| c.corruptions == 0 && c.check_errors == 0)
-}
-
-/// `len` guest bytes at `offset` (clipped to the disk), or `None` when they do not read.
-fn bytes(r: &dyn ImageReader, offset: u64, len: u64) -> Option<Vec<u8>> {
-    let end = offset.saturating_add(len).min(r.virtual_size());
-    let n = usize::try_from(end.checked_sub(offset)?).ok()?;
-    let mut buf = vec![0u8; n];
-    r.read_at(&mut buf, offset).ok()?;
-    Some(buf)
 }
 
 /// One write: `len` bytes of `byte` at `at` (zeros with `Payload::Zero` when `byte` is 0).
@@ -388,7 +373,10 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or(0)
         .saturating_add(WINDOW)
         .min(size);
-    let (Some(mut want), Some(now)) = (bytes(&before, lo, hi - lo), bytes(&r, lo, hi - lo)) else {
+    let (Some(mut want), Some(now)) = (
+        guest_bytes(&before, lo, hi - lo),
+        guest_bytes(&r, lo, hi - lo),
+    ) else {
         return;
     };
     for w in &writes {

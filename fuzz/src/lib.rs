@@ -101,6 +101,22 @@ unsafe impl GlobalAlloc for BoundedAlloc {
 static ALLOC: BoundedAlloc = BoundedAlloc;
 
 /// An in-memory store named like an image file.
+/// No corruption or check error (leaks allowed): what the targets that change images must keep
+/// sound.
+pub fn sound(r: &dyn ImageReader) -> bool {
+    r.check()
+        .is_ok_and(|c| c.corruptions == 0 && c.check_errors == 0)
+}
+
+/// `len` guest bytes at `offset` (clipped to the disk), or `None` when they do not read.
+pub fn guest_bytes(r: &dyn ImageReader, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let end = offset.saturating_add(len).min(r.virtual_size());
+    let n = usize::try_from(end.checked_sub(offset)?).ok()?;
+    let mut buf = vec![0u8; n];
+    r.read_at(&mut buf, offset).ok()?;
+    Some(buf)
+}
+
 pub fn mem(name: &str, data: &[u8]) -> Arc<dyn Storage> {
     MemStorage::new(name, data.to_vec()).shared()
 }
