@@ -6,9 +6,8 @@
 
 use crate::bitmap_dir::ENTRY_OFFSET as BME_OFFSET_MASK;
 use crate::header::Extension;
-use crate::info::read_bitmaps;
 use crate::limits;
-use crate::reader::Qcow2Reader;
+use crate::reader::{read_u64_table_padded, Qcow2Reader};
 use crate::refcount::Refcounts;
 use crate::tables::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
 use vdisk_core::{CheckReport, Result};
@@ -232,12 +231,7 @@ fn read_words_in_file(r: &Qcow2Reader, offset: u64, count: usize) -> Result<Vec<
     let words = usize::try_from(inside.div_ceil(16).saturating_mul(2))
         .unwrap_or(usize::MAX)
         .min(count);
-    let mut raw = vec![0u8; words * 8];
-    crate::refcount::read_block(r.storage.as_ref(), &mut raw, offset, r.file_len)?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect())
+    read_u64_table_padded(r.storage.as_ref(), offset, words, r.file_len)
 }
 
 /// Runs the check.
@@ -416,7 +410,7 @@ fn check_bitmaps(c: &mut Ctx) -> Result<()> {
         return Ok(());
     };
     c.inc(ext.directory_offset, ext.directory_size);
-    for b in read_bitmaps(c.r)? {
+    for b in c.r.bitmaps() {
         c.inc(b.table_offset, u64::from(b.table_size) * 8);
         let t =
             c.r.read_table_words(b.table_offset, b.table_size as usize, "bitmap table")?;

@@ -17,15 +17,9 @@ pub struct BitmapInfo {
     pub table_size: u32,
 }
 
-/// Reads the bitmap directory (names, flags, granularity and tables), validated as QEMU loads it.
+/// The bitmap directory (names, flags, granularity and tables), as `open` loaded and validated it.
 pub fn read_bitmaps(r: &Qcow2Reader) -> Result<Vec<BitmapInfo>> {
-    crate::bitmap_dir::load_directory(
-        r.storage.as_ref(),
-        &r.path,
-        &r.header,
-        r.file_len,
-        r.header.size & !511,
-    )
+    Ok(r.bitmaps().to_vec())
 }
 
 /// QEMU prints JSON objects in the iteration order of its QDict: hash buckets in increasing order

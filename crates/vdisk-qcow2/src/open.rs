@@ -186,7 +186,6 @@ pub fn open(
     // The size is bounded (header validation, MAX_L1_BYTES); what lies past the end of the file
     // reads as zeros, as QEMU reads it.
     let l1 = read_u64_table_padded(storage.as_ref(), l1_offset, l1_size as usize, file_len)?;
-    let l1_in_file = (file_len.saturating_sub(l1_offset) / 8).min(u64::from(l1_size)) as usize;
     // QEMU loads the persistent bitmaps when it opens an image, and fails on invalid ones.
     let sectors = header.size & !511;
     let bitmaps = load_directory(storage.as_ref(), &path, &header, file_len, sectors)?;
@@ -209,7 +208,7 @@ pub fn open(
         for_check: opts.for_check,
         data_error,
         l1_offset,
-        l1_in_file,
+        bitmaps,
         prealloc: OnceLock::new(),
         header,
     })

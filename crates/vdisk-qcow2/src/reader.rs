@@ -29,10 +29,10 @@ pub struct Qcow2Reader {
     pub(crate) for_check: bool,
     /// Why the external data file could not be opened (only without `for_check`).
     data_error: Option<String>,
-    /// Where the L1 table in use starts, and how many of its entries lie inside the file (those
-    /// past it read as zeros).
+    /// Where the L1 table in use starts (its entries past the end of the file read as zeros).
     l1_offset: u64,
-    l1_in_file: usize,
+    /// The persistent bitmaps, loaded and validated at open (see `bitmap_dir`).
+    bitmaps: Vec<crate::info::BitmapInfo>,
     cache: L2Cache,
     prealloc: OnceLock<bool>,
 }
@@ -58,10 +58,14 @@ pub(crate) fn read_u64_table(
     }
     let mut raw = vec![0u8; count * 8];
     s.read_exact_at(&mut raw, offset)?;
-    Ok(raw
-        .chunks_exact(8)
+    Ok(be_words(&raw))
+}
+
+/// `raw` as big-endian u64 words.
+fn be_words(raw: &[u8]) -> Vec<u64> {
+    raw.chunks_exact(8)
         .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect())
+        .collect()
 }
 
 /// Reads `count` big-endian u64 entries at `offset` (the caller has bounded `count`), what lies
@@ -74,17 +78,15 @@ pub(crate) fn read_u64_table_padded(
 ) -> Result<Vec<u64>> {
     let mut raw = vec![0u8; count * 8];
     crate::refcount::read_block(s, &mut raw, offset, file_len)?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect())
+    Ok(be_words(&raw))
 }
 
 impl Qcow2Reader {
     /// Refuses to map guest data through L1 entry `index` when it lies past the end of the file
     /// (QEMU reads it as zero, so as unallocated): a difference to QEMU, except under `check`.
     pub(crate) fn l1_entry_in_file(&self, index: u64) -> Result<()> {
-        if self.for_check || index < self.l1_in_file as u64 || index >= self.l1.len() as u64 {
+        let in_file = self.file_len.saturating_sub(self.l1_offset) / 8;
+        if self.for_check || index < in_file || index >= self.l1.len() as u64 {
             return Ok(());
         }
         Err(Error::corrupt(
@@ -107,6 +109,11 @@ impl Qcow2Reader {
         } else {
             read_u64_table(self.storage.as_ref(), offset, count, what)
         }
+    }
+
+    /// The persistent bitmaps (the bitmap directory), as opening loaded them.
+    pub(crate) fn bitmaps(&self) -> &[crate::info::BitmapInfo] {
+        &self.bitmaps
     }
 
     /// The parsed header.
