@@ -8,7 +8,7 @@
 use super::bitmaps::Bitmaps;
 use super::expand::expand_zero_clusters;
 use super::image::{Purpose, RwImage};
-use super::snapshot::put_snapshot_table;
+use super::snapshot::complete_snapshot_table;
 use super::txn::Txn;
 use crate::header::{autoclear, compat, incompat, Extension, Header, V2_HEADER_LEN};
 use std::sync::Arc;
@@ -85,14 +85,12 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         upgrade(&mut nh);
         // Version 3 needs every snapshot table entry to hold the VM state size and disk size as
         // extra data (version 2 entries may have none): QEMU's qcow2_upgrade writes the table
-        // again, the disk size of an entry without one taken as the image's.
+        // again.
         if img.r.snapshots.iter().any(|sn| sn.disk_size.is_none()) {
-            let mut list = img.r.snapshots.clone();
-            for sn in list.iter_mut().filter(|sn| sn.disk_size.is_none()) {
-                sn.disk_size = Some(h.size);
-            }
             let mut t = Txn::new(&mut img);
-            (nh.snapshots_offset, nh.nb_snapshots) = put_snapshot_table(&mut t, &list)?;
+            if let Some((offset, count, _)) = complete_snapshot_table(&mut t)? {
+                (nh.snapshots_offset, nh.nb_snapshots) = (offset, count);
+            }
             t.rewrite_whole_header();
             return t.commit(&nh, false);
         }

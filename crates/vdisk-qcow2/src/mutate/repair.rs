@@ -9,7 +9,7 @@
 
 use super::image::{Purpose, RwImage};
 use super::refs::{copied_mismatches, replace_active_l1, rewrite_active};
-use super::snapshot::put_snapshot_table;
+use super::snapshot::complete_snapshot_table;
 use super::txn::{write_fixed_header, Txn};
 use crate::header::incompat;
 use crate::reader::{open, OpenOptions};
@@ -45,8 +45,7 @@ fn fixable(msg: &str) -> bool {
 }
 
 /// A version 3 snapshot table entry without the extra data every entry needs: `-r all` writes
-/// the table again with it (QEMU's qcow2_check_fix_snapshot_table), the disk size taken as the
-/// image's (as QEMU reads such an entry).
+/// the table again with it ([`complete_snapshot_table`]).
 fn is_incomplete_snapshot(msg: &str) -> bool {
     msg.starts_with("ERROR snapshot table entry ") && msg.ends_with(" is incomplete")
 }
@@ -164,12 +163,10 @@ pub fn repair_in(
     }
     let mut nh = h.clone();
     if fix_errors && before.messages.iter().any(|m| is_incomplete_snapshot(m)) {
-        let mut list = t.img.r.snapshots.clone();
-        for sn in list.iter_mut().filter(|sn| sn.disk_size.is_none()) {
-            sn.disk_size = Some(h.size);
-            corruptions_fixed += 1;
+        if let Some((offset, count, completed)) = complete_snapshot_table(&mut t)? {
+            (nh.snapshots_offset, nh.nb_snapshots) = (offset, count);
+            corruptions_fixed += completed;
         }
-        (nh.snapshots_offset, nh.nb_snapshots) = put_snapshot_table(&mut t, &list)?;
     }
     let (copied, compressed) = copied_mismatches(&mut t, &l1)?;
     let prefix = if fix_copied { "Repairing" } else { "ERROR" };

@@ -44,6 +44,25 @@ pub(crate) fn put_snapshot_table(t: &mut Txn, list: &[Snapshot]) -> Result<(u64,
     Ok((off, list.len() as u32))
 }
 
+/// Writes the snapshot table again when an entry lacks the extra data version 3 needs (the VM
+/// state size and disk size), the disk size of such an entry taken as the image's, as QEMU reads
+/// it: qcow2_upgrade and qcow2_check_fix_snapshot_table. Returns the new (offset, count) and how
+/// many entries were completed, or `None` when none lacked it.
+pub(crate) fn complete_snapshot_table(t: &mut Txn) -> Result<Option<(u64, u32, u64)>> {
+    let size = t.img.r.header.size;
+    let mut list = t.img.r.snapshots.clone();
+    let mut completed = 0u64;
+    for sn in list.iter_mut().filter(|sn| sn.disk_size.is_none()) {
+        sn.disk_size = Some(size);
+        completed += 1;
+    }
+    if completed == 0 {
+        return Ok(None);
+    }
+    let (offset, count) = put_snapshot_table(t, &list)?;
+    Ok(Some((offset, count, completed)))
+}
+
 /// `qemu-img snapshot -c NAME` on the image in `storage`.
 pub fn snapshot_create_in(storage: Arc<dyn Storage>, name: &str) -> Result<()> {
     let fail = |e: String| Error::Other(format!("Could not create snapshot '{name}': {e}"));
