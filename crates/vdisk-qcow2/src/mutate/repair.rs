@@ -40,7 +40,9 @@ fn fixable(msg: &str) -> bool {
         || msg.starts_with("Leaked cluster ")
         || msg.starts_with("ERROR refcount table entry ")
         || (msg.starts_with("ERROR refcount block ")
-            && (msg.ends_with(" is outside image") || msg.ends_with(" entry corrupted")))
+            && (msg.ends_with(" is outside image")
+                || msg.ends_with(" entry corrupted")
+                || msg.contains(" refcount=")))
         || is_incomplete_snapshot(msg)
 }
 
@@ -65,6 +67,28 @@ fn unusable_blocks(img: &RwImage) -> Vec<u64> {
             **e & !REFT_OFFSET_MASK != 0 || (off != 0 && (off % cs != 0 || off >= file_len))
         })
         .map(|(i, _)| i as u64)
+        .collect()
+}
+
+/// The refcount table entries whose block the check counted more than once, with the block's
+/// cluster ("ERROR refcount block N refcount=K": the cluster is also another entry's block, a
+/// table or guest data, so what it holds cannot be trusted as refcounts). `-r all` drops them as
+/// well, and the cluster loses the references they gave it; QEMU's rebuild gives every refcount
+/// new blocks instead. The same clusters stay in use until the switch (the check counted them).
+fn shared_blocks(img: &RwImage) -> Vec<(u64, u64)> {
+    let cs = img.cs();
+    img.reftable
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let off = *e & REFT_OFFSET_MASK;
+            if *e & !REFT_OFFSET_MASK != 0 || off == 0 || off % cs != 0 || off >= img.r.file_len {
+                return None;
+            }
+            let c = off / cs;
+            let counted = usize::try_from(c).ok().and_then(|k| img.refs.get(k))?;
+            (*counted > 1).then_some((i as u64, c))
+        })
         .collect()
 }
 
@@ -142,9 +166,18 @@ pub fn repair_in(
         });
     }
     let mut corruptions_fixed = 0u64;
+    let shared = if fix_errors {
+        shared_blocks(&img)
+    } else {
+        Vec::new()
+    };
     if fix_errors {
         for bi in unusable_blocks(&img) {
             img.forget_block(bi);
+            corruptions_fixed += 1;
+        }
+        for (bi, _) in &shared {
+            img.forget_block(*bi);
             corruptions_fixed += 1;
         }
     }
@@ -160,6 +193,10 @@ pub fn repair_in(
             t.set(c as u64, computed);
             corruptions_fixed += 1;
         }
+    }
+    // A dropped block's cluster keeps only its other references.
+    for (_, c) in &shared {
+        t.add(*c, -1)?;
     }
     let mut nh = h.clone();
     if fix_errors && before.messages.iter().any(|m| is_incomplete_snapshot(m)) {
