@@ -242,9 +242,6 @@ impl Qcow2Reader {
     }
 
     fn data_extent(&self, pos: u64, len: u64, host: u64) -> Result<Extent> {
-        if self.encrypted() {
-            return Ok(Extent::new(pos, len, ExtentKind::Data));
-        }
         if self.metadata_preallocated() {
             let dlen = self.data.len()?;
             if host >= dlen {
@@ -302,24 +299,22 @@ impl ImageReader for Qcow2Reader {
             )));
         }
         let max = max_len.min(self.size - offset);
+        // As qemu-img without the key: nothing of the guest's disk is shown, not even where it
+        // is unallocated (only `info` opens an encrypted image).
+        self.refuse_encrypted()?;
         self.data_file_opened()?;
         let (t, len) = self.lookup(offset, max)?;
         let len = len.max(1);
-        let host_ok = !self.encrypted();
         Ok(match t {
             SubType::Normal(h) => self.data_extent(offset, len, h)?,
-            SubType::ZeroAlloc(h) if host_ok => {
+            SubType::ZeroAlloc(h) => {
                 Extent::at_host(offset, len, ExtentKind::Zero, &self.data_path, h)
             }
-            SubType::ZeroAlloc(_) | SubType::ZeroPlain => {
-                Extent::new(offset, len, ExtentKind::Zero)
-            }
-            SubType::UnallocAlloc(h) if host_ok => {
+            SubType::ZeroPlain => Extent::new(offset, len, ExtentKind::Zero),
+            SubType::UnallocAlloc(h) => {
                 Extent::at_host(offset, len, ExtentKind::Unallocated, &self.data_path, h)
             }
-            SubType::UnallocAlloc(_) | SubType::UnallocPlain => {
-                Extent::new(offset, len, ExtentKind::Unallocated)
-            }
+            SubType::UnallocPlain => Extent::new(offset, len, ExtentKind::Unallocated),
             SubType::Compressed { .. } => Extent::new(offset, len, ExtentKind::Compressed),
             SubType::Invalid => {
                 return Err(Error::corrupt(

@@ -220,4 +220,18 @@ fn aes_encryption_info_matches_qemu() {
     verify_info(&r, &p);
     let mut buf = [0u8; 512];
     assert!(r.read_at(&mut buf, 0).is_err());
+    // Nothing is allocated, yet qemu-img without the key converts and maps nothing of it:
+    // block status is refused too, so `convert` cannot write the unallocated disk as zeros.
+    let e = r.block_status(0, 1 << 20).unwrap_err().to_string();
+    assert!(e.contains("encrypted images are not supported"), "{e}");
+    let q = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "raw", ps])
+        .arg(s.join("aes.raw"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        q.status.code(),
+        Some(1),
+        "qemu-img convert without the key fails"
+    );
 }
