@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod cowd;
+pub mod desc_checks;
 pub mod descriptor;
 pub mod header;
 pub mod info;

@@ -4,6 +4,7 @@
 //! what is kept per extent is small and fixed, and open files and loaded sparse extents are bounded
 //! (see `pool` and `limits`).
 
+use crate::desc_checks::{qemu_create_type, qemu_descriptor_checks, QEMU_DESC_BYTES};
 use crate::descriptor::{Access, Descriptor, ExtentType};
 use crate::header::{sparse_kind, SparseKind};
 use crate::limits::{
@@ -36,15 +37,35 @@ pub fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Vmd
     let path = storage.path().to_path_buf();
     let mut head = [0u8; 8];
     let n = storage.read_at(&mut head, 0)?;
-    match sparse_kind(head.get(..n).unwrap_or(&[])) {
-        SparseKind::Hosted => open_monolithic(storage, path, files),
-        SparseKind::Cowd => Err(Error::unsupported(
+    // Where qemu reads the descriptor for its checks: after a sparse header's first sector,
+    // whatever the header says, or the file's start.
+    let (reader, desc_at) = match sparse_kind(head.get(..n).unwrap_or(&[])) {
+        SparseKind::Hosted => (
+            open_monolithic(Arc::clone(&storage), path.clone(), files)?,
+            SECTOR,
+        ),
+        SparseKind::Cowd => {
+            return Err(Error::unsupported(
+                &path,
+                "VMDK subformat vmfsSparse: a COWD extent is read through its descriptor file",
+            ))
+        }
+        SparseKind::SeSparse => return Err(Error::unsupported(&path, "VMDK subformat seSparse")),
+        SparseKind::Other => (
+            open_descriptor(Arc::clone(&storage), path.clone(), files)?,
+            0,
+        ),
+    };
+    let mut region = vec![0u8; QEMU_DESC_BYTES];
+    storage.read_zero_padded(&mut region, desc_at)?;
+    qemu_descriptor_checks(&region).map_err(|m| {
+        Error::corrupt(
             &path,
-            "VMDK subformat vmfsSparse: a COWD extent is read through its descriptor file",
-        )),
-        SparseKind::SeSparse => Err(Error::unsupported(&path, "VMDK subformat seSparse")),
-        SparseKind::Other => open_descriptor(storage, path, files),
-    }
+            Some(desc_at),
+            format!("invalid VMDK descriptor: {m} (qemu-img: \"Invalid argument\")"),
+        )
+    })?;
+    Ok(reader)
 }
 
 fn open_monolithic(
@@ -127,11 +148,16 @@ fn open_descriptor_text(
 ) -> Result<VmdkReader> {
     let desc = Descriptor::parse(text)
         .map_err(|m| Error::corrupt(&path, None, format!("invalid VMDK descriptor: {m}")))?;
-    let ct = desc
-        .create_type
-        .as_deref()
-        .ok_or_else(|| Error::corrupt(&path, None, "invalid VMDK descriptor: no createType"))?;
-    if !CREATE_TYPES.contains(&ct) {
+    // The type as qemu finds it, which a hostile text can make differ from the parsed line's.
+    let ct = qemu_create_type(text).ok_or_else(|| {
+        Error::corrupt(
+            &path,
+            None,
+            "invalid VMDK descriptor: no createType=\"...\" (qemu-img: \"invalid VMDK image \
+             descriptor\")",
+        )
+    })?;
+    if !CREATE_TYPES.contains(&ct.as_str()) {
         return Err(Error::unsupported(
             &path,
             format!("VMDK create type '{ct}'"),

@@ -14,24 +14,36 @@ fn header() -> SparseHeader {
         flags: FLAG_NL_DETECT,
         capacity: 256,
         grain_size: 8,
-        descriptor_offset: 0,
-        descriptor_size: 0,
+        descriptor_offset: 1,
+        descriptor_size: 1,
         num_gtes_per_gt: 512,
         rgd_offset: 0,
-        gd_offset: 1,
+        gd_offset: 2,
         overhead: 8,
         unclean_shutdown: false,
         compress_algorithm: 0,
     }
 }
 
-/// A 128 KiB monolithic sparse image with 4 KiB grains: GD at sector 1, GT at sector 2, grain 1 of
-/// the disk stored at sector 8 (pattern 0x5a), everything else unallocated.
+/// The descriptor of the hand-built sparse files, in sector 1 where qemu reads it: its `CID`
+/// and `parentCID` are what qemu needs to open the file.
+const DESCRIPTOR: &[u8] = b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+    createType=\"monolithicSparse\"\n";
+
+/// Writes [`DESCRIPTOR`] into sector 1 of `img`.
+fn put_descriptor(img: &mut [u8]) {
+    img[512..512 + DESCRIPTOR.len()].copy_from_slice(DESCRIPTOR);
+}
+
+/// A 128 KiB monolithic sparse image with 4 KiB grains: descriptor at sector 1, GD at sector 2,
+/// GT at sector 3, grain 1 of the disk stored at sector 8 (pattern 0x5a), everything else
+/// unallocated.
 fn small_image() -> Vec<u8> {
     let mut img = vec![0u8; 8 * 512 + 4096];
     img[..512].copy_from_slice(&header().to_bytes());
-    img[512..516].copy_from_slice(&2u32.to_le_bytes());
-    img[1024 + 4..1024 + 8].copy_from_slice(&8u32.to_le_bytes());
+    put_descriptor(&mut img);
+    img[1024..1028].copy_from_slice(&3u32.to_le_bytes());
+    img[1536 + 4..1536 + 8].copy_from_slice(&8u32.to_le_bytes());
     img[8 * 512..].fill(0x5a);
     img
 }
@@ -170,7 +182,7 @@ fn stream_footer_is_used() {
     img.extend_from_slice(&Marker::grain_header(8, c.len() as u32));
     img.extend_from_slice(&c);
     img.resize(img.len().div_ceil(512) * 512, 0);
-    footer.gd_offset = 1;
+    footer.gd_offset = 2;
     img[..512].copy_from_slice(&h.to_bytes());
     img.extend_from_slice(&Marker::metadata_sector(1, MARKER_FOOTER));
     img.extend_from_slice(&footer.to_bytes());
@@ -286,8 +298,8 @@ fn mutated_images_never_panic() {
 fn check_finds_overlapping_grains() {
     // Two grain table entries pointing at the same grain, and one pointing into the header.
     let mut img = small_image();
-    img[1024 + 8..1024 + 12].copy_from_slice(&8u32.to_le_bytes());
-    img[1024 + 12..1024 + 16].copy_from_slice(&2u32.to_le_bytes());
+    img[1536 + 8..1536 + 12].copy_from_slice(&8u32.to_le_bytes());
+    img[1536 + 12..1536 + 16].copy_from_slice(&2u32.to_le_bytes());
     let rep = open(img).unwrap().check().unwrap();
     assert_eq!(rep.corruptions, 2, "{:?}", rep.messages);
     assert_eq!(rep.exit_code(), 2);
@@ -341,6 +353,7 @@ fn shared_grain_tables_are_reported_once() {
     let entries = h.gd_entries() as usize;
     let mut img = vec![0u8; 2 * 512 + entries * 4 + 2048 + 65536];
     img[..512].copy_from_slice(&h.to_bytes());
+    put_descriptor(&mut img);
     let gt_sector = (2 * 512 + entries * 4).div_ceil(512) as u32;
     img.resize(gt_sector as usize * 512 + 2048 + 65536, 0);
     for i in 0..entries {
@@ -379,6 +392,8 @@ fn many_extents_share_one_memory_budget() {
     let mut h = header();
     h.grain_size = 128;
     h.capacity = 262144 * 512 * 128;
+    // An extent file: no descriptor, the directory right after the header.
+    (h.descriptor_offset, h.descriptor_size, h.gd_offset) = (0, 0, 1);
     let mut img = h.to_bytes().to_vec();
     img.resize(512 + 262144 * 4, 0);
     let file: Arc<dyn Storage> = Arc::new(MemStorage::new("big-s.vmdk", img));
