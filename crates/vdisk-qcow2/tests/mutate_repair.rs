@@ -529,3 +529,40 @@ fn repair_all_drops_refcount_blocks_shared_with_other_clusters_like_qemus_rebuil
         assert_same_bytes(&raw(&ours), &content, name);
     }
 }
+
+#[test]
+fn repair_all_gives_an_image_a_refcount_table_it_lacks_or_has_past_the_end() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("repair-no-reftable");
+    // No refcount table at all (offset and size 0), or one a few clusters past the end of the
+    // file: `check` opens such an image and reports every cluster; `-r all` used to refuse to
+    // open it, where qemu-img rebuilds the refcount structures.
+    let cases: [(&str, Option<u64>); 2] = [("none", None), ("past-the-end", Some(3))];
+    for (name, past_end) in cases {
+        let p = qemu_fixture(&d, &format!("{name}.qcow2"), "", "2M");
+        let content = raw(&p);
+        let len = std::fs::metadata(&p).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        let (offset, clusters) = match past_end {
+            None => (0u64, 0u32),
+            Some(n) => (len.next_multiple_of(1 << 16) + (n << 16), 1),
+        };
+        f.write_all_at(&offset.to_be_bytes(), 48).unwrap();
+        f.write_all_at(&clusters.to_be_bytes(), 56).unwrap();
+        drop(f);
+        let (code, found) = check(&p);
+        assert_eq!(code, 2, "{name}: {found}");
+        let theirs = copy(&p, "theirs.qcow2");
+        let (qcode, qout) = qemu_repair(&theirs, "all");
+        assert_eq!(qcode, 0, "{name}: qemu-img repairs it: {qout}");
+        assert_clean(&theirs);
+
+        let ours = copy(&p, "ours.qcow2");
+        let out = mutate::repair(&ours, true, true).unwrap();
+        assert_eq!(out.after.exit_code(), 0, "{name}: {:?}", out.after.messages);
+        assert_clean(&ours);
+        assert_same_bytes(&raw(&ours), &content, name);
+    }
+}

@@ -48,12 +48,14 @@ impl RwImage {
     /// Loads the image in `storage` and refuses what vdisk must not modify.
     pub fn open(storage: Arc<dyn Storage>, purpose: Purpose) -> Result<RwImage> {
         // An external data file is opened (read-only, by its stored name as QEMU does) to read
-        // guest data; backing files never are.
-        let r = open(
-            Arc::clone(&storage),
-            Arc::new(HostFiles),
-            &OpenOptions::default(),
-        )?;
+        // guest data; backing files never are. A repair opens the image as `check` does (tables
+        // past the end of the file read as zeros, no refcount table needed), so that it repairs
+        // what the check reported.
+        let opts = OpenOptions {
+            for_check: purpose == Purpose::Repair,
+            ..OpenOptions::default()
+        };
+        let r = open(Arc::clone(&storage), Arc::new(HostFiles), &opts)?;
         // Changes need the data file that reading may do without.
         r.data_file_opened()?;
         r.header.check_data_file_raw(storage.path())?;
@@ -82,12 +84,7 @@ impl RwImage {
         }
         let cs = h.cluster_size();
         let count = (u64::from(h.refcount_table_clusters) * cs / 8) as usize;
-        let reftable = read_u64_table(
-            storage.as_ref(),
-            h.refcount_table_offset,
-            count,
-            "refcount table",
-        )?;
+        let reftable = r.read_table_words(h.refcount_table_offset, count, "refcount table")?;
         let crate::check::Counted {
             report,
             refs,

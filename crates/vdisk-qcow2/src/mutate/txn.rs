@@ -237,11 +237,18 @@ impl<'a> Txn<'a> {
         let bits = self.bits();
         let cs = self.img.cs();
         let per = self.img.per_block();
-        self.add_range(
-            old.refcount_table_offset,
-            u64::from(old.refcount_table_clusters) * cs,
-            -1,
-        )?;
+        // The old refcount table is no longer referenced, unless the check did not count it
+        // (a table reaching a cluster or more past the end of the file, which a repair meets).
+        if !self
+            .img
+            .referenced_past_end(old.refcount_table_offset >> bits)
+        {
+            self.add_range(
+                old.refcount_table_offset,
+                u64::from(old.refcount_table_clusters) * cs,
+                -1,
+            )?;
+        }
         let mut blocks: BTreeMap<u64, u64> = BTreeMap::new();
         let mut table: Option<(u64, u64)> = None;
         loop {
