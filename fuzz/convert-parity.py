@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Compares `vdisk convert -O raw` with `qemu-img convert -O raw` on the images of a fuzz corpus.
+
+For a random sample of a corpus directory (the first two bytes of each `*_mutate` input, the
+operation and size bytes, are dropped), takes each qcow2, VMDK (sparse header or descriptor) or VDI
+image whose virtual size qemu-img reports as at most MAX_MIB (default 64), converts it to raw with
+both tools, and counts the images where the exit codes differ (grouped by the last line each tool
+printed on standard error) or where both succeed and the raw bytes differ (grouped by the format).
+The format is given with `-f`, from the image's magic, so that neither tool probes. This is the
+project's first rule (every reader returns what `qemu-img convert -O raw` returns) on hostile images.
+
+Usage: fuzz/convert-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED] [MAX_MIB]
+  e.g. fuzz/convert-parity.py target/release/vdisk fuzz/corpus/probe 400 3
+"""
+
+import collections
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+
+def last_line(text):
+    lines = text.decode(errors="replace").strip().splitlines()
+    return lines[-1][:160] if lines else ""
+
+
+def format_of(data):
+    if data[:4] == b"QFI\xfb":
+        return "qcow2"
+    if data[:4] == b"KDMV" or data[:21] == b"# Disk DescriptorFile":
+        return "vmdk"
+    if data[0x40:0x44] == b"\x7f\x10\xda\xbe":
+        return "vdi"
+    return None
+
+
+def virtual_size(fmt, img):
+    r = subprocess.run(["qemu-img", "info", "--output=json", "-f", fmt, img],
+                       capture_output=True, timeout=30)
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout).get("virtual-size")
+
+
+def same_bytes(a, b):
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    vdisk, corpus = sys.argv[1], sys.argv[2]
+    sample = int(sys.argv[3]) if len(sys.argv) > 3 else 400
+    random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    max_bytes = (int(sys.argv[5]) if len(sys.argv) > 5 else 64) << 20
+    strip = 2 if os.path.basename(corpus.rstrip("/")).endswith("_mutate") else 0
+    files = sorted(os.listdir(corpus))
+    random.shuffle(files)
+    kinds = collections.Counter()
+    example = {}
+    tried = compared = too_big = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        qraw, vraw = os.path.join(tmp, "q.raw"), os.path.join(tmp, "v.raw")
+        for name in files[:sample]:
+            try:
+                with open(os.path.join(corpus, name), "rb") as f:
+                    data = f.read()[strip:]
+            except FileNotFoundError:  # a running fuzzer replaced it
+                continue
+            fmt = format_of(data)
+            if fmt is None:
+                continue
+            img = os.path.join(tmp, "src." + fmt)
+            with open(img, "wb") as f:
+                f.write(data)
+            size = virtual_size(fmt, img)
+            if size is not None and size > max_bytes:
+                too_big += 1
+                continue
+            tried += 1
+            for out in (qraw, vraw):
+                if os.path.exists(out):
+                    os.remove(out)
+            try:
+                q = subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", img, qraw],
+                                   capture_output=True, timeout=30)
+                v = subprocess.run([vdisk, "convert", "-f", fmt, "-O", "raw", img, vraw],
+                                   capture_output=True, timeout=30)
+            except subprocess.TimeoutExpired:
+                kinds[("timeout", fmt)] += 1
+                example.setdefault(("timeout", fmt), name)
+                continue
+            key = None
+            if q.returncode != v.returncode:
+                key = (fmt, q.returncode, v.returncode, last_line(q.stderr), last_line(v.stderr))
+            elif q.returncode == 0:
+                compared += 1
+                if not same_bytes(qraw, vraw):
+                    key = (fmt, "raw bytes differ")
+            if key:
+                kinds[key] += 1
+                example.setdefault(key, name)
+    print(f"converted {tried} ({too_big} over the size limit left out), both succeeded and were "
+          f"compared on {compared}, differ on {sum(kinds.values())}")
+    ways = collections.Counter()
+    for key, n in kinds.items():
+        if key[0] == "timeout":
+            ways["a tool timed out"] += n
+        elif key[1] == "raw bytes differ":
+            ways["both succeed, raw bytes differ"] += n
+        elif key[1] == 0 and "past the end" in key[4]:
+            ways["qemu-img converts (zeros past the end of the file), vdisk fails"] += n
+        elif key[1] == 0:
+            ways["qemu-img converts, vdisk fails"] += n
+        elif key[2] == 0:
+            ways["qemu-img fails, vdisk converts"] += n
+        else:
+            ways["both fail, exit codes differ"] += n
+    for way, n in sorted(ways.items()):
+        print(f"  {way}: {n}")
+    for key, n in kinds.most_common():
+        print(n, key, example[key])
+
+
+if __name__ == "__main__":
+    main()
