@@ -50,6 +50,23 @@ fn set_embedded(p: &Path, text: &str) {
     std::fs::write(p, b).unwrap();
 }
 
+/// A 1 MiB VMDK of subformat `sub` made by qemu-img, named after `what`.
+fn made(s: &Scratch, what: &str, sub: &str) -> std::path::PathBuf {
+    let p = s.join(&format!("{}.vmdk", what.replace([' ', ','], "-")));
+    let o = format!("subformat={sub}");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        &o,
+        p.to_str().unwrap(),
+        "1M",
+    ]);
+    p
+}
+
 const HEAD: &str = "# Disk DescriptorFile\nversion=1\nCID=12345678\n";
 
 #[test]
@@ -75,17 +92,7 @@ fn descriptors_open_exactly_when_qemu_opens_them() {
     ];
     for sub in ["monolithicSparse", "monolithicFlat"] {
         for (what, from, to, qemu_ok) in damage {
-            let p = s.join(&format!("{sub}-{}.vmdk", what.replace(' ', "-")));
-            qemu_img(&[
-                "create",
-                "-q",
-                "-f",
-                "vmdk",
-                "-o",
-                &format!("subformat={sub}"),
-                p.to_str().unwrap(),
-                "1M",
-            ]);
+            let p = made(&s, &format!("{sub}-{what}"), sub);
             if !from.is_empty() {
                 patch(&p, from, to);
             }
@@ -97,18 +104,7 @@ fn descriptors_open_exactly_when_qemu_opens_them() {
         ("supported type first", "# createType=\"vmfs\"", true),
         ("unknown type first", "# createType=\"custom\"", false),
     ] {
-        let p = s.join(&format!("{}.vmdk", what.replace(' ', "-")));
-        let o = "subformat=monolithicFlat";
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "vmdk",
-            "-o",
-            o,
-            p.to_str().unwrap(),
-            "1M",
-        ]);
+        let p = made(&s, what, "monolithicFlat");
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, text.replace("# Disk DescriptorFile", first_line)).unwrap();
         same_verdict(&p, qemu_ok, what);
@@ -119,8 +115,7 @@ fn descriptors_open_exactly_when_qemu_opens_them() {
         ("open hint", "parentFileNameHint=\"base.vmdk\n", false),
     ];
     for (what, hint, qemu_ok) in hints {
-        let p = s.join(&format!("{}.vmdk", what.replace(' ', "-")));
-        qemu_img(&["create", "-q", "-f", "vmdk", p.to_str().unwrap(), "1M"]);
+        let p = made(&s, what, "monolithicSparse");
         set_embedded(
             &p,
             &format!("{HEAD}parentCID=ffffffff\ncreateType=monolithicSparse\n{hint}"),
