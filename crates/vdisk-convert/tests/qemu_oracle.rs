@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vdisk_convert::{compare, convert, ConvertOptions};
 use vdisk_core::{CreateOptions, FileStorage, ImageReader, Storage};
-use vdisk_testutil::{qemu_available, qemu_img, qemu_io, Scratch};
+use vdisk_testutil::{qemu_available, qemu_create, qemu_img, qemu_io, Scratch};
 
 fn open(p: &Path) -> vdisk_raw::RawReader {
     vdisk_raw::open(Arc::new(FileStorage::open(p).unwrap())).unwrap()
@@ -30,7 +30,7 @@ fn data_runs(p: &Path) -> Vec<(u64, u64)> {
 /// A raw source with data, holes, and zero runs of many sizes and alignments inside the data.
 fn source(s: &Scratch) -> PathBuf {
     let p = s.join("src.raw");
-    qemu_img(&["create", "-q", "-f", "raw", p.to_str().unwrap(), "8M"]);
+    qemu_create(&p, "raw", "", "8M");
     qemu_io(
         "raw",
         &p,
@@ -362,7 +362,7 @@ fn huge_sparse_image_converts_without_reading_holes() {
     }
     let s = Scratch::new("conv-huge");
     let src = s.join("big.raw");
-    qemu_img(&["create", "-q", "-f", "raw", src.to_str().unwrap(), "22G"]);
+    qemu_create(&src, "raw", "", "22G");
     qemu_io(
         "raw",
         &src,

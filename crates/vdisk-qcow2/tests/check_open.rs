@@ -317,16 +317,7 @@ fn a_missing_data_file_fails_check_and_reads_but_not_info() {
     let p = s.join("df.qcow2");
     let data = s.join("df.raw");
     let o = format!("data_file={}", data.display());
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &o,
-        p.to_str().unwrap(),
-        "1M",
-    ]);
+    qemu_create(&p, "qcow2", &o, "1M");
     std::fs::remove_file(&data).unwrap();
     // qemu-img info opens without I/O (BDRV_O_NO_IO) and never opens the data file; check does.
     assert_eq!(qemu("info", &p).0, 0);

@@ -422,7 +422,7 @@ fn amend_matches_qemu() {
     }
     // Downgrade of an image without zero clusters.
     let p = d.join("down.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &s(&p), "1M"]);
+    qemu_create(&p, "qcow2", "", "1M");
     qemu_io("qcow2", &p, &["write -P 1 0 64k", "write -c -P 2 128k 64k"]);
     let theirs = copy(&p, "theirs.qcow2");
     mutate::amend(&p, &CreateOptions::parse(&["compat=0.10"]).unwrap()).unwrap();
@@ -494,7 +494,7 @@ fn rebase_unsafe_matches_qemu() {
     }
     let d = Scratch::new("mut-rebase");
     let b1 = d.join("b1.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b1), "2M"]);
+    qemu_create(&b1, "raw", "", "2M");
     let base = d.join("ov.qcow2");
     qemu_img(&[
         "create",

@@ -82,7 +82,7 @@ fn downgrade_expands_zero_clusters_like_qemu() {
     }
     let d = Scratch::new("mut-expand");
     let b = d.join("b.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "1M"]);
+    qemu_create(&b, "raw", "", "1M");
     qemu_io("raw", &b, &["write -P 0x77 0 1M"]);
     for (i, (opts, backing, snap)) in [
         ("", None, false),
@@ -126,7 +126,7 @@ fn downgrade_keeps_snapshot_data_where_qemu_damages_it() {
     // keep every state's content and leave a clean image.
     let d = Scratch::new("mut-expand-shared");
     let b = d.join("b.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "1M"]);
+    qemu_create(&b, "raw", "", "1M");
     qemu_io("raw", &b, &["write -P 0x77 0 1M"]);
     let mut qemu_damaged = 0;
     for (i, (opts, backing, then)) in [
@@ -171,7 +171,7 @@ fn crash_downgrade_with_zero_clusters() {
     }
     let d = Scratch::new("crash-expand");
     let b = d.join("b.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "1M"]);
+    qemu_create(&b, "raw", "", "1M");
     qemu_io("raw", &b, &["write -P 0x77 0 1M"]);
     for (i, backing) in [None, Some("b.raw")].iter().enumerate() {
         let p = image(
@@ -208,7 +208,7 @@ fn downgrade_checks_like_qemu() {
     let d = Scratch::new("mut-downgrade-checks");
     let mk = |name: &str, opts: &str| {
         let p = d.join(name);
-        qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &s(&p), "1M"]);
+        qemu_create(&p, "qcow2", opts, "1M");
         qemu_io("qcow2", &p, &["write -P 0x21 0 64k"]);
         p
     };

@@ -145,16 +145,7 @@ fn crash_amend_downgrade_and_lazy() {
     }
     let d = Scratch::new("crash-am2");
     let p = d.join("down.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "lazy_refcounts=on",
-        &p.to_string_lossy(),
-        "1M",
-    ]);
+    qemu_create(&p, "qcow2", "lazy_refcounts=on", "1M");
     qemu_io("qcow2", &p, &["write -P 1 0 64k", "write -c -P 2 128k 64k"]);
     let n = crash_test(&p, &|s| {
         mutate::amend_in(s, &CreateOptions::parse(&["lazy_refcounts=off"]).unwrap())

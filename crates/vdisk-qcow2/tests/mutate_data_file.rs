@@ -21,7 +21,7 @@ fn image(d: &Scratch, name: &str, raw: bool) -> PathBuf {
         s(&data),
         if raw { "on" } else { "off" }
     );
-    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &s(&p), "4M"]);
+    qemu_create(&p, "qcow2", &o, "4M");
     qemu_io(
         "qcow2",
         &p,
@@ -182,7 +182,7 @@ fn amend_rebase_snapshot_with_a_data_file_like_qemu() {
     );
     // data_file on an image without one.
     let p = d.join("plain.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &s(&p), "1M"]);
+    qemu_create(&p, "qcow2", "", "1M");
     let e = mutate::amend(&p, &opts("data_file=x.data"))
         .unwrap_err()
         .to_string();
@@ -295,7 +295,7 @@ fn writes_into_a_data_file_image_like_qemu() {
     }
     // Emptying an overlay with a data file (commit): it reads its backing file again.
     let b = d.join("b.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "4M"]);
+    qemu_create(&b, "raw", "", "4M");
     qemu_io("raw", &b, &["write -P 0x55 0 4M"]);
     let top = d.join("top.qcow2");
     let o = format!("data_file={}", s(&d.join("top.data")));

@@ -36,10 +36,10 @@ fn open_backing(p: &Path) -> Arc<dyn ImageReader> {
 /// second half (a hole in the first).
 fn backings(d: &Scratch, size: &str) {
     let b = d.join("b.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b), size]);
+    qemu_create(&b, "raw", "", size);
     qemu_io("raw", &b, &[&format!("write -P 0x77 0 {size}")]);
     let q = d.join("b.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &s(&q), size]);
+    qemu_create(&q, "qcow2", "", size);
     let half = parse(size) / 2;
     qemu_io("qcow2", &q, &[&format!("write -P 0x66 {half} {half}")]);
 }

@@ -151,12 +151,12 @@ fn resize_over_a_longer_backing_file_zeroes_like_qemu() {
     }
     let d = Scratch::new("mut-grow-backing");
     let b = d.join("b.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "4M"]);
+    qemu_create(&b, "raw", "", "4M");
     qemu_io("raw", &b, &["write -P 0x77 0 4M"]);
     let bq = d.join("b.qcow2");
     qemu_img(&["convert", "-q", "-O", "qcow2", &s(&b), &s(&bq)]);
     let short = d.join("short.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&short), "1M"]);
+    qemu_create(&short, "raw", "", "1M");
     let cases = [
         // (options, backing, its format, old size, qemu-io commands, new size)
         (
@@ -256,7 +256,7 @@ fn crash_resize_over_a_longer_backing_file() {
     }
     let d = Scratch::new("crash-grow-backing");
     let b = d.join("b.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "3M"]);
+    qemu_create(&b, "raw", "", "3M");
     qemu_io("raw", &b, &["write -P 0x77 0 3M"]);
     let p = overlay(
         &d,
@@ -282,10 +282,10 @@ fn resize_preallocation_over_a_backing_file_like_qemu() {
     }
     let d = Scratch::new("mut-prealloc-backing");
     let b = d.join("b.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&b), "4M"]);
+    qemu_create(&b, "raw", "", "4M");
     qemu_io("raw", &b, &["write -P 0x77 0 4M"]);
     let short = d.join("short.raw");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&short), "512k"]);
+    qemu_create(&short, "raw", "", "512k");
     qemu_io("raw", &short, &["write -P 0x78 0 512k"]);
     // (options, backing, old size, qemu-io commands): a backing file reaching past the old end
     // (the new area is zeroed) or not; the old end on a cluster boundary or inside a data cluster.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use vdisk_core::{CreateOptions, FileStorage, ImageReader, Payload, Storage};
 use vdisk_raw::Prealloc;
 use vdisk_testutil::{
-    qemu_available, qemu_img, qemu_io, qemu_map_json, qemu_raw_bytes, read_all, vdisk_map_json,
+    qemu_available, qemu_create, qemu_io, qemu_map_json, qemu_raw_bytes, read_all, vdisk_map_json,
     Scratch,
 };
 
@@ -36,7 +36,7 @@ fn data_runs(p: &Path) -> Vec<(u64, u64)> {
 
 fn fixture(s: &Scratch) -> std::path::PathBuf {
     let p = s.join("src.raw");
-    qemu_img(&["create", "-q", "-f", "raw", p.to_str().unwrap(), "4M"]);
+    qemu_create(&p, "raw", "", "4M");
     qemu_io(
         "raw",
         &p,
@@ -162,7 +162,7 @@ fn create_22g_is_sparse_like_qemu() {
         .unwrap()
         .finish()
         .unwrap();
-    qemu_img(&["create", "-q", "-f", "raw", theirs.to_str().unwrap(), "22G"]);
+    qemu_create(&theirs, "raw", "", "22G");
     assert_eq!(std::fs::metadata(&ours).unwrap().len(), 22 << 30);
     assert!(blocks(&ours) <= 8, "{} blocks", blocks(&ours));
     assert_eq!(blocks(&ours), blocks(&theirs));
@@ -185,14 +185,7 @@ fn sizes_round_up_to_sectors_like_qemu() {
             .unwrap()
             .finish()
             .unwrap();
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "raw",
-            theirs.to_str().unwrap(),
-            &size.to_string(),
-        ]);
+        qemu_create(&theirs, "raw", "", &size.to_string());
         let (mo, mt) = (
             std::fs::metadata(&ours).unwrap(),
             std::fs::metadata(&theirs).unwrap(),
@@ -220,16 +213,7 @@ fn preallocation_modes_match_qemu() {
             .unwrap()
             .finish()
             .unwrap();
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "raw",
-            "-o",
-            &opt,
-            theirs.to_str().unwrap(),
-            "4M",
-        ]);
+        qemu_create(&theirs, "raw", &opt, "4M");
         assert_eq!(blocks(&ours), blocks(&theirs), "allocation with {mode}");
         if mode != "off" {
             assert!(
@@ -279,7 +263,7 @@ fn open_writer_writes_in_place_and_punches_holes() {
     }
     let s = Scratch::new("raw-inplace");
     let p = s.join("dev.raw");
-    qemu_img(&["create", "-q", "-f", "raw", p.to_str().unwrap(), "1M"]);
+    qemu_create(&p, "raw", "", "1M");
     qemu_io("raw", &p, &["write -P 0xaa 0 1M"]);
     let before = blocks(&p);
     let mut w = vdisk_raw::open_writer(&p).unwrap();

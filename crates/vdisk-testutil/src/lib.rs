@@ -86,6 +86,18 @@ pub fn qemu_img(args: &[&str]) -> String {
     String::from_utf8_lossy(&run(Command::new("qemu-img").args(args)).stdout).into_owned()
 }
 
+/// `qemu-img create -q -f FORMAT [-o OPTIONS] PATH SIZE`: a fixture made by the oracle. Empty
+/// `options` leaves qemu-img's defaults; `size` is in qemu-img's syntax (`1M`, or bytes).
+pub fn qemu_create(path: &Path, format: &str, options: &str, size: &str) {
+    let mut c = Command::new("qemu-img");
+    c.args(["create", "-q", "-f", format]);
+    if !options.is_empty() {
+        c.args(["-o", options]);
+    }
+    c.arg(path).arg(size);
+    run(&mut c);
+}
+
 /// `qemu-io -f FMT -c CMD... FILE`: writes patterns into a fixture.
 pub fn qemu_io(format: &str, file: &Path, cmds: &[&str]) {
     let mut c = Command::new("qemu-io");

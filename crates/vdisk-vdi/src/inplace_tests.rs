@@ -8,7 +8,7 @@ const M: u64 = 1 << 20;
 
 fn fixture(s: &Scratch, name: &str) -> (PathBuf, Vec<u8>) {
     let p = s.join(name);
-    qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "4M"]);
+    qemu_create(&p, "vdi", "", "4M");
     qemu_io("vdi", &p, &["write -P 0x61 0 64k", "write -P 0x62 3M 4k"]);
     let old = qemu_raw_bytes(&p, Some("vdi"));
     (p, old)

@@ -19,7 +19,7 @@ fn open_path(p: &Path) -> InplaceWriter {
 
 fn fixture(s: &Scratch, name: &str) -> (PathBuf, Vec<u8>) {
     let p = s.join(name);
-    qemu_img(&["create", "-q", "-f", "vmdk", p.to_str().unwrap(), "4M"]);
+    qemu_create(&p, "vmdk", "", "4M");
     qemu_io("vmdk", &p, &["write -P 0x61 0 64k", "write -P 0x62 3M 4k"]);
     let old = qemu_raw_bytes(&p, Some("vmdk"));
     (p, old)
@@ -97,7 +97,7 @@ fn commits_when_the_table_cache_is_full() {
     let s = Scratch::new("vmdk-inplace-tables");
     let p = s.join("t.vmdk");
     // Each grain table covers 512 grains of 64 KiB: 32 MiB.
-    qemu_img(&["create", "-q", "-f", "vmdk", p.to_str().unwrap(), "100M"]);
+    qemu_create(&p, "vmdk", "", "100M");
     qemu_io("vmdk", &p, &["write -P 0x61 40M 64k"]);
     let mut new = qemu_raw_bytes(&p, Some("vmdk"));
     let mut w = open_path(&p);

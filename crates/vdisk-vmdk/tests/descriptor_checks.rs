@@ -54,16 +54,7 @@ fn set_embedded(p: &Path, text: &str) {
 fn made(s: &Scratch, what: &str, sub: &str) -> std::path::PathBuf {
     let p = s.join(&format!("{}.vmdk", what.replace([' ', ','], "-")));
     let o = format!("subformat={sub}");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vmdk",
-        "-o",
-        &o,
-        p.to_str().unwrap(),
-        "1M",
-    ]);
+    qemu_create(&p, "vmdk", &o, "1M");
     p
 }
 

@@ -223,7 +223,7 @@ fn fixtures(s: &Scratch, l: Layout) -> Model {
         if l.compressed && k % 4 == 3 {
             // Compressed grains: convert a raw file into streamOptimized.
             let raw = s.join(&format!("s{k}.raw"));
-            qemu_img(&["create", "-f", "raw", raw.to_str().unwrap(), &size]);
+            qemu_create(&raw, "raw", "", &size);
             qemu_io("raw", &raw, &[&writes[0], &writes[1]]);
             qemu_img(&[
                 "convert",
@@ -235,7 +235,7 @@ fn fixtures(s: &Scratch, l: Layout) -> Model {
                 p.to_str().unwrap(),
             ]);
         } else {
-            qemu_img(&["create", "-f", "vmdk", p.to_str().unwrap(), &size]);
+            qemu_create(&p, "vmdk", "", &size);
             if k % 4 != 2 {
                 qemu_io("vmdk", &p, &[&writes[0], &writes[1], "write -z 6k 1k"]);
             }

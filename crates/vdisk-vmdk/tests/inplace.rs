@@ -54,16 +54,7 @@ fn tail_writes(size: u64) -> Vec<(u64, u64, u8)> {
 fn make(s: &Scratch, sub: &str, size: u64) -> PathBuf {
     let p = s.join(&format!("{sub}.vmdk"));
     let o = format!("subformat={sub}");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vmdk",
-        "-o",
-        &o,
-        p.to_str().unwrap(),
-        &size.to_string(),
-    ]);
+    qemu_create(&p, "vmdk", &o, &size.to_string());
     let mut cmds: Vec<String> = BEFORE.iter().map(|c| c.to_string()).collect();
     if size > 2 * G {
         cmds.push(format!("write -P 0xce {} 64k", 2 * G - 32 * K));
@@ -352,16 +343,7 @@ fn zeroed_grains_read_as_zeros_until_written() {
     }
     let s = Scratch::new("vmdk-inplace-zeroed");
     let p = s.join("z.vmdk");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vmdk",
-        "-o",
-        "zeroed_grain=on",
-        p.to_str().unwrap(),
-        &SMALL.to_string(),
-    ]);
+    qemu_create(&p, "vmdk", "zeroed_grain=on", &SMALL.to_string());
     qemu_io(
         "vmdk",
         &p,

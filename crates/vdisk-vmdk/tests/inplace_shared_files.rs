@@ -11,16 +11,7 @@ use vdisk_testutil::*;
 /// of its own extent line.
 fn flat_with(s: &Scratch, name: &str, extents: &str) -> std::path::PathBuf {
     let p = s.join(name);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vmdk",
-        "-o",
-        "subformat=monolithicFlat",
-        p.to_str().unwrap(),
-        "128K",
-    ]);
+    qemu_create(&p, "vmdk", "subformat=monolithicFlat", "128K");
     let text = std::fs::read_to_string(&p).unwrap();
     let stem = name.trim_end_matches(".vmdk");
     let line = format!("RW 256 FLAT \"{stem}-flat.vmdk\" 0");
@@ -47,7 +38,7 @@ fn vmdk_inplace_refuses_extents_sharing_a_file() {
     }
     let s = Scratch::new("vmdk-inplace-shared");
     let src = s.join("src.raw");
-    qemu_img(&["create", "-q", "-f", "raw", src.to_str().unwrap(), "256K"]);
+    qemu_create(&src, "raw", "", "256K");
     let cases = [
         // The same bytes twice: a write at 128K changes what 0.. reads.
         (

@@ -13,13 +13,7 @@ const RAW_SIZE: u64 = 5 * 1024 * 1024 + 512;
 
 fn patterned_raw(s: &Scratch) -> std::path::PathBuf {
     let raw = s.join("p.raw");
-    qemu_img(&[
-        "create",
-        "-f",
-        "raw",
-        raw.to_str().unwrap(),
-        &RAW_SIZE.to_string(),
-    ]);
+    qemu_create(&raw, "raw", "", &RAW_SIZE.to_string());
     qemu_io(
         "raw",
         &raw,
@@ -130,15 +124,7 @@ fn zeroed_grains_and_compat6() {
     }
     let s = Scratch::new("vmdk-zero");
     let img = s.join("z.vmdk");
-    qemu_img(&[
-        "create",
-        "-f",
-        "vmdk",
-        "-o",
-        "zeroed_grain=on",
-        img.to_str().unwrap(),
-        "4M",
-    ]);
+    qemu_create(&img, "vmdk", "zeroed_grain=on", "4M");
     qemu_io(
         "vmdk",
         &img,
@@ -179,15 +165,7 @@ fn multi_extent_5g_sparse_and_flat() {
     let s = Scratch::new("vmdk-big");
     for sub in ["twoGbMaxExtentSparse", "twoGbMaxExtentFlat"] {
         let img = s.join(&format!("big-{sub}.vmdk"));
-        qemu_img(&[
-            "create",
-            "-f",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            img.to_str().unwrap(),
-            "5G",
-        ]);
+        qemu_create(&img, "vmdk", &format!("subformat={sub}"), "5G");
         qemu_io(
             "vmdk",
             &img,
@@ -230,15 +208,7 @@ fn twogb_sparse_disk_of_70_extents_matches_qemu() {
     let s = Scratch::new("vmdk-70");
     let img = s.join("big.vmdk");
     let path = img.to_str().unwrap();
-    qemu_img(&[
-        "create",
-        "-f",
-        "vmdk",
-        "-o",
-        "subformat=twoGbMaxExtentSparse",
-        path,
-        "140G",
-    ]);
+    qemu_create(&img, "vmdk", "subformat=twoGbMaxExtentSparse", "140G");
     let g = 2u64 << 30;
     qemu_io(
         "vmdk",
@@ -294,7 +264,7 @@ fn delta_disk_exposes_parent() {
     let s = Scratch::new("vmdk-delta");
     let base = s.join("base.vmdk");
     let top = s.join("top.vmdk");
-    qemu_img(&["create", "-f", "vmdk", base.to_str().unwrap(), "2M"]);
+    qemu_create(&base, "vmdk", "", "2M");
     qemu_io("vmdk", &base, &["write -P 7 0 1M"]);
     qemu_img(&[
         "create",
@@ -347,7 +317,7 @@ fn hand_written_descriptor_flat_offsets_and_vmfs() {
         .collect();
     std::fs::write(s.join("f1.bin"), &data).unwrap();
     let sp = s.join("s1.vmdk");
-    qemu_img(&["create", "-f", "vmdk", sp.to_str().unwrap(), "1M"]);
+    qemu_create(&sp, "vmdk", "", "1M");
     qemu_io("vmdk", &sp, &["write -P 5 0 64k"]);
     let desc = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n\
         createType=\"twoGbMaxExtentSparse\"\n\n# Extent description\nRW 1024 FLAT \"f1.bin\" 1024\nRW 2048 SPARSE \"s1.vmdk\"\n\
@@ -368,15 +338,7 @@ fn missing_extent_is_named() {
     }
     let s = Scratch::new("vmdk-missing");
     let img = s.join("m.vmdk");
-    qemu_img(&[
-        "create",
-        "-f",
-        "vmdk",
-        "-o",
-        "subformat=twoGbMaxExtentSparse",
-        img.to_str().unwrap(),
-        "1M",
-    ]);
+    qemu_create(&img, "vmdk", "subformat=twoGbMaxExtentSparse", "1M");
     std::fs::remove_file(s.join("m-s001.vmdk")).unwrap();
     let st = Arc::new(FileStorage::open(&img).unwrap());
     let err = vdisk_vmdk::open(st, Arc::new(HostFiles))
@@ -396,7 +358,7 @@ fn corrupted_grain_pointer_is_reported_by_check() {
     }
     let s = Scratch::new("vmdk-chk");
     let img = s.join("c.vmdk");
-    qemu_img(&["create", "-f", "vmdk", img.to_str().unwrap(), "4M"]);
+    qemu_create(&img, "vmdk", "", "4M");
     qemu_io("vmdk", &img, &["write -P 1 0 64k"]);
     // Point the first grain table entry far past the end of the file.
     let r = open_path(&img);
@@ -495,15 +457,7 @@ fn short_flat_extent_reads_zeros_past_its_end() {
     }
     let s = Scratch::new("vmdk-shortflat");
     let img = s.join("tf.vmdk");
-    qemu_img(&[
-        "create",
-        "-f",
-        "vmdk",
-        "-o",
-        "subformat=monolithicFlat",
-        img.to_str().unwrap(),
-        "1M",
-    ]);
+    qemu_create(&img, "vmdk", "subformat=monolithicFlat", "1M");
     qemu_io("vmdk", &img, &["write -P 1 0 1M"]);
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -584,7 +538,7 @@ fn sparse_file_create_type_and_descriptor_wrapper_like_qemu() {
     let s = Scratch::new("vmdk-ct");
     // qemu ignores the createType of a sparse file's embedded descriptor.
     let img = s.join("ct.vmdk");
-    qemu_img(&["create", "-f", "vmdk", img.to_str().unwrap(), "1M"]);
+    qemu_create(&img, "vmdk", "", "1M");
     let mut bytes = std::fs::read(&img).unwrap();
     let from = b"createType=\"monolithicSparse\"";
     let at = bytes.windows(from.len()).position(|w| w == from).unwrap();

@@ -11,13 +11,7 @@ const SIZE: u64 = 5 * 1024 * 1024 + 512;
 
 fn patterned_raw(s: &Scratch) -> std::path::PathBuf {
     let raw = s.join("src.raw");
-    qemu_img(&[
-        "create",
-        "-f",
-        "raw",
-        raw.to_str().unwrap(),
-        &SIZE.to_string(),
-    ]);
+    qemu_create(&raw, "raw", "", &SIZE.to_string());
     qemu_io(
         "raw",
         &raw,
@@ -187,7 +181,7 @@ fn delta_over_backing_with_zeroed_grains() {
     }
     let s = Scratch::new("vmdk-wdelta");
     let base = s.join("base.vmdk");
-    qemu_img(&["create", "-f", "vmdk", base.to_str().unwrap(), "1M"]);
+    qemu_create(&base, "vmdk", "", "1M");
     qemu_io("vmdk", &base, &["write -P 0x77 0 1M"]);
     for zg in ["on", "off"] {
         let top = s.join(&format!("top-{zg}.vmdk"));
@@ -333,13 +327,7 @@ fn several_grain_tables_round_trip() {
     let s = Scratch::new("vmdk-multi-gt");
     let raw = s.join("m.raw");
     let size: u64 = 34 * 1024 * 1024 + 1536;
-    qemu_img(&[
-        "create",
-        "-f",
-        "raw",
-        raw.to_str().unwrap(),
-        &size.to_string(),
-    ]);
+    qemu_create(&raw, "raw", "", &size.to_string());
     qemu_io(
         "raw",
         &raw,

@@ -265,7 +265,7 @@ mod tests {
         let d = Scratch::new("ops-reb-mid");
         let base = d.join("base.qcow2");
         let ps = |p: &Path| p.to_string_lossy().into_owned();
-        qemu_img(&["create", "-q", "-f", "qcow2", &ps(&base), "2M"]);
+        qemu_create(&base, "qcow2", "", "2M");
         qemu_io("qcow2", &base, &["write -P 0x11 0 2M"]);
         let top = d.join("top.qcow2");
         let args = [
@@ -281,7 +281,7 @@ mod tests {
         qemu_img(&[&args[..], &[ps(&top).as_str()]].concat());
         qemu_io("qcow2", &top, &["write -P 0x22 64k 64k"]);
         let other = d.join("other.qcow2");
-        qemu_img(&["create", "-q", "-f", "qcow2", &ps(&other), "2M"]);
+        qemu_create(&other, "qcow2", "", "2M");
         let before = qemu_raw_bytes(&top, Some("qcow2"));
         rebase_copy(&top, "other.qcow2", Some(Format::Qcow2)).unwrap();
         assert_qemu_check_clean(&top, "qcow2");

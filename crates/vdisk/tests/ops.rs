@@ -13,7 +13,7 @@ fn s(p: &Path) -> String {
 /// base.qcow2 <- mid.qcow2 <- top.qcow2 in `dir`, relative backing names, patterned layers.
 fn chain(dir: &Path, top_opts: &str) -> PathBuf {
     let base = dir.join("base.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &s(&base), "3M"]);
+    qemu_create(&base, "qcow2", "", "3M");
     qemu_io(
         "qcow2",
         &base,
@@ -111,7 +111,7 @@ fn convert_n_into_qcow2() {
     .enumerate()
     {
         let dst = d.join(&format!("dst{i}.qcow2"));
-        qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &s(&dst), "3068k"]);
+        qemu_create(&dst, "qcow2", opts, "3068k");
         qemu_io(
             "qcow2",
             &dst,
@@ -178,7 +178,7 @@ fn rebase_matches_qemu() {
     // Onto a smaller unrelated image: beyond its end it reads zeros.
     let (d, _tq, tv) = twin("ops-reb5", "cluster_size=4k");
     let other = d.join("v").join("other.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &s(&other), "1M"]);
+    qemu_create(&other, "qcow2", "", "1M");
     qemu_io("qcow2", &other, &["write -P 0x44 0 1M"]);
     let before = qemu_raw_bytes(&tv, Some("qcow2"));
     rebase_safe(&tv, "other.qcow2", Some(Format::Qcow2)).unwrap();
@@ -313,7 +313,7 @@ fn commit_errors_like_qemu() {
     }
     let d = Scratch::new("ops-come");
     let a = d.join("a.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &s(&a), "1M"]);
+    qemu_create(&a, "qcow2", "", "1M");
     let e = commit(&a, None, true).unwrap_err();
     assert_eq!(e.to_string(), "Image does not have a backing file");
     let b = d.join("b.qcow2");
@@ -349,7 +349,7 @@ fn commit_into_big_clusters_over_a_backing_file() {
     // (reads of the overlay's chain), never part of one.
     let d = Scratch::new("ops-combig");
     let b0 = d.join("b0.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &s(&b0), "5M"]);
+    qemu_create(&b0, "qcow2", "", "5M");
     qemu_io("qcow2", &b0, &["write -P 0x10 0 5M"]);
     let base = d.join("base.qcow2");
     qemu_img(&[

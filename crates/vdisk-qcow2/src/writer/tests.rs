@@ -5,8 +5,8 @@
 use super::*;
 use serde_json::Value;
 use vdisk_testutil::{
-    assert_qemu_check_clean, assert_qemu_compare_equal, qemu_available, qemu_img, qemu_info_json,
-    qemu_io, qemu_map_json, qemu_raw_bytes, Scratch,
+    assert_qemu_check_clean, assert_qemu_compare_equal, qemu_available, qemu_create, qemu_img,
+    qemu_info_json, qemu_io, qemu_map_json, qemu_raw_bytes, Scratch,
 };
 
 /// 3 MiB and an odd tail, so that the last cluster is partial for every cluster size above 512.
@@ -261,14 +261,7 @@ fn backing_file_shows_through_skipped_clusters_and_zeros_hide_it() {
     }
     let dir = Scratch::new("qcow2w-backing");
     let base = dir.join("base.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        &base.to_string_lossy(),
-        &SIZE.to_string(),
-    ]);
+    qemu_create(&base, "qcow2", "", &SIZE.to_string());
     qemu_io(
         "qcow2",
         &base,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vdisk_core::{FileStorage, ImageReader};
-use vdisk_testutil::{qemu_img, qemu_io, Scratch};
+use vdisk_testutil::{qemu_create, qemu_img, qemu_io, Scratch};
 
 /// Guest size of the patterned fixtures: 6 MiB and an odd 3-sector tail (a partial last block).
 pub const SIZE: u64 = (6 << 20) + 1536;
@@ -21,14 +21,7 @@ pub const PATTERN: &[&str] = &[
 /// A patterned raw image.
 pub fn raw(s: &Scratch) -> PathBuf {
     let p = s.join("src.raw");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "raw",
-        p.to_str().unwrap(),
-        &SIZE.to_string(),
-    ]);
+    qemu_create(&p, "raw", "", &SIZE.to_string());
     qemu_io("raw", &p, PATTERN);
     p
 }

@@ -67,7 +67,7 @@ fn empty_and_zero_sized_images() {
     let s = Scratch::new("vdi-read-empty");
     for size in ["0", "1M", "3146700"] {
         let p = s.join(&format!("e{size}.vdi"));
-        qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), size]);
+        qemu_create(&p, "vdi", "", size);
         let r = open_dyn(&p);
         let info = qemu_info_json(&p);
         assert_eq!(r.virtual_size(), info["virtual-size"].as_u64().unwrap());

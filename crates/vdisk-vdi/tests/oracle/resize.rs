@@ -154,7 +154,7 @@ fn grows_when_more_slots_must_move_than_are_allocated() {
         ("none.vdi", &[][..]),
     ] {
         let p = s.join(name);
-        qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "5M"]);
+        qemu_create(&p, "vdi", "", "5M");
         if !writes.is_empty() {
             qemu_io("vdi", &p, writes);
         }
@@ -203,7 +203,7 @@ fn grown_disk_reads_zeros_over_blocks_mapped_past_the_old_end() {
     }
     let s = Scratch::new("vdi-resize-past-end");
     let p = s.join("h.vdi");
-    qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "4M"]);
+    qemu_create(&p, "vdi", "", "4M");
     qemu_io("vdi", &p, &["write -P 0x61 3M 64k", "write -P 0x62 0 4k"]);
     // The disk ends at 2 MiB + 512: block 3 (slot 0) lies wholly past it, block 2 holds the end.
     let mut b = std::fs::read(&p).unwrap();
@@ -224,7 +224,7 @@ fn resize_keeps_header_bytes_it_does_not_change() {
     }
     let s = Scratch::new("vdi-resize-header-bytes");
     let p = s.join("d.vdi");
-    qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "4M"]);
+    qemu_create(&p, "vdi", "", "4M");
     qemu_io("vdi", &p, &["write -P 0x61 0 64k"]);
     let mut b = std::fs::read(&p).unwrap();
     b[0x3f] = 0x07;
@@ -258,7 +258,7 @@ fn growing_keeps_block_map_entries_past_the_new_size() {
     }
     let s = Scratch::new("vdi-resize-long-map");
     let p = s.join("m.vdi");
-    qemu_img(&["create", "-q", "-f", "vdi", p.to_str().unwrap(), "4M"]);
+    qemu_create(&p, "vdi", "", "4M");
     qemu_io("vdi", &p, &["write -P 0x61 3M 64k", "write -P 0x62 0 4k"]);
     // Four blocks, the disk ends inside block 2; block 3 holds data past the end.
     let mut b = std::fs::read(&p).unwrap();
