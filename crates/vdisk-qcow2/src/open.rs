@@ -60,17 +60,15 @@ impl Storage for Unopened {
     }
 }
 
-/// Opens the qcow2 image in `storage`; other files it names are opened through `files`.
-pub fn open(
-    storage: Arc<dyn Storage>,
-    files: Arc<dyn FileOpener>,
-    opts: &OpenOptions,
-) -> Result<Qcow2Reader> {
-    let path: Arc<Path> = Arc::from(storage.path());
+/// The header of the qcow2 image in `storage` (with its extensions and backing file name), read
+/// as [`open`] reads it and nothing else: what the in-place changes need to find the backing file
+/// before they open the image.
+pub fn read_header(storage: &dyn Storage) -> Result<Header> {
+    let path = storage.path();
     let file_len = storage.len()?;
     let mut first = vec![0u8; file_len.min(4096) as usize];
     storage.read_exact_at(&mut first, 0)?;
-    let cluster_bits = Header::peek_cluster_bits(&first, &path)?;
+    let cluster_bits = Header::peek_cluster_bits(&first, path)?;
     // The first cluster, zero-padded as QEMU's block layer reads past the end of the file: a file
     // that ends after the header, among its extensions or in the backing file name, reads as if
     // zeros followed. A file shorter than the header itself stays truncated.
@@ -86,7 +84,19 @@ pub fn open(
     } else {
         inside
     };
-    let header = Header::parse(&cluster[..seen], &path)?;
+    Header::parse(&cluster[..seen], path)
+}
+
+/// Opens the qcow2 image in `storage`; other files it names are opened through `files`.
+pub fn open(
+    storage: Arc<dyn Storage>,
+    files: Arc<dyn FileOpener>,
+    opts: &OpenOptions,
+) -> Result<Qcow2Reader> {
+    let path: Arc<Path> = Arc::from(storage.path());
+    let file_len = storage.len()?;
+    let header = read_header(storage.as_ref())?;
+    let cluster_bits = header.cluster_bits;
     if header.refcount_table_clusters == 0 && !opts.for_check {
         return Err(Error::corrupt(
             &path,

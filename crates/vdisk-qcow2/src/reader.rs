@@ -340,7 +340,7 @@ mod mapping;
 
 #[path = "open.rs"]
 mod open;
-pub use open::{open, OpenOptions, SnapshotSel};
+pub use open::{open, read_header, OpenOptions, SnapshotSel};
 
 #[cfg(test)]
 #[path = "reader_tests.rs"]

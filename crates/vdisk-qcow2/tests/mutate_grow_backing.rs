@@ -54,7 +54,7 @@ fn parse(size: &str) -> u64 {
 fn grow_both(base: &Path, bk: &Path, to: u64, mode: Prealloc, what: &str) {
     let ours = copy(base, "ours.qcow2");
     let theirs = copy(base, "theirs.qcow2");
-    let got = mutate::resize_over(&ours, to, false, mode, Some(open_backing(bk)));
+    let got = mutate::resize_over(&ours, to, false, mode, &|_| Ok(Some(open_backing(bk))));
     let pre = format!("--preallocation={}", mode_name(mode));
     let q = std::process::Command::new("qemu-img")
         .args(["resize", "-q", &pre, &s(&theirs), &to.to_string()])
@@ -216,13 +216,9 @@ fn grow_with_a_data_file_over_a_longer_backing_file_like_qemu() {
                     ));
                 }
                 let what = format!("data file {opts} {cmds:?} {}", mode_name(mode));
-                mutate::resize_over(
-                    &made[0],
-                    3 << 20,
-                    false,
-                    mode,
-                    Some(open_backing(&d.join("b.raw"))),
-                )
+                mutate::resize_over(&made[0], 3 << 20, false, mode, &|_| {
+                    Ok(Some(open_backing(&d.join("b.raw"))))
+                })
                 .unwrap();
                 let pre = format!("--preallocation={}", mode_name(mode));
                 qemu_img(&["resize", "-q", &pre, &s(&made[1]), "3M"]);
@@ -266,13 +262,9 @@ fn metadata_grow_keeps_a_compressed_old_end_cluster_where_qemu_loses_it() {
     );
     let before = raw(&base);
     let ours = copy(&base, "ours.qcow2");
-    mutate::resize_over(
-        &ours,
-        3 << 20,
-        false,
-        Prealloc::Metadata,
-        Some(open_backing(&d.join("b.raw"))),
-    )
+    mutate::resize_over(&ours, 3 << 20, false, Prealloc::Metadata, &|_| {
+        Ok(Some(open_backing(&d.join("b.raw"))))
+    })
     .unwrap();
     assert_clean(&ours);
     let after = raw(&ours);

@@ -132,32 +132,29 @@ pub fn open_existing_writer(format: Format, path: &Path) -> Result<Box<dyn Image
 /// The in-place writer of the qcow2 image at `path`, with its backing chain opened (read-only) so
 /// that a cluster written in part over the backing file takes its other bytes from there.
 pub(crate) fn qcow2_writer_over_backing(path: &Path) -> Result<Box<dyn ImageWriter>> {
-    vdisk_qcow2::mutate::open_writer_over(path, qcow2_backing_chain(path)?)
+    vdisk_qcow2::mutate::open_writer_over(path, &|h| qcow2_backing_chain(path, h))
 }
 
 /// `qemu-img resize [--shrink] [--preallocation=MODE] PATH SIZE` of a qcow2 image, with its
 /// backing chain opened (read-only): growing over a backing file that reaches past the old end
 /// copies the head of the cluster holding the old end from there, as QEMU does.
 pub fn resize_qcow2(path: &Path, new_size: u64, shrink: bool, prealloc: Prealloc) -> Result<()> {
-    vdisk_qcow2::mutate::resize_over(path, new_size, shrink, prealloc, qcow2_backing_chain(path)?)
+    vdisk_qcow2::mutate::resize_over(path, new_size, shrink, prealloc, &|h| {
+        qcow2_backing_chain(path, h)
+    })
 }
 
-/// The backing chain of the qcow2 image at `path`, opened read-only (None without a backing file).
-fn qcow2_backing_chain(path: &Path) -> Result<Option<Arc<dyn ImageReader>>> {
-    let req = crate::chain::OpenRequest {
-        format: Some(Format::Qcow2),
-        snapshot: None,
-        follow_backing: false,
-        for_check: false,
-    };
-    let top = crate::chain::open_image(path, &req)?;
-    match &top.top().info.backing {
+/// The backing chain that the header `h` of the qcow2 image at `path` names, opened read-only
+/// (None without a backing file).
+fn qcow2_backing_chain(
+    path: &Path,
+    h: &vdisk_qcow2::header::Header,
+) -> Result<Option<Arc<dyn ImageReader>>> {
+    match &h.backing_file {
         // An empty name means no backing file to QEMU.
-        Some(b) if !b.filename.is_empty() => {
-            let fmt = b.format.as_deref().map(str::parse::<Format>).transpose()?;
-            Ok(Some(
-                crate::chain::open_backing_for(path, &b.filename, fmt)?.image,
-            ))
+        Some(name) if !name.is_empty() => {
+            let fmt = h.backing_format().map(str::parse::<Format>).transpose()?;
+            Ok(Some(crate::chain::open_backing_for(path, name, fmt)?.image))
         }
         _ => Ok(None),
     }

@@ -54,9 +54,14 @@ pub use repair::{repair_in, RepairOutcome};
 pub use resize::{resize_in, resize_over_in, resize_with_in};
 pub use snapshot::{snapshot_apply_in, snapshot_create_in, snapshot_delete_in};
 
+use crate::header::Header;
 use std::path::Path;
 use std::sync::Arc;
-use vdisk_core::{CreateOptions, FileStorage, ImageWriter, Result, Storage};
+use vdisk_core::{CreateOptions, FileStorage, ImageReader, ImageWriter, Result, Storage};
+
+/// Opens the backing chain that an image's header names (`None` without one), read-only: the
+/// image itself is opened once, by the change, and only its header is read before.
+pub type OpenBacking<'a> = &'a dyn Fn(&Header) -> Result<Option<Arc<dyn ImageReader>>>;
 
 fn rw(path: &Path) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(FileStorage::open_rw(path)?))
@@ -85,22 +90,24 @@ pub fn resize(path: &Path, new_size: u64, shrink: bool) -> Result<()> {
 /// `qemu-img resize [--shrink] --preallocation=MODE PATH SIZE` (`falloc` through
 /// `posix_fallocate` on the file).
 pub fn resize_with(path: &Path, new_size: u64, shrink: bool, prealloc: Prealloc) -> Result<()> {
-    resize_over(path, new_size, shrink, prealloc, None)
+    resize_over(path, new_size, shrink, prealloc, &|_| Ok(None))
 }
 
-/// As [`resize_with`], with the image's opened backing chain: see [`resize_over_in`].
+/// As [`resize_with`], with the image's backing chain opened by `open_backing` from its header:
+/// see [`resize_over_in`].
 pub fn resize_over(
     path: &Path,
     new_size: u64,
     shrink: bool,
     prealloc: Prealloc,
-    backing: Option<Arc<dyn vdisk_core::ImageReader>>,
+    open_backing: OpenBacking<'_>,
 ) -> Result<()> {
     let s = FileStorage::open_rw(path)?;
     let file = s
         .file()
         .try_clone()
         .map_err(|e| vdisk_core::Error::io(path, 0, e))?;
+    let backing = open_backing(&crate::reader::read_header(&s)?)?;
     resize_over_in(
         Arc::new(s),
         new_size,
@@ -131,12 +138,15 @@ pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
     open_writer_in(rw(path)?)
 }
 
-/// As [`open_writer`], with the image's opened backing chain: see [`open_writer_in_over`].
+/// As [`open_writer`], with the image's backing chain opened by `open_backing` from its header:
+/// see [`open_writer_in_over`].
 pub fn open_writer_over(
     path: &Path,
-    backing: Option<Arc<dyn vdisk_core::ImageReader>>,
+    open_backing: OpenBacking<'_>,
 ) -> Result<Box<dyn ImageWriter>> {
-    open_writer_in_over(rw(path)?, backing)
+    let s = rw(path)?;
+    let backing = open_backing(&crate::reader::read_header(s.as_ref())?)?;
+    open_writer_in_over(s, backing)
 }
 
 /// Empties the active state of the image at `path` (`qemu-img commit` without `-d`).
