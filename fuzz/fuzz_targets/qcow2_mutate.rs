@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let size = before.virtual_size();
     let was_sound = sound(&before);
-    let snapshot = before.snapshots().first().map(|s| s.id.clone());
+    let snapshot = before.snapshots().first().map(|s| s.id.to_lossy());
     drop(before);
 
     let mem = Arc::new(MemStorage::new("fuzz.qcow2", image.to_vec()));

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(r) = open(mem("fuzz.qcow2", data), Arc::new(NoFiles), &opts) {
         exercise(&r);
         // Internal snapshots go through a second L1 table.
-        let first = r.snapshots().first().map(|s| s.id.clone());
+        let first = r.snapshots().first().map(|s| s.id.to_lossy());
         if let Some(id) = first {
             let opts = OpenOptions {
                 snapshot: Some(SnapshotSel::Id(id)),

@@ -133,8 +133,8 @@ pub fn info(r: &Qcow2Reader) -> Result<ImageInfo> {
         .snapshots
         .iter()
         .map(|s| SnapshotInfo {
-            id: s.id.clone(),
-            name: s.name.clone(),
+            id: s.id.to_lossy(),
+            name: s.name.to_lossy(),
             vm_state_size: s.vm_state_size,
             date_sec: s.date_sec.into(),
             date_nsec: s.date_nsec,

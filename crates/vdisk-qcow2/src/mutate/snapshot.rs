@@ -79,7 +79,7 @@ pub fn snapshot_create_in(storage: Arc<dyn Storage>, name: &str) -> Result<()> {
     }
     let id = list
         .iter()
-        .map(|s| s.id.parse::<u64>().unwrap_or(0))
+        .map(|s| s.id.to_lossy().parse::<u64>().unwrap_or(0))
         .max()
         .unwrap_or(0)
         + 1;
@@ -95,8 +95,8 @@ pub fn snapshot_create_in(storage: Arc<dyn Storage>, name: &str) -> Result<()> {
     new_list.push(Snapshot {
         l1_table_offset: sn_l1,
         l1_size: h.l1_size,
-        id: id.to_string(),
-        name: name.to_string(),
+        id: id.to_string().into(),
+        name: name.into(),
         date_sec: sec,
         date_nsec: nsec,
         vm_clock_nsec: 0,
