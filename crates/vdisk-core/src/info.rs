@@ -6,8 +6,11 @@ use std::path::PathBuf;
 /// A backing file as named inside an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackingRef {
-    /// The name exactly as stored (`backing-filename`).
+    /// The name as stored (`backing-filename`), shown with U+FFFD for bytes that are not UTF-8.
     pub filename: String,
+    /// The same name as a file name, byte for byte: what is opened (see
+    /// [`crate::storage::resolve_relative`]).
+    pub path: PathBuf,
     /// The format stored with it, if any (`backing-filename-format`).
     pub format: Option<String>,
 }

@@ -404,8 +404,8 @@ impl FileOpener for NoFiles {
 
 /// Resolves a file name stored inside an image (backing file, extent, data file) the way qemu does:
 /// absolute names stay, relative names are taken from the directory of the image that names them.
-pub fn resolve_relative(image: &Path, name: &str) -> PathBuf {
-    let p = Path::new(name);
+pub fn resolve_relative(image: &Path, name: impl AsRef<Path>) -> PathBuf {
+    let p = name.as_ref();
     if p.is_absolute() {
         return p.to_path_buf();
     }

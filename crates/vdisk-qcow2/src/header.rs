@@ -5,7 +5,8 @@
 #[path = "extensions.rs"]
 pub mod extensions;
 use crate::limits;
-use extensions::{be32, be64, parse_extensions, serialize_extension, string};
+use crate::stored_name::StoredName;
+use extensions::{be32, be64, parse_extensions, serialize_extension};
 pub use extensions::{ext, BitmapsExt, Extension, FeatureName};
 use std::path::Path;
 use vdisk_core::{Error, Result};
@@ -67,8 +68,8 @@ pub struct Header {
     pub header_length: u32,
     pub compression_type: u8,
     pub extensions: Vec<Extension>,
-    /// The backing file name stored at backing_file_offset.
-    pub backing_file: Option<String>,
+    /// The backing file name stored at backing_file_offset (up to its first NUL).
+    pub backing_file: Option<StoredName>,
 }
 
 impl Header {
@@ -241,8 +242,7 @@ impl Header {
                 )
             })?;
             // QEMU keeps the name as a C string: it ends at the first NUL byte.
-            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
-            h.backing_file = Some(string(name));
+            h.backing_file = Some(StoredName::from_stored(name));
         }
         Ok(h)
     }

@@ -57,7 +57,7 @@ fn err(b: &[u8]) -> String {
 fn round_trips_v3_and_v2() {
     let h = v3();
     let mut p = parse(&cluster(&h)).unwrap();
-    assert_eq!(p.backing_file.as_deref(), Some("base.raw"));
+    assert_eq!(p.backing_file, Some("base.raw".into()));
     assert_eq!(p.backing_format(), Some("raw"));
     assert_eq!(p.feature_name(0, 9), Some("teleport"));
     // serialize placed the name after the extensions; everything else is as given.

@@ -126,7 +126,8 @@ pub fn info(r: &Qcow2Reader) -> Result<ImageInfo> {
     i.dirty = h.incompatible_features & incompat::DIRTY != 0;
     i.encrypted = h.crypt_method != 0;
     i.backing = h.backing_file.as_ref().map(|f| BackingRef {
-        filename: f.clone(),
+        filename: f.to_lossy(),
+        path: f.to_path(),
         format: h.backing_format().map(str::to_string),
     });
     i.snapshots = r

@@ -4,6 +4,7 @@
 //! I/O.
 
 use crate::limits;
+pub use crate::stored_name::StoredName;
 use std::path::Path;
 use vdisk_core::{Error, Result, Storage};
 
@@ -15,8 +16,8 @@ pub const ENTRY_FIXED: usize = 40;
 pub struct Snapshot {
     pub l1_table_offset: u64,
     pub l1_size: u32,
-    pub id: SnapText,
-    pub name: SnapText,
+    pub id: StoredName,
+    pub name: StoredName,
     pub date_sec: u32,
     pub date_nsec: u32,
     pub vm_clock_nsec: u64,
@@ -28,64 +29,6 @@ pub struct Snapshot {
     pub icount: Option<u64>,
     /// Extra data beyond the fields above, kept verbatim.
     pub extra_rest: Vec<u8>,
-}
-
-/// A snapshot's id or name as QEMU keeps it: a C string, the stored bytes up to the first NUL,
-/// not necessarily UTF-8. It is compared byte for byte (QEMU's `strcmp`), shown lossily, and
-/// written back as it was read (a table rewrite must not change another snapshot's name).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapText(Vec<u8>);
-
-impl SnapText {
-    /// The stored field: the bytes before its first NUL, as QEMU reads it.
-    pub fn from_stored(b: &[u8]) -> SnapText {
-        SnapText(b[..b.iter().position(|&x| x == 0).unwrap_or(b.len())].to_vec())
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The text, with U+FFFD for bytes that are not UTF-8.
-    pub fn to_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.0).into_owned()
-    }
-}
-
-impl std::fmt::Display for SnapText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&String::from_utf8_lossy(&self.0))
-    }
-}
-
-impl From<&str> for SnapText {
-    fn from(s: &str) -> SnapText {
-        SnapText::from_stored(s.as_bytes())
-    }
-}
-
-impl From<String> for SnapText {
-    fn from(s: String) -> SnapText {
-        SnapText::from(s.as_str())
-    }
-}
-
-impl PartialEq<str> for SnapText {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for SnapText {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<String> for SnapText {
-    fn eq(&self, other: &String) -> bool {
-        self.0 == other.as_bytes()
-    }
 }
 
 fn be(b: &[u8], at: usize, n: usize) -> u64 {
@@ -116,8 +59,8 @@ impl Snapshot {
         Snapshot {
             l1_table_offset: be(fixed, 0, 8),
             l1_size: be(fixed, 8, 4) as u32,
-            id: SnapText::from_stored(id),
-            name: SnapText::from_stored(name),
+            id: StoredName::from_stored(id),
+            name: StoredName::from_stored(name),
             date_sec: be(fixed, 16, 4) as u32,
             date_nsec: be(fixed, 20, 4) as u32,
             vm_clock_nsec: be(fixed, 24, 8),
@@ -138,12 +81,12 @@ impl Snapshot {
             extra.extend_from_slice(&self.extra_rest);
         }
         let mut b =
-            Vec::with_capacity(ENTRY_FIXED + extra.len() + self.id.0.len() + self.name.0.len() + 8);
+            Vec::with_capacity(ENTRY_FIXED + extra.len() + self.id.len() + self.name.len() + 8);
         b.extend_from_slice(&self.l1_table_offset.to_be_bytes());
         b.extend_from_slice(&self.l1_size.to_be_bytes());
         // Both come from a u16 length field or from `snapshot -c`, which refuses longer names.
-        b.extend_from_slice(&(self.id.0.len() as u16).to_be_bytes());
-        b.extend_from_slice(&(self.name.0.len() as u16).to_be_bytes());
+        b.extend_from_slice(&(self.id.len() as u16).to_be_bytes());
+        b.extend_from_slice(&(self.name.len() as u16).to_be_bytes());
         b.extend_from_slice(&self.date_sec.to_be_bytes());
         b.extend_from_slice(&self.date_nsec.to_be_bytes());
         b.extend_from_slice(&self.vm_clock_nsec.to_be_bytes());
@@ -151,8 +94,8 @@ impl Snapshot {
         b.extend_from_slice(&small.to_be_bytes());
         b.extend_from_slice(&(extra.len() as u32).to_be_bytes());
         b.extend_from_slice(&extra);
-        b.extend_from_slice(&self.id.0);
-        b.extend_from_slice(&self.name.0);
+        b.extend_from_slice(self.id.as_bytes());
+        b.extend_from_slice(self.name.as_bytes());
         b.resize(b.len().next_multiple_of(8), 0);
         b
     }

@@ -17,6 +17,7 @@ pub fn info(r: &VmdkReader) -> Result<ImageInfo> {
     if let Some(hint) = &r.desc.parent_hint {
         info.backing = Some(BackingRef {
             filename: hint.clone(),
+            path: hint.into(),
             format: None,
         });
     }

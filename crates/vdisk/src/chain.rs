@@ -76,7 +76,7 @@ fn open_one(
         .backing
         .as_ref()
         .filter(|b| !b.filename.is_empty())
-        .map(|b| resolve_relative(path, &b.filename));
+        .map(|b| resolve_relative(path, &b.path));
     Ok(Layer {
         path: path.to_path_buf(),
         format,
@@ -177,7 +177,11 @@ pub(crate) fn canonical(p: &Path) -> PathBuf {
 
 /// Opens, with its own backing chain, the image that `image` names (or would name) as its backing
 /// file `name`: resolved from `image`'s directory, as qemu resolves backing file names.
-pub fn open_backing_for(image: &Path, name: &str, format: Option<Format>) -> Result<OpenedImage> {
+pub fn open_backing_for(
+    image: &Path,
+    name: impl AsRef<Path>,
+    format: Option<Format>,
+) -> Result<OpenedImage> {
     let req = OpenRequest {
         format,
         snapshot: None,

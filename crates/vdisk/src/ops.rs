@@ -158,10 +158,7 @@ pub fn commit(overlay: &Path, base: Option<&Path>, drop_overlay_data: bool) -> R
     let k = match base {
         None => 1,
         Some(b) => {
-            let want = [
-                canonical(b),
-                canonical(&resolve_relative(overlay, &b.to_string_lossy())),
-            ];
+            let want = [canonical(b), canonical(&resolve_relative(overlay, b))];
             chain
                 .layers
                 .iter()

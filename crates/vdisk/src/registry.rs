@@ -154,7 +154,9 @@ fn qcow2_backing_chain(
         // An empty name means no backing file to QEMU.
         Some(name) if !name.is_empty() => {
             let fmt = h.backing_format().map(str::parse::<Format>).transpose()?;
-            Ok(Some(crate::chain::open_backing_for(path, name, fmt)?.image))
+            Ok(Some(
+                crate::chain::open_backing_for(path, name.to_path(), fmt)?.image,
+            ))
         }
         _ => Ok(None),
     }

@@ -399,3 +399,60 @@ fn commit_into_big_clusters_over_a_backing_file() {
     assert_same_bytes(&qemu_raw_bytes(&top, Some("qcow2")), &before, "overlay");
     all_depth_at_least_one(&top);
 }
+
+/// A backing file name that is not UTF-8 (a Latin-1 "café.raw") is opened byte for byte, as qemu
+/// opens it: before, vdisk looked for "caf\u{fffd}.raw" and failed. `commit` and `resize` go
+/// through the same chain, and the header keeps the name's bytes when it is written again.
+#[test]
+fn backing_file_name_that_is_not_utf8_is_opened_like_qemu() {
+    use std::os::unix::ffi::OsStrExt;
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("ops-latin1-backing");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.raw");
+    let base = d.path().join(name);
+    qemu_create(&base, "raw", "", "2M");
+    qemu_io(
+        "raw",
+        &base,
+        &["write -P 0x21 0 1M", "write -P 0x22 1536k 64k"],
+    );
+    let top = d.join("top.qcow2");
+    run(std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(name)
+        .arg(&top));
+    qemu_io("qcow2", &top, &["write -P 0x33 512k 64k"]);
+    let req = OpenRequest {
+        follow_backing: true,
+        ..Default::default()
+    };
+    let opened = open_image(&top, &req).expect("open the chain");
+    assert_eq!(opened.layers.len(), 2);
+    let want = qemu_raw_bytes(&top, Some("qcow2"));
+    assert_same_bytes(&read_all(opened.image.as_ref(), 1 << 20), &want, "chain");
+
+    // A resize (through the registry's chain) keeps the name's bytes.
+    vdisk::registry::resize_qcow2(&top, 3 << 20, false, vdisk_qcow2::mutate::Prealloc::Off)
+        .expect("resize");
+    assert_qemu_check_clean(&top, "qcow2");
+    let info = run(std::process::Command::new("qemu-img")
+        .args(["info", "-U"])
+        .arg(&top));
+    assert!(
+        info.stdout
+            .windows(b"backing file: caf\xe9.raw ".len())
+            .any(|w| w == b"backing file: caf\xe9.raw "),
+        "{}",
+        String::from_utf8_lossy(&info.stdout)
+    );
+    let mut want = want;
+    want.resize(3 << 20, 0);
+    let opened = open_image(&top, &req).expect("open the chain");
+    assert_same_bytes(
+        &read_all(opened.image.as_ref(), 1 << 20),
+        &want,
+        "after resize",
+    );
+}

@@ -30,7 +30,7 @@ pub(crate) fn backing_len(img: &RwImage, opened: Option<&dyn ImageReader>) -> Op
             size
         });
     }
-    let name = img.r.header.backing_file.as_deref()?;
+    let name = img.r.header.backing_file.as_ref()?.to_path();
     let path = vdisk_core::storage::resolve_relative(img.path(), name);
     // Not File::open: the name may be a FIFO, whose opening would wait for a writer forever
     // (FileStorage refuses FIFOs and sockets without blocking).

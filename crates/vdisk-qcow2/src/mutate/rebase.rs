@@ -41,7 +41,7 @@ pub fn rebase_unsafe_in(
         if fmt.len() as u64 > limits::MAX_BACKING_FORMAT {
             return Err(fail("Backing format name too long"));
         }
-        nh.backing_file = Some(backing.to_string());
+        nh.backing_file = Some(backing.into());
         nh.extensions
             .insert(0, Extension::BackingFormat(fmt.to_string()));
     }

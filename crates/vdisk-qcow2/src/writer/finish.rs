@@ -5,6 +5,7 @@ use super::file::io;
 use super::layout::COPIED;
 use super::{CompressionType, Placement, Qcow2Writer};
 use crate::header::{self, Extension, Header};
+use crate::stored_name::StoredName;
 use std::os::unix::fs::FileExt;
 use vdisk_core::{Error, Result};
 
@@ -65,7 +66,7 @@ impl Qcow2Writer {
                 CompressionType::Zstd => header::COMPRESSION_ZSTD,
             },
             extensions,
-            backing_file: s.backing_file.clone(),
+            backing_file: s.backing_file.as_deref().map(StoredName::from),
         }
     }
 
