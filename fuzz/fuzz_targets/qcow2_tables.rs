@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
             padded || bytes as usize <= body.len() + 7,
             "snapshot table longer than the file"
         );
-        for s in &list {
+        // The first entries: a padded table of up to 65536 entries past the end of the file is
+        // mostly alike, and round-tripping them all made this target run at ~100 inputs a second.
+        for s in list.iter().take(64) {
             let b = s.serialize();
             let again = Snapshot::parse(&b[..ENTRY_FIXED], &b[ENTRY_FIXED..]);
             assert_eq!(again.serialize(), b, "snapshot entry does not round-trip");
