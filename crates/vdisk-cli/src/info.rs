@@ -247,7 +247,7 @@ pub fn layer_human(layer: &Layer) -> String {
     if let Some(b) = info.backing.as_ref().filter(|b| !b.filename.is_empty()) {
         s.push_str(&format!("backing file: {}", b.filename));
         if let Some(full) = &layer.full_backing {
-            if full.as_os_str() != b.filename.as_str() {
+            if *full != b.path {
                 s.push_str(&format!(" (actual path: {})", full.display()));
             }
         }

@@ -443,3 +443,60 @@ fn an_empty_backing_file_name_is_no_backing_file() {
     qemu_ok(d, &["convert", "-O", "raw", "e.qcow2", "q.raw"]);
     assert!(std::fs::read(d.join("v.raw")).unwrap() == std::fs::read(d.join("q.raw")).unwrap());
 }
+
+/// Which text files are VMDK descriptors when no `-f` is given: QEMU's `vmdk_probe` looks at
+/// bytes (a descriptor naming a Latin-1 file is still one) and wants `version=N` as the first line
+/// after comments and lines of spaces (a descriptor that starts with `createType=` or has an empty
+/// line first is raw to it). Before, vdisk wanted UTF-8 and took any `createType=` line, so it
+/// read the Latin-1 descriptor as raw data and the other two as VMDK.
+#[test]
+fn text_descriptors_probe_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-probe-descriptors");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "raw", "x-flat.vmdk", "1M"]);
+    let body = "CID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \"x-flat.vmdk\" 0\n";
+    let files: [(&str, Vec<u8>); 5] = [
+        (
+            "plain.vmdk",
+            format!("# Disk DescriptorFile\nversion=1\n{body}").into_bytes(),
+        ),
+        (
+            "latin1.vmdk",
+            [
+                &b"# Disk DescriptorFile\nversion=1\nddb.comment = \"caf\xe9\"\n"[..],
+                body.as_bytes(),
+            ]
+            .concat(),
+        ),
+        (
+            "spaces.vmdk",
+            format!("# Disk DescriptorFile\n   \nversion=1\n{body}").into_bytes(),
+        ),
+        (
+            "type-first.vmdk",
+            format!("createType=\"monolithicFlat\"\nversion=1\n{body}").into_bytes(),
+        ),
+        (
+            "empty-line.vmdk",
+            format!("# Disk DescriptorFile\n\nversion=1\n{body}").into_bytes(),
+        ),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(d.join(name), bytes).expect("write");
+        let theirs = json(&qemu_ok(d, &["info", "--output=json", name]));
+        let ours = json(&vdisk_ok(d, &["info", "--output=json", name]));
+        assert_eq!(ours["format"], theirs["format"], "{name}");
+        assert_eq!(ours["virtual-size"], theirs["virtual-size"], "{name}");
+    }
+    let formats: Vec<String> = files
+        .iter()
+        .map(|(n, _)| json(&qemu_ok(d, &["info", "--output=json", n]))["format"].to_string())
+        .collect();
+    assert_eq!(
+        formats,
+        ["\"vmdk\"", "\"vmdk\"", "\"vmdk\"", "\"raw\"", "\"raw\""]
+    );
+}

@@ -108,17 +108,47 @@ pub fn probe_bytes(head: &[u8]) -> Option<Format> {
     None
 }
 
-/// qemu's `vmdk_probe` for text descriptors: a `# Disk DescriptorFile` line, or a `createType=` line
-/// before any non-text byte.
+/// How many leading bytes QEMU's probes see (`BLOCK_PROBE_BUF_SIZE`).
+const PROBE_BUF: usize = 512;
+
+/// qemu's `vmdk_probe` for text descriptors, byte for byte (the text need not be UTF-8): in the
+/// first 512 bytes, after comment lines (`#...`) and lines of spaces only, the first line must be
+/// `version=1`, `version=2` or `version=3` (ending in `\n` or `\r\n`). Anything else, an empty
+/// line or a `createType=` first included, is not a descriptor to QEMU, which then reads the
+/// file as raw.
 fn looks_like_vmdk_descriptor(head: &[u8]) -> bool {
-    let text_len = head.iter().position(|b| *b == 0).unwrap_or(head.len());
-    let Ok(text) = std::str::from_utf8(&head[..text_len]) else {
-        return false;
-    };
-    text.lines().take(32).any(|l| {
-        let l = l.trim();
-        l.starts_with("# Disk DescriptorFile") || l.starts_with("createType=")
-    })
+    let buf = &head[..head.len().min(PROBE_BUF)];
+    let mut p = 0;
+    while p < buf.len() {
+        match buf[p] {
+            b'#' => {
+                while p < buf.len() && buf[p] != b'\n' {
+                    p += 1;
+                }
+                p += 1;
+            }
+            b' ' => {
+                while p < buf.len() && buf[p] == b' ' {
+                    p += 1;
+                }
+                if buf.get(p) == Some(&b'\r') {
+                    p += 1;
+                }
+                if buf.get(p) != Some(&b'\n') {
+                    return false;
+                }
+                p += 1;
+            }
+            _ => {
+                let rest = &buf[p..];
+                return [b"version=1", b"version=2", b"version=3"].iter().any(|v| {
+                    rest.strip_prefix(&v[..])
+                        .is_some_and(|r| r.starts_with(b"\n") || r.starts_with(b"\r\n"))
+                });
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -139,6 +169,37 @@ mod tests {
         assert_eq!(probe_bytes(&vdi), Some(Format::Vdi));
         assert_eq!(probe_bytes(b"vhdxfile"), Some(Format::Vhdx));
         assert_eq!(probe_bytes(&[0u8; 512]), None);
+    }
+
+    #[test]
+    fn text_descriptors_probe_as_qemu_probes_them() {
+        let yes: [&[u8]; 5] = [
+            b"# Disk DescriptorFile\nversion=1\nCID=1\n",
+            b"version=2\r\n",
+            b"#\n   \n  \r\n# x\nversion=3\n",
+            // Not UTF-8 (a Latin-1 file name): QEMU looks at bytes.
+            b"# Disk DescriptorFile\nversion=1\nRW 8 FLAT \"caf\xe9-flat.vmdk\" 0\n",
+            b"version=1\n\xff\xfe",
+        ];
+        for t in yes {
+            assert_eq!(probe_bytes(t), Some(Format::Vmdk), "{t:?}");
+        }
+        let no: [&[u8]; 7] = [
+            b"createType=\"monolithicFlat\"\nversion=1\n",
+            b"# Disk DescriptorFile\n\nversion=1\n",
+            b"\tversion=1\n",
+            b"version=4\n",
+            b"version=1",
+            b"version=1 \n",
+            b"# only a comment\n",
+        ];
+        for t in no {
+            assert_eq!(probe_bytes(t), None, "{t:?}");
+        }
+        // Only the first 512 bytes count.
+        let mut long = vec![b'#'; 600];
+        long.extend_from_slice(b"\nversion=1\n");
+        assert_eq!(probe_bytes(&long), None);
     }
 
     #[test]

@@ -341,7 +341,11 @@ fn hostile_files_through_the_facade_probe() {
         ("k.img", b"KDMV"),
         ("v.img", &vdi),
         ("c.img", b"COWD"),
-        ("d.img", b"# Disk DescriptorFile\ncreateType=\"vmfs\"\n"),
+        // `version=1` first: without it QEMU (and vdisk) probe the text as raw.
+        (
+            "d.img",
+            b"# Disk DescriptorFile\nversion=1\ncreateType=\"vmfs\"\n",
+        ),
     ];
     for (name, bytes) in cases {
         std::fs::write(s.join(name), bytes).expect("write");
