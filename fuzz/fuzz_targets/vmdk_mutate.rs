@@ -212,7 +212,12 @@ fn sparse_files(image: &[u8], r: &vdisk_vmdk::VmdkReader) -> Vec<PathBuf> {
         .extents
         .iter()
         .filter(|l| l.kind == ExtentType::Sparse)
-        .filter_map(|l| Some(resolve_relative(Path::new(MAIN), l.file.as_deref()?)))
+        .filter_map(|l| {
+            Some(resolve_relative(
+                Path::new(MAIN),
+                l.file.as_ref()?.to_path(),
+            ))
+        })
         .collect()
 }
 

@@ -1,5 +1,7 @@
 //! JSON printed the way qemu-img prints it (qobject's pretty printer): four-space indents, `"key": value`,
-//! and empty containers opened and closed on separate lines.
+//! empty containers opened and closed on separate lines, and strings escaped as qobject/qjson.c
+//! escapes them: ASCII as is (but `"`, `\\` and control characters), everything else as `\uXXXX`
+//! (UTF-16, upper-case hex), so a file name that is not ASCII prints byte for byte as qemu-img's.
 
 use serde_json::Value;
 
@@ -27,7 +29,7 @@ fn write_value(out: &mut String, v: &Value, level: usize) {
                 }
                 first = false;
                 indent(out, level + 1);
-                out.push_str(&Value::String(k.clone()).to_string());
+                write_string(out, k);
                 out.push_str(": ");
                 write_value(out, val, level + 1);
             }
@@ -54,8 +56,32 @@ fn write_value(out: &mut String, v: &Value, level: usize) {
             indent(out, level);
             out.push(']');
         }
+        Value::String(text) => write_string(out, text),
         other => out.push_str(&other.to_string()),
     }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04X}"));
+                }
+            }
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -68,5 +94,14 @@ mod tests {
         let s = to_qemu_pretty(&v);
         let want = "{\n    \"children\": [\n    ],\n    \"name\": \"file\",\n    \"n\": 1,\n    \"data\": {\n    }\n}";
         assert_eq!(s, want);
+    }
+
+    #[test]
+    fn strings_are_escaped_as_qemu_escapes_them() {
+        let v = Value::String("a\"\\/\u{1}\u{7f}\té\u{fffd}\u{1f600}~".into());
+        assert_eq!(
+            to_qemu_pretty(&v),
+            r#""a\"\\/\u0001\u007F\t\u00E9\uFFFD\uD83D\uDE00~""#
+        );
     }
 }

@@ -5,10 +5,10 @@
 #[path = "extensions.rs"]
 pub mod extensions;
 use crate::limits;
-use crate::stored_name::StoredName;
 use extensions::{be32, be64, parse_extensions, serialize_extension};
 pub use extensions::{ext, BitmapsExt, Extension, FeatureName};
 use std::path::Path;
+use vdisk_core::StoredName;
 use vdisk_core::{Error, Result};
 
 /// "QFI\xfb".

@@ -15,7 +15,6 @@ pub mod mutate;
 pub mod reader;
 pub mod refcount;
 pub mod snapshot;
-pub mod stored_name;
 pub mod tables;
 pub mod writer;
 

@@ -4,8 +4,8 @@
 //! I/O.
 
 use crate::limits;
-pub use crate::stored_name::StoredName;
 use std::path::Path;
+pub use vdisk_core::StoredName;
 use vdisk_core::{Error, Result, Storage};
 
 /// Fixed part of a snapshot table entry.

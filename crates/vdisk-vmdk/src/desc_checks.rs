@@ -7,6 +7,8 @@
 //! number after the match with `sscanf("%x")`; this module does the same, so that vdisk opens
 //! exactly the descriptors qemu-img opens. Pure: no I/O.
 
+use vdisk_core::StoredName;
+
 /// How much descriptor QEMU reads for these checks (`DESC_SIZE`: 20 sectors).
 pub const QEMU_DESC_BYTES: usize = 20 * 512;
 
@@ -45,21 +47,7 @@ fn scans_hex(s: &[u8]) -> bool {
 /// for a descriptor file, 512 for a hosted sparse file whatever its header says). The error says
 /// which check failed; qemu-img says only "Invalid argument".
 pub fn qemu_descriptor_checks(region: &[u8]) -> Result<(), String> {
-    let text = c_str_at(region, 0, QEMU_DESC_BYTES);
-    if let Some(at) = find(text, b"parentFileNameHint") {
-        // QEMU skips the key and the two characters after it (`="`), past the string's end if
-        // it ends there.
-        let name = c_str_at(region, at + "parentFileNameHint".len() + 2, QEMU_DESC_BYTES);
-        match name.iter().position(|b| *b == b'"') {
-            None => return Err("parentFileNameHint has no closing quote".into()),
-            Some(n) if n > MAX_HINT => {
-                return Err(format!(
-                    "parentFileNameHint is longer than {MAX_HINT} bytes"
-                ))
-            }
-            Some(_) => {}
-        }
-    }
+    parent_hint(region)?;
     let text = c_str_at(region, 0, QEMU_DESC_BYTES - 1);
     for key in ["CID", "parentCID"] {
         let Some(at) = find(text, key.as_bytes()) else {
@@ -71,6 +59,38 @@ pub fn qemu_descriptor_checks(region: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The parent file name QEMU reads (vmdk_parent_open): after the first `parentFileNameHint`
+/// anywhere in `region` (up to its first NUL), two bytes on (`="`, whatever they are), up to the
+/// next quote, byte for byte; none without the key. An error when the quote is missing or too
+/// far, as qemu-img refuses the image then.
+fn parent_hint(region: &[u8]) -> Result<Option<&[u8]>, String> {
+    const KEY: &[u8] = b"parentFileNameHint";
+    let text = c_str_at(region, 0, QEMU_DESC_BYTES);
+    let Some(at) = find(text, KEY) else {
+        return Ok(None);
+    };
+    // Past the string's end if it ends there.
+    let name = c_str_at(region, at + KEY.len() + 2, QEMU_DESC_BYTES);
+    match name.iter().position(|b| *b == b'"') {
+        None => Err("parentFileNameHint has no closing quote".into()),
+        Some(n) if n > MAX_HINT => Err(format!(
+            "parentFileNameHint is longer than {MAX_HINT} bytes"
+        )),
+        Some(n) => Ok(Some(&name[..n])),
+    }
+}
+
+/// The parent (backing) file name of the image whose descriptor `region` is (as for
+/// [`qemu_descriptor_checks`], which must have passed), as QEMU takes it: `Some` of the bytes
+/// after `parentFileNameHint="` up to the next quote, UTF-8 or not, possibly empty (which QEMU
+/// shows but does not open).
+pub fn qemu_parent_hint(region: &[u8]) -> Option<StoredName> {
+    parent_hint(region)
+        .ok()
+        .flatten()
+        .map(StoredName::from_stored)
 }
 
 /// The createType QEMU reads from a descriptor file (vmdk_parse_description): after the first
@@ -169,6 +189,26 @@ mod tests {
         ]
         .concat();
         assert_eq!(qemu_descriptor_checks(&just), Ok(()));
+    }
+
+    #[test]
+    fn parent_hints_are_read_as_qemu_reads_them() {
+        let h = |s: &[u8]| qemu_parent_hint(s).map(|n| n.as_bytes().to_vec());
+        assert_eq!(h(GOOD), None);
+        let hint = |v: &[u8]| h(&[GOOD, b"parentFileNameHint", v].concat());
+        assert_eq!(hint(b"=\"base.vmdk\"\n"), Some(b"base.vmdk".to_vec()));
+        // The name's bytes, UTF-8 or not.
+        assert_eq!(hint(b"=\"caf\xe9.vmdk\"\n"), Some(b"caf\xe9.vmdk".to_vec()));
+        // Two bytes skipped whatever they are: with spaces around `=` the name is what is left
+        // before the next quote (" " here, empty with one space), as qemu-img shows it.
+        assert_eq!(hint(b" = \"base.vmdk\"\n"), Some(b" ".to_vec()));
+        assert_eq!(hint(b"= \"base.vmdk\"\n"), Some(Vec::new()));
+        // The first match anywhere, even in a comment.
+        assert_eq!(
+            h(b"# parentFileNameHint: x\"\nparentFileNameHint=\"b\"\n"),
+            Some(b"x".to_vec())
+        );
+        assert_eq!(hint(b"=\"open\n"), None);
     }
 
     #[test]

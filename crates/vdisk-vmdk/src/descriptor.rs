@@ -4,6 +4,7 @@
 //! and bounded (see `limits`); rendering writes the layout qemu-img and VMware write.
 
 use crate::limits::{MAX_DESCRIPTOR_LINE, MAX_EXTENTS, MAX_VIRTUAL_BYTES, SECTOR};
+use vdisk_core::StoredName;
 
 /// CID value meaning "no parent".
 pub const NO_PARENT_CID: u32 = 0xffff_ffff;
@@ -78,8 +79,9 @@ pub struct ExtentLine {
     /// Size in sectors.
     pub sectors: u64,
     pub kind: ExtentType,
-    /// The file name as written (absent for ZERO extents).
-    pub file: Option<String>,
+    /// The file name as written, byte for byte (absent for ZERO extents): qemu opens the bytes
+    /// between the quotes, UTF-8 or not.
+    pub file: Option<StoredName>,
     /// Offset in sectors into the file (FLAT/VMFS only).
     pub offset: u64,
 }
@@ -135,6 +137,9 @@ impl Descriptor {
         }
         let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
         let text = String::from_utf8_lossy(&bytes[..end]);
+        // The lossy text has the same line breaks and quotes as the bytes (U+FFFD replaces only
+        // bytes that are not ASCII), so each text line has its bytes, for the file names.
+        let mut raw_lines = bytes[..end].split(|b| *b == b'\n');
         let mut d = Descriptor {
             version: 1,
             cid: NO_PARENT_CID,
@@ -146,6 +151,7 @@ impl Descriptor {
         };
         let mut total: u64 = 0;
         for (no, raw) in text.lines().enumerate() {
+            let raw_line = raw_lines.next().unwrap_or_default();
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -161,7 +167,7 @@ impl Descriptor {
                 if d.extents.len() >= MAX_EXTENTS {
                     return Err(format!("more than {MAX_EXTENTS} extents in the descriptor"));
                 }
-                let e = or_skip!(parse_extent(access, &line[first.len()..])
+                let e = or_skip!(parse_extent(access, &line[first.len()..], raw_line)
                     .map_err(|m| format!("line {}: {m}", no + 1)));
                 total = total
                     .checked_add(e.sectors)
@@ -235,6 +241,8 @@ impl Descriptor {
             };
             s += &format!("{access} {} {}", e.sectors, e.kind.name());
             if let Some(f) = &e.file {
+                // Lossy: a name that is not UTF-8 renders with U+FFFD (qemu-img and vdisk write
+                // the names they are given, which are text).
                 s += &format!(" \"{f}\"");
             }
             if matches!(e.kind, ExtentType::Flat | ExtentType::Vmfs) {
@@ -250,7 +258,9 @@ impl Descriptor {
     }
 }
 
-fn parse_extent(access: Access, rest: &str) -> Result<ExtentLine, String> {
+/// The extent line after its access word; `raw_line` is the whole line's bytes, where the file
+/// name is taken from (its first quote opens the name: the words before it have none).
+fn parse_extent(access: Access, rest: &str, raw_line: &[u8]) -> Result<ExtentLine, String> {
     let rest = rest.trim_start();
     let (sectors, rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
     let sectors: u64 = sectors
@@ -263,7 +273,9 @@ fn parse_extent(access: Access, rest: &str) -> Result<ExtentLine, String> {
     let rest = rest.trim_start();
     let (file, rest) = if let Some(q) = rest.strip_prefix('"') {
         let close = q.find('"').ok_or("unterminated file name")?;
-        (Some(q[..close].to_string()), q[close + 1..].trim())
+        let mut quoted = raw_line.split(|b| *b == b'"');
+        let name = quoted.nth(1).ok_or("unterminated file name")?;
+        (Some(StoredName::from_stored(name)), q[close + 1..].trim())
     } else if rest.is_empty() {
         (None, "")
     } else {
@@ -312,7 +324,10 @@ mod tests {
         assert_eq!(d.parent_cid, NO_PARENT_CID);
         assert_eq!(d.create_type.as_deref(), Some("twoGbMaxExtentSparse"));
         assert_eq!(d.extents.len(), 4);
-        assert_eq!(d.extents[1].file.as_deref(), Some("big s002.vmdk"));
+        assert_eq!(
+            d.extents[1].file.as_ref().map(StoredName::as_bytes),
+            Some(&b"big s002.vmdk"[..])
+        );
         assert_eq!(
             (d.extents[2].kind, d.extents[2].offset, d.extents[2].sectors),
             (ExtentType::Flat, 2048, 100)
@@ -328,6 +343,31 @@ mod tests {
         assert_eq!(d.ddb_value("adapterType"), Some("ide"));
         let again = Descriptor::parse(d.render().as_bytes()).unwrap();
         assert_eq!(again, d);
+    }
+
+    #[test]
+    fn file_names_keep_their_bytes() {
+        let text =
+            b"version=1\nRW 8 FLAT \"caf\xe9 \xff.bin\" 0\r\n\xe9=\xe9\nRW 8 SPARSE \"\xc3\xa9\"\n";
+        let d = Descriptor::parse(text).unwrap();
+        let names: Vec<&[u8]> = d
+            .extents
+            .iter()
+            .filter_map(|e| e.file.as_ref().map(StoredName::as_bytes))
+            .collect();
+        assert_eq!(names, [&b"caf\xe9 \xff.bin"[..], "\u{e9}".as_bytes()]);
+        // Rendered lossily, which parses back to the same text.
+        let again = Descriptor::parse(d.render().as_bytes()).unwrap();
+        assert_eq!(again.render(), d.render());
+        assert!(d.render().contains("\"caf\u{fffd} \u{fffd}.bin\" 0"));
+    }
+
+    #[test]
+    fn an_extent_after_a_blank_line_is_read_once() {
+        // qemu-img reads it twice (README: "Where vdisk deliberately differs"); VMware's format
+        // allows blank lines.
+        let d = Descriptor::parse(b"version=1\n\n  \nRW 8 FLAT \"x\" 0\n").unwrap();
+        assert_eq!(d.extents.len(), 1);
     }
 
     #[test]

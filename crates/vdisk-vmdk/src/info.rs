@@ -14,11 +14,12 @@ pub fn info(r: &VmdkReader) -> Result<ImageInfo> {
     if let Some(ExtentData::Sparse { grain, .. }) = r.extents.first().map(|e| &e.data) {
         info.cluster_size = Some(*grain);
     }
-    if let Some(hint) = &r.desc.parent_hint {
+    if let Some(hint) = &r.parent {
         info.backing = Some(BackingRef {
-            filename: hint.clone(),
-            path: hint.into(),
-            format: None,
+            filename: hint.to_lossy(),
+            path: hint.to_path(),
+            // qemu opens a VMDK's parent as a VMDK (vmdk_parent_open sets the backing format).
+            format: Some("vmdk".into()),
         });
     }
     let extents: Vec<Value> = r.extents.iter().map(|e| extent_json(r, e)).collect();

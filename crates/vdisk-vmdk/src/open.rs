@@ -4,7 +4,9 @@
 //! what is kept per extent is small and fixed, and open files and loaded sparse extents are bounded
 //! (see `pool` and `limits`).
 
-use crate::desc_checks::{qemu_create_type, qemu_descriptor_checks, QEMU_DESC_BYTES};
+use crate::desc_checks::{
+    qemu_create_type, qemu_descriptor_checks, qemu_parent_hint, QEMU_DESC_BYTES,
+};
 use crate::descriptor::{Access, Descriptor, ExtentType};
 use crate::header::{sparse_kind, SparseKind};
 use crate::limits::{
@@ -17,7 +19,7 @@ use crate::sparse::{read_extent_header, SparseExtent};
 use std::path::PathBuf;
 use std::sync::Arc;
 use vdisk_core::storage::{resolve_relative, FileOpener};
-use vdisk_core::{Error, Result, Storage};
+use vdisk_core::{Error, Result, Storage, StoredName};
 
 /// The createType values this reader accepts in a standalone descriptor (qemu accepts the first six;
 /// monolithicSparse and streamOptimized descriptors naming a separate sparse file are accepted too).
@@ -39,7 +41,7 @@ pub fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Vmd
     let n = storage.read_at(&mut head, 0)?;
     // Where qemu reads the descriptor for its checks: after a sparse header's first sector,
     // whatever the header says, or the file's start.
-    let (reader, desc_at) = match sparse_kind(head.get(..n).unwrap_or(&[])) {
+    let (mut reader, desc_at) = match sparse_kind(head.get(..n).unwrap_or(&[])) {
         SparseKind::Hosted => (
             open_monolithic(Arc::clone(&storage), path.clone(), files)?,
             SECTOR,
@@ -65,6 +67,7 @@ pub fn open(storage: Arc<dyn Storage>, files: Arc<dyn FileOpener>) -> Result<Vmd
             format!("invalid VMDK descriptor: {m} (qemu-img: \"Invalid argument\")"),
         )
     })?;
+    reader.parent = qemu_parent_hint(&region);
     Ok(reader)
 }
 
@@ -107,6 +110,7 @@ fn open_monolithic(
         extents: vec![e],
         size: len,
         desc,
+        parent: None,
         monolithic: true,
         files: fb.finish(),
         sparse: Lru::new(1, 0),
@@ -189,7 +193,11 @@ fn open_descriptor_text(
         if line.access == Access::NoAccess {
             return Err(Error::unsupported(&path, "NOACCESS extent"));
         }
-        let name = line.file.as_deref().unwrap_or("");
+        let name = line
+            .file
+            .as_ref()
+            .map(StoredName::to_path)
+            .unwrap_or_default();
         let (data, len, type_name) = match line.kind {
             ExtentType::Zero => (ExtentData::Zero, line.sectors * SECTOR, "ZERO"),
             ExtentType::Flat | ExtentType::Vmfs => {
@@ -231,6 +239,7 @@ fn open_descriptor_text(
         extents,
         size: start,
         desc,
+        parent: None,
         monolithic: false,
         files: fb.finish(),
         sparse: Lru::new(MAX_OPEN_SPARSE, GD_CACHE_ENTRIES),

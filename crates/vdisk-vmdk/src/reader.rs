@@ -9,7 +9,9 @@ use crate::sparse::{Grain, SparseExtent};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vdisk_core::reader::check_range;
-use vdisk_core::{CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage};
+use vdisk_core::{
+    CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage, StoredName,
+};
 
 pub use crate::open::open;
 
@@ -56,6 +58,8 @@ pub struct VmdkReader {
     pub(crate) extents: Vec<PlacedExtent>,
     pub(crate) size: u64,
     pub(crate) desc: Descriptor,
+    /// The parent file name as qemu reads it from the descriptor (`desc_checks::qemu_parent_hint`).
+    pub(crate) parent: Option<StoredName>,
     /// Opened from a `KDMV` file (monolithicSparse / streamOptimized) rather than a text descriptor.
     pub(crate) monolithic: bool,
     /// The distinct files the extents name.

@@ -221,7 +221,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
         access: Access::ReadWrite,
         sectors,
         kind,
-        file: Some(file),
+        file: Some(file.into()),
         offset: 0,
     };
     let granularity = if flat { SECTOR } else { GRAIN_SECTORS * SECTOR };

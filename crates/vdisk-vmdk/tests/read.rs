@@ -282,11 +282,13 @@ fn delta_disk_exposes_parent() {
     assert_eq!(t.parent_cid(), b.cid());
     let info = t.info().unwrap();
     let backing = info.backing.clone().unwrap();
-    assert_eq!(
-        (backing.filename.as_str(), backing.format),
-        ("base.vmdk", None)
-    );
     let qi = qemu_info_json(&top);
+    // qemu opens a VMDK's parent as a VMDK and says so.
+    assert_eq!(
+        (backing.filename.as_str(), backing.format.as_deref()),
+        ("base.vmdk", qi["backing-filename-format"].as_str())
+    );
+    assert_eq!(backing.format.as_deref(), Some("vmdk"));
     assert_eq!(
         info.format_specific.unwrap().1,
         qi["format-specific"]["data"]

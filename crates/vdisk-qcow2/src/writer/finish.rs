@@ -5,8 +5,8 @@ use super::file::io;
 use super::layout::COPIED;
 use super::{CompressionType, Placement, Qcow2Writer};
 use crate::header::{self, Extension, Header};
-use crate::stored_name::StoredName;
 use std::os::unix::fs::FileExt;
+use vdisk_core::StoredName;
 use vdisk_core::{Error, Result};
 
 impl Qcow2Writer {

@@ -1,9 +1,10 @@
-//! Names stored in a qcow2 image (qcow2.txt "Header": the backing file name; "Snapshots": the
-//! snapshot id and name) as QEMU reads them: C strings, the bytes up to the first NUL.
+//! Names stored in an image file as QEMU reads them: C strings, the bytes up to the first NUL,
+//! not necessarily UTF-8. qcow2 (qcow2.txt "Header": the backing file name; "Snapshots": the
+//! snapshot id and name) and VMDK ("The Descriptor File": extent file names, `parentFileNameHint`).
 
 use std::path::PathBuf;
 
-/// A name stored in the image as QEMU keeps it: a C string, the stored bytes up to the first NUL,
+/// A name stored in an image as QEMU keeps it: a C string, the stored bytes up to the first NUL,
 /// not necessarily UTF-8. It is compared byte for byte (QEMU's `strcmp`), shown lossily, written
 /// back as it was read (a table rewrite must not change another snapshot's name) and, as a file
 /// name, opened byte for byte.
