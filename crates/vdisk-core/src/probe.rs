@@ -1,10 +1,16 @@
-//! Format probing by magic numbers, as qemu's `bdrv_probe` does: qcow2 (`QFI\xfb`), VMDK (sparse
-//! `KDMV`, stream `COWD`, or a text descriptor), VDI (signature at 0x40), VHD (`conectix` footer),
-//! VHDX (`vhdxfile`). Anything else is raw. `-f` skips probing.
+//! Format probing as qemu's `bdrv_probe_all` (QEMU 10 block.c) does it: every driver's probe
+//! scores the first 512 bytes (zeros past the end of a shorter file), the highest score wins and
+//! a tie goes to the driver qemu lists first. The probes: qcow2 (`QFI\xfb`, version 2 or more),
+//! qcow (version 1), VMDK (sparse `KDMV`, `COWD`, or a text descriptor), VDI (signature at 0x40),
+//! VHD (`conectix` at the start only: a fixed VHD, whose footer is at the end, is raw to qemu),
+//! VHDX (`vhdxfile`), and the formats qemu reads that vdisk does not (QED, LUKS, Parallels,
+//! Bochs, cloop, DMG by its `.dmg` name). An empty file, or one nothing claims, is raw. `-f`
+//! skips probing.
 
 use crate::error::Result;
 use crate::storage::Storage;
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 /// The image formats vdisk knows by name.
@@ -16,7 +22,12 @@ pub enum Format {
     Vdi,
     Vpc,
     Vhdx,
+    /// A format qemu-img reads (and probes) that vdisk does not: one of [`OTHER_FORMATS`].
+    Other(&'static str),
 }
+
+/// qemu-img's names of the formats it probes that vdisk does not read.
+pub const OTHER_FORMATS: &[&str] = &["qcow", "qed", "luks", "parallels", "bochs", "cloop", "dmg"];
 
 impl Format {
     /// qemu-img's name for the format (`vpc` is VHD).
@@ -28,6 +39,7 @@ impl Format {
             Format::Vdi => "vdi",
             Format::Vpc => "vpc",
             Format::Vhdx => "vhdx",
+            Format::Other(name) => name,
         }
     }
 }
@@ -49,63 +61,99 @@ impl FromStr for Format {
             "vdi" => Format::Vdi,
             "vpc" | "vhd" => Format::Vpc,
             "vhdx" => Format::Vhdx,
-            other => {
-                return Err(crate::Error::invalid(format!(
-                    "Unknown file format '{other}'"
-                )))
-            }
+            other => match OTHER_FORMATS.iter().find(|n| **n == other) {
+                Some(name) => Format::Other(name),
+                None => {
+                    return Err(crate::Error::invalid(format!(
+                        "Unknown file format '{other}'"
+                    )))
+                }
+            },
         })
     }
 }
 
-const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
+const QCOW_MAGIC: &[u8] = b"QFI\xfb";
 const VMDK_SPARSE_MAGIC: &[u8] = b"KDMV";
 const VMDK_COWD_MAGIC: &[u8] = b"COWD";
 const VDI_SIGNATURE: u32 = 0xbeda_107f;
 const VHD_COOKIE: &[u8] = b"conectix";
 const VHDX_SIGNATURE: &[u8] = b"vhdxfile";
+const QED_MAGIC: &[u8] = b"QED\0";
+const LUKS_MAGIC: &[u8] = b"LUKS\xba\xbe\0\x01";
+const PARALLELS_MAGICS: [&[u8]; 2] = [b"WithoutFreeSpace", b"WithouFreSpacExt"];
+const CLOOP_MAGIC: &[u8] =
+    b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n";
 
-/// Guesses the format of `storage` from its first bytes (and, for VHD, its last 512).
+/// Guesses the format of `storage` as qemu-img does: an empty file is raw; otherwise its first
+/// 512 bytes, zeros after the end of a shorter file, and its name (for DMG) decide.
 pub fn probe_format(storage: &dyn Storage) -> Result<Format> {
-    let mut head = vec![0u8; 2048];
-    let n = storage.read_at(&mut head, 0)?;
-    head.truncate(n);
-    if let Some(f) = probe_bytes(&head) {
-        return Ok(f);
+    if storage.len()? == 0 {
+        return Ok(Format::Raw);
     }
-    let len = storage.len()?;
-    if len >= 512 {
-        let mut foot = [0u8; 8];
-        if storage.read_at(&mut foot, len - 512)? == 8 && foot == VHD_COOKIE {
-            return Ok(Format::Vpc);
-        }
-    }
-    Ok(Format::Raw)
+    let mut head = [0u8; PROBE_BUF];
+    storage.read_zero_padded(&mut head, 0)?;
+    Ok(probe_bytes(&head, storage.path()))
 }
 
-/// Guesses the format from the first bytes of a file; `None` means raw or unknown.
-pub fn probe_bytes(head: &[u8]) -> Option<Format> {
-    if head.starts_with(QCOW2_MAGIC) {
-        return Some(Format::Qcow2);
+/// The format qemu's probes find in `head`, the first bytes of the file `name` (zeros stand for
+/// bytes past `head`, up to 512): each probe's score, in qemu's driver order (QEMU 10 registers
+/// the drivers in link order and lists the last first), the first highest score winning. Raw
+/// scores 1, cloop and DMG 2, every other match 100.
+pub fn probe_bytes(head: &[u8], name: &Path) -> Format {
+    let mut buf = [0u8; PROBE_BUF];
+    let n = head.len().min(PROBE_BUF);
+    buf[..n].copy_from_slice(&head[..n]);
+    let b = &buf[..];
+    let be32 = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let le32 = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    // bochs_probe: three NUL-terminated strings and a version.
+    let bochs = b.starts_with(b"Bochs Virtual HD Image\0")
+        && b[32..].starts_with(b"Redolog\0")
+        && b[48..].starts_with(b"Growing\0")
+        && matches!(le32(64), 0x0002_0000 | 0x0001_0000);
+    // dmg_probe looks at the name only, case-sensitively.
+    let name = name.as_os_str().as_encoded_bytes();
+    let dmg = name.len() > 4 && name.ends_with(b".dmg");
+    let probes: [(Format, bool, u8); 12] = [
+        (
+            Format::Other("parallels"),
+            PARALLELS_MAGICS.iter().any(|m| b.starts_with(m)) && le32(16) == 2,
+            100,
+        ),
+        (Format::Other("qed"), b.starts_with(QED_MAGIC), 100),
+        (Format::Other("dmg"), dmg, 2),
+        (Format::Other("bochs"), bochs, 100),
+        (Format::Other("cloop"), b.starts_with(CLOOP_MAGIC), 2),
+        (Format::Vpc, b.starts_with(VHD_COOKIE), 100),
+        (
+            Format::Vmdk,
+            b.starts_with(VMDK_SPARSE_MAGIC)
+                || b.starts_with(VMDK_COWD_MAGIC)
+                || looks_like_vmdk_descriptor(b),
+            100,
+        ),
+        (Format::Vhdx, b.starts_with(VHDX_SIGNATURE), 100),
+        (Format::Vdi, le32(0x40) == VDI_SIGNATURE, 100),
+        (
+            Format::Other("qcow"),
+            b.starts_with(QCOW_MAGIC) && be32(4) == 1,
+            100,
+        ),
+        (
+            Format::Qcow2,
+            b.starts_with(QCOW_MAGIC) && be32(4) >= 2,
+            100,
+        ),
+        (Format::Other("luks"), b.starts_with(LUKS_MAGIC), 100),
+    ];
+    let mut best = (Format::Raw, 1);
+    for (format, hit, score) in probes {
+        if hit && score > best.1 {
+            best = (format, score);
+        }
     }
-    if head.starts_with(VMDK_SPARSE_MAGIC) || head.starts_with(VMDK_COWD_MAGIC) {
-        return Some(Format::Vmdk);
-    }
-    if head.len() >= 0x44
-        && u32::from_le_bytes([head[0x40], head[0x41], head[0x42], head[0x43]]) == VDI_SIGNATURE
-    {
-        return Some(Format::Vdi);
-    }
-    if head.starts_with(VHD_COOKIE) {
-        return Some(Format::Vpc);
-    }
-    if head.starts_with(VHDX_SIGNATURE) {
-        return Some(Format::Vhdx);
-    }
-    if looks_like_vmdk_descriptor(head) {
-        return Some(Format::Vmdk);
-    }
-    None
+    best.0
 }
 
 /// How many leading bytes QEMU's probes see (`BLOCK_PROBE_BUF_SIZE`).
@@ -156,19 +204,81 @@ mod tests {
     use super::*;
     use crate::storage::MemStorage;
 
+    fn probe(head: &[u8]) -> Format {
+        probe_bytes(head, Path::new("disk.img"))
+    }
+
     #[test]
     fn probes_each_magic() {
-        assert_eq!(probe_bytes(b"QFI\xfb\0\0\0\x03"), Some(Format::Qcow2));
-        assert_eq!(probe_bytes(b"KDMV\x01\0\0\0"), Some(Format::Vmdk));
-        assert_eq!(
-            probe_bytes(b"# Disk DescriptorFile\nversion=1\n"),
-            Some(Format::Vmdk)
-        );
-        let mut vdi = vec![0u8; 0x200];
+        assert_eq!(probe(b"QFI\xfb\0\0\0\x03"), Format::Qcow2);
+        assert_eq!(probe(b"QFI\xfb\0\0\0\x02"), Format::Qcow2);
+        assert_eq!(probe(b"QFI\xfb\xff\xff\xff\xff"), Format::Qcow2);
+        assert_eq!(probe(b"QFI\xfb\0\0\0\x01"), Format::Other("qcow"));
+        // Version 0 is neither qcow nor qcow2.
+        assert_eq!(probe(b"QFI\xfb\0\0\0\0"), Format::Raw);
+        assert_eq!(probe(b"KDMV\x01\0\0\0"), Format::Vmdk);
+        assert_eq!(probe(b"COWD"), Format::Vmdk);
+        assert_eq!(probe(b"# Disk DescriptorFile\nversion=1\n"), Format::Vmdk);
+        let mut vdi = vec![0u8; 0x44];
         vdi[0x40..0x44].copy_from_slice(&VDI_SIGNATURE.to_le_bytes());
-        assert_eq!(probe_bytes(&vdi), Some(Format::Vdi));
-        assert_eq!(probe_bytes(b"vhdxfile"), Some(Format::Vhdx));
-        assert_eq!(probe_bytes(&[0u8; 512]), None);
+        assert_eq!(probe(&vdi), Format::Vdi);
+        assert_eq!(probe(b"vhdxfile"), Format::Vhdx);
+        assert_eq!(probe(b"conectix"), Format::Vpc);
+        assert_eq!(probe(b"QED\0"), Format::Other("qed"));
+        assert_eq!(probe(b"LUKS\xba\xbe\0\x01"), Format::Other("luks"));
+        // LUKS2 is not probed by QEMU 10.
+        assert_eq!(probe(b"LUKS\xba\xbe\0\x02"), Format::Raw);
+        assert_eq!(
+            probe(b"WithouFreSpacExt\x02\0\0\0"),
+            Format::Other("parallels")
+        );
+        assert_eq!(probe(b"WithoutFreeSpace\x03\0\0\0"), Format::Raw);
+        let mut bochs = vec![0u8; 68];
+        bochs[..22].copy_from_slice(b"Bochs Virtual HD Image");
+        bochs[32..39].copy_from_slice(b"Redolog");
+        bochs[48..55].copy_from_slice(b"Growing");
+        bochs[64..68].copy_from_slice(&0x0002_0000u32.to_le_bytes());
+        assert_eq!(probe(&bochs), Format::Other("bochs"));
+        assert_eq!(probe(CLOOP_MAGIC), Format::Other("cloop"));
+        assert_eq!(probe(&[0u8; 512]), Format::Raw);
+        assert_eq!(probe(b""), Format::Raw);
+    }
+
+    #[test]
+    fn ties_and_names_go_as_in_qemu() {
+        // Every pair checked against qemu-img 10: the VDI signature at 0x40 of another header
+        // loses to VMDK, VHD, VHDX, QED and Parallels and wins over qcow, qcow2 and LUKS.
+        let with_vdi = |h: &[u8]| {
+            let mut b = vec![0u8; 512];
+            b[..h.len()].copy_from_slice(h);
+            b[0x40..0x44].copy_from_slice(&VDI_SIGNATURE.to_le_bytes());
+            probe(&b)
+        };
+        assert_eq!(with_vdi(b"QFI\xfb\0\0\0\x03"), Format::Vdi);
+        assert_eq!(with_vdi(b"QFI\xfb\0\0\0\x01"), Format::Vdi);
+        assert_eq!(with_vdi(b"LUKS\xba\xbe\0\x01"), Format::Vdi);
+        assert_eq!(with_vdi(b"KDMV"), Format::Vmdk);
+        assert_eq!(with_vdi(b"conectix"), Format::Vpc);
+        assert_eq!(with_vdi(b"vhdxfile"), Format::Vhdx);
+        assert_eq!(with_vdi(b"QED\0"), Format::Other("qed"));
+        assert_eq!(
+            with_vdi(b"WithoutFreeSpace\x02\0\0\0"),
+            Format::Other("parallels")
+        );
+        // DMG by name alone (score 2), and over cloop's 2 by order.
+        assert_eq!(
+            probe_bytes(b"hello", Path::new("x.dmg")),
+            Format::Other("dmg")
+        );
+        assert_eq!(probe_bytes(b"hello", Path::new("x.DMG")), Format::Raw);
+        assert_eq!(
+            probe_bytes(CLOOP_MAGIC, Path::new("c.dmg")),
+            Format::Other("dmg")
+        );
+        assert_eq!(
+            probe_bytes(b"QFI\xfb\0\0\0\x03", Path::new("q.dmg")),
+            Format::Qcow2
+        );
     }
 
     #[test]
@@ -182,7 +292,7 @@ mod tests {
             b"version=1\n\xff\xfe",
         ];
         for t in yes {
-            assert_eq!(probe_bytes(t), Some(Format::Vmdk), "{t:?}");
+            assert_eq!(probe(t), Format::Vmdk, "{t:?}");
         }
         let no: [&[u8]; 7] = [
             b"createType=\"monolithicFlat\"\nversion=1\n",
@@ -194,23 +304,37 @@ mod tests {
             b"# only a comment\n",
         ];
         for t in no {
-            assert_eq!(probe_bytes(t), None, "{t:?}");
+            assert_eq!(probe(t), Format::Raw, "{t:?}");
         }
         // Only the first 512 bytes count.
         let mut long = vec![b'#'; 600];
         long.extend_from_slice(b"\nversion=1\n");
-        assert_eq!(probe_bytes(&long), None);
+        assert_eq!(probe(&long), Format::Raw);
     }
 
     #[test]
-    fn vhd_footer_at_end() {
+    fn short_and_empty_files() {
+        // A VHD footer at the end is not looked for: qemu-img reads a fixed VHD as raw.
         let mut img = vec![0u8; 4096];
         img[4096 - 512..4096 - 504].copy_from_slice(VHD_COOKIE);
         let s = MemStorage::new("x.vhd", img);
-        assert_eq!(probe_format(&s).unwrap(), Format::Vpc);
+        assert_eq!(probe_format(&s).unwrap(), Format::Raw);
+        // Empty: raw, whatever the name.
         assert_eq!(
-            probe_format(&MemStorage::new("e", vec![])).unwrap(),
+            probe_format(&MemStorage::new("e.dmg", vec![])).unwrap(),
             Format::Raw
         );
+        // Eight bytes of a qcow2 header: the rest reads as zeros, and qcow2 it is.
+        let s = MemStorage::new("q", b"QFI\xfb\0\0\0\x03".to_vec());
+        assert_eq!(probe_format(&s).unwrap(), Format::Qcow2);
+    }
+
+    #[test]
+    fn other_formats_are_named() {
+        for name in OTHER_FORMATS {
+            let f: Format = name.parse().unwrap();
+            assert_eq!((f, f.name()), (Format::Other(name), *name));
+        }
+        assert!("qcow3".parse::<Format>().is_err());
     }
 }

@@ -38,6 +38,12 @@ pub fn open_layer(
                 format!("format '{format}': reading it is not implemented yet"),
             ))
         }
+        Format::Other(_) => {
+            return Err(Error::unsupported(
+                storage.path(),
+                format!("format '{format}' (qemu-img reads it; vdisk does not)"),
+            ))
+        }
     })
 }
 
@@ -48,7 +54,7 @@ pub fn create_options(format: Format) -> Result<&'static [OptionSpec]> {
         Format::Qcow2 => vdisk_qcow2::writer::CREATE_OPTIONS,
         Format::Vmdk => vdisk_vmdk::CREATE_OPTIONS,
         Format::Vdi => vdisk_vdi::CREATE_OPTIONS,
-        Format::Vpc | Format::Vhdx => return Err(not_writable(format)),
+        Format::Vpc | Format::Vhdx | Format::Other(_) => return Err(not_writable(format)),
     })
 }
 
@@ -112,7 +118,7 @@ pub fn create_image(
         Format::Qcow2 => vdisk_qcow2::writer::create_with(path, size, opts, compress),
         Format::Vmdk => vdisk_vmdk::create(path, size, opts),
         Format::Vdi => vdisk_vdi::create(path, size, opts),
-        Format::Vpc | Format::Vhdx => Err(not_writable(format)),
+        Format::Vpc | Format::Vhdx | Format::Other(_) => Err(not_writable(format)),
     }
 }
 

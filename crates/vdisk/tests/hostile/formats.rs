@@ -337,7 +337,8 @@ fn hostile_files_through_the_facade_probe() {
     vdi.resize(0x40, 0);
     vdi.extend_from_slice(&0xbeda_107fu32.to_le_bytes());
     let cases: [(&str, &[u8]); 5] = [
-        ("q.img", b"QFI\xfb"),
+        // The version too: QEMU probes qcow2 only from version 2 on (zeros after a short file).
+        ("q.img", b"QFI\xfb\0\0\0\x03"),
         ("k.img", b"KDMV"),
         ("v.img", &vdi),
         ("c.img", b"COWD"),
@@ -351,6 +352,12 @@ fn hostile_files_through_the_facade_probe() {
         std::fs::write(s.join(name), bytes).expect("write");
         assert_fails(&s.join(name), s.path());
     }
+    // The magic alone reads version 0: raw to QEMU, a disk of one sector.
+    std::fs::write(s.join("magic.img"), b"QFI\xfb").expect("write");
+    let raw = attempt(&s.join("magic.img")).expect("raw, as qemu-img reads it");
+    let mut want = b"QFI\xfb".to_vec();
+    want.resize(512, 0);
+    assert_eq!(raw, Some(want));
     std::fs::write(s.join("empty.img"), b"").expect("write");
     assert!(
         attempt(&s.join("empty.img")).is_ok(),
