@@ -34,7 +34,14 @@ compare: 0 identical, 1 different, 2 open error.";
 /// vdisk: inspect, create, convert, compare and check virtual machine disk images
 /// (raw, qcow2, VMDK, VDI) with qemu-img's commands and flags.
 #[derive(Debug, Parser)]
-#[command(name = "vdisk", version, after_help = EXAMPLES, propagate_version = true)]
+#[command(
+    name = "vdisk",
+    version,
+    after_help = EXAMPLES,
+    propagate_version = true,
+    // Unambiguous abbreviations of long options, as qemu-img (getopt_long) takes them.
+    infer_long_args = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -60,7 +67,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
         /// Show every image of the backing chain, top first.
-        #[arg(long)]
+        #[arg(short = 'b', long)]
         backing_chain: bool,
         /// Open without locking (accepted for compatibility; vdisk never locks or writes when inspecting).
         #[arg(short = 'U', long = "force-share")]
@@ -100,7 +107,7 @@ pub enum Command {
         #[arg(short = 'F', long = "backing-format")]
         backing_format: Option<String>,
         /// Do not open the backing file (its size must then be given).
-        #[arg(short = 'u', long = "no-backing-check")]
+        #[arg(short = 'u', long = "no-backing-check", alias = "backing-unsafe")]
         unsafe_backing: bool,
         /// Quiet: print nothing on success.
         #[arg(short = 'q', long = "quiet")]
@@ -115,10 +122,10 @@ pub enum Command {
     /// Check whether two images have the same content.
     Compare {
         /// Format of the first image.
-        #[arg(short = 'f', long = "a-format")]
+        #[arg(short = 'f', long = "a-format", alias = "left-format")]
         format_a: Option<String>,
         /// Format of the second image.
-        #[arg(short = 'F', long = "b-format")]
+        #[arg(short = 'F', long = "b-format", alias = "right-format")]
         format_b: Option<String>,
         /// Strict mode: sizes and allocation must match too.
         #[arg(short = 's', long = "strict")]
@@ -130,6 +137,10 @@ pub enum Command {
         progress: bool,
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
+        /// Cache mode of the images (checked as qemu-img checks it; vdisk reads through the page
+        /// cache whatever the mode).
+        #[arg(short = 'T', long = "cache", default_value = "writeback")]
+        cache: String,
         first: PathBuf,
         second: PathBuf,
     },
@@ -146,6 +157,10 @@ pub enum Command {
         quiet: bool,
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
+        /// Cache mode of the images (checked as qemu-img checks it; vdisk reads through the page
+        /// cache whatever the mode).
+        #[arg(short = 'T', long = "cache", default_value = "writeback")]
+        cache: String,
         filename: PathBuf,
     },
     /// List (-l), create (-c), apply (-a) or delete (-d) internal snapshots of a qcow2 image.
@@ -166,6 +181,9 @@ pub enum Command {
         format: Option<String>,
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
+        /// Quiet (snapshot prints nothing but -l's list anyway).
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
         filename: PathBuf,
     },
     /// Change format options of an existing qcow2 image: compat (0.10 or 1.1) and lazy_refcounts.
@@ -175,6 +193,13 @@ pub enum Command {
         /// Options to change, key=value[,key=value...].
         #[arg(short = 'o', long = "options", required = true)]
         options: Vec<String>,
+        /// Cache mode of the image (checked as qemu-img checks it; vdisk goes through the page
+        /// cache whatever the mode, and flushes before it returns).
+        #[arg(short = 't', long = "cache", default_value = "writeback")]
+        cache: String,
+        /// Quiet (amend prints nothing on success anyway).
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
         filename: PathBuf,
     },
     /// Change the backing file of a qcow2 image. Safe mode first copies into the image every cluster
@@ -184,7 +209,7 @@ pub enum Command {
         #[arg(short = 'f', long = "format")]
         format: Option<String>,
         /// Unsafe mode: rewrite the backing reference only, copy no data.
-        #[arg(short = 'u', long = "unsafe")]
+        #[arg(short = 'u', long = "unsafe", alias = "backing-unsafe")]
         unsafe_mode: bool,
         /// The new backing file ("" for none).
         #[arg(short = 'b', long = "backing", required = true)]
@@ -194,6 +219,18 @@ pub enum Command {
         backing_format: Option<String>,
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
+        /// Progress bar (accepted for compatibility).
+        #[arg(short = 'p', long = "progress")]
+        progress: bool,
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
+        /// Cache mode of the image (checked as qemu-img checks it; vdisk goes through the page
+        /// cache whatever the mode, and flushes before it returns).
+        #[arg(short = 't', long = "cache", default_value = "writeback")]
+        cache: String,
+        /// Cache mode of the backing files (checked as qemu-img checks it).
+        #[arg(short = 'T', long = "backing-cache", default_value = "writeback")]
+        backing_cache: String,
         filename: PathBuf,
     },
     /// Write the data of a qcow2 overlay into its backing image, then empty the overlay (unless -d).
@@ -204,13 +241,17 @@ pub enum Command {
         #[arg(short = 'b', long = "base")]
         base: Option<PathBuf>,
         /// Keep the overlay's data (do not empty it).
-        #[arg(short = 'd', long = "no-drop")]
+        #[arg(short = 'd', long = "no-drop", alias = "drop")]
         keep: bool,
         /// Progress bar (accepted for compatibility).
         #[arg(short = 'p', long = "progress")]
         progress: bool,
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
+        /// Cache mode of the image (checked as qemu-img checks it; vdisk goes through the page
+        /// cache whatever the mode, and flushes before it returns).
+        #[arg(short = 't', long = "cache", default_value = "writeback")]
+        cache: String,
         filename: PathBuf,
     },
     /// Calculate the file size a new image needs: for a new empty image of --size, or for converting
@@ -261,13 +302,18 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ConvertArgs {
     /// Source format (probed when omitted).
-    #[arg(short = 'f', long = "format")]
+    #[arg(short = 'f', long = "format", alias = "source-format")]
     pub format: Option<String>,
     /// Output format (default raw).
-    #[arg(short = 'O', long = "target-format", default_value = "raw")]
+    #[arg(
+        short = 'O',
+        long = "target-format",
+        alias = "output-format",
+        default_value = "raw"
+    )]
     pub output_format: String,
     /// Output format options; `-o help` lists them.
-    #[arg(short = 'o', long = "options")]
+    #[arg(short = 'o', long = "options", alias = "target-options")]
     pub options: Vec<String>,
     /// Show a progress bar on a terminal.
     #[arg(short = 'p', long = "progress")]
@@ -277,7 +323,7 @@ pub struct ConvertArgs {
     #[arg(short = 'm', long = "parallel", default_value = "8")]
     pub parallel: usize,
     /// Allow out-of-order writes to the target.
-    #[arg(short = 'W', long = "allow-out-of-order")]
+    #[arg(short = 'W', long = "allow-out-of-order", alias = "oob-writes")]
     pub out_of_order: bool,
     /// Zero runs of at least this many bytes become holes (default 4k; 0 writes everything).
     #[arg(short = 'S', long = "sparse-size")]
@@ -292,6 +338,14 @@ pub struct ConvertArgs {
     /// from the page cache, which saves a copy).
     #[arg(long = "no-source-map")]
     pub no_source_map: bool,
+    /// Rate limit of the writes to the target, in bytes a second (`1M`, `512k`; 0 for none),
+    /// enforced as qemu-img's throttling does it (a tenth of a second's worth may go at once).
+    #[arg(short = 'r', long = "rate", allow_hyphen_values = true)]
+    pub rate: Option<String>,
+    /// Salvaging mode: a source sector that cannot be read is written as zeros, with a warning
+    /// naming its offset, and the conversion goes on (exit 0), as qemu-img's --salvage does.
+    #[arg(long)]
+    pub salvage: bool,
     /// Write into an existing target instead of creating it.
     #[arg(short = 'n', long = "no-create")]
     pub no_create: bool,
@@ -305,13 +359,23 @@ pub struct ConvertArgs {
     #[arg(short = 'F', long = "backing-format")]
     pub backing_format: Option<String>,
     /// Read an internal snapshot: NAME, snapshot.name=NAME or snapshot.id=ID.
-    #[arg(short = 'l', long = "snapshot")]
+    #[arg(short = 'l', long = "snapshot", alias = "source-snapshot")]
     pub snapshot: Option<String>,
     /// Cache mode of the output: `unsafe` skips the final flush to disk (faster; a crash soon after
-    /// may lose the new image); every other mode (`writeback`, the default, `none`, `writethrough`,
-    /// `directsync`) flushes before the image appears under its name.
-    #[arg(short = 't', long = "cache", default_value = "writeback")]
+    /// may lose the new image); every other mode (`writeback`, the default, `none` or `off`,
+    /// `writethrough`, `directsync`) flushes before the image appears under its name.
+    #[arg(
+        short = 't',
+        long = "cache",
+        aliases = ["output-cache", "target-cache"],
+        default_value = "writeback"
+    )]
     pub cache: String,
+    /// Cache mode of the sources, checked as qemu-img checks it (`writeback`, the default, `none`
+    /// or `off`, `writethrough`, `directsync`, `unsafe`). vdisk reads through the page cache
+    /// whatever the mode: the bytes read are the same.
+    #[arg(short = 'T', long = "source-cache", default_value = "writeback")]
+    pub source_cache: String,
     /// The existing target (with -n) already reads as zeros.
     #[arg(long)]
     pub target_is_zero: bool,

@@ -14,6 +14,8 @@ mod granule;
 pub mod limits;
 mod mapped;
 mod plan;
+pub mod ratelimit;
+pub mod salvage;
 // Public (hidden) for the criterion micro-benchmarks in benches/hot_paths.rs.
 #[doc(hidden)]
 pub mod sparse;
@@ -24,6 +26,8 @@ use vdisk_core::{ImageReader, ImageWriter, Result};
 
 pub use compare::{compare, CompareOutcome};
 pub use engine::keep_buffers_mapped;
+pub use ratelimit::RateLimited;
+pub use salvage::Salvage;
 
 /// How to convert. `Default` matches qemu-img convert's defaults.
 #[derive(Clone)]

@@ -1,7 +1,7 @@
 //! `vdisk convert`: open the sources (concatenated, with backing chains or a snapshot), create the
 //! target, and stream through the conversion engine with qemu-img's flags.
 
-use super::{parse_format, parse_snapshot, print_out};
+use super::{check_cache, parse_format, parse_snapshot, print_out};
 use crate::cli::ConvertArgs;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -11,7 +11,34 @@ use vdisk::core::options::format_help;
 use vdisk::core::size::parse_size;
 use vdisk::core::{Concat, CreateOptions, Error, Format, ImageReader, Result};
 
+/// `-r`: a size as qemu-img's `cvtnum` reads it, from 0 up to `INT64_MAX`.
+fn parse_rate(v: &str) -> Result<u64> {
+    let out_of_range = || {
+        Error::invalid(format!(
+            "Invalid rate limit specified. Must be between 0 and {}.",
+            i64::MAX
+        ))
+    };
+    let t = v.trim();
+    let numeric = t.chars().any(|c| c.is_ascii_digit())
+        && t.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+        && t[1..]
+            .trim_end_matches(|c: char| "bBkKmMgGtTpPeE".contains(c))
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.');
+    match parse_size(t) {
+        Ok(n) => Ok(n),
+        Err(_) if numeric => Err(out_of_range()),
+        Err(_) => Err(Error::invalid(format!(
+            "Invalid rate limit specified: '{v}'."
+        ))),
+    }
+}
+
 pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
+    let rate = a.rate.as_deref().map(parse_rate).transpose()?.unwrap_or(0);
+    // Before the sources are opened, as qemu-img checks it.
+    check_cache(&a.source_cache, "source cache option")?;
     let out_fmt: Format = a.output_format.parse()?;
     let mut opts = CreateOptions::parse(&a.options)?;
     if opts.wants_help() {
@@ -41,6 +68,11 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     if a.copy_range && a.sparse_size.is_some() {
         return Err(Error::invalid(
             "Cannot enable copy offloading when -S is used",
+        ));
+    }
+    if a.copy_range && a.salvage {
+        return Err(Error::invalid(
+            "Cannot use copy offloading in salvaging mode",
         ));
     }
     if a.compress {
@@ -77,15 +109,24 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         };
         readers.push(open_image(s, &req)?.image);
     }
-    let source: Arc<dyn ImageReader> = if readers.len() == 1 {
+    let mut source: Arc<dyn ImageReader> = if readers.len() == 1 {
         Arc::clone(&readers[0])
     } else {
         Arc::new(Concat::new(readers)?)
     };
-    match a.cache.as_str() {
-        "unsafe" => vdisk::core::writer::set_durable_commit(false),
-        "writeback" | "none" | "writethrough" | "directsync" => {}
-        other => return Err(Error::invalid(format!("Invalid cache option: {other}"))),
+    if a.salvage {
+        // qemu-img -q drops the warnings too.
+        let quiet = a.quiet;
+        let warn = Box::new(move |m: &str| {
+            if !quiet {
+                eprintln!("vdisk: warning: {m}")
+            }
+        });
+        source = Arc::new(vdisk::convert::Salvage::new(source, warn));
+    }
+    check_cache(&a.cache, "cache option")?;
+    if a.cache == "unsafe" {
+        vdisk::core::writer::set_durable_commit(false);
     }
     let size = source.virtual_size();
     let mut backing_image: Option<Arc<dyn ImageReader>> = None;
@@ -115,6 +156,11 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     } else {
         vdisk::create_image(out_fmt, dst, size, &opts, a.compress)?
     };
+    let writer: Box<dyn vdisk::ImageWriter> = if rate > 0 {
+        Box::new(vdisk::convert::RateLimited::new(writer, rate))
+    } else {
+        writer
+    };
     let copts = ConvertOptions {
         workers: a.parallel,
         out_of_order: a.out_of_order,
@@ -123,7 +169,9 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         backing: backing_image,
         compress: a.compress,
         copy_range: a.copy_range,
-        map_source: !a.no_source_map,
+        // A salvaged source hands out no host locations, so nothing could be mapped; asking
+        // would repeat block-status queries (and their warnings).
+        map_source: !a.no_source_map && !a.salvage,
         ..ConvertOptions::default()
     };
     let bar = (a.progress && !a.quiet && std::io::stderr().is_terminal()).then(|| {

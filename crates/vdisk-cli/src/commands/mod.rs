@@ -108,16 +108,26 @@ pub fn run(cli: Cli) -> Result<u8> {
             quiet,
             first,
             second,
+            cache,
             ..
-        } => compare(format_a, format_b, strict, quiet, &first, &second),
+        } => {
+            if let Err(e) = check_cache(&cache, "source cache option") {
+                // compare's exit code for errors.
+                eprintln!("vdisk: {e}");
+                return Ok(2);
+            }
+            compare(format_a, format_b, strict, quiet, &first, &second)
+        }
         Command::Check {
             format,
             output,
             repair,
             quiet,
             filename,
+            cache,
             ..
         } => {
+            check_cache(&cache, "source cache option")?;
             let format = parse_format(format)?;
             // qemu-img check opens the backing chain too: a missing backing file is an error
             // (exit 1), though only the top image is checked.
@@ -203,7 +213,10 @@ pub fn run(cli: Cli) -> Result<u8> {
             format,
             options,
             filename,
+            cache,
+            ..
         } => {
+            check_cache(&cache, "cache option")?;
             let fmt = match parse_format(format)? {
                 Some(f) => f,
                 None => probe_path(&filename)?,
@@ -216,8 +229,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             backing,
             backing_format,
             filename,
+            cache,
+            backing_cache,
             ..
         } => {
+            check_cache(&cache, "cache option")?;
+            check_cache(&backing_cache, "source cache option")?;
             let fmt = match parse_format(format)? {
                 Some(f) => f,
                 None => probe_path(&filename)?,
@@ -236,8 +253,10 @@ pub fn run(cli: Cli) -> Result<u8> {
             keep,
             quiet,
             filename,
+            cache,
             ..
         } => {
+            check_cache(&cache, "cache option")?;
             let fmt = match parse_format(format)? {
                 Some(f) => f,
                 None => probe_path(&filename)?,
@@ -278,6 +297,28 @@ pub(crate) fn print_out(s: &str) -> Result<()> {
     out.write_all(s.as_bytes())
         .and_then(|_| out.flush())
         .map_err(|e| Error::Other(format!("cannot write output: {e}")))
+}
+
+/// The cache modes qemu's `bdrv_parse_cache_mode` accepts (`off` is `none`). vdisk reads and
+/// writes through the page cache whatever the mode and flushes what it changes before it returns;
+/// only `convert -t unsafe` changes what it does (no final flush).
+pub(crate) const CACHE_MODES: [&str; 6] = [
+    "writeback",
+    "none",
+    "off",
+    "writethrough",
+    "directsync",
+    "unsafe",
+];
+
+/// `mode` checked as qemu-img checks a cache option; `what` names it in the error, as qemu-img
+/// does ("cache option", "source cache option").
+pub(crate) fn check_cache(mode: &str, what: &str) -> Result<()> {
+    if CACHE_MODES.contains(&mode) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("Invalid {what}: {mode}")))
+    }
 }
 
 pub(crate) fn parse_format(f: Option<String>) -> Result<Option<Format>> {

@@ -1,0 +1,182 @@
+//! qemu-img's option spellings on vdisk: the long names qemu-img 10 accepts (`--source-format`,
+//! `--oob-writes`, `--left-format`, ...), unambiguous abbreviations (getopt_long's `--out=json`),
+//! cache modes (`-t`/`-T`, `off` for `none`) and `convert -r`, each with qemu-img's exit code and
+//! error message on the same files.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::Instant;
+use vdisk_testutil::{qemu_available, Scratch};
+
+/// base.qcow2 <- top.qcow2 with data in both, and a copy of each for the commands that change them.
+fn fixtures(d: &Path) {
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "base.qcow2", "3M"]);
+    qemu_io(d, "qcow2", "base.qcow2", &["write -P 0x11 0 3M"]);
+    qemu_overlay(d, "base.qcow2", "qcow2", "top.qcow2", None);
+    qemu_io(d, "qcow2", "top.qcow2", &["write -P 0x22 1M 64k"]);
+}
+
+/// The error message without the program's name.
+fn message(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(|l| {
+            l.trim_start_matches("qemu-img: ")
+                .trim_start_matches("vdisk: ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `args` with both tools, each on its own copy of the fixtures, and asserts the same exit
+/// code (and, on failure, the same message).
+fn same(args: &[&str]) {
+    let (sq, sv) = (Scratch::new("spell-q"), Scratch::new("spell-v"));
+    fixtures(sq.path());
+    fixtures(sv.path());
+    let q = qemu(sq.path(), args);
+    let v = vdisk(sv.path(), args);
+    assert_eq!(
+        v.status.code(),
+        q.status.code(),
+        "{args:?}\nqemu-img: {}\nvdisk: {}",
+        err(&q),
+        err(&v)
+    );
+    if q.status.code() != Some(0) {
+        assert_eq!(message(&err(&v)), message(&err(&q)), "{args:?}");
+    }
+}
+
+#[test]
+fn qemu_long_options_and_abbreviations_work() {
+    if !qemu_available() {
+        return;
+    }
+    let runs: &[&[&str]] = &[
+        &["info", "--out=json", "--force", "top.qcow2"],
+        &["info", "-b", "top.qcow2"],
+        &["info", "--backing", "--output", "json", "top.qcow2"],
+        &[
+            "convert",
+            "--source-format",
+            "qcow2",
+            "--output-format",
+            "raw",
+            "--oob-writes",
+            "--output-cache",
+            "writeback",
+            "top.qcow2",
+            "o.raw",
+        ],
+        &[
+            "compare",
+            "--left-format",
+            "qcow2",
+            "--right-format",
+            "qcow2",
+            "top.qcow2",
+            "top.qcow2",
+        ],
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--backing-unsafe",
+            "-b",
+            "nowhere.qcow2",
+            "-F",
+            "qcow2",
+            "n.qcow2",
+            "1M",
+        ],
+        &[
+            "rebase",
+            "--backing-unsafe",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "-U",
+            "-p",
+            "top.qcow2",
+        ],
+        &["commit", "--drop", "top.qcow2"],
+        &["snapshot", "-q", "-c", "s1", "base.qcow2"],
+        &["amend", "-q", "-o", "lazy_refcounts=on", "base.qcow2"],
+    ];
+    for args in runs {
+        same(args);
+    }
+}
+
+#[test]
+fn cache_modes_are_checked_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    for mode in [
+        "off",
+        "none",
+        "writethrough",
+        "directsync",
+        "unsafe",
+        "writeback",
+        "bogus",
+    ] {
+        same(&["convert", "-T", mode, "-O", "raw", "top.qcow2", "o.raw"]);
+        same(&["convert", "-t", mode, "-O", "raw", "top.qcow2", "o.raw"]);
+        same(&["compare", "-T", mode, "base.qcow2", "top.qcow2"]);
+        same(&["check", "-T", mode, "top.qcow2"]);
+        same(&["commit", "-t", mode, "top.qcow2"]);
+        same(&["amend", "-t", mode, "-o", "lazy_refcounts=on", "base.qcow2"]);
+        same(&[
+            "rebase",
+            "-t",
+            mode,
+            "-u",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ]);
+        same(&[
+            "rebase",
+            "-T",
+            mode,
+            "-u",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ]);
+    }
+}
+
+#[test]
+fn convert_rate_is_parsed_and_enforced() {
+    if !qemu_available() {
+        return;
+    }
+    for rate in ["1x", "-5", "9999999999999999999999", "0", "1.5M"] {
+        same(&["convert", "-r", rate, "-O", "raw", "top.qcow2", "o.raw"]);
+    }
+    // 3 MiB of data at 1 MiB/s: whatever the write sizes, at least 2 MiB less the burst waits.
+    let s = Scratch::new("spell-rate");
+    fixtures(s.path());
+    let t = Instant::now();
+    vdisk_ok(
+        s.path(),
+        &["convert", "-r", "1M", "-O", "raw", "top.qcow2", "o.raw"],
+    );
+    let took = t.elapsed().as_secs_f64();
+    assert!(took >= 1.5, "3 MiB at 1 MiB/s took only {took:.2} s");
+    qemu_ok(
+        s.path(),
+        &["compare", "-f", "qcow2", "-F", "raw", "top.qcow2", "o.raw"],
+    );
+}
