@@ -211,9 +211,9 @@ pub enum Command {
         /// Unsafe mode: rewrite the backing reference only, copy no data.
         #[arg(short = 'u', long = "unsafe", alias = "backing-unsafe")]
         unsafe_mode: bool,
-        /// The new backing file ("" for none).
-        #[arg(short = 'b', long = "backing", required = true)]
-        backing: String,
+        /// The new backing file ("" for none; none either when -u is given without -b).
+        #[arg(short = 'b', long = "backing")]
+        backing: Option<String>,
         /// Format of the new backing file.
         #[arg(short = 'F', long = "backing-format")]
         backing_format: Option<String>,

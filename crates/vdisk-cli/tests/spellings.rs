@@ -17,16 +17,14 @@ fn fixtures(d: &Path) {
     qemu_io(d, "qcow2", "top.qcow2", &["write -P 0x22 1M 64k"]);
 }
 
-/// The error message without the program's name.
+/// The error message's first line without the program's name (qemu-img may add a "Try
+/// 'qemu-img ... --help'" line).
 fn message(stderr: &str) -> String {
-    stderr
-        .lines()
-        .map(|l| {
-            l.trim_start_matches("qemu-img: ")
-                .trim_start_matches("vdisk: ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let first = stderr.lines().next().unwrap_or("");
+    first
+        .trim_start_matches("qemu-img: ")
+        .trim_start_matches("vdisk: ")
+        .to_string()
 }
 
 /// Runs `args` with both tools, each on its own copy of the fixtures, and asserts the same exit
@@ -104,12 +102,39 @@ fn qemu_long_options_and_abbreviations_work() {
             "top.qcow2",
         ],
         &["commit", "--drop", "top.qcow2"],
+        // -b is needed only in safe mode; -u alone drops the backing reference.
+        &["rebase", "top.qcow2"],
+        &["rebase", "-u", "top.qcow2"],
         &["snapshot", "-q", "-c", "s1", "base.qcow2"],
         &["amend", "-q", "-o", "lazy_refcounts=on", "base.qcow2"],
     ];
     for args in runs {
         same(args);
     }
+}
+
+/// `rebase -u` with no `-b` drops the backing reference (vdisk required `-b`, exit 2).
+#[test]
+fn rebase_u_alone_drops_the_backing_file_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let (sq, sv) = (Scratch::new("spell-rq"), Scratch::new("spell-rv"));
+    fixtures(sq.path());
+    fixtures(sv.path());
+    qemu_ok(sq.path(), &["rebase", "-u", "top.qcow2"]);
+    vdisk_ok(sv.path(), &["rebase", "-u", "top.qcow2"]);
+    let info = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&qemu_ok(d, &["info", "--output=json", "top.qcow2"])).unwrap()
+    };
+    let (q, v) = (info(sq.path()), info(sv.path()));
+    assert!(q.get("backing-filename").is_none() && v.get("backing-filename").is_none());
+    qemu_ok(sq.path(), &["convert", "-O", "raw", "top.qcow2", "t.raw"]);
+    qemu_ok(sv.path(), &["convert", "-O", "raw", "top.qcow2", "t.raw"]);
+    assert!(
+        std::fs::read(sq.path().join("t.raw")).unwrap()
+            == std::fs::read(sv.path().join("t.raw")).unwrap()
+    );
 }
 
 #[test]

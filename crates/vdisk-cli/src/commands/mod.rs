@@ -235,6 +235,16 @@ pub fn run(cli: Cli) -> Result<u8> {
         } => {
             check_cache(&cache, "cache option")?;
             check_cache(&backing_cache, "source cache option")?;
+            // qemu-img: -u without -b drops the backing reference.
+            let backing = match (backing, unsafe_mode) {
+                (Some(b), _) => b,
+                (None, true) => String::new(),
+                (None, false) => {
+                    return Err(Error::invalid(
+                        "Must specify backing file (-b) or use unsafe mode (-u)",
+                    ))
+                }
+            };
             let fmt = match parse_format(format)? {
                 Some(f) => f,
                 None => probe_path(&filename)?,
