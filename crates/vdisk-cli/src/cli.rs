@@ -243,6 +243,9 @@ pub enum Command {
         /// Keep the overlay's data (do not empty it).
         #[arg(short = 'd', long = "no-drop", alias = "drop")]
         keep: bool,
+        /// Rate limit of the writes to the base, in bytes a second (`1M`; 0 for none).
+        #[arg(short = 'r', long = "rate", allow_hyphen_values = true)]
+        rate: Option<String>,
         /// Progress bar (accepted for compatibility).
         #[arg(short = 'p', long = "progress")]
         progress: bool,

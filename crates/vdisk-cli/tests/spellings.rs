@@ -1,6 +1,6 @@
 //! qemu-img's option spellings on vdisk: the long names qemu-img 10 accepts (`--source-format`,
 //! `--oob-writes`, `--left-format`, ...), unambiguous abbreviations (getopt_long's `--out=json`),
-//! cache modes (`-t`/`-T`, `off` for `none`) and `convert -r`, each with qemu-img's exit code and
+//! cache modes (`-t`/`-T`, `off` for `none`) and `convert -r` / `commit -r`, each with qemu-img's exit code and
 //! error message on the same files.
 
 mod common;
@@ -189,6 +189,7 @@ fn convert_rate_is_parsed_and_enforced() {
     }
     for rate in ["1x", "-5", "9999999999999999999999", "0", "1.5M"] {
         same(&["convert", "-r", rate, "-O", "raw", "top.qcow2", "o.raw"]);
+        same(&["commit", "-r", rate, "top.qcow2"]);
     }
     // 3 MiB of data at 1 MiB/s: whatever the write sizes, at least 2 MiB less the burst waits.
     let s = Scratch::new("spell-rate");
@@ -204,4 +205,26 @@ fn convert_rate_is_parsed_and_enforced() {
         s.path(),
         &["compare", "-f", "qcow2", "-F", "raw", "top.qcow2", "o.raw"],
     );
+    // commit -r: 3 MiB of overlay data into the base, at 1 MiB/s, ends as qemu-img's commit.
+    let (sq, sv) = (
+        Scratch::new("spell-commit-q"),
+        Scratch::new("spell-commit-v"),
+    );
+    for d in [sq.path(), sv.path()] {
+        fixtures(d);
+        qemu_io(d, "qcow2", "top.qcow2", &["write -P 0x33 0 3M"]);
+    }
+    qemu_ok(sq.path(), &["commit", "-q", "top.qcow2"]);
+    let t = Instant::now();
+    vdisk_ok(sv.path(), &["commit", "-q", "-r", "1M", "top.qcow2"]);
+    let took = t.elapsed().as_secs_f64();
+    assert!(
+        took >= 1.5,
+        "commit of 3 MiB at 1 MiB/s took only {took:.2} s"
+    );
+    let raw = |d: &Path| {
+        qemu_ok(d, &["convert", "-O", "raw", "base.qcow2", "b.raw"]);
+        std::fs::read(d.join("b.raw")).unwrap()
+    };
+    assert!(raw(sq.path()) == raw(sv.path()), "committed bases differ");
 }

@@ -151,6 +151,17 @@ fn rebase_copy(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Resul
 /// `drop_overlay_data` (no `-d`). As in qemu-img, naming a base (`-b`) implies `-d`: the overlay
 /// keeps its data. The range list kept in memory is one entry per allocated run of the layers.
 pub fn commit(overlay: &Path, base: Option<&Path>, drop_overlay_data: bool) -> Result<()> {
+    commit_limited(overlay, base, drop_overlay_data, 0)
+}
+
+/// [`commit`] with the writes to the base throttled to `rate` bytes a second (`commit -r`; 0 for
+/// no limit), by the same leaky bucket as `convert -r` ([`vdisk_convert::RateLimited`]).
+pub fn commit_limited(
+    overlay: &Path,
+    base: Option<&Path>,
+    drop_overlay_data: bool,
+    rate: u64,
+) -> Result<()> {
     let mut chain = open_qcow2_chain(overlay)?;
     if chain.layers.len() < 2 {
         return Err(Error::invalid("Image does not have a backing file"));
@@ -190,6 +201,9 @@ pub fn commit(overlay: &Path, base: Option<&Path>, drop_overlay_data: bool) -> R
             ))
         }
     };
+    if rate > 0 {
+        w = Box::new(vdisk_convert::RateLimited::new(w, rate));
+    }
     let g = w.caps().granularity.max(65536);
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for layer in &chain.layers[..k] {

@@ -1,7 +1,7 @@
 //! `vdisk convert`: open the sources (concatenated, with backing chains or a snapshot), create the
 //! target, and stream through the conversion engine with qemu-img's flags.
 
-use super::{check_cache, parse_format, parse_snapshot, print_out};
+use super::{check_cache, parse_format, parse_rate, parse_snapshot, print_out};
 use crate::cli::ConvertArgs;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -10,30 +10,6 @@ use vdisk::convert::ConvertOptions;
 use vdisk::core::options::format_help;
 use vdisk::core::size::parse_size;
 use vdisk::core::{Concat, CreateOptions, Error, Format, ImageReader, Result};
-
-/// `-r`: a size as qemu-img's `cvtnum` reads it, from 0 up to `INT64_MAX`.
-fn parse_rate(v: &str) -> Result<u64> {
-    let out_of_range = || {
-        Error::invalid(format!(
-            "Invalid rate limit specified. Must be between 0 and {}.",
-            i64::MAX
-        ))
-    };
-    let t = v.trim();
-    let numeric = t.chars().any(|c| c.is_ascii_digit())
-        && t.starts_with(|c: char| c.is_ascii_digit() || c == '-')
-        && t[1..]
-            .trim_end_matches(|c: char| "bBkKmMgGtTpPeE".contains(c))
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.');
-    match parse_size(t) {
-        Ok(n) => Ok(n),
-        Err(_) if numeric => Err(out_of_range()),
-        Err(_) => Err(Error::invalid(format!(
-            "Invalid rate limit specified: '{v}'."
-        ))),
-    }
-}
 
 pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     let rate = a.rate.as_deref().map(parse_rate).transpose()?.unwrap_or(0);

@@ -264,14 +264,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             quiet,
             filename,
             cache,
+            rate,
             ..
         } => {
+            let rate = rate.as_deref().map(parse_rate).transpose()?.unwrap_or(0);
             check_cache(&cache, "cache option")?;
             let fmt = match parse_format(format)? {
                 Some(f) => f,
                 None => probe_path(&filename)?,
             };
-            mutate::commit(fmt, base.as_deref(), keep, quiet, &filename)
+            mutate::commit(fmt, base.as_deref(), keep, quiet, rate, &filename)
         }
         Command::Measure {
             output_format,
@@ -328,6 +330,30 @@ pub(crate) fn check_cache(mode: &str, what: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!("Invalid {what}: {mode}")))
+    }
+}
+
+/// `-r`: a size as qemu-img's `cvtnum` reads it, from 0 up to `INT64_MAX`.
+pub(crate) fn parse_rate(v: &str) -> Result<u64> {
+    let out_of_range = || {
+        Error::invalid(format!(
+            "Invalid rate limit specified. Must be between 0 and {}.",
+            i64::MAX
+        ))
+    };
+    let t = v.trim();
+    let numeric = t.chars().any(|c| c.is_ascii_digit())
+        && t.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+        && t[1..]
+            .trim_end_matches(|c: char| "bBkKmMgGtTpPeE".contains(c))
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.');
+    match parse_size(t) {
+        Ok(n) => Ok(n),
+        Err(_) if numeric => Err(out_of_range()),
+        Err(_) => Err(Error::invalid(format!(
+            "Invalid rate limit specified: '{v}'."
+        ))),
     }
 }
 

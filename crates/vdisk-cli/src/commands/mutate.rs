@@ -164,6 +164,7 @@ pub(super) fn commit(
     base: Option<&Path>,
     keep: bool,
     quiet: bool,
+    rate: u64,
     filename: &Path,
 ) -> Result<u8> {
     if fmt != Format::Qcow2 {
@@ -171,7 +172,7 @@ pub(super) fn commit(
             "Committing {fmt} images is not supported"
         )));
     }
-    vdisk::ops::commit(filename, base, !keep)?;
+    vdisk::ops::commit_limited(filename, base, !keep, rate)?;
     if !quiet {
         println!("Image committed.");
     }
