@@ -11,6 +11,8 @@ project's first rule (every reader returns what `qemu-img convert -O raw` return
 
 Usage: fuzz/convert-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED] [MAX_MIB]
   e.g. fuzz/convert-parity.py target/release/vdisk fuzz/corpus/probe 400 3
+PARITY_ARGS in the environment adds arguments to both tools' convert, e.g.
+  PARITY_ARGS=--salvage fuzz/convert-parity.py target/release/vdisk fuzz/corpus/probe 400 3
 """
 
 import collections
@@ -64,6 +66,7 @@ def main():
     sample = int(sys.argv[3]) if len(sys.argv) > 3 else 400
     random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
     max_bytes = (int(sys.argv[5]) if len(sys.argv) > 5 else 64) << 20
+    extra = os.environ.get("PARITY_ARGS", "").split()
     strip = 2 if os.path.basename(corpus.rstrip("/")).endswith("_mutate") else 0
     files = sorted(os.listdir(corpus))
     random.shuffle(files)
@@ -93,9 +96,9 @@ def main():
                 if os.path.exists(out):
                     os.remove(out)
             try:
-                q = subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", img, qraw],
-                                   capture_output=True, timeout=30)
-                v = subprocess.run([vdisk, "convert", "-f", fmt, "-O", "raw", img, vraw],
+                q = subprocess.run(["qemu-img", "convert", *extra, "-f", fmt, "-O", "raw", img,
+                                    qraw], capture_output=True, timeout=30)
+                v = subprocess.run([vdisk, "convert", *extra, "-f", fmt, "-O", "raw", img, vraw],
                                    capture_output=True, timeout=30)
             except subprocess.TimeoutExpired:
                 kinds[("timeout", fmt)] += 1

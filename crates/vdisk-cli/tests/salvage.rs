@@ -149,3 +149,28 @@ fn salvage_reads_a_table_past_the_end_as_qemu_reads_it() {
     );
     assert!(qb == vb, "salvaged bytes differ from qemu-img's");
 }
+
+/// An external data file that is gone: qemu-img fails to open the image for I/O, with --salvage
+/// too; vdisk finds out when it reads, and must not salvage that into a disk of zeros.
+#[test]
+fn salvage_does_not_hide_a_missing_data_file() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-salvage-datafile");
+    let d = s.path();
+    // The data file's name is opened from the working directory: give it whole.
+    let data = d.join("d.raw");
+    let opt = format!("data_file={}", data.display());
+    qemu_ok(
+        d,
+        &["create", "-q", "-f", "qcow2", "-o", &opt, "x.qcow2", "1M"],
+    );
+    qemu_io(d, "qcow2", "x.qcow2", &["write -P 0x5a 0 64k"]);
+    std::fs::remove_file(&data).unwrap();
+    let args = ["convert", "--salvage", "-O", "raw", "x.qcow2", "o.raw"];
+    assert_eq!(qemu(d, &args).status.code(), Some(1));
+    let v = vdisk(d, &args);
+    assert_eq!(v.status.code(), Some(1), "{}", err(&v));
+    assert!(!d.join("o.raw").exists());
+}

@@ -2,11 +2,14 @@
 //! `convert_iteration_sectors` with `s->salvage`): a read that fails is tried again one 512-byte
 //! sector at a time, and each sector that still fails reads as zeros, with a warning naming its
 //! offset; a block-status query that fails reports one sector of data (which the reads then try),
-//! with a warning. The conversion goes on and succeeds.
+//! with a warning. The conversion goes on and succeeds. Only errors of the image's content are
+//! salvaged (corrupt metadata or data, I/O errors, limits): what qemu-img refuses when it opens
+//! the image for I/O, and vdisk only when it reads (an external data file that cannot be opened,
+//! encryption), still fails the conversion.
 
 use std::path::Path;
 use std::sync::Arc;
-use vdisk_core::{CheckReport, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage};
+use vdisk_core::{CheckReport, Error, Extent, ExtentKind, ImageInfo, ImageReader, Result, Storage};
 
 /// The unit qemu retries in (`BDRV_SECTOR_SIZE`).
 const SECTOR: u64 = 512;
@@ -29,6 +32,15 @@ impl Salvage {
     }
 }
 
+/// Whether `e` is a read error qemu-img would salvage (an EIO from the driver), rather than one it
+/// reports when opening the image.
+fn salvageable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { .. } | Error::Io { .. } | Error::Limit { .. }
+    )
+}
+
 impl ImageReader for Salvage {
     fn format_name(&self) -> &'static str {
         self.inner.format_name()
@@ -39,14 +51,20 @@ impl ImageReader for Salvage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if self.inner.read_at(buf, offset).is_ok() {
-            return Ok(());
+        match self.inner.read_at(buf, offset) {
+            Ok(()) => return Ok(()),
+            Err(e) if !salvageable(&e) => return Err(e),
+            Err(_) => {}
         }
         for (i, sector) in buf.chunks_mut(SECTOR as usize).enumerate() {
             let at = offset.saturating_add(i as u64 * SECTOR);
-            if let Err(e) = self.inner.read_at(sector, at) {
-                (self.warn)(&format!("error while reading offset {at}: {e}"));
-                sector.fill(0);
+            match self.inner.read_at(sector, at) {
+                Ok(()) => {}
+                Err(e) if !salvageable(&e) => return Err(e),
+                Err(e) => {
+                    (self.warn)(&format!("error while reading offset {at}: {e}"));
+                    sector.fill(0);
+                }
             }
         }
         Ok(())
@@ -62,6 +80,7 @@ impl ImageReader for Salvage {
                     e.host = None;
                     return Ok(e);
                 }
+                Err(e) if !salvageable(&e) => return Err(e),
                 Err(_) if len > SECTOR => len = len.div_ceil(4).next_multiple_of(SECTOR),
                 Err(e) => {
                     (self.warn)(&format!(
@@ -90,7 +109,6 @@ impl ImageReader for Salvage {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use vdisk_core::Error;
 
     /// 4 KiB of 0x5a whose bytes 1024..1536 fail to read, and whose block status fails at 2048.
     struct Flaky;
@@ -105,14 +123,18 @@ mod tests {
         fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
             let end = offset + buf.len() as u64;
             if offset < 1536 && end > 1024 {
-                return Err(Error::Other("bad sector".into()));
+                return Err(Error::corrupt(
+                    Path::new("flaky"),
+                    Some(offset),
+                    "bad sector",
+                ));
             }
             buf.fill(0x5a);
             Ok(())
         }
         fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
             if offset == 2048 {
-                return Err(Error::Other("bad table".into()));
+                return Err(Error::corrupt(Path::new("flaky"), None, "bad table"));
             }
             Ok(Extent::new(offset, max_len, ExtentKind::Data))
         }
@@ -134,12 +156,46 @@ mod tests {
         assert!(buf[1536..].iter().all(|b| *b == 0x5a));
         assert_eq!(
             *seen.lock().unwrap(),
-            ["error while reading offset 1024: bad sector"]
+            ["error while reading offset 1024: flaky: corrupt image at offset 0x400: bad sector"]
         );
         let e = s.block_status(2048, 2048).unwrap();
         assert_eq!((e.offset, e.length, e.kind), (2048, 512, ExtentKind::Data));
         assert_eq!(seen.lock().unwrap().len(), 2);
         assert_eq!(s.block_status(2048, 100).unwrap().length, 100);
         assert_eq!(s.block_status(0, 4096).unwrap().length, 4096);
+    }
+
+    /// An image that cannot be read at all (qemu-img fails to open it for I/O).
+    struct Unreadable;
+
+    impl ImageReader for Unreadable {
+        fn format_name(&self) -> &'static str {
+            "qcow2"
+        }
+        fn virtual_size(&self) -> u64 {
+            4096
+        }
+        fn read_at(&self, _buf: &mut [u8], _offset: u64) -> Result<()> {
+            Err(Error::Other("Could not open data file".into()))
+        }
+        fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+            if offset > 0 {
+                return Err(Error::unsupported(Path::new("u"), "encryption"));
+            }
+            Ok(Extent::new(offset, max_len, ExtentKind::Data))
+        }
+        fn info(&self) -> Result<ImageInfo> {
+            Ok(ImageInfo::new("qcow2", 4096))
+        }
+    }
+
+    #[test]
+    fn errors_of_opening_are_not_salvaged() {
+        let s = Salvage::new(
+            Arc::new(Unreadable),
+            Box::new(|_: &str| panic!("no warning")),
+        );
+        assert!(s.read_at(&mut [0u8; 1024], 0).is_err());
+        assert!(s.block_status(512, 512).is_err());
     }
 }
