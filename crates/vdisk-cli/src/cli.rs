@@ -27,6 +27,8 @@ Examples (LPIC-3 351.5, virtual machine disk image management):
       vdisk snapshot -l disk.qcow2
   Grow a disk by 10 GiB:
       vdisk resize disk.raw +10G
+  Copy the first 64 MiB of a disk into a new qcow2 image:
+      vdisk dd -O qcow2 bs=1M count=64 if=disk.raw of=head.qcow2
 
 Exit codes: 0 success, 1 error; check: 0 clean, 2 corruptions, 3 leaks, 63 no check for the format;
 compare: 0 identical, 1 different, 2 open error.";
@@ -119,6 +121,9 @@ pub enum Command {
     },
     /// Copy one or more images (concatenated) into a new image, converting the format.
     Convert(ConvertArgs),
+    /// Copy an image, or part of it (dd operands: bs=, count=, skip=), into a new image, converting
+    /// the format; every byte is written, as qemu-img dd writes it.
+    Dd(DdArgs),
     /// Check whether two images have the same content.
     Compare {
         /// Format of the first image.
@@ -390,4 +395,21 @@ pub struct ConvertArgs {
     /// Source images (concatenated) followed by the output image.
     #[arg(required = true, num_args = 2..)]
     pub files: Vec<PathBuf>,
+}
+
+/// `vdisk dd` arguments: qemu-img dd's flags and dd-style operands.
+#[derive(Debug, clap::Args)]
+pub struct DdArgs {
+    /// Input format (probed when omitted).
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<String>,
+    /// Output format (default raw).
+    #[arg(short = 'O', long = "output-format", default_value = "raw")]
+    pub output_format: String,
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
+    /// if=INPUT of=OUTPUT [bs=BLOCK_SIZE (default 512)] [count=BLOCKS] [skip=BLOCKS]. As in
+    /// qemu-img, count counts blocks from the start of the input, skip included.
+    #[arg(value_name = "OPERAND", allow_hyphen_values = true)]
+    pub operands: Vec<String>,
 }

@@ -5,6 +5,7 @@
 mod compare;
 mod convert;
 mod create;
+mod dd;
 mod measure;
 mod mutate;
 mod resize;
@@ -14,6 +15,7 @@ use crate::{check, info, map};
 use compare::compare;
 use convert::convert;
 use create::create;
+use dd::dd;
 use measure::measure;
 use resize::resize;
 use std::io::Write;
@@ -101,6 +103,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             size,
         ),
         Command::Convert(args) => convert(args),
+        Command::Dd(args) => dd(args),
         Command::Compare {
             format_a,
             format_b,
@@ -333,12 +336,13 @@ pub(crate) fn check_cache(mode: &str, what: &str) -> Result<()> {
     }
 }
 
-/// `-r`: a size as qemu-img's `cvtnum` reads it, from 0 up to `INT64_MAX`.
-pub(crate) fn parse_rate(v: &str) -> Result<u64> {
+/// A number as qemu-img's `cvtnum_full` reads it (a size: `1M`, `512`, `0x200`), between `min`
+/// and `max`; `name` names it in qemu-img's errors ("Invalid bs specified: 'x'.", "Invalid bs
+/// specified. Must be between 1 and 2147483647.").
+pub(crate) fn cvtnum(name: &str, v: &str, min: u64, max: u64) -> Result<u64> {
     let out_of_range = || {
         Error::invalid(format!(
-            "Invalid rate limit specified. Must be between 0 and {}.",
-            i64::MAX
+            "Invalid {name} specified. Must be between {min} and {max}."
         ))
     };
     let t = v.trim();
@@ -349,12 +353,16 @@ pub(crate) fn parse_rate(v: &str) -> Result<u64> {
             .chars()
             .all(|c| c.is_ascii_digit() || c == '.');
     match parse_size(t) {
-        Ok(n) => Ok(n),
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(out_of_range()),
         Err(_) if numeric => Err(out_of_range()),
-        Err(_) => Err(Error::invalid(format!(
-            "Invalid rate limit specified: '{v}'."
-        ))),
+        Err(_) => Err(Error::invalid(format!("Invalid {name} specified: '{v}'."))),
     }
+}
+
+/// `-r`: a rate in bytes a second, from 0 up to `INT64_MAX`.
+pub(crate) fn parse_rate(v: &str) -> Result<u64> {
+    cvtnum("rate limit", v, 0, i64::MAX as u64)
 }
 
 pub(crate) fn parse_format(f: Option<String>) -> Result<Option<Format>> {
