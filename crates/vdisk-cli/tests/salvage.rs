@@ -174,3 +174,40 @@ fn salvage_does_not_hide_a_missing_data_file() {
     assert_eq!(v.status.code(), Some(1), "{}", err(&v));
     assert!(!d.join("o.raw").exists());
 }
+
+/// A descriptor naming a directory as its extent (found by `convert-parity.py` with --salvage on
+/// the vmdk_open corpus): qemu-img's file driver refuses it when it opens the image; vdisk opened
+/// it, showed it in `info`, and `convert --salvage` wrote zeros for its failed reads.
+#[test]
+fn an_extent_that_is_a_directory_is_refused_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-salvage-dir");
+    let d = s.path();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(
+        d.join("dir.vmdk"),
+        "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n\
+         createType=\"monolithicFlat\"\nRW 2048 FLAT \"sub\" 0\n",
+    )
+    .unwrap();
+    for args in [
+        &["info", "dir.vmdk"][..],
+        &["convert", "--salvage", "-O", "raw", "dir.vmdk", "o.raw"],
+    ] {
+        let (q, v) = (qemu(d, args), vdisk(d, args));
+        assert_eq!(
+            (q.status.code(), v.status.code()),
+            (Some(1), Some(1)),
+            "{args:?}"
+        );
+        let want = "'file' driver requires";
+        assert!(
+            err(&q).contains(want) && err(&v).contains(want),
+            "{}",
+            err(&v)
+        );
+    }
+    assert!(!d.join("o.raw").exists());
+}

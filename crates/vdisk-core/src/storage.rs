@@ -135,6 +135,17 @@ impl FileStorage {
             .open(path)
             .map_err(open_err)?;
         let kind = file.metadata().map_err(open_err)?.file_type();
+        if kind.is_dir() {
+            // qemu's file driver refuses it when it opens (a directory opens, and only reads fail).
+            let what = format!(
+                "'file' driver requires '{}' to be a regular file",
+                path.display()
+            );
+            return Err(open_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                what,
+            )));
+        }
         if kind.is_fifo() || kind.is_socket() {
             let what = "Not a regular file or block device (a FIFO or socket)";
             return Err(open_err(std::io::Error::new(
