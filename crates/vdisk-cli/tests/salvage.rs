@@ -211,3 +211,40 @@ fn an_extent_that_is_a_directory_is_refused_like_qemu() {
     }
     assert!(!d.join("o.raw").exists());
 }
+
+/// The raw data file bit without a data file (found by `convert-parity.py` with --salvage on the
+/// qcow2_mutate corpus): qemu-img shows the image (`info`) but refuses to read it; vdisk read it
+/// as if the bit were clear (convert, map and compare succeeded), and salvaged what else failed.
+#[test]
+fn data_file_raw_without_a_data_file_is_refused_for_io_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-salvage-dfr");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "r.qcow2", "1M"]);
+    qemu_io(d, "qcow2", "r.qcow2", &["write -P 0x5a 0 64k"]);
+    let mut b = std::fs::read(d.join("r.qcow2")).unwrap();
+    // autoclear_features (header byte 88), bit 1: data-file-raw.
+    b[95] |= 2;
+    std::fs::write(d.join("r.qcow2"), b).unwrap();
+    qemu_ok(d, &["info", "r.qcow2"]);
+    vdisk_ok(d, &["info", "r.qcow2"]);
+    for args in [
+        &["convert", "-O", "raw", "r.qcow2", "o.raw"][..],
+        &["convert", "--salvage", "-O", "raw", "r.qcow2", "o.raw"],
+        &["map", "r.qcow2"],
+        &["compare", "r.qcow2", "r.qcow2"],
+    ] {
+        let (q, v) = (qemu(d, args), vdisk(d, args));
+        assert_eq!(v.status.code(), q.status.code(), "{args:?}: {}", err(&v));
+        assert_ne!(q.status.code(), Some(0), "{args:?}");
+        let want = "data-file-raw requires a data file";
+        assert!(
+            err(&q).contains(want) && err(&v).contains(want),
+            "{}",
+            err(&v)
+        );
+    }
+    assert!(!d.join("o.raw").exists());
+}

@@ -100,6 +100,10 @@ impl ImageReader for Salvage {
         self.inner.info()
     }
 
+    fn ready_for_io(&self) -> Result<()> {
+        self.inner.ready_for_io()
+    }
+
     fn check(&self) -> Result<CheckReport> {
         self.inner.check()
     }

@@ -38,6 +38,11 @@ impl ImageReader for Chain {
         self.top.format_name()
     }
 
+    fn ready_for_io(&self) -> Result<()> {
+        self.top.ready_for_io()?;
+        self.backing.ready_for_io()
+    }
+
     fn virtual_size(&self) -> u64 {
         self.top.virtual_size()
     }

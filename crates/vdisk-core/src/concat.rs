@@ -49,6 +49,10 @@ impl ImageReader for Concat {
         self.size
     }
 
+    fn ready_for_io(&self) -> Result<()> {
+        self.parts.iter().try_for_each(|(_, r)| r.ready_for_io())
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(self.size, offset, buf.len() as u64)?;
         let mut done = 0usize;

@@ -39,6 +39,15 @@ pub trait ImageReader: Send + Sync {
     /// What `info` shows about this image (without the backing chain).
     fn info(&self) -> Result<ImageInfo>;
 
+    /// Whether the image can be read at all: what qemu checks when it opens an image for I/O
+    /// (`convert`, `map`, `compare`) but not for `info` (an external data file that could not be
+    /// opened, the raw data file bit without a data file, encryption). vdisk opens such an image,
+    /// so that `info` shows it, and its reads fail; commands call this after opening to fail
+    /// where qemu-img fails, with its exit code. A chain answers for all its layers.
+    fn ready_for_io(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Checks the image's metadata (`qemu-img check`). Formats without a check return
     /// [`Error::Unsupported`], which the CLI reports with exit code 63 as qemu-img does.
     fn check(&self) -> Result<CheckReport> {

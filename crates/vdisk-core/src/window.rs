@@ -59,6 +59,10 @@ impl ImageReader for Window {
     fn info(&self) -> Result<ImageInfo> {
         self.inner.info()
     }
+
+    fn ready_for_io(&self) -> Result<()> {
+        self.inner.ready_for_io()
+    }
 }
 
 #[cfg(test)]

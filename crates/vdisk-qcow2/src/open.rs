@@ -142,6 +142,13 @@ pub fn open(
 
     if opts.for_check {
         header.check_data_file_raw(&path)?;
+    } else if data_error.is_none() && header.check_data_file_raw(&path).is_err() {
+        // QEMU refuses such an image when it opens it for I/O (convert, map, compare), not for
+        // `info`: reads and block status fail with its message, as for a missing data file.
+        data_error = Some(format!(
+            "Could not open '{}': data-file-raw requires a data file",
+            path.display()
+        ));
     }
     if opts.for_check && header.crypt_method != 0 {
         return Err(Error::Other(format!(

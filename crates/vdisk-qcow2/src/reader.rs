@@ -279,6 +279,11 @@ impl ImageReader for Qcow2Reader {
         "qcow2"
     }
 
+    fn ready_for_io(&self) -> Result<()> {
+        self.refuse_encrypted()?;
+        self.data_file_opened()
+    }
+
     fn virtual_size(&self) -> u64 {
         self.size
     }

@@ -25,10 +25,13 @@ pub(super) fn compare(
             follow_backing: true,
             for_check: false,
         };
-        open_image(p, &req).map(|i| i.image).map_err(|e| {
-            eprintln!("vdisk: {e}");
-            2u8
-        })
+        // qemu-img opens both for I/O: an image it cannot read is an open error (exit 2).
+        open_image(p, &req)
+            .and_then(|i| i.image.ready_for_io().map(|()| i.image))
+            .map_err(|e| {
+                eprintln!("vdisk: {e}");
+                2u8
+            })
     };
     let a = match open(first, format_a) {
         Ok(a) => a,

@@ -83,7 +83,10 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             follow_backing: true,
             for_check: false,
         };
-        readers.push(open_image(s, &req)?.image);
+        let image = open_image(s, &req)?.image;
+        // Fail here, as qemu-img fails to open it, not at the first read.
+        image.ready_for_io()?;
+        readers.push(image);
     }
     let mut source: Arc<dyn ImageReader> = if readers.len() == 1 {
         Arc::clone(&readers[0])
