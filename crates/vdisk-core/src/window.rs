@@ -1,9 +1,9 @@
 //! A range of an image read as a disk of its own, as `qemu-img dd skip=N count=M` reads its input.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::extent::Extent;
 use crate::info::ImageInfo;
-use crate::reader::{check_range, ImageReader};
+use crate::reader::{check_range, checked_block_status, ImageReader};
 use crate::storage::Storage;
 use std::path::Path;
 use std::sync::Arc;
@@ -40,13 +40,7 @@ impl ImageReader for Window {
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
         check_range(self.len, offset, 0)?;
         let max_len = max_len.min(self.len - offset);
-        let mut e = self.inner.block_status(self.start + offset, max_len)?;
-        if e.offset != self.start + offset {
-            return Err(Error::Other(format!(
-                "{} block status returned a misplaced extent",
-                self.inner.format_name()
-            )));
-        }
+        let mut e = checked_block_status(self.inner.as_ref(), self.start + offset, max_len)?;
         e.offset = offset;
         e.length = e.length.min(max_len);
         Ok(e)

@@ -171,8 +171,7 @@ impl Qcow2Reader {
         run_bytes: u64,
     ) -> Result<()> {
         check_range(self.size, offset, buf.len() as u64)?;
-        self.refuse_encrypted()?;
-        self.data_file_opened()?;
+        self.ready_for_io()?;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -306,8 +305,7 @@ impl ImageReader for Qcow2Reader {
         let max = max_len.min(self.size - offset);
         // As qemu-img without the key: nothing of the guest's disk is shown, not even where it
         // is unallocated (only `info` opens an encrypted image).
-        self.refuse_encrypted()?;
-        self.data_file_opened()?;
+        self.ready_for_io()?;
         let (t, len) = self.lookup(offset, max)?;
         let len = len.max(1);
         Ok(match t {

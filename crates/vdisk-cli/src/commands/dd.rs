@@ -59,20 +59,14 @@ pub(super) fn dd(a: DdArgs) -> Result<u8> {
     let source = open_image(input.as_ref(), &req)?.image;
     // qemu-img's sizes: `count` blocks from the input's start, then less the skipped blocks; a
     // skip past that end gives an empty output (and a message, but success).
+    let bytes = |blocks: u64| blocks.checked_mul(bs).filter(|n| *n <= INT64_MAX);
     let mut end = source.virtual_size();
-    if let Some(n) = o
-        .count
-        .and_then(|c| c.checked_mul(bs))
-        .filter(|n| *n <= INT64_MAX)
-    {
+    if let Some(n) = o.count.and_then(bytes) {
         end = end.min(n);
     }
     let start = match o.skip {
         None => 0,
-        Some(s) => s
-            .checked_mul(bs)
-            .filter(|n| *n <= INT64_MAX)
-            .unwrap_or(u64::MAX),
+        Some(s) => bytes(s).unwrap_or(u64::MAX),
     };
     let len = end.saturating_sub(start);
     if start > end {
