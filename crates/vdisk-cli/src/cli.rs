@@ -222,6 +222,10 @@ pub enum Command {
         /// Format of the new backing file.
         #[arg(short = 'F', long = "backing-format")]
         backing_format: Option<String>,
+        /// Store the clusters copied into the image compressed (with the image's compression
+        /// type), as `qemu-img rebase -c` does.
+        #[arg(short = 'c', long = "compress")]
+        compress: bool,
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
         /// Progress bar (accepted for compatibility).

@@ -74,6 +74,15 @@ impl Geometry {
         (1u64 << self.cluster_bits) / (8 * self.words_per_entry() as u64)
     }
 
+    /// The compressed entry for `len` (> 0) bytes of compressed data at byte offset `host`
+    /// (qcow2.txt "Compressed Clusters Descriptor": the offset in bits 0..x-1, the count of
+    /// 512-byte sectors after the first that the data reaches in bits x..61).
+    pub fn compressed_entry(&self, host: u64, len: u64) -> u64 {
+        let shift = 62 - (self.cluster_bits - 8);
+        let sectors = ((host + len - 1) >> 9) - (host >> 9);
+        OFLAG_COMPRESSED | (sectors << shift) | host
+    }
+
     /// Splits a compressed entry into (host offset, compressed byte count).
     pub fn compressed(&self, entry: u64) -> (u64, u64) {
         let shift = 62 - (self.cluster_bits - 8);

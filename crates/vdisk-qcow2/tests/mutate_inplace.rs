@@ -42,7 +42,20 @@ fn run(
     s: std::sync::Arc<dyn vdisk_core::Storage>,
     plan: &[(u64, Option<Vec<u8>>, u64)],
 ) -> Result<()> {
-    let mut w = mutate::open_writer_in(s)?;
+    run_with(s, plan, false)
+}
+
+/// [`run`] with the plain or the compressing writer (`rebase -c`).
+fn run_with(
+    s: std::sync::Arc<dyn vdisk_core::Storage>,
+    plan: &[(u64, Option<Vec<u8>>, u64)],
+    compress: bool,
+) -> Result<()> {
+    let mut w = if compress {
+        mutate::open_compressing_writer_in(s)?
+    } else {
+        mutate::open_writer_in(s)?
+    };
     for (off, d, len) in plan {
         let p = match d {
             Some(d) => Payload::data(d.clone()),
@@ -58,9 +71,18 @@ fn cluster_size(p: &Path) -> u64 {
 }
 
 fn write_and_verify(p: &Path) {
+    write_and_verify_with(p, false)
+}
+
+fn write_and_verify_with(p: &Path, compress: bool) {
     let size = qemu_info_json(p)["virtual-size"].as_u64().unwrap();
     let cs = cluster_size(p);
-    let pl = plan(size, cs);
+    let mut pl = plan(size, cs);
+    if compress {
+        // Over part of a cluster this session stored compressed: its other bytes are read back
+        // from the compressed data.
+        pl.push((cs + 100, Some(vec![0x5a; 700]), 700));
+    }
     let mut model = raw(p);
     apply(&mut model, &pl);
     let snaps: Vec<(String, Vec<u8>)> = {
@@ -78,7 +100,7 @@ fn write_and_verify(p: &Path) {
             .collect()
     };
     let s = std::sync::Arc::new(vdisk_core::FileStorage::open_rw(p).unwrap());
-    run(s, &pl).unwrap();
+    run_with(s, &pl, compress).unwrap();
     assert_clean(p);
     assert_same_bytes(&raw(p), &model, "content after the writes");
     for (name, content) in snaps {
@@ -106,6 +128,45 @@ fn writes_into_layouts() {
         write_and_verify(&p);
         // A second session over the first one's result.
         write_and_verify(&p);
+    }
+}
+
+/// The compressing writer of `rebase -c`: whole clusters are stored compressed (the pattern
+/// compresses), everything else as by the plain writer.
+#[test]
+fn compressing_writer_writes_into_layouts() {
+    if !qemu_available() {
+        return;
+    }
+    for (i, opts) in [
+        "",
+        "cluster_size=4k,compression_type=zstd",
+        "extended_l2=on",
+        "compat=0.10",
+        "refcount_bits=1,cluster_size=1k",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = Scratch::new(&format!("inpl-comp-{i}"));
+        let p = qemu_fixture(&d, "img.qcow2", opts, "3071k");
+        // With 1-bit refcounts a cluster takes one compressed entry, and there are no snapshots.
+        if !opts.contains("refcount_bits=1") {
+            qemu_img(&["snapshot", "-c", "one", &p.to_string_lossy()]);
+        }
+        write_and_verify_with(&p, true);
+        let map = qemu_map_json(&p, Some("qcow2"));
+        let compressed = |at: u64| {
+            map.as_array().unwrap().iter().any(|e| {
+                let (s, l) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+                s <= at && at < s + l && e["compressed"] == true
+            })
+        };
+        let cs = cluster_size(&p);
+        // Cluster 0 (written whole) and 8 are compressed; cluster 1 was rewritten in part.
+        assert!(compressed(0) && compressed(8 * cs), "{opts}: {map}");
+        assert!(!compressed(cs), "{opts}: {map}");
+        write_and_verify_with(&p, true);
     }
 }
 
@@ -305,6 +366,12 @@ fn crash_inplace_write() {
     ];
     let n = crash_test(&top, &|s| run(s, &pl));
     eprintln!("v2 over backing: inplace write: {n} fault points");
+    // The compressing writer: compressed data packed into clusters past the end.
+    let d = Scratch::new("inpl-crash-c");
+    let p = qemu_fixture(&d, "img.qcow2", "cluster_size=4k", "2M");
+    let pl = plan(2 << 20, 4096);
+    let n = crash_test(&p, &|s| run_with(s, &pl, true));
+    eprintln!("compressing inplace write: {n} fault points");
     let d = Scratch::new("inpl-crash-e");
     let p = qemu_fixture(&d, "img.qcow2", "", "2M");
     let n = crash_test(&p, &mutate::make_empty_in);

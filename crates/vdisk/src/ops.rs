@@ -80,13 +80,29 @@ fn for_runs(
 /// switched. `new_backing` is resolved relative to the image's directory; `""` removes the backing
 /// file (flattening: every cluster read from the old chain is copied in).
 pub fn rebase_safe(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Result<()> {
-    let fmt = rebase_copy(path, new_backing, new_fmt)?;
+    rebase_safe_with(path, new_backing, new_fmt, false)
+}
+
+/// [`rebase_safe`], with `compress` (`rebase -c`): the clusters copied into the image are stored
+/// compressed where they compress (see `vdisk_qcow2::mutate::open_compressing_writer`).
+pub fn rebase_safe_with(
+    path: &Path,
+    new_backing: &str,
+    new_fmt: Option<Format>,
+    compress: bool,
+) -> Result<()> {
+    let fmt = rebase_copy(path, new_backing, new_fmt, compress)?;
     vdisk_qcow2::mutate::rebase_unsafe(path, new_backing, fmt.map(|f| f.name()))
 }
 
 /// The first of rebase's two commits: the data that must not change is copied into the image,
 /// which still names its old backing file. Returns the new backing format.
-fn rebase_copy(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Result<Option<Format>> {
+fn rebase_copy(
+    path: &Path,
+    new_backing: &str,
+    new_fmt: Option<Format>,
+    compress: bool,
+) -> Result<Option<Format>> {
     let old = open_qcow2_chain(path)?;
     let fmt = if new_backing.is_empty() {
         None
@@ -111,7 +127,11 @@ fn rebase_copy(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Resul
     let top = Arc::clone(&old.top().reader);
     let size = top.virtual_size();
     let cs = old.top().info.cluster_size.unwrap_or(65536).max(512);
-    let mut w = vdisk_qcow2::mutate::open_writer(path)?;
+    let mut w = if compress {
+        vdisk_qcow2::mutate::open_compressing_writer(path)?
+    } else {
+        vdisk_qcow2::mutate::open_writer(path)?
+    };
     let mut done_to = 0u64;
     let mut a = vec![0u8; cs as usize];
     let mut b = vec![0u8; cs as usize];
@@ -133,7 +153,9 @@ fn rebase_copy(path: &Path, new_backing: &str, new_fmt: Option<Format>) -> Resul
                     } else {
                         Payload::data(a[..len].to_vec())
                     };
-                    w.write(g, p)?;
+                    w.write(g, p).map_err(|e| {
+                        Error::Other(format!("Error while writing to COW image: {e}"))
+                    })?;
                 }
                 g += cs;
                 done_to = g;
@@ -294,7 +316,7 @@ mod tests {
         let other = d.join("other.qcow2");
         qemu_create(&other, "qcow2", "", "2M");
         let before = qemu_raw_bytes(&top, Some("qcow2"));
-        rebase_copy(&top, "other.qcow2", Some(Format::Qcow2)).unwrap();
+        rebase_copy(&top, "other.qcow2", Some(Format::Qcow2), false).unwrap();
         assert_qemu_check_clean(&top, "qcow2");
         assert_eq!(
             qemu_info_json(&top)["backing-filename"].as_str(),

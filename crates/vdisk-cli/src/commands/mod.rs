@@ -231,6 +231,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             unsafe_mode,
             backing,
             backing_format,
+            compress,
             filename,
             cache,
             backing_cache,
@@ -257,6 +258,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 unsafe_mode,
                 &backing,
                 backing_format.as_deref(),
+                compress,
                 &filename,
             )
         }

@@ -131,12 +131,14 @@ pub(crate) fn resize_qcow2(
     vdisk::registry::resize_qcow2(filename, new_size, shrink, mode)
 }
 
-/// `rebase [-u] -b BACKING [-F FMT] FILE` on a qcow2 image.
+/// `rebase [-u] [-c] -b BACKING [-F FMT] FILE` on a qcow2 image (`-c` does nothing with `-u`,
+/// which writes no data).
 pub(super) fn rebase(
     fmt: Format,
     unsafe_mode: bool,
     backing: &str,
     backing_fmt: Option<&str>,
+    compress: bool,
     filename: &Path,
 ) -> Result<u8> {
     if fmt != Format::Qcow2 {
@@ -153,7 +155,7 @@ pub(super) fn rebase(
         mutate::rebase_unsafe(filename, backing, backing_fmt)?;
     } else {
         let new_fmt = backing_fmt.map(str::parse::<Format>).transpose()?;
-        vdisk::ops::rebase_safe(filename, backing, new_fmt)?;
+        vdisk::ops::rebase_safe_with(filename, backing, new_fmt, compress)?;
     }
     Ok(0)
 }

@@ -20,10 +20,12 @@
 
 use super::bitmaps::Bitmaps;
 use super::image::{Purpose, RwImage};
+use super::pack::Packer;
 use super::refs::{add_l2_refs, replace_active_l1, rewrite_active};
 use super::txn::Txn;
 use crate::tables::{SubType, L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO};
 use crate::tables::{L2_BITMAP_ALL_ALLOC as ALL_ALLOC, L2_BITMAP_ALL_ZERO as ALL_ZERO};
+use crate::writer::{ClusterEncoder, CompressionType};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use vdisk_core::writer::check_write_range;
@@ -47,6 +49,22 @@ pub fn open_writer_in_over(
 ) -> Result<Box<dyn ImageWriter>> {
     let mut w = InplaceWriter::open(storage)?;
     w.backing = backing.filter(|_| w.has_backing);
+    Ok(Box::new(w))
+}
+
+/// As [`open_writer_in`], storing each whole cluster of data compressed with the image's
+/// compression type (`rebase -c`), as QEMU's `qcow2_co_pwritev_compressed_task` does: a cluster
+/// that does not compress to less than a cluster is stored plain, and the last cluster of an image
+/// whose size is not a multiple of the cluster size is compressed padded with zeros. Zeros and
+/// partial writes are stored as without compression. An image with an external data file takes no
+/// compressed data, as in QEMU: such a write fails with "Operation not supported".
+pub fn open_compressing_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>> {
+    let mut w = InplaceWriter::open(storage)?;
+    let kind = match w.img.r.header.compression_type {
+        crate::header::COMPRESSION_ZSTD => CompressionType::Zstd,
+        _ => CompressionType::Zlib,
+    };
+    w.encoder = Some(ClusterEncoder::new(w.cs(), kind));
     Ok(Box::new(w))
 }
 
@@ -74,6 +92,10 @@ struct InplaceWriter {
     raw: bool,
     /// The image's persistent bitmaps: enabled ones get the bits of every write.
     bitmaps: Option<Bitmaps>,
+    /// Whole clusters of data are stored compressed ([`open_compressing_writer_in`]).
+    encoder: Option<ClusterEncoder>,
+    /// The host cluster compressed data is being packed into.
+    pack: Option<Packer>,
 }
 
 impl InplaceWriter {
@@ -98,6 +120,8 @@ impl InplaceWriter {
             next: first_new,
             skipped: BTreeSet::new(),
             bitmaps,
+            encoder: None,
+            pack: None,
         })
     }
 
@@ -217,6 +241,61 @@ impl InplaceWriter {
         self.set_entry(g, (host * cs) | OFLAG_COPIED, bits)
     }
 
+    /// Stores guest cluster `g` (`data`: the whole cluster, or the image's last, shorter one)
+    /// compressed, or plain when it does not compress.
+    fn store_compressed(&mut self, g: u64, data: &[u8], bits: u64) -> Result<()> {
+        if self.data.is_some() {
+            // QEMU's qcow2_co_pwritev_compressed_part: -ENOTSUP.
+            return Err(Error::Other("Operation not supported".into()));
+        }
+        let Some(enc) = self.encoder else {
+            return self.store(g, data, bits);
+        };
+        let cs = self.cs();
+        let mut cluster = data.to_vec();
+        cluster.resize(cs as usize, 0);
+        let Some(blob) = enc.compress_cluster(&cluster)? else {
+            return self.store(g, data, bits);
+        };
+        let mut pack = self.pack.take();
+        let storage = Arc::clone(&self.img.storage);
+        let max_refs = match 1u32 << self.img.r.header.refcount_order {
+            64.. => u64::MAX,
+            bits => (1u64 << bits) - 1,
+        };
+        let placed = Packer::place(
+            &mut pack,
+            &blob,
+            cs,
+            max_refs,
+            || self.alloc(),
+            |c, b| storage.write_at(b, c * cs),
+        );
+        self.pack = pack;
+        let host = placed?;
+        let entry = self.img.r.geo.compressed_entry(host, blob.len() as u64);
+        self.set_entry(g, entry, 0)
+    }
+
+    /// The cluster a compressed entry this writer made points at, decompressed into `buf`.
+    fn read_packed(&mut self, e: u64, buf: &mut [u8]) -> Result<()> {
+        let cs = self.cs();
+        if let Some(p) = &self.pack {
+            let storage = Arc::clone(&self.img.storage);
+            p.flush(|c, b| storage.write_at(b, c * cs))?;
+        }
+        let (host, len) = self.img.r.geo.compressed(e);
+        let mut blob = vec![0u8; len as usize];
+        self.img.storage.read_exact_at(&mut blob, host)?;
+        crate::compress::decompress(self.img.r.header.compression_type, &blob, buf).map_err(|m| {
+            Error::corrupt(
+                self.img.path(),
+                Some(host),
+                format!("compressed cluster this change wrote: {m}"),
+            )
+        })
+    }
+
     /// Guest cluster `g` reads as zeros in this layer (hiding any backing data).
     fn store_zero(&mut self, g: u64) -> Result<()> {
         let ext = self.img.r.geo.extended;
@@ -264,6 +343,8 @@ impl InplaceWriter {
             d.read_zero_padded(&mut buf[..len], at)?;
         } else if !compressed && host != 0 && self.mine(host >> geo.cluster_bits) {
             self.img.storage.read_exact_at(&mut buf, host)?;
+        } else if compressed && self.mine(geo.compressed(e).0 >> geo.cluster_bits) {
+            self.read_packed(e, &mut buf)?;
         } else {
             let at = g * cs;
             let len = cs.min(self.img.r.virtual_size().saturating_sub(at)) as usize;
@@ -361,7 +442,11 @@ impl ImageWriter for InplaceWriter {
                     } else {
                         0
                     };
-                    self.store(g, d, bits)?
+                    if self.encoder.is_some() {
+                        self.store_compressed(g, d, bits)?
+                    } else {
+                        self.store(g, d, bits)?
+                    }
                 }
                 (true, None) => self.store_zero(g)?,
                 (false, d) => self.partial(g, pos - cstart, cend - pos, d)?,
@@ -375,6 +460,10 @@ impl ImageWriter for InplaceWriter {
         let mut me = *self;
         if me.fresh.is_empty() {
             return Ok(());
+        }
+        if let Some(p) = me.pack.take() {
+            let (storage, cs) = (Arc::clone(&me.img.storage), me.cs());
+            p.flush(|c, b| storage.write_at(b, c * cs))?;
         }
         let h = me.img.r.header.clone();
         let l1 = me.l1.clone();

@@ -33,6 +33,7 @@ mod expand;
 mod grow;
 mod image;
 mod inplace;
+mod pack;
 mod prealloc;
 mod rebase;
 mod refs;
@@ -47,7 +48,7 @@ pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
 pub use amend::amend_in;
 pub use empty::make_empty_in;
-pub use inplace::{open_writer_in, open_writer_in_over};
+pub use inplace::{open_compressing_writer_in, open_writer_in, open_writer_in_over};
 pub use prealloc::parse_prealloc;
 pub use rebase::rebase_unsafe_in;
 pub use repair::{repair_in, RepairOutcome};
@@ -136,6 +137,12 @@ pub fn rebase_unsafe(path: &Path, backing: &str, backing_fmt: Option<&str>) -> R
 /// An [`ImageWriter`] over the existing qcow2 image at `path` (`convert -n`): see [`open_writer_in`].
 pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
     open_writer_in(rw(path)?)
+}
+
+/// An [`ImageWriter`] over the existing qcow2 image at `path` that stores whole clusters
+/// compressed (`rebase -c`): see [`open_compressing_writer_in`].
+pub fn open_compressing_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
+    open_compressing_writer_in(rw(path)?)
 }
 
 /// As [`open_writer`], with the image's backing chain opened by `open_backing` from its header:
