@@ -9,7 +9,7 @@ corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
-    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate raw_open probe; do
+    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open raw_open probe; do
     mkdir -p "$corpus/$t"
 done
 
@@ -263,6 +263,62 @@ for f in "$work"/m/*.vmdk; do
             >"$corpus/vmdk_mutate/$(basename "$f" .vmdk).op$op"
     done
 done
+
+# ---- VHD ("vpc"): dynamic and fixed, CHS-sized and force_size, a block written in part, odd sizes ----
+for sub in dynamic fixed; do
+    q create -f vpc -o subformat=$sub "$work/vhd-$sub.vhd" 5M
+    io vpc "$work/vhd-$sub.vhd" "write -P 0xaa 0 4k" "write -P 0x55 2096640 1k" "write -P 0x11 4194816 512"
+    q create -f vpc -o subformat=$sub,force_size=on "$work/vhd-$sub-force.vhd" 3000000
+    io vpc "$work/vhd-$sub-force.vhd" "write -P 0x42 0 512"
+done
+q create -f vpc "$work/vhd-empty.vhd" 1G
+q create -f vpc "$work/vhd-large.vhd" 200G
+for f in "$work"/vhd-*.vhd; do
+    add vhd_open "$f"
+    add probe "$f"
+    # The footer, dynamic header and BAT only: blocks past the end make open fail (an error path).
+    head -c 8192 "$f" >"$corpus/vhd_open/$(basename "$f").head"
+done
+# Hand-made dynamic disks qemu cannot make: 4 KiB and 512-byte blocks (512-byte ones get no bitmap
+# in qemu's sizing), blocks out of order, a differencing disk, a fixed type with a footer at offset 0.
+python3 - "$corpus/vhd_open" <<'EOF'
+import struct, sys
+def footer(app, chs, size, typ, data_offset):
+    f = bytearray(512)
+    f[0:8] = b"conectix"
+    struct.pack_into(">IIQI", f, 8, 2, 0x00010000, data_offset, 0)
+    f[28:32] = app
+    struct.pack_into(">I", f, 32, 0x00050003)
+    f[36:40] = b"Wi2k"
+    struct.pack_into(">QQHBBI", f, 40, size, size, chs[0], chs[1], chs[2], typ)
+    f[68:84] = bytes(range(16))
+    struct.pack_into(">I", f, 64, ~sum(f) & 0xFFFFFFFF)
+    return bytes(f)
+def dynamic(name, size, bs, blocks, typ=3):
+    n = len(blocks)
+    bat_at = 1536
+    data_at = bat_at + (n * 4 + 511) // 512 * 512
+    f = footer(b"win ", (1, 1, 1), size, typ, 512)
+    h = bytearray(1024)
+    h[0:8] = b"cxsparse"
+    struct.pack_into(">QQIII", h, 8, 2**64 - 1, bat_at, 0x00010000, n, bs)
+    img = bytearray(f + h)
+    img += bytes(data_at - len(img))
+    bitmap = (bs // 4096 + 511) // 512 * 512
+    bat = [0xFFFFFFFF] * n
+    for i in reversed(range(n)):
+        if blocks[i] is not None:
+            bat[i] = len(img) // 512
+            img += b"\xff" * bitmap + bytes([blocks[i]]) * bs
+    for i, e in enumerate(bat):
+        struct.pack_into(">I", img, bat_at + 4 * i, e)
+    img += f
+    open(f"{sys.argv[1]}/{name}", "wb").write(img)
+dynamic("small-4k.vhd", 16 * 4096 - 512, 4096, [0x11, None, 0x33, None] * 4)
+dynamic("small-512.vhd", 16 * 512, 512, [1, None, 3, 4] * 4)
+dynamic("differencing.vhd", 8 * 4096, 4096, [None, 7] * 4, typ=4)
+dynamic("fixed-type-at-0.vhd", 8 * 4096, 4096, [5] * 8, typ=2)
+EOF
 
 # ---- raw ----
 head -c 4096 /dev/urandom >"$corpus/raw_open/random-4k"

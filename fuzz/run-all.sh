@@ -23,6 +23,7 @@ for t in "${targets[@]}"; do
         qcow2_*) dict=(-dict=dicts/qcow2.dict) ;;
         vmdk_*) dict=(-dict=dicts/vmdk.dict) ;;
         vdi_*) dict=(-dict=dicts/vdi.dict) ;;
+        vhd_*) dict=(-dict=dicts/vhd.dict) ;;
         probe)
             cat dicts/*.dict >"$logs/probe.dict"
             dict=(-dict="$logs/probe.dict")

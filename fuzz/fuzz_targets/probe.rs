@@ -25,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(r) => Box::new(r),
             Err(_) => return,
         },
+        Format::Vpc => match vdisk_vhd::open(s) {
+            Ok(r) => Box::new(r),
+            Err(_) => return,
+        },
         _ => return,
     };
     exercise(r.as_ref());

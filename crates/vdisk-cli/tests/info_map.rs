@@ -63,6 +63,20 @@ fn fixtures(dir: &std::path::Path) -> Vec<(&'static str, &'static str)> {
     );
     qemu_ok(dir, &["convert", "-O", "vmdk", "pat.raw", "p.vmdk"]);
     qemu_ok(dir, &["convert", "-O", "vdi", "pat.raw", "p.vdi"]);
+    qemu_ok(dir, &["convert", "-O", "vpc", "pat.raw", "p.vhd"]);
+    // A fixed VHD has its footer at the end only: both tools probe it as raw.
+    qemu_ok(
+        dir,
+        &[
+            "convert",
+            "-O",
+            "vpc",
+            "-o",
+            "subformat=fixed",
+            "pat.raw",
+            "p-fixed.vhd",
+        ],
+    );
     vec![
         ("pat.raw", "raw"),
         ("p.qcow2", "qcow2"),
@@ -70,6 +84,8 @@ fn fixtures(dir: &std::path::Path) -> Vec<(&'static str, &'static str)> {
         ("p-z.qcow2", "qcow2"),
         ("p.vmdk", "vmdk"),
         ("p.vdi", "vdi"),
+        ("p.vhd", "vpc"),
+        ("p-fixed.vhd", "raw"),
     ]
 }
 
@@ -318,6 +334,7 @@ fn three_deep_chains_of_mixed_formats_read_like_qemu() {
             vec!["-O", "vmdk", "-o", "subformat=streamOptimized"],
         ),
         ("base.vdi", "vdi", vec!["-O", "vdi"]),
+        ("base.vhd", "vpc", vec!["-O", "vpc"]),
         ("base.qcow2", "qcow2", vec!["-c", "-O", "qcow2"]),
     ] {
         let mut a = vec!["convert"];

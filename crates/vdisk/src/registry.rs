@@ -32,7 +32,8 @@ pub fn open_layer(
         }
         Format::Vmdk => Arc::new(vdisk_vmdk::open(storage, files)?),
         Format::Vdi => Arc::new(vdisk_vdi::open(storage)?),
-        Format::Vpc | Format::Vhdx => {
+        Format::Vpc => Arc::new(vdisk_vhd::open(storage)?),
+        Format::Vhdx => {
             return Err(Error::unsupported(
                 storage.path(),
                 format!("format '{format}': reading it is not implemented yet"),
