@@ -2,10 +2,11 @@
 """Compares `vdisk convert -O raw` with `qemu-img convert -O raw` on the images of a fuzz corpus.
 
 For a random sample of a corpus directory (the first two bytes of each `*_mutate` input, the
-operation and size bytes, are dropped), takes each qcow2, VMDK (sparse header or descriptor) or VDI
-image whose virtual size qemu-img reports as at most MAX_MIB (default 64), converts it to raw with
-both tools, and counts the images where the exit codes differ (grouped by the last line each tool
-printed on standard error) or where both succeed and the raw bytes differ (grouped by the format).
+operation and size bytes, are dropped), takes each qcow2, VMDK (sparse header or descriptor), VDI
+or VHD (footer copy at offset 0) image whose virtual size qemu-img reports as at most MAX_MIB
+(default 64), converts it to raw with both tools, and counts the images where the exit codes
+differ (grouped by the last line each tool printed on standard error) or where both succeed and the
+raw bytes differ (grouped by the format).
 The format is given with `-f`, from the image's magic, so that neither tool probes. This is the
 project's first rule (every reader returns what `qemu-img convert -O raw` returns) on hostile images.
 
@@ -36,6 +37,8 @@ def format_of(data):
         return "vmdk"
     if data[0x40:0x44] == b"\x7f\x10\xda\xbe":
         return "vdi"
+    if data[:8] == b"conectix":
+        return "vpc"
     return None
 
 

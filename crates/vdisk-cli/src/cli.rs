@@ -205,6 +205,13 @@ pub enum Command {
         /// Quiet (amend prints nothing on success anyway).
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
+        /// Progress bar (accepted for compatibility: the change is one transaction).
+        #[arg(short = 'p', long = "progress")]
+        progress: bool,
+        /// Allow unsafe operations (accepted for compatibility: qemu-img needs it only to change
+        /// the keys of an encrypted image, which vdisk does not write).
+        #[arg(long = "force")]
+        force: bool,
         filename: PathBuf,
     },
     /// Change the backing file of a qcow2 image. Safe mode first copies into the image every cluster

@@ -107,6 +107,14 @@ fn qemu_long_options_and_abbreviations_work() {
         &["rebase", "-u", "top.qcow2"],
         &["snapshot", "-q", "-c", "s1", "base.qcow2"],
         &["amend", "-q", "-o", "lazy_refcounts=on", "base.qcow2"],
+        &[
+            "amend",
+            "-p",
+            "--force",
+            "-o",
+            "lazy_refcounts=off",
+            "base.qcow2",
+        ],
     ];
     for args in runs {
         same(args);
