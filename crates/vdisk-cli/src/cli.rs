@@ -365,6 +365,13 @@ pub struct ConvertArgs {
     /// naming its offset, and the conversion goes on (exit 0), as qemu-img's --salvage does.
     #[arg(long)]
     pub salvage: bool,
+    /// Also copy the persistent bitmaps of a qcow2 source into the qcow2 target (name,
+    /// granularity, enabled or not, and their bits), as qemu-img's --bitmaps does.
+    #[arg(long)]
+    pub bitmaps: bool,
+    /// With --bitmaps: skip inconsistent bitmaps (with a warning) instead of failing.
+    #[arg(long = "skip-broken-bitmaps")]
+    pub skip_broken_bitmaps: bool,
     /// Write into an existing target instead of creating it.
     #[arg(short = 'n', long = "no-create")]
     pub no_create: bool,

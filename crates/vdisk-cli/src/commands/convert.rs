@@ -46,6 +46,11 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             "Cannot enable copy offloading when -S is used",
         ));
     }
+    if a.skip_broken_bitmaps && !a.bitmaps {
+        return Err(Error::invalid(
+            "Use of --skip-broken-bitmaps requires --bitmaps",
+        ));
+    }
     if a.copy_range && a.salvage {
         return Err(Error::invalid(
             "Cannot use copy offloading in salvaging mode",
@@ -87,6 +92,22 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         // Fail here, as qemu-img fails to open it, not at the first read.
         image.ready_for_io()?;
         readers.push(image);
+    }
+    let bitmaps = if a.bitmaps {
+        source_bitmaps(srcs, src_fmt, a.skip_broken_bitmaps)?
+    } else {
+        Vec::new()
+    };
+    if a.bitmaps && a.no_create {
+        return Err(Error::invalid(
+            "convert -n --bitmaps is not supported yet: vdisk adds bitmaps only to a new image",
+        ));
+    }
+    if a.bitmaps && (out_fmt != Format::Qcow2 || opts.get("compat") == Some("0.10")) {
+        return Err(Error::invalid(format!(
+            "Format driver '{}' does not support bitmaps",
+            out_fmt.name()
+        )));
     }
     let mut source: Arc<dyn ImageReader> = if readers.len() == 1 {
         Arc::clone(&readers[0])
@@ -176,5 +197,60 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     if let Some(b) = bar {
         b.finish();
     }
+    if !bitmaps.is_empty() {
+        // After the data, as qemu-img copies them; a failure removes the new image, as a failed
+        // conversion leaves no output.
+        if let Err(e) = vdisk::qcow2::mutate::add_bitmaps(dst, &bitmaps) {
+            let _ = std::fs::remove_file(dst);
+            return Err(e);
+        }
+    }
     Ok(0)
+}
+
+/// The persistent bitmaps `convert --bitmaps` copies from its one qcow2 source, checked as
+/// qemu-img's `convert_check_bitmaps` checks them: an inconsistent bitmap fails the conversion
+/// unless `skip_broken`, which drops it with qemu-img's warning.
+fn source_bitmaps(
+    srcs: &[std::path::PathBuf],
+    format: Option<Format>,
+    skip_broken: bool,
+) -> Result<Vec<vdisk::qcow2::mutate::PersistentBitmap>> {
+    let [src] = srcs else {
+        return Err(Error::invalid(
+            "Copying bitmaps only possible with single source",
+        ));
+    };
+    let storage = Arc::new(vdisk::core::FileStorage::open(src)?);
+    let format = match format {
+        Some(f) => f,
+        None => vdisk::core::probe_format(storage.as_ref())?,
+    };
+    if format != Format::Qcow2 {
+        return Err(Error::invalid("Source lacks bitmap support"));
+    }
+    let files = Arc::new(vdisk::core::storage::HostFiles);
+    let image = vdisk::qcow2::open(storage, files, &Default::default())?;
+    let mut kept = Vec::new();
+    // qemu-img walks the bitmaps last first (QEMU lists them as loaded, each at the head): its
+    // error names the last inconsistent one, and its warnings come last first.
+    for b in vdisk::qcow2::mutate::read_persistent_bitmaps(&image)?
+        .into_iter()
+        .rev()
+    {
+        if !b.in_use {
+            kept.insert(0, b);
+        } else if skip_broken {
+            eprintln!(
+                "vdisk: warning: Skipping inconsistent bitmap '{}'",
+                b.name_text()
+            );
+        } else {
+            return Err(Error::invalid(format!(
+                "Cannot copy inconsistent bitmap '{}'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it",
+                b.name_text()
+            )));
+        }
+    }
+    Ok(kept)
 }

@@ -28,6 +28,7 @@
 
 mod amend;
 mod bitmaps;
+mod copy_bitmaps;
 mod empty;
 mod expand;
 mod grow;
@@ -47,6 +48,7 @@ pub use crate::limits::MAX_PREALLOC_CLUSTERS;
 pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
 pub use amend::amend_in;
+pub use copy_bitmaps::{add_bitmaps_in, read_persistent_bitmaps, PersistentBitmap};
 pub use empty::make_empty_in;
 pub use inplace::{open_compressing_writer_in, open_writer_in, open_writer_in_over};
 pub use prealloc::parse_prealloc;
@@ -122,6 +124,11 @@ pub fn resize_over(
 /// `qemu-img check -r leaks` (`fix_leaks`) or `-r all` (both).
 pub fn repair(path: &Path, fix_leaks: bool, fix_errors: bool) -> Result<RepairOutcome> {
     repair_in(rw(path)?, fix_leaks, fix_errors)
+}
+
+/// `convert --bitmaps`: adds `bitmaps` to the new qcow2 image at `path` (see [`add_bitmaps_in`]).
+pub fn add_bitmaps(path: &Path, bitmaps: &[PersistentBitmap]) -> Result<()> {
+    add_bitmaps_in(rw(path)?, bitmaps)
 }
 
 /// `qemu-img amend -o compat=...,lazy_refcounts=... PATH`.

@@ -1,0 +1,209 @@
+//! `convert --bitmaps`: the persistent dirty bitmaps of a qcow2 source, read whole, and written into
+//! a new qcow2 image after its data, as qemu-img.c's `convert_check_bitmaps` and
+//! `convert_copy_bitmaps` do (qcow2.txt "Bitmaps extension", "Bitmap directory", "Bitmap table").
+//! A copy keeps the bitmap's name, granularity and whether it is enabled (the `auto` flag); it is
+//! stored as QEMU stores bitmaps when it closes an image (`qcow2_store_persistent_dirty_bitmaps`):
+//! not in use, no extra data, a cluster of zero bits as a zero table entry.
+
+use super::image::{Purpose, RwImage};
+use super::txn::Txn;
+use crate::bitmap_dir::{ENTRY_ALL_ONES, ENTRY_OFFSET, FLAG_AUTO as AUTO, FLAG_IN_USE as IN_USE};
+use crate::header::{autoclear, BitmapsExt, Extension};
+use crate::limits::MAX_BITMAP_DATA_BYTES;
+use crate::reader::{read_u64_table, Qcow2Reader};
+use std::sync::Arc;
+use vdisk_core::{Error, Result, Storage};
+
+/// Bytes of a bitmap directory entry before its extra data and name.
+const ENTRY_HEADER: usize = 24;
+/// The only bitmap type (qcow2.txt: 1, "dirty tracking bitmap").
+const TYPE_DIRTY_TRACKING: u8 = 1;
+
+/// One persistent bitmap of a source image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistentBitmap {
+    /// The name as stored (QEMU compares names byte for byte).
+    pub name: Vec<u8>,
+    /// The `auto` flag: the bitmap records writes.
+    pub enabled: bool,
+    /// The `in_use` flag: QEMU did not store the bitmap cleanly, so it is inconsistent.
+    pub in_use: bool,
+    pub granularity_bits: u32,
+    /// One bit per `1 << granularity_bits` guest bytes, from guest offset 0, the virtual size's
+    /// worth (an inconsistent bitmap is not read: empty).
+    pub bits: Vec<u8>,
+}
+
+impl PersistentBitmap {
+    /// The name as text (bytes that are not UTF-8 as U+FFFD), for messages.
+    pub fn name_text(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// The persistent bitmaps of the opened image `r`, in directory order, with their bits (each at
+/// most [`MAX_BITMAP_DATA_BYTES`]). An image of version 2 cannot hold bitmaps: "Source lacks bitmap
+/// support", as qemu-img says. `open` validated the directory and the tables.
+pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>> {
+    if r.header.version < 3 {
+        return Err(Error::invalid("Source lacks bitmap support"));
+    }
+    let Some(ext) = r.header.bitmaps() else {
+        return Ok(Vec::new());
+    };
+    let path: &std::path::Path = &r.path;
+    let dir_len = usize::try_from(ext.directory_size)
+        .map_err(|_| Error::corrupt(path, Some(ext.directory_offset), "bitmap directory size"))?;
+    let mut dir = vec![0u8; dir_len];
+    r.storage.read_exact_at(&mut dir, ext.directory_offset)?;
+    let bad = || Error::corrupt(path, Some(ext.directory_offset), "bitmap directory entry");
+    let cs = 1u64 << r.geo.cluster_bits;
+    let mut out = Vec::with_capacity(r.bitmaps().len());
+    let mut at = 0usize;
+    for info in r.bitmaps() {
+        let field = |from: usize, n: usize| -> Result<u64> {
+            let b = dir.get(at + from..at + from + n).ok_or_else(bad)?;
+            Ok(b.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)))
+        };
+        let name_len = field(18, 2)? as usize;
+        let extra = field(20, 4)? as usize;
+        let name_at = at + ENTRY_HEADER + extra;
+        let name = dir
+            .get(name_at..name_at + name_len)
+            .ok_or_else(bad)?
+            .to_vec();
+        at = (name_at + name_len).next_multiple_of(8);
+        let in_use = info.flags & IN_USE != 0;
+        let granularity_bits = u32::from(info.granularity_bits);
+        let mut bits = Vec::new();
+        if !in_use {
+            let nbits = r.size.div_ceil(1u64 << granularity_bits);
+            let nbytes = nbits.div_ceil(8);
+            let stored = u64::from(info.table_size) * cs;
+            if nbytes > MAX_BITMAP_DATA_BYTES || stored > MAX_BITMAP_DATA_BYTES {
+                return Err(Error::limit(
+                    path,
+                    "bitmap data size",
+                    nbytes.max(stored),
+                    MAX_BITMAP_DATA_BYTES,
+                ));
+            }
+            let table = read_u64_table(
+                r.storage.as_ref(),
+                info.table_offset,
+                info.table_size as usize,
+                "bitmap table",
+            )?;
+            let mut all = vec![0u8; stored as usize];
+            for (k, e) in table.iter().enumerate() {
+                let chunk = &mut all[k * cs as usize..(k + 1) * cs as usize];
+                let off = e & ENTRY_OFFSET;
+                if off != 0 {
+                    r.storage.read_exact_at(chunk, off)?;
+                } else if e & ENTRY_ALL_ONES != 0 {
+                    chunk.fill(0xff);
+                }
+            }
+            all.resize(nbytes as usize, 0);
+            // Bits past the virtual size carry nothing.
+            if nbits % 8 != 0 {
+                if let Some(last) = all.last_mut() {
+                    *last &= (1u8 << (nbits % 8)) - 1;
+                }
+            }
+            bits = all;
+        }
+        out.push(PersistentBitmap {
+            name,
+            enabled: info.flags & AUTO != 0,
+            in_use,
+            granularity_bits,
+            bits,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds `bitmaps` (none in use) to the qcow2 image in `storage`, which has none yet, in one
+/// transaction: their data clusters, tables and directory, then a header naming them with the
+/// bitmaps autoclear bit set. A version 2 image cannot hold them ("Format driver 'qcow2' does not
+/// support bitmaps").
+pub fn add_bitmaps_in(storage: Arc<dyn Storage>, bitmaps: &[PersistentBitmap]) -> Result<()> {
+    if bitmaps.is_empty() {
+        return Ok(());
+    }
+    let mut img = RwImage::open(storage, Purpose::Modify)?;
+    let h = img.r.header.clone();
+    if h.version < 3 {
+        return Err(Error::invalid(
+            "Format driver 'qcow2' does not support bitmaps",
+        ));
+    }
+    if h.bitmaps().is_some() {
+        return Err(Error::invalid(format!(
+            "{}: the image has bitmaps already; vdisk adds bitmaps only to a new image",
+            img.path().display()
+        )));
+    }
+    let size = img.r.size;
+    let cs = img.cs();
+    let mut t = Txn::new(&mut img);
+    let mut dir = Vec::new();
+    for b in bitmaps {
+        if b.in_use {
+            return Err(Error::invalid(format!(
+                "Cannot copy inconsistent bitmap '{}'",
+                b.name_text()
+            )));
+        }
+        let nbytes = size.div_ceil(1u64 << b.granularity_bits).div_ceil(8);
+        if b.bits.len() as u64 != nbytes {
+            return Err(Error::invalid(format!(
+                "bitmap '{}' has {} bytes of bits where the image needs {nbytes}",
+                b.name_text(),
+                b.bits.len()
+            )));
+        }
+        let mut table = Vec::with_capacity(b.bits.len().div_ceil(cs as usize));
+        for chunk in b.bits.chunks(cs as usize) {
+            if vdisk_core::zero::is_zero(chunk) {
+                table.push(0);
+            } else {
+                let off = t.alloc(1)?;
+                t.write(off, chunk.to_vec());
+                table.push(off);
+            }
+        }
+        let table_offset = if table.is_empty() {
+            0
+        } else {
+            t.put_table(&table)?
+        };
+        let name_len = u16::try_from(b.name.len())
+            .map_err(|_| Error::invalid(format!("bitmap name '{}' too long", b.name_text())))?;
+        let granularity = u8::try_from(b.granularity_bits)
+            .map_err(|_| Error::invalid("bitmap granularity out of range"))?;
+        let flags = if b.enabled { AUTO } else { 0 };
+        dir.extend_from_slice(&table_offset.to_be_bytes());
+        dir.extend_from_slice(&(table.len() as u32).to_be_bytes());
+        dir.extend_from_slice(&flags.to_be_bytes());
+        dir.push(TYPE_DIRTY_TRACKING);
+        dir.push(granularity);
+        dir.extend_from_slice(&name_len.to_be_bytes());
+        dir.extend_from_slice(&0u32.to_be_bytes());
+        dir.extend_from_slice(&b.name);
+        dir.resize(dir.len().next_multiple_of(8), 0);
+    }
+    let dir_len = dir.len() as u64;
+    let dir_off = t.alloc(dir_len.div_ceil(cs))?;
+    t.write(dir_off, dir);
+    let mut nh = h;
+    nh.extensions.push(Extension::Bitmaps(BitmapsExt {
+        nb_bitmaps: bitmaps.len() as u32,
+        directory_size: dir_len,
+        directory_offset: dir_off,
+    }));
+    nh.autoclear_features |= autoclear::BITMAPS;
+    t.rewrite_whole_header();
+    t.commit(&nh, false)
+}
