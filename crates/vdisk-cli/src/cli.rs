@@ -74,6 +74,10 @@ pub enum Command {
         /// Open without locking (accepted for compatibility; vdisk never locks or writes when inspecting).
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         /// The image.
         filename: PathBuf,
     },
@@ -92,6 +96,10 @@ pub enum Command {
         max_length: Option<String>,
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         filename: PathBuf,
     },
     /// Create a new image. The size may be omitted when a backing file gives it.
@@ -146,6 +154,10 @@ pub enum Command {
         /// cache whatever the mode).
         #[arg(short = 'T', long = "cache", default_value = "writeback")]
         cache: String,
+        /// both images: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         first: PathBuf,
         second: PathBuf,
     },
@@ -166,6 +178,10 @@ pub enum Command {
         /// cache whatever the mode).
         #[arg(short = 'T', long = "cache", default_value = "writeback")]
         cache: String,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         filename: PathBuf,
     },
     /// List (-l), create (-c), apply (-a) or delete (-d) internal snapshots of a qcow2 image.
@@ -189,6 +205,10 @@ pub enum Command {
         /// Quiet (snapshot prints nothing but -l's list anyway).
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         filename: PathBuf,
     },
     /// Change format options of an existing qcow2 image: compat (0.10 or 1.1) and lazy_refcounts.
@@ -212,6 +232,10 @@ pub enum Command {
         /// the keys of an encrypted image, which vdisk does not write).
         #[arg(long = "force")]
         force: bool,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         filename: PathBuf,
     },
     /// Change the backing file of a qcow2 image. Safe mode first copies into the image every cluster
@@ -247,6 +271,10 @@ pub enum Command {
         /// Cache mode of the backing files (checked as qemu-img checks it).
         #[arg(short = 'T', long = "backing-cache", default_value = "writeback")]
         backing_cache: String,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         filename: PathBuf,
     },
     /// Write the data of a qcow2 overlay into its backing image, then empty the overlay (unless -d).
@@ -271,6 +299,10 @@ pub enum Command {
         /// cache whatever the mode, and flushes before it returns).
         #[arg(short = 't', long = "cache", default_value = "writeback")]
         cache: String,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         filename: PathBuf,
     },
     /// Calculate the file size a new image needs: for a new empty image of --size, or for converting
@@ -295,6 +327,10 @@ pub enum Command {
         output: OutputFormat,
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         /// The image to be converted.
         filename: Option<PathBuf>,
     },
@@ -310,6 +346,10 @@ pub enum Command {
         preallocation: Option<String>,
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
         filename: PathBuf,
         /// New size, or +N / -N relative to the current size.
         #[arg(allow_hyphen_values = true)]
@@ -410,8 +450,13 @@ pub struct ConvertArgs {
     pub quiet: bool,
     #[arg(short = 'U', long = "force-share")]
     pub force_share: bool,
-    /// Source images (concatenated) followed by the output image.
-    #[arg(required = true, num_args = 2..)]
+    /// Each source is QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+    /// file name.
+    #[arg(long = "image-opts")]
+    pub image_opts: bool,
+    /// Source images (concatenated) followed by the output image. Options may come between them,
+    /// as getopt lets them in qemu-img (`convert disk.vmdk -O qcow2 disk.qcow2`).
+    #[arg(num_args = 1.., action = clap::ArgAction::Append)]
     pub files: Vec<PathBuf>,
 }
 

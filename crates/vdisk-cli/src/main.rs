@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod commands;
+mod image_opts;
 mod info;
 mod json;
 mod map;

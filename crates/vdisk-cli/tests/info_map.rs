@@ -2,44 +2,7 @@
 
 mod common;
 use common::*;
-use serde_json::Value;
 use vdisk_testutil::{qemu_available, Scratch};
-
-fn json(s: &str) -> Value {
-    let mut v: Value = serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{s}"));
-    // `vdisk-details` is vdisk's own addition; every other field must be qemu's.
-    strip_details(&mut v);
-    v
-}
-
-fn strip_details(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.remove("vdisk-details");
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_details),
-        _ => {}
-    }
-}
-
-/// Human `info` output without vdisk's own "vdisk details" section (each layer's ends at its blank
-/// line or at the end), which must come after everything qemu prints.
-fn without_details(text: &str) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in text.split_inclusive('\n') {
-        if line.starts_with("vdisk details") {
-            skipping = true;
-            continue;
-        }
-        if skipping && line.starts_with("    ") {
-            continue;
-        }
-        skipping = false;
-        out.push_str(line);
-    }
-    out
-}
 
 /// Fixtures of every readable format, made from one patterned raw image.
 fn fixtures(dir: &std::path::Path) -> Vec<(&'static str, &'static str)> {

@@ -107,6 +107,11 @@ fn qemu_long_options_and_abbreviations_work() {
         &["rebase", "-u", "top.qcow2"],
         &["snapshot", "-q", "-c", "s1", "base.qcow2"],
         &["amend", "-q", "-o", "lazy_refcounts=on", "base.qcow2"],
+        // Options after the file names, as getopt allows them (`convert disk.vmdk -O qcow2 x`).
+        &["convert", "top.qcow2", "-O", "qcow2", "o.qcow2"],
+        &["convert", "top.qcow2", "-O", "raw", "-p", "o.raw"],
+        &["convert"],
+        &["convert", "top.qcow2"],
         &[
             "amend",
             "-p",

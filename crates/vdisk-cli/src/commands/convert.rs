@@ -74,9 +74,9 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     let (dst, srcs) = a
         .files
         .split_last()
-        .ok_or_else(|| Error::invalid("Expecting image file name"))?;
+        .ok_or_else(|| Error::invalid("Must specify image file name"))?;
     if srcs.is_empty() {
-        return Err(Error::invalid("Expecting image file name"));
+        return Err(Error::invalid("Must specify image file name"));
     }
     let src_fmt = parse_format(a.format)?;
     let snapshot = a.snapshot.as_deref().map(parse_snapshot);

@@ -27,7 +27,9 @@ use vdisk::qcow2::SnapshotSel;
 
 /// Runs one command; the value is the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
-    match cli.command {
+    let mut command = cli.command;
+    crate::image_opts::apply(&mut command)?;
+    match command {
         Command::Info {
             format,
             output,
@@ -305,6 +307,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             quiet,
             filename,
             size,
+            ..
         } => resize(format, shrink, preallocation, quiet, &filename, &size),
     }
 }

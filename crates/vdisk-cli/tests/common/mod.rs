@@ -115,3 +115,50 @@ pub fn allocated(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).expect("stat").blocks() * 512
 }
+
+/// `s` parsed as JSON, without vdisk's own `vdisk-details` fields.
+pub fn json(s: &str) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{s}"));
+    // `vdisk-details` is vdisk's own addition; every other field must be qemu's.
+    strip_details(&mut v);
+    v
+}
+
+/// Removes `vdisk-details` from an object, or from each object of an array.
+pub fn strip_details(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("vdisk-details");
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_details),
+        _ => {}
+    }
+}
+
+/// Human `info` output without vdisk's own "vdisk details" section (each layer's ends at its blank
+/// line or at the end), which must come after everything qemu prints.
+pub fn without_details(text: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("vdisk details") {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with("    ") {
+            continue;
+        }
+        skipping = false;
+        out.push_str(line);
+    }
+    out
+}
+
+/// Standard output as qemu-img would print it: without vdisk's own details (JSON or human).
+pub fn qemu_view(text: &str) -> String {
+    match text.trim_start().chars().next() {
+        Some('{') | Some('[') => json(text).to_string(),
+        _ => without_details(text),
+    }
+}
