@@ -93,4 +93,19 @@ fn writing_vhd_is_refused_without_leaving_a_file() {
     let o = vdisk(d, &["create", "-f", "vpc", "new.vhd", "1G"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(!d.join("new.vhd").exists());
+    // Neither tool resizes a VHD (nor a VMDK): the same words.
+    qemu_ok(d, &["convert", "-O", "vpc", "pat.raw", "p.vhd"]);
+    qemu_ok(d, &["convert", "-O", "vmdk", "pat.raw", "p.vmdk"]);
+    for f in ["p.vhd", "p.vmdk"] {
+        let (v, q) = (
+            vdisk(d, &["resize", f, "+1M"]),
+            qemu(d, &["resize", f, "+1M"]),
+        );
+        assert_eq!((v.status.code(), q.status.code()), (Some(1), Some(1)));
+        assert_eq!(
+            err(&v).trim_start_matches("vdisk: "),
+            err(&q).trim_start_matches("qemu-img: "),
+            "{f}"
+        );
+    }
 }

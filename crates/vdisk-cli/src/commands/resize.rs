@@ -49,10 +49,11 @@ pub(super) fn resize(
         Format::Qcow2 => {
             super::mutate::resize_qcow2(filename, new_size, shrink, preallocation.as_deref())?;
         }
-        other => {
-            return Err(Error::invalid(format!(
-                "resize of {other} images is not implemented yet"
-            )));
+        // qemu-img cannot resize these either (VMDK, VHD), and says so in these words.
+        _ => {
+            return Err(Error::invalid(
+                "Image format driver does not support resize",
+            ));
         }
     }
     if !quiet {
