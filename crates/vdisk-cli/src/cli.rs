@@ -132,6 +132,9 @@ pub enum Command {
     /// Copy an image, or part of it (dd operands: bs=, count=, skip=), into a new image, converting
     /// the format; every byte is written, as qemu-img dd writes it.
     Dd(DdArgs),
+    /// Time COUNT read (or, with -w, write) requests of BUFFER_SIZE bytes, DEPTH at a time, from
+    /// OFFSET on in steps of STEP_SIZE (wrapping before the end), as qemu-img bench does.
+    Bench(BenchArgs),
     /// Check whether two images have the same content.
     Compare {
         /// Format of the first image.
@@ -475,4 +478,57 @@ pub struct DdArgs {
     /// qemu-img, count counts blocks from the start of the input, skip included.
     #[arg(value_name = "OPERAND", allow_hyphen_values = true)]
     pub operands: Vec<String>,
+}
+
+/// `vdisk bench` arguments: qemu-img bench's flags.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Number of requests (default 75000).
+    #[arg(short = 'c', long = "count", default_value = "75000")]
+    pub count: String,
+    /// Requests in flight at once (default 64).
+    #[arg(short = 'd', long = "depth", default_value = "64")]
+    pub depth: String,
+    /// Image format (probed when omitted).
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<String>,
+    /// FILENAME is QEMU's option string (`driver=qcow2,file.filename=x.qcow2`).
+    #[arg(long = "image-opts")]
+    pub image_opts: bool,
+    /// Flush after this many write requests (write tests only).
+    #[arg(long = "flush-interval")]
+    pub flush_interval: Option<String>,
+    /// Do not wait for the requests in flight before a flush.
+    #[arg(long = "no-drain")]
+    pub no_drain: bool,
+    /// AIO mode (native, threads, io_uring): checked as qemu-img checks it; vdisk reads and
+    /// writes with positional system calls on worker threads.
+    #[arg(short = 'i', long = "aio")]
+    pub aio: Option<String>,
+    /// Native AIO (accepted; see -i).
+    #[arg(short = 'n', long = "native")]
+    pub native: bool,
+    /// Offset of the first request (default 0).
+    #[arg(short = 'o', long = "offset", default_value = "0")]
+    pub offset: String,
+    /// Byte written by write requests (default 0).
+    #[arg(long = "pattern", default_value = "0")]
+    pub pattern: String,
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Bytes per request (default 4096).
+    #[arg(short = 's', long = "size", default_value = "4096")]
+    pub size: String,
+    /// Bytes between the offsets of consecutive requests (default: the request size).
+    #[arg(short = 'S', long = "step-size", default_value = "0")]
+    pub step: String,
+    /// Cache mode (checked as qemu-img checks it).
+    #[arg(short = 't', long = "cache", default_value = "writeback")]
+    pub cache: String,
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
+    /// Write requests instead of read requests.
+    #[arg(short = 'w', long = "write")]
+    pub write: bool,
+    pub filename: PathBuf,
 }

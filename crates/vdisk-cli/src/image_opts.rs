@@ -197,6 +197,7 @@ pub fn apply(cmd: &mut Command) -> Result<()> {
             *format_b = fb;
             Ok(())
         }
+        Command::Bench(a) if a.image_opts => take(&mut a.format, &mut a.filename),
         Command::Convert(a) if a.image_opts => {
             if a.format.is_some() {
                 return Err(exclusive());

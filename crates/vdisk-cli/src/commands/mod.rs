@@ -2,6 +2,7 @@
 //! print results with qemu-img's wording and exit codes. Small commands are here; larger ones have a
 //! file each.
 
+mod bench;
 mod compare;
 mod convert;
 mod create;
@@ -12,6 +13,7 @@ mod resize;
 
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::{check, info, map};
+use bench::bench;
 use compare::compare;
 use convert::convert;
 use create::create;
@@ -106,6 +108,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         ),
         Command::Convert(args) => convert(args),
         Command::Dd(args) => dd(args),
+        Command::Bench(args) => bench(args),
         Command::Compare {
             format_a,
             format_b,

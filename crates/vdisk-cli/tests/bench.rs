@@ -1,0 +1,149 @@
+//! `vdisk bench` against `qemu-img bench`: the same two lines (the time aside), exit codes and
+//! errors; with -w, the same image afterwards in every writable format.
+
+mod common;
+use common::*;
+use std::path::Path;
+use vdisk_testutil::{assert_qemu_check_clean, qemu_available, Scratch};
+
+fn timeless(s: &str) -> String {
+    s.lines()
+        .map(|l| match l.strip_prefix("Run completed in ") {
+            Some(_) => "Run completed in T seconds.",
+            None => l,
+        })
+        .map(|l| {
+            l.trim_start_matches("qemu-img: ")
+                .trim_start_matches("vdisk: ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn fixtures(d: &Path) {
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "base.qcow2", "8M"]);
+    qemu_io(d, "qcow2", "base.qcow2", &["write -P 0x11 0 3M"]);
+    qemu_overlay(d, "base.qcow2", "qcow2", "top.qcow2", None);
+    qemu_ok(d, &["convert", "-O", "raw", "base.qcow2", "r.raw"]);
+    qemu_ok(d, &["convert", "-O", "vdi", "base.qcow2", "v.vdi"]);
+    qemu_ok(d, &["convert", "-O", "vmdk", "base.qcow2", "k.vmdk"]);
+}
+
+#[test]
+fn bench_prints_and_fails_as_qemu_does() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-bench");
+    let d = s.path();
+    fixtures(d);
+    for args in [
+        &["bench", "-c", "100", "top.qcow2"][..],
+        &[
+            "bench", "-c", "10", "-d", "2", "-s", "64k", "-o", "1M", "-S", "8k", "r.raw",
+        ],
+        &[
+            "bench",
+            "-c",
+            "0x20",
+            "-d",
+            "010",
+            "-f",
+            "qcow2",
+            "-i",
+            "threads",
+            "top.qcow2",
+        ],
+        &["bench", "-c", "2", "-n", "-t", "none", "top.qcow2"],
+        &["bench", "-c", "2", "-n", "-i", "threads", "top.qcow2"],
+        &["bench", "-c", "2", "-i", "native", "top.qcow2"],
+        &["bench", "-c", "1k", "r.raw"],
+        &["bench", "-c", "0", "r.raw"],
+        &["bench", "-s", "0", "r.raw"],
+        &["bench", "--pattern=256", "-w", "r.raw"],
+        &["bench", "-c", "3", "-o", "9M", "r.raw"],
+        &["bench", "-c", "3", "--flush-interval=100", "r.raw"],
+        &["bench", "-c", "3", "-w", "--flush-interval=10", "r.raw"],
+        &["bench", "-t", "bogus", "r.raw"],
+        &["bench", "-i", "bogus", "r.raw"],
+    ] {
+        let (v, q) = (vdisk(d, args), qemu(d, args));
+        assert_eq!(v.status.code(), q.status.code(), "{args:?}: {}", err(&v));
+        assert_eq!(timeless(&out(&v)), timeless(&out(&q)), "{args:?}");
+        assert_eq!(timeless(&err(&v)), timeless(&err(&q)), "{args:?}");
+    }
+}
+
+#[test]
+fn bench_writes_what_qemu_writes() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-bench-w");
+    let d = s.path();
+    fixtures(d);
+    for (f, fmt) in [
+        ("r.raw", "raw"),
+        ("top.qcow2", "qcow2"),
+        ("v.vdi", "vdi"),
+        ("k.vmdk", "vmdk"),
+    ] {
+        let (ours, theirs) = (format!("ours-{f}"), format!("theirs-{f}"));
+        std::fs::copy(d.join(f), d.join(&ours)).unwrap();
+        std::fs::copy(d.join(f), d.join(&theirs)).unwrap();
+        // Unaligned requests, over data and holes (and the backing file under top.qcow2).
+        let args = [
+            "bench", "-w", "-c", "40", "-s", "3000", "-S", "70000", "-o", "100",
+        ];
+        let args = |x: &str| -> Vec<String> {
+            let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            a.extend(["--pattern=0x5a".to_string(), x.to_string()]);
+            a
+        };
+        let va = args(&ours);
+        let qa = args(&theirs);
+        vdisk_ok(d, &va.iter().map(String::as_str).collect::<Vec<_>>());
+        qemu_ok(d, &qa.iter().map(String::as_str).collect::<Vec<_>>());
+        qemu_ok(d, &["compare", "-f", fmt, "-F", fmt, &ours, &theirs]);
+        if fmt != "raw" {
+            assert_qemu_check_clean(&d.join(&ours), fmt);
+        }
+    }
+}
+
+/// Requests wrap before the end of the image, as qemu's bench_cb does since QEMU commit
+/// ff2ab634 (qemu-img 10.0.2 fails with EIO at the first wrapped request instead).
+#[test]
+fn requests_wrap_within_the_image() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-bench-wrap");
+    let d = s.path();
+    qemu_ok(d, &["create", "-q", "-f", "raw", "w.raw", "1M"]);
+    // 1 MiB - 256 KiB = 768 KiB of offsets: 0, 512k, 256k (1M mod 768k), 768k? no: 0.
+    let o = vdisk_ok(
+        d,
+        &[
+            "bench",
+            "-w",
+            "-c",
+            "3",
+            "-s",
+            "256k",
+            "-S",
+            "512k",
+            "--pattern=1",
+            "w.raw",
+        ],
+    );
+    assert!(
+        o.starts_with("Sending 3 write requests, 262144 bytes each"),
+        "{o}"
+    );
+    let b = std::fs::read(d.join("w.raw")).unwrap();
+    let k = 1024;
+    // Requests at 0, 512k and (1024k mod 768k =) 256k: everything but the last 256 KiB.
+    assert!(b[..768 * k].iter().all(|x| *x == 1));
+    assert!(b[768 * k..].iter().all(|x| *x == 0));
+}
