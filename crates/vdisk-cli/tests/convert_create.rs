@@ -556,3 +556,52 @@ fn convert_n_into_an_overlay_writes_a_partial_last_cluster_like_qemu() {
     let cmp = qemu(s.path(), &["compare", "v.qcow2", "q.qcow2"]);
     assert_eq!(cmp.status.code(), Some(0), "{}", out(&cmp));
 }
+
+/// What goes wrong once the size is read is reported after the file's name, as qemu-img's
+/// bdrv_img_create reports it; a bad size is not.
+#[test]
+fn create_errors_name_the_file_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-create-errors");
+    let d = s.path();
+    for args in [
+        &["create", "-f", "qcow2", "a.qcow2"][..],
+        &["create", "-f", "qcow2", "-o", "bogus=1", "b.qcow2", "1M"],
+        &["create", "-f", "nosuch", "c", "1M"],
+        &["create", "-f", "raw", "d", "12Q"],
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=3",
+            "e.qcow2",
+            "1M",
+        ],
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "nope.qcow2",
+            "-F",
+            "qcow2",
+            "f.qcow2",
+        ],
+        &["create", "-f", "vdi", "-o", "static=maybe", "g.vdi", "1M"],
+    ] {
+        let (v, q) = (vdisk(d, args), qemu(d, args));
+        assert_eq!(v.status.code(), q.status.code(), "{args:?}");
+        let first = |e: String| {
+            e.lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("qemu-img: ")
+                .trim_start_matches("vdisk: ")
+                .to_string()
+        };
+        assert_eq!(first(err(&v)), first(err(&q)), "{args:?}");
+    }
+}

@@ -83,8 +83,9 @@ impl CreateOptions {
             None => Ok(default),
             Some("on" | "true" | "yes" | "1") => Ok(true),
             Some("off" | "false" | "no" | "0") => Ok(false),
-            Some(v) => Err(Error::invalid(format!(
-                "Parameter '{key}' expects 'on' or 'off', got '{v}'"
+            // qemu-img's words (qapi_bool_parse), which do not repeat the value.
+            Some(_) => Err(Error::invalid(format!(
+                "Parameter '{key}' expects 'on' or 'off'"
             ))),
         }
     }

@@ -17,41 +17,49 @@ pub(super) fn create(
     filename: Option<&Path>,
     size: Option<String>,
 ) -> Result<u8> {
-    let fmt: Format = format.parse()?;
+    let fmt = format.parse::<Format>();
     let mut opts = CreateOptions::parse(options)?;
     if opts.wants_help() {
+        let fmt = fmt?;
         print_out(&format_help(fmt.name(), vdisk::create_options(fmt)?))?;
         return Ok(0);
     }
     let filename = filename.ok_or_else(|| Error::invalid("Expecting image file name"))?;
-    if let Some(b) = &backing {
-        opts.set("backing_file", b);
-    }
-    if let Some(bf) = &backing_format {
-        opts.set("backing_fmt", bf);
-    }
-    let size = match size {
-        Some(s) => parse_size(&s)?,
-        None => match opts.get("backing_file") {
-            Some(b) if !unsafe_backing => {
-                let bfmt = parse_format(opts.get("backing_fmt").map(str::to_string))?;
-                let img = vdisk::open_backing_for(filename, b, bfmt)
-                    .map_err(|e| Error::Other(format!("Could not open backing image: {e}")))?;
-                img.image.virtual_size()
-            }
-            _ => return Err(Error::invalid("Image creation needs a size parameter")),
-        },
-    };
-    if !quiet {
-        println!(
-            "Formatting '{}', fmt={} {}",
-            filename.display(),
-            fmt.name(),
-            formatting_options(fmt, size, &opts)
-        );
-    }
-    let writer = vdisk::create_image(fmt, filename, size, &opts, false)?;
-    writer.finish()?;
+    // The size is read before the image is created; what goes wrong after is reported, as
+    // qemu-img's bdrv_img_create reports it, after the file's name.
+    let size = size.map(|s| parse_size(&s)).transpose()?;
+    let made = (|| -> Result<()> {
+        let fmt = fmt?;
+        if let Some(b) = &backing {
+            opts.set("backing_file", b);
+        }
+        if let Some(bf) = &backing_format {
+            opts.set("backing_fmt", bf);
+        }
+        let size = match size {
+            Some(s) => s,
+            None => match opts.get("backing_file") {
+                Some(b) if !unsafe_backing => {
+                    let bfmt = parse_format(opts.get("backing_fmt").map(str::to_string))?;
+                    let img = vdisk::open_backing_for(filename, b, bfmt)
+                        .map_err(|e| Error::Other(format!("{e}\nCould not open backing image.")))?;
+                    img.image.virtual_size()
+                }
+                _ => return Err(Error::invalid("Image creation needs a size parameter")),
+            },
+        };
+        if !quiet {
+            println!(
+                "Formatting '{}', fmt={} {}",
+                filename.display(),
+                fmt.name(),
+                formatting_options(fmt, size, &opts)
+            );
+        }
+        let writer = vdisk::create_image(fmt, filename, size, &opts, false)?;
+        writer.finish()
+    })();
+    made.map_err(|e| Error::Other(format!("{}: {e}", filename.display())))?;
     Ok(0)
 }
 
