@@ -1,5 +1,6 @@
 //! VHD (qemu's "vpc") through the CLI: a fixed VHD read with `-f vpc` (probing calls it raw, as
-//! qemu-img does), the learner's details in `info`, and writing refused with a clear error.
+//! qemu-img does), the learner's details in `info`, and images made by `create` and `convert -O
+//! vpc` as qemu-img makes them.
 
 mod common;
 use common::*;
@@ -75,24 +76,101 @@ fn dynamic_vhd_info_explains_the_layout() {
 }
 
 #[test]
-fn writing_vhd_is_refused_without_leaving_a_file() {
+fn vhd_is_created_and_converted_to_as_qemu_does() {
     if !qemu_available() {
         return;
     }
     let s = Scratch::new("cli-vhd-write");
     let d = s.path();
-    make_pattern_raw(d, "pat.raw", 0);
-    let o = vdisk(d, &["convert", "-O", "vpc", "pat.raw", "out.vhd"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        err(&o).contains("'vpc' does not support image creation"),
-        "{}",
-        err(&o)
-    );
-    assert!(!d.join("out.vhd").exists());
-    let o = vdisk(d, &["create", "-f", "vpc", "new.vhd", "1G"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(!d.join("new.vhd").exists());
+    make_pattern_raw(d, "pat.raw", 3 * 512);
+    for opts in [
+        "subformat=dynamic",
+        "subformat=fixed",
+        "force_size=on",
+        "subformat=fixed,force_size=on",
+    ] {
+        let fixed = opts.contains("fixed");
+        let f = if fixed { &["-f", "vpc"][..] } else { &[][..] };
+        // create: the same Formatting line, size and layout.
+        let c = |out: &str| -> Vec<String> {
+            ["create", "-f", "vpc", "-o", opts, out, "100M"]
+                .iter()
+                .map(|x| x.to_string())
+                .collect()
+        };
+        let (v, q) = (c("ours-new.vhd"), c("theirs-new.vhd"));
+        let vo = vdisk_ok(d, &v.iter().map(String::as_str).collect::<Vec<_>>());
+        let qo = qemu_ok(d, &q.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            vo.replace("ours-new", "X"),
+            qo.replace("theirs-new", "X"),
+            "{opts}"
+        );
+        // convert: the same map (host offsets included), bytes and size.
+        let conv = |out: &str| -> Vec<String> {
+            ["convert", "-O", "vpc", "-o", opts, "pat.raw", out]
+                .iter()
+                .map(|x| x.to_string())
+                .collect()
+        };
+        let (v, q) = (conv("ours.vhd"), conv("theirs.vhd"));
+        vdisk_ok(d, &v.iter().map(String::as_str).collect::<Vec<_>>());
+        qemu_ok(d, &q.iter().map(String::as_str).collect::<Vec<_>>());
+        for (o, t) in [
+            ("ours-new.vhd", "theirs-new.vhd"),
+            ("ours.vhd", "theirs.vhd"),
+        ] {
+            for args in [&["info", "--output=json"][..], &["map", "--output=json"]] {
+                let (ov, tv) = (
+                    json(&qemu_ok(d, &[args, f, &[o]].concat())),
+                    json(&qemu_ok(d, &[args, f, &[t]].concat())),
+                );
+                let strip = |mut v: Value| {
+                    if let Some(m) = v.as_object_mut() {
+                        for k in ["filename", "actual-size", "children"] {
+                            m.remove(k);
+                        }
+                    }
+                    v
+                };
+                assert_eq!(strip(ov), strip(tv), "{opts} {args:?} {o}");
+            }
+            let len = |x: &str| std::fs::metadata(d.join(x)).unwrap().len();
+            assert_eq!(len(o), len(t), "{opts} {o}: file length");
+        }
+        qemu_ok(
+            d,
+            &[&["compare"][..], f, &["-F", "raw", "ours.vhd", "pat.raw"]].concat(),
+        );
+        for x in ["ours-new.vhd", "theirs-new.vhd", "ours.vhd", "theirs.vhd"] {
+            std::fs::remove_file(d.join(x)).unwrap();
+        }
+    }
+    // Refused as qemu-img refuses them, after the file's name, leaving no file.
+    for (args, msg) in [
+        (
+            vec!["create", "-f", "vpc", "big.vhd", "3T"],
+            "big.vhd: The image size is too large for file format 'vpc'",
+        ),
+        (
+            vec!["create", "-f", "vpc", "-o", "subformat=x", "bad.vhd", "1M"],
+            "bad.vhd: Parameter 'subformat' does not accept value 'x'",
+        ),
+    ] {
+        let v = vdisk(d, &args);
+        assert!(
+            !d.join(args[args.len() - 2]).exists(),
+            "{args:?} left a file"
+        );
+        let q = qemu(d, &args);
+        assert_eq!(
+            (v.status.code(), q.status.code()),
+            (Some(1), Some(1)),
+            "{args:?}"
+        );
+        assert!(err(&v).contains(msg), "{}", err(&v));
+        assert!(err(&q).contains(msg), "{}", err(&q));
+    }
     // Neither tool resizes a VHD (nor a VMDK): the same words.
     qemu_ok(d, &["convert", "-O", "vpc", "pat.raw", "p.vhd"]);
     qemu_ok(d, &["convert", "-O", "vmdk", "pat.raw", "p.vmdk"]);

@@ -2,6 +2,7 @@
 //! a pure parse with no I/O, and the block-size checks of `vpc_open`. qemu does not verify the
 //! header's checksum, and neither does vdisk.
 
+use crate::footer::checksum_skipping;
 use crate::limits::{
     bitmap_size, DYN_HEADER_COOKIE, DYN_HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
 };
@@ -11,6 +12,9 @@ use vdisk_core::{Error, Result};
 /// Where the parent's name starts and how long it is (UTF-16 big-endian, spec "Parent Unicode Name").
 const PARENT_NAME_AT: usize = 64;
 const PARENT_NAME_LEN: usize = 512;
+
+/// Byte offset of the checksum field.
+const CHECKSUM_AT: usize = 36;
 
 /// The parsed dynamic disk header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +77,31 @@ impl DynHeader {
         })
     }
 
+    /// The 1024 bytes of this header with the checksum its fields give (`vpc_checksum`, as
+    /// `create_dynamic_disk` seals it); the `checksum` field is ignored. Parent locators and reserved
+    /// bytes are zero; a parent name longer than its 256 UTF-16 units is cut.
+    pub fn to_bytes(&self) -> [u8; DYN_HEADER_SIZE] {
+        let mut b = [0u8; DYN_HEADER_SIZE];
+        b[..8].copy_from_slice(&self.cookie);
+        b[8..16].copy_from_slice(&self.data_offset.to_be_bytes());
+        b[16..24].copy_from_slice(&self.table_offset.to_be_bytes());
+        b[24..28].copy_from_slice(&self.header_version.to_be_bytes());
+        b[28..32].copy_from_slice(&self.max_table_entries.to_be_bytes());
+        b[32..36].copy_from_slice(&self.block_size.to_be_bytes());
+        b[40..56].copy_from_slice(&self.parent_uuid);
+        b[56..60].copy_from_slice(&self.parent_timestamp.to_be_bytes());
+        let name = &mut b[PARENT_NAME_AT..PARENT_NAME_AT + PARENT_NAME_LEN];
+        for (slot, unit) in name
+            .chunks_exact_mut(2)
+            .zip(self.parent_name.encode_utf16())
+        {
+            slot.copy_from_slice(&unit.to_be_bytes());
+        }
+        let sum = checksum_skipping(&b, CHECKSUM_AT);
+        b[CHECKSUM_AT..CHECKSUM_AT + 4].copy_from_slice(&sum.to_be_bytes());
+        b
+    }
+
     /// The block size, checked as `vpc_open` does: a power of two of at least one sector.
     pub fn checked_block_size(&self, path: &Path, at: u64) -> Result<u32> {
         let bs = self.block_size;
@@ -124,6 +153,28 @@ mod tests {
         assert_eq!(h.parent_name, "base.vhd");
         assert_eq!(h.checked_block_size(p, 512).unwrap(), 2 << 20);
         assert_eq!(h.bitmap_size(), 512);
+    }
+
+    #[test]
+    fn to_bytes_round_trips_with_a_checksum() {
+        let p = Path::new("x.vhd");
+        let raw = header(2 << 20, 6);
+        let h = DynHeader::parse(&raw, p, 512).unwrap();
+        let b = h.to_bytes();
+        let sum = checksum_skipping(&b, 36);
+        assert_eq!(b[36..40], sum.to_be_bytes());
+        let mut unsealed = b;
+        unsealed[36..40].fill(0);
+        assert_eq!(unsealed[..], raw[..]);
+        let back = DynHeader::parse(&b, p, 512).unwrap();
+        assert_eq!(back.checksum, sum);
+        assert_eq!(
+            DynHeader {
+                checksum: 0,
+                ..back
+            },
+            h
+        );
     }
 
     #[test]

@@ -35,6 +35,16 @@ impl DiskType {
         }
     }
 
+    /// The field value.
+    pub fn to_raw(self) -> u32 {
+        match self {
+            DiskType::Fixed => 2,
+            DiskType::Dynamic => 3,
+            DiskType::Differencing => 4,
+            DiskType::Other(n) => n,
+        }
+    }
+
     /// A short name for messages and `info` details.
     pub fn name(self) -> String {
         match self {
@@ -139,6 +149,31 @@ impl Footer {
         }
     }
 
+    /// The 512 bytes of this footer, reserved bytes zero, with the checksum the fields give
+    /// (`vpc_checksum`, as `vpc_co_create` seals it); the `checksum` field is ignored.
+    pub fn to_bytes(&self) -> [u8; FOOTER_SIZE] {
+        let mut b = [0u8; FOOTER_SIZE];
+        b[..8].copy_from_slice(&self.cookie);
+        b[8..12].copy_from_slice(&self.features.to_be_bytes());
+        b[12..16].copy_from_slice(&self.format_version.to_be_bytes());
+        b[16..24].copy_from_slice(&self.data_offset.to_be_bytes());
+        b[24..28].copy_from_slice(&self.timestamp.to_be_bytes());
+        b[28..32].copy_from_slice(&self.creator_app);
+        b[32..36].copy_from_slice(&self.creator_version.to_be_bytes());
+        b[36..40].copy_from_slice(&self.creator_os);
+        b[40..48].copy_from_slice(&self.original_size.to_be_bytes());
+        b[48..56].copy_from_slice(&self.current_size.to_be_bytes());
+        b[56..58].copy_from_slice(&self.geometry.cylinders.to_be_bytes());
+        b[58] = self.geometry.heads;
+        b[59] = self.geometry.sectors_per_track;
+        b[60..64].copy_from_slice(&self.disk_type.to_raw().to_be_bytes());
+        b[68..84].copy_from_slice(&self.uuid);
+        b[84] = self.saved_state;
+        let sum = checksum(&b);
+        b[CHECKSUM_AT..CHECKSUM_AT + 4].copy_from_slice(&sum.to_be_bytes());
+        b
+    }
+
     /// Whether the cookie is "conectix" (vpc.c compares all 8 bytes).
     pub fn has_cookie(&self) -> bool {
         &self.cookie == FOOTER_COOKIE
@@ -199,10 +234,16 @@ fn printable(b: &[u8]) -> String {
 /// The checksum the footer should carry (`vpc_checksum`): the one's complement of the sum of all its
 /// bytes, the checksum field counted as zeros.
 pub fn checksum(b: &[u8; FOOTER_SIZE]) -> u32 {
+    checksum_skipping(b, CHECKSUM_AT)
+}
+
+/// `vpc_checksum` of any structure whose 4-byte checksum field starts at `at` (the footer's at 64,
+/// the dynamic header's at 36): the one's complement of the byte sum, that field counted as zeros.
+pub fn checksum_skipping(b: &[u8], at: usize) -> u32 {
     let sum = b
         .iter()
         .enumerate()
-        .filter(|(i, _)| !(CHECKSUM_AT..CHECKSUM_AT + 4).contains(i))
+        .filter(|(i, _)| !(at..at.saturating_add(4)).contains(i))
         .fold(0u32, |s, (_, v)| s.wrapping_add(u32::from(*v)));
     !sum
 }

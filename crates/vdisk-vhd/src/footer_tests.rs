@@ -115,3 +115,22 @@ fn more_than_2040_gib_is_refused() {
         assert!(e.contains("File too large"), "{e}");
     }
 }
+
+#[test]
+fn to_bytes_reproduces_qemus_footer() {
+    let mut b = [0u8; 512];
+    b[..96].copy_from_slice(&QEMU_10M);
+    let f = Footer::parse(&b);
+    assert_eq!(f.to_bytes(), b, "fields and checksum as qemu wrote them");
+    // The stored checksum field is not trusted: the bytes carry the one the fields give.
+    let g = Footer { checksum: 0, ..f };
+    assert_eq!(g.to_bytes(), b);
+    for t in [
+        DiskType::Fixed,
+        DiskType::Dynamic,
+        DiskType::Differencing,
+        DiskType::Other(9),
+    ] {
+        assert_eq!(DiskType::from_raw(t.to_raw()), t);
+    }
+}

@@ -59,3 +59,29 @@ pub fn bitmap_size(block_size: u32) -> u64 {
 pub fn qemu_file_length(len: u64) -> u64 {
     len.div_ceil(SECTOR_SIZE).saturating_mul(SECTOR_SIZE)
 }
+
+/// The largest CHS geometry's parts (vpc.c `VHD_CHS_MAX_C`, `_H`, `_S`): `force_size` images carry
+/// it, so that every reader takes their size from the footer's current size.
+pub const CHS_MAX_CYLINDERS: u16 = 65535;
+pub const CHS_MAX_HEADS: u8 = 16;
+pub const CHS_MAX_SECTORS_PER_TRACK: u8 = 255;
+
+/// Block size of the dynamic disks qemu creates (`create_dynamic_disk`: 0x200000).
+pub const CREATE_BLOCK_SIZE: u32 = 0x0020_0000;
+
+/// Where `create_dynamic_disk` puts the BAT: after the footer copy (512 bytes) and the dynamic
+/// header (1024 bytes), at sector 3.
+pub const CREATE_BAT_OFFSET: u64 = 3 * SECTOR_SIZE;
+
+/// The footer's timestamp counts seconds from 2000-01-01 00:00:00 UTC (vpc.c
+/// `VHD_TIMESTAMP_BASE`, in Unix time).
+pub const TIMESTAMP_BASE: u64 = 946_684_800;
+
+/// The creator version qemu writes: Virtual PC 2007, 5.3 (`vpc_co_create`).
+pub const CREATOR_VERSION: u32 = 0x0005_0003;
+
+/// The footer's features field qemu writes: "reserved, must always be set" (0x2).
+pub const FEATURES_RESERVED: u32 = 0x0000_0002;
+
+/// The format version of the footer and of the dynamic header (1.0).
+pub const FORMAT_VERSION: u32 = 0x0001_0000;

@@ -55,7 +55,8 @@ pub fn create_options(format: Format) -> Result<&'static [OptionSpec]> {
         Format::Qcow2 => vdisk_qcow2::writer::CREATE_OPTIONS,
         Format::Vmdk => vdisk_vmdk::CREATE_OPTIONS,
         Format::Vdi => vdisk_vdi::CREATE_OPTIONS,
-        Format::Vpc | Format::Vhdx | Format::Other(_) => return Err(not_writable(format)),
+        Format::Vpc => vdisk_vhd::CREATE_OPTIONS,
+        Format::Vhdx | Format::Other(_) => return Err(not_writable(format)),
     })
 }
 
@@ -119,7 +120,8 @@ pub fn create_image(
         Format::Qcow2 => vdisk_qcow2::writer::create_with(path, size, opts, compress),
         Format::Vmdk => vdisk_vmdk::create(path, size, opts),
         Format::Vdi => vdisk_vdi::create(path, size, opts),
-        Format::Vpc | Format::Vhdx | Format::Other(_) => Err(not_writable(format)),
+        Format::Vpc => vdisk_vhd::create(path, size, opts),
+        Format::Vhdx | Format::Other(_) => Err(not_writable(format)),
     }
 }
 
