@@ -12,10 +12,7 @@ fn timeless(s: &str) -> String {
             Some(_) => "Run completed in T seconds.",
             None => l,
         })
-        .map(|l| {
-            l.trim_start_matches("qemu-img: ")
-                .trim_start_matches("vdisk: ")
-        })
+        .map(unprefixed)
         .collect::<Vec<_>>()
         .join("\n")
 }

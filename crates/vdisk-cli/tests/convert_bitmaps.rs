@@ -155,15 +155,7 @@ fn bitmap_refusals_match_qemu() {
         let q = qemu(d, &[&a[..], &[theirs.as_str()]].concat());
         assert_eq!(v.status.code(), Some(1), "{a:?}: {}", err(&v));
         assert_eq!(q.status.code(), Some(1), "{a:?}: {}", err(&q));
-        let line = |e: String| {
-            e.lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("qemu-img: ")
-                .trim_start_matches("vdisk: ")
-                .to_string()
-        };
-        assert_eq!(line(err(&v)), line(err(&q)), "{a:?}");
+        assert_eq!(first_message(&err(&v)), first_message(&err(&q)), "{a:?}");
         // vdisk fails before it writes (qemu-img may leave the image it created).
         assert!(!d.join(&ours).exists(), "{a:?}");
     }
@@ -181,22 +173,13 @@ fn inconsistent_bitmaps_fail_or_are_skipped_like_qemu() {
     // them so: inconsistent.
     let o = qemu_io_killed(d);
     assert!(!o.status.success());
-    let strip = |e: String| -> String {
-        e.lines()
-            .map(|l| {
-                l.trim_start_matches("qemu-img: ")
-                    .trim_start_matches("vdisk: ")
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     let base = ["convert", "--bitmaps", "-O", "qcow2", "s.qcow2"];
     let (v, q) = (
         vdisk(d, &[&base[..], &["ours.qcow2"]].concat()),
         qemu(d, &[&base[..], &["theirs.qcow2"]].concat()),
     );
     assert_eq!((v.status.code(), q.status.code()), (Some(1), Some(1)));
-    assert_eq!(strip(err(&v)), strip(err(&q)));
+    assert_eq!(unprefixed_lines(&err(&v)), unprefixed_lines(&err(&q)));
     assert!(err(&v).contains("Cannot copy inconsistent bitmap"));
     let skip = [
         "convert",
@@ -210,7 +193,7 @@ fn inconsistent_bitmaps_fail_or_are_skipped_like_qemu() {
         qemu(d, &[&skip[..], &["s.qcow2", "theirs2.qcow2"]].concat()),
     );
     assert_eq!((v.status.code(), q.status.code()), (Some(0), Some(0)));
-    assert_eq!(strip(err(&v)), strip(err(&q)));
+    assert_eq!(unprefixed_lines(&err(&v)), unprefixed_lines(&err(&q)));
     assert!(err(&v).contains("Skipping inconsistent bitmap"));
     assert_qemu_check_clean(&d.join("ours2.qcow2"), "qcow2");
     assert_eq!(

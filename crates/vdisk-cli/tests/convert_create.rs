@@ -594,14 +594,6 @@ fn create_errors_name_the_file_like_qemu() {
     ] {
         let (v, q) = (vdisk(d, args), qemu(d, args));
         assert_eq!(v.status.code(), q.status.code(), "{args:?}");
-        let first = |e: String| {
-            e.lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("qemu-img: ")
-                .trim_start_matches("vdisk: ")
-                .to_string()
-        };
-        assert_eq!(first(err(&v)), first(err(&q)), "{args:?}");
+        assert_eq!(first_message(&err(&v)), first_message(&err(&q)), "{args:?}");
     }
 }

@@ -86,15 +86,7 @@ fn what_vdisk_cannot_honour_is_refused() {
         let (v, q) = (vdisk(d, args), qemu(d, args));
         assert_eq!(v.status.code(), Some(1), "{args:?}");
         assert_eq!(q.status.code(), Some(1), "{args:?}");
-        let m = |e: String| {
-            e.lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("qemu-img: ")
-                .trim_start_matches("vdisk: ")
-                .to_string()
-        };
-        assert_eq!(m(err(&v)), m(err(&q)), "{args:?}");
+        assert_eq!(first_message(&err(&v)), first_message(&err(&q)), "{args:?}");
     }
     // An option vdisk does not know is named, never ignored (qemu-img takes it).
     let o = vdisk(

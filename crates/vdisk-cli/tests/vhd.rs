@@ -181,8 +181,8 @@ fn vhd_is_created_and_converted_to_as_qemu_does() {
         );
         assert_eq!((v.status.code(), q.status.code()), (Some(1), Some(1)));
         assert_eq!(
-            err(&v).trim_start_matches("vdisk: "),
-            err(&q).trim_start_matches("qemu-img: "),
+            unprefixed_lines(&err(&v)),
+            unprefixed_lines(&err(&q)),
             "{f}"
         );
     }

@@ -65,6 +65,26 @@ pub(crate) fn table_entry_ok(e: u64, cluster_size: u64) -> bool {
     off == 0 || (e & ENTRY_ALL_ONES == 0 && off % cluster_size == 0)
 }
 
+/// A bitmap's bits as its table stores them, one cluster per entry (qcow2.txt "Bitmap table":
+/// an offset of 0 reads as zeros, or as ones with the all-ones bit); the caller has bounded the
+/// table's size.
+pub(crate) fn read_bitmap_data(
+    s: &dyn Storage,
+    table: &[u64],
+    cluster_size: usize,
+) -> Result<Vec<u8>> {
+    let mut bits = vec![0u8; table.len() * cluster_size];
+    for (e, chunk) in table.iter().zip(bits.chunks_exact_mut(cluster_size)) {
+        let off = e & ENTRY_OFFSET;
+        if off != 0 {
+            s.read_exact_at(chunk, off)?;
+        } else if e & ENTRY_ALL_ONES != 0 {
+            chunk.fill(0xff);
+        }
+    }
+    Ok(bits)
+}
+
 /// The bitmap directory of `h`, validated as QEMU's `bitmap_list_load` does (`virtual_size` is
 /// the disk size QEMU sees, in whole sectors). No bitmaps extension, or one QEMU ignores because
 /// the autoclear bit is clear, gives an empty list.

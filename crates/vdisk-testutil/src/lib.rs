@@ -173,8 +173,15 @@ pub fn assert_qemu_check_clean(image: &Path, format: &str) {
 
 /// `qemu-img compare` of two images: panics unless identical.
 pub fn assert_qemu_compare_equal(a: &Path, b: &Path) {
+    assert_qemu_compare_equal_as(a, b, &[]);
+}
+
+/// [`assert_qemu_compare_equal`] with formats given (`["-f", "vpc", "-F", "vpc"]`), for images
+/// that would not probe as what they are (a fixed VHD probes as raw).
+pub fn assert_qemu_compare_equal_as(a: &Path, b: &Path, formats: &[&str]) {
     let out = Command::new("qemu-img")
         .arg("compare")
+        .args(formats)
         .arg(a)
         .arg(b)
         .output()

@@ -162,3 +162,24 @@ pub fn qemu_view(text: &str) -> String {
         _ => without_details(text),
     }
 }
+
+/// A line of a tool's standard error without the program's name (`qemu-img: `, `vdisk: `).
+pub fn unprefixed(line: &str) -> &str {
+    line.trim_start_matches("qemu-img: ")
+        .trim_start_matches("vdisk: ")
+}
+
+/// The first line of a tool's error output without the program's name (qemu-img may add a "Try
+/// 'qemu-img ... --help'" line, vdisk a hint).
+pub fn first_message(stderr: &str) -> String {
+    unprefixed(stderr.lines().next().unwrap_or("")).to_string()
+}
+
+/// Every line of a tool's error output without the program's name.
+pub fn unprefixed_lines(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(unprefixed)
+        .collect::<Vec<_>>()
+        .join("\n")
+}

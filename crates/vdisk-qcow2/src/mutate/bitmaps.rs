@@ -17,8 +17,7 @@ use crate::reader::read_u64_table;
 use vdisk_core::{Error, Result};
 
 use crate::bitmap_dir::{
-    ENTRY_ALL_ONES as BME_ALL_ONES, ENTRY_OFFSET as BME_OFFSET_MASK, FLAG_AUTO as AUTO,
-    FLAG_IN_USE as IN_USE,
+    ENTRY_OFFSET as BME_OFFSET_MASK, FLAG_AUTO as AUTO, FLAG_IN_USE as IN_USE,
 };
 
 struct Bitmap {
@@ -117,17 +116,8 @@ impl Bitmaps {
         if b.bits.is_some() {
             return Ok(());
         }
-        let cs = img.cs() as usize;
-        let mut bits = vec![0u8; b.table.len() * cs];
-        for (k, e) in b.table.iter().enumerate() {
-            let chunk = &mut bits[k * cs..(k + 1) * cs];
-            let off = e & BME_OFFSET_MASK;
-            if off != 0 {
-                img.storage.read_exact_at(chunk, off)?;
-            } else if e & BME_ALL_ONES != 0 {
-                chunk.fill(0xff);
-            }
-        }
+        let bits =
+            crate::bitmap_dir::read_bitmap_data(img.storage.as_ref(), &b.table, img.cs() as usize)?;
         b.bits = Some(bits);
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use super::image::{Purpose, RwImage};
 use super::txn::Txn;
-use crate::bitmap_dir::{ENTRY_ALL_ONES, ENTRY_OFFSET, FLAG_AUTO as AUTO, FLAG_IN_USE as IN_USE};
+use crate::bitmap_dir::{read_bitmap_data, FLAG_AUTO as AUTO, FLAG_IN_USE as IN_USE};
 use crate::header::{autoclear, BitmapsExt, Extension};
 use crate::limits::MAX_BITMAP_DATA_BYTES;
 use crate::reader::{read_u64_table, Qcow2Reader};
@@ -94,16 +94,7 @@ pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>>
                 info.table_size as usize,
                 "bitmap table",
             )?;
-            let mut all = vec![0u8; stored as usize];
-            for (k, e) in table.iter().enumerate() {
-                let chunk = &mut all[k * cs as usize..(k + 1) * cs as usize];
-                let off = e & ENTRY_OFFSET;
-                if off != 0 {
-                    r.storage.read_exact_at(chunk, off)?;
-                } else if e & ENTRY_ALL_ONES != 0 {
-                    chunk.fill(0xff);
-                }
-            }
+            let mut all = read_bitmap_data(r.storage.as_ref(), &table, cs as usize)?;
             all.resize(nbytes as usize, 0);
             // Bits past the virtual size carry nothing.
             if nbits % 8 != 0 {
