@@ -1,7 +1,8 @@
 //! qcow2 changed in place on hostile images: `check -r leaks` and `-r all`, `resize` (grow, and
 //! shrink with `--shrink`), `snapshot -c/-a/-d`, `amend` (compat, lazy_refcounts), `rebase -u`,
-//! `commit`'s emptying and a `convert -n` write, each on an in-memory copy of the input. The first
-//! byte picks the operation, the second its size; the rest is the image.
+//! `commit`'s emptying, a `convert -n` write, a compressed write (`rebase -c`) and `convert
+//! --bitmaps` (the image's bitmaps read, then a new one added), each on an in-memory copy of the
+//! input. The first byte picks the operation, the second its size; the rest is the image.
 //!
 //! Each must fail with an error or leave an image that opens and reads within the harness's bounds;
 //! and when the input checked sound (no corruption or check error), a change that succeeded must
@@ -18,7 +19,7 @@ use vdisk_fuzz::{exercise, sound};
 use vdisk_qcow2::mutate;
 
 /// Number of operations the first byte picks from.
-const OPS: u8 = 13;
+const OPS: u8 = 15;
 
 /// Step of the sizes the second byte picks: resizes by 1..=256 of these, writes of 1..=256.
 const STEP: u64 = 4096;
@@ -33,7 +34,15 @@ fn options(pairs: &str) -> Option<CreateOptions> {
 }
 
 fn write_once(s: Arc<dyn Storage>, offset: u64, len: u64) -> bool {
-    let Ok(mut w) = mutate::open_writer_in(s) else {
+    write_with(mutate::open_writer_in(s), offset, len)
+}
+
+fn write_with(
+    w: vdisk_core::Result<Box<dyn vdisk_core::ImageWriter>>,
+    offset: u64,
+    len: u64,
+) -> bool {
+    let Ok(mut w) = w else {
         return false;
     };
     let Ok(n) = usize::try_from(len) else {
@@ -54,6 +63,13 @@ fuzz_target!(|data: &[u8]| {
     let size = before.virtual_size();
     let was_sound = sound(&before);
     let snapshot = before.snapshots().first().map(|s| s.id.to_lossy());
+    // What convert --bitmaps reads from a source: never a panic, bits bounded by the limit.
+    let bitmaps = mutate::read_persistent_bitmaps(&before);
+    if let Ok(list) = &bitmaps {
+        for b in list {
+            assert!(b.bits.len() as u64 <= vdisk_qcow2::limits::MAX_BITMAP_DATA_BYTES);
+        }
+    }
     drop(before);
 
     let mem = Arc::new(MemStorage::new("fuzz.qcow2", image.to_vec()));
@@ -76,6 +92,22 @@ fuzz_target!(|data: &[u8]| {
         9 => mutate::rebase_unsafe_in(s, "", None).is_ok(),
         10 => mutate::make_empty_in(s).is_ok(),
         11 => write_once(s, 0, step.min(size)),
+        12 => write_with(mutate::open_compressing_writer_in(s), 0, step.min(size)),
+        13 => {
+            // A new bitmap of the image's size (64 KiB granularity), half its bits set.
+            let nbytes = size.div_ceil(65536).div_ceil(8);
+            let bits = (0..nbytes)
+                .map(|i| if i % 2 == 0 { 0xff } else { 0 })
+                .collect();
+            let b = mutate::PersistentBitmap {
+                name: b"fuzz".to_vec(),
+                enabled: arg % 2 == 0,
+                in_use: false,
+                granularity_bits: 16,
+                bits,
+            };
+            nbytes <= (1 << 20) && mutate::add_bitmaps_in(s, &[b]).is_ok()
+        }
         _ => {
             // An unaligned write that ends at the disk's end.
             let len = (step / 8).min(size);
