@@ -34,7 +34,7 @@ Exit codes: 0 success, 1 error; check: 0 clean, 2 corruptions, 3 leaks, 63 no ch
 compare: 0 identical, 1 different, 2 open error.";
 
 /// vdisk: inspect, create, convert, compare and check virtual machine disk images
-/// (raw, qcow2, VMDK, VDI) with qemu-img's commands and flags.
+/// (raw, qcow2, VMDK, VDI, VHD) with qemu-img's commands and flags.
 #[derive(Debug, Parser)]
 #[command(
     name = "vdisk",

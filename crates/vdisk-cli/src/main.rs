@@ -1,5 +1,5 @@
 //! The `vdisk` command: qemu-img's commands, flags, size syntax, output and exit codes, for raw, qcow2,
-//! VMDK and VDI images.
+//! VMDK, VDI and VHD images.
 
 mod check;
 mod cli;
