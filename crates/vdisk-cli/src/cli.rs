@@ -475,8 +475,9 @@ pub struct DdArgs {
     #[arg(short = 'U', long = "force-share")]
     pub force_share: bool,
     /// if=INPUT of=OUTPUT [bs=BLOCK_SIZE (default 512)] [count=BLOCKS] [skip=BLOCKS]. As in
-    /// qemu-img, count counts blocks from the start of the input, skip included.
-    #[arg(value_name = "OPERAND", allow_hyphen_values = true)]
+    /// qemu-img, count counts blocks from the start of the input, skip included, and options may
+    /// come between the operands.
+    #[arg(value_name = "OPERAND")]
     pub operands: Vec<String>,
 }
 

@@ -16,13 +16,28 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     signals::install();
     raise_open_file_limit();
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
+    };
     match commands::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("vdisk: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints clap's help, version or usage error. qemu-img exits 0 for `--help` and 1 for every
+/// usage error (an unknown option, a missing file name), where clap would exit 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::from(1),
     }
 }
 

@@ -103,6 +103,15 @@ fn qemu_long_options_and_abbreviations_work() {
         &["convert"],
         &["convert", "top.qcow2"],
         &[
+            "dd",
+            "if=top.qcow2",
+            "of=o.qcow2",
+            "-O",
+            "qcow2",
+            "bs=64k",
+            "count=2",
+        ],
+        &[
             "amend",
             "-p",
             "--force",
@@ -222,4 +231,26 @@ fn convert_rate_is_parsed_and_enforced() {
         std::fs::read(d.join("b.raw")).unwrap()
     };
     assert!(raw(sq.path()) == raw(sv.path()), "committed bases differ");
+}
+
+/// Usage errors (an unknown option, a missing file name, an unknown command) exit 1, as in
+/// qemu-img, not clap's 2; `--help` exits 0.
+#[test]
+fn usage_errors_exit_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("spell-usage");
+    let d = s.path();
+    for args in [
+        &["convert", "--nope", "a", "b"][..],
+        &["info"],
+        &["nosuchcommand"],
+        &["dd", "-x", "if=a"],
+        &["check", "--bogus", "x"],
+        &["info", "--help"],
+    ] {
+        let (v, q) = (vdisk(d, args), qemu(d, args));
+        assert_eq!(v.status.code(), q.status.code(), "{args:?}: {}", err(&v));
+    }
 }
