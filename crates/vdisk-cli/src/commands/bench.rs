@@ -111,6 +111,9 @@ pub(super) fn bench(a: BenchArgs) -> Result<u8> {
     opened.image.ready_for_io()?;
     let image_size = opened.image.virtual_size();
     let fmt = opened.top().format;
+    if a.write && format.is_none() && fmt == Format::Raw {
+        super::warn_probed_raw(&a.filename);
+    }
     let mut writer = if a.write {
         Some(open_writer(fmt, &a.filename)?)
     } else {

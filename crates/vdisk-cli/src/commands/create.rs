@@ -36,6 +36,16 @@ pub(super) fn create(
         if let Some(bf) = &backing_format {
             opts.set("backing_fmt", bf);
         }
+        if let (Some(b), None) = (opts.get("backing_file"), opts.get("backing_fmt")) {
+            // qemu-img 10 no longer probes a backing file's format for a new image; it says what
+            // it would have found.
+            let detected = vdisk::open_backing_for(filename, b, None)
+                .map(|img| format!("\nDetected format of {}.", img.top().format))
+                .unwrap_or_default();
+            return Err(Error::invalid(format!(
+                "Backing file specified without backing format{detected}"
+            )));
+        }
         let size = match size {
             Some(s) => s,
             None => match opts.get("backing_file") {

@@ -149,6 +149,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             if let Some(mode) = repair {
                 let fmt = img.top().format;
                 drop(img);
+                if format.is_none() && fmt == Format::Raw {
+                    warn_probed_raw(&filename);
+                }
                 return mutate::repair(fmt, &mode, output, quiet, &filename);
             }
             let report = match img.top().reader.check() {
@@ -377,9 +380,26 @@ pub(crate) fn parse_format(f: Option<String>) -> Result<Option<Format>> {
     f.map(|s| s.parse::<Format>()).transpose()
 }
 
+/// The format of the image at `path`, probed for a command that opens it to write (every caller
+/// does). As qemu-img's `img_open`, a probe that finds raw warns that it is dangerous.
 pub(crate) fn probe_path(path: &Path) -> Result<Format> {
     let s = vdisk::core::FileStorage::open(path)?;
-    vdisk::core::probe_format(&s)
+    let f = vdisk::core::probe_format(&s)?;
+    if f == Format::Raw {
+        warn_probed_raw(path);
+    }
+    Ok(f)
+}
+
+/// qemu's warning (block.c `find_image_format`'s caller, `bdrv_open_inherit`) when an image opened
+/// for writing was probed as raw: a guest could write another format's header into block 0.
+pub(crate) fn warn_probed_raw(path: &Path) {
+    eprintln!(
+        "WARNING: Image format was not specified for '{}' and probing guessed raw.\n         \
+         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n         \
+         Specify the 'raw' format explicitly to remove the restrictions.",
+        path.display()
+    );
 }
 
 pub(crate) fn parse_snapshot(s: &str) -> SnapshotSel {

@@ -26,9 +26,17 @@ pub(super) fn snapshot(
         }
     };
     if fmt != Format::Qcow2 {
-        return Err(Error::invalid(format!(
-            "internal snapshots are only supported for qcow2 images, not {fmt}"
-        )));
+        // What qemu-img says of a format without internal snapshots.
+        return Err(Error::Other(match (create, apply, delete) {
+            (Some(n), None, None) => {
+                format!("Could not create snapshot '{n}': Operation not supported")
+            }
+            (None, Some(n), None) => {
+                format!("Could not apply snapshot '{n}': Block driver does not support snapshots")
+            }
+            (None, None, Some(n)) => format!("Could not delete snapshot '{n}': snapshot not found"),
+            _ => "Cannot mix '-l', '-a', '-c', '-d'".to_string(),
+        }));
     }
     match (create, apply, delete) {
         (Some(n), None, None) => {
@@ -63,9 +71,9 @@ pub(super) fn repair(
         }
     };
     if fmt != Format::Qcow2 {
-        return Err(Error::invalid(format!(
-            "Repairing {fmt} images is not supported"
-        )));
+        // Only qcow2 has a check (and so a repair), as in qemu-img.
+        eprintln!("vdisk: This image format does not support checks");
+        return Ok(63);
     }
     let out = mutate::repair(filename, true, fix_errors)?;
     for m in &out.log {
@@ -141,14 +149,15 @@ pub(super) fn rebase(
     compress: bool,
     filename: &Path,
 ) -> Result<u8> {
-    if fmt != Format::Qcow2 {
-        return Err(Error::invalid(format!(
-            "Rebasing {fmt} images is not supported"
-        )));
-    }
     if !backing.is_empty() && backing_fmt.is_none() {
         return Err(Error::invalid(format!(
             "Could not change the backing file to '{backing}': backing format must be specified"
+        )));
+    }
+    if fmt != Format::Qcow2 {
+        // qemu-img changes the backing file of qcow2 images only (among vdisk's formats).
+        return Err(Error::invalid(format!(
+            "Could not change the backing file to '{backing}': Operation not supported"
         )));
     }
     if unsafe_mode {
@@ -170,9 +179,19 @@ pub(super) fn commit(
     filename: &Path,
 ) -> Result<u8> {
     if fmt != Format::Qcow2 {
-        return Err(Error::invalid(format!(
-            "Committing {fmt} images is not supported"
-        )));
+        let req = vdisk::chain::OpenRequest {
+            format: Some(fmt),
+            snapshot: None,
+            follow_backing: false,
+            for_check: false,
+        };
+        let opened = vdisk::chain::open_image(filename, &req)?;
+        return Err(Error::invalid(if opened.top().info.backing.is_none() {
+            // Raw, VDI and VHD images, and VMDK images without a parent, as qemu-img says.
+            "Image does not have a backing file".to_string()
+        } else {
+            format!("Committing {fmt} images is not supported yet")
+        }));
     }
     vdisk::ops::commit_limited(filename, base, !keep, rate)?;
     if !quiet {

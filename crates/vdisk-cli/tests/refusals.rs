@@ -1,0 +1,108 @@
+//! What qemu-img refuses to do with an image, vdisk refuses with the same words and exit code:
+//! repairs, internal snapshots, commits and rebases of formats that have none, a backing file
+//! without its format, and the warning for a write to an image whose format was probed as raw.
+
+mod common;
+use common::*;
+use std::path::Path;
+use vdisk_testutil::{qemu_available, Scratch};
+
+fn fixtures(d: &Path) {
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"]);
+    qemu_ok(d, &["create", "-q", "-f", "raw", "r.raw", "1M"]);
+    for (f, fmt) in [("v.vdi", "vdi"), ("k.vmdk", "vmdk"), ("h.vhd", "vpc")] {
+        qemu_ok(d, &["create", "-q", "-f", fmt, f, "1M"]);
+    }
+}
+
+/// Runs `args` with both tools, each on its own copy of the fixtures: the same exit code, output
+/// and error lines (without the program's name).
+fn same(args: &[&str]) {
+    let (sv, sq) = (Scratch::new("refuse-v"), Scratch::new("refuse-q"));
+    fixtures(sv.path());
+    fixtures(sq.path());
+    let (v, q) = (vdisk(sv.path(), args), qemu(sq.path(), args));
+    assert_eq!(v.status.code(), q.status.code(), "{args:?}: {}", err(&v));
+    assert_eq!(out(&v), out(&q), "{args:?}");
+    assert_eq!(
+        unprefixed_lines(&err(&v)),
+        unprefixed_lines(&err(&q)),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn operations_a_format_lacks_are_refused_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    for f in ["v.vdi", "k.vmdk", "h.vhd"] {
+        same(&["check", "-r", "all", f]);
+        same(&["check", "-r", "leaks", f]);
+        same(&["snapshot", "-c", "s1", f]);
+        same(&["snapshot", "-a", "s1", f]);
+        same(&["snapshot", "-d", "s1", f]);
+        same(&["commit", f]);
+        same(&["rebase", "-u", "-b", "x", "-F", "raw", f]);
+        same(&["rebase", "-u", "-b", "", f]);
+        same(&["rebase", "-b", "", f]);
+    }
+}
+
+#[test]
+fn a_write_to_a_probed_raw_image_warns_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    for args in [
+        &["resize", "r.raw", "+1M"][..],
+        &["check", "-r", "all", "r.raw"],
+        &["snapshot", "-c", "s1", "r.raw"],
+        &["commit", "r.raw"],
+        &["amend", "-o", "size=2M", "r.raw"],
+        &["rebase", "-u", "-b", "", "r.raw"],
+        &["bench", "-w", "-c", "2", "r.raw"],
+        // Named, or only read: no warning.
+        &["resize", "-f", "raw", "r.raw", "+1M"],
+        &["check", "r.raw"],
+        &["info", "r.raw"],
+    ] {
+        if args[0] == "bench" {
+            // The run time differs; the warning must not.
+            let (sv, sq) = (Scratch::new("refuse-bv"), Scratch::new("refuse-bq"));
+            fixtures(sv.path());
+            fixtures(sq.path());
+            let (v, q) = (vdisk(sv.path(), args), qemu(sq.path(), args));
+            assert_eq!(v.status.code(), q.status.code());
+            assert_eq!(unprefixed_lines(&err(&v)), unprefixed_lines(&err(&q)));
+            continue;
+        }
+        same(args);
+    }
+}
+
+#[test]
+fn a_backing_file_needs_its_format_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    same(&["create", "-f", "qcow2", "-b", "base.qcow2", "top.qcow2"]);
+    same(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "nope.qcow2",
+        "top.qcow2",
+        "1M",
+    ]);
+    same(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "backing_file=base.qcow2",
+        "top.qcow2",
+    ]);
+}
