@@ -167,10 +167,8 @@ pub fn open(
         None => (header.l1_table_offset, header.l1_size, header.size),
         Some(sel) => {
             let sn = find_snapshot(&snapshots, sel).ok_or_else(|| {
-                Error::Other(format!(
-                    "{}: Failed to load snapshot: Can't find snapshot",
-                    path.display()
-                ))
+                // qemu-img's words, without the file's name.
+                Error::Other("Failed to load snapshot: Can't find snapshot".into())
             })?;
             let bytes = u64::from(sn.l1_size) * 8;
             if bytes > limits::MAX_L1_BYTES {

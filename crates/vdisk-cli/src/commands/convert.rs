@@ -26,7 +26,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     }
     if !(1..=16).contains(&a.parallel) {
         return Err(Error::invalid(
-            "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16",
+            "Invalid number of coroutines specified. Must be between 1 and 16.",
         ));
     }
     let min_sparse = parse_size(a.sparse_size.as_deref().unwrap_or("4k"))?;
@@ -45,6 +45,9 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         return Err(Error::invalid(
             "Cannot enable copy offloading when -S is used",
         ));
+    }
+    if a.target_is_zero && !a.no_create {
+        return Err(Error::invalid("--target-is-zero requires use of -n flag"));
     }
     if a.skip_broken_bitmaps && !a.bitmaps {
         return Err(Error::invalid(

@@ -3,7 +3,6 @@
 use super::{parse_format, print_out};
 use std::path::Path;
 use vdisk::core::options::format_help;
-use vdisk::core::size::parse_size;
 use vdisk::core::{CreateOptions, Error, Format, Result};
 
 #[allow(clippy::too_many_arguments)]
@@ -27,7 +26,9 @@ pub(super) fn create(
     let filename = filename.ok_or_else(|| Error::invalid("Expecting image file name"))?;
     // The size is read before the image is created; what goes wrong after is reported, as
     // qemu-img's bdrv_img_create reports it, after the file's name.
-    let size = size.map(|s| parse_size(&s)).transpose()?;
+    let size = size
+        .map(|s| super::cvtnum("image size", &s, 0, i64::MAX as u64))
+        .transpose()?;
     let made = (|| -> Result<()> {
         let fmt = fmt?;
         if let Some(b) = &backing {

@@ -357,17 +357,24 @@ pub(crate) fn cvtnum(name: &str, v: &str, min: u64, max: u64) -> Result<u64> {
         ))
     };
     let t = v.trim();
-    let numeric = t.chars().any(|c| c.is_ascii_digit())
-        && t.starts_with(|c: char| c.is_ascii_digit() || c == '-')
-        && t[1..]
-            .trim_end_matches(|c: char| "bBkKmMgGtTpPeE".contains(c))
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.');
+    // qemu_strtosz: a negative number, or one too large for 64 bits, is out of range (ERANGE);
+    // anything else it cannot read is invalid (EINVAL), "1.5" without a suffix included.
+    if t.strip_prefix('-')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        return Err(out_of_range());
+    }
     match parse_size(t) {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         Ok(_) => Err(out_of_range()),
-        Err(_) if numeric => Err(out_of_range()),
-        Err(_) => Err(Error::invalid(format!("Invalid {name} specified: '{v}'."))),
+        Err(_) => {
+            let digits = t.trim_end_matches(|c: char| "bBkKmMgGtTpPeE".contains(c));
+            if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+                Err(out_of_range())
+            } else {
+                Err(Error::invalid(format!("Invalid {name} specified: '{v}'.")))
+            }
+        }
     }
 }
 

@@ -66,7 +66,7 @@ pub(super) fn repair(
         "all" => true,
         other => {
             return Err(Error::invalid(format!(
-                "Unknown option for -r: '{other}'; use 'leaks' or 'all'"
+                "--repair (-r) expects 'leaks' or 'all' not '{other}'"
             )))
         }
     };

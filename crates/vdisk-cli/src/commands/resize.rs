@@ -14,7 +14,14 @@ pub(super) fn resize(
     filename: &Path,
     size: &str,
 ) -> Result<u8> {
-    let change = parse_size_change(size)?;
+    // qemu-img reads the size as a `size` option (qemu_opt_set), and says so when it cannot.
+    let change = parse_size_change(size).map_err(|_| {
+        Error::invalid(
+            "Parameter 'size' expects a non-negative number below 2^64\n\
+             Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n\
+             and exabytes, respectively.",
+        )
+    })?;
     let fmt = match parse_format(format)? {
         Some(f) => f,
         None => probe_path(filename)?,

@@ -17,14 +17,42 @@ use vdisk_core::{CreateOptions, Error, Result, Storage};
 /// The options vdisk can amend.
 const AMENDABLE: [&str; 4] = ["compat", "lazy_refcounts", "data_file", "data_file_raw"];
 
+/// The other qcow2 options qemu-img amends (`qcow2_amend_opts`), which vdisk does not yet.
+const AMENDABLE_BY_QEMU: [&str; 2] = ["size", "refcount_bits"];
+
+/// qcow2 creation options that qemu-img refuses to amend ("This option is only supported for
+/// image creation").
+const CREATE_ONLY: [&str; 5] = [
+    "cluster_size",
+    "preallocation",
+    "extended_l2",
+    "compression_type",
+    "encryption",
+];
+
 /// Amends the image in `storage`.
 pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     for (k, _) in opts.pairs() {
-        if !AMENDABLE.contains(&k.as_str()) {
+        if AMENDABLE.contains(&k.as_str()) {
+            continue;
+        }
+        // qemu-img's words for what qcow2 takes only at creation, and for what it does not know.
+        if CREATE_ONLY.contains(&k.as_str()) || k.starts_with("encrypt.") {
             return Err(Error::invalid(format!(
-                "Changing the option '{k}' is not supported by vdisk amend"
+                "Invalid parameter '{k}'\nThis option is only supported for image creation"
             )));
         }
+        if k == "backing_file" || k == "backing_fmt" {
+            return Err(Error::invalid(
+                "Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.",
+            ));
+        }
+        if !AMENDABLE_BY_QEMU.contains(&k.as_str()) {
+            return Err(Error::invalid(format!("Invalid parameter '{k}'")));
+        }
+        return Err(Error::invalid(format!(
+            "Changing the option '{k}' is not supported by vdisk amend"
+        )));
     }
     let mut img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
     let h = img.r.header.clone();
