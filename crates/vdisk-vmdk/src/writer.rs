@@ -122,11 +122,14 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
     opts.ensure_known("vmdk", CREATE_OPTIONS)?;
     let sub = opts.get("subformat").unwrap_or("monolithicSparse");
     if !SUBFORMATS.contains(&sub) {
-        return Err(Error::invalid(format!("Unknown subformat: {sub}")));
+        // qemu-img's words (its QAPI enum parser).
+        return Err(Error::invalid(format!("invalid parameter value: {sub}")));
     }
     let adapter = opts.get("adapter_type").unwrap_or("ide");
     if !["ide", "lsilogic", "buslogic", "legacyESX"].contains(&adapter) {
-        return Err(Error::invalid(format!("Unknown adapter type: '{adapter}'")));
+        return Err(Error::invalid(format!(
+            "invalid parameter value: {adapter}"
+        )));
     }
     let compat6 = opts.get_bool("compat6", false)?;
     if compat6 && opts.get("hwversion").is_some() {

@@ -157,7 +157,16 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         }
         vdisk::open_existing_writer(out_fmt, dst)?
     } else {
-        vdisk::create_image(out_fmt, dst, size, &opts, a.compress)?
+        // qemu-img checks the option names first, then reports what the format refuses after
+        // the output's name.
+        opts.ensure_known(out_fmt.name(), vdisk::create_options(out_fmt)?)?;
+        vdisk::create_image(out_fmt, dst, size, &opts, a.compress).map_err(|e| {
+            Error::Other(format!(
+                "{}: error while converting {}: {e}",
+                dst.display(),
+                out_fmt.name()
+            ))
+        })?
     };
     let writer: Box<dyn vdisk::ImageWriter> = if rate > 0 {
         Box::new(vdisk::convert::RateLimited::new(writer, rate))

@@ -88,7 +88,13 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
             parts.push(format!("static={}", opts.get("static").unwrap_or("off")));
         }
         Format::Vmdk => {
+            // qemu's order (vmdk_create_opts): size, adapter_type, backing_file, compat6, ...
             parts.push(format!("size={size}"));
+            for k in ["adapter_type", "backing_file"] {
+                if let Some(v) = opts.get(k) {
+                    parts.push(format!("{k}={v}"));
+                }
+            }
             parts.push(format!("compat6={}", opts.get("compat6").unwrap_or("off")));
             parts.push(format!(
                 "hwversion={}",
@@ -98,7 +104,9 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
         _ => parts.push(format!("size={size}")),
     }
     for (k, v) in opts.pairs() {
-        if !matches!(k.as_str(), "size" | "static" | "compat6" | "hwversion") {
+        let shown = matches!(k.as_str(), "size" | "static" | "compat6" | "hwversion")
+            || (fmt == Format::Vmdk && matches!(k.as_str(), "adapter_type" | "backing_file"));
+        if !shown {
             parts.push(format!("{k}={v}"));
         }
     }

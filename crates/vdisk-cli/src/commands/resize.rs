@@ -48,6 +48,14 @@ pub(super) fn resize(
             if preallocation.is_some() {
                 return Err(Error::invalid("--preallocation is not supported for vdi"));
             }
+            if new_size < current && !shrink {
+                // What qemu-img says before it asks the format.
+                return Err(Error::invalid(
+                    "Use the --shrink option to perform a shrink operation.\n\
+                     warning: Shrinking an image will delete all data beyond the shrunken image's end. \
+                     Before performing such an operation, make sure there is no important data there.",
+                ));
+            }
             if new_size < current {
                 return Err(Error::invalid("Shrinking VDI images is not supported"));
             }
