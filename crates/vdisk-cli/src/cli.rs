@@ -239,7 +239,7 @@ pub enum Command {
         /// file name.
         #[arg(long = "image-opts")]
         image_opts: bool,
-        filename: PathBuf,
+        filename: Option<PathBuf>,
     },
     /// Change the backing file of a qcow2 image. Safe mode first copies into the image every cluster
     /// whose content would change with the new backing file; -u only rewrites the reference (the new

@@ -150,12 +150,6 @@ pub fn apply(cmd: &mut Command) -> Result<()> {
             filename,
             ..
         }
-        | Command::Amend {
-            image_opts: true,
-            format,
-            filename,
-            ..
-        }
         | Command::Rebase {
             image_opts: true,
             format,
@@ -175,6 +169,12 @@ pub fn apply(cmd: &mut Command) -> Result<()> {
             ..
         } => take(format, filename),
         Command::Measure {
+            image_opts: true,
+            format,
+            filename: Some(filename),
+            ..
+        }
+        | Command::Amend {
             image_opts: true,
             format,
             filename: Some(filename),

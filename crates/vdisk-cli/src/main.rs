@@ -32,13 +32,44 @@ fn main() -> ExitCode {
 /// Prints clap's help, version or usage error. qemu-img exits 0 for `--help` and 1 for every
 /// usage error (an unknown option, a missing file name), where clap would exit 2.
 fn usage_error(e: &clap::Error) -> ExitCode {
-    let _ = e.print();
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     match e.kind() {
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-            ExitCode::SUCCESS
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
         }
-        _ => ExitCode::from(1),
+        ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument => {}
+        _ => {
+            let _ = e.print();
+            return ExitCode::from(1);
+        }
     }
+    // A missing or extra file name: qemu-img's words for the command, and its hint.
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let extra = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(a)) if e.kind() == ErrorKind::UnknownArgument => Some(a.clone()),
+        _ => None,
+    };
+    let message = match (command.as_str(), &extra) {
+        // An unknown option stays clap's message (qemu-img: "unrecognized option").
+        (_, Some(a)) if a.starts_with('-') => None,
+        ("create", Some(a)) => Some(format!("Unexpected argument: {a}")),
+        ("create", None) => Some("Expecting image file name".to_string()),
+        ("compare", _) => Some("Expecting two image file names".to_string()),
+        ("resize", _) => Some("Expecting image file name and size".to_string()),
+        ("amend", None) => Some("Must specify options (-o)".to_string()),
+        ("info" | "check" | "map" | "snapshot" | "commit" | "rebase" | "amend" | "bench", _) => {
+            Some("Expecting one image file name".to_string())
+        }
+        _ => None,
+    };
+    match message {
+        Some(m) => eprintln!("vdisk: {m}\nTry 'vdisk {command} --help' for more info"),
+        None => {
+            let _ = e.print();
+        }
+    }
+    ExitCode::from(1)
 }
 
 /// Raises the soft limit on open files to the hard one, as programs that need many are expected

@@ -116,6 +116,26 @@ dd if=t.vmdk of=d.raw bs=64k count=4
 dd -f vmdk -O vdi if=t.vmdk of=d.vdi bs=1M
 bench -c 100 t.vmdk
 bench -c 100 -w t.vdi
+info
+info top.qcow2 base.qcow2
+check
+compare top.qcow2
+map
+snapshot -l
+commit
+resize top.qcow2
+amend top.qcow2
+amend -o help top.qcow2
+amend -f qcow2 -o help
+amend -f vdi -o help
+amend -o compat=1.1
+create
+create -f qcow2 n.qcow2 1G extra
+create -f qcow2 -o size=1M n.qcow2
+create -f qcow2 -o size=1M n.qcow2 2M
+create -f raw -o size=abc n.raw
+bench
+measure
 ";
 
 /// The images every command starts from, made once by qemu-img and copied for each run.

@@ -118,6 +118,18 @@ pub fn format_help(format: &str, specs: &[OptionSpec]) -> String {
     s
 }
 
+/// What `qemu-img amend -o help` prints: the options the format can amend, by name.
+pub fn amend_help(format: &str, specs: &[OptionSpec]) -> String {
+    let mut sorted: Vec<&OptionSpec> = specs.iter().collect();
+    sorted.sort_by_key(|s| s.name);
+    let mut s = format!("Amend options for '{format}':\n");
+    for spec in sorted {
+        let head = format!("{}=<{}>", spec.name, spec.kind);
+        s.push_str(&format!("  {head:<22} - {}\n", spec.help));
+    }
+    s
+}
+
 fn split_unescaped(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();

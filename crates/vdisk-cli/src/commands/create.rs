@@ -47,6 +47,20 @@ pub(super) fn create(
                 "Backing file specified without backing format{detected}"
             )));
         }
+        // The size may come as `-o size=` instead, as qemu-img allows (not both).
+        let size = match (size, opts.get("size")) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid("The image size must be specified only once"))
+            }
+            (None, Some(o)) => Some(vdisk::core::size::parse_size(o).map_err(|_| {
+                Error::invalid(
+                    "Parameter 'size' expects a non-negative number below 2^64\n\
+                     Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n\
+                     and exabytes, respectively.",
+                )
+            })?),
+            (s, None) => s,
+        };
         let size = match size {
             Some(s) => s,
             None => match opts.get("backing_file") {

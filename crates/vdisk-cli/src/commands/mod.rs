@@ -228,7 +228,28 @@ pub fn run(cli: Cli) -> Result<u8> {
             ..
         } => {
             check_cache(&cache, "cache option")?;
-            let fmt = match parse_format(format)? {
+            let format = parse_format(format)?;
+            // `-o help` lists what the format can amend, before (and without) any file.
+            if vdisk::core::CreateOptions::parse(&options)?.wants_help() {
+                let fmt = match (format, &filename) {
+                    (Some(f), _) => f,
+                    (None, Some(f)) => probe_path(f)?,
+                    (None, None) => return Err(Error::invalid("Expecting one image file name")),
+                };
+                if fmt != Format::Qcow2 {
+                    return Err(Error::invalid(format!(
+                        "Format driver '{fmt}' does not support option amendment"
+                    )));
+                }
+                print_out(&vdisk::core::options::amend_help(
+                    fmt.name(),
+                    &vdisk::qcow2::mutate::amend_options(),
+                ))?;
+                return Ok(0);
+            }
+            let filename =
+                filename.ok_or_else(|| Error::invalid("Expecting one image file name"))?;
+            let fmt = match format {
                 Some(f) => f,
                 None => probe_path(&filename)?,
             };

@@ -112,13 +112,6 @@ pub(super) fn repair(
 /// `amend -o OPTS FILE` on a qcow2 image (compat, lazy_refcounts).
 pub(super) fn amend(fmt: Format, options: &[String], filename: &Path) -> Result<u8> {
     let opts = CreateOptions::parse(options)?;
-    if opts.wants_help() {
-        print_out(&vdisk::core::options::format_help(
-            fmt.name(),
-            vdisk::create_options(fmt)?,
-        ))?;
-        return Ok(0);
-    }
     if fmt != Format::Qcow2 {
         return Err(Error::invalid(format!(
             "Format driver '{fmt}' does not support option amendment"

@@ -30,6 +30,51 @@ const CREATE_ONLY: [&str; 5] = [
     "encryption",
 ];
 
+/// The options `qemu-img amend -o help` lists for qcow2 (`qcow2_amend_opts` and the creation
+/// options it shares), whether vdisk amends them yet or not.
+pub fn amend_options() -> Vec<vdisk_core::options::OptionSpec> {
+    use vdisk_core::options::OptionSpec;
+    let shared = [
+        "backing_file",
+        "backing_fmt",
+        "compat",
+        "data_file",
+        "data_file_raw",
+        "encrypt.iter-time",
+        "lazy_refcounts",
+        "refcount_bits",
+        "size",
+    ];
+    let mut v: Vec<OptionSpec> = crate::writer::CREATE_OPTIONS
+        .iter()
+        .filter(|o| shared.contains(&o.name))
+        .cloned()
+        .collect();
+    v.extend([
+        OptionSpec {
+            name: "encrypt.keyslot",
+            kind: "num",
+            help: "Select a single keyslot to modify explicitly",
+        },
+        OptionSpec {
+            name: "encrypt.new-secret",
+            kind: "str",
+            help: "New secret to set in the matching keyslots. Empty string to erase",
+        },
+        OptionSpec {
+            name: "encrypt.old-secret",
+            kind: "str",
+            help: "Select all keyslots that match this password",
+        },
+        OptionSpec {
+            name: "encrypt.state",
+            kind: "str",
+            help: "Select new state of affected keyslots (active/inactive)",
+        },
+    ]);
+    v
+}
+
 /// Amends the image in `storage`.
 pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     for (k, _) in opts.pairs() {

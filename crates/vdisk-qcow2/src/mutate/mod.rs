@@ -47,7 +47,7 @@ pub use crate::limits::MAX_BITMAP_DATA_BYTES;
 pub use crate::limits::MAX_PREALLOC_CLUSTERS;
 pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
-pub use amend::amend_in;
+pub use amend::{amend_in, amend_options};
 pub use copy_bitmaps::{add_bitmaps_in, read_persistent_bitmaps, PersistentBitmap};
 pub use empty::make_empty_in;
 pub use inplace::{open_compressing_writer_in, open_writer_in, open_writer_in_over};
