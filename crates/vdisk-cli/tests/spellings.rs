@@ -254,3 +254,48 @@ fn usage_errors_exit_like_qemu() {
         assert_eq!(v.status.code(), q.status.code(), "{args:?}: {}", err(&v));
     }
 }
+
+/// `convert -p` with standard output not a terminal prints qemu-img's progress lines: from
+/// `    (0.00/100%)` to `    (100.00/100%)`, each ended by a carriage return, then a line feed;
+/// `-q` silences them.
+#[test]
+fn convert_progress_off_a_terminal_prints_qemus_lines() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("spell-progress");
+    let d = s.path();
+    fixtures(d);
+    let shape = |o: &str| -> (String, String, usize) {
+        let parts: Vec<&str> = o.split('\r').collect();
+        for p in &parts[..parts.len() - 1] {
+            let p = p.trim_start_matches('\n');
+            let v = p
+                .strip_prefix("    (")
+                .and_then(|x| x.strip_suffix("/100%)"))
+                .unwrap_or_else(|| panic!("not a progress line: {p:?} in {o:?}"));
+            let n: f64 = v.parse().unwrap();
+            assert!((0.0..=100.0).contains(&n), "{o:?}");
+        }
+        (
+            parts[0].to_string(),
+            parts[parts.len() - 2].to_string(),
+            parts.len(),
+        )
+    };
+    let v = vdisk_ok(d, &["convert", "-p", "-O", "raw", "top.qcow2", "v.raw"]);
+    let q = qemu_ok(d, &["convert", "-p", "-O", "raw", "top.qcow2", "q.raw"]);
+    let (vs, qs) = (shape(&v), shape(&q));
+    assert_eq!(
+        (vs.0.as_str(), vs.1.as_str()),
+        (qs.0.as_str(), qs.1.as_str())
+    );
+    assert!(v.ends_with("\r\n") && q.ends_with("\r\n"));
+    assert_eq!(
+        vdisk_ok(
+            d,
+            &["convert", "-p", "-q", "-O", "raw", "top.qcow2", "v2.raw"]
+        ),
+        ""
+    );
+}

@@ -197,9 +197,15 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         );
         b
     });
-    let progress = |done: u64, _total: u64| {
+    // Off a terminal, -p prints qemu-img's own progress lines on standard output (scripts that
+    // log them see the same lines).
+    let plain = (a.progress && !a.quiet && bar.is_none()).then(QemuProgress::start);
+    let progress = |done: u64, total: u64| {
         if let Some(b) = &bar {
             b.set_position(done);
+        }
+        if let Some(p) = &plain {
+            p.update(done, total);
         }
     };
     // Reuse freed chunk buffers instead of faulting fresh pages in for every chunk (glibc tuning,
@@ -208,6 +214,9 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     vdisk::convert::convert(source.as_ref(), writer, &copts, &progress)?;
     if let Some(b) = bar {
         b.finish();
+    }
+    if let Some(p) = plain {
+        p.end();
     }
     if !bitmaps.is_empty() {
         // After the data, as qemu-img copies them; a failure removes the new image, as a failed
@@ -265,4 +274,46 @@ fn source_bitmaps(
         }
     }
     Ok(kept)
+}
+
+/// qemu's simple progress output (util/qemu-progress.c with `progress_simple_print`): a line
+/// `    (P/100%)` ended by a carriage return, printed at 0, whenever the percentage has grown by
+/// more than one point (qemu-img convert's `min_skip`), and at 100, then a line feed at the end.
+struct QemuProgress {
+    last: std::sync::Mutex<f64>,
+}
+
+impl QemuProgress {
+    fn start() -> Self {
+        Self::print(0.0);
+        QemuProgress {
+            last: std::sync::Mutex::new(0.0),
+        }
+    }
+
+    fn print(p: f64) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "    ({p:3.2}/100%)\r");
+        let _ = out.flush();
+    }
+
+    fn update(&self, done: u64, total: u64) {
+        let p = if total == 0 {
+            100.0
+        } else {
+            100.0 * done as f64 / total as f64
+        };
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if p - *last > 1.0 || (p >= 100.0 && *last < 100.0) {
+            *last = p;
+            Self::print(p);
+        }
+    }
+
+    fn end(self) {
+        // qemu-img prints 100% once more as the conversion ends, then the line feed.
+        Self::print(100.0);
+        println!();
+    }
 }
