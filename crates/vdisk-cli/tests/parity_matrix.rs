@@ -136,6 +136,10 @@ create -f qcow2 -o size=1M n.qcow2 2M
 create -f raw -o size=abc n.raw
 bench
 measure
+create -f raw -o preallocation=metadata n.raw 1M
+create -f raw -o preallocation=bogus n.raw 1M
+convert -O raw -o preallocation=metadata top.raw n.raw
+convert -O raw -o preallocation=bogus top.raw n.raw
 ";
 
 /// The images every command starts from, made once by qemu-img and copied for each run.
