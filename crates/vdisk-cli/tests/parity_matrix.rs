@@ -140,6 +140,8 @@ create -f raw -o preallocation=metadata n.raw 1M
 create -f raw -o preallocation=bogus n.raw 1M
 convert -O raw -o preallocation=metadata top.raw n.raw
 convert -O raw -o preallocation=bogus top.raw n.raw
+create -f qcow2 /nonexistent-dir/n.qcow2 1M
+convert -O raw top.raw /nonexistent-dir/n.raw
 ";
 
 /// The images every command starts from, made once by qemu-img and copied for each run.

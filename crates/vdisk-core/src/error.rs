@@ -14,6 +14,10 @@ pub enum Error {
     #[error("Could not open '{}': {}", path.display(), io_message(source))]
     Open { path: PathBuf, source: io::Error },
 
+    /// A new image's file could not be created (`Could not create 'x.qcow2': Permission denied`).
+    #[error("Could not create '{}': {}", path.display(), io_message(source))]
+    Create { path: PathBuf, source: io::Error },
+
     /// An I/O call on an open file failed.
     #[error("{}: I/O error at offset {offset}: {}", path.display(), io_message(source))]
     Io {

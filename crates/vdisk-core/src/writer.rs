@@ -176,7 +176,7 @@ impl OutputFile {
                 .create(true)
                 .truncate(true)
                 .open(&temp)
-                .map_err(|source| Error::Open {
+                .map_err(|source| Error::Create {
                     path: dest.to_path_buf(),
                     source,
                 })
