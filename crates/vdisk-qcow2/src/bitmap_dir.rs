@@ -4,7 +4,7 @@
 //! for `info` and `check` alike, with QEMU's message. What lies past the end of the file reads as
 //! zeros, as QEMU's block layer reads it, without being allocated.
 
-use crate::header::Header;
+use crate::header::{BitmapsExt, Header};
 use crate::info::BitmapInfo;
 use std::path::Path;
 use vdisk_core::{Error, Result, Storage};
@@ -63,6 +63,67 @@ pub(crate) fn table_entry_ok(e: u64, cluster_size: u64) -> bool {
     }
     let off = e & ENTRY_OFFSET;
     off == 0 || (e & ENTRY_ALL_ONES == 0 && off % cluster_size == 0)
+}
+
+/// Bytes of a directory entry before its extra data and name.
+const ENTRY_HEADER: usize = 24;
+
+/// The `count` raw entries of the directory `ext` points at, in order: fixed part, extra data,
+/// name, padding to 8 bytes (`open` validated their layout).
+pub(crate) fn raw_entries(
+    s: &dyn Storage,
+    path: &Path,
+    ext: &BitmapsExt,
+    count: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let bad = || Error::corrupt(path, Some(ext.directory_offset), "bitmap directory entry");
+    let mut dir = vec![0u8; usize::try_from(ext.directory_size).map_err(|_| bad())?];
+    s.read_exact_at(&mut dir, ext.directory_offset)?;
+    let field = |at: usize, n: usize| {
+        dir.get(at..at + n)
+            .map(|b| b.iter().fold(0usize, |a, x| (a << 8) | usize::from(*x)))
+            .ok_or_else(bad)
+    };
+    let mut out = Vec::with_capacity(count);
+    let mut at = 0usize;
+    for _ in 0..count {
+        let (name_len, extra) = (field(at + 18, 2)?, field(at + 20, 4)?);
+        let end = (at + ENTRY_HEADER + extra + name_len).next_multiple_of(8);
+        out.push(dir.get(at..end).ok_or_else(bad)?.to_vec());
+        at = end;
+    }
+    Ok(out)
+}
+
+/// The name bytes of a raw directory entry from [`raw_entries`].
+pub(crate) fn entry_name(entry: &[u8]) -> &[u8] {
+    let field = |at: usize, n: usize| {
+        entry.get(at..at + n).map_or(0, |b| {
+            b.iter().fold(0usize, |a, x| (a << 8) | usize::from(*x))
+        })
+    };
+    let from = ENTRY_HEADER + field(20, 4);
+    entry.get(from..from + field(18, 2)).unwrap_or(&[])
+}
+
+/// The table of bitmap `b`, refused when its data would take more than
+/// [`crate::limits::MAX_BITMAP_DATA_BYTES`] in memory.
+pub(crate) fn read_table(
+    s: &dyn Storage,
+    path: &Path,
+    b: &BitmapInfo,
+    cluster_size: u64,
+) -> Result<Vec<u64>> {
+    let bytes = u64::from(b.table_size) * cluster_size;
+    if bytes > crate::limits::MAX_BITMAP_DATA_BYTES {
+        return Err(Error::limit(
+            path,
+            "bitmap data size",
+            bytes,
+            crate::limits::MAX_BITMAP_DATA_BYTES,
+        ));
+    }
+    crate::reader::read_u64_table(s, b.table_offset, b.table_size as usize, "bitmap table")
 }
 
 /// A bitmap's bits as its table stores them, one cluster per entry (qcow2.txt "Bitmap table":

@@ -13,11 +13,11 @@ use super::image::RwImage;
 use super::txn::Txn;
 use crate::header::{autoclear, Extension, Header};
 use crate::limits::MAX_BITMAP_DATA_BYTES;
-use crate::reader::read_u64_table;
 use vdisk_core::{Error, Result};
 
 use crate::bitmap_dir::{
-    ENTRY_OFFSET as BME_OFFSET_MASK, FLAG_AUTO as AUTO, FLAG_IN_USE as IN_USE,
+    raw_entries, read_table, ENTRY_OFFSET as BME_OFFSET_MASK, FLAG_AUTO as AUTO,
+    FLAG_IN_USE as IN_USE,
 };
 
 struct Bitmap {
@@ -40,11 +40,6 @@ pub(crate) struct Bitmaps {
     changed: bool,
 }
 
-fn be(b: &[u8], at: usize, n: usize) -> Option<u64> {
-    b.get(at..at.checked_add(n)?)
-        .map(|s| s.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)))
-}
-
 impl Bitmaps {
     /// The image's bitmaps; None when it has none (or QEMU would ignore them: autoclear bit clear).
     pub fn load(img: &RwImage) -> Result<Option<Bitmaps>> {
@@ -53,35 +48,14 @@ impl Bitmaps {
         };
         let path = img.path();
         let infos = crate::info::read_bitmaps(&img.r)?;
-        let mut dir = vec![0u8; ext.directory_size as usize];
-        img.storage.read_exact_at(&mut dir, ext.directory_offset)?;
-        let bad = || Error::corrupt(path, Some(ext.directory_offset), "bitmap directory entry");
+        let entries = raw_entries(img.storage.as_ref(), path, &ext, infos.len())?;
         let mut list = Vec::with_capacity(infos.len());
-        let mut at = 0usize;
-        for b in infos {
-            let extra = be(&dir, at + 20, 4).ok_or_else(bad)? as usize;
-            let name_len = be(&dir, at + 18, 2).ok_or_else(bad)? as usize;
-            let end = (at + 24 + extra + name_len).next_multiple_of(8);
-            let entry = dir.get(at..end).ok_or_else(bad)?.to_vec();
-            at = end;
+        for (b, entry) in infos.into_iter().zip(entries) {
             if b.table_offset % img.cs() != 0 || b.granularity_bits > 31 {
                 let what = format!("bitmap '{}': table offset or granularity invalid", b.name);
                 return Err(Error::corrupt(path, Some(b.table_offset), what));
             }
-            if u64::from(b.table_size) * img.cs() > MAX_BITMAP_DATA_BYTES {
-                return Err(Error::limit(
-                    path,
-                    "bitmap data size",
-                    u64::from(b.table_size) * img.cs(),
-                    MAX_BITMAP_DATA_BYTES,
-                ));
-            }
-            let table = read_u64_table(
-                img.storage.as_ref(),
-                b.table_offset,
-                b.table_size as usize,
-                "bitmap table",
-            )?;
+            let table = read_table(img.storage.as_ref(), path, &b, img.cs())?;
             list.push(Bitmap {
                 entry,
                 name: b.name,

@@ -7,15 +7,15 @@
 
 use super::image::{Purpose, RwImage};
 use super::txn::Txn;
-use crate::bitmap_dir::{read_bitmap_data, FLAG_AUTO as AUTO, FLAG_IN_USE as IN_USE};
+use crate::bitmap_dir::{
+    entry_name, raw_entries, read_bitmap_data, read_table, FLAG_AUTO as AUTO, FLAG_IN_USE as IN_USE,
+};
 use crate::header::{autoclear, BitmapsExt, Extension};
 use crate::limits::MAX_BITMAP_DATA_BYTES;
-use crate::reader::{read_u64_table, Qcow2Reader};
+use crate::reader::Qcow2Reader;
 use std::sync::Arc;
 use vdisk_core::{Error, Result, Storage};
 
-/// Bytes of a bitmap directory entry before its extra data and name.
-const ENTRY_HEADER: usize = 24;
 /// The only bitmap type (qcow2.txt: 1, "dirty tracking bitmap").
 const TYPE_DIRTY_TRACKING: u8 = 1;
 
@@ -52,48 +52,25 @@ pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>>
         return Ok(Vec::new());
     };
     let path: &std::path::Path = &r.path;
-    let dir_len = usize::try_from(ext.directory_size)
-        .map_err(|_| Error::corrupt(path, Some(ext.directory_offset), "bitmap directory size"))?;
-    let mut dir = vec![0u8; dir_len];
-    r.storage.read_exact_at(&mut dir, ext.directory_offset)?;
-    let bad = || Error::corrupt(path, Some(ext.directory_offset), "bitmap directory entry");
     let cs = 1u64 << r.geo.cluster_bits;
-    let mut out = Vec::with_capacity(r.bitmaps().len());
-    let mut at = 0usize;
-    for info in r.bitmaps() {
-        let field = |from: usize, n: usize| -> Result<u64> {
-            let b = dir.get(at + from..at + from + n).ok_or_else(bad)?;
-            Ok(b.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)))
-        };
-        let name_len = field(18, 2)? as usize;
-        let extra = field(20, 4)? as usize;
-        let name_at = at + ENTRY_HEADER + extra;
-        let name = dir
-            .get(name_at..name_at + name_len)
-            .ok_or_else(bad)?
-            .to_vec();
-        at = (name_at + name_len).next_multiple_of(8);
+    let entries = raw_entries(r.storage.as_ref(), path, &ext, r.bitmaps().len())?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (info, entry) in r.bitmaps().iter().zip(&entries) {
         let in_use = info.flags & IN_USE != 0;
         let granularity_bits = u32::from(info.granularity_bits);
         let mut bits = Vec::new();
         if !in_use {
             let nbits = r.size.div_ceil(1u64 << granularity_bits);
             let nbytes = nbits.div_ceil(8);
-            let stored = u64::from(info.table_size) * cs;
-            if nbytes > MAX_BITMAP_DATA_BYTES || stored > MAX_BITMAP_DATA_BYTES {
+            if nbytes > MAX_BITMAP_DATA_BYTES {
                 return Err(Error::limit(
                     path,
                     "bitmap data size",
-                    nbytes.max(stored),
+                    nbytes,
                     MAX_BITMAP_DATA_BYTES,
                 ));
             }
-            let table = read_u64_table(
-                r.storage.as_ref(),
-                info.table_offset,
-                info.table_size as usize,
-                "bitmap table",
-            )?;
+            let table = read_table(r.storage.as_ref(), path, info, cs)?;
             let mut all = read_bitmap_data(r.storage.as_ref(), &table, cs as usize)?;
             all.resize(nbytes as usize, 0);
             // Bits past the virtual size carry nothing.
@@ -105,7 +82,7 @@ pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>>
             bits = all;
         }
         out.push(PersistentBitmap {
-            name,
+            name: entry_name(entry).to_vec(),
             enabled: info.flags & AUTO != 0,
             in_use,
             granularity_bits,
