@@ -1,8 +1,8 @@
 //! qcow2 changed in place on hostile images: `check -r leaks` and `-r all`, `resize` (grow, and
-//! shrink with `--shrink`), `snapshot -c/-a/-d`, `amend` (compat, lazy_refcounts), `rebase -u`,
-//! `commit`'s emptying, a `convert -n` write, a compressed write (`rebase -c`) and `convert
-//! --bitmaps` (the image's bitmaps read, then a new one added), each on an in-memory copy of the
-//! input. The first byte picks the operation, the second its size; the rest is the image.
+//! shrink with `--shrink`), `snapshot -c/-a/-d`, `amend` (compat, lazy_refcounts, refcount_bits,
+//! size), `rebase -u`, `commit`'s emptying, a `convert -n` write, a compressed write (`rebase -c`)
+//! and `convert --bitmaps` (the image's bitmaps read, then a new one added), each on an in-memory
+//! copy of the input. The first byte picks the operation, the second its size; the rest is the image.
 //!
 //! Each must fail with an error or leave an image that opens and reads within the harness's bounds;
 //! and when the input checked sound (no corruption or check error), a change that succeeded must
@@ -19,7 +19,7 @@ use vdisk_fuzz::{exercise, sound};
 use vdisk_qcow2::mutate;
 
 /// Number of operations the first byte picks from.
-const OPS: u8 = 15;
+const OPS: u8 = 17;
 
 /// Step of the sizes the second byte picks: resizes by 1..=256 of these, writes of 1..=256.
 const STEP: u64 = 4096;
@@ -107,6 +107,18 @@ fuzz_target!(|data: &[u8]| {
                 bits,
             };
             nbytes <= (1 << 20) && mutate::add_bitmaps_in(s, &[b]).is_ok()
+        }
+        14 => options(&format!("refcount_bits={}", 1u32 << (arg % 7)))
+            .is_some_and(|o| mutate::amend_in(s, &o).is_ok()),
+        15 => {
+            // amend's size: grows or shrinks (without --shrink) by the step.
+            let n = if arg % 2 == 0 {
+                size.checked_add(step)
+            } else {
+                size.checked_sub(step)
+            };
+            n.and_then(|n| options(&format!("size={n}")))
+                .is_some_and(|o| mutate::amend_in(s, &o).is_ok())
         }
         _ => {
             // An unaligned write that ends at the disk's end.

@@ -64,6 +64,15 @@ amend -o compat=0.10 base.qcow2
 amend -o cluster_size=4k top.qcow2
 amend -o foo=bar top.qcow2
 amend -o compat=0.10 c.qcow2
+amend -o refcount_bits=8 top.qcow2
+amend -o refcount_bits=1 c.qcow2
+amend -o refcount_bits=3 top.qcow2
+amend -o refcount_bits=x top.qcow2
+amend -o size=8M top.qcow2
+amend -o size=1000 top.qcow2
+amend -o size=16E top.qcow2
+amend -o compat=0.10,size=8M base.qcow2
+resize top.qcow2 7E
 commit top.qcow2
 commit -d top.qcow2
 commit -b base.qcow2 top.qcow2

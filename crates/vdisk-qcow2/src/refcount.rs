@@ -26,7 +26,7 @@ pub fn block_entry(block: &[u8], order: u32, index: u64) -> u64 {
 }
 
 /// The end of the largest request QEMU's block layer serves (block_int-common.h).
-const BDRV_MAX_LENGTH: u64 = (i64::MAX as u64) & !((1u64 << 30) - 1);
+pub(crate) const BDRV_MAX_LENGTH: u64 = (i64::MAX as u64) & !((1u64 << 30) - 1);
 
 /// EIO (Linux errno 5), the error QEMU reports for a request it refuses.
 const EIO: i32 = 5;

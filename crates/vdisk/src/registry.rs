@@ -153,6 +153,12 @@ pub fn resize_qcow2(path: &Path, new_size: u64, shrink: bool, prealloc: Prealloc
     })
 }
 
+/// `qemu-img amend -o OPTS PATH` of a qcow2 image, with its backing chain opened (read-only) for
+/// a growing `size`, as [`resize_qcow2`] opens it.
+pub fn amend_qcow2(path: &Path, opts: &vdisk_core::CreateOptions) -> Result<()> {
+    vdisk_qcow2::mutate::amend_over(path, opts, &|h| qcow2_backing_chain(path, h))
+}
+
 /// The backing chain that the header `h` of the qcow2 image at `path` names, opened read-only
 /// (None without a backing file).
 fn qcow2_backing_chain(

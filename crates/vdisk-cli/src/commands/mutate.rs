@@ -109,7 +109,8 @@ pub(super) fn repair(
     Ok(report.exit_code() as u8)
 }
 
-/// `amend -o OPTS FILE` on a qcow2 image (compat, lazy_refcounts).
+/// `amend -o OPTS FILE` on a qcow2 image (compat, lazy_refcounts, refcount_bits, size,
+/// data_file, data_file_raw).
 pub(super) fn amend(fmt: Format, options: &[String], filename: &Path) -> Result<u8> {
     let opts = CreateOptions::parse(options)?;
     if fmt != Format::Qcow2 {
@@ -117,7 +118,7 @@ pub(super) fn amend(fmt: Format, options: &[String], filename: &Path) -> Result<
             "Format driver '{fmt}' does not support option amendment"
         )));
     }
-    mutate::amend(filename, &opts)?;
+    vdisk::registry::amend_qcow2(filename, &opts)?;
     Ok(0)
 }
 

@@ -1,9 +1,10 @@
-//! `qemu-img amend -o compat=...,lazy_refcounts=...` (QEMU's qcow2_amend_options): upgrading a
-//! version 2 image to version 3, downgrading a version 3 image to version 2 when nothing in it needs
-//! version 3 (qcow2.txt "Header": incompatible features, refcount_order) after expanding its zero
-//! clusters ([`super::expand`]), and turning lazy refcounts on or off. Without zero clusters only
-//! the header changes, in one write of cluster 0's header bytes; with them, that write is the
-//! switch of a transaction.
+//! `qemu-img amend -o compat=...,lazy_refcounts=...,refcount_bits=...,size=...` (QEMU's
+//! qcow2_amend_options): upgrading a version 2 image to version 3, downgrading a version 3 image
+//! to version 2 when nothing in it needs version 3 (qcow2.txt "Header": incompatible features,
+//! refcount_order) after expanding its zero clusters ([`super::expand`]), turning lazy refcounts
+//! on or off, a new refcount width ([`super::refwidth`]) and a new size (as `resize --shrink`
+//! makes it). Without zero clusters a version change is one write of cluster 0's header bytes;
+//! with them, that write is the switch of a transaction.
 
 use super::bitmaps::Bitmaps;
 use super::expand::expand_zero_clusters;
@@ -12,13 +13,17 @@ use super::snapshot::complete_snapshot_table;
 use super::txn::Txn;
 use crate::header::{autoclear, compat, incompat, Extension, Header, V2_HEADER_LEN};
 use std::sync::Arc;
-use vdisk_core::{CreateOptions, Error, Result, Storage};
+use vdisk_core::{CreateOptions, Error, ImageReader, Result, Storage};
 
 /// The options vdisk can amend.
-const AMENDABLE: [&str; 4] = ["compat", "lazy_refcounts", "data_file", "data_file_raw"];
-
-/// The other qcow2 options qemu-img amends (`qcow2_amend_opts`), which vdisk does not yet.
-const AMENDABLE_BY_QEMU: [&str; 2] = ["size", "refcount_bits"];
+const AMENDABLE: [&str; 6] = [
+    "compat",
+    "lazy_refcounts",
+    "data_file",
+    "data_file_raw",
+    "refcount_bits",
+    "size",
+];
 
 /// qcow2 creation options that qemu-img refuses to amend ("This option is only supported for
 /// image creation").
@@ -75,8 +80,21 @@ pub fn amend_options() -> Vec<vdisk_core::options::OptionSpec> {
     v
 }
 
-/// Amends the image in `storage`.
+/// Amends the image in `storage` (without a backing chain: see [`amend_over_in`]).
 pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
+    amend_over_in(storage, opts, None)
+}
+
+/// Amends the image in `storage`, in QEMU's order: an upgrade of `compat` first, then the
+/// refcount width, the other header options, the size (`backing` is the image's backing chain,
+/// which a growing resize copies from as `resize` does), and a downgrade last. Each step is a
+/// change of its own (crash-safe as every change here), so a failing step leaves the earlier
+/// ones done, as in QEMU.
+pub fn amend_over_in(
+    storage: Arc<dyn Storage>,
+    opts: &CreateOptions,
+    backing: Option<Arc<dyn ImageReader>>,
+) -> Result<()> {
     for (k, _) in opts.pairs() {
         if AMENDABLE.contains(&k.as_str()) {
             continue;
@@ -92,21 +110,185 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
                 "Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.",
             ));
         }
-        if !AMENDABLE_BY_QEMU.contains(&k.as_str()) {
-            return Err(Error::invalid(format!("Invalid parameter '{k}'")));
+        return Err(Error::invalid(format!("Invalid parameter '{k}'")));
+    }
+    let size = amend_size(opts)?;
+    let refcount_bits = amend_refcount_bits(opts)?;
+    if size.is_none() && refcount_bits.is_none() {
+        return amend_header(storage, opts);
+    }
+    let mut rest = CreateOptions::default();
+    let mut compat_only = CreateOptions::default();
+    for (k, v) in opts.pairs() {
+        match k.as_str() {
+            "size" | "refcount_bits" => {}
+            "compat" => {
+                rest.set(k, v);
+                compat_only.set(k, v);
+            }
+            _ => rest.set(k, v),
         }
+    }
+    let current = crate::reader::read_header(storage.as_ref())?.version;
+    let target = target_version(opts, current)?;
+    if let Some(bits) = refcount_bits {
+        if target < 3 && bits != 16 {
+            return Err(Error::invalid(
+                "Refcount widths other than 16 bits require compatibility level 1.1 or above \
+                 (use compat=1.1 or greater)",
+            ));
+        }
+    }
+    if target < 3 && opts.get_bool("lazy_refcounts", false)? {
+        return Err(Error::invalid(LAZY_NEEDS_V3));
+    }
+    let others = rest.pairs().iter().any(|(k, _)| k != "compat");
+    if target > current {
+        amend_header(Arc::clone(&storage), &rest)?;
+    }
+    if let Some(bits) = refcount_bits {
+        change_refcount_width(&storage, bits)?;
+    }
+    if target <= current && others {
+        let mut o = rest.clone();
+        o.set("compat", if current >= 3 { "1.1" } else { "0.10" });
+        amend_header(Arc::clone(&storage), &o)?;
+    }
+    if let Some(n) = size {
+        super::resize::resize_over_in(
+            Arc::clone(&storage),
+            n,
+            true,
+            super::Prealloc::Off,
+            None,
+            backing,
+        )?;
+    }
+    if target < current {
+        amend_header(storage, &compat_only)?;
+    }
+    Ok(())
+}
+
+/// `size`: qemu-img amend reads it as a size option (`parse_option_size`, with its words for a
+/// value it cannot read or that does not fit 64 bits), changes nothing for 0
+/// (qcow2_amend_options), and then truncates, which refuses what does not fit `int64_t`
+/// (`bdrv_co_truncate`) or the block layer's largest length (`bdrv_check_request`).
+fn amend_size(opts: &CreateOptions) -> Result<Option<u64>> {
+    let Some(v) = opts.get("size") else {
+        return Ok(None);
+    };
+    let out_of_range =
+        || Error::invalid(format!("Value '{v}' is out of range for parameter 'size'"));
+    let n =
+        match vdisk_core::size::parse_size(v) {
+            Ok(n) => n,
+            Err(_) if v.trim_start().starts_with('-') => return Err(out_of_range()),
+            Err(_) => match whole_size_u128(v) {
+                Some(n) if n > u128::from(u64::MAX) => return Err(out_of_range()),
+                Some(_) => return Err(Error::invalid("Image size cannot be negative")),
+                None => return Err(Error::invalid(
+                    "Parameter 'size' expects a non-negative number below 2^64\nOptional suffix \
+                     k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, \
+                     respectively.",
+                )),
+            },
+        };
+    if n > crate::refcount::BDRV_MAX_LENGTH {
         return Err(Error::invalid(format!(
-            "Changing the option '{k}' is not supported by vdisk amend"
+            "offset({n}) exceeds maximum({})",
+            crate::refcount::BDRV_MAX_LENGTH
         )));
     }
+    Ok(Some(n).filter(|n| *n != 0))
+}
+
+/// A size written as decimal digits with an optional unit suffix, in 128 bits (to tell a value
+/// too large for 64 bits from one that is not a number).
+fn whole_size_u128(v: &str) -> Option<u128> {
+    let t = v.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit {
+        "" | "B" | "b" => 0,
+        "k" | "K" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        "P" | "p" => 50,
+        "E" | "e" => 60,
+        _ => return None,
+    };
+    digits.parse::<u128>().ok()?.checked_mul(1u128 << shift)
+}
+
+/// `refcount_bits`, read as QEMU reads a number option (`qemu_strtou64`, base 0: decimal, `0x`
+/// hex, leading-0 octal, a minus sign wrapping) and checked as qcow2_amend_options checks it.
+fn amend_refcount_bits(opts: &CreateOptions) -> Result<Option<u64>> {
+    let Some(v) = opts.get("refcount_bits") else {
+        return Ok(None);
+    };
+    let t = v.trim_start();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let parsed = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else if t.len() > 1 && t.starts_with('0') {
+        u64::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse::<u64>()
+    };
+    let n = parsed
+        .map_err(|_| Error::invalid("Parameter 'refcount_bits' expects a number"))
+        .map(|n| if neg { n.wrapping_neg() } else { n })?;
+    if n == 0 || n > 64 || !n.is_power_of_two() {
+        return Err(Error::invalid(
+            "Refcount width must be a power of two and may not exceed 64 bits",
+        ));
+    }
+    Ok(Some(n))
+}
+
+/// The version `compat` asks for (`current` without it).
+fn target_version(opts: &CreateOptions, current: u32) -> Result<u32> {
+    match opts.get("compat") {
+        None => Ok(current),
+        Some("0.10" | "v2") => Ok(2),
+        Some("1.1" | "v3") => Ok(3),
+        Some(v) => Err(Error::invalid(format!("Unknown compatibility level {v}"))),
+    }
+}
+
+const LAZY_NEEDS_V3: &str = "Lazy refcounts only supported with compatibility level 1.1 and above \
+     (use compat=1.1 or greater)";
+
+/// Writes refcount structures `bits` wide and switches the header to them
+/// ([`super::refwidth`]).
+fn change_refcount_width(storage: &Arc<dyn Storage>, bits: u64) -> Result<()> {
+    let img = RwImage::open(Arc::clone(storage), Purpose::Modify)?;
+    let order = bits.trailing_zeros();
+    if img.r.header.refcount_order == order {
+        return Ok(());
+    }
+    let new = super::refwidth::write_with_order(&img, order)?;
+    let mut nh = img.r.header.clone();
+    nh.refcount_order = order;
+    nh.refcount_table_offset = new.table_offset;
+    nh.refcount_table_clusters = new.table_clusters;
+    drop(img);
+    super::txn::write_fixed_header(storage.as_ref(), &nh)?;
+    storage.sync()
+}
+
+/// The header options (compat, lazy_refcounts, data_file, data_file_raw) in one change.
+fn amend_header(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     let mut img = RwImage::open(Arc::clone(&storage), Purpose::Modify)?;
     let h = img.r.header.clone();
-    let version = match opts.get("compat") {
-        None => h.version,
-        Some("0.10" | "v2") => 2,
-        Some("1.1" | "v3") => 3,
-        Some(v) => return Err(Error::invalid(format!("Unknown compatibility level {v}"))),
-    };
+    let version = target_version(opts, h.version)?;
     if h.has_data_file() && version < 3 {
         return Err(Error::Other(
             "Cannot downgrade an image with a data file".into(),
@@ -117,9 +299,7 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         h.compatible_features & compat::LAZY_REFCOUNTS != 0,
     )?;
     if version < 3 && lazy {
-        return Err(Error::invalid(
-            "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
-        ));
+        return Err(Error::invalid(LAZY_NEEDS_V3));
     }
     let mut nh = h.clone();
     if version == 3 {

@@ -1,7 +1,7 @@
 //! Changing an existing qcow2 image without ever leaving it corrupt: internal snapshots
 //! (`qemu-img snapshot -c/-a/-d`), `resize` (with preallocation), `check -r leaks|all`, `amend`
 //! (compat, with zero clusters expanded for a downgrade; lazy_refcounts; data_file,
-//! data_file_raw) and `rebase -u`, following qcow2.txt and QEMU's block/qcow2-snapshot.c,
+//! data_file_raw; refcount_bits; size) and `rebase -u`, following qcow2.txt and QEMU's block/qcow2-snapshot.c,
 //! qcow2-refcount.c, qcow2-bitmap.c and qcow2.c for what each operation produces. Persistent
 //! dirty bitmaps are kept valid ([`bitmaps`]); an external data file is resized with the image.
 //!
@@ -38,6 +38,7 @@ mod pack;
 mod prealloc;
 mod rebase;
 mod refs;
+mod refwidth;
 mod repair;
 mod resize;
 mod snapshot;
@@ -47,7 +48,7 @@ pub use crate::limits::MAX_BITMAP_DATA_BYTES;
 pub use crate::limits::MAX_PREALLOC_CLUSTERS;
 pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
-pub use amend::{amend_in, amend_options};
+pub use amend::{amend_in, amend_options, amend_over_in};
 pub use copy_bitmaps::{add_bitmaps_in, read_persistent_bitmaps, PersistentBitmap};
 pub use empty::make_empty_in;
 pub use inplace::{open_compressing_writer_in, open_writer_in, open_writer_in_over};
@@ -131,9 +132,18 @@ pub fn add_bitmaps(path: &Path, bitmaps: &[PersistentBitmap]) -> Result<()> {
     add_bitmaps_in(rw(path)?, bitmaps)
 }
 
-/// `qemu-img amend -o compat=...,lazy_refcounts=... PATH`.
+/// `qemu-img amend -o compat=...,lazy_refcounts=...,refcount_bits=...,size=... PATH` (a growing
+/// size does not copy from a backing file: see [`amend_over`]).
 pub fn amend(path: &Path, opts: &CreateOptions) -> Result<()> {
     amend_in(rw(path)?, opts)
+}
+
+/// As [`amend`], with the image's backing chain opened by `open_backing` from its header (a
+/// growing `size` copies from it as `resize` does).
+pub fn amend_over(path: &Path, opts: &CreateOptions, open_backing: OpenBacking<'_>) -> Result<()> {
+    let s = rw(path)?;
+    let backing = open_backing(&crate::reader::read_header(s.as_ref())?)?;
+    amend_over_in(s, opts, backing)
 }
 
 /// `qemu-img rebase -u -b BACKING [-F FMT] PATH` (an empty `backing` removes it).

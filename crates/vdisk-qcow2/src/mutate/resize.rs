@@ -91,7 +91,9 @@ pub fn resize_over_in(
     }
     let need = h.min_l1_entries(new_size);
     if need * 8 > limits::MAX_L1_BYTES {
-        return Err(Error::invalid("Could not resize image: File too large"));
+        return Err(Error::invalid(
+            "Failed to grow the L1 table: File too large",
+        ));
     }
     let mut l1 = img.r.l1.clone();
     let mut fresh = HashMap::new();

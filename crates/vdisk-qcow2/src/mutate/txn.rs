@@ -351,8 +351,8 @@ impl<'a> Txn<'a> {
     }
 }
 
-/// Writes the fixed fields of `h` that a change may alter (size, L1, refcount table, snapshot
-/// table, feature bits) into the header as stored, in one write of the fixed part.
+/// Writes the fixed fields of `h` that a change may alter (size, L1, refcount table and width,
+/// snapshot table, feature bits) into the header as stored, in one write of the fixed part.
 pub(crate) fn write_fixed_header(s: &dyn Storage, h: &Header) -> Result<()> {
     let len = if h.version >= 3 {
         104
@@ -373,6 +373,7 @@ pub(crate) fn write_fixed_header(s: &dyn Storage, h: &Header) -> Result<()> {
         put(72, &h.incompatible_features.to_be_bytes());
         put(80, &h.compatible_features.to_be_bytes());
         put(88, &h.autoclear_features.to_be_bytes());
+        put(96, &h.refcount_order.to_be_bytes());
     }
     s.write_at(&b, 0)
 }
