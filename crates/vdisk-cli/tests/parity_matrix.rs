@@ -17,6 +17,15 @@ info t.vmdk
 info --output=json t.vdi
 info --output=json s.vmdk
 info c.qcow2
+info t.vhdx
+info --output=json t.vhdx
+map --output=json t.vhdx
+map t.vhdx
+check t.vhdx
+check --output=json t.vhdx
+compare t.vhdx top.raw
+convert -O raw t.vhdx o.raw
+convert -O qcow2 t.vhdx o.qcow2
 map top.qcow2
 map --output=json top.raw
 map -s 1M -l 2M top.qcow2
@@ -167,6 +176,7 @@ fn template(d: &Path) {
         (&["-O", "vpc"], "t.vhd"),
         (&["-O", "vmdk", "-o", "subformat=streamOptimized"], "s.vmdk"),
         (&["-O", "qcow2", "-c"], "c.qcow2"),
+        (&["-O", "vhdx"], "t.vhdx"),
     ] {
         qemu_ok(d, &[&["convert"][..], args, &["top.qcow2", out]].concat());
     }
