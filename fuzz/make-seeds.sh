@@ -9,7 +9,7 @@ corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
-    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open raw_open probe; do
+    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open raw_open probe; do
     mkdir -p "$corpus/$t"
 done
 
@@ -319,6 +319,45 @@ dynamic("small-512.vhd", 16 * 512, 512, [1, None, 3, 4] * 4)
 dynamic("differencing.vhd", 8 * 4096, 4096, [None, 7] * 4, typ=4)
 dynamic("fixed-type-at-0.vhd", 8 * 4096, 4096, [5] * 8, typ=2)
 EOF
+
+# ---- VHDX: dynamic (1 MiB and default blocks, block_state_zero on and off), fixed, a bigger log,
+# data in several blocks; each cut into the 4 KiB pages that fuzz/src/paged.rs places, after a
+# byte for the MiB of file past the last page ----
+q create -f vhdx -o block_size=1M "$work/vhdx-dyn-1m.vhdx" 6M
+io vhdx "$work/vhdx-dyn-1m.vhdx" "write -P 0xaa 0 4k" "write -P 0x55 1M 8k" "write -P 0x11 5M 512"
+q create -f vhdx -o block_size=1M,block_state_zero=off "$work/vhdx-dyn-nz.vhdx" 3M
+io vhdx "$work/vhdx-dyn-nz.vhdx" "write -P 0x42 2M 4k"
+q create -f vhdx "$work/vhdx-default.vhdx" 64M
+io vhdx "$work/vhdx-default.vhdx" "write -P 0x33 0 4k"
+q create -f vhdx -o subformat=fixed,block_size=1M "$work/vhdx-fixed.vhdx" 4M
+io vhdx "$work/vhdx-fixed.vhdx" "write -P 0x66 1M 4k"
+q create -f vhdx -o log_size=2M,block_size=1M "$work/vhdx-log2m.vhdx" 2M
+q create -f vhdx "$work/vhdx-large.vhdx" 100G
+python3 - "$corpus/vhdx_open" "$work"/vhdx-*.vhdx <<'EOF'
+import os, sys
+KIB, MIB = 1024, 1024 * 1024
+# PAGE_OFFSETS of fuzz/src/paged.rs.
+OFFSETS = [0, 64 * KIB, 128 * KIB, 192 * KIB, 256 * KIB, MIB, MIB + 4 * KIB, 2 * MIB, 3 * MIB,
+           3 * MIB + 64 * KIB, 4 * MIB, 5 * MIB, 6 * MIB, 8 * MIB, 12 * MIB, 16 * MIB]
+for path in sys.argv[2:]:
+    data = open(path, "rb").read()
+    out = bytearray()
+    end = 0
+    for off in OFFSETS:
+        if off >= len(data):
+            break
+        page = data[off:off + 4096]
+        if off + 4096 < len(data):
+            page = page.ljust(4096, b"\0")
+        out += page
+        end = off + len(page)
+    # The first byte: the MiB the file goes on past its last page.
+    out[0:0] = bytes([min(255, -(-(len(data) - end) // MIB))])
+    open(os.path.join(sys.argv[1], os.path.basename(path)), "wb").write(out)
+EOF
+for f in "$work"/vhdx-*.vhdx; do
+    head -c 262144 "$f" >"$corpus/probe/$(basename "$f").head"
+done
 
 # ---- raw ----
 head -c 4096 /dev/urandom >"$corpus/raw_open/random-4k"

@@ -24,6 +24,7 @@ for t in "${targets[@]}"; do
         vmdk_*) dict=(-dict=dicts/vmdk.dict) ;;
         vdi_*) dict=(-dict=dicts/vdi.dict) ;;
         vhd_*) dict=(-dict=dicts/vhd.dict) ;;
+        vhdx_*) dict=(-dict=dicts/vhdx.dict) ;;
         probe)
             cat dicts/*.dict >"$logs/probe.dict"
             dict=(-dict="$logs/probe.dict")

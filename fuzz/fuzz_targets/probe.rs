@@ -29,6 +29,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(r) => Box::new(r),
             Err(_) => return,
         },
+        Format::Vhdx => match vdisk_vhdx::open(s) {
+            Ok(r) => Box::new(r),
+            Err(_) => return,
+        },
         _ => return,
     };
     exercise(r.as_ref());

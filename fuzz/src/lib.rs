@@ -4,6 +4,8 @@
 //! that libFuzzer records (without a sanitizer, `-malloc_limit_mb` cannot see single allocations, and
 //! a zeroed `vec![0; huge]` never touches its pages, so `-rss_limit_mb` would not see it either).
 
+pub mod paged;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
