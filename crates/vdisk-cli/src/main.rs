@@ -39,6 +39,19 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument => {}
+        ErrorKind::InvalidValue if is_output_arg(e) => {
+            // qemu-img's words for `--output=xml` and the like.
+            let command = std::env::args().nth(1).unwrap_or_default();
+            let value = match e.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) => v.clone(),
+                _ => String::new(),
+            };
+            eprintln!(
+                "vdisk: --output expects 'human' or 'json' not '{value}'\nTry 'vdisk {command} \
+                 --help' for more info"
+            );
+            return ExitCode::from(1);
+        }
         _ => {
             let _ = e.print();
             return ExitCode::from(1);
@@ -70,6 +83,15 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         }
     }
     ExitCode::from(1)
+}
+
+/// Whether clap's error is about the value of `--output`.
+fn is_output_arg(e: &clap::Error) -> bool {
+    use clap::error::{ContextKind, ContextValue};
+    matches!(
+        e.get(ContextKind::InvalidArg),
+        Some(ContextValue::String(a)) if a.starts_with("--output")
+    )
 }
 
 /// Raises the soft limit on open files to the hard one, as programs that need many are expected

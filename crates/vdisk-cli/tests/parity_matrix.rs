@@ -37,6 +37,10 @@ map --output=json c.qcow2
 check --output=json top.qcow2
 check -q top.qcow2
 check -r bogus top.qcow2
+info --output=xml top.qcow2
+map --output=yaml top.qcow2
+check --output= top.qcow2
+measure --output=xml -O qcow2 top.qcow2
 check t.vmdk
 check --output=json t.vdi
 check c.qcow2
