@@ -18,4 +18,6 @@ pub use vdisk_core::{Error, Format, ImageReader, ImageWriter, Result};
 pub use vdisk_qcow2 as qcow2;
 pub use vdisk_raw as raw;
 pub use vdisk_vdi as vdi;
+pub use vdisk_vhd as vhd;
+pub use vdisk_vhdx as vhdx;
 pub use vdisk_vmdk as vmdk;

@@ -13,6 +13,9 @@ mod qcow2;
 #[path = "hostile/formats.rs"]
 mod formats;
 
+#[path = "hostile/vhd_vhdx.rs"]
+mod vhd_vhdx;
+
 #[path = "hostile/chains.rs"]
 mod chains;
 

@@ -373,6 +373,8 @@ pub fn open_mem(format: &str, data: Vec<u8>) -> vdisk::Result<Arc<dyn ImageReade
         )?),
         "vmdk" => Arc::new(vdisk::vmdk::open(s, Arc::new(NoFiles))?),
         "vdi" => Arc::new(vdisk::vdi::open(s)?),
+        "vpc" => Arc::new(vdisk::vhd::open(s)?),
+        "vhdx" => Arc::new(vdisk::vhdx::open(s)?),
         _ => Arc::new(vdisk::raw::open(s)?),
     })
 }
