@@ -91,6 +91,18 @@ proptest! {
     #![proptest_config(config(10))]
 
     #[test]
+    fn vhd_roundtrip(disk in disk::disk(), target in target::vhd(), engine in target::engine()) {
+        if !qemu_available() {
+            return Ok(());
+        }
+        roundtrip(&disk, &target, &engine)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(10))]
+
+    #[test]
     fn raw_roundtrip(disk in disk::disk(), target in target::raw(), engine in target::engine()) {
         if !qemu_available() {
             return Ok(());
@@ -120,7 +132,13 @@ proptest! {
     #[test]
     fn parity_with_qemu_img_convert(
         disk in disk::disk(),
-        target in prop_oneof![target::qcow2(), target::vmdk(), target::vdi(), target::raw()],
+        target in prop_oneof![
+            target::qcow2(),
+            target::vmdk(),
+            target::vdi(),
+            target::vhd(),
+            target::raw()
+        ],
         engine in target::engine(),
     ) {
         if !qemu_available() {
@@ -149,6 +167,7 @@ fn any_target() -> impl Strategy<Value = target::Target> {
         target::qcow2(),
         target::vmdk(),
         target::vdi(),
+        target::vhd(),
         target::raw()
     ]
     .prop_map(|t| target::Target { backing: None, ..t })

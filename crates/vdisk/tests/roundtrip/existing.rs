@@ -1,6 +1,7 @@
 //! `convert -n`: the random source disk written into an image that already exists, made by
 //! qemu-img (qcow2 with random options, sometimes over a raw backing file; raw; VDI, dynamic or
-//! static; VMDK of each subformat the in-place writer takes, with or without zeroed grains), as
+//! static; VMDK of each subformat the in-place writer takes, with or without zeroed grains; VHD,
+//! dynamic or fixed), as
 //! large as the source or larger, and already holding data, zeros, compressed clusters and
 //! discarded ranges written by qemu-io. The result must read as the source over its length and as
 //! before beyond it, to vdisk and to qemu.
@@ -114,6 +115,7 @@ pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
             Format::Raw,
             Format::Vdi,
             Format::Vmdk,
+            Format::Vpc,
         ]),
         qcow2(),
         vmdk_or_vdi_opts(),
@@ -138,6 +140,7 @@ pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
                     .collect(),
                 Format::Vdi => other.vdi,
                 Format::Vmdk => other.vmdk,
+                Format::Vpc => other.vhd,
                 _ => Vec::new(),
             };
             let cluster = opts
@@ -164,15 +167,17 @@ pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
         })
 }
 
-/// `qemu-img create -o` options for the two other formats `convert -n` writes into.
+/// `qemu-img create -o` options for the other formats `convert -n` writes into.
 #[derive(Clone, Debug)]
 struct OtherOpts {
     vdi: Vec<(&'static str, String)>,
     vmdk: Vec<(&'static str, String)>,
+    vhd: Vec<(&'static str, String)>,
 }
 
 /// VDI: dynamic or static. VMDK: the subformats the in-place writer takes (monolithicSparse is
-/// the default), with zeroed grains on, off or by default for the sparse ones.
+/// the default), with zeroed grains on, off or by default for the sparse ones. VHD: dynamic or
+/// fixed, sized exactly (`force_size`: the image is as large as drawn).
 fn vmdk_or_vdi_opts() -> impl Strategy<Value = OtherOpts> {
     (
         select(vec![None, Some("on"), Some("off")]),
@@ -184,8 +189,9 @@ fn vmdk_or_vdi_opts() -> impl Strategy<Value = OtherOpts> {
             Some("twoGbMaxExtentFlat"),
         ]),
         select(vec![None, Some("on"), Some("off")]),
+        select(vec!["dynamic", "fixed"]),
     )
-        .prop_map(|(stat, sub, zeroed)| {
+        .prop_map(|(stat, sub, zeroed, vhd)| {
             let vdi = stat.map(|s| vec![("static", s.to_string())]);
             let mut vmdk = Vec::new();
             if let Some(s) = sub {
@@ -201,6 +207,10 @@ fn vmdk_or_vdi_opts() -> impl Strategy<Value = OtherOpts> {
             OtherOpts {
                 vdi: vdi.unwrap_or_default(),
                 vmdk,
+                vhd: vec![
+                    ("subformat", vhd.to_string()),
+                    ("force_size", "on".to_string()),
+                ],
             }
         })
 }

@@ -80,6 +80,11 @@ const VMDK: Keys = &[
 
 const VDI: Keys = &[("static", &["on", "off", "maybe"])];
 
+const VPC: Keys = &[
+    ("subformat", &["dynamic", "fixed", "sparse"]),
+    ("force_size", &["on", "off", "maybe"]),
+];
+
 const RAW: Keys = &[("preallocation", &["off", "falloc", "full", "metadata"])];
 
 /// Stands for the external data file's path in the scratch directory.
@@ -90,6 +95,7 @@ fn keys_of(format: Format) -> Keys {
         Format::Qcow2 => QCOW2,
         Format::Vmdk => VMDK,
         Format::Vdi => VDI,
+        Format::Vpc => VPC,
         _ => RAW,
     }
 }
@@ -102,6 +108,7 @@ pub fn attempt() -> impl Strategy<Value = Attempt> {
             Format::Vmdk,
             Format::Vmdk,
             Format::Vdi,
+            Format::Vpc,
             Format::Raw,
         ]),
         prop::collection::vec((any::<bool>(), any::<prop::sample::Index>()), 9),

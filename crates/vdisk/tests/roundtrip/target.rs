@@ -347,3 +347,26 @@ pub fn vdi() -> impl Strategy<Value = Target> {
         backing: None,
     })
 }
+
+/// VHD (`vpc`): dynamic or fixed, sized by CHS geometry or exactly (`force_size`).
+pub fn vhd() -> impl Strategy<Value = Target> {
+    (
+        select(vec![None, Some("dynamic"), Some("fixed")]),
+        select(vec![None, Some("on"), Some("off")]),
+    )
+        .prop_map(|(sub, force)| {
+            let mut opts = Vec::new();
+            if let Some(s) = sub {
+                opts.push(("subformat", s.to_string()));
+            }
+            if let Some(f) = force {
+                opts.push(("force_size", f.to_string()));
+            }
+            Target {
+                format: Format::Vpc,
+                opts,
+                compress: false,
+                backing: None,
+            }
+        })
+}
