@@ -26,6 +26,14 @@ check --output=json t.vhdx
 compare t.vhdx top.raw
 convert -O raw t.vhdx o.raw
 convert -O qcow2 t.vhdx o.qcow2
+create -f vhdx n.vhdx 10M
+create -f vhdx -o subformat=fixed,block_size=1M,log_size=1.5M n.vhdx 10M
+create -f vhdx -o block_size=3M n.vhdx 10M
+create -f vhdx -o block_state_zero=off,subformat=bogus n.vhdx 10M
+convert -O vhdx top.qcow2 o.vhdx
+convert -O vhdx -o block_state_zero=off,block_size=1M t.vdi o.vhdx
+convert -c -O vhdx top.qcow2 o.vhdx
+measure -O vhdx --size 1G
 map top.qcow2
 map --output=json top.raw
 map -s 1M -l 2M top.qcow2

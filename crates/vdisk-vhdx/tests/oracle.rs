@@ -1,6 +1,7 @@
 //! Tests against the qemu-img / qemu-io oracle: fixtures built at test time with
 //! `qemu-img create -f vhdx` and qemu-io, bytes compared with `qemu-img convert -O raw`, maps with
-//! `qemu-img map`, sizes with `qemu-img info`, and damaged images with whether qemu opens them.
+//! `qemu-img map`, sizes with `qemu-img info`, and damaged images with whether qemu opens them; images
+//! vdisk writes against `qemu-img create` / `convert -O vhdx` of the same input.
 
 #[path = "oracle/fixtures.rs"]
 mod fixtures;
@@ -8,3 +9,5 @@ mod fixtures;
 mod malformed;
 #[path = "oracle/read.rs"]
 mod read;
+#[path = "oracle/write.rs"]
+mod write;

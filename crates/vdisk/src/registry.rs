@@ -53,7 +53,8 @@ pub fn create_options(format: Format) -> Result<&'static [OptionSpec]> {
         Format::Vmdk => vdisk_vmdk::CREATE_OPTIONS,
         Format::Vdi => vdisk_vdi::CREATE_OPTIONS,
         Format::Vpc => vdisk_vhd::CREATE_OPTIONS,
-        Format::Vhdx | Format::Other(_) => return Err(not_writable(format)),
+        Format::Vhdx => vdisk_vhdx::CREATE_OPTIONS,
+        Format::Other(_) => return Err(not_writable(format)),
     })
 }
 
@@ -118,7 +119,8 @@ pub fn create_image(
         Format::Vmdk => vdisk_vmdk::create(path, size, opts),
         Format::Vdi => vdisk_vdi::create(path, size, opts),
         Format::Vpc => vdisk_vhd::create(path, size, opts),
-        Format::Vhdx | Format::Other(_) => Err(not_writable(format)),
+        Format::Vhdx => vdisk_vhdx::create(path, size, opts),
+        Format::Other(_) => Err(not_writable(format)),
     }
 }
 

@@ -103,6 +103,18 @@ proptest! {
     #![proptest_config(config(10))]
 
     #[test]
+    fn vhdx_roundtrip(disk in disk::disk(), target in target::vhdx(), engine in target::engine()) {
+        if !qemu_available() {
+            return Ok(());
+        }
+        roundtrip(&disk, &target, &engine)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(10))]
+
+    #[test]
     fn raw_roundtrip(disk in disk::disk(), target in target::raw(), engine in target::engine()) {
         if !qemu_available() {
             return Ok(());
@@ -137,6 +149,7 @@ proptest! {
             target::vmdk(),
             target::vdi(),
             target::vhd(),
+            target::vhdx(),
             target::raw()
         ],
         engine in target::engine(),
@@ -168,6 +181,7 @@ fn any_target() -> impl Strategy<Value = target::Target> {
         target::vmdk(),
         target::vdi(),
         target::vhd(),
+        target::vhdx(),
         target::raw()
     ]
     .prop_map(|t| target::Target { backing: None, ..t })

@@ -115,6 +115,24 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
                 opts.get("hwversion").unwrap_or("undefined")
             ));
         }
+        Format::Vhdx => {
+            // qemu's order (vhdx_create_opts), sizes in bytes, the defaults of the two sizes.
+            parts.push(format!("size={size}"));
+            for (k, default) in [("log_size", "1048576"), ("block_size", "0")] {
+                let v = opts.get_size(k).ok().flatten();
+                parts.push(format!(
+                    "{k}={}",
+                    v.map_or(default.to_string(), |v| v.to_string())
+                ));
+            }
+            if let Some(v) = opts.get("subformat") {
+                parts.push(format!("subformat={v}"));
+            }
+            if let Some(v) = opts.get("block_state_zero") {
+                parts.push(format!("block_state_zero={v}"));
+            }
+            return parts.join(" ");
+        }
         _ => parts.push(format!("size={size}")),
     }
     for (k, v) in opts.pairs() {

@@ -85,6 +85,13 @@ const VPC: Keys = &[
     ("force_size", &["on", "off", "maybe"]),
 ];
 
+const VHDX: Keys = &[
+    ("subformat", &["dynamic", "fixed", "sparse"]),
+    ("block_size", &["0", "1M", "3M", "512M"]),
+    ("log_size", &["1M", "100k", "2M"]),
+    ("block_state_zero", &["on", "off"]),
+];
+
 const RAW: Keys = &[("preallocation", &["off", "falloc", "full", "metadata"])];
 
 /// Stands for the external data file's path in the scratch directory.
@@ -96,6 +103,7 @@ fn keys_of(format: Format) -> Keys {
         Format::Vmdk => VMDK,
         Format::Vdi => VDI,
         Format::Vpc => VPC,
+        Format::Vhdx => VHDX,
         _ => RAW,
     }
 }
@@ -109,6 +117,7 @@ pub fn attempt() -> impl Strategy<Value = Attempt> {
             Format::Vmdk,
             Format::Vdi,
             Format::Vpc,
+            Format::Vhdx,
             Format::Raw,
         ]),
         prop::collection::vec((any::<bool>(), any::<prop::sample::Index>()), 9),

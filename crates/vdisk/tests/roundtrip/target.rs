@@ -370,3 +370,30 @@ pub fn vhd() -> impl Strategy<Value = Target> {
             }
         })
 }
+
+/// VHDX: dynamic or fixed, 1 or 2 MiB blocks or qemu's default, blocks created ZERO or not.
+pub fn vhdx() -> impl Strategy<Value = Target> {
+    (
+        select(vec![None, Some("dynamic"), Some("fixed")]),
+        select(vec![None, Some("1M"), Some("2M")]),
+        select(vec![None, Some("on"), Some("off")]),
+    )
+        .prop_map(|(sub, bs, zero)| {
+            let mut opts = Vec::new();
+            if let Some(s) = sub {
+                opts.push(("subformat", s.to_string()));
+            }
+            if let Some(b) = bs {
+                opts.push(("block_size", b.to_string()));
+            }
+            if let Some(z) = zero {
+                opts.push(("block_state_zero", z.to_string()));
+            }
+            Target {
+                format: Format::Vhdx,
+                opts,
+                compress: false,
+                backing: None,
+            }
+        })
+}
