@@ -55,7 +55,7 @@ impl PagedStorage {
             .zip(PAGE_OFFSETS)
             .map(|(c, off)| (off, c.to_vec()))
             .collect();
-        let len = pages.last().map_or(0, |(off, b)| off + b.len() as u64);
+        let len = pages.last().map_or(0, |(off, b)| off + b.len() as u64) + extra;
         Arc::new(PagedStorage {
             path: PathBuf::from(name),
             pages,
