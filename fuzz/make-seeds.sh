@@ -9,7 +9,7 @@ corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
-    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open raw_open probe; do
+    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open partitions raw_open probe; do
     mkdir -p "$corpus/$t"
 done
 
@@ -358,6 +358,16 @@ EOF
 for f in "$work"/vhdx-*.vhdx; do
     head -c 262144 "$f" >"$corpus/probe/$(basename "$f").head"
 done
+
+# ---- partition tables: small raw disks partitioned by sfdisk (GPT with names and attributes; MBR
+# with a bootable primary, an extended partition and logical ones) ----
+if command -v sfdisk >/dev/null; then
+    truncate -s 192K "$corpus/partitions/gpt.raw" "$corpus/partitions/dos.raw"
+    printf 'label: gpt\nfirst-lba: 34\nstart=34, size=64, type=U, name="EFI"\nsize=64, type=L, attrs="RequiredPartition GUID:63"\nsize=32, type=S\n' |
+        sfdisk -q "$corpus/partitions/gpt.raw"
+    printf 'label: dos\nstart=1, size=63, type=c, bootable\nstart=64, size=64, type=83\nstart=128, size=200, type=5\nstart=130, size=40, type=82\nstart=180, size=40, type=83\n' |
+        sfdisk -q "$corpus/partitions/dos.raw"
+fi
 
 # ---- raw ----
 head -c 4096 /dev/urandom >"$corpus/raw_open/random-4k"

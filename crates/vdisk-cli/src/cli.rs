@@ -29,12 +29,14 @@ Examples (LPIC-3 351.5, virtual machine disk image management):
       vdisk resize disk.raw +10G
   Copy the first 64 MiB of a disk into a new qcow2 image:
       vdisk dd -O qcow2 bs=1M count=64 if=disk.raw of=head.qcow2
+  List the partitions inside an image, in any format (vdisk only):
+      vdisk partitions disk.qcow2
 
 Exit codes: 0 success, 1 error; check: 0 clean, 2 corruptions, 3 leaks, 63 no check for the format;
 compare: 0 identical, 1 different, 2 open error.";
 
 /// vdisk: inspect, create, convert, compare and check virtual machine disk images
-/// (raw, qcow2, VMDK, VDI, VHD) with qemu-img's commands and flags.
+/// (raw, qcow2, VMDK, VDI, VHD, VHDX) with qemu-img's commands and flags.
 #[derive(Debug, Parser)]
 #[command(
     name = "vdisk",
@@ -94,6 +96,22 @@ pub enum Command {
         /// How many bytes to map (default: to the end).
         #[arg(short = 'l', long = "max-length")]
         max_length: Option<String>,
+        #[arg(short = 'U', long = "force-share")]
+        force_share: bool,
+        /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a
+        /// file name.
+        #[arg(long = "image-opts")]
+        image_opts: bool,
+        filename: PathBuf,
+    },
+    /// vdisk only: the partition table inside the image (MBR with logical partitions, or GPT),
+    /// read through any format without converting it; `--output=json` prints what
+    /// `sfdisk --json` prints for the same disk as a raw file.
+    Partitions {
+        #[arg(short = 'f', long = "format")]
+        format: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
         /// FILENAME: QEMU's option string (`driver=qcow2,file.filename=x.qcow2`) instead of a

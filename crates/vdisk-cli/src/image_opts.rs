@@ -138,6 +138,12 @@ pub fn apply(cmd: &mut Command) -> Result<()> {
             filename,
             ..
         }
+        | Command::Partitions {
+            image_opts: true,
+            format,
+            filename,
+            ..
+        }
         | Command::Check {
             image_opts: true,
             format,

@@ -15,6 +15,7 @@ pub use registry::{
 pub use vdisk_convert as convert;
 pub use vdisk_core as core;
 pub use vdisk_core::{Error, Format, ImageReader, ImageWriter, Result};
+pub use vdisk_part as part;
 pub use vdisk_qcow2 as qcow2;
 pub use vdisk_raw as raw;
 pub use vdisk_vdi as vdi;

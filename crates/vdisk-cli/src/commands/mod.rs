@@ -87,6 +87,42 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .map_err(|e| Error::Other(format!("cannot write output: {e}")))?;
             Ok(0)
         }
+        Command::Partitions {
+            format,
+            output,
+            filename,
+            ..
+        } => {
+            let req = OpenRequest {
+                format: parse_format(format)?,
+                snapshot: None,
+                follow_backing: true,
+                for_check: false,
+            };
+            let img = open_image(&filename, &req)?;
+            img.image.ready_for_io()?;
+            let Some(table) = vdisk::part::read(img.image.as_ref())? else {
+                // sfdisk's words for a disk without a table, and its exit code.
+                return Err(Error::Other(format!(
+                    "{}: does not contain a recognized partition table",
+                    filename.display()
+                )));
+            };
+            let text = match output {
+                OutputFormat::Human => {
+                    vdisk::part::report::human_text(&table, img.image.virtual_size())
+                }
+                OutputFormat::Json => {
+                    let device = filename.to_string_lossy();
+                    let v = vdisk::part::report::sfdisk_json(&table, &device);
+                    serde_json::to_string_pretty(&v)
+                        .map_err(|e| Error::Other(format!("cannot write JSON: {e}")))?
+                        + "\n"
+                }
+            };
+            print_out(&text)?;
+            Ok(0)
+        }
         Command::Create {
             format,
             options,
