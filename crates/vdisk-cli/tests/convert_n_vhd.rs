@@ -1,7 +1,7 @@
-//! `vdisk convert -n -O vpc` into existing VHD images (dynamic and fixed) that already hold other
-//! data, against qemu-img doing the same conversion into a copy: the same guest bytes as the
-//! source and as qemu-img's result, a file qemu-img still opens as `vpc`; and a damaged target
-//! refused untouched.
+//! `vdisk convert -n -O vpc` and `-O vhdx` into existing VHD and VHDX images (dynamic and fixed)
+//! that already hold other data, against qemu-img doing the same conversion into a copy: the same
+//! guest bytes as the source and as qemu-img's result, a file qemu-img still opens (and for VHDX
+//! checks clean); and a damaged VHD target refused untouched.
 
 mod common;
 use common::*;
@@ -86,4 +86,54 @@ fn convert_n_refuses_damaged_vhd_unchanged() {
         std::fs::read(d.join("t.vhd")).unwrap() == bytes,
         "the target was written"
     );
+}
+
+#[test]
+fn convert_n_into_existing_vhdx_matches_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-n-vhdx");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    qemu_ok(d, &["convert", "-O", "qcow2", "pat.raw", "src.qcow2"]);
+    for opts in [
+        "subformat=dynamic",
+        "subformat=fixed,block_size=1M",
+        "block_state_zero=off,block_size=1M",
+    ] {
+        for name in ["ours.vhdx", "theirs.vhdx"] {
+            let _ = std::fs::remove_file(d.join(name));
+            qemu_ok(d, &["create", "-q", "-f", "vhdx", "-o", opts, name, "64M"]);
+            qemu_io(d, "vhdx", name, OLD);
+        }
+        vdisk_ok(
+            d,
+            &["convert", "-n", "-O", "vhdx", "src.qcow2", "ours.vhdx"],
+        );
+        qemu_ok(
+            d,
+            &["convert", "-n", "-O", "vhdx", "src.qcow2", "theirs.vhdx"],
+        );
+        let check = qemu(d, &["check", "-f", "vhdx", "ours.vhdx"]);
+        assert_eq!(check.status.code(), Some(0), "{opts}: {}", out(&check));
+        let cmp = qemu(
+            d,
+            &[
+                "compare",
+                "-f",
+                "qcow2",
+                "-F",
+                "vhdx",
+                "src.qcow2",
+                "ours.vhdx",
+            ],
+        );
+        assert_eq!(cmp.status.code(), Some(0), "{opts}: {}", out(&cmp));
+        assert!(
+            qemu_raw_bytes(&d.join("ours.vhdx"), Some("vhdx"))
+                == qemu_raw_bytes(&d.join("theirs.vhdx"), Some("vhdx")),
+            "{opts}: vdisk and qemu-img results differ"
+        );
+    }
 }

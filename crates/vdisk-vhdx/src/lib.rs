@@ -1,13 +1,16 @@
 //! vdisk-vhdx: reading Microsoft VHDX images (qemu's format "vhdx"), dynamic and fixed, following
 //! the "[MS-VHDX] Virtual Hard Disk v2 (VHDX) File Format" specification for the layout and QEMU 10's
 //! block/vhdx.c and block/vhdx-log.c for every decision qemu-img makes on a read-only open (what it
-//! refuses, how it reads each BAT state, what it reports). Nothing here ever writes to an existing
-//! image; [`writer`] creates new ones as `qemu-img create -f vhdx` / `convert -O vhdx` do.
+//! refuses, how it reads each BAT state, what it reports). Opening never writes; [`writer`] creates
+//! new images as `qemu-img create -f vhdx` / `convert -O vhdx` do, and [`inplace`] writes into an
+//! existing one as `convert -n -O vhdx` does (never replaying or writing the log).
 
 pub mod bat;
 pub mod crc32c;
 pub mod guid;
 pub mod header;
+pub mod inplace;
+mod inplace_check;
 pub mod limits;
 pub mod log;
 pub mod metadata;
@@ -21,6 +24,7 @@ pub mod writer_layout;
 pub use bat::{Bat, BlockState};
 pub use guid::Guid;
 pub use header::Header;
+pub use inplace::{open_writer, open_writer_in};
 pub use reader::{open, open_for_check, VhdxReader};
 pub use writer::{create, create_params, VhdxWriter, CREATE_OPTIONS};
 

@@ -101,7 +101,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
 
 /// Random bytes in the shape of `qemu_uuid_generate`'s version 4 UUID, stored as a GUID as
 /// `vhdx_guid_generate` copies it.
-fn random_guid() -> Result<Guid> {
+pub(crate) fn random_guid() -> Result<Guid> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b)
         .map_err(|e| Error::Other(format!("cannot get random bytes for a GUID: {e}")))?;

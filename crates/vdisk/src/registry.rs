@@ -132,6 +132,7 @@ pub fn open_existing_writer(format: Format, path: &Path) -> Result<Box<dyn Image
         Format::Vdi => vdisk_vdi::open_writer(path),
         Format::Vmdk => vdisk_vmdk::open_writer(path),
         Format::Vpc => vdisk_vhd::open_writer(path),
+        Format::Vhdx => vdisk_vhdx::open_writer(path),
         other => Err(Error::invalid(format!(
             "convert -n into an existing {other} image is not supported yet; use a raw target or drop -n"
         ))),

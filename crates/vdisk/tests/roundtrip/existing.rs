@@ -1,7 +1,7 @@
 //! `convert -n`: the random source disk written into an image that already exists, made by
 //! qemu-img (qcow2 with random options, sometimes over a raw backing file; raw; VDI, dynamic or
-//! static; VMDK of each subformat the in-place writer takes, with or without zeroed grains; VHD,
-//! dynamic or fixed), as
+//! static; VMDK of each subformat the in-place writer takes, with or without zeroed grains; VHD
+//! and VHDX, dynamic or fixed), as
 //! large as the source or larger, and already holding data, zeros, compressed clusters and
 //! discarded ranges written by qemu-io. The result must read as the source over its length and as
 //! before beyond it, to vdisk and to qemu.
@@ -116,6 +116,7 @@ pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
             Format::Vdi,
             Format::Vmdk,
             Format::Vpc,
+            Format::Vhdx,
         ]),
         qcow2(),
         vmdk_or_vdi_opts(),
@@ -141,6 +142,7 @@ pub fn into_existing() -> impl Strategy<Value = (Disk, Existing)> {
                 Format::Vdi => other.vdi,
                 Format::Vmdk => other.vmdk,
                 Format::Vpc => other.vhd,
+                Format::Vhdx => other.vhdx,
                 _ => Vec::new(),
             };
             let cluster = opts
@@ -173,11 +175,13 @@ struct OtherOpts {
     vdi: Vec<(&'static str, String)>,
     vmdk: Vec<(&'static str, String)>,
     vhd: Vec<(&'static str, String)>,
+    vhdx: Vec<(&'static str, String)>,
 }
 
 /// VDI: dynamic or static. VMDK: the subformats the in-place writer takes (monolithicSparse is
 /// the default), with zeroed grains on, off or by default for the sparse ones. VHD: dynamic or
-/// fixed, sized exactly (`force_size`: the image is as large as drawn).
+/// fixed, sized exactly (`force_size`: the image is as large as drawn). VHDX: dynamic or fixed,
+/// 1 MiB or default blocks, created ZERO or not.
 fn vmdk_or_vdi_opts() -> impl Strategy<Value = OtherOpts> {
     (
         select(vec![None, Some("on"), Some("off")]),
@@ -190,8 +194,13 @@ fn vmdk_or_vdi_opts() -> impl Strategy<Value = OtherOpts> {
         ]),
         select(vec![None, Some("on"), Some("off")]),
         select(vec!["dynamic", "fixed"]),
+        (
+            select(vec!["dynamic", "fixed"]),
+            select(vec![None, Some("1M")]),
+            select(vec![None, Some("on"), Some("off")]),
+        ),
     )
-        .prop_map(|(stat, sub, zeroed, vhd)| {
+        .prop_map(|(stat, sub, zeroed, vhd, (x_sub, x_bs, x_zero))| {
             let vdi = stat.map(|s| vec![("static", s.to_string())]);
             let mut vmdk = Vec::new();
             if let Some(s) = sub {
@@ -211,6 +220,14 @@ fn vmdk_or_vdi_opts() -> impl Strategy<Value = OtherOpts> {
                     ("subformat", vhd.to_string()),
                     ("force_size", "on".to_string()),
                 ],
+                vhdx: [
+                    Some(("subformat", x_sub.to_string())),
+                    x_bs.map(|b| ("block_size", b.to_string())),
+                    x_zero.map(|z| ("block_state_zero", z.to_string())),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
             }
         })
 }
