@@ -41,6 +41,38 @@ pub fn check_write_range(path: &Path, offset: u64, len: u64, size: u64) -> Resul
     Ok(())
 }
 
+/// Splits a write of `len` bytes at guest `offset` (its bytes `data`, or `None` for zeros) into
+/// the pieces that each lie in one block of `block_size` bytes, and calls
+/// `f(block, offset_in_block, piece_len, piece)` for each, in guest order: the loop of every
+/// writer that maps a disk block by block (VDI, VHD, VHDX). `data`, when given, holds `len` bytes.
+pub fn for_each_block_piece(
+    offset: u64,
+    len: u64,
+    data: Option<&[u8]>,
+    block_size: u64,
+    mut f: impl FnMut(u64, u64, u64, Option<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    if block_size == 0 {
+        return Err(Error::invalid("block size 0"));
+    }
+    let mut done = 0u64;
+    while done < len {
+        let pos = offset.saturating_add(done);
+        let (block, in_block) = (pos / block_size, pos % block_size);
+        let n = (block_size - in_block).min(len - done);
+        let piece = match data {
+            Some(d) => Some(
+                d.get(done as usize..(done + n) as usize)
+                    .ok_or_else(|| Error::invalid("write data shorter than its length"))?,
+            ),
+            None => None,
+        };
+        f(block, in_block, n, piece)?;
+        done += n;
+    }
+    Ok(())
+}
+
 /// What the conversion engine must know about a writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterCaps {

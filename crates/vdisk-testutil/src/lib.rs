@@ -153,6 +153,48 @@ pub fn qemu_info_json(image: &Path) -> serde_json::Value {
     serde_json::from_str(&qemu_img(&["info", "--output=json", &img])).expect("qemu-img info json")
 }
 
+/// `qemu-img info --output=json -f FORMAT` (for formats that are not probed as themselves, such
+/// as a fixed VHD).
+pub fn qemu_info_json_as(image: &Path, format: &str) -> serde_json::Value {
+    let img = image.to_string_lossy().into_owned();
+    serde_json::from_str(&qemu_img(&["info", "--output=json", "-f", format, &img]))
+        .expect("qemu-img info json")
+}
+
+/// `qemu-img map --output=json -f FORMAT` against vdisk's block status of `reader`.
+pub fn assert_map_like_qemu_as(reader: &dyn vdisk_core::ImageReader, image: &Path, format: &str) {
+    assert_eq!(
+        vdisk_map_json(reader),
+        qemu_map_json(image, Some(format)),
+        "map of {}",
+        image.display()
+    );
+}
+
+/// For a format qemu-img shows no format-specific details of (vpc, vhdx): the format, virtual
+/// size, cluster size, one child named `file` and no backing file, against `qemu-img info`.
+pub fn assert_plain_info_like_qemu(
+    reader: &dyn vdisk_core::ImageReader,
+    image: &Path,
+    format: &str,
+) {
+    let q = qemu_info_json_as(image, format);
+    let info = reader.info().expect("vdisk info");
+    assert_eq!(info.format, q["format"].as_str().expect("format"));
+    assert_eq!(Some(info.virtual_size), q["virtual-size"].as_u64());
+    assert_eq!(
+        info.cluster_size,
+        q["cluster-size"].as_u64(),
+        "{}",
+        image.display()
+    );
+    assert!(q.get("format-specific").is_none() && info.format_specific.is_none());
+    assert_eq!(q["children"][0]["name"], "file");
+    assert_eq!(info.children.len(), 1);
+    assert_eq!(info.children[0].name, "file");
+    assert!(info.backing.is_none() && q.get("backing-filename").is_none());
+}
+
 /// `qemu-img check` on an image vdisk wrote: panics with qemu's report unless it exits 0 (no errors,
 /// no leaks).
 pub fn assert_qemu_check_clean(image: &Path, format: &str) {

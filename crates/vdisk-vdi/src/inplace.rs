@@ -38,7 +38,7 @@ use crate::check::check_map;
 use crate::header::{Header, BLOCKS_ALLOCATED_V1, PARSE_LEN};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vdisk_core::writer::{check_write_range, durable_commit};
+use vdisk_core::writer::{check_write_range, durable_commit, for_each_block_piece};
 use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
 /// Opens the existing VDI image at `path` for writing in place: [`open_writer_in`] on the file
@@ -266,16 +266,9 @@ impl ImageWriter for InplaceWriter {
         check_write_range(&self.path, offset, len, self.header.virtual_size())?;
         let data = payload.plain("VDI writer")?;
         let bs = self.bs();
-        let mut done = 0u64;
-        while done < len {
-            let pos = offset + done;
-            let (block, in_block) = (pos / bs, pos % bs);
-            let n = (bs - in_block).min(len - done);
-            let piece = data.map(|d| &d[done as usize..(done + n) as usize]);
-            self.write_in_block(block, in_block, n, piece)?;
-            done += n;
-        }
-        Ok(())
+        for_each_block_piece(offset, len, data, bs, |block, in_block, n, piece| {
+            self.write_in_block(block, in_block, n, piece)
+        })
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

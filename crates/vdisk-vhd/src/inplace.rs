@@ -57,7 +57,7 @@ use crate::reader::{self, FooterAt};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vdisk_core::writer::{check_write_range, durable_commit};
+use vdisk_core::writer::{check_write_range, durable_commit, for_each_block_piece};
 use vdisk_core::{
     Error, FileStorage, ImageReader, ImageWriter, Payload, Result, Storage, WriterCaps,
 };
@@ -429,16 +429,9 @@ impl ImageWriter for InplaceWriter {
                 None => self.storage.write_zeros(offset, len),
             };
         };
-        let mut done = 0u64;
-        while done < len {
-            let pos = offset + done;
-            let (block, in_block) = (pos / bs, pos % bs);
-            let n = (bs - in_block).min(len - done);
-            let piece = data.map(|d| &d[done as usize..(done + n) as usize]);
-            self.write_in_block(block, in_block, n, piece)?;
-            done += n;
-        }
-        Ok(())
+        for_each_block_piece(offset, len, data, bs, |block, in_block, n, piece| {
+            self.write_in_block(block, in_block, n, piece)
+        })
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

@@ -60,7 +60,7 @@ use crate::reader;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vdisk_core::writer::{check_write_range, durable_commit};
+use vdisk_core::writer::{check_write_range, durable_commit, for_each_block_piece};
 use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
 const MIB: u64 = 1 << 20;
@@ -288,17 +288,9 @@ impl ImageWriter for InplaceWriter {
         check_write_range(&self.path, offset, len, self.size)?;
         let data = payload.plain("VHDX writer")?;
         let bs = self.block_size;
-        let mut done = 0u64;
-        while done < len {
-            let pos = offset + done;
-            let (block, in_block) = (pos / bs, pos % bs);
-            let n = (bs - in_block).min(len - done);
-            // `done + n <= len`, the length of `data`.
-            let piece = data.map(|d| &d[done as usize..(done + n) as usize]);
-            self.write_in_block(block, in_block, n, piece)?;
-            done += n;
-        }
-        Ok(())
+        for_each_block_piece(offset, len, data, bs, |block, in_block, n, piece| {
+            self.write_in_block(block, in_block, n, piece)
+        })
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

@@ -47,8 +47,7 @@ pub fn patterned(s: &Scratch, name: &str, options: &str, size: &str) -> PathBuf 
 
 /// `qemu-img info --output=json -f vpc` (a fixed VHD probes as raw, so the format is given).
 pub fn info_json(p: &Path) -> serde_json::Value {
-    let img = p.to_str().unwrap();
-    serde_json::from_str(&qemu_img(&["info", "--output=json", "-f", "vpc", img])).unwrap()
+    qemu_info_json_as(p, "vpc")
 }
 
 /// The virtual size qemu-img reports.
@@ -97,29 +96,10 @@ pub fn assert_like_qemu(p: &Path) {
 
 /// `qemu-img map` against vdisk's block status.
 pub fn assert_map_like_qemu(r: &dyn ImageReader, p: &Path) {
-    assert_eq!(
-        vdisk_map_json(r),
-        qemu_map_json(p, Some("vpc")),
-        "map of {}",
-        p.display()
-    );
+    assert_map_like_qemu_as(r, p, "vpc");
 }
 
 /// Format, virtual size, cluster size and children against `qemu-img info`.
 pub fn assert_info_like_qemu(r: &dyn ImageReader, p: &Path) {
-    let q = info_json(p);
-    let info = r.info().unwrap();
-    assert_eq!(info.format, q["format"].as_str().unwrap());
-    assert_eq!(info.virtual_size, q["virtual-size"].as_u64().unwrap());
-    assert_eq!(
-        info.cluster_size,
-        q["cluster-size"].as_u64(),
-        "{}",
-        p.display()
-    );
-    assert!(q.get("format-specific").is_none() && info.format_specific.is_none());
-    assert_eq!(q["children"][0]["name"], "file");
-    assert_eq!(info.children.len(), 1);
-    assert_eq!(info.children[0].name, "file");
-    assert!(info.backing.is_none() && q.get("backing-filename").is_none());
+    assert_plain_info_like_qemu(r, p, "vpc");
 }
