@@ -73,6 +73,22 @@ pub fn for_each_block_piece(
     Ok(())
 }
 
+/// The runs of consecutive values in `indices` (sorted here), as `(first, last)` pairs: where an
+/// in-place writer's new table entries can go to the file in one write each.
+pub fn neighbour_runs(indices: &[usize]) -> Vec<(usize, usize)> {
+    let mut sorted = indices.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for i in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == i => *last = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    runs
+}
+
 /// What the conversion engine must know about a writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterCaps {
@@ -310,5 +326,42 @@ mod tests {
         o.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn neighbour_runs_join_consecutive_indices() {
+        assert_eq!(neighbour_runs(&[]), vec![]);
+        assert_eq!(
+            neighbour_runs(&[7, 3, 4, 5, 9, 8, 1, 4]),
+            vec![(1, 1), (3, 5), (7, 9)]
+        );
+    }
+
+    #[test]
+    fn block_pieces_cover_a_write_in_order() {
+        let data: Vec<u8> = (0..10u8).collect();
+        let mut seen = Vec::new();
+        for_each_block_piece(6, 10, Some(&data), 4, |b, at, n, piece| {
+            seen.push((b, at, n, piece.map(<[u8]>::to_vec)));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (1, 2, 2, Some(vec![0, 1])),
+                (2, 0, 4, Some(vec![2, 3, 4, 5])),
+                (3, 0, 4, Some(vec![6, 7, 8, 9])),
+            ]
+        );
+        let mut zeros = Vec::new();
+        for_each_block_piece(3, 2, None, 4, |b, at, n, piece| {
+            zeros.push((b, at, n, piece.is_none()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(zeros, vec![(0, 3, 1, true), (1, 0, 1, true)]);
+        assert!(for_each_block_piece(0, 5, Some(&data[..4]), 4, |_, _, _, _| Ok(())).is_err());
+        assert!(for_each_block_piece(0, 5, None, 0, |_, _, _, _| Ok(())).is_err());
     }
 }

@@ -38,7 +38,7 @@ use crate::check::check_map;
 use crate::header::{Header, BLOCKS_ALLOCATED_V1, PARSE_LEN};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vdisk_core::writer::{check_write_range, durable_commit, for_each_block_piece};
+use vdisk_core::writer::{check_write_range, durable_commit, for_each_block_piece, neighbour_runs};
 use vdisk_core::{Error, FileStorage, ImageWriter, Payload, Result, Storage, WriterCaps};
 
 /// Opens the existing VDI image at `path` for writing in place: [`open_writer_in`] on the file
@@ -214,16 +214,7 @@ impl InplaceWriter {
             return Ok(());
         }
         // (3) the entries, in runs of neighbouring blocks.
-        let mut blocks = self.allocated.clone();
-        blocks.sort_unstable();
-        let mut i = 0;
-        while i < blocks.len() {
-            let first = blocks[i];
-            let mut last = first;
-            while i + 1 < blocks.len() && blocks[i + 1] == last + 1 {
-                last += 1;
-                i += 1;
-            }
+        for (first, last) in neighbour_runs(&self.allocated) {
             let run = self
                 .map
                 .get(first..=last)
@@ -233,7 +224,6 @@ impl InplaceWriter {
                 self.header.offset_bmap + first as u64 * 4,
                 run,
             )?;
-            i += 1;
         }
         self.sync()
     }

@@ -57,7 +57,7 @@ use crate::reader::{self, FooterAt};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vdisk_core::writer::{check_write_range, durable_commit, for_each_block_piece};
+use vdisk_core::writer::{check_write_range, durable_commit, for_each_block_piece, neighbour_runs};
 use vdisk_core::{
     Error, FileStorage, ImageReader, ImageWriter, Payload, Result, Storage, WriterCaps,
 };
@@ -214,16 +214,7 @@ impl InplaceWriter {
             return Ok(());
         }
         // (2) the BAT entries, in runs of neighbouring blocks.
-        let mut blocks = d.allocated.clone();
-        blocks.sort_unstable();
-        let mut i = 0;
-        while i < blocks.len() {
-            let first = blocks[i];
-            let mut last = first;
-            while i + 1 < blocks.len() && blocks[i + 1] == last + 1 {
-                last += 1;
-                i += 1;
-            }
+        for (first, last) in neighbour_runs(&d.allocated) {
             let run = d
                 .bat
                 .get(first..=last)
@@ -231,7 +222,6 @@ impl InplaceWriter {
             let bytes: Vec<u8> = run.iter().flat_map(|e| e.to_be_bytes()).collect();
             self.storage
                 .write_at(&bytes, d.table_offset + first as u64 * BAT_ENTRY_SIZE)?;
-            i += 1;
         }
         self.sync()
     }
