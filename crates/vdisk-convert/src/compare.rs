@@ -161,7 +161,7 @@ fn block_status(
     offset: u64,
     size: u64,
 ) -> std::result::Result<Extent, CompareOutcome> {
-    match r.block_status(offset, size - offset) {
+    match r.copy_status(offset, size - offset) {
         Ok(e) if e.offset == offset && e.length > 0 => Ok(e),
         Ok(_) => Err(CompareOutcome::StatusFailed {
             side,

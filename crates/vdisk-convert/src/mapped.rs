@@ -8,7 +8,7 @@ use crate::chunk::Ctx;
 use crate::plan::{SegKind, Segment};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use vdisk_core::reader::checked_block_status;
+use vdisk_core::reader::checked_copy_status;
 use vdisk_core::{DataBuf, ExtentKind, FileMap, Result, Storage};
 
 /// The maps of the host files a conversion reads, made on first use and kept until it ends.
@@ -53,7 +53,7 @@ pub(crate) fn host_runs(ctx: &Ctx<'_>, seg: &Segment) -> Result<Option<Vec<HostR
     let mut runs: Vec<HostRun> = Vec::new();
     let mut pos = seg.start;
     while pos < seg.end {
-        let e = checked_block_status(ctx.src, pos, seg.end - pos)?;
+        let e = checked_copy_status(ctx.src, pos, seg.end - pos)?;
         let len = e.length.min(seg.end - pos);
         let host = match (&e.kind, &e.host) {
             (ExtentKind::Data, Some(h)) => h,

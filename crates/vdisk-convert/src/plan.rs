@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use vdisk_core::reader::checked_block_status;
+use vdisk_core::reader::checked_copy_status;
 use vdisk_core::{ExtentKind, ImageReader, Result};
 
 /// What a segment of the disk needs.
@@ -129,7 +129,7 @@ impl<'a> Planner<'a> {
     fn step(&mut self) -> Result<()> {
         let pos = self.cursor;
         let want = (self.size - pos).min(self.max_query);
-        let e = checked_block_status(self.src, pos, want)?;
+        let e = checked_copy_status(self.src, pos, want)?;
         let end = pos.saturating_add(e.length).min(pos + want);
         self.cursor = end;
         self.seen_compressed |= e.kind == ExtentKind::Compressed;
@@ -228,7 +228,7 @@ impl<'a> Planner<'a> {
         let mut pos = start;
         let mut done = start;
         while pos < bend {
-            let e = checked_block_status(backing.as_ref(), pos, bend - pos)?;
+            let e = checked_copy_status(backing.as_ref(), pos, bend - pos)?;
             let q = pos.saturating_add(e.length).min(bend);
             let (kind, seg_end) = if e.kind.reads_as_zero() {
                 (SegKind::Same, self.down(q))

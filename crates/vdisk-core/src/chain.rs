@@ -33,6 +33,29 @@ impl Chain {
     }
 }
 
+/// One layer's status query: `block_status` or `copy_status`.
+type StatusFn = dyn Fn(&dyn ImageReader, u64, u64) -> Result<Extent>;
+
+impl Chain {
+    /// The status of the chain from `query` on each layer: the top layer's, or where that is
+    /// unallocated the backing image's (one level deeper).
+    fn status(&self, offset: u64, max_len: u64, query: &StatusFn) -> Result<Extent> {
+        let e = query(self.top.as_ref(), offset, max_len)?;
+        if e.kind != ExtentKind::Unallocated {
+            return Ok(e);
+        }
+        let bsize = self.backing.virtual_size();
+        if offset >= bsize {
+            // Past the end of the backing image: unallocated, reads as zeros, answered by this layer.
+            return Ok(e);
+        }
+        let mut b = query(self.backing.as_ref(), offset, e.length.min(bsize - offset))?;
+        b.truncate(e.length);
+        b.depth += 1;
+        Ok(b)
+    }
+}
+
 impl ImageReader for Chain {
     fn format_name(&self) -> &'static str {
         self.top.format_name()
@@ -75,21 +98,11 @@ impl ImageReader for Chain {
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        let e = self.top.block_status(offset, max_len)?;
-        if e.kind != ExtentKind::Unallocated {
-            return Ok(e);
-        }
-        let bsize = self.backing.virtual_size();
-        if offset >= bsize {
-            // Past the end of the backing image: unallocated, reads as zeros, answered by this layer.
-            return Ok(e);
-        }
-        let mut b = self
-            .backing
-            .block_status(offset, e.length.min(bsize - offset))?;
-        b.truncate(e.length);
-        b.depth += 1;
-        Ok(b)
+        self.status(offset, max_len, &|r, o, l| r.block_status(o, l))
+    }
+
+    fn copy_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        self.status(offset, max_len, &|r, o, l| r.copy_status(o, l))
     }
 
     fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {

@@ -79,6 +79,16 @@ impl ImageReader for Concat {
         Ok(e)
     }
 
+    fn copy_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        let (start, r) = self
+            .part_at(offset)
+            .ok_or_else(|| Error::invalid("block status outside the sources"))?;
+        let local = offset - start;
+        let mut e = r.copy_status(local, max_len.min(r.virtual_size() - local))?;
+        e.offset += start;
+        Ok(e)
+    }
+
     fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
         self.parts.iter().find_map(|(_, r)| r.host_storage(file))
     }

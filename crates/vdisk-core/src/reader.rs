@@ -28,6 +28,15 @@ pub trait ImageReader: Send + Sync {
     /// the disk). Callers loop to cover a range. The extent's `depth` is 0.
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent>;
 
+    /// The status of the range as a copy (`convert`, `compare`) may use it: like
+    /// [`ImageReader::block_status`], but where that reports ranges as data only because qemu-img
+    /// does (QEMU has no block status for the format, so `qemu-img map` shows everything as data),
+    /// a reader may say here what it knows reads as zeros, so that copies skip reading it. It must
+    /// never call zero what reads otherwise. By default, `block_status`.
+    fn copy_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        self.block_status(offset, max_len)
+    }
+
     /// The host file named `file` in an extent's [`crate::HostLocation`], as this image (or, for a
     /// chain, any of its layers) opened it: the source of offloaded copies (`convert -C`). `None`
     /// when the reader does not hand out its files; the data is then read with `read_at`.
@@ -75,6 +84,18 @@ pub fn checked_block_status(reader: &dyn ImageReader, pos: u64, max_len: u64) ->
     if e.length == 0 || e.offset != pos {
         return Err(Error::Other(format!(
             "{} block status returned an empty or misplaced extent at {pos}",
+            reader.format_name()
+        )));
+    }
+    Ok(e)
+}
+
+/// `reader.copy_status(pos, max_len)`, checked as [`checked_block_status`] checks block status.
+pub fn checked_copy_status(reader: &dyn ImageReader, pos: u64, max_len: u64) -> Result<Extent> {
+    let e = reader.copy_status(pos, max_len)?;
+    if e.length == 0 || e.offset != pos {
+        return Err(Error::Other(format!(
+            "{} copy status returned an empty or misplaced extent at {pos}",
             reader.format_name()
         )));
     }

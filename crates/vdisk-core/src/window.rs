@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::extent::Extent;
 use crate::info::ImageInfo;
-use crate::reader::{check_range, checked_block_status, ImageReader};
+use crate::reader::{check_range, checked_block_status, checked_copy_status, ImageReader};
 use crate::storage::Storage;
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +41,15 @@ impl ImageReader for Window {
         check_range(self.len, offset, 0)?;
         let max_len = max_len.min(self.len - offset);
         let mut e = checked_block_status(self.inner.as_ref(), self.start + offset, max_len)?;
+        e.offset = offset;
+        e.length = e.length.min(max_len);
+        Ok(e)
+    }
+
+    fn copy_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        check_range(self.len, offset, 0)?;
+        let max_len = max_len.min(self.len - offset);
+        let mut e = checked_copy_status(self.inner.as_ref(), self.start + offset, max_len)?;
         e.offset = offset;
         e.length = e.length.min(max_len);
         Ok(e)

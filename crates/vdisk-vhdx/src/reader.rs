@@ -241,6 +241,39 @@ impl ImageReader for VhdxReader {
         ))
     }
 
+    /// What the BAT says: blocks in the states that read as zeros (NOT_PRESENT, UNDEFINED, ZERO,
+    /// both UNMAPPED) are zero to a copy, so `convert` and `compare` skip them; the others are
+    /// data (and read, or fail, as `read_at` does). `block_status` keeps qemu's answer.
+    fn copy_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        if offset >= self.size || max_len == 0 {
+            return Err(Error::invalid(format!(
+                "copy status at {offset} outside the virtual disk of {} bytes",
+                self.size
+            )));
+        }
+        let bs = u64::from(self.metadata.block_size);
+        let end = offset.saturating_add(max_len.min(self.size - offset));
+        let zero = |block: u64| {
+            !matches!(
+                BlockState::of(self.bat.payload_entry(block)),
+                BlockState::FullyPresent | BlockState::Reserved4 | BlockState::PartiallyPresent
+            )
+        };
+        let first = zero(offset / bs);
+        let mut pos = ((offset / bs).saturating_add(1))
+            .saturating_mul(bs)
+            .min(end);
+        while pos < end && zero(pos / bs) == first {
+            pos = pos.saturating_add(bs).min(end);
+        }
+        let kind = if first {
+            ExtentKind::Zero
+        } else {
+            ExtentKind::Data
+        };
+        Ok(Extent::new(offset, pos - offset, kind))
+    }
+
     fn info(&self) -> Result<ImageInfo> {
         let mut info = ImageInfo::new("vhdx", self.size);
         info.cluster_size = Some(u64::from(self.metadata.block_size));

@@ -200,3 +200,56 @@ fn check_agrees_with_qemu_img_check() {
     assert_eq!(rep.exit_code(), 0);
     assert_eq!(rep.corruptions, 0);
 }
+
+/// The extents `copy_status` gives over the whole disk.
+fn copy_extents(r: &dyn ImageReader) -> Vec<vdisk_core::Extent> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < r.virtual_size() {
+        let e = vdisk_core::reader::checked_copy_status(r, pos, r.virtual_size() - pos).unwrap();
+        pos = e.end();
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn copy_status_calls_zero_only_what_reads_as_zero() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("vhdx-copy-status");
+    for opts in [
+        "block_size=1M,block_state_zero=on",
+        "block_size=1M,block_state_zero=off",
+        "subformat=fixed,block_size=1M,block_state_zero=off",
+        "subformat=fixed,block_size=1M",
+    ] {
+        let p = patterned(&s, "c.vhdx", opts, "9M");
+        let r = open(&p);
+        let oracle = qemu_raw_bytes(&p, Some("vhdx"));
+        let extents = copy_extents(&r);
+        for e in &extents {
+            if e.kind == vdisk_core::ExtentKind::Zero {
+                let (a, b) = (e.offset as usize, e.end() as usize);
+                assert!(oracle[a..b].iter().all(|x| *x == 0), "{opts}: {e:?}");
+            }
+        }
+        let zero = extents
+            .iter()
+            .any(|e| e.kind == vdisk_core::ExtentKind::Zero);
+        // Every block of a fixed image with block_state_zero=off is present: all data.
+        assert_eq!(
+            zero,
+            opts != "subformat=fixed,block_size=1M,block_state_zero=off",
+            "{opts}"
+        );
+        // qemu-img map still shows everything as data.
+        assert_map_like_qemu(&r, &p);
+    }
+    // A sparse 20 GiB image: a few extents, not one per block.
+    let p = create(&s, "l.vhdx", "block_size=1M", "20G");
+    qemu_io("vhdx", &p, &["write -P 0x5a 0 4k", "write -P 0x6b 10G 1M"]);
+    let extents = copy_extents(&open(&p));
+    assert_eq!(extents.len(), 4, "{extents:?}");
+}
