@@ -1,4 +1,5 @@
-//! Memory stays small on huge images: 10 TiB qcow2 and VDI images and a 1 TiB VMDK with a little data are
+//! Memory stays small on huge images: 10 TiB qcow2, VDI and VHDX images, a 2000 GiB VHD and a 1 TiB
+//! VMDK with a little data are
 //! opened, mapped and converted to (sparse) raw in a child process - this test binary re-run on
 //! an ignored helper test, and the built CLI - whose peak RSS (wait4's ru_maxrss, measured by a
 //! small launcher process) must stay under [`MAX_RSS_KIB`].
@@ -136,6 +137,8 @@ fn peak_rss_kib(args: &[String], child_env: Option<&str>) -> (bool, i64) {
 fn size_of(name: &str) -> u64 {
     if name.ends_with(".vmdk") {
         1 << 40
+    } else if name.ends_with(".vhd") {
+        2000 << 30
     } else {
         10 << 40
     }
@@ -165,11 +168,31 @@ fn memory_stays_small_on_huge_images() {
         &s.join("big.vmdk"),
         &["write -P 0xaa 0 1M", "write -P 0xcc 1023G 64k"],
     );
+    qemu(d, &["create", "-f", "vhdx", "big.vhdx", "10T"]);
+    qemu_io("vhdx", &s.join("big.vhdx"), &writes);
+    // VHD stops at 2040 GiB; force_size keeps the size exact (no CHS rounding).
+    qemu(
+        d,
+        &[
+            "create",
+            "-f",
+            "vpc",
+            "-o",
+            "force_size=on",
+            "big.vhd",
+            "2000G",
+        ],
+    );
+    qemu_io(
+        "vpc",
+        &s.join("big.vhd"),
+        &["write -P 0xaa 0 1M", "write -P 0xcc 1999G 64k"],
+    );
     let exe = std::env::current_exe()
         .expect("test binary")
         .display()
         .to_string();
-    for name in ["big.qcow2", "big.vdi", "big.vmdk"] {
+    for name in ["big.qcow2", "big.vdi", "big.vmdk", "big.vhdx", "big.vhd"] {
         let img = s.join(name);
         let out = s.join("out.raw");
         let arg = format!("{}\n{}", img.display(), out.display());
