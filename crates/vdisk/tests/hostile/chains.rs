@@ -138,6 +138,8 @@ fn sources(s: &Scratch) {
         ],
     );
     qemu(d, &["convert", "-O", "vdi", "top.qcow2", "disk.vdi"]);
+    qemu(d, &["convert", "-O", "vpc", "top.qcow2", "disk.vhd"]);
+    qemu(d, &["convert", "-O", "vhdx", "top.qcow2", "disk.vhdx"]);
     qemu(d, &["convert", "-O", "raw", "top.qcow2", "disk.raw"]);
 }
 
@@ -155,6 +157,8 @@ fn sources_are_never_modified() {
         "sparse.vmdk",
         "flat.vmdk",
         "disk.vdi",
+        "disk.vhd",
+        "disk.vhdx",
         "disk.raw",
     ];
     let req = OpenRequest {
