@@ -1,6 +1,7 @@
 //! `convert --bitmaps` (and `--skip-broken-bitmaps`): the persistent bitmaps of a qcow2 source
-//! copied into a new qcow2 image, compared with qemu-img's copy of the same source: the same
-//! bitmaps in `info`, the same bits, a clean `check`, and qemu-img reading the bits vdisk wrote.
+//! copied into a new qcow2 image, or with `-n` into an existing one (beside its own bitmaps),
+//! compared with qemu-img's copy of the same source: the same bitmaps in `info`, the same bits, a
+//! clean `check`, qemu-img reading the bits vdisk wrote, and qemu-img's errors.
 
 mod common;
 use common::*;
@@ -209,4 +210,69 @@ fn qemu_io_killed(d: &Path) -> std::process::Output {
         .args(["-c", "write -P 4 16M 64k", "-c", "sigraise 9", "s.qcow2"])
         .output()
         .unwrap()
+}
+
+#[test]
+fn bitmaps_go_into_an_existing_image_like_qemu() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-bitmaps-n");
+    let d = s.path();
+    source(d);
+    // Targets: (create arguments, bitmaps they hold, how qemu-img's copy ends).
+    let targets: [(&[&str], &[&str]); 6] = [
+        (&["-f", "qcow2"], &[]),
+        (&["-f", "qcow2"], &["t0"]),
+        // A name the source has: the bitmaps after it (walked last first) are added, then the
+        // error.
+        (&["-f", "qcow2"], &["b2"]),
+        (&["-f", "qcow2"], &["b4", "t1"]),
+        // Another size: "Bitmaps are of different sizes".
+        (&["-f", "qcow2", "-o", "cluster_size=4k"], &[]),
+        // Version 2 holds no bitmaps.
+        (&["-f", "qcow2", "-o", "compat=0.10"], &[]),
+    ];
+    for (i, (create, own)) in targets.iter().enumerate() {
+        let size = if i == 4 { "80M" } else { "64M" };
+        for who in ["v", "q"] {
+            let t = format!("{who}{i}.qcow2");
+            qemu_ok(
+                d,
+                &[&["create", "-q"][..], create, &[t.as_str(), size]].concat(),
+            );
+            qemu_io(d, "qcow2", &t, &["write -P 9 0 1M"]);
+            for b in own.iter() {
+                qemu_ok(d, &["bitmap", "--add", &t, b]);
+            }
+        }
+        let (ours, theirs) = (format!("v{i}.qcow2"), format!("q{i}.qcow2"));
+        let args = ["convert", "-n", "--bitmaps", "-O", "qcow2", "s.qcow2"];
+        let v = vdisk(d, &[&args[..], &[ours.as_str()]].concat());
+        let q = qemu(d, &[&args[..], &[theirs.as_str()]].concat());
+        assert_eq!(v.status.code(), q.status.code(), "target {i}: {}", err(&v));
+        if q.status.code() != Some(0) {
+            assert_eq!(
+                first_message(&err(&v)),
+                first_message(&err(&q)),
+                "target {i}"
+            );
+        }
+        // The same bitmaps, in the same order, with the same bits; the same guest data.
+        assert_eq!(
+            format_specific_bitmaps(d, &ours),
+            format_specific_bitmaps(d, &theirs),
+            "target {i}"
+        );
+        if i != 5 {
+            assert_eq!(
+                bitmaps_of(&d.join(&ours)),
+                bitmaps_of(&d.join(&theirs)),
+                "target {i}"
+            );
+        }
+        assert_qemu_check_clean(&d.join(&ours), "qcow2");
+        let cmp = qemu(d, &["compare", &ours, &theirs]);
+        assert_eq!(cmp.status.code(), Some(0), "target {i}: {}", out(&cmp));
+    }
 }

@@ -101,17 +101,21 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     } else {
         Vec::new()
     };
-    if a.bitmaps && a.no_create {
-        return Err(Error::invalid(
-            "convert -n --bitmaps is not supported yet: vdisk adds bitmaps only to a new image",
-        ));
-    }
-    if a.bitmaps && (out_fmt != Format::Qcow2 || opts.get("compat") == Some("0.10")) {
-        return Err(Error::invalid(format!(
+    let no_bitmaps = || {
+        Error::invalid(format!(
             "Format driver '{}' does not support bitmaps",
             out_fmt.name()
-        )));
+        ))
+    };
+    if a.bitmaps && (out_fmt != Format::Qcow2 || opts.get("compat") == Some("0.10")) {
+        return Err(no_bitmaps());
     }
+    // With -n, the target's own bitmaps (a version 2 target has none, and can have none).
+    let target_bitmaps = if a.bitmaps && a.no_create {
+        Some(target_bitmap_names(dst)?.ok_or_else(no_bitmaps)?)
+    } else {
+        None
+    };
     let mut source: Arc<dyn ImageReader> = if readers.len() == 1 {
         Arc::clone(&readers[0])
     } else {
@@ -144,6 +148,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         opts.set("backing_fmt", bfmt);
         backing_image = Some(vdisk::open_backing_for(dst, b, Some(bfmt.parse()?))?.image);
     }
+    let mut target_size = size;
     let writer = if a.no_create {
         let req = OpenRequest {
             format: Some(out_fmt),
@@ -152,6 +157,7 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             for_check: false,
         };
         let existing = open_image(dst, &req)?.image.virtual_size();
+        target_size = existing;
         if existing < size {
             return Err(Error::invalid("output file is smaller than input file"));
         }
@@ -218,6 +224,9 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
     if let Some(p) = plain {
         p.end();
     }
+    if let Some(names) = &target_bitmaps {
+        return copy_bitmaps_into_existing(dst, &bitmaps, names, target_size, size);
+    }
     if !bitmaps.is_empty() {
         // After the data, as qemu-img copies them; a failure removes the new image, as a failed
         // conversion leaves no output.
@@ -227,6 +236,60 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The names of the persistent bitmaps of the qcow2 image at `dst`, or `None` when it is version
+/// 2 and cannot hold any.
+fn target_bitmap_names(dst: &std::path::Path) -> Result<Option<Vec<Vec<u8>>>> {
+    let storage = Arc::new(vdisk::core::FileStorage::open(dst)?);
+    let files = Arc::new(vdisk::core::storage::HostFiles);
+    let image = vdisk::qcow2::open(storage, files, &Default::default())?;
+    if image.header().version < 3 {
+        return Ok(None);
+    }
+    Ok(Some(
+        vdisk::qcow2::mutate::read_persistent_bitmaps(&image)?
+            .into_iter()
+            .map(|b| b.name)
+            .collect(),
+    ))
+}
+
+/// `convert -n --bitmaps`: qemu-img's `convert_copy_bitmaps` into an existing image, which walks
+/// the source's bitmaps last first and stops at the first that cannot be created (a name the
+/// target has) or filled (a target of another size); those before it are added, the target is
+/// kept, and the error is qemu-img's.
+fn copy_bitmaps_into_existing(
+    dst: &std::path::Path,
+    bitmaps: &[vdisk::qcow2::mutate::PersistentBitmap],
+    target_names: &[Vec<u8>],
+    target_size: u64,
+    source_size: u64,
+) -> Result<u8> {
+    let mut added = Vec::new();
+    let mut failure = None;
+    for b in bitmaps.iter().rev() {
+        let n = b.name_text();
+        if target_names.contains(&b.name) {
+            failure = Some(format!(
+                "Failed to create bitmap {n}: Bitmap already exists: {n}"
+            ));
+            break;
+        }
+        if target_size != source_size {
+            failure = Some(format!(
+                "Failed to populate bitmap {n}: Bitmaps are of different sizes (destination size \
+                 is {target_size}, source size is {source_size}) and can't be merged"
+            ));
+            break;
+        }
+        added.insert(0, b.clone());
+    }
+    vdisk::qcow2::mutate::add_bitmaps(dst, &added)?;
+    match failure {
+        Some(m) => Err(Error::invalid(m)),
+        None => Ok(0),
+    }
 }
 
 /// The persistent bitmaps `convert --bitmaps` copies from its one qcow2 source, checked as

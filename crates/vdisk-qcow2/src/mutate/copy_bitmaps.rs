@@ -1,5 +1,6 @@
 //! `convert --bitmaps`: the persistent dirty bitmaps of a qcow2 source, read whole, and written into
-//! a new qcow2 image after its data, as qemu-img.c's `convert_check_bitmaps` and
+//! the qcow2 target after its data (a new image, or with `-n` an existing one, whose own bitmaps
+//! stay first in its directory), as qemu-img.c's `convert_check_bitmaps` and
 //! `convert_copy_bitmaps` do (qcow2.txt "Bitmaps extension", "Bitmap directory", "Bitmap table").
 //! A copy keeps the bitmap's name, granularity and whether it is enabled (the `auto` flag); it is
 //! stored as QEMU stores bitmaps when it closes an image (`qcow2_store_persistent_dirty_bitmaps`):
@@ -92,10 +93,11 @@ pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>>
     Ok(out)
 }
 
-/// Adds `bitmaps` (none in use) to the qcow2 image in `storage`, which has none yet, in one
-/// transaction: their data clusters, tables and directory, then a header naming them with the
-/// bitmaps autoclear bit set. A version 2 image cannot hold them ("Format driver 'qcow2' does not
-/// support bitmaps").
+/// Adds `bitmaps` (none in use) to the qcow2 image in `storage` in one transaction: their data
+/// clusters, tables and a new directory (the image's own bitmaps' entries first, unchanged), then
+/// a header naming it with the bitmaps autoclear bit set; the old directory's clusters are freed. A
+/// version 2 image cannot hold them ("Format driver 'qcow2' does not support bitmaps"), and a name
+/// the image already has is refused with QEMU's words.
 pub fn add_bitmaps_in(storage: Arc<dyn Storage>, bitmaps: &[PersistentBitmap]) -> Result<()> {
     if bitmaps.is_empty() {
         return Ok(());
@@ -107,16 +109,39 @@ pub fn add_bitmaps_in(storage: Arc<dyn Storage>, bitmaps: &[PersistentBitmap]) -
             "Format driver 'qcow2' does not support bitmaps",
         ));
     }
-    if h.bitmaps().is_some() {
+    let old = h.bitmaps();
+    let existing = match &old {
+        Some(ext) => raw_entries(
+            img.storage.as_ref(),
+            img.path(),
+            ext,
+            ext.nb_bitmaps as usize,
+        )?,
+        None => Vec::new(),
+    };
+    let total = existing.len() as u64 + bitmaps.len() as u64;
+    if total > crate::limits::MAX_BITMAPS {
         return Err(Error::invalid(format!(
-            "{}: the image has bitmaps already; vdisk adds bitmaps only to a new image",
-            img.path().display()
+            "The image would hold {total} bitmaps, more than qcow2 allows ({})",
+            crate::limits::MAX_BITMAPS
         )));
+    }
+    for b in bitmaps {
+        if existing.iter().any(|e| entry_name(e) == b.name.as_slice()) {
+            let n = b.name_text();
+            return Err(Error::invalid(format!(
+                "Failed to create bitmap {n}: Bitmap already exists: {n}"
+            )));
+        }
     }
     let size = img.r.size;
     let cs = img.cs();
     let mut t = Txn::new(&mut img);
-    let mut dir = Vec::new();
+    let mut dir: Vec<u8> = existing.concat();
+    if let Some(ext) = &old {
+        // The old directory is no longer referenced once the header names the new one.
+        t.add_range(ext.directory_offset, ext.directory_size, -1)?;
+    }
     for b in bitmaps {
         if b.in_use {
             return Err(Error::invalid(format!(
@@ -163,11 +188,19 @@ pub fn add_bitmaps_in(storage: Arc<dyn Storage>, bitmaps: &[PersistentBitmap]) -
         dir.resize(dir.len().next_multiple_of(8), 0);
     }
     let dir_len = dir.len() as u64;
+    if dir_len > crate::limits::MAX_BITMAP_DIRECTORY_BYTES {
+        return Err(Error::invalid(format!(
+            "The bitmap directory would take {dir_len} bytes, more than qcow2 allows ({})",
+            crate::limits::MAX_BITMAP_DIRECTORY_BYTES
+        )));
+    }
     let dir_off = t.alloc(dir_len.div_ceil(cs))?;
     t.write(dir_off, dir);
     let mut nh = h;
+    nh.extensions
+        .retain(|e| !matches!(e, Extension::Bitmaps(_)));
     nh.extensions.push(Extension::Bitmaps(BitmapsExt {
-        nb_bitmaps: bitmaps.len() as u32,
+        nb_bitmaps: total as u32,
         directory_size: dir_len,
         directory_offset: dir_off,
     }));
