@@ -2,8 +2,9 @@
 """Compares `vdisk convert -O raw` with `qemu-img convert -O raw` on the images of a fuzz corpus.
 
 For a random sample of a corpus directory (the first two bytes of each `*_mutate` input, the
-operation and size bytes, are dropped), takes each qcow2, VMDK (sparse header or descriptor), VDI
-or VHD (footer copy at offset 0) image whose virtual size qemu-img reports as at most MAX_MIB
+operation and size bytes, are dropped; each `vhdx_open` input is laid out as the sparse file
+fuzz/src/paged.rs makes of it), takes each qcow2, VMDK (sparse header or descriptor), VDI, VHD
+(footer copy at offset 0) or VHDX image whose virtual size qemu-img reports as at most MAX_MIB
 (default 64), converts it to raw with both tools, and counts the images where the exit codes
 differ (grouped by the last line each tool printed on standard error) or where both succeed and the
 raw bytes differ (grouped by the format).
@@ -39,7 +40,29 @@ def format_of(data):
         return "vdi"
     if data[:8] == b"conectix":
         return "vpc"
+    if data[:8] == b"vhdxfile":
+        return "vhdx"
     return None
+
+
+KIB, MIB = 1024, 1024 * 1024
+# PAGE_OFFSETS of fuzz/src/paged.rs.
+PAGE_OFFSETS = [0, 64 * KIB, 128 * KIB, 192 * KIB, 256 * KIB, MIB, MIB + 4 * KIB, 2 * MIB, 3 * MIB,
+                3 * MIB + 64 * KIB, 4 * MIB, 5 * MIB, 6 * MIB, 8 * MIB, 12 * MIB, 16 * MIB]
+
+
+def write_paged(data, path):
+    """Writes the sparse file fuzz/src/paged.rs makes of `data`; returns its first page."""
+    extra, data = (data[0] * MIB, data[1:]) if data else (0, b"")
+    end = 0
+    with open(path, "wb") as f:
+        for off, i in zip(PAGE_OFFSETS, range(0, len(data), 4096)):
+            page = data[i:i + 4096]
+            f.seek(off)
+            f.write(page)
+            end = off + len(page)
+        f.truncate(end + extra)
+    return data[:4096]
 
 
 def virtual_size(fmt, img):
@@ -70,7 +93,9 @@ def main():
     random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
     max_bytes = (int(sys.argv[5]) if len(sys.argv) > 5 else 64) << 20
     extra = os.environ.get("PARITY_ARGS", "").split()
-    strip = 2 if os.path.basename(corpus.rstrip("/")).endswith("_mutate") else 0
+    base = os.path.basename(corpus.rstrip("/"))
+    strip = 2 if base.endswith("_mutate") else 0
+    paged = base == "vhdx_open"
     files = sorted(os.listdir(corpus))
     random.shuffle(files)
     kinds = collections.Counter()
@@ -84,12 +109,15 @@ def main():
                     data = f.read()[strip:]
             except FileNotFoundError:  # a running fuzzer replaced it
                 continue
-            fmt = format_of(data)
+            fmt = format_of(data[1:] if paged else data)
             if fmt is None:
                 continue
             img = os.path.join(tmp, "src." + fmt)
-            with open(img, "wb") as f:
-                f.write(data)
+            if paged:
+                write_paged(data, img)
+            else:
+                with open(img, "wb") as f:
+                    f.write(data)
             size = virtual_size(fmt, img)
             if size is not None and size > max_bytes:
                 too_big += 1
