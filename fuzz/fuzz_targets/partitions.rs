@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(Some(t)) = vdisk_part::read(&r) {
-        let _ = vdisk_part::report::sfdisk_json(&t, "fuzz.raw");
+        let _ = vdisk_part::report::sfdisk_json(&t, "fuzz.raw", data.len() as u64);
         let _ = vdisk_part::report::human_text(&t, data.len() as u64);
     }
 });

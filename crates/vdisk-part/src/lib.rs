@@ -81,10 +81,11 @@ pub fn read(r: &dyn ImageReader) -> Result<Option<PartitionTable>> {
     }
     let mut sector0 = [0u8; 512];
     r.read_at(&mut sector0, 0)?;
-    let Some(m) = mbr::parse_sector(&sector0) else {
+    let Some(mut m) = mbr::parse_sector(&sector0) else {
         return Ok(None);
     };
-    if m.is_protective() {
+    if m.protective_entry().is_some() {
+        m.fix_protective_size(size / limits::SECTOR_SIZE);
         if let Some(t) = gpt::read(r, &m)? {
             return Ok(Some(t));
         }

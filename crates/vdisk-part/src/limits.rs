@@ -15,6 +15,7 @@ pub const MAX_GPT_ENTRY_SIZE: u32 = 4096;
 /// The most bytes of GPT partition entry array read (entries times entry size).
 pub const MAX_GPT_ARRAY_BYTES: u64 = 4 << 20;
 
-/// The most logical partitions followed through an MBR extended partition's chain of extended
-/// boot records (Linux numbers them from 5; a hostile chain may loop or go on forever).
-pub const MAX_LOGICAL_PARTITIONS: usize = 256;
+/// The highest partition number of an MBR disk: libfdisk's MAXIMUM_PARTS. The chain of extended
+/// boot records (logical partitions from 5) is followed no further, so a chain that loops or goes
+/// on forever ends there, as sfdisk ends it ("Omitting partitions after #60").
+pub const MAX_PARTITION_NUMBER: u32 = 60;

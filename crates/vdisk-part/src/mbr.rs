@@ -4,14 +4,15 @@
 //! extended boot records, each describing one logical partition (relative to that record) and a
 //! link to the next (relative to the extended partition's start).
 
-use crate::limits::{MAX_LOGICAL_PARTITIONS, SECTOR_SIZE};
+use crate::limits::{MAX_PARTITION_NUMBER, SECTOR_SIZE};
 use crate::{Partition, PartitionTable, Scheme};
-use std::collections::HashSet;
 use vdisk_core::{Error, ImageReader, Result};
 
 /// One 16-byte entry of a partition table sector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
+    /// Whether any of its 16 bytes is set (libfdisk lists such an entry even of type 0).
+    pub cleared: bool,
     pub boot: u8,
     pub kind: u8,
     pub start: u32,
@@ -22,15 +23,12 @@ impl Entry {
     fn parse(b: &[u8]) -> Entry {
         let le32 = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         Entry {
+            cleared: b[..16].iter().all(|x| *x == 0),
             boot: b[0],
             kind: b[4],
             start: le32(8),
             sectors: le32(12),
         }
-    }
-
-    fn is_used(&self) -> bool {
-        self.kind != 0
     }
 
     /// An extended partition's type byte (DOS, Windows LBA, Linux).
@@ -47,9 +45,34 @@ pub struct Sector {
 }
 
 impl Sector {
-    /// Whether this is the protective MBR of a GPT disk: an entry of type 0xEE.
-    pub fn is_protective(&self) -> bool {
-        self.entries.iter().any(|e| e.kind == 0xee)
+    /// The entry that makes this the protective MBR of a GPT disk, as libfdisk's `valid_pmbr`
+    /// finds it: the first of type 0xEE that starts at sector 1.
+    pub fn protective_entry(&self) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.kind == 0xee && e.start == 1)
+    }
+
+    /// A hybrid MBR: besides the protective entry, one of another type.
+    pub fn is_hybrid(&self) -> bool {
+        self.entries.iter().any(|e| e.kind != 0xee && e.kind != 0)
+    }
+
+    /// What libfdisk's `valid_pmbr` does to a purely protective MBR whose entry does not cover the
+    /// disk of `disk_sectors` (as its `uint32_t` arithmetic computes it): it "corrects" the
+    /// entry's size in memory, so that a disk whose GPT then proves invalid lists it so.
+    pub fn fix_protective_size(&mut self, disk_sectors: u64) {
+        let Some(i) = self.protective_entry() else {
+            return;
+        };
+        if self.is_hybrid() {
+            return;
+        }
+        let e = &mut self.entries[i];
+        let last = u64::from(disk_sectors as u32).wrapping_sub(1);
+        if u64::from(e.sectors) != last && e.sectors != u32::MAX {
+            e.sectors = disk_sectors.saturating_sub(1).min(u64::from(u32::MAX)) as u32;
+        }
     }
 }
 
@@ -58,11 +81,17 @@ pub fn parse_sector(b: &[u8; 512]) -> Option<Sector> {
     if b[510] != 0x55 || b[511] != 0xaa {
         return None;
     }
+    Some(entries_of(b))
+}
+
+/// The entries of a sector whatever its signature (libfdisk reads an extended boot record
+/// without one, and only warns).
+fn entries_of(b: &[u8; 512]) -> Sector {
     let e = |i: usize| Entry::parse(&b[446 + 16 * i..446 + 16 * (i + 1)]);
-    Some(Sector {
+    Sector {
         disk_id: u32::from_le_bytes([b[440], b[441], b[442], b[443]]),
         entries: [e(0), e(1), e(2), e(3)],
-    })
+    }
 }
 
 fn partition(number: u32, start: u64, e: &Entry) -> Partition {
@@ -83,7 +112,8 @@ pub fn read(r: &dyn ImageReader, m: &Sector) -> Result<PartitionTable> {
     let mut parts = Vec::new();
     let mut extended = None;
     for (i, e) in m.entries.iter().enumerate() {
-        if !e.is_used() {
+        // sfdisk lists every primary entry that is not all zeros, even one of type 0.
+        if e.cleared {
             continue;
         }
         parts.push(partition(i as u32 + 1, u64::from(e.start), e));
@@ -107,42 +137,68 @@ pub fn read(r: &dyn ImageReader, m: &Sector) -> Result<PartitionTable> {
     })
 }
 
-/// Follows the chain of extended boot records from the extended partition at sector `base`.
+/// Follows the chain of extended boot records from the extended partition at sector `base` as
+/// libfdisk's `read_extended` does: in each record the first entry with sectors that is not an
+/// extended one is the logical partition and the first extended one the link (else entries 0
+/// and 1, whichever the other is not); the link is followed while it is of an extended type, up
+/// to partition number [`MAX_PARTITION_NUMBER`] (a chain that loops lists its partitions again
+/// until then, as sfdisk lists them) or a record past the end of the disk; a record without the
+/// 0x55AA signature is read all the same. Then a last record holding nothing is dropped, and
+/// partitions of no sectors are removed (numbers closing up) when there is more than one logical
+/// partition or the first is of type 0.
 fn logical(r: &dyn ImageReader, base: u64, parts: &mut Vec<Partition>) -> Result<()> {
     let disk_sectors = r.virtual_size() / SECTOR_SIZE;
     let mut at = base;
-    let mut seen = HashSet::new();
-    let mut number = 5u32;
-    while seen.insert(at) {
-        if seen.len() > MAX_LOGICAL_PARTITIONS {
-            return Err(Error::invalid(format!(
-                "the extended partition's chain holds more than {MAX_LOGICAL_PARTITIONS} \
-                 logical partitions"
-            )));
-        }
+    let mut found: Vec<(u64, Entry)> = Vec::new();
+    let mut last_empty = false;
+    while 4 + (found.len() as u32) < MAX_PARTITION_NUMBER {
         if at >= disk_sectors {
             // An extended boot record past the end of the disk: the chain ends there.
             break;
         }
         let mut b = [0u8; 512];
         r.read_at(&mut b, at * SECTOR_SIZE)?;
-        let Some(ebr) = parse_sector(&b) else {
-            break;
-        };
-        let [data, link, ..] = ebr.entries;
-        if data.is_used() && data.sectors != 0 {
-            let start = at.checked_add(u64::from(data.start)).ok_or_else(|| {
-                Error::invalid("a logical partition's start overflows".to_string())
-            })?;
-            parts.push(partition(number, start, &data));
-            number += 1;
+        let e = entries_of(&b).entries;
+        let (mut data, mut link) = (None, None);
+        for (i, x) in e.iter().enumerate() {
+            if x.sectors == 0 {
+                continue;
+            }
+            if x.is_extended() {
+                link = link.or(Some(i));
+            } else if x.kind != 0 {
+                data = data.or(Some(i));
+            }
         }
-        if !link.is_extended() || link.start == 0 {
+        let data = data.unwrap_or(if link == Some(0) { 1 } else { 0 });
+        let link = link.unwrap_or(if data != 0 { 0 } else { 1 });
+        let start = at
+            .checked_add(u64::from(e[data].start))
+            .ok_or_else(|| Error::invalid("a logical partition's start overflows"))?;
+        found.push((start, e[data]));
+        last_empty = e[data].cleared && e[link].cleared;
+        if !e[link].is_extended() {
             break;
         }
         at = base
-            .checked_add(u64::from(link.start))
+            .checked_add(u64::from(e[link].start))
             .ok_or_else(|| Error::invalid("an extended boot record's link overflows"))?;
+    }
+    if last_empty {
+        found.pop();
+    }
+    while let Some(i) = found.iter().position(|(_, e)| e.sectors == 0) {
+        let first_is_type_0 = found.first().is_some_and(|(_, e)| e.kind == 0);
+        if found.len() > 1 || first_is_type_0 {
+            found.remove(i);
+        } else {
+            break;
+        }
+    }
+    for (k, (start, e)) in found.iter().enumerate() {
+        if !e.cleared {
+            parts.push(partition(5 + k as u32, *start, e));
+        }
     }
     Ok(())
 }

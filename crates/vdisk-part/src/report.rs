@@ -7,8 +7,12 @@ use crate::{names, PartitionTable, Scheme};
 use serde_json::{json, Map, Value};
 use vdisk_core::humansize::size_to_str;
 
-/// `sfdisk --json`'s object for `device` (partition nodes are `device` followed by the number).
-pub fn sfdisk_json(t: &PartitionTable, device: &str) -> Value {
+/// The largest disk libfdisk aligns partitions to single sectors on (its grain; 1 MiB above).
+const SMALL_DISK_BYTES: u64 = 4 << 20;
+
+/// `sfdisk --json`'s object for the disk `device` of `disk_bytes` bytes (partition nodes are
+/// `device` followed by the number).
+pub fn sfdisk_json(t: &PartitionTable, device: &str, disk_bytes: u64) -> Value {
     let parts: Vec<Value> = t
         .partitions
         .iter()
@@ -41,6 +45,11 @@ pub fn sfdisk_json(t: &PartitionTable, device: &str) -> Value {
     if let (Some(f), Some(l)) = (t.first_lba, t.last_lba) {
         o.insert("firstlba".into(), json!(f));
         o.insert("lastlba".into(), json!(l));
+    }
+    // libfdisk aligns partitions to 1 MiB, but to a sector on a disk of at most 4 MiB, and sfdisk
+    // names such a grain.
+    if disk_bytes <= SMALL_DISK_BYTES {
+        o.insert("grain".into(), json!(SECTOR_SIZE.to_string()));
     }
     // sfdisk names an entry array of another size than the usual 128 entries, as a string.
     if let Some(n) = t.entries.filter(|n| *n != 128) {

@@ -55,15 +55,17 @@ fn sfdisk_json(p: &Path) -> Option<serde_json::Value> {
         .current_dir(dir)
         .output()
         .unwrap();
+    // sfdisk prints its warnings on standard output, before the JSON.
+    let from = o.stdout.iter().position(|b| *b == b'{').unwrap_or(0);
     o.status
         .success()
-        .then(|| serde_json::from_slice(&o.stdout).unwrap())
+        .then(|| serde_json::from_slice(&o.stdout[from..]).unwrap())
 }
 
 fn ours(reader: &dyn ImageReader, device: &str) -> Option<serde_json::Value> {
     vdisk_part::read(reader)
         .unwrap()
-        .map(|t| vdisk_part::report::sfdisk_json(&t, device))
+        .map(|t| vdisk_part::report::sfdisk_json(&t, device, reader.virtual_size()))
 }
 
 fn raw_reader(p: &Path) -> Arc<dyn ImageReader> {
@@ -185,4 +187,55 @@ fn damaged_gpt_reads_as_sfdisk_reads_it() {
             t.map_or("none".into(), |t| t["partitiontable"]["label"].to_string())
         );
     }
+}
+
+/// What `fuzz/partitions-parity.py` found sfdisk doing on damaged tables, each read as sfdisk
+/// reads it: an extended boot record linking to itself (sfdisk lists its partition again up to
+/// partition 60), one without the 0x55AA signature (read all the same), a primary entry of type
+/// 0 with a byte set (listed), a logical partition of size 0 (listed), a protective MBR too large
+/// for a disk whose GPT is invalid (its size "corrected" to the disk), and a disk of at most
+/// 4 MiB (a grain of one sector).
+#[test]
+fn damaged_mbr_chains_read_as_sfdisk_reads_them() {
+    if !sfdisk_available() {
+        return;
+    }
+    let d = Scratch::new("part-quirks");
+    let dos = "label: dos\nstart=2048, size=2048, type=83\nstart=4096, type=5\n\
+               start=6144, size=2048, type=82\nstart=10240, size=2048, type=83\n";
+    let good = raw_disk(&d, "d.raw", "8M", dos);
+    // The extended partition starts at 4096; its first record links to the second.
+    let ebr = 4096 * 512;
+    let cases: [(&str, Edits); 5] = [
+        // The first record's link (entry 1) back to the first record itself.
+        ("loop", &[(ebr + 446 + 16 + 8, &[0, 0, 0, 0])]),
+        ("no signature", &[(ebr + 510, &[0x55, 0x2f])]),
+        ("type 0 with a flag", &[(446 + 48, &[0x20])]),
+        ("logical of size 0", &[(ebr + 446 + 12, &[0, 0, 0, 0])]),
+        ("bootable logical", &[(ebr + 446, &[0x80])]),
+    ];
+    for (what, edits) in cases {
+        let p = d.join(&format!("{}.raw", what.replace(' ', "-")));
+        std::fs::copy(&good, &p).unwrap();
+        for (at, b) in edits {
+            patch(&p, *at, b);
+        }
+        let t = agree(&p).expect(what);
+        eprintln!(
+            "{what}: {} partitions",
+            t["partitiontable"]["partitions"].as_array().unwrap().len()
+        );
+    }
+    // A GPT disk cut short: both headers invalid, the protective MBR read as "dos", its size
+    // fitted to the disk; and a small disk's grain.
+    let gpt = raw_disk(&d, "g.raw", "8M", "label: gpt\n,1M,L\n");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&gpt)
+        .unwrap()
+        .set_len(3 << 20)
+        .unwrap();
+    let t = agree(&gpt).expect("the protective MBR");
+    assert_eq!(t["partitiontable"]["label"], "dos");
+    assert_eq!(t["partitiontable"]["grain"], "512");
 }

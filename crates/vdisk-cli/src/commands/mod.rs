@@ -114,7 +114,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
                 OutputFormat::Json => {
                     let device = filename.to_string_lossy();
-                    let v = vdisk::part::report::sfdisk_json(&table, &device);
+                    let v =
+                        vdisk::part::report::sfdisk_json(&table, &device, img.image.virtual_size());
                     serde_json::to_string_pretty(&v)
                         .map_err(|e| Error::Other(format!("cannot write JSON: {e}")))?
                         + "\n"
