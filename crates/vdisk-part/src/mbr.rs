@@ -20,6 +20,17 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry of zeros (libfdisk's `clear_partition`).
+    fn zeroed() -> Entry {
+        Entry {
+            cleared: true,
+            boot: 0,
+            kind: 0,
+            start: 0,
+            sectors: 0,
+        }
+    }
+
     fn parse(b: &[u8]) -> Entry {
         let le32 = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         Entry {
@@ -143,14 +154,19 @@ pub fn read(r: &dyn ImageReader, m: &Sector) -> Result<PartitionTable> {
 /// and 1, whichever the other is not); the link is followed while it is of an extended type, up
 /// to partition number [`MAX_PARTITION_NUMBER`] (a chain that loops lists its partitions again
 /// until then, as sfdisk lists them) or a record past the end of the disk; a record without the
-/// 0x55AA signature is read all the same. Then a last record holding nothing is dropped, and
-/// partitions of no sectors are removed (numbers closing up) when there is more than one logical
-/// partition or the first is of type 0.
+/// 0x55AA signature is read all the same. When the chain ended by itself (not at the limit or
+/// the disk's end), a last record holding nothing is dropped, and partitions of no sectors are
+/// removed (numbers closing up) when there is more than one logical partition or the first has a
+/// type.
 fn logical(r: &dyn ImageReader, base: u64, parts: &mut Vec<Partition>) -> Result<()> {
     let disk_sectors = r.virtual_size() / SECTOR_SIZE;
     let mut at = base;
-    let mut found: Vec<(u64, Entry)> = Vec::new();
+    // (absolute start, data entry, link entry's type) of each logical partition.
+    let mut found: Vec<(u64, Entry, u8)> = Vec::new();
     let mut last_empty = false;
+    // Whether the chain ended early, at the partition limit or at a record libfdisk cannot read:
+    // its `read_extended` then returns before tidying up.
+    let mut early = true;
     while 4 + (found.len() as u32) < MAX_PARTITION_NUMBER {
         if at >= disk_sectors {
             // An extended boot record past the end of the disk: the chain ends there.
@@ -175,27 +191,43 @@ fn logical(r: &dyn ImageReader, base: u64, parts: &mut Vec<Partition>) -> Result
         let start = at
             .checked_add(u64::from(e[data].start))
             .ok_or_else(|| Error::invalid("a logical partition's start overflows"))?;
-        found.push((start, e[data]));
+        found.push((start, e[data], e[link].kind));
         last_empty = e[data].cleared && e[link].cleared;
         if !e[link].is_extended() {
+            early = false;
             break;
         }
         at = base
             .checked_add(u64::from(e[link].start))
             .ok_or_else(|| Error::invalid("an extended boot record's link overflows"))?;
     }
-    if last_empty {
-        found.pop();
-    }
-    while let Some(i) = found.iter().position(|(_, e)| e.sectors == 0) {
-        let first_is_type_0 = found.first().is_some_and(|(_, e)| e.kind == 0);
-        if found.len() > 1 || first_is_type_0 {
+    if !early {
+        if last_empty {
+            found.pop();
+        }
+        // libfdisk's "omitting empty partition": its dos_delete_partition on each in turn.
+        while let Some(i) = found.iter().position(|(_, e, _)| e.sectors == 0) {
+            let first_has_type = found.first().is_some_and(|(_, e, _)| e.kind != 0);
+            if !(found.len() > 1 || first_has_type) {
+                break;
+            }
+            if found.len() == 1 {
+                // The only logical partition: its entry cleared, not removed.
+                found[0].1 = Entry::zeroed();
+                continue;
+            }
+            if i == 0 {
+                // The next one moves into the first record: its start is rewritten relative to
+                // the extended partition (its place on the disk stays).
+                let (abs, e, _) = &mut found[1];
+                e.start = abs.wrapping_sub(base) as u32;
+                e.cleared = e.cleared && e.start == 0;
+            }
             found.remove(i);
-        } else {
-            break;
         }
     }
-    for (k, (start, e)) in found.iter().enumerate() {
+    // Listed unless its entry is all zeros, as sfdisk lists them.
+    for (k, (start, e, _)) in found.iter().enumerate() {
         if !e.cleared {
             parts.push(partition(5 + k as u32, *start, e));
         }

@@ -206,12 +206,34 @@ fn damaged_mbr_chains_read_as_sfdisk_reads_them() {
     let good = raw_disk(&d, "d.raw", "8M", dos);
     // The extended partition starts at 4096; its first record links to the second.
     let ebr = 4096 * 512;
-    let cases: [(&str, Edits); 5] = [
+    // The second record, 2048 sectors before its partition at 10240 (where sfdisk puts it).
+    let ebr2 = (10240 - 2048) * 512;
+    let cases: [(&str, Edits); 9] = [
         // The first record's link (entry 1) back to the first record itself.
         ("loop", &[(ebr + 446 + 16 + 8, &[0, 0, 0, 0])]),
+        // The same with both records' data entries zeroed: nothing to list.
+        (
+            "loop of empty records",
+            &[(ebr + 446 + 16 + 8, &[0, 0, 0, 0]), (ebr + 446, &[0; 16])],
+        ),
         ("no signature", &[(ebr + 510, &[0x55, 0x2f])]),
         ("type 0 with a flag", &[(446 + 48, &[0x20])]),
         ("logical of size 0", &[(ebr + 446 + 12, &[0, 0, 0, 0])]),
+        // The first logical all zeros: removed, the second moved into its place.
+        ("first logical empty", &[(ebr + 446, &[0; 16])]),
+        // The last logical of size 0 at the chain's end: removed.
+        (
+            "last logical of size 0",
+            &[(ebr2 + 446 + 12, &[0, 0, 0, 0])],
+        ),
+        // A link past the end of the disk: the chain stops there, untidied.
+        (
+            "link past the disk",
+            &[
+                (ebr + 446 + 16 + 8, &[0, 0, 1, 0]),
+                (ebr + 446 + 12, &[0, 0, 0, 0]),
+            ],
+        ),
         ("bootable logical", &[(ebr + 446, &[0x80])]),
     ];
     for (what, edits) in cases {
