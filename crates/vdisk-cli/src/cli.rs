@@ -232,7 +232,8 @@ pub enum Command {
         image_opts: bool,
         filename: PathBuf,
     },
-    /// Change format options of an existing qcow2 image: compat (0.10 or 1.1) and lazy_refcounts.
+    /// Change format options of an existing qcow2 image: compat (0.10 or 1.1), lazy_refcounts,
+    /// refcount_bits, size, data_file and data_file_raw (`-o help` lists them).
     Amend {
         #[arg(short = 'f', long = "format")]
         format: Option<String>,
