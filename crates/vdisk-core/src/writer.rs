@@ -41,10 +41,33 @@ pub fn check_write_range(path: &Path, offset: u64, len: u64, size: u64) -> Resul
     Ok(())
 }
 
+/// The pieces of a write of `len` bytes at guest `offset` that each lie in one block of
+/// `block_size` bytes, in guest order: (block, offset in the block, range of the write's bytes).
+/// None for a block size of 0.
+pub fn block_pieces(
+    offset: u64,
+    len: u64,
+    block_size: u64,
+) -> impl Iterator<Item = (u64, u64, std::ops::Range<usize>)> {
+    let mut done = 0u64;
+    std::iter::from_fn(move || {
+        if done >= len || block_size == 0 {
+            return None;
+        }
+        let pos = offset.saturating_add(done);
+        let (block, in_block) = (pos / block_size, pos % block_size);
+        let n = (block_size - in_block).min(len - done);
+        let range = done as usize..(done + n) as usize;
+        done += n;
+        Some((block, in_block, range))
+    })
+}
+
 /// Splits a write of `len` bytes at guest `offset` (its bytes `data`, or `None` for zeros) into
-/// the pieces that each lie in one block of `block_size` bytes, and calls
+/// the pieces that each lie in one block of `block_size` bytes ([`block_pieces`]), and calls
 /// `f(block, offset_in_block, piece_len, piece)` for each, in guest order: the loop of every
-/// writer that maps a disk block by block (VDI, VHD, VHDX). `data`, when given, holds `len` bytes.
+/// writer that maps a disk block by block in place (VDI, VHD, VHDX). `data`, when given, holds
+/// `len` bytes.
 pub fn for_each_block_piece(
     offset: u64,
     len: u64,
@@ -55,20 +78,16 @@ pub fn for_each_block_piece(
     if block_size == 0 {
         return Err(Error::invalid("block size 0"));
     }
-    let mut done = 0u64;
-    while done < len {
-        let pos = offset.saturating_add(done);
-        let (block, in_block) = (pos / block_size, pos % block_size);
-        let n = (block_size - in_block).min(len - done);
+    for (block, in_block, range) in block_pieces(offset, len, block_size) {
+        let n = (range.end - range.start) as u64;
         let piece = match data {
             Some(d) => Some(
-                d.get(done as usize..(done + n) as usize)
+                d.get(range)
                     .ok_or_else(|| Error::invalid("write data shorter than its length"))?,
             ),
             None => None,
         };
         f(block, in_block, n, piece)?;
-        done += n;
     }
     Ok(())
 }
@@ -363,5 +382,10 @@ mod tests {
         assert_eq!(zeros, vec![(0, 3, 1, true), (1, 0, 1, true)]);
         assert!(for_each_block_piece(0, 5, Some(&data[..4]), 4, |_, _, _, _| Ok(())).is_err());
         assert!(for_each_block_piece(0, 5, None, 0, |_, _, _, _| Ok(())).is_err());
+        assert_eq!(block_pieces(0, 5, 0).count(), 0);
+        assert_eq!(
+            block_pieces(4, 5, 4).collect::<Vec<_>>(),
+            vec![(1, 0, 0..4), (2, 0, 4..5)]
+        );
     }
 }

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vdisk_core::options::OptionSpec;
+use vdisk_core::writer::block_pieces;
 use vdisk_core::{
     CreateOptions, Error, FileStorage, ImageWriter, OutputFile, Payload, Result, Storage,
     WritePool, WriterCaps,
@@ -325,14 +326,10 @@ impl ImageWriter for VhdWriter {
                 match bs {
                     None => self.submit(offset, &data, 0..data.len())?,
                     Some(bs) => {
-                        let mut done = 0usize;
-                        while done < data.len() {
-                            let pos = offset + done as u64;
-                            let in_block = pos % bs;
-                            let n = (bs - in_block).min((data.len() - done) as u64) as usize;
-                            let at = self.block_data(pos / bs)? + in_block;
-                            self.submit(at, &data, done..done + n)?;
-                            done += n;
+                        for (block, in_block, range) in block_pieces(offset, data.len() as u64, bs)
+                        {
+                            let at = self.block_data(block)? + in_block;
+                            self.submit(at, &data, range)?;
                         }
                     }
                 }

@@ -5,25 +5,6 @@ use crate::footer::checksum;
 use crate::reader::open as open_reader;
 use vdisk_core::{ImageReader, Storage};
 
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let d = std::env::temp_dir().join(format!("vdisk-vhd-w-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn opts(s: &[&str]) -> CreateOptions {
     CreateOptions::parse(s).unwrap()
 }
@@ -38,8 +19,8 @@ fn reader(p: &Path) -> crate::VhdReader {
 
 #[test]
 fn empty_dynamic_disk_layout() {
-    let d = Dir::new("empty");
-    let p = d.0.join("e.vhd");
+    let d = vdisk_testutil::Scratch::new("empty");
+    let p = d.join("e.vhd");
     let w = create(&p, 10 << 20, &opts(&[])).unwrap();
     assert_eq!(
         w.caps(),
@@ -80,8 +61,8 @@ fn empty_dynamic_disk_layout() {
 
 #[test]
 fn blocks_are_allocated_in_write_order_behind_the_bat() {
-    let d = Dir::new("alloc");
-    let p = d.0.join("a.vhd");
+    let d = vdisk_testutil::Scratch::new("alloc");
+    let p = d.join("a.vhd");
     let mut w = create(&p, 10 << 20, &opts(&["subformat=dynamic"])).unwrap();
     let mb2 = 2u64 << 20;
     w.write(0, Payload::Zero(mb2)).unwrap();
@@ -127,8 +108,8 @@ fn blocks_are_allocated_in_write_order_behind_the_bat() {
 
 #[test]
 fn fixed_disk_is_data_then_footer() {
-    let d = Dir::new("fixed");
-    let p = d.0.join("f.vhd");
+    let d = vdisk_testutil::Scratch::new("fixed");
+    let p = d.join("f.vhd");
     let mut w = create(&p, 3_000_000, &opts(&["subformat=fixed"])).unwrap();
     w.write(4096, Payload::data(vec![1u8; 4096])).unwrap();
     w.write(8192, Payload::Zero(8192)).unwrap();
@@ -145,7 +126,7 @@ fn fixed_disk_is_data_then_footer() {
         Some(false)
     );
     // force_size: the exact size, creator qem2.
-    let p = d.0.join("g.vhd");
+    let p = d.join("g.vhd");
     create(&p, 3_000_000, &opts(&["subformat=fixed", "force_size=on"]))
         .unwrap()
         .finish()
@@ -157,8 +138,8 @@ fn fixed_disk_is_data_then_footer() {
 
 #[test]
 fn refusals() {
-    let d = Dir::new("refuse");
-    let p = d.0.join("r.vhd");
+    let d = vdisk_testutil::Scratch::new("refuse");
+    let p = d.join("r.vhd");
     let e = |o: &[&str], size: u64| match create(&p, size, &opts(o)) {
         Ok(_) => panic!("{o:?} {size} accepted"),
         Err(e) => e.to_string(),
@@ -180,7 +161,7 @@ fn refusals() {
     drop(w);
     assert!(!p.exists());
     assert_eq!(
-        std::fs::read_dir(&d.0).unwrap().count(),
+        std::fs::read_dir(d.path()).unwrap().count(),
         0,
         "no temporary file left"
     );

@@ -18,6 +18,7 @@ use crate::writer_layout::{
 use std::path::Path;
 use std::sync::Arc;
 use vdisk_core::options::OptionSpec;
+use vdisk_core::writer::block_pieces;
 use vdisk_core::{
     CreateOptions, DataBuf, Error, FileStorage, ImageWriter, OutputFile, Payload, Result, Storage,
     WritePool, WriterCaps,
@@ -339,13 +340,9 @@ impl ImageWriter for VhdxWriter {
             Payload::Data(data) => {
                 let data = Arc::new(data);
                 let bs = self.layout.block_size();
-                let mut done = 0usize;
-                while done < data.len() {
-                    let pos = offset + done as u64;
-                    let n = (bs - pos % bs).min((data.len() - done) as u64) as usize;
-                    let at = self.place(pos)?;
-                    self.submit(at, &data, done..done + n)?;
-                    done += n;
+                for (_, _, range) in block_pieces(offset, data.len() as u64, bs) {
+                    let at = self.place(offset + range.start as u64)?;
+                    self.submit(at, &data, range)?;
                 }
             }
             Payload::Encoded(_) | Payload::Copy(_) => {

@@ -6,25 +6,6 @@ use crate::bat::BlockState;
 use crate::writer_layout::default_block_size;
 use vdisk_core::ImageReader;
 
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let d = std::env::temp_dir().join(format!("vdisk-vhdx-w-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn opts(s: &[&str]) -> CreateOptions {
     CreateOptions::parse(s).unwrap()
 }
@@ -136,19 +117,19 @@ fn refusals_use_qemus_words() {
 
 #[test]
 fn dropped_writer_leaves_no_file() {
-    let d = Dir::new("drop");
-    let p = d.0.join("x.vhdx");
+    let d = vdisk_testutil::Scratch::new("drop");
+    let p = d.join("x.vhdx");
     let mut w = create(&p, 4 << 20, &opts(&[])).unwrap();
     w.write(0, Payload::data(vec![1u8; 4096])).unwrap();
     drop(w);
     assert!(!p.exists());
-    assert_eq!(std::fs::read_dir(&d.0).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
 }
 
 #[test]
 fn writes_out_of_order_or_past_the_end_are_refused() {
-    let d = Dir::new("order");
-    let p = d.0.join("x.vhdx");
+    let d = vdisk_testutil::Scratch::new("order");
+    let p = d.join("x.vhdx");
     let mut w = create(&p, 3 << 20, &opts(&["block_size=1M"])).unwrap();
     w.write(1 << 20, Payload::Zero(4096)).unwrap();
     assert!(w.write(0, Payload::data(vec![1u8; 512])).is_err());
@@ -173,7 +154,7 @@ fn write_image(p: &Path, data: &[u8], o: &[&str]) {
 
 #[test]
 fn round_trips_through_the_reader_in_every_subformat() {
-    let d = Dir::new("rt");
+    let d = vdisk_testutil::Scratch::new("rt");
     // 5 MiB + 1000 bytes of 1 MiB blocks: data in blocks 0, 2 and the partial tail block 5.
     let mut data = vec![0u8; (5 << 20) + 1000];
     data[..70_000].fill(0xaa);
@@ -205,7 +186,7 @@ fn round_trips_through_the_reader_in_every_subformat() {
         }),
     ];
     for (i, (o, states)) in cases.iter().enumerate() {
-        let p = d.0.join(format!("{i}.vhdx"));
+        let p = d.join(&format!("{i}.vhdx"));
         write_image(&p, &data, o);
         let r = open(&p);
         assert_eq!(r.virtual_size(), (5 << 20) + 1024, "{o:?}");
