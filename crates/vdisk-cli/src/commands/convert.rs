@@ -244,15 +244,7 @@ fn target_bitmap_names(dst: &std::path::Path) -> Result<Option<Vec<Vec<u8>>>> {
     let storage = Arc::new(vdisk::core::FileStorage::open(dst)?);
     let files = Arc::new(vdisk::core::storage::HostFiles);
     let image = vdisk::qcow2::open(storage, files, &Default::default())?;
-    if image.header().version < 3 {
-        return Ok(None);
-    }
-    Ok(Some(
-        vdisk::qcow2::mutate::read_persistent_bitmaps(&image)?
-            .into_iter()
-            .map(|b| b.name)
-            .collect(),
-    ))
+    vdisk::qcow2::mutate::persistent_bitmap_names(&image)
 }
 
 /// `convert -n --bitmaps`: qemu-img's `convert_copy_bitmaps` into an existing image, which walks

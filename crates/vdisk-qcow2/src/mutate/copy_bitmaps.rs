@@ -42,6 +42,21 @@ impl PersistentBitmap {
     }
 }
 
+/// The names of the persistent bitmaps of the opened image `r`, in directory order, without
+/// reading their bits; `None` for a version 2 image, which cannot hold bitmaps.
+pub fn persistent_bitmap_names(r: &Qcow2Reader) -> Result<Option<Vec<Vec<u8>>>> {
+    if r.header.version < 3 {
+        return Ok(None);
+    }
+    let Some(ext) = r.header.bitmaps() else {
+        return Ok(Some(Vec::new()));
+    };
+    let entries = raw_entries(r.storage.as_ref(), &r.path, &ext, r.bitmaps().len())?;
+    Ok(Some(
+        entries.iter().map(|e| entry_name(e).to_vec()).collect(),
+    ))
+}
+
 /// The persistent bitmaps of the opened image `r`, in directory order, with their bits (each at
 /// most [`MAX_BITMAP_DATA_BYTES`]). An image of version 2 cannot hold bitmaps: "Source lacks bitmap
 /// support", as qemu-img says. `open` validated the directory and the tables.

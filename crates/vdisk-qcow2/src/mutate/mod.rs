@@ -49,7 +49,9 @@ pub use crate::limits::MAX_PREALLOC_CLUSTERS;
 pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
 pub use amend::{amend_in, amend_options, amend_over_in};
-pub use copy_bitmaps::{add_bitmaps_in, read_persistent_bitmaps, PersistentBitmap};
+pub use copy_bitmaps::{
+    add_bitmaps_in, persistent_bitmap_names, read_persistent_bitmaps, PersistentBitmap,
+};
 pub use empty::make_empty_in;
 pub use inplace::{open_compressing_writer_in, open_writer_in, open_writer_in_over};
 pub use prealloc::parse_prealloc;
