@@ -502,12 +502,23 @@ pub struct DdArgs {
 
 /// `vdisk bench` arguments: qemu-img bench's flags.
 #[derive(Debug, clap::Args)]
+// The numbers take values that start with `-` ("-0", "-1"), as getopt hands them to qemu-img.
 pub struct BenchArgs {
     /// Number of requests (default 75000).
-    #[arg(short = 'c', long = "count", default_value = "75000")]
+    #[arg(
+        short = 'c',
+        long = "count",
+        default_value = "75000",
+        allow_hyphen_values = true
+    )]
     pub count: String,
     /// Requests in flight at once (default 64).
-    #[arg(short = 'd', long = "depth", default_value = "64")]
+    #[arg(
+        short = 'd',
+        long = "depth",
+        default_value = "64",
+        allow_hyphen_values = true
+    )]
     pub depth: String,
     /// Image format (probed when omitted).
     #[arg(short = 'f', long = "format")]
@@ -516,7 +527,7 @@ pub struct BenchArgs {
     #[arg(long = "image-opts")]
     pub image_opts: bool,
     /// Flush after this many write requests (write tests only).
-    #[arg(long = "flush-interval")]
+    #[arg(long = "flush-interval", allow_hyphen_values = true)]
     pub flush_interval: Option<String>,
     /// Do not wait for the requests in flight before a flush.
     #[arg(long = "no-drain")]
@@ -529,18 +540,33 @@ pub struct BenchArgs {
     #[arg(short = 'n', long = "native")]
     pub native: bool,
     /// Offset of the first request (default 0).
-    #[arg(short = 'o', long = "offset", default_value = "0")]
+    #[arg(
+        short = 'o',
+        long = "offset",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     pub offset: String,
     /// Byte written by write requests (default 0).
-    #[arg(long = "pattern", default_value = "0")]
+    #[arg(long = "pattern", default_value = "0", allow_hyphen_values = true)]
     pub pattern: String,
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
     /// Bytes per request (default 4096).
-    #[arg(short = 's', long = "size", default_value = "4096")]
+    #[arg(
+        short = 's',
+        long = "size",
+        default_value = "4096",
+        allow_hyphen_values = true
+    )]
     pub size: String,
     /// Bytes between the offsets of consecutive requests (default: the request size).
-    #[arg(short = 'S', long = "step-size", default_value = "0")]
+    #[arg(
+        short = 'S',
+        long = "step-size",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     pub step: String,
     /// Cache mode (checked as qemu-img checks it).
     #[arg(short = 't', long = "cache", default_value = "writeback")]

@@ -247,6 +247,8 @@ impl ImageWriter for RawWriter {
         }
         match self.target {
             Target::New(out) => out.commit(),
+            // `-t unsafe` (no durable commit) leaves the writes to the page cache, as qemu does.
+            Target::Existing { .. } if !vdisk_core::writer::durable_commit() => Ok(()),
             Target::Existing { file, path } => file.sync_all().map_err(|e| Error::io(&path, 0, e)),
         }
     }

@@ -3,7 +3,11 @@
 //! wrapping to stay within the image as qemu's (fixed) `bench_cb` wraps (`offset %= image size -
 //! request size`). Reads go through the backing chain on up to DEPTH threads; writes go through
 //! the format's in-place writer (crash-safe as for `convert -n`), one at a time, and are committed
-//! at the end. The output is qemu-img's two lines, the second with the wall time.
+//! at the end. `--flush-interval N` flushes where qemu's `bench_cb` does: after each request that
+//! leaves a multiple of N requests to go (the last one included); vdisk's flush commits the writer
+//! (made durable, unless `-t unsafe`, whose flushes qemu skips too) and opens a new one for the
+//! next requests. Requests go one at a time, so `--no-drain` changes nothing. The output is
+//! qemu-img's lines, the last with the wall time.
 
 use super::{check_cache, cvtnum, parse_format, print_out};
 use crate::cli::BenchArgs;
@@ -22,6 +26,11 @@ const MAX_BUFFER_BYTES: u64 = 256 << 20;
 /// decimal, `0x` hexadecimal or `0` octal, no suffix.
 fn cvtint(name: &str, v: &str, min: u64, max: u64) -> Result<u64> {
     let t = v.trim_start();
+    // strtoull takes a minus sign and negates: "-0" is 0, any other negative number is huge.
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) if !rest.starts_with(['-', '+']) => (true, rest),
+        _ => (false, t),
+    };
     let parsed = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         u64::from_str_radix(h, 16)
     } else if t.len() > 1 && t.starts_with('0') {
@@ -29,6 +38,7 @@ fn cvtint(name: &str, v: &str, min: u64, max: u64) -> Result<u64> {
     } else {
         t.parse::<u64>()
     };
+    let parsed = parsed.map(|n| if negative { n.wrapping_neg() } else { n });
     match parsed {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         Ok(_) => Err(Error::invalid(format!(
@@ -85,11 +95,6 @@ pub(super) fn bench(a: BenchArgs) -> Result<u8> {
     if flush > 0 && flush < depth {
         return Err(Error::invalid("Flush interval can't be smaller than depth"));
     }
-    if flush > 0 {
-        return Err(Error::invalid(
-            "--flush-interval is not supported by vdisk bench yet (writes are committed at the end)",
-        ));
-    }
     // -n and -i native ask for Linux AIO, which QEMU opens only with O_DIRECT (-i threads after
     // -n does not undo -n in qemu-img either).
     let native = a.native || a.aio.as_deref() == Some("native");
@@ -119,16 +124,24 @@ pub(super) fn bench(a: BenchArgs) -> Result<u8> {
     } else {
         None
     };
+    if a.write && a.cache == "unsafe" {
+        // qemu's cache=unsafe ignores flushes; vdisk's commits then skip their fsync.
+        vdisk::core::writer::set_durable_commit(false);
+    }
     print_out(&format!(
         "Sending {count} {} requests, {len} bytes each, {depth} in parallel (starting at offset {first}, step size {step})\n",
         if a.write { "write" } else { "read" }
     ))?;
+    if flush > 0 {
+        print_out(&format!("Sending flush every {flush} requests\n"))?;
+    }
     let started = Instant::now();
     let failed = |e: Error| -> Error { Error::Other(format!("Failed request: {e}")) };
+    let flush_failed = |e: Error| -> Error { Error::Other(format!("Failed flush request: {e}")) };
     let eio = || Error::Other("Failed request: Input/output error".into());
     let in_range = |off: u64| off.checked_add(len).is_some_and(|e| e <= image_size);
-    match writer.as_mut() {
-        Some(w) => {
+    match writer.take() {
+        Some(mut w) => {
             let data = vec![pattern; len as usize];
             for i in 0..count {
                 let off = offset_of(i, first, step, image_size, len);
@@ -136,7 +149,12 @@ pub(super) fn bench(a: BenchArgs) -> Result<u8> {
                     return Err(eio());
                 }
                 w.write(off, Payload::data(data.clone())).map_err(failed)?;
+                if flushes_after(i, count, flush) && i + 1 < count {
+                    w.finish().map_err(flush_failed)?;
+                    w = open_writer(fmt, &a.filename).map_err(flush_failed)?;
+                }
             }
+            writer = Some(w);
         }
         None => read_requests(opened.image.as_ref(), count, depth, len, &|i| {
             offset_of(i, first, step, image_size, len)
@@ -156,10 +174,17 @@ pub(super) fn bench(a: BenchArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// Whether qemu's `bench_cb` flushes once request `i` (from 0) of `count` completes: when the
+/// requests left (`count - i - 1`) are a multiple of `interval` (0: never). With requests done one
+/// at a time this is also where it flushes after draining a deeper queue.
+fn flushes_after(i: u64, count: u64, interval: u64) -> bool {
+    interval > 0 && (count - i - 1) % interval == 0
+}
+
 /// The in-place writer `-w` writes through (what `convert -n` writes into).
 fn open_writer(fmt: Format, path: &std::path::Path) -> Result<Box<dyn vdisk::ImageWriter>> {
     match fmt {
-        Format::Raw | Format::Qcow2 | Format::Vdi | Format::Vmdk => {
+        Format::Raw | Format::Qcow2 | Format::Vdi | Format::Vmdk | Format::Vpc | Format::Vhdx => {
             vdisk::open_existing_writer(fmt, path)
         }
         other => Err(Error::invalid(format!(
@@ -241,10 +266,45 @@ mod tests {
     }
 
     #[test]
+    fn flushes_come_where_qemus_bench_cb_puts_them() {
+        // qemu's bench_cb: after a completion, `remaining = n - in_flight` (before both drop by
+        // one) is what is left to do; it flushes when that is a multiple of the interval.
+        for (count, interval) in [(4u64, 2u64), (5, 2), (7, 3), (3, 1), (10, 10), (9, 10)] {
+            let mut n = count;
+            let mut expected = Vec::new();
+            for i in 0..count {
+                let remaining = n - 1;
+                n -= 1;
+                if remaining % interval == 0 {
+                    expected.push(i);
+                }
+            }
+            let got: Vec<u64> = (0..count)
+                .filter(|&i| flushes_after(i, count, interval))
+                .collect();
+            assert_eq!(got, expected, "count {count} interval {interval}");
+        }
+        assert_eq!(
+            (0..5)
+                .filter(|&i| flushes_after(i, 5, 2))
+                .collect::<Vec<_>>(),
+            [0, 2, 4]
+        );
+        assert!(!(0..5).any(|i| flushes_after(i, 5, 0)));
+    }
+
+    #[test]
     fn integers_read_as_strtou64_reads_them() {
         assert_eq!(cvtint("x", "0x10", 0, 100).unwrap(), 16);
         assert_eq!(cvtint("x", "010", 0, 100).unwrap(), 8);
         assert_eq!(cvtint("x", "0", 0, 100).unwrap(), 0);
+        assert_eq!(cvtint("x", "-0", 0, 100).unwrap(), 0);
+        assert_eq!(
+            cvtint("flush interval", "-1", 0, 5)
+                .unwrap_err()
+                .to_string(),
+            "Invalid flush interval specified. Must be between 0 and 5."
+        );
         assert_eq!(
             cvtint("request count", "1k", 1, 5).unwrap_err().to_string(),
             "Invalid request count specified: '1k'."

@@ -28,7 +28,7 @@ use crate::tables::{L2_BITMAP_ALL_ALLOC as ALL_ALLOC, L2_BITMAP_ALL_ZERO as ALL_
 use crate::writer::{ClusterEncoder, CompressionType};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use vdisk_core::writer::check_write_range;
+use vdisk_core::writer::{check_write_range, durable_commit};
 use vdisk_core::{
     Error, FileStorage, ImageReader, ImageWriter, Payload, Result, Storage, WriterCaps,
 };
@@ -469,7 +469,7 @@ impl ImageWriter for InplaceWriter {
         let l1 = me.l1.clone();
         let fresh = std::mem::take(&mut me.fresh);
         let bitmaps = me.bitmaps.take();
-        if let Some(d) = &me.data {
+        if let Some(d) = me.data.as_ref().filter(|_| durable_commit()) {
             d.sync()?;
         }
         let mut t = Txn::new(&mut me.img);

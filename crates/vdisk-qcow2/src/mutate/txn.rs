@@ -17,6 +17,7 @@ use super::image::RwImage;
 use crate::header::{Header, V2_HEADER_LEN};
 use crate::limits;
 use std::collections::{BTreeMap, BTreeSet};
+use vdisk_core::writer::durable_commit;
 use vdisk_core::{Error, Result, Storage};
 
 /// One pending change.
@@ -326,7 +327,10 @@ impl<'a> Txn<'a> {
         for (off, data) in &self.writes {
             s.write_at(data, *off)?;
         }
-        s.sync()?;
+        // Without a durable commit (`-t unsafe`) the order is left to the page cache, as
+        // qemu's cache=unsafe ignores flushes.
+        let sync = |s: &dyn Storage| if durable_commit() { s.sync() } else { Ok(()) };
+        sync(s.as_ref())?;
         let mut h = header.clone();
         h.refcount_table_offset = rt_off;
         h.refcount_table_clusters = rt_clusters as u32;
@@ -334,7 +338,7 @@ impl<'a> Txn<'a> {
             super::amend::rewrite_header(s.as_ref(), &old, &h)?;
         } else {
             write_fixed_header(s.as_ref(), &h)?;
-            s.sync()?;
+            sync(s.as_ref())?;
         }
         if truncate {
             let file_clusters = s.len()?.div_ceil(cs);
@@ -344,7 +348,7 @@ impl<'a> Txn<'a> {
             }
             if last < file_clusters {
                 s.set_len(last << bits)?;
-                s.sync()?;
+                sync(s.as_ref())?;
             }
         }
         Ok(())
