@@ -1,8 +1,8 @@
 //! `vdisk check`: prints a format's `CheckReport` as qemu-img check does (human text or JSON) and
 //! returns qemu-img's exit code.
 
-use crate::json::to_qemu_pretty;
-use serde_json::{Map, Value};
+use crate::json::{qdict_ordered, to_qemu_pretty};
+use serde_json::Value;
 use vdisk::core::CheckReport;
 
 /// The human report, as `qemu-img check` prints it on stdout.
@@ -49,25 +49,30 @@ pub fn human(r: &CheckReport) -> String {
 
 /// The JSON report, with qemu's field names; optional fields appear only when non-zero, as in qemu.
 pub fn json(r: &CheckReport, filename: &str, format: &str) -> String {
-    let mut m = Map::new();
-    let opt = |m: &mut Map<String, Value>, k: &str, v: Option<u64>| {
+    // QAPI's ImageCheck, in its schema's order; absent and zero counts are left out, as qemu-img's
+    // `has_*` flags leave them out.
+    let mut f: Vec<(String, Value)> = vec![
+        ("filename".into(), filename.into()),
+        ("format".into(), format.into()),
+        ("check-errors".into(), r.check_errors.into()),
+    ];
+    let counts = [
+        ("image-end-offset", r.image_end_offset),
+        ("corruptions", Some(r.corruptions)),
+        ("leaks", Some(r.leaks)),
+        ("corruptions-fixed", Some(r.corruptions_fixed)),
+        ("leaks-fixed", Some(r.leaks_fixed)),
+        ("total-clusters", r.total_clusters),
+        ("allocated-clusters", r.allocated_clusters),
+        ("fragmented-clusters", r.fragmented_clusters),
+        ("compressed-clusters", r.compressed_clusters),
+    ];
+    for (k, v) in counts {
         if let Some(v) = v.filter(|v| *v != 0) {
-            m.insert(k.into(), v.into());
+            f.push((k.into(), v.into()));
         }
-    };
-    opt(&mut m, "image-end-offset", r.image_end_offset);
-    opt(&mut m, "total-clusters", r.total_clusters);
-    m.insert("check-errors".into(), r.check_errors.into());
-    opt(&mut m, "leaks", Some(r.leaks));
-    opt(&mut m, "corruptions", Some(r.corruptions));
-    opt(&mut m, "leaks-fixed", Some(r.leaks_fixed));
-    opt(&mut m, "corruptions-fixed", Some(r.corruptions_fixed));
-    opt(&mut m, "allocated-clusters", r.allocated_clusters);
-    opt(&mut m, "fragmented-clusters", r.fragmented_clusters);
-    opt(&mut m, "compressed-clusters", r.compressed_clusters);
-    m.insert("filename".into(), filename.into());
-    m.insert("format".into(), format.into());
-    to_qemu_pretty(&Value::Object(m))
+    }
+    to_qemu_pretty(&Value::Object(qdict_ordered(f)))
 }
 
 #[cfg(test)]

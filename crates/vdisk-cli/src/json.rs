@@ -3,7 +3,29 @@
 //! escapes them: ASCII as is (but `"`, `\\` and control characters), everything else as `\uXXXX`
 //! (UTF-16, upper-case hex), so a file name that is not ASCII prints byte for byte as qemu-img's.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// The bucket of `key` in a QEMU `QDict` (qobject/qdict.c: `tdb_hash(key) % QDICT_BUCKET_MAX`).
+fn qdict_bucket(key: &str) -> u32 {
+    let mut value = 0x238F_13AFu32.wrapping_mul(key.len() as u32);
+    for (i, b) in key.bytes().enumerate() {
+        value = value.wrapping_add(u32::from(b) << ((i * 5) % 24));
+    }
+    1_103_515_243u32.wrapping_mul(value).wrapping_add(12345) % 512
+}
+
+/// The members of `fields`, given in the order QEMU's QAPI visitor inserts them (the schema's
+/// field order), in the order qemu prints the `QDict` they land in: by hash bucket, and within a
+/// bucket the last inserted first (`QLIST_INSERT_HEAD`).
+pub fn qdict_ordered(fields: Vec<(String, Value)>) -> Map<String, Value> {
+    let mut keyed: Vec<(u32, usize, String, Value)> = fields
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, v))| (qdict_bucket(&k), i, k, v))
+        .collect();
+    keyed.sort_by_key(|(bucket, i, ..)| (*bucket, std::cmp::Reverse(*i)));
+    keyed.into_iter().map(|(_, _, k, v)| (k, v)).collect()
+}
 
 /// Pretty-prints `v` in qemu's style, without a trailing newline.
 pub fn to_qemu_pretty(v: &Value) -> String {
@@ -87,6 +109,43 @@ fn write_string(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qdicts_print_in_bucket_order() {
+        // qemu-img check --output=json of a compressed qcow2 image, as qemu-img 10 prints it.
+        let fields = [
+            "filename",
+            "format",
+            "check-errors",
+            "image-end-offset",
+            "total-clusters",
+            "allocated-clusters",
+            "fragmented-clusters",
+            "compressed-clusters",
+        ];
+        let m = qdict_ordered(
+            fields
+                .iter()
+                .map(|k| (k.to_string(), Value::Null))
+                .collect(),
+        );
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "image-end-offset",
+                "compressed-clusters",
+                "total-clusters",
+                "check-errors",
+                "allocated-clusters",
+                "filename",
+                "format",
+                "fragmented-clusters"
+            ]
+        );
+        assert_eq!(qdict_bucket("corruptions-fixed"), 203);
+        assert_eq!(qdict_bucket("check-errors"), 204);
+    }
 
     #[test]
     fn matches_qemu_layout() {

@@ -52,6 +52,9 @@ measure --output=xml -O qcow2 top.qcow2
 check t.vmdk
 check --output=json t.vdi
 check c.qcow2
+check --output=json c.qcow2
+check -r all t.vhdx
+check -r leaks --output=json t.vhdx
 compare top.qcow2 top.raw
 compare -s top.qcow2 top.raw
 compare -q top.qcow2 base.qcow2

@@ -5,6 +5,9 @@
 //! test can return early on a developer machine, but when the `CI` environment variable is set it
 //! panics instead, so CI never passes by skipping.
 
+mod dirty_vhdx;
+pub use dirty_vhdx::{interrupted_vhdx_write, strace_available};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,8 +3,9 @@
 //! `vhdx_allocate_block` (a new block at the end of the file rounded up to 1 MiB, the file extended
 //! over it), `vhdx_update_bat_table_entry` (the entry becomes the offset | FULLY_PRESENT) and
 //! `vhdx_user_visible_write` / `vhdx_update_headers` (new FileWriteGuid and DataWriteGuid, a higher
-//! sequence number, written to the non-current header then to the other one; spec 2.2.2.1). The
-//! image is opened and validated by [`crate::reader::open`], then checked for what writing needs
+//! sequence number, written to the non-current header then to the other one; spec 2.2.2.1). A log
+//! that needs replaying is replayed first, as `vhdx_open` does read-write ([`crate::replay`]); the
+//! image is then opened and validated by [`crate::reader::open`] and checked for what writing needs
 //! ([`crate::inplace_check`]).
 //!
 //! What each write does, by the state of the block's BAT entry:
@@ -29,9 +30,11 @@
 //! (its 4 KiB block's reserved bytes kept, the CRC-32C over all of it, the 80 bytes of fields
 //! written: one sector), made durable; then the same with sequence number + 2 into the other
 //! header, made durable, so that both headers are valid and agree as after qemu's update. The log
-//! GUID is kept as it is (zero for every image qemu or vdisk wrote: qemu's own writes end with
-//! `vhdx_log_reset`). qemu also updates the headers once at a read-write open (a new FileWriteGuid
-//! only); vdisk does so only when something is written, so an open without writes changes nothing.
+//! GUID is kept as it is (zero for every image qemu or vdisk wrote, and after a replay: qemu's own
+//! writes end with `vhdx_log_reset`). Like qemu 10 (whose `vhdx_open` writes nothing to an image
+//! without a log to replay), vdisk writes nothing at open, so an open without writes changes
+//! nothing. After a replay qemu does not update the headers again for its first write (the
+//! replay's `vhdx_user_visible_write` counts as it); vdisk does, with two more sequence numbers.
 //!
 //! Crash ordering, without the log: (H) the header update above, before any other write; (1) in
 //! place writes happen at once, new blocks are written past the old end of the file, and `finish`
@@ -77,9 +80,10 @@ pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
     open_writer_in(Arc::new(FileStorage::open_rw(path)?))
 }
 
-/// Opens the existing VHDX image in `storage` for writing in place. The image is opened as
-/// [`crate::reader::open`] opens it (a log that needs replaying is refused), then checked for what
-/// writing needs; nothing is written until the first write that changes the file.
+/// Opens the existing VHDX image in `storage` for writing in place. A log that needs replaying is
+/// replayed first ([`crate::replay::replay_log`]), as qemu's read-write open does; the image is
+/// then opened as [`crate::reader::open`] opens it and checked for what writing needs; nothing
+/// else is written until the first write that changes the file.
 pub fn open_writer_in(storage: Arc<dyn Storage>) -> Result<Box<dyn ImageWriter>> {
     Ok(Box::new(InplaceWriter::open_in(storage)?))
 }
@@ -112,6 +116,8 @@ impl InplaceWriter {
 
     fn open_in(storage: Arc<dyn Storage>) -> Result<Self> {
         let path = storage.path().to_path_buf();
+        // vhdx_open with BDRV_O_RDWR replays a log that needs it before anything else.
+        crate::replay::replay_log(storage.as_ref())?;
         let r = reader::open(Arc::clone(&storage))?;
         let block_size = u64::from(r.metadata().block_size);
         let size = r.size();

@@ -4,11 +4,9 @@
 //! non-current header gets the higher sequence number, then the other one).
 
 use crate::bat::{entry_offset, Bat, BlockState};
-use crate::crc32c::crc32c;
 use crate::header::le64;
-use crate::limits::{
-    BAT_ENTRY_SIZE, HEADER1_OFFSET, HEADER2_OFFSET, HEADER_FIELDS_SIZE, HEADER_SIZE,
-};
+use crate::header_update::{updated, write_header};
+use crate::limits::{BAT_ENTRY_SIZE, HEADER_FIELDS_SIZE};
 use crate::writer::random_guid;
 use std::path::Path;
 use vdisk_core::{Error, Result, Storage};
@@ -109,10 +107,9 @@ pub(crate) fn check_layout(
 
 /// Writes the session's header update: the `current` header's fields (its index and stored bytes)
 /// with a new FileWriteGuid and DataWriteGuid into the other header with sequence number + 1, then
-/// into the current one with + 2; each a 4 KiB block whose reserved bytes are kept (read first,
-/// as `vhdx_write_header` does with `read` set), sealed with its CRC-32C over the whole block,
-/// and written as its first 80 bytes (one sector), then synced when `durable`. Stops after
-/// `max_steps` of the two writes.
+/// into the current one with + 2; each written as [`crate::header_update::write_header`] does it
+/// (reserved bytes kept, CRC-32C over the 4 KiB block, 80 bytes written, synced when `durable`).
+/// Stops after `max_steps` of the two writes.
 pub(crate) fn write_headers(
     storage: &dyn Storage,
     current: (usize, [u8; HEADER_FIELDS_SIZE]),
@@ -134,20 +131,8 @@ pub(crate) fn write_headers(
                 "the header's sequence number cannot grow; refusing to write into it",
             )
         })?;
-        let at = [HEADER1_OFFSET, HEADER2_OFFSET][slot];
-        let mut block = vec![0u8; HEADER_SIZE];
-        storage.read_zero_padded(&mut block, at)?;
-        block[..HEADER_FIELDS_SIZE].copy_from_slice(&fields);
-        block[8..16].copy_from_slice(&seq.to_le_bytes());
-        block[16..32].copy_from_slice(&file_guid.0);
-        block[32..48].copy_from_slice(&data_guid.0);
-        block[4..8].fill(0);
-        let sum = crc32c(&block);
-        block[4..8].copy_from_slice(&sum.to_le_bytes());
-        storage.write_at(&block[..HEADER_FIELDS_SIZE], at)?;
-        if durable {
-            storage.sync()?;
-        }
+        let f = updated(&fields, seq, file_guid, data_guid, None);
+        write_header(storage, slot, &f, durable)?;
     }
     Ok(())
 }

@@ -135,3 +135,25 @@ pub fn qemu_file_length(len: u64) -> u64 {
 /// Most finding lines `check` keeps (it counts every finding; a hostile BAT could otherwise produce
 /// gigabytes of text).
 pub const MAX_CHECK_MESSAGES: usize = 10_000;
+
+/// Most descriptors of a log entry qemu can read: those that share the first 4 KiB sector with
+/// the entry header (4096 / 32 - 2). `vhdx_log_read_sectors` (block/vhdx-log.c) never advances its
+/// buffer, so `vhdx_log_read_desc` reads every descriptor sector into the buffer's first 4 KiB and
+/// then checks descriptors 126 and on in memory it never filled: an entry with more fails the open
+/// (EINVAL), in the log search as in the replay, whatever the log holds. vdisk refuses it the same
+/// way rather than replay what qemu cannot.
+pub const LOG_MAX_DESCRIPTORS: u32 = 126;
+
+/// Offsets of the log entry header's fields (spec 2.3.1.1; `VHDXLogEntryHeader`).
+pub const LOG_ENTRY_FLUSHED_FILE_OFFSET: usize = 48;
+pub const LOG_ENTRY_LAST_FILE_OFFSET: usize = 56;
+
+/// Most bytes a log replay may add to the file: its descriptors' writes and the entries'
+/// LastFileOffset together. qemu sets no limit (a LastFileOffset near 2^64 even wraps its rounding to
+/// 0 and makes it truncate the file to nothing); a replay that would grow the file more is refused
+/// before anything is written. A real log grows the file by a few payload blocks at most.
+pub const REPLAY_MAX_GROWTH: u64 = 64 << 30;
+
+/// Most zero bytes a log replay's zero descriptors may write in all (qemu writes each as real zeros,
+/// 4 KiB at a time, with no limit); a replay asking for more is refused before anything is written.
+pub const REPLAY_MAX_ZERO_BYTES: u64 = 16 << 30;

@@ -5,15 +5,16 @@
 //!
 //! The search walks the circular log sector by sector from its start: an entry counts when its
 //! header is valid (`vhdx_log_hdr_is_valid`) and its CRC-32C over the whole entry matches; an entry
-//! with a valid header but an invalid descriptor fails the open (EINVAL). Entries are streamed one
-//! 4 KiB sector at a time, so a hostile descriptor count allocates nothing.
+//! with a valid header but an invalid descriptor fails the open (EINVAL), and so does one with more
+//! than [`LOG_MAX_DESCRIPTORS`] descriptors (qemu reads those into memory it never fills). Entries
+//! are streamed one 4 KiB sector at a time, so a hostile descriptor count allocates nothing.
 
 use crate::crc32c::Crc32c;
 use crate::guid::Guid;
 use crate::header::{le32, le64, Header};
 use crate::limits::{
-    LOG_ALIGN, LOG_DESC_SIGNATURE, LOG_DESC_SIZE, LOG_HEADER_SIZE, LOG_SEARCH_BUDGET_FACTOR,
-    LOG_SECTOR_SIZE, LOG_SIGNATURE, LOG_ZERO_SIGNATURE,
+    LOG_ALIGN, LOG_DESC_SIGNATURE, LOG_DESC_SIZE, LOG_HEADER_SIZE, LOG_MAX_DESCRIPTORS,
+    LOG_SEARCH_BUDGET_FACTOR, LOG_SECTOR_SIZE, LOG_SIGNATURE, LOG_ZERO_SIGNATURE,
 };
 use crate::pread::pread;
 use crate::Refusal;
@@ -24,9 +25,15 @@ use vdisk_core::{Error, Storage};
 pub enum LogState {
     /// Nothing to replay: the log GUID or length is zero, or no valid entry was found.
     Empty(&'static str),
-    /// A sequence of valid entries that qemu would replay: the sequence number of its first entry
-    /// and how many entries it has.
-    NeedsReplay { sequence: u64, entries: u32 },
+    /// A sequence of valid entries that qemu would replay: the sequence number of its first entry,
+    /// how many entries it has, and where it starts and ends in the log (offsets from the log's
+    /// start: qemu's `log.read` and `log.write` of the sequence, equal when it fills the log).
+    NeedsReplay {
+        sequence: u64,
+        entries: u32,
+        start: u64,
+        end: u64,
+    },
 }
 
 enum Stop {
@@ -38,6 +45,15 @@ impl From<Error> for Stop {
     fn from(e: Error) -> Self {
         Stop::Io(e)
     }
+}
+
+/// The sequence `vhdx_log_search` finds.
+#[derive(Clone, Copy)]
+struct Sequence {
+    sequence: u64,
+    entries: u32,
+    start: u64,
+    end: u64,
 }
 
 /// A log entry header's fields (spec 2.3.1.1).
@@ -123,6 +139,14 @@ impl Log<'_> {
                 return Ok(None);
             }
         };
+        if h.descriptor_count > LOG_MAX_DESCRIPTORS {
+            return Err(Stop::Refuse(Refusal::Invalid(format!(
+                "log entry {} at log offset {}: {} descriptors, more than the \
+                 {LOG_MAX_DESCRIPTORS} qemu can read (it reads them into memory it never fills: \
+                 Invalid argument)",
+                h.sequence, *read, h.descriptor_count
+            ))));
+        }
         // `vhdx_compute_desc_sectors`: the header takes the room of two descriptors.
         let desc_sectors = (u64::from(h.descriptor_count) + 2).div_ceil(128);
         let total_sectors = u64::from(h.entry_length) / LOG_SECTOR_SIZE;
@@ -164,21 +188,29 @@ impl Log<'_> {
         Ok((crc.finish() == h.checksum).then_some(h))
     }
 
-    /// `vhdx_log_search`: the active sequence with the highest first sequence number.
-    fn search(&mut self) -> Result<Option<(u64, u32)>, Stop> {
+    /// `vhdx_log_search`: the active sequence with the highest first sequence number. As in qemu,
+    /// the entry after the first is taken whatever its sequence number (`curr_seq` is still 0);
+    /// the ones after it must follow one another.
+    fn search(&mut self) -> Result<Option<Sequence>, Stop> {
         let mut read = 0u64;
-        let mut candidate: Option<(u64, u32)> = None;
+        let mut candidate: Option<Sequence> = None;
         loop {
             let tail = read;
             if let Some(first) = self.validate(&mut read, 0)? {
-                let mut count = 1u32;
+                let mut current = Sequence {
+                    sequence: first.sequence,
+                    entries: 1,
+                    start: tail,
+                    end: read,
+                };
                 let mut seq = 0u64;
                 while let Some(h) = self.validate(&mut read, seq)? {
-                    count = count.saturating_add(1);
+                    current.entries = current.entries.saturating_add(1);
+                    current.end = read;
                     seq = h.sequence;
                 }
-                if candidate.is_none_or(|(s, _)| first.sequence > s) {
-                    candidate = Some((first.sequence, count));
+                if candidate.is_none_or(|c| current.sequence > c.sequence) {
+                    candidate = Some(current);
                 }
             }
             if read < tail {
@@ -234,7 +266,12 @@ pub fn detect(
     };
     match log.search() {
         Ok(None) => Ok(Ok(LogState::Empty("no valid log entry"))),
-        Ok(Some((sequence, entries))) => Ok(Ok(LogState::NeedsReplay { sequence, entries })),
+        Ok(Some(c)) => Ok(Ok(LogState::NeedsReplay {
+            sequence: c.sequence,
+            entries: c.entries,
+            start: c.start,
+            end: c.end,
+        })),
         Err(Stop::Io(e)) => Err(e),
         Err(Stop::Refuse(r)) => Ok(Err(r)),
     }

@@ -52,7 +52,9 @@ fn a_valid_entry_needs_replay() {
         detect_with(&entry(8192, 5, 3, false), GUID),
         Ok(LogState::NeedsReplay {
             sequence: 5,
-            entries: 1
+            entries: 1,
+            start: 0,
+            end: 8192
         })
     );
     let mut two = entry(4096, 5, 0, false);
@@ -61,7 +63,9 @@ fn a_valid_entry_needs_replay() {
         detect_with(&two, GUID),
         Ok(LogState::NeedsReplay {
             sequence: 5,
-            entries: 2
+            entries: 2,
+            start: 0,
+            end: 8192
         })
     );
 }
@@ -101,4 +105,17 @@ fn misplaced_log_is_refused() {
     h.log_offset = 4096;
     let s = MemStorage::new("l", vec![0u8; 4096]);
     assert!(matches!(detect(&s, &h).unwrap(), Err(Refusal::Invalid(_))));
+}
+
+#[test]
+fn more_descriptors_than_qemu_can_read_fail_the_open() {
+    assert!(matches!(
+        detect_with(&entry(8192, 5, 126, false), GUID),
+        Ok(LogState::NeedsReplay { entries: 1, .. })
+    ));
+    let r = detect_with(&entry(8192, 5, 127, false), GUID);
+    assert!(
+        matches!(&r, Err(Refusal::Invalid(m)) if m.contains("127 descriptors")),
+        "{r:?}"
+    );
 }

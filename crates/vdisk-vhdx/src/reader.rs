@@ -4,7 +4,8 @@
 //! `vhdx_co_readv` (per payload block: zeros for NOT_PRESENT, UNDEFINED, ZERO and both UNMAPPED
 //! states, the file for FULLY_PRESENT, EIO otherwise), block status (the driver has none, so qemu's
 //! block layer reports the whole disk as data), `vhdx_co_get_info` and `vhdx_co_check`.
-//! Opening never writes; a log that needs replaying is refused as qemu refuses it read-only.
+//! Opening never writes; a log that needs replaying is refused as qemu refuses it read-only
+//! ([`crate::replay`] replays it, as qemu's read-write open does).
 
 use crate::bat::{self, Bat, BlockState, CheckContext, Findings};
 use crate::header::{self, Header};
@@ -55,18 +56,9 @@ fn open_with(storage: Arc<dyn Storage>, check_bat: bool) -> Result<VhdxReader> {
     let mut ident = [0u8; 8 + 512];
     pread(s, &mut ident, 0)?;
     if &ident[..8] != FILE_SIGNATURE {
-        return Err(Error::corrupt(
-            &path,
-            Some(0),
-            "no \"vhdxfile\" signature: not a VHDX image (qemu: Invalid argument)",
-        ));
+        return Err(not_vhdx(&path));
     }
-    let (mut h1, mut h2) = (vec![0u8; HEADER_SIZE], vec![0u8; HEADER_SIZE]);
-    pread(s, &mut h1, HEADER1_OFFSET)?;
-    pread(s, &mut h2, HEADER2_OFFSET)?;
-    let (header_index, header) = header::choose(&h1, &h2).map_err(|why| {
-        Error::corrupt(&path, None, format!("No valid VHDX header found ({why})"))
-    })?;
+    let (header_index, header, _) = read_headers(s)?;
     let mut regions = Regions::default();
     regions.register(header.log_offset, u64::from(header.log_length));
     let log = match log::detect(s, &header)? {
@@ -74,7 +66,8 @@ fn open_with(storage: Arc<dyn Storage>, check_bat: bool) -> Result<VhdxReader> {
             let p = path.display();
             return Err(Error::Other(format!(
                 "VHDX image file '{p}' opened read-only, but contains a log that needs to be \
-                 replayed (vdisk never writes; qemu replays it with: qemu-img check -r all '{p}')"
+                 replayed. To replay the log, run: vdisk check -r all '{p}' (or qemu-img check -r \
+                 all '{p}')"
             )));
         }
         Ok(state) => state,
@@ -140,6 +133,31 @@ fn open_with(storage: Arc<dyn Storage>, check_bat: bool) -> Result<VhdxReader> {
         size,
         findings,
     })
+}
+
+/// The error for a file without the "vhdxfile" signature (qemu: EINVAL).
+pub(crate) fn not_vhdx(path: &Path) -> Error {
+    Error::corrupt(
+        path,
+        Some(0),
+        "no \"vhdxfile\" signature: not a VHDX image (qemu: Invalid argument)",
+    )
+}
+
+/// `vhdx_parse_header`: the current header's index (0: at 64 KiB, 1: at 128 KiB) and fields, and
+/// both 4 KiB header blocks as stored; "No valid VHDX header found" without one.
+pub(crate) fn read_headers(s: &dyn Storage) -> Result<(usize, Header, [Vec<u8>; 2])> {
+    let (mut h1, mut h2) = (vec![0u8; HEADER_SIZE], vec![0u8; HEADER_SIZE]);
+    pread(s, &mut h1, HEADER1_OFFSET)?;
+    pread(s, &mut h2, HEADER2_OFFSET)?;
+    let (index, header) = header::choose(&h1, &h2).map_err(|why| {
+        Error::corrupt(
+            s.path(),
+            None,
+            format!("No valid VHDX header found ({why})"),
+        )
+    })?;
+    Ok((index, header, [h1, h2]))
 }
 
 impl VhdxReader {
@@ -286,8 +304,8 @@ impl ImageReader for VhdxReader {
     }
 
     fn check(&self) -> Result<CheckReport> {
-        // vhdx_co_check: the BAT entry check, counting (a log replayed on a read-write open would
-        // count as fixed; vdisk never replays).
+        // vhdx_co_check: the BAT entry check, counting. A log replayed on a read-write open counts
+        // as one corruption fixed; a reader never replays (see `crate::repair`).
         Ok(CheckReport {
             corruptions: self.findings.count,
             messages: self.findings.messages.clone(),

@@ -39,7 +39,9 @@ pub(crate) fn details(r: &VhdxReader, d: &mut Vec<(String, Value)>) {
     put("log-length", h.log_length.into());
     let log = match r.log_state() {
         LogState::Empty(why) => format!("empty ({why})"),
-        LogState::NeedsReplay { sequence, entries } => {
+        LogState::NeedsReplay {
+            sequence, entries, ..
+        } => {
             format!("{entries} entries from sequence {sequence} to replay")
         }
     };

@@ -174,6 +174,17 @@ pub fn run(cli: Cli) -> Result<u8> {
         } => {
             check_cache(&cache, "source cache option")?;
             let format = parse_format(format)?;
+            // A VHDX whose log needs replaying opens only read-write (qemu-img check -r opens it
+            // so): repair it before opening it as the check does.
+            if let Some(mode) = &repair {
+                let fmt = match format {
+                    Some(f) => f,
+                    None => vdisk::core::probe_format(&vdisk::core::FileStorage::open(&filename)?)?,
+                };
+                if fmt == Format::Vhdx {
+                    return mutate::repair(fmt, mode, output, quiet, &filename);
+                }
+            }
             // qemu-img check opens the backing chain too: a missing backing file is an error
             // (exit 1), though only the top image is checked.
             let req = OpenRequest {

@@ -1,7 +1,7 @@
 //! Damaged targets for the in-place writer (`vdisk_vhdx::open_writer`), made from a qemu-made image:
 //! what `vhdx_co_writev` cannot write into (PARTIALLY_PRESENT, state 4, a block in the header
-//! section: EIO / EFAULT in qemu), blocks sharing file bytes, a log `vhdx_parse_log` would replay,
-//! no valid header, a truncated file. Each is refused with words naming it, the file unchanged.
+//! section: EIO / EFAULT in qemu), blocks sharing file bytes, a log whose replay qemu fails (a
+//! data descriptor without its data sector), no valid header, a truncated file. Each is refused with words naming it, the file unchanged.
 
 use crate::fixtures::*;
 use vdisk_testutil::*;
@@ -44,9 +44,9 @@ fn damaged_targets_are_refused_unchanged() {
             "overlaps payload block 0",
         ),
         (
-            "log to replay",
+            "log whose replay fails in qemu",
             Box::new(move |b| log_entry(b, log)),
-            "needs to be replayed",
+            "ends before a data sector",
         ),
         (
             "no valid header",
@@ -77,7 +77,8 @@ fn damaged_targets_are_refused_unchanged() {
 }
 
 /// A valid one-sector log entry at the log's start, with both headers' log GUID set to match: a
-/// log qemu would replay.
+/// log qemu finds and tries to replay, but its data descriptor has no data sector, so the replay
+/// fails (EINVAL) and so does the open.
 fn log_entry(b: &mut [u8], log: usize) {
     let g = [0x42u8; 16];
     for h in [64 << 10, 128 << 10] {
