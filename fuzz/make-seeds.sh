@@ -9,7 +9,7 @@ corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
-    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open partitions raw_open probe; do
+    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open partitions fs_open raw_open probe; do
     mkdir -p "$corpus/$t"
 done
 
@@ -367,6 +367,35 @@ if command -v sfdisk >/dev/null; then
         sfdisk -q "$corpus/partitions/gpt.raw"
     printf 'label: dos\nstart=1, size=63, type=c, bootable\nstart=64, size=64, type=83\nstart=128, size=200, type=5\nstart=130, size=40, type=82\nstart=180, size=40, type=83\n' |
         sfdisk -q "$corpus/partitions/dos.raw"
+fi
+
+# ---- filesystems: the smallest ext2/ext4 and FAT images mkfs makes, with a few files, a
+# directory and symlinks (fast and slow). A seed is one byte, the device's size in 64 KiB units,
+# then the image's first 256 KiB at most (the fs_open target zero-fills the rest) ----
+fs_seed() { # fs_seed IMAGE NAME
+    local units=$(( ($(stat -c %s "$1") + 65535) / 65536 ))
+    { printf "\\$(printf %o "$units")"; head -c 262000 "$1"; } >"$corpus/fs_open/$2"
+}
+if command -v mkfs.ext4 >/dev/null && command -v mkfs.fat >/dev/null && command -v mcopy >/dev/null; then
+    mkdir -p "$work/tree/d/e"
+    printf 'hello\n' >"$work/tree/d/f"
+    head -c 5000 /dev/urandom >"$work/tree/d/e/g"
+    ln -s d/f "$work/tree/fast"
+    ln -s "$(printf 'x%.0s' $(seq 1 100))/../d/f" "$work/tree/slow"
+    truncate -s 64k "$work/ext2"
+    truncate -s 128k "$work/ext4" "$work/ext4i"
+    mkfs.ext2 -q -F -b 1024 -N 32 -d "$work/tree" "$work/ext2"
+    mkfs.ext4 -q -F -b 1024 -N 32 -O ^has_journal -d "$work/tree" "$work/ext4"
+    mkfs.ext4 -q -F -b 1024 -N 32 -O ^has_journal,inline_data -d "$work/tree" "$work/ext4i"
+    mkfs.fat -F 12 -C "$work/fat12" 64 >/dev/null
+    mkfs.fat -F 16 -s 1 -C "$work/fat16" 2200 >/dev/null
+    for img in "$work/fat12" "$work/fat16"; do
+        mcopy -s -i "$img" "$work/tree/d" ::
+        mcopy -i "$img" "$work/tree/d/f" '::A Long File Name.txt'
+    done
+    for img in ext2 ext4 ext4i fat12 fat16; do
+        fs_seed "$work/$img" "$img"
+    done
 fi
 
 # ---- raw ----

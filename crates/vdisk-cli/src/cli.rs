@@ -31,6 +31,12 @@ Examples (LPIC-3 351.5, virtual machine disk image management):
       vdisk dd -O qcow2 bs=1M count=64 if=disk.raw of=head.qcow2
   List the partitions inside an image, in any format (vdisk only):
       vdisk partitions disk.qcow2
+  Read the files inside an image, mounted as the guest's /etc/fstab mounts them (vdisk only,
+  as libguestfs's virt-filesystems, virt-df, virt-ls and virt-cat; ext2/3/4 and FAT):
+      vdisk filesystems -l disk.qcow2
+      vdisk df disk.qcow2
+      vdisk ls -l disk.qcow2 /etc
+      vdisk cat disk.qcow2 /etc/fstab
 
 Exit codes: 0 success, 1 error; check: 0 clean, 2 corruptions, 3 leaks, 63 no check for the format;
 compare: 0 identical, 1 different, 2 open error.";
@@ -119,6 +125,52 @@ pub enum Command {
         #[arg(long = "image-opts")]
         image_opts: bool,
         filename: PathBuf,
+    },
+    /// vdisk only (as libguestfs's virt-filesystems): the filesystems inside the image, on the
+    /// whole disk or in its partitions, read through any format.
+    Filesystems {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// A table: device, type, filesystem type, label, UUID and size.
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+        /// Sizes in powers of 1024 with a unit (128M, 3.9G).
+        #[arg(short = 'H', long = "human-readable")]
+        human: bool,
+    },
+    /// vdisk only (as virt-df): how full each filesystem inside the image is, as `df` would
+    /// show it once mounted.
+    Df {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// Sizes in powers of 1024 with a unit instead of 1K blocks.
+        #[arg(short = 'H', long = "human-readable")]
+        human: bool,
+        /// Inodes instead of blocks.
+        #[arg(short = 'i', long = "inodes")]
+        inodes: bool,
+    },
+    /// vdisk only (as virt-ls): list a directory inside the image's filesystems, mounted where the
+    /// guest's /etc/fstab mounts them (or as -m says).
+    Ls {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// Mode, links, owner, group, size, time and link targets, as `ls -l`.
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+        /// Everything below the directory, with full paths.
+        #[arg(short = 'R', long = "recursive")]
+        recursive: bool,
+        /// The directory (or file) inside the image.
+        path: String,
+    },
+    /// vdisk only (as virt-cat): print files inside the image's filesystems.
+    Cat {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// Files inside the image (absolute paths).
+        #[arg(required = true)]
+        paths: Vec<String>,
     },
     /// Create a new image. The size may be omitted when a backing file gives it.
     Create {
@@ -498,6 +550,24 @@ pub struct DdArgs {
     /// come between the operands.
     #[arg(value_name = "OPERAND")]
     pub operands: Vec<String>,
+}
+
+/// The image and how to find its filesystems, for `filesystems`, `df`, `ls` and `cat`.
+#[derive(Debug, clap::Args)]
+pub struct GuestArgs {
+    /// Image format (probed when omitted).
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<String>,
+    /// Mount DEVICE (`/dev/sda2`) on MOUNTPOINT (default `/`) instead of mounting what the
+    /// guest's /etc/fstab says; repeat for several (libguestfs's -m).
+    #[arg(short = 'm', long = "mount", value_name = "DEVICE[:MOUNTPOINT]")]
+    pub mounts: Vec<String>,
+    /// Read an ext3/ext4 filesystem whose journal needs recovery as it is on disk (the kernel
+    /// would replay the journal first; what is read may be stale).
+    #[arg(long = "ignore-journal")]
+    pub ignore_journal: bool,
+    /// The image.
+    pub filename: PathBuf,
 }
 
 /// `vdisk bench` arguments: qemu-img bench's flags.

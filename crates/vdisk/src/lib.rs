@@ -5,6 +5,8 @@
 //! conversion engine and the format crates are re-exported for direct use.
 
 pub mod chain;
+pub mod fstab;
+pub mod guest;
 pub mod ops;
 pub mod registry;
 
@@ -15,6 +17,7 @@ pub use registry::{
 pub use vdisk_convert as convert;
 pub use vdisk_core as core;
 pub use vdisk_core::{Error, Format, ImageReader, ImageWriter, Result};
+pub use vdisk_fs as fs;
 pub use vdisk_part as part;
 pub use vdisk_qcow2 as qcow2;
 pub use vdisk_raw as raw;

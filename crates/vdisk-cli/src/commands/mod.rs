@@ -7,6 +7,7 @@ mod compare;
 mod convert;
 mod create;
 mod dd;
+mod guest;
 mod measure;
 mod mutate;
 mod resize;
@@ -87,6 +88,19 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .map_err(|e| Error::Other(format!("cannot write output: {e}")))?;
             Ok(0)
         }
+        Command::Filesystems { guest, long, human } => guest::filesystems(guest, long, human),
+        Command::Df {
+            guest,
+            human,
+            inodes,
+        } => guest::df(guest, human, inodes),
+        Command::Ls {
+            guest,
+            long,
+            recursive,
+            path,
+        } => guest::ls(guest, long, recursive, &path),
+        Command::Cat { guest, paths } => guest::cat(guest, &paths),
         Command::Partitions {
             format,
             output,

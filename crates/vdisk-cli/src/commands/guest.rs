@@ -1,0 +1,447 @@
+//! `vdisk filesystems`, `df`, `ls` and `cat`: the files inside an image, as libguestfs's
+//! virt-filesystems, virt-df, virt-ls and virt-cat show them, with no VM appliance: the
+//! filesystems are found and mounted by `vdisk::guest` and read by `vdisk-fs`.
+
+use super::{parse_format, print_out};
+use crate::cli::GuestArgs;
+use std::io::Write;
+use vdisk::chain::{open_image, OpenRequest};
+use vdisk::core::{Error, Result};
+use vdisk::fs::{FileKind, Filesystem, Node, OpenOptions};
+use vdisk::guest::{self, Found, Mounts};
+
+/// The image's devices and their filesystems.
+fn found(g: &GuestArgs) -> Result<Vec<Found>> {
+    let req = OpenRequest {
+        format: parse_format(g.format.clone())?,
+        snapshot: None,
+        follow_backing: true,
+        for_check: false,
+    };
+    let img = open_image(&g.filename, &req)?;
+    img.image.ready_for_io()?;
+    let opts = OpenOptions {
+        ignore_journal_recovery: g.ignore_journal,
+    };
+    guest::find(img.image.clone(), &opts)
+}
+
+/// The mounts `-m` asks for, or what inspection finds.
+fn mounts(g: &GuestArgs, found: &[Found]) -> Result<Mounts> {
+    if g.mounts.is_empty() {
+        guest::inspect(found)
+    } else {
+        guest::mount_explicit(found, &g.mounts)
+    }
+}
+
+/// Sizes as `df -h` and virt-filesystems `-h` print them: powers of 1024, one decimal below 10.
+fn human(n: u64) -> String {
+    const UNITS: [&str; 7] = ["", "K", "M", "G", "T", "P", "E"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}")
+    } else if v < 10.0 {
+        // df rounds up.
+        format!("{:.1}{}", (v * 10.0).ceil() / 10.0, UNITS[u])
+    } else {
+        format!("{}{}", v.ceil() as u64, UNITS[u])
+    }
+}
+
+pub(super) fn filesystems(g: GuestArgs, long: bool, human_sizes: bool) -> Result<u8> {
+    let found = found(&g)?;
+    let mut t = String::new();
+    let with_fs: Vec<&Found> = found.iter().filter(|f| f.vfs.is_some()).collect();
+    if !long {
+        for f in &with_fs {
+            t.push_str(&format!("{}\n", f.identity.device));
+        }
+        print_out(&t)?;
+        return Ok(0);
+    }
+    let rows: Vec<[String; 6]> = with_fs
+        .iter()
+        .map(|f| {
+            let label = f
+                .identity
+                .label
+                .as_deref()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| "-".into());
+            let size = if human_sizes {
+                human(f.size)
+            } else {
+                f.size.to_string()
+            };
+            [
+                f.identity.device.clone(),
+                "filesystem".into(),
+                f.vfs.unwrap_or("-").into(),
+                label,
+                f.identity.uuid.clone().unwrap_or_else(|| "-".into()),
+                size,
+            ]
+        })
+        .collect();
+    t.push_str(&table(
+        &["Name", "Type", "VFS", "Label", "UUID", "Size"],
+        &rows,
+    ));
+    for f in found.iter().filter(|f| f.vfs.is_some()) {
+        if let Err(e) = &f.fs {
+            eprintln!("vdisk: {}: {e}", f.identity.device);
+        }
+    }
+    print_out(&t)?;
+    Ok(0)
+}
+
+/// Columns padded to their widest cell, the last (sizes) right-aligned, as virt-filesystems.
+fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut w = head.map(str::len);
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == N {
+                l.push_str(&format!("{c:>width$}", width = w[i]));
+            } else {
+                l.push_str(&format!("{c:<width$} ", width = w[i]));
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut t = line(head.to_vec());
+    for r in rows {
+        t.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    t
+}
+
+pub(super) fn df(g: GuestArgs, human_sizes: bool, inodes: bool) -> Result<u8> {
+    let found = found(&g)?;
+    let name = g.filename.display().to_string();
+    let head = match (inodes, human_sizes) {
+        (true, _) => ["Filesystem", "Inodes", "IUsed", "IFree", "IUse%"],
+        (false, true) => ["Filesystem", "Size", "Used", "Available", "Use%"],
+        (false, false) => ["Filesystem", "1K-blocks", "Used", "Available", "Use%"],
+    };
+    let mut t = format!(
+        "{:<36}{:>10} {:>10} {:>10} {:>5}\n",
+        head[0], head[1], head[2], head[3], head[4]
+    );
+    let mut status = 0;
+    for f in found.iter().filter(|f| f.vfs.is_some()) {
+        let fs = match &f.fs {
+            Ok(fs) => fs,
+            Err(e) => {
+                eprintln!("vdisk: {}: {e}", f.identity.device);
+                status = 1;
+                continue;
+            }
+        };
+        let u = fs.usage()?;
+        let label = format!("{name}:{}", f.identity.device);
+        let (total, used, avail, pct) = if inodes {
+            let total = u.inodes.unwrap_or(0);
+            let free = u.free_inodes.unwrap_or(0);
+            let used = total.saturating_sub(free);
+            (
+                total.to_string(),
+                used.to_string(),
+                free.to_string(),
+                percent(used, free),
+            )
+        } else {
+            let used = u
+                .blocks
+                .saturating_sub(u.free_blocks)
+                .saturating_mul(u.block_size);
+            let total = u.blocks.saturating_mul(u.block_size);
+            let avail = u.available_blocks.saturating_mul(u.block_size);
+            let show = |b: u64| {
+                if human_sizes {
+                    human(b)
+                } else {
+                    b.div_ceil(1024).to_string()
+                }
+            };
+            (show(total), show(used), show(avail), percent(used, avail))
+        };
+        t.push_str(&format!(
+            "{label:<36}{total:>10} {used:>10} {avail:>10} {pct:>5}\n"
+        ));
+    }
+    print_out(&t)?;
+    Ok(status)
+}
+
+/// df's Use%: used over what a user could have (used + available), rounded up; `-` when both
+/// are 0.
+fn percent(used: u64, avail: u64) -> String {
+    let total = u128::from(used) + u128::from(avail);
+    if total == 0 {
+        return "-".into();
+    }
+    format!("{}%", (u128::from(used) * 100).div_ceil(total))
+}
+
+pub(super) fn ls(g: GuestArgs, long: bool, recursive: bool, path: &str) -> Result<u8> {
+    let found = found(&g)?;
+    let mounts = mounts(&g, &found)?;
+    let path = path.as_bytes();
+    // As ls does with its operands: `-l` shows a symlink itself; without it, a link to a
+    // directory lists the directory.
+    let (mut fs, mut node) = guest::lookup(&found, &mounts, path, false)?;
+    if node.kind == FileKind::Symlink && !long {
+        (fs, node) = guest::lookup(&found, &mounts, path, true)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if node.kind != FileKind::Directory {
+        // As `ls FILE`: the file itself.
+        let line = entry_line(fs, path, &node, long)?;
+        return write_out(&mut out, &line).map(|()| 0);
+    }
+    let base = path.strip_suffix(b"/").unwrap_or(path);
+    let mut seen = std::collections::HashSet::new();
+    list_dir(
+        &found,
+        &mounts,
+        base,
+        (fs, node),
+        long,
+        recursive,
+        0,
+        &mut seen,
+        &mut out,
+    )?;
+    Ok(0)
+}
+
+/// The entries of the directory at guest path `dir`, sorted by name as `ls` sorts them in the C
+/// locale; with `recursive`, full paths and every directory below, each entered once (a mount
+/// point is listed from the filesystem mounted on it).
+#[allow(clippy::too_many_arguments)]
+fn list_dir(
+    found: &[Found],
+    mounts: &Mounts,
+    dir: &[u8],
+    (fs, node): (&dyn Filesystem, Node),
+    long: bool,
+    recursive: bool,
+    depth: usize,
+    seen: &mut std::collections::HashSet<(usize, u64)>,
+    out: &mut impl Write,
+) -> Result<()> {
+    if depth >= vdisk::fs::limits::MAX_WALK_DEPTH {
+        return Err(Error::invalid(format!(
+            "{}: directories nested deeper than {}",
+            String::from_utf8_lossy(dir),
+            vdisk::fs::limits::MAX_WALK_DEPTH
+        )));
+    }
+    let key = (fs as *const dyn Filesystem as *const () as usize, node.id);
+    if !seen.insert(key) {
+        return Ok(());
+    }
+    let mut entries = fs.read_dir(&node)?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in entries {
+        let mut full = dir.to_vec();
+        full.push(b'/');
+        full.extend_from_slice(&e.name);
+        // A mount point shows the root of what is mounted there.
+        let (efs, enode) = match guest::mounted_at(mounts, &full) {
+            Some((i, rest)) if rest == b"/" => {
+                let f = found[i].filesystem()?;
+                (f, f.root()?)
+            }
+            _ => (fs, e.node.clone()),
+        };
+        let shown: &[u8] = if recursive { &full } else { &e.name };
+        write_out(out, &entry_line(efs, shown, &enode, long)?)?;
+        if recursive && enode.kind == FileKind::Directory {
+            list_dir(
+                found,
+                mounts,
+                &full,
+                (efs, enode),
+                long,
+                recursive,
+                depth + 1,
+                seen,
+                out,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn write_out(out: &mut impl Write, line: &[u8]) -> Result<()> {
+    out.write_all(line)
+        .map_err(|e| Error::Other(format!("standard output: {e}")))
+}
+
+/// One line of a listing: the name, or with `long` what `ls -l` shows (mode, links, uid, gid,
+/// size or device numbers, modification time in UTC, name, ` -> target` for a link).
+fn entry_line(fs: &dyn Filesystem, name: &[u8], n: &Node, long: bool) -> Result<Vec<u8>> {
+    let mut line = Vec::new();
+    if long {
+        let size = match n.rdev {
+            Some((maj, min)) => format!("{maj}, {min}"),
+            None => n.size.to_string(),
+        };
+        line.extend_from_slice(
+            format!(
+                "{} {:>3} {:>5} {:>5} {:>10} {} ",
+                mode_string(n.mode),
+                n.nlink,
+                n.uid,
+                n.gid,
+                size,
+                utc_time(n.mtime)
+            )
+            .as_bytes(),
+        );
+    }
+    line.extend_from_slice(name);
+    if long && n.kind == FileKind::Symlink {
+        line.extend_from_slice(b" -> ");
+        line.extend_from_slice(&fs.read_link(n)?);
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// `ls -l`'s mode column: type letter and rwx triplets with setuid, setgid and sticky bits.
+fn mode_string(mode: u32) -> String {
+    let kind = match FileKind::from_mode(mode) {
+        FileKind::Directory => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::CharDevice => 'c',
+        FileKind::BlockDevice => 'b',
+        FileKind::Fifo => 'p',
+        FileKind::Socket => 's',
+        FileKind::Regular => '-',
+        FileKind::Unknown => '?',
+    };
+    let mut s = String::from(kind);
+    for (shift, special, lower, upper) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let x = bits & 1 != 0;
+        s.push(match (mode & special != 0, x) {
+            (true, true) => lower,
+            (true, false) => upper,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC (civil-from-days, proleptic Gregorian).
+fn utc_time(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        secs / 3600,
+        (secs % 3600) / 60
+    )
+}
+
+pub(super) fn cat(g: GuestArgs, paths: &[String]) -> Result<u8> {
+    let found = found(&g)?;
+    let mounts = mounts(&g, &found)?;
+    let mut out = std::io::stdout().lock();
+    for p in paths {
+        let (fs, node) = guest::lookup(&found, &mounts, p.as_bytes(), true)?;
+        if node.kind != FileKind::Regular {
+            return Err(Error::invalid(format!(
+                "{p}: not a regular file ({})",
+                match node.kind {
+                    FileKind::Directory => "a directory",
+                    _ => "a special file",
+                }
+            )));
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < node.size {
+            let n = fs.read(&node, at, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            write_out(&mut out, &buf[..n])?;
+            at += n as u64;
+        }
+    }
+    out.flush()
+        .map_err(|e| Error::Other(format!("standard output: {e}")))?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_as_ls_writes_them() {
+        assert_eq!(mode_string(0o100644), "-rw-r--r--");
+        assert_eq!(mode_string(0o040755), "drwxr-xr-x");
+        assert_eq!(mode_string(0o120777), "lrwxrwxrwx");
+        assert_eq!(mode_string(0o104755), "-rwsr-xr-x");
+        assert_eq!(mode_string(0o102644), "-rw-r-Sr--");
+        assert_eq!(mode_string(0o041777), "drwxrwxrwt");
+        assert_eq!(mode_string(0o041776), "drwxrwxrwT");
+        assert_eq!(mode_string(0o020620), "crw--w----");
+    }
+
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc_time(1_795_000_000), "2026-11-18 09:46");
+        assert_eq!(utc_time(-1), "1969-12-31 23:59");
+    }
+
+    #[test]
+    fn sizes_round_up_as_df_h() {
+        assert_eq!(human(0), "0");
+        assert_eq!(human(1023), "1023");
+        assert_eq!(human(1024), "1.0K");
+        assert_eq!(human(1025), "1.1K");
+        assert_eq!(human(128 << 20), "128M");
+        assert_eq!(human(4_194_304_000), "3.9G");
+        assert_eq!(percent(0, 0), "-");
+        assert_eq!(percent(1, 99), "1%");
+        assert_eq!(percent(1, 199), "1%");
+        assert_eq!(percent(50, 50), "50%");
+    }
+}

@@ -1,0 +1,36 @@
+//! Little-endian fields of on-disk structures (ext2/3/4 and FAT are little-endian throughout),
+//! read without panicking: a field that lies past the end of the buffer reads as 0. Callers
+//! size their buffers to the structures they parse, so this only guards against slips.
+
+/// The `u8` at `off`.
+pub fn u8_at(b: &[u8], off: usize) -> u8 {
+    b.get(off).copied().unwrap_or(0)
+}
+
+/// The little-endian `u16` at `off`.
+pub fn u16_at(b: &[u8], off: usize) -> u16 {
+    match off.checked_add(2).and_then(|end| b.get(off..end)) {
+        Some(s) => u16::from_le_bytes([s[0], s[1]]),
+        None => 0,
+    }
+}
+
+/// The little-endian `u32` at `off`.
+pub fn u32_at(b: &[u8], off: usize) -> u32 {
+    match off.checked_add(4).and_then(|end| b.get(off..end)) {
+        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+        None => 0,
+    }
+}
+
+/// The little-endian `u64` at `off`.
+pub fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from(u32_at(b, off)) | (u64::from(u32_at(b, off.saturating_add(4))) << 32)
+}
+
+/// `len` bytes at `off`, or fewer if the buffer ends first.
+pub fn bytes_at(b: &[u8], off: usize, len: usize) -> &[u8] {
+    let start = off.min(b.len());
+    let end = off.saturating_add(len).min(b.len());
+    &b[start..end]
+}

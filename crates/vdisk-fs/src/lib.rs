@@ -1,0 +1,186 @@
+//! vdisk-fs: reading files inside the filesystems of disk images without mounting them, read-only,
+//! as libguestfs's `virt-ls`, `virt-cat`, `virt-filesystems` and `virt-df` do, but with no VM
+//! appliance: ext2/ext3/ext4 (the kernel's Documentation/filesystems/ext4, "ext4 Data Structures
+//! and Algorithms") and FAT12/16/32 (Microsoft's "FAT: General Overview of On-Disk Format",
+//! fatgen103), read through any vdisk [`ImageReader`], usually a partition's
+//! [`vdisk_core::Window`].
+//!
+//! Everything read from the filesystem is untrusted: sizes, counts, offsets and block numbers are
+//! checked before use, allocations are bounded by the named limits of [`limits`], and loops in
+//! directory trees, extent trees, FAT chains and symlink chains end with an error.
+
+pub mod bytes;
+pub mod device;
+pub mod ext;
+pub mod fat;
+pub mod limits;
+pub mod resolve;
+pub mod walk;
+
+#[cfg(test)]
+mod testmem;
+
+pub use resolve::resolve;
+
+use std::sync::Arc;
+use vdisk_core::{ImageReader, Result};
+
+/// The type of a file, from its mode (ext) or its attributes (FAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+    /// A mode whose type bits name no POSIX file type.
+    Unknown,
+}
+
+impl FileKind {
+    /// The kind the `S_IFMT` bits of a POSIX mode name.
+    pub fn from_mode(mode: u32) -> FileKind {
+        match mode & 0o170000 {
+            0o100000 => FileKind::Regular,
+            0o040000 => FileKind::Directory,
+            0o120000 => FileKind::Symlink,
+            0o020000 => FileKind::CharDevice,
+            0o060000 => FileKind::BlockDevice,
+            0o010000 => FileKind::Fifo,
+            0o140000 => FileKind::Socket,
+            _ => FileKind::Unknown,
+        }
+    }
+}
+
+/// A file of a filesystem, as `stat` would describe it. `id` is the handle the other calls use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// ext: the inode number. FAT: 1 for the root directory (the Linux driver's root inode
+    /// number), otherwise the byte offset in the filesystem of the file's 8.3 directory entry.
+    pub id: u64,
+    pub kind: FileKind,
+    /// The size in bytes (`st_size`): for a symlink the length of its target.
+    pub size: u64,
+    /// The POSIX mode including the type bits. FAT: 0o040755 for directories, 0o100644 for
+    /// files (0o100444 when read-only), as the Linux vfat driver shows them with umask 022.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    /// Modification time, seconds since the epoch, UTC (FAT's local time is taken as UTC).
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Device files: the device number as (major, minor); `None` for every other kind.
+    pub rdev: Option<(u32, u32)>,
+}
+
+/// One entry of a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name as stored: bytes, not necessarily UTF-8 (FAT names are converted to UTF-8).
+    pub name: Vec<u8>,
+    pub node: Node,
+}
+
+/// What `statvfs` says of the mounted filesystem (what `df` and `virt-df` show).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// `f_bsize`/`f_frsize`: the block size (FAT: the cluster size).
+    pub block_size: u64,
+    /// `f_blocks`: the blocks for data, without the filesystem's own overhead.
+    pub blocks: u64,
+    /// `f_bfree`.
+    pub free_blocks: u64,
+    /// `f_bavail`: free blocks less those reserved for root.
+    pub available_blocks: u64,
+    /// `f_files` (`None` on FAT, which has no inodes: statvfs says 0).
+    pub inodes: Option<u64>,
+    /// `f_ffree`.
+    pub free_inodes: Option<u64>,
+}
+
+/// A filesystem opened for reading.
+pub trait Filesystem: Send + Sync {
+    /// The type as blkid's `TYPE` names it: `ext2`, `ext3`, `ext4` (or `ext4dev`), `vfat`.
+    fn kind(&self) -> &'static str;
+    /// The label as blkid's `LABEL` shows it (bytes as stored, without padding).
+    fn label(&self) -> Option<Vec<u8>>;
+    /// The UUID as blkid's `UUID` shows it (FAT: the volume serial number, `XXXX-XXXX`).
+    fn uuid(&self) -> Option<String>;
+    /// What statvfs would say once the filesystem is mounted.
+    fn usage(&self) -> Result<Usage>;
+    /// The root directory.
+    fn root(&self) -> Result<Node>;
+    /// The entries of a directory, in on-disk order, without `.` and `..`.
+    fn read_dir(&self, dir: &Node) -> Result<Vec<DirEntry>>;
+    /// The entry `name` of a directory, if there is one.
+    fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>>;
+    /// Reads file bytes at `offset` into `buf`; returns how many (0 at or past the end). Holes
+    /// read as zeros. Reads until `buf` is full or the file ends.
+    fn read(&self, file: &Node, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// The target of a symbolic link.
+    fn read_link(&self, link: &Node) -> Result<Vec<u8>>;
+}
+
+/// How to open a filesystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// ext3/ext4 whose journal needs recovery (not cleanly unmounted: a running or crashed VM):
+    /// the kernel replays the journal when it mounts, vdisk-fs does not, so what it reads may
+    /// be stale. Such a filesystem is refused unless this is set; with it, it is read as it is
+    /// on disk, as `debugfs` reads it.
+    pub ignore_journal_recovery: bool,
+}
+
+/// Which filesystem the device holds, if any vdisk-fs reads: the names of [`Filesystem::kind`].
+/// Only the signatures are looked at; [`open`] checks the rest.
+pub fn probe(dev: &dyn ImageReader) -> Result<Option<&'static str>> {
+    if let Some(kind) = ext::probe(dev)? {
+        return Ok(Some(kind));
+    }
+    fat::probe(dev)
+}
+
+/// Opens the filesystem on `dev` (the whole device: pass a [`vdisk_core::Window`] for a
+/// partition) with the default [`OpenOptions`].
+pub fn open(dev: Arc<dyn ImageReader>) -> Result<Box<dyn Filesystem>> {
+    open_with(dev, &OpenOptions::default())
+}
+
+/// Opens the filesystem on `dev`.
+pub fn open_with(dev: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Box<dyn Filesystem>> {
+    if ext::probe(dev.as_ref())?.is_some() {
+        return Ok(Box::new(ext::Ext::open(dev, opts)?));
+    }
+    if fat::probe(dev.as_ref())?.is_some() {
+        return Ok(Box::new(fat::Fat::open(dev)?));
+    }
+    Err(vdisk_core::Error::unsupported(
+        std::path::Path::new(dev.format_name()),
+        "filesystem: no ext2/ext3/ext4 or FAT filesystem found",
+    ))
+}
+
+/// Reads a whole file (at most `max` bytes: more is an error), for small files and tests.
+pub fn read_all(fs: &dyn Filesystem, file: &Node, max: u64) -> Result<Vec<u8>> {
+    if file.size > max {
+        return Err(vdisk_core::Error::invalid(format!(
+            "file of {} bytes is larger than the {max} bytes asked for",
+            file.size
+        )));
+    }
+    let mut out = vec![0u8; file.size as usize];
+    let mut done = 0;
+    while done < out.len() {
+        let n = fs.read(file, done as u64, &mut out[done..])?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    out.truncate(done);
+    Ok(out)
+}

@@ -1,0 +1,65 @@
+//! Filesystems (`vdisk_fs`) on the input as a raw device: ext2/3/4 (superblock, group descriptors,
+//! inodes, extent trees and block maps, inline data, directories, symlinks) and FAT12/16/32 (BPB,
+//! FAT chains, 8.3 and long-name entries), then what a client does: usage, a bounded walk of the
+//! tree reading every file and link, and path resolution through each link. The first input byte
+//! is the device's length in 64 KiB units (at least the rest of the input's length): the rest is
+//! its start, zeros follow, so a short input stands for a filesystem of up to 16 MiB whose
+//! metadata lies at its start (FAT16 needs 2 MiB).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use std::sync::Arc;
+use vdisk_core::{Error, ImageReader};
+use vdisk_fs::{FileKind, OpenOptions};
+use vdisk_fuzz::{mem, READ_BUDGET};
+
+/// Entries visited at most per input.
+const MAX_ENTRIES: usize = 2000;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&units, data)) = data.split_first() else {
+        return;
+    };
+    let mut image = data.to_vec();
+    image.resize(data.len().max(usize::from(units) << 16), 0);
+    let Ok(r) = vdisk_raw::open(mem("fuzz.img", &image)) else {
+        return;
+    };
+    let dev: Arc<dyn ImageReader> = Arc::new(r);
+    if !matches!(vdisk_fs::probe(dev.as_ref()), Ok(Some(_))) {
+        return;
+    }
+    let opts = OpenOptions {
+        ignore_journal_recovery: true,
+    };
+    let Ok(fs) = vdisk_fs::open_with(dev, &opts) else {
+        return;
+    };
+    let _ = (fs.kind(), fs.label(), fs.uuid(), fs.usage());
+    let Ok(root) = fs.root() else {
+        return;
+    };
+    let (mut entries, mut read) = (0usize, 0u64);
+    let mut buf = vec![0u8; 16 << 10];
+    let _ = vdisk_fs::walk::walk(fs.as_ref(), &root, b"/", &mut |path, e| {
+        entries += 1;
+        if entries > MAX_ENTRIES || read > READ_BUDGET {
+            return Err(Error::Other("budget".into()));
+        }
+        match e.node.kind {
+            FileKind::Regular => {
+                for at in [0, e.node.size.saturating_sub(buf.len() as u64)] {
+                    if let Ok(n) = fs.read(&e.node, at, &mut buf) {
+                        read += n as u64;
+                    }
+                }
+            }
+            FileKind::Symlink => {
+                let _ = fs.read_link(&e.node);
+                let _ = vdisk_fs::resolve(fs.as_ref(), path, true);
+            }
+            _ => {}
+        }
+        let _ = fs.lookup(&root, &e.name);
+        Ok(())
+    });
+});
