@@ -243,7 +243,7 @@ fn normalize(p: &[u8]) -> Vec<u8> {
 }
 
 /// The filesystem (index into `found`) and the rest of `path` below its mount point.
-pub fn mounted_at<'a>(mounts: &Mounts, path: &'a [u8]) -> Option<(usize, Vec<u8>)> {
+pub fn mounted_at(mounts: &Mounts, path: &[u8]) -> Option<(usize, Vec<u8>)> {
     let p = normalize(path);
     let mut best: Option<(usize, usize)> = None;
     for (mp, i) in &mounts.points {
