@@ -9,7 +9,7 @@ corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
-    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open partitions fs_open raw_open probe; do
+    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open partitions fs_open ova_open raw_open probe; do
     mkdir -p "$corpus/$t"
 done
 
@@ -396,6 +396,33 @@ if command -v mkfs.ext4 >/dev/null && command -v mkfs.fat >/dev/null && command 
     for img in ext2 ext4 ext4i fat12 fat16; do
         fs_seed "$work/$img" "$img"
     done
+fi
+
+# ---- OVA packages: a small OVF (one streamOptimized disk, the hardware of a VirtualBox
+# export) with its manifest, packed as ustar and pax; the descriptor alone too ----
+if command -v tar >/dev/null && command -v sha256sum >/dev/null; then
+    mkdir -p "$work/ova"
+    q create -f raw "$work/ova/d.raw" 1M
+    io raw "$work/ova/d.raw" "write -P 0xab 0 4k"
+    q convert -O vmdk -o subformat=streamOptimized "$work/ova/d.raw" "$work/ova/vm-disk1.vmdk"
+    cat >"$work/ova/vm.ovf" <<'OVF'
+<?xml version="1.0"?>
+<Envelope ovf:version="1.0" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+<References><File ovf:id="file1" ovf:href="vm-disk1.vmdk"/></References>
+<DiskSection><Info>d</Info><Disk ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>
+<VirtualSystem ovf:id="vm"><Info>v</Info><OperatingSystemSection ovf:id="96"><Info>o</Info></OperatingSystemSection>
+<VirtualHardwareSection><Info>h</Info>
+<Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+<Item><rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>512</rasd:VirtualQuantity></Item>
+<Item><rasd:Address>0</rasd:Address><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>AHCI</rasd:ResourceSubType><rasd:ResourceType>20</rasd:ResourceType></Item>
+<Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:HostResource>/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+</VirtualHardwareSection></VirtualSystem></Envelope>
+OVF
+    (cd "$work/ova" && for f in vm.ovf vm-disk1.vmdk; do echo "SHA256($f)= $(sha256sum "$f" | cut -d' ' -f1)"; done >vm.mf &&
+        tar --format=ustar -cf "$corpus/ova_open/vm-ustar.ova" vm.ovf vm.mf vm-disk1.vmdk &&
+        tar --format=pax -cf "$corpus/ova_open/vm-pax.ova" vm.ovf vm.mf vm-disk1.vmdk)
+    cp "$work/ova/vm.ovf" "$corpus/ova_open/vm.ovf"
+    cp "$work/ova/vm.mf" "$corpus/ova_open/vm.mf"
 fi
 
 # ---- raw ----

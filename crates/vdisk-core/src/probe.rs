@@ -6,6 +6,10 @@
 //! VHDX (`vhdxfile`), and the formats qemu reads that vdisk does not (QED, LUKS, Parallels,
 //! Bochs, cloop, DMG by its `.dmg` name). An empty file, or one nothing claims, is raw. `-f`
 //! skips probing.
+//!
+//! One probe is vdisk's own: an OVA package (DMTF DSP0243 section 4: a tar archive whose first
+//! member is the `.ovf` descriptor), which qemu reads as raw, is format `ova` when nothing else
+//! claims the file (`-f raw` still reads its bytes as qemu-img does).
 
 use crate::error::Result;
 use crate::storage::Storage;
@@ -22,6 +26,8 @@ pub enum Format {
     Vdi,
     Vpc,
     Vhdx,
+    /// An OVA package: read as the disk it holds (vdisk's own; qemu-img reads the tar as raw).
+    Ova,
     /// A format qemu-img reads (and probes) that vdisk does not: one of [`OTHER_FORMATS`].
     Other(&'static str),
 }
@@ -39,6 +45,7 @@ impl Format {
             Format::Vdi => "vdi",
             Format::Vpc => "vpc",
             Format::Vhdx => "vhdx",
+            Format::Ova => "ova",
             Format::Other(name) => name,
         }
     }
@@ -61,6 +68,7 @@ impl FromStr for Format {
             "vdi" => Format::Vdi,
             "vpc" | "vhd" => Format::Vpc,
             "vhdx" => Format::Vhdx,
+            "ova" => Format::Ova,
             other => match OTHER_FORMATS.iter().find(|n| **n == other) {
                 Some(name) => Format::Other(name),
                 None => {
@@ -153,7 +161,56 @@ pub fn probe_bytes(head: &[u8], name: &Path) -> Format {
             best = (format, score);
         }
     }
+    if best.0 == Format::Raw && looks_like_ova(b) {
+        return Format::Ova;
+    }
     best.0
+}
+
+/// Whether `head` (512 bytes) is the first header of a tar archive (POSIX `ustar\000` or GNU
+/// `ustar  \0` magic, a valid header checksum) whose member name ends in `.ovf`, as in an OVA
+/// package, whose descriptor comes first (DSP0243 4.1). A pax extended header before it is named
+/// after the member (`PaxHeaders/x.ovf`), so it counts too; a GNU long name (`././@LongLink`)
+/// does not: such a package needs `-f ova`.
+fn looks_like_ova(head: &[u8]) -> bool {
+    if head.len() < PROBE_BUF {
+        return false;
+    }
+    let magic_ok = &head[257..265] == b"ustar\x0000" || &head[257..265] == b"ustar  \0";
+    if !magic_ok {
+        return false;
+    }
+    // The checksum field (148..156) counts as spaces; octal, ended by NUL or space.
+    // Unsigned bytes as POSIX says, or signed ones as some old tars summed them (GNU tar takes
+    // either).
+    let byte = |i: usize, c: u8| if (148..156).contains(&i) { 32 } else { c };
+    let sum: u64 = head[..PROBE_BUF]
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| u64::from(byte(i, c)))
+        .sum();
+    let signed: i64 = head[..PROBE_BUF]
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i64::from(byte(i, c) as i8))
+        .sum();
+    let field = &head[148..156];
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|c| *c == b' ')
+        .take_while(|c| (b'0'..=b'7').contains(c))
+        .collect();
+    let stored = digits.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(8)?.checked_add(u64::from(d - b'0'))
+    });
+    let matches = stored.is_some_and(|v| v == sum || i64::try_from(v).ok() == Some(signed));
+    if digits.is_empty() || !matches {
+        return false;
+    }
+    let name = &head[..100];
+    let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(100)];
+    name.len() > 4 && name[name.len() - 4..].eq_ignore_ascii_case(b".ovf")
 }
 
 /// How many leading bytes QEMU's probes see (`BLOCK_PROBE_BUF_SIZE`).
@@ -242,6 +299,45 @@ mod tests {
         assert_eq!(probe(CLOOP_MAGIC), Format::Other("cloop"));
         assert_eq!(probe(&[0u8; 512]), Format::Raw);
         assert_eq!(probe(b""), Format::Raw);
+    }
+
+    /// A ustar header for a member `name`, its checksum written as GNU tar writes it.
+    fn tar_header(name: &[u8], gnu: bool) -> Vec<u8> {
+        let mut h = vec![0u8; 512];
+        h[..name.len()].copy_from_slice(name);
+        h[100..107].copy_from_slice(b"0000644");
+        h[124..135].copy_from_slice(b"00000000012");
+        h[156] = b'0';
+        let magic: &[u8] = if gnu { b"ustar  \0" } else { b"ustar\x0000" };
+        h[257..265].copy_from_slice(magic);
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        h
+    }
+
+    #[test]
+    fn an_ova_is_a_tar_whose_first_member_is_the_ovf() {
+        for gnu in [false, true] {
+            assert_eq!(probe(&tar_header(b"appliance.ovf", gnu)), Format::Ova);
+            assert_eq!(probe(&tar_header(b"A.OVF", gnu)), Format::Ova);
+            assert_eq!(
+                probe(&tar_header(b"./PaxHeaders/appliance.ovf", gnu)),
+                Format::Ova
+            );
+            // Another first member, or a bad checksum, is a tar file: raw, as to qemu.
+            assert_eq!(probe(&tar_header(b"disk1.vmdk", gnu)), Format::Raw);
+            assert_eq!(probe(&tar_header(b".ovf", gnu)), Format::Raw);
+            let mut bad = tar_header(b"appliance.ovf", gnu);
+            bad[0] = b'b';
+            assert_eq!(probe(&bad), Format::Raw);
+        }
+        // A real format's magic wins, whatever follows at 257.
+        let mut q = tar_header(b"appliance.ovf", false);
+        q[..8].copy_from_slice(b"QFI\xfb\0\0\0\x03");
+        assert_eq!(probe(&q), Format::Qcow2);
+        assert_eq!("ova".parse::<Format>().ok(), Some(Format::Ova));
+        assert_eq!(Format::Ova.name(), "ova");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod chain;
 pub mod fstab;
 pub mod guest;
 pub mod ops;
+pub mod ova;
 pub mod registry;
 
 pub use chain::{open_backing_for, open_image, Layer, OpenRequest, OpenedImage, MAX_BACKING_DEPTH};
@@ -18,6 +19,7 @@ pub use vdisk_convert as convert;
 pub use vdisk_core as core;
 pub use vdisk_core::{Error, Format, ImageReader, ImageWriter, Result};
 pub use vdisk_fs as fs;
+pub use vdisk_ova as ova_package;
 pub use vdisk_part as part;
 pub use vdisk_qcow2 as qcow2;
 pub use vdisk_raw as raw;

@@ -15,7 +15,27 @@ pub fn open_layer(
     snapshot: Option<&vdisk_qcow2::SnapshotSel>,
     for_check: bool,
 ) -> Result<Arc<dyn ImageReader>> {
-    let files: Arc<dyn FileOpener> = Arc::new(HostFiles);
+    open_layer_in(format, storage, Arc::new(HostFiles), snapshot, for_check)
+}
+
+/// [`open_layer`] of an image whose other files (VMDK extents, a qcow2 data file) `files` opens:
+/// the members of an OVA package for a disk inside it.
+pub fn open_layer_with(
+    format: Format,
+    storage: Arc<dyn Storage>,
+    files: Arc<dyn FileOpener>,
+    for_check: bool,
+) -> Result<Arc<dyn ImageReader>> {
+    open_layer_in(format, storage, files, None, for_check)
+}
+
+fn open_layer_in(
+    format: Format,
+    storage: Arc<dyn Storage>,
+    files: Arc<dyn FileOpener>,
+    snapshot: Option<&vdisk_qcow2::SnapshotSel>,
+    for_check: bool,
+) -> Result<Arc<dyn ImageReader>> {
     if snapshot.is_some() && format != Format::Qcow2 {
         return Err(Error::invalid(format!(
             "internal snapshots are only supported for qcow2, not {format}"
@@ -36,6 +56,7 @@ pub fn open_layer(
         // qemu-img check opens a VHDX image without validating its BAT, then counts what is wrong.
         Format::Vhdx if for_check => Arc::new(vdisk_vhdx::open_for_check(storage)?),
         Format::Vhdx => Arc::new(vdisk_vhdx::open(storage)?),
+        Format::Ova => crate::ova::open(storage, for_check)?,
         Format::Other(_) => {
             return Err(Error::unsupported(
                 storage.path(),
@@ -54,11 +75,16 @@ pub fn create_options(format: Format) -> Result<&'static [OptionSpec]> {
         Format::Vdi => vdisk_vdi::CREATE_OPTIONS,
         Format::Vpc => vdisk_vhd::CREATE_OPTIONS,
         Format::Vhdx => vdisk_vhdx::CREATE_OPTIONS,
-        Format::Other(_) => return Err(not_writable(format)),
+        Format::Ova | Format::Other(_) => return Err(not_writable(format)),
     })
 }
 
 fn not_writable(format: Format) -> Error {
+    if format == Format::Ova {
+        return Error::invalid(
+            "vdisk reads OVA packages but does not write them: convert to '-O vmdk -o subformat=streamOptimized' and package that disk with its OVF descriptor",
+        );
+    }
     Error::invalid(format!(
         "Format driver '{format}' does not support image creation yet"
     ))
@@ -120,7 +146,7 @@ pub fn create_image(
         Format::Vdi => vdisk_vdi::create(path, size, opts),
         Format::Vpc => vdisk_vhd::create(path, size, opts),
         Format::Vhdx => vdisk_vhdx::create(path, size, opts),
-        Format::Other(_) => Err(not_writable(format)),
+        Format::Ova | Format::Other(_) => Err(not_writable(format)),
     }
 }
 

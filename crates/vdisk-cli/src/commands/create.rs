@@ -31,6 +31,10 @@ pub(super) fn create(
         .transpose()?;
     let made = (|| -> Result<()> {
         let fmt = fmt?;
+        if fmt == Format::Ova {
+            // vdisk's own read-only format: refused before anything is printed.
+            vdisk::create_options(fmt)?;
+        }
         if let Some(b) = &backing {
             opts.set("backing_file", b);
         }
