@@ -28,20 +28,6 @@ fn tools_available() -> bool {
     ok && qemu_available()
 }
 
-fn sh(d: &Path, script: &str) -> String {
-    let o = Command::new("sh")
-        .args(["-ec", script])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 /// The guest disk as disk.raw (and the ESP as esp.img, the root tree under root/); returns the
 /// ESP's and the root's UUIDs as blkid prints them.
 fn guest_disk(d: &Path) -> (String, String) {

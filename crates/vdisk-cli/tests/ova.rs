@@ -22,20 +22,6 @@ fn tar_available() -> bool {
     ok && qemu_available()
 }
 
-fn sh(d: &Path, script: &str) -> String {
-    let o = Command::new("sh")
-        .args(["-ec", script])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 /// A VirtualBox-style OVF 1.0 descriptor naming `disks` as (file, format URI, capacity).
 fn ovf(disks: &[(&str, &str, u64)]) -> String {
     let mut refs = String::new();

@@ -7,7 +7,7 @@
 use crate::limits::{DIGEST_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_MEMBERS};
 use sha1::Digest;
 use std::fmt;
-use vdisk_core::{Error, Result, Storage};
+use vdisk_core::{Result, Storage};
 
 /// A digest algorithm a manifest names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,17 +208,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// Reads a manifest of at most [`MAX_MANIFEST_BYTES`] from `storage`.
 pub fn read(storage: &dyn Storage) -> Result<std::result::Result<Manifest, String>> {
-    let len = storage.len()?;
-    if len > MAX_MANIFEST_BYTES {
-        return Err(Error::limit(
-            storage.path(),
-            "size of the manifest",
-            len,
-            MAX_MANIFEST_BYTES,
-        ));
-    }
-    let mut buf = vec![0u8; len as usize];
-    storage.read_exact_at(&mut buf, 0)?;
+    let buf = crate::member::read_bounded(storage, "size of the manifest", MAX_MANIFEST_BYTES)?;
     Ok(parse(&buf))
 }
 

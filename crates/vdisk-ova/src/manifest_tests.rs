@@ -1,6 +1,7 @@
 //! Tests of manifest parsing (DSP0243 5.1) and streamed digests, against FIPS 180 test vectors.
 
 use super::*;
+use vdisk_core::Error;
 use vdisk_core::MemStorage;
 
 // FIPS 180 test vectors for "abc".

@@ -272,3 +272,15 @@ pub fn normalize(name: &str) -> Option<String> {
 #[cfg(test)]
 #[path = "member_tests.rs"]
 mod tests;
+
+/// The whole of `storage`, refused (before anything is allocated) when it is larger than `max`
+/// bytes: the descriptor's and the manifest's bound (`what` names the file in the error).
+pub(crate) fn read_bounded(storage: &dyn Storage, what: &'static str, max: u64) -> Result<Vec<u8>> {
+    let len = storage.len()?;
+    if len > max {
+        return Err(Error::limit(storage.path(), what, len, max));
+    }
+    let mut buf = vec![0u8; len as usize];
+    storage.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}

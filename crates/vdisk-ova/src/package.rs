@@ -503,17 +503,7 @@ pub(crate) fn member_location(m: &Member) -> Location {
 
 /// Reads and parses a descriptor of at most [`MAX_DESCRIPTOR_BYTES`].
 fn read_descriptor(s: &dyn Storage) -> Result<Envelope> {
-    let len = s.len()?;
-    if len > MAX_DESCRIPTOR_BYTES {
-        return Err(Error::limit(
-            s.path(),
-            "size of the OVF descriptor",
-            len,
-            MAX_DESCRIPTOR_BYTES,
-        ));
-    }
-    let mut buf = vec![0u8; len as usize];
-    s.read_exact_at(&mut buf, 0)?;
+    let buf = crate::member::read_bounded(s, "size of the OVF descriptor", MAX_DESCRIPTOR_BYTES)?;
     ovf::parse(&buf, s.path())
 }
 

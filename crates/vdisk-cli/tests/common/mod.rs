@@ -183,3 +183,18 @@ pub fn unprefixed_lines(stderr: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Runs `script` with `sh -e` in `dir` and returns its standard output; panics when it fails.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let o = std::process::Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
