@@ -423,14 +423,16 @@ mod tests {
         assert_eq!(mode_string(0o020620), "crw--w----");
     }
 
+    /// Values from `date -u -d @T '+%Y-%m-%d %H:%M'`.
     #[test]
     fn times_are_utc_dates() {
         assert_eq!(utc_time(0), "1970-01-01 00:00");
         assert_eq!(utc_time(951_782_400), "2000-02-29 00:00");
-        assert_eq!(utc_time(1_795_000_000), "2026-11-18 09:46");
+        assert_eq!(utc_time(1_795_000_000), "2026-11-18 11:06");
         assert_eq!(utc_time(-1), "1969-12-31 23:59");
     }
 
+    /// Values from `numfmt --to=iec --round=up` (df -h's rounding).
     #[test]
     fn sizes_round_up_as_df_h() {
         assert_eq!(human(0), "0");
@@ -438,7 +440,7 @@ mod tests {
         assert_eq!(human(1024), "1.0K");
         assert_eq!(human(1025), "1.1K");
         assert_eq!(human(128 << 20), "128M");
-        assert_eq!(human(4_194_304_000), "3.9G");
+        assert_eq!(human(4_194_304_000), "4.0G");
         assert_eq!(percent(0, 0), "-");
         assert_eq!(percent(1, 99), "1%");
         assert_eq!(percent(1, 199), "1%");
