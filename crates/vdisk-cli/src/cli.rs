@@ -562,8 +562,9 @@ pub struct GuestArgs {
     /// guest's /etc/fstab says; repeat for several (libguestfs's -m).
     #[arg(short = 'm', long = "mount", value_name = "DEVICE[:MOUNTPOINT]")]
     pub mounts: Vec<String>,
-    /// Read an ext3/ext4 filesystem whose journal needs recovery as it is on disk (the kernel
-    /// would replay the journal first; what is read may be stale).
+    /// Read an ext3/ext4 filesystem whose journal needs recovery (a running or crashed guest) as
+    /// it is on disk, as debugfs does, instead of replaying the journal in memory first as the
+    /// kernel's mount would (the image is never written either way).
     #[arg(long = "ignore-journal")]
     pub ignore_journal: bool,
     /// The image.

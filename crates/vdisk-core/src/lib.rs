@@ -9,6 +9,7 @@
 pub mod chain;
 pub mod concat;
 pub mod copyrange;
+pub mod crc32c;
 pub mod databuf;
 pub mod error;
 pub mod extent;

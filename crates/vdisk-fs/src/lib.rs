@@ -129,9 +129,10 @@ pub trait Filesystem: Send + Sync {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpenOptions {
     /// ext3/ext4 whose journal needs recovery (not cleanly unmounted: a running or crashed VM):
-    /// the kernel replays the journal when it mounts, vdisk-fs does not, so what it reads may
-    /// be stale. Such a filesystem is refused unless this is set; with it, it is read as it is
-    /// on disk, as `debugfs` reads it.
+    /// by default vdisk-fs replays the journal in memory as the kernel does when it mounts
+    /// (the image is never written), and a journal that cannot be replayed is an error. With
+    /// this set, the journal is not replayed and the filesystem is read as it is on disk, as
+    /// `debugfs` reads it (possibly stale).
     pub ignore_journal_recovery: bool,
 }
 

@@ -49,3 +49,16 @@ pub const FAT_MAX_LFN_ENTRIES: u8 = 20;
 
 /// Bytes of the FAT read at once and cached while following chains.
 pub const FAT_CACHE_CHUNK: u64 = 64 * 1024;
+
+/// The longest jbd2 journal replayed, in blocks (`s_maxlen` of the journal superblock, also
+/// bounded by the journal inode's size): above mke2fs's largest journal (10,240,000 blocks).
+/// Each recovery pass reads at most this many journal blocks.
+pub const EXT_JOURNAL_MAX_BLOCKS: u64 = 1 << 24;
+
+/// The most distinct filesystem blocks a journal replay replaces (the block tags of the
+/// committed descriptor blocks): each costs one entry in memory, a journal block number.
+pub const EXT_JOURNAL_MAX_REPLAYED: u64 = 1 << 22;
+
+/// The most distinct blocks named by the revoke records (`r_count` of each revoke block) of
+/// one journal replay.
+pub const EXT_JOURNAL_MAX_REVOKES: u64 = 1 << 22;

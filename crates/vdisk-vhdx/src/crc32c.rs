@@ -3,28 +3,6 @@
 //! Checksum field taking the value of zero during the computation"; QEMU's util/crc32c.c and
 //! `vhdx_checksum_is_valid`).
 
-const fn make_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static TABLE: [u32; 256] = make_table();
-
 /// A running CRC-32C: feed bytes with [`Crc32c::update`], read the checksum with
 /// [`Crc32c::finish`]. Feeding a buffer in pieces gives the checksum of the whole.
 #[derive(Debug, Clone, Copy)]
@@ -44,11 +22,7 @@ impl Crc32c {
 
     /// Adds `data`.
     pub fn update(&mut self, data: &[u8]) {
-        let mut c = self.0;
-        for b in data {
-            c = TABLE[((c ^ u32::from(*b)) & 0xFF) as usize] ^ (c >> 8);
-        }
-        self.0 = c;
+        self.0 = vdisk_core::crc32c::crc32c_update(self.0, data);
     }
 
     /// Adds `data` with the four bytes at `field` (the stored checksum) taken as zeros. A field

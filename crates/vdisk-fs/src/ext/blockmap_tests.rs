@@ -27,6 +27,7 @@ fn sb(blocks: u64) -> Super {
         volume_name: [0; 16],
         reserved_gdt_blocks: 0,
         journal_inum: 0,
+        journal_dev: 0,
         desc_size: 32,
         first_meta_bg: 0,
         overhead_clusters: 0,

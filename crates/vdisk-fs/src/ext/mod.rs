@@ -9,14 +9,19 @@
 //! that change how data is laid out and vdisk-fs does not read (compression, dirdata, unknown
 //! bits) make `open` fail; encrypted files (fscrypt) fail one by one; casefolded directories
 //! list, but looking a name up in one is refused (the match would have to fold case as the
-//! kernel's utf8 tables do). A journal that needs recovery is refused unless
-//! [`crate::OpenOptions::ignore_journal_recovery`] is set: the journal is never replayed.
+//! kernel's utf8 tables do). A journal that needs recovery (`needs_recovery`) is replayed in
+//! memory as the kernel replays it at mount ([`journal`], [`journal_overlay`]): every read,
+//! the superblock's included, then sees the replayed blocks; the image is never written. With
+//! [`crate::OpenOptions::ignore_journal_recovery`] the filesystem is read as it is on disk.
 
 pub mod blockmap;
 pub mod dir;
 pub mod group;
 pub mod inline;
 pub mod inode;
+mod jcrc;
+pub mod journal;
+pub mod journal_overlay;
 pub mod superblock;
 pub mod usage;
 
@@ -57,6 +62,28 @@ pub struct Ext {
     dev: Device,
     sb: Super,
     kind: &'static str,
+    replayed: Option<journal::Replay>,
+}
+
+/// What a journal error says besides itself: how to read the filesystem anyway.
+const JOURNAL_HINT: &str = "cannot replay the journal (the kernel would not mount this \
+     filesystem either); --ignore-journal reads it as it is on disk, possibly stale";
+
+/// A journal error with [`JOURNAL_HINT`] added.
+fn journal_error(e: Error) -> Error {
+    match e {
+        Error::Corrupt { path, offset, what } => Error::Corrupt {
+            path,
+            offset,
+            what: format!("{what}: {JOURNAL_HINT}"),
+        },
+        Error::Unsupported { path, what } => Error::Unsupported {
+            path,
+            what: format!("{what}: {JOURNAL_HINT}"),
+        },
+        Error::Limit { .. } => Error::Other(format!("{e}: {JOURNAL_HINT}")),
+        other => other,
+    }
 }
 
 /// Names of the incompatible features vdisk-fs refuses.
@@ -79,6 +106,18 @@ fn refused_features(bits: u32) -> String {
     names.join(", ")
 }
 
+/// Refuses the incompatible features vdisk-fs does not read.
+fn refuse_features(dev: &Device, sb: &Super) -> Result<()> {
+    let refused = sb.incompat & !incompat::SUPPORTED;
+    if refused != 0 || sb.has_incompat(incompat::JOURNAL_DEV) {
+        return Err(dev.unsupported(format!(
+            "ext4 feature: {}",
+            refused_features(refused | (sb.incompat & incompat::JOURNAL_DEV))
+        )));
+    }
+    Ok(())
+}
+
 impl Ext {
     /// Opens the ext2/3/4 filesystem on `reader`.
     pub fn open(reader: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Ext> {
@@ -87,20 +126,33 @@ impl Ext {
         let sb = Super::parse(&dev, &sb_bytes)?;
         let kind = sb.blkid_type();
         let dev = Device::new(dev_reader(&dev), kind);
-        let refused = sb.incompat & !incompat::SUPPORTED;
-        if refused != 0 || sb.has_incompat(incompat::JOURNAL_DEV) {
-            return Err(dev.unsupported(format!(
-                "ext4 feature: {}",
-                refused_features(refused | (sb.incompat & incompat::JOURNAL_DEV))
-            )));
-        }
-        if sb.has_incompat(incompat::RECOVER) && !opts.ignore_journal_recovery {
-            return Err(dev.unsupported(
-                "state: the journal needs recovery (the filesystem was not cleanly unmounted); \
-                 vdisk does not replay journals and could read stale data",
-            ));
-        }
-        let fs = Ext { dev, sb, kind };
+        refuse_features(&dev, &sb)?;
+        let (dev, sb, kind, replayed) = if sb.has_incompat(incompat::RECOVER)
+            && !opts.ignore_journal_recovery
+        {
+            match journal_overlay::replay(&dev, &sb).map_err(journal_error)? {
+                None => (dev, sb, kind, None),
+                Some((reader, replay)) => {
+                    // The kernel reads the superblock again after recovery: it may have
+                    // been in the journal.
+                    let rdev = Device::new(reader.clone(), kind);
+                    let bytes = rdev.read_vec(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, "superblock")?;
+                    let sb = Super::parse(&rdev, &bytes)?;
+                    let kind = sb.blkid_type();
+                    let rdev = Device::new(reader, kind);
+                    refuse_features(&rdev, &sb)?;
+                    (rdev, sb, kind, Some(replay))
+                }
+            }
+        } else {
+            (dev, sb, kind, None)
+        };
+        let fs = Ext {
+            dev,
+            sb,
+            kind,
+            replayed,
+        };
         let root = fs.inode(u64::from(ROOT_INO))?;
         if root.kind() != FileKind::Directory {
             return Err(fs.dev.corrupt(None, "the root inode is not a directory"));
@@ -108,9 +160,15 @@ impl Ext {
         Ok(fs)
     }
 
-    /// The superblock as checked at open.
+    /// The superblock as checked at open (after the journal's replay, if it was replayed).
     pub fn superblock(&self) -> &Super {
         &self.sb
+    }
+
+    /// What the journal replay at open did: `None` when nothing was replayed (a clean
+    /// filesystem, an empty journal, or [`OpenOptions::ignore_journal_recovery`]).
+    pub fn journal_replay(&self) -> Option<&journal::Replay> {
+        self.replayed.as_ref()
     }
 
     fn inode(&self, id: u64) -> Result<Inode> {

@@ -86,6 +86,8 @@ pub struct Super {
     pub volume_name: [u8; 16],
     pub reserved_gdt_blocks: u16,
     pub journal_inum: u32,
+    /// `s_journal_dev`: the device number of an external journal.
+    pub journal_dev: u32,
     pub desc_size: u16,
     pub first_meta_bg: u32,
     pub overhead_clusters: u32,
@@ -220,6 +222,7 @@ impl Super {
             volume_name,
             reserved_gdt_blocks: u16_at(sb, 0xCE),
             journal_inum: u32_at(sb, 0xE0),
+            journal_dev: u32_at(sb, 0xE4),
             desc_size,
             first_meta_bg: u32_at(sb, 0x104),
             overhead_clusters: u32_at(sb, 0x248),
