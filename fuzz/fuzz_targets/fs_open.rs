@@ -1,7 +1,8 @@
 //! Filesystems (`vdisk_fs`) on the input as a raw device: ext2/3/4 (superblock, group descriptors,
 //! inodes, extent trees and block maps, inline data, directories, symlinks) and FAT12/16/32 (BPB,
 //! FAT chains, 8.3 and long-name entries), then what a client does: usage, a bounded walk of the
-//! tree reading every file and link, and path resolution through each link. The first input byte
+//! tree reading every file and link, and path resolution through each link. A journal that needs
+//! recovery is replayed in memory first, and read as on disk when it cannot be. The first input byte
 //! is the device's length in 64 KiB units (at least the rest of the input's length): the rest is
 //! its start, zeros follow, so a short input stands for a filesystem of up to 16 MiB whose
 //! metadata lies at its start (FAT16 needs 2 MiB).
@@ -28,11 +29,19 @@ fuzz_target!(|data: &[u8]| {
     if !matches!(vdisk_fs::probe(dev.as_ref()), Ok(Some(_))) {
         return;
     }
-    let opts = OpenOptions {
-        ignore_journal_recovery: true,
-    };
-    let Ok(fs) = vdisk_fs::open_with(dev, &opts) else {
-        return;
+    // As the CLI opens it: the journal replayed in memory when it needs recovery; what cannot be
+    // replayed is then read as on disk (--ignore-journal).
+    let fs = match vdisk_fs::open_with(dev.clone(), &OpenOptions::default()) {
+        Ok(fs) => fs,
+        Err(_) => {
+            let opts = OpenOptions {
+                ignore_journal_recovery: true,
+            };
+            let Ok(fs) = vdisk_fs::open_with(dev, &opts) else {
+                return;
+            };
+            fs
+        }
     };
     let _ = (fs.kind(), fs.label(), fs.uuid(), fs.usage());
     let Ok(root) = fs.root() else {
