@@ -1,7 +1,7 @@
 //! `vdisk info`: qemu-img's image description (human and `--output=json`, same fields and order),
 //! plus a short "vdisk details" section with facts qemu-img leaves out.
 
-use crate::json::to_qemu_pretty;
+use crate::json::{qdict_ordered, to_qemu_pretty};
 use serde_json::{json, Map, Value};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -62,10 +62,43 @@ fn snapshot_json(s: &SnapshotInfo) -> Value {
     Value::Object(m)
 }
 
-/// One layer as `qemu-img info --output=json` shows it.
+/// One layer as `qemu-img info --output=json` shows it: QAPI's BlockGraphInfo members inserted in
+/// the schema's order (BlockNodeInfo's, then `children`) and printed in QDict bucket order
+/// ([`qdict_ordered`]); vdisk's own `vdisk-details` last.
 pub fn layer_json(layer: &Layer) -> Value {
     let info = &layer.info;
-    let mut m = Map::new();
+    let mut f: Vec<(String, Value)> = Vec::new();
+    let mut put = |k: &str, v: Value| f.push((k.to_string(), v));
+    put("filename", layer.path.to_string_lossy().into());
+    put("format", info.format.clone().into());
+    put("dirty-flag", info.dirty.into());
+    put("actual-size", actual_size(info, &layer.path).into());
+    put("virtual-size", info.virtual_size.into());
+    if let Some(c) = info.cluster_size {
+        put("cluster-size", c.into());
+    }
+    if info.encrypted {
+        put("encrypted", true.into());
+    }
+    // An empty name is no backing file to QEMU, and qemu-img shows none.
+    if let Some(b) = info.backing.as_ref().filter(|b| !b.filename.is_empty()) {
+        put("backing-filename", b.filename.clone().into());
+        if let Some(full) = &layer.full_backing {
+            put("full-backing-filename", full.to_string_lossy().into());
+        }
+        if let Some(fmt) = &b.format {
+            put("backing-filename-format", fmt.clone().into());
+        }
+    }
+    if !info.snapshots.is_empty() {
+        put(
+            "snapshots",
+            Value::Array(info.snapshots.iter().map(snapshot_json).collect()),
+        );
+    }
+    if let Some((ty, data)) = &info.format_specific {
+        put("format-specific", json!({"type": ty, "data": data}));
+    }
     let children: Vec<Value> = if info.children.is_empty() {
         vec![child_json("file", &layer.path)]
     } else {
@@ -74,45 +107,8 @@ pub fn layer_json(layer: &Layer) -> Value {
             .map(|c| child_json(&c.name, &c.path))
             .collect()
     };
-    m.insert("children".into(), Value::Array(children));
-    if !info.snapshots.is_empty() {
-        m.insert(
-            "snapshots".into(),
-            Value::Array(info.snapshots.iter().map(snapshot_json).collect()),
-        );
-    }
-    if let Some(f) = info
-        .backing
-        .as_ref()
-        .filter(|b| !b.filename.is_empty())
-        .and_then(|b| b.format.clone())
-    {
-        m.insert("backing-filename-format".into(), f.into());
-    }
-    m.insert("virtual-size".into(), info.virtual_size.into());
-    m.insert("filename".into(), layer.path.to_string_lossy().into());
-    if let Some(c) = info.cluster_size {
-        m.insert("cluster-size".into(), c.into());
-    }
-    m.insert("format".into(), info.format.clone().into());
-    m.insert("actual-size".into(), actual_size(info, &layer.path).into());
-    if info.encrypted {
-        m.insert("encrypted".into(), true.into());
-    }
-    if let Some((ty, data)) = &info.format_specific {
-        m.insert("format-specific".into(), json!({"type": ty, "data": data}));
-    }
-    // An empty name is no backing file to QEMU, and qemu-img shows none.
-    if let Some(b) = info.backing.as_ref().filter(|b| !b.filename.is_empty()) {
-        if let Some(full) = &layer.full_backing {
-            m.insert(
-                "full-backing-filename".into(),
-                full.to_string_lossy().into(),
-            );
-        }
-        m.insert("backing-filename".into(), b.filename.clone().into());
-    }
-    m.insert("dirty-flag".into(), info.dirty.into());
+    put("children", Value::Array(children));
+    let mut m = qdict_ordered(f);
     if !info.details.is_empty() {
         let d: Map<String, Value> = info.details.iter().cloned().collect();
         m.insert("vdisk-details".into(), Value::Object(d));

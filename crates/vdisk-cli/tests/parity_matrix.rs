@@ -12,6 +12,8 @@ use vdisk_testutil::{qemu_available, Scratch};
 const COMMANDS: &str = "
 info top.qcow2
 info --output=json --backing-chain top.qcow2
+info --output=json st.qcow2
+info st.qcow2
 info -f raw top.qcow2
 info t.vmdk
 info --output=json t.vdi
@@ -185,6 +187,9 @@ fn template(d: &Path) {
     qemu_io(d, "qcow2", "top.qcow2", &["write -P 2 2M 64k"]);
     qemu_ok(d, &["convert", "-O", "raw", "top.qcow2", "top.raw"]);
     qemu_ok(d, &["snapshot", "-c", "snap1", "base.qcow2"]);
+    // An overlay with a snapshot of its own: JSON keys that share a QDict bucket.
+    qemu_overlay(d, "base.qcow2", "qcow2", "st.qcow2", None);
+    qemu_ok(d, &["snapshot", "-c", "s1", "st.qcow2"]);
     for (args, out) in [
         (&["-O", "vmdk"][..], "t.vmdk"),
         (&["-O", "vdi"], "t.vdi"),
