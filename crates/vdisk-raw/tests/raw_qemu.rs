@@ -134,10 +134,14 @@ fn writer_makes_sparse_identical_copy() {
     assert_eq!(data_runs(&out), data_runs(&p));
     // The source's `write -z` left 64 KiB of unwritten (allocated) extents; the copy allocates only data.
     let data_bytes: u64 = data_runs(&out).iter().map(|(a, b)| b - a).sum();
-    assert_eq!(
-        blocks(&out) * 512,
-        data_bytes,
-        "copy allocates exactly its data"
+    // st_blocks also counts ext4's extent-tree block once the file's data lands in more than
+    // the inode's 4 extents (which a busy filesystem's allocator may do: seen once under CI
+    // load), so one 4 KiB block of metadata is allowed, far below the 64 KiB of zeros that a copy
+    // allocating the source's unwritten extents would add.
+    let allocated = blocks(&out) * 512;
+    assert!(
+        allocated >= data_bytes && allocated - data_bytes <= 4096,
+        "copy allocates its data only: {allocated} bytes allocated for {data_bytes} of data"
     );
     assert!(
         data_bytes < 100 * 1024,
