@@ -2,33 +2,13 @@
 //! partition entry arrays (UEFI 2.10 section 5.3.2, "GPT Header": HeaderCRC32 and
 //! PartitionEntryArrayCRC32).
 
-const fn table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
+use vdisk_core::crc32c::{reflected_table, reflected_update};
 
-static TABLE: [u32; 256] = table();
+static TABLE: [u32; 256] = reflected_table(0xEDB8_8320);
 
 /// The CRC-32 of `data`.
 pub fn crc32(data: &[u8]) -> u32 {
-    !data.iter().fold(!0u32, |c, b| {
-        TABLE[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8)
-    })
+    !reflected_update(&TABLE, !0, data)
 }
 
 #[cfg(test)]
