@@ -6,6 +6,7 @@
 //! parsers run the same on a real file and on an in-memory buffer (fuzzing). [`Chain`] stacks an
 //! overlay on its backing image the way qemu's block layer does.
 
+pub mod allocahead;
 pub mod chain;
 pub mod concat;
 pub mod copyrange;

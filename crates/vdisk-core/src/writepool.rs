@@ -3,8 +3,10 @@
 //! conversion) overlaps the conversion's own work instead of blocking its writer thread, as qemu's
 //! thread pool does. Writes that overlap one still queued wait for it, so the result is the same
 //! as writing in call order; the first error is reported by a later call or by
-//! [`WritePool::drain`].
+//! [`WritePool::drain`]. On ext4 each write's blocks are allocated just before it
+//! ([`crate::allocahead`]).
 
+use crate::allocahead::AllocAhead;
 use crate::copyrange::HostRange;
 use crate::databuf::DataBuf;
 use crate::error::{Error, Result};
@@ -66,6 +68,8 @@ struct Shared {
     state: Mutex<State>,
     cv: Condvar,
     path: PathBuf,
+    /// Allocation of each write's blocks just before it (ext4 only).
+    ahead: AllocAhead,
 }
 
 impl Shared {
@@ -109,6 +113,7 @@ impl WritePool {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
             path: path.to_path_buf(),
+            ahead: AllocAhead::for_file(file),
         });
         let mut pool = WritePool {
             shared,
@@ -223,6 +228,7 @@ fn serve(sh: &Shared, file: &File) {
             drop(g);
             sh.cv.notify_all();
             let end = offset.saturating_add(what.len());
+            sh.ahead.before_write(file, offset, what.len());
             let r = match what {
                 What::Bytes { data, range } => file
                     .write_all_at(&data[range], offset)
