@@ -110,10 +110,11 @@ pub fn format_specific(r: &Qcow2Reader) -> Result<Value> {
         m.insert("extended-l2".into(), json!(h.extended_l2()));
     }
     if h.crypt_method != 0 {
-        m.insert(
-            "encrypt".into(),
-            json!({"format": if h.crypt_method == 1 { "aes" } else { "luks" }}),
-        );
+        let encrypt = match &r.luks {
+            Some(luks) => luks.info(),
+            None => json!({"format": if h.crypt_method == 1 { "aes" } else { "luks" }}),
+        };
+        m.insert("encrypt".into(), encrypt);
     }
     Ok(Value::Object(qdict_order(m)))
 }

@@ -10,6 +10,7 @@ mod compressed_read;
 pub mod header;
 pub mod info;
 pub mod limits;
+pub mod luks;
 pub mod measure;
 pub mod mutate;
 pub mod reader;

@@ -6,8 +6,10 @@
 use super::{read_u64_table_padded, Qcow2Reader};
 use crate::bitmap_dir::{check_tables, load_directory};
 use crate::header::extensions::be32;
+use crate::header::Extension;
 use crate::header::{Header, V2_HEADER_LEN, V3_MIN_HEADER_LEN};
 use crate::limits;
+use crate::luks::{self, LuksHeader};
 use crate::snapshot::{read_table, Snapshot};
 use crate::tables::{Geometry, L2Cache};
 use std::path::{Path, PathBuf};
@@ -151,12 +153,9 @@ pub fn open(
         ));
     }
     if opts.for_check && header.crypt_method != 0 {
-        return Err(Error::Other(format!(
-            "Could not open '{}': Parameter 'encrypt.key-secret' is required for cipher (vdisk \
-             does not decrypt images; `vdisk info` shows what is stored unencrypted)",
-            path.display()
-        )));
+        return Err(no_key(&path));
     }
+    let luks = load_luks(storage.as_ref(), &path, &header)?;
     let (snapshots, snapshot_table_bytes) = read_table(
         storage.as_ref(),
         header.snapshots_offset,
@@ -224,9 +223,41 @@ pub fn open(
         data_error,
         l1_offset,
         bitmaps,
+        luks,
         prealloc: OnceLock::new(),
         header,
     })
+}
+
+/// Why an encrypted image cannot be read or checked: qemu-img's words when it is given no key,
+/// and vdisk takes none.
+pub(crate) fn no_key(path: &Path) -> Error {
+    Error::Other(format!(
+        "Could not open '{}': Parameter 'encrypt.key-secret' is required for cipher (vdisk does \
+         not decrypt images; `vdisk info` shows what is stored unencrypted)",
+        path.display()
+    ))
+}
+
+/// The LUKS header of a LUKS-encrypted image (crypt method 2), read where its CRYPTO header
+/// extension points (zeros past the end of the file, as QEMU reads) and checked as QEMU checks it
+/// when it opens the image, even for `info`: a damaged header fails the open with QEMU's message.
+fn load_luks(storage: &dyn Storage, path: &Path, header: &Header) -> Result<Option<LuksHeader>> {
+    let Some((offset, length)) = header.extensions.iter().find_map(|e| match e {
+        Extension::Crypto { offset, length } if header.crypt_method == 2 => {
+            Some((*offset, *length))
+        }
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let fail = |why: String| Error::Other(format!("Could not open '{}': {why}", path.display()));
+    if (luks::HEADER_LEN as u64) > length {
+        return Err(fail("Request for data outside of extension header".into()));
+    }
+    let mut bytes = [0u8; luks::HEADER_LEN];
+    storage.read_zero_padded(&mut bytes, offset)?;
+    luks::parse(&bytes).map(Some).map_err(fail)
 }
 
 fn find_snapshot<'a>(list: &'a [Snapshot], sel: &SnapshotSel) -> Option<&'a Snapshot> {

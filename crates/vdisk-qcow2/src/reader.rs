@@ -33,6 +33,8 @@ pub struct Qcow2Reader {
     l1_offset: u64,
     /// The persistent bitmaps, loaded and validated at open (see `bitmap_dir`).
     bitmaps: Vec<crate::info::BitmapInfo>,
+    /// The LUKS header of a LUKS-encrypted image, checked at open as QEMU checks it.
+    pub(crate) luks: Option<crate::luks::LuksHeader>,
     cache: L2Cache,
     prealloc: OnceLock<bool>,
 }
@@ -141,10 +143,7 @@ impl Qcow2Reader {
 
     fn refuse_encrypted(&self) -> Result<()> {
         if self.encrypted() {
-            return Err(Error::unsupported(
-                &self.path,
-                "encryption: encrypted images are not supported",
-            ));
+            return Err(open::no_key(&self.path));
         }
         Ok(())
     }

@@ -69,6 +69,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                 for_check: false,
             };
             let img = open_image(&filename, &req)?;
+            // An image qemu-img cannot open for I/O (encrypted, a missing data file) fails before
+            // the map's first line.
+            img.image.ready_for_io()?;
             let size = img.image.virtual_size();
             let start = parse_size(&start_offset)?.min(size);
             let len = match max_length {
