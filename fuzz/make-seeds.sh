@@ -69,6 +69,11 @@ q bitmap --add "$work/bitmap.qcow2" b0
 # Large virtual size with little content: many empty L1 entries.
 q create -f qcow2 -o cluster_size=4096 "$work/huge.qcow2" 4G
 io qcow2 "$work/huge.qcow2" "write -P 0x77 3G 4k"
+# LUKS encryption: the LUKS header (cluster 4) is what an open checks; the key material after it
+# is cut off (it reads as zeros, and only a decryption would read it).
+q create -f qcow2 --object secret,id=s0,data=seed -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,cluster_size=512 "$work/luks-full.qcow2" 256K
+head -c 4096 "$work/luks-full.qcow2" >"$work/luks.qcow2"
+rm "$work/luks-full.qcow2"
 for f in "$work"/*.qcow2; do
     add qcow2_open "$f"
     add probe "$f"
