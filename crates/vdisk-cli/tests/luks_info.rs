@@ -44,6 +44,16 @@ fn luks_offset(path: &Path) -> (u64, usize) {
     (off, at)
 }
 
+/// Copies `orig.qcow2` to `name` with `bytes` written at `at`.
+fn patched_copy(dir: &Path, name: &str, bytes: &[u8], at: u64) {
+    std::fs::copy(dir.join("orig.qcow2"), dir.join(name)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(name))
+        .unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
 fn same_info(dir: &Path, name: &str) -> Vec<String> {
     let mut differ = Vec::new();
     for args in [&["info", name][..], &["info", "--output=json", name]] {
@@ -127,8 +137,7 @@ fn a_damaged_luks_header_fails_info_as_qemu_img() {
     let d = s.path();
     make(d, "orig.qcow2", "");
     let (off, ext_at) = luks_offset(&d.join("orig.qcow2"));
-    // (what, bytes written, at) with `at` relative to the LUKS header, or to the extension
-    // (`ext+`) for its length field.
+    // (what, bytes written, where in the LUKS header).
     let slot = |i: u64, field: u64| 208 + 48 * i + field;
     let cases: Vec<(&str, Vec<u8>, u64)> = vec![
         ("magic", b"LUKX".to_vec(), 0),
@@ -176,12 +185,7 @@ fn a_damaged_luks_header_fails_info_as_qemu_img() {
     };
     for (i, (what, bytes, at)) in cases.iter().enumerate() {
         let name = format!("d{i}.qcow2");
-        std::fs::copy(d.join("orig.qcow2"), d.join(&name)).unwrap();
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(d.join(&name))
-            .unwrap();
-        f.write_all_at(bytes, off + at).unwrap();
+        patched_copy(d, &name, bytes, off + at);
         run(what, &name);
     }
     // The extension's length too short for the header, and its offset past the end of the file.
@@ -190,13 +194,7 @@ fn a_damaged_luks_header_fails_info_as_qemu_img() {
         ("offset past the end", 8, 1 << 30),
     ] {
         let name = format!("{}.qcow2", what.replace(' ', "-"));
-        std::fs::copy(d.join("orig.qcow2"), d.join(&name)).unwrap();
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(d.join(&name))
-            .unwrap();
-        f.write_all_at(&value.to_be_bytes(), ext_at as u64 + field)
-            .unwrap();
+        patched_copy(d, &name, &value.to_be_bytes(), ext_at as u64 + field);
         run(what, &name);
     }
     // Every damage above fails (the comparison alone would pass if both tools accepted them).
