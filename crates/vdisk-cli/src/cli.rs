@@ -438,13 +438,12 @@ pub struct ConvertArgs {
     #[arg(short = 'f', long = "format", alias = "source-format")]
     pub format: Option<String>,
     /// Output format (default raw).
-    #[arg(
-        short = 'O',
-        long = "target-format",
-        alias = "output-format",
-        default_value = "raw"
-    )]
-    pub output_format: String,
+    #[arg(short = 'O', long = "target-format", alias = "output-format")]
+    pub output_format: Option<String>,
+    /// The output image (the last file) is QEMU's option string
+    /// (`driver=qcow2,file.filename=x.qcow2`); needs -n.
+    #[arg(long = "target-image-opts")]
+    pub target_image_opts: bool,
     /// Output format options; `-o help` lists them.
     #[arg(short = 'o', long = "options", alias = "target-options")]
     pub options: Vec<String>,

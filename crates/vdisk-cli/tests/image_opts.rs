@@ -100,3 +100,80 @@ fn what_vdisk_cannot_honour_is_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("option 'backing.driver'"), "{}", err(&o));
 }
+
+#[test]
+fn convert_target_image_opts_writes_into_the_image_named() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-target-image-opts");
+    let d = s.path();
+    fixtures(d);
+    // Into an existing qcow2 (format named, then probed) and raw: the same content as the source,
+    // and the qcow2 checks clean.
+    for (target, create) in [
+        ("driver=qcow2,file.filename=t1.qcow2", "t1.qcow2"),
+        ("file.driver=file,file.filename=t2.qcow2", "t2.qcow2"),
+        ("driver=raw,file.filename=t3.raw", "t3.raw"),
+    ] {
+        let fmt = if create.ends_with(".raw") {
+            "raw"
+        } else {
+            "qcow2"
+        };
+        qemu_ok(d, &["create", "-q", "-f", fmt, create, "4M"]);
+        vdisk_ok(
+            d,
+            &["convert", "--target-image-opts", "-n", "top.qcow2", target],
+        );
+        qemu_ok(d, &["compare", "top.qcow2", create]);
+        if fmt == "qcow2" {
+            qemu_ok(d, &["check", create]);
+        }
+    }
+    // What qemu-img refuses, vdisk refuses with its words and exit code, the target unchanged.
+    qemu_ok(d, &["create", "-q", "-f", "qcow2", "t4.qcow2", "4M"]);
+    let before = std::fs::read(d.join("t4.qcow2")).unwrap();
+    for args in [
+        &[
+            "convert",
+            "--target-image-opts",
+            "top.qcow2",
+            "driver=qcow2,file.filename=t4.qcow2",
+        ][..],
+        &[
+            "convert",
+            "--target-image-opts",
+            "-n",
+            "-O",
+            "qcow2",
+            "top.qcow2",
+            "driver=qcow2,file.filename=t4.qcow2",
+        ],
+        &[
+            "convert",
+            "--target-image-opts",
+            "-n",
+            "top.qcow2",
+            "t4.qcow2",
+        ],
+        &[
+            "convert",
+            "-n",
+            "-o",
+            "compat=1.1",
+            "-O",
+            "qcow2",
+            "top.qcow2",
+            "t4.qcow2",
+        ],
+        &["convert", "-n", "-o", "help", "top.qcow2", "t4.qcow2"],
+    ] {
+        let (v, q) = (vdisk(d, args), qemu(d, args));
+        assert_eq!(v.status.code(), Some(1), "{args:?}");
+        assert_eq!(q.status.code(), Some(1), "{args:?}");
+        assert_eq!(first_message(&err(&v)), first_message(&err(&q)), "{args:?}");
+        assert!(out(&v).is_empty(), "{args:?}: {}", out(&v));
+    }
+    assert!(std::fs::read(d.join("t4.qcow2")).unwrap() == before);
+}

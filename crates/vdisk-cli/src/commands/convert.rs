@@ -11,19 +11,11 @@ use vdisk::core::options::format_help;
 use vdisk::core::size::parse_size;
 use vdisk::core::{Concat, CreateOptions, Error, Format, ImageReader, Result};
 
-pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
+pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
     let rate = a.rate.as_deref().map(parse_rate).transpose()?.unwrap_or(0);
     // Before the sources are opened, as qemu-img checks it.
     check_cache(&a.source_cache, "source cache option")?;
-    let out_fmt: Format = a.output_format.parse()?;
-    let mut opts = CreateOptions::parse(&a.options)?;
-    if opts.wants_help() {
-        print_out(&format_help(
-            out_fmt.name(),
-            vdisk::create_options(out_fmt)?,
-        ))?;
-        return Ok(0);
-    }
+    let mut out_fmt: Format = a.output_format.as_deref().unwrap_or("raw").parse()?;
     if !(1..=16).contains(&a.parallel) {
         return Err(Error::invalid(
             "Invalid number of coroutines specified. Must be between 1 and 16.",
@@ -35,7 +27,13 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16MB",
         ));
     }
-    // qemu-img's checks, in its order: offloaded copies skip zero detection and compression.
+    // qemu-img's checks after its options are read, in its order.
+    if a.skip_broken_bitmaps && !a.bitmaps {
+        return Err(Error::invalid(
+            "Use of --skip-broken-bitmaps requires --bitmaps",
+        ));
+    }
+    // Offloaded copies skip zero detection and compression.
     if a.copy_range && a.compress {
         return Err(Error::invalid(
             "Cannot enable copy offloading when -c is used",
@@ -46,18 +44,34 @@ pub(super) fn convert(a: ConvertArgs) -> Result<u8> {
             "Cannot enable copy offloading when -S is used",
         ));
     }
-    if a.target_is_zero && !a.no_create {
-        return Err(Error::invalid("--target-is-zero requires use of -n flag"));
-    }
-    if a.skip_broken_bitmaps && !a.bitmaps {
-        return Err(Error::invalid(
-            "Use of --skip-broken-bitmaps requires --bitmaps",
-        ));
-    }
     if a.copy_range && a.salvage {
         return Err(Error::invalid(
             "Cannot use copy offloading in salvaging mode",
         ));
+    }
+    if a.target_image_opts && !a.no_create {
+        return Err(Error::invalid(
+            "--target-image-opts requires use of -n flag",
+        ));
+    }
+    if a.no_create && !a.options.is_empty() {
+        return Err(Error::invalid(
+            "-o has no effect when skipping image creation",
+        ));
+    }
+    if a.target_is_zero && !a.no_create {
+        return Err(Error::invalid("--target-is-zero requires use of -n flag"));
+    }
+    let mut opts = CreateOptions::parse(&a.options)?;
+    if opts.wants_help() {
+        print_out(&format_help(
+            out_fmt.name(),
+            vdisk::create_options(out_fmt)?,
+        ))?;
+        return Ok(0);
+    }
+    if a.target_image_opts {
+        out_fmt = target_from_options(&mut a)?;
     }
     if a.compress {
         match vdisk::compression(out_fmt, &opts) {
@@ -370,5 +384,33 @@ impl QemuProgress {
         // qemu-img prints 100% once more as the conversion ends, then the line feed.
         Self::print(100.0);
         println!();
+    }
+}
+
+/// `--target-image-opts`: the last file is an option string naming the existing target (and its
+/// format, else probed as qemu-img probes it; qemu-img creates no image from one, so -n comes first).
+/// Replaces the option string by the file it names and returns the target's format.
+fn target_from_options(a: &mut ConvertArgs) -> Result<Format> {
+    if a.output_format.is_some() {
+        return Err(Error::invalid(
+            "--image-opts and --format are mutually exclusive",
+        ));
+    }
+    let Some(dst) = a.files.last_mut() else {
+        return Err(Error::invalid("Must specify image file name"));
+    };
+    let (path, driver) = crate::image_opts::resolve(&dst.to_string_lossy())?;
+    *dst = path;
+    match driver {
+        Some(d) => d.parse(),
+        None => {
+            let req = OpenRequest {
+                format: None,
+                snapshot: None,
+                follow_backing: false,
+                for_check: false,
+            };
+            Ok(open_image(dst, &req)?.top().format)
+        }
     }
 }
