@@ -202,6 +202,21 @@ pub enum Command {
     /// Copy an image, or part of it (dd operands: bs=, count=, skip=), into a new image, converting
     /// the format; every byte is written, as qemu-img dd writes it.
     Dd(DdArgs),
+    /// Add, remove, clear, enable, disable or merge the persistent dirty bitmaps of a qcow2 image
+    /// (which clusters were written since a backup), in the order given: `bitmap --add -g 64k
+    /// disk.qcow2 b0`; `vdisk bitmap --help` lists the options
+    #[command(disable_help_flag = true)]
+    Bitmap {
+        /// ( --add [-g SIZE] | --remove | --clear | --enable | --disable | --merge SOURCE [-b
+        /// SRC_FILE [-F SRC_FMT]] )... [-f FMT | --image-opts] FILE BITMAP
+        #[arg(
+            allow_hyphen_values = true,
+            trailing_var_arg = true,
+            num_args = 0..,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
     /// Time COUNT read (or, with -w, write) requests of BUFFER_SIZE bytes, DEPTH at a time, from
     /// OFFSET on in steps of STEP_SIZE (wrapping before the end), as qemu-img bench does.
     Bench(BenchArgs),

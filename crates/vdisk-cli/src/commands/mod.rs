@@ -3,6 +3,7 @@
 //! file each.
 
 mod bench;
+mod bitmap;
 mod compare;
 mod convert;
 mod create;
@@ -15,6 +16,7 @@ mod resize;
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::{check, info, map};
 use bench::bench;
+use bitmap::bitmap;
 use compare::compare;
 use convert::convert;
 use create::create;
@@ -162,6 +164,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         ),
         Command::Convert(args) => convert(args),
         Command::Dd(args) => dd(args),
+        Command::Bitmap { args } => bitmap(&args),
         Command::Bench(args) => bench(args),
         Command::Compare {
             format_a,

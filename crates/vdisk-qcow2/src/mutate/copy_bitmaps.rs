@@ -11,7 +11,7 @@ use super::txn::Txn;
 use crate::bitmap_dir::{
     entry_name, raw_entries, read_bitmap_data, read_table, FLAG_AUTO as AUTO, FLAG_IN_USE as IN_USE,
 };
-use crate::header::{autoclear, BitmapsExt, Extension};
+use crate::header::{autoclear, BitmapsExt, Extension, Header};
 use crate::limits::MAX_BITMAP_DATA_BYTES;
 use crate::reader::Qcow2Reader;
 use std::sync::Arc;
@@ -164,44 +164,16 @@ pub fn add_bitmaps_in(storage: Arc<dyn Storage>, bitmaps: &[PersistentBitmap]) -
                 b.name_text()
             )));
         }
-        let nbytes = size.div_ceil(1u64 << b.granularity_bits).div_ceil(8);
-        if b.bits.len() as u64 != nbytes {
-            return Err(Error::invalid(format!(
-                "bitmap '{}' has {} bytes of bits where the image needs {nbytes}",
-                b.name_text(),
-                b.bits.len()
-            )));
-        }
-        let mut table = Vec::with_capacity(b.bits.len().div_ceil(cs as usize));
-        for chunk in b.bits.chunks(cs as usize) {
-            if vdisk_core::zero::is_zero(chunk) {
-                table.push(0);
-            } else {
-                let off = t.alloc(1)?;
-                t.write(off, chunk.to_vec());
-                table.push(off);
-            }
-        }
-        let table_offset = if table.is_empty() {
-            0
-        } else {
-            t.put_table(&table)?
-        };
-        let name_len = u16::try_from(b.name.len())
-            .map_err(|_| Error::invalid(format!("bitmap name '{}' too long", b.name_text())))?;
-        let granularity = u8::try_from(b.granularity_bits)
-            .map_err(|_| Error::invalid("bitmap granularity out of range"))?;
-        let flags = if b.enabled { AUTO } else { 0 };
-        dir.extend_from_slice(&table_offset.to_be_bytes());
-        dir.extend_from_slice(&(table.len() as u32).to_be_bytes());
-        dir.extend_from_slice(&flags.to_be_bytes());
-        dir.push(TYPE_DIRTY_TRACKING);
-        dir.push(granularity);
-        dir.extend_from_slice(&name_len.to_be_bytes());
-        dir.extend_from_slice(&0u32.to_be_bytes());
-        dir.extend_from_slice(&b.name);
-        dir.resize(dir.len().next_multiple_of(8), 0);
+        dir.extend_from_slice(&store_bitmap(&mut t, b, size, cs)?);
     }
+    commit_directory(t, h, dir, total)
+}
+
+/// Writes the bitmap directory `dir` of `count` entries in `t`, points a copy of the header `h` at
+/// it (without any bitmap: no bitmaps extension and the autoclear bit clear, as QEMU leaves an
+/// image whose last bitmap is removed) and commits. The caller has freed the old directory.
+pub(super) fn commit_directory(mut t: Txn, h: Header, dir: Vec<u8>, count: u64) -> Result<()> {
+    let cs = t.img.cs();
     let dir_len = dir.len() as u64;
     if dir_len > crate::limits::MAX_BITMAP_DIRECTORY_BYTES {
         return Err(Error::invalid(format!(
@@ -209,17 +181,71 @@ pub fn add_bitmaps_in(storage: Arc<dyn Storage>, bitmaps: &[PersistentBitmap]) -
             crate::limits::MAX_BITMAP_DIRECTORY_BYTES
         )));
     }
-    let dir_off = t.alloc(dir_len.div_ceil(cs))?;
-    t.write(dir_off, dir);
     let mut nh = h;
     nh.extensions
         .retain(|e| !matches!(e, Extension::Bitmaps(_)));
-    nh.extensions.push(Extension::Bitmaps(BitmapsExt {
-        nb_bitmaps: total as u32,
-        directory_size: dir_len,
-        directory_offset: dir_off,
-    }));
-    nh.autoclear_features |= autoclear::BITMAPS;
+    if count == 0 {
+        nh.autoclear_features &= !autoclear::BITMAPS;
+    } else {
+        let dir_off = t.alloc(dir_len.div_ceil(cs))?;
+        t.write(dir_off, dir);
+        nh.extensions.push(Extension::Bitmaps(BitmapsExt {
+            nb_bitmaps: count as u32,
+            directory_size: dir_len,
+            directory_offset: dir_off,
+        }));
+        nh.autoclear_features |= autoclear::BITMAPS;
+    }
     t.rewrite_whole_header();
     t.commit(&nh, false)
+}
+
+/// Writes `b`'s bits in `t` as QEMU stores a bitmap (a cluster of zero bits as a zero table entry,
+/// then the table) and returns its directory entry: not in use, `auto` if enabled, no extra data,
+/// padded to 8 bytes. `size` is the image's virtual size, which the bits must cover exactly.
+pub(super) fn store_bitmap(
+    t: &mut Txn,
+    b: &PersistentBitmap,
+    size: u64,
+    cs: u64,
+) -> Result<Vec<u8>> {
+    let nbytes = size.div_ceil(1u64 << b.granularity_bits).div_ceil(8);
+    if b.bits.len() as u64 != nbytes {
+        return Err(Error::invalid(format!(
+            "bitmap '{}' has {} bytes of bits where the image needs {nbytes}",
+            b.name_text(),
+            b.bits.len()
+        )));
+    }
+    let mut table = Vec::with_capacity(b.bits.len().div_ceil(cs as usize));
+    for chunk in b.bits.chunks(cs as usize) {
+        if vdisk_core::zero::is_zero(chunk) {
+            table.push(0);
+        } else {
+            let off = t.alloc(1)?;
+            t.write(off, chunk.to_vec());
+            table.push(off);
+        }
+    }
+    let table_offset = if table.is_empty() {
+        0
+    } else {
+        t.put_table(&table)?
+    };
+    let name_len = u16::try_from(b.name.len())
+        .map_err(|_| Error::invalid(format!("bitmap name '{}' too long", b.name_text())))?;
+    let granularity = u8::try_from(b.granularity_bits)
+        .map_err(|_| Error::invalid("bitmap granularity out of range"))?;
+    let flags = if b.enabled { AUTO } else { 0 };
+    let mut e = Vec::with_capacity(24 + b.name.len() + 7);
+    e.extend_from_slice(&table_offset.to_be_bytes());
+    e.extend_from_slice(&(table.len() as u32).to_be_bytes());
+    e.extend_from_slice(&flags.to_be_bytes());
+    e.push(TYPE_DIRTY_TRACKING);
+    e.push(granularity);
+    e.extend_from_slice(&name_len.to_be_bytes());
+    e.extend_from_slice(&0u32.to_be_bytes());
+    e.extend_from_slice(&b.name);
+    e.resize(e.len().next_multiple_of(8), 0);
+    Ok(e)
 }

@@ -27,6 +27,7 @@
 //! open a host file read-write.
 
 mod amend;
+mod bitmap_ops;
 mod bitmaps;
 mod copy_bitmaps;
 mod empty;
@@ -49,6 +50,7 @@ pub use crate::limits::MAX_PREALLOC_CLUSTERS;
 pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
 pub use amend::{amend_in, amend_options, amend_over_in};
+pub use bitmap_ops::{bitmap_ops_in, BitmapOp, MergeSource};
 pub use copy_bitmaps::{
     add_bitmaps_in, persistent_bitmap_names, read_persistent_bitmaps, PersistentBitmap,
 };
@@ -127,6 +129,17 @@ pub fn resize_over(
 /// `qemu-img check -r leaks` (`fix_leaks`) or `-r all` (both).
 pub fn repair(path: &Path, fix_leaks: bool, fix_errors: bool) -> Result<RepairOutcome> {
     repair_in(rw(path)?, fix_leaks, fix_errors)
+}
+
+/// `qemu-img bitmap`: runs `ops` on bitmap `name` of the qcow2 image at `path` (see
+/// [`bitmap_ops_in`]).
+pub fn bitmap_ops(
+    path: &Path,
+    name: &str,
+    ops: &[BitmapOp],
+    merge_from: Option<&MergeSource>,
+) -> Result<()> {
+    bitmap_ops_in(rw(path)?, name, ops, merge_from)
 }
 
 /// `convert --bitmaps`: adds `bitmaps` to the new qcow2 image at `path` (see [`add_bitmaps_in`]).
