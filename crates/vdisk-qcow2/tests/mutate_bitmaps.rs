@@ -8,7 +8,8 @@ mod mutate_common;
 
 use mutate_common::*;
 use std::path::{Path, PathBuf};
-use vdisk_core::{CreateOptions, Payload};
+use std::sync::Arc;
+use vdisk_core::{CreateOptions, Payload, Storage};
 use vdisk_qcow2::mutate::{self, Prealloc};
 use vdisk_testutil::*;
 
@@ -294,6 +295,11 @@ fn writes_into_an_image_with_bitmaps_set_their_bits_like_qemu() {
     assert_eq!(listed(&ours), listed(&theirs));
 }
 
+/// The names of the bitmaps of the image at `p`, as `bits` lists them.
+fn bitmap_names(p: &Path) -> Vec<String> {
+    bits(p).into_iter().map(|b| b.0).collect()
+}
+
 #[test]
 fn crash_resize_and_write_with_bitmaps() {
     if !qemu_available() {
@@ -325,5 +331,59 @@ fn crash_resize_and_write_with_bitmaps() {
             assert!(now == before || now == after, "op {k}: fault at {at}/{n}");
         }
         eprintln!("op {k} with bitmaps: {n} fault points");
+    }
+}
+
+#[test]
+fn crash_bitmap_operations() {
+    if !qemu_available() {
+        return;
+    }
+    let d = Scratch::new("crash-bm-ops");
+    let p = with_bitmaps(&d, "base.qcow2", "cluster_size=4k");
+    let first = bitmap_names(&p)[0].clone();
+    let before = bits(&p);
+    let ops: [&dyn Fn(Arc<dyn Storage>) -> vdisk_core::Result<()>; 2] = [
+        // Several operations stored in one change.
+        &|st| {
+            let ops = [
+                mutate::BitmapOp::Add { granularity: None },
+                mutate::BitmapOp::Merge {
+                    source: first.clone(),
+                },
+                mutate::BitmapOp::Disable,
+            ];
+            mutate::bitmap_ops_in(st, "new", &ops, None)
+        },
+        &|st| mutate::bitmap_ops_in(st, &first, &[mutate::BitmapOp::Remove], None),
+    ];
+    for (k, op) in ops.iter().enumerate() {
+        let done = copy(&p, "done.qcow2");
+        let counter = FailingStorage::new(&done, usize::MAX, Fault::Fail);
+        op(counter.clone()).unwrap();
+        assert_clean(&done);
+        let after = bits(&done);
+        assert_ne!(before, after, "op {k} changes the bitmaps");
+        let n = counter.calls();
+        for fault in [Fault::Fail, Fault::Drop] {
+            for at in 1..=n {
+                let c = copy(&p, "bm-crash.qcow2");
+                let r = op(FailingStorage::new(&c, at, fault));
+                if matches!(fault, Fault::Fail) {
+                    assert!(r.is_err(), "op {k}: a fault at {at} must surface");
+                }
+                let (code, out) = check(&c);
+                assert!(
+                    code == 0 || code == 3,
+                    "op {k}, {fault:?} at {at}/{n}:\n{out}"
+                );
+                let now = bits(&c);
+                assert!(
+                    now == before || now == after,
+                    "op {k}: {fault:?} at {at}/{n}"
+                );
+            }
+        }
+        eprintln!("bitmap op {k}: {n} fault points");
     }
 }
