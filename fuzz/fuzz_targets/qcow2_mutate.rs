@@ -1,8 +1,8 @@
 //! qcow2 changed in place on hostile images: `check -r leaks` and `-r all`, `resize` (grow, and
 //! shrink with `--shrink`), `snapshot -c/-a/-d`, `amend` (compat, lazy_refcounts, refcount_bits,
 //! size), `rebase -u`, `commit`'s emptying, a `convert -n` write, a compressed write (`rebase -c`)
-//! and `convert --bitmaps` (the image's bitmaps read, then a new one added), each on an in-memory
-//! copy of the input. The first byte picks the operation, the second its size; the rest is the image.
+//! `convert --bitmaps` (the image's bitmaps read, then a new one added) and `bitmap` (a sequence
+//! of --add/--merge/--clear/--disable/--enable/--remove), each on an in-memory copy of the input. The first byte picks the operation, the second its size; the rest is the image.
 //!
 //! Each must fail with an error or leave an image that opens and reads within the harness's bounds;
 //! and when the input checked sound (no corruption or check error), a change that succeeded must
@@ -19,7 +19,7 @@ use vdisk_fuzz::{exercise, sound};
 use vdisk_qcow2::mutate;
 
 /// Number of operations the first byte picks from.
-const OPS: u8 = 17;
+const OPS: u8 = 18;
 
 /// Step of the sizes the second byte picks: resizes by 1..=256 of these, writes of 1..=256.
 const STEP: u64 = 4096;
@@ -70,6 +70,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(b.bits.len() as u64 <= vdisk_qcow2::limits::MAX_BITMAP_DATA_BYTES);
         }
     }
+    let first_bitmap = bitmaps
+        .ok()
+        .and_then(|l| l.first().map(|b| b.name_text()))
+        .unwrap_or_else(|| "fuzz".into());
     drop(before);
 
     let mem = Arc::new(MemStorage::new("fuzz.qcow2", image.to_vec()));
@@ -119,6 +123,34 @@ fuzz_target!(|data: &[u8]| {
             };
             n.and_then(|n| options(&format!("size={n}")))
                 .is_some_and(|o| mutate::amend_in(s, &o).is_ok())
+        }
+        16 => {
+            // `bitmap`: the operations the second byte's bits pick, in order, on the image's first
+            // bitmap (or a new one), merging from that first bitmap.
+            let all = [
+                mutate::BitmapOp::Add {
+                    granularity: Some(512 << (arg % 8)),
+                },
+                mutate::BitmapOp::Merge {
+                    source: first_bitmap.clone(),
+                },
+                mutate::BitmapOp::Clear,
+                mutate::BitmapOp::Disable,
+                mutate::BitmapOp::Enable,
+                mutate::BitmapOp::Remove,
+            ];
+            let ops: Vec<mutate::BitmapOp> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| arg >> i & 1 == 1)
+                .map(|(_, o)| o.clone())
+                .collect();
+            let target = if arg & 0x40 != 0 {
+                "fuzz"
+            } else {
+                &first_bitmap
+            };
+            mutate::bitmap_ops_in(s, target, &ops, None).is_ok()
         }
         _ => {
             // An unaligned write that ends at the disk's end.
