@@ -149,12 +149,16 @@ mod tests {
         }
         let md = file.metadata().unwrap();
         assert_eq!(md.len(), 21 << 20);
-        // Two MiB of data, plus at most a few blocks of filesystem metadata.
+        // Two MiB of data, plus at most a few blocks of filesystem metadata: the hole between the
+        // writes was not allocated (checked where allocation ahead is on: other filesystems may
+        // preallocate past the end of a file on their own).
         let allocated = md.blocks() * 512;
-        assert!(
-            (2 << 20..(2 << 20) + 65536).contains(&allocated),
-            "{allocated} bytes allocated for 2 MiB written"
-        );
+        if ahead.is_on() {
+            assert!(
+                (2 << 20..(2 << 20) + 65536).contains(&allocated),
+                "{allocated} bytes allocated for 2 MiB written"
+            );
+        }
         let got = std::fs::read(&path).unwrap();
         assert!(got[..4 << 20].iter().all(|&b| b == 0));
         assert!(got[4 << 20..5 << 20].iter().all(|&b| b == 0xa5));
