@@ -79,9 +79,12 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<String>)> {
     let mut driver: Option<String> = None;
     let mut filename: Option<String> = None;
     let mut protocol = "file".to_string();
+    let mut disk: Option<String> = None;
     for (k, v) in pairs(spec) {
         match k.as_str() {
             "driver" => driver = Some(v),
+            // vdisk's own: which disk of an OVA package to read.
+            "disk" => disk = Some(v),
             "file.filename" => filename = Some(v),
             "file.driver" => protocol = v,
             // A string `file` names another block node, which a command line cannot define.
@@ -111,6 +114,17 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<String>)> {
         return Err(fail(format!(
             "vdisk reads local files only, not through the '{protocol}' protocol"
         )));
+    }
+    if let Some(name) = &disk {
+        if driver.as_deref() != Some("ova") {
+            return Err(fail(
+                "the option 'disk' chooses a disk of an OVA package: give driver=ova with it"
+                    .to_string(),
+            ));
+        }
+        if let Some(f) = &filename {
+            vdisk::ova::choose_disk(std::path::Path::new(f), name);
+        }
     }
     match (filename, driver) {
         (Some(f), d) => Ok((PathBuf::from(f), d)),

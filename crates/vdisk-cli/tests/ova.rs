@@ -254,12 +254,50 @@ fn damaged_packages_several_disks_and_writing_fail_clearly() {
         let o = vdisk(d, args);
         assert_ne!(o.status.code(), Some(0), "{args:?}");
         assert!(
-            err(&o).contains("two.ova holds 2 disks (app-disk1.vmdk, app-disk2.qcow2)"),
+            err(&o).contains("two.ova holds 2 disks (app-disk1.vmdk, app-disk2.qcow2); choose one with --image-opts driver=ova,file.filename=two.ova,disk=app-disk1.vmdk"),
             "{args:?}: {}",
             err(&o)
         );
     }
     assert!(!d.join("x.raw").exists());
+    // One of them chosen by its file name or its disk ID: read as that disk file itself.
+    for (pick, file) in [
+        ("app-disk2.qcow2", "app-disk2.qcow2"),
+        ("vmdisk1", "app-disk1.vmdk"),
+    ] {
+        let opts = format!("driver=ova,file.filename=two.ova,disk={pick}");
+        vdisk_ok(
+            d,
+            &["convert", "--image-opts", &opts, "-O", "raw", "pick.raw"],
+        );
+        qemu_ok(d, &["compare", "-f", "raw", "pick.raw", file]);
+        vdisk_ok(
+            d,
+            &[
+                "compare",
+                "--image-opts",
+                &opts,
+                "driver=raw,file.filename=disk.raw",
+            ],
+        );
+        let info = vdisk_ok(d, &["info", "--image-opts", &opts]);
+        assert!(info.contains(&format!("file: {file}")), "{info}");
+        std::fs::remove_file(d.join("pick.raw")).unwrap();
+    }
+    for (opts, words) in [
+        (
+            "driver=ova,file.filename=two.ova,disk=nope.vmdk",
+            "two.ova: the package has no disk 'nope.vmdk' (its disks: app-disk1.vmdk, app-disk2.qcow2)",
+        ),
+        (
+            "driver=vmdk,file.filename=app-disk1.vmdk,disk=x",
+            "the option 'disk' chooses a disk of an OVA package",
+        ),
+    ] {
+        let o = vdisk(d, &["info", "--image-opts", opts]);
+        assert_eq!(o.status.code(), Some(1), "{opts}");
+        assert!(err(&o).contains(words), "{opts}: {}", err(&o));
+    }
     // The descriptor not first: not an OVA (read as raw when probed, refused with -f ova).
     sh(d, "tar --format=ustar -cf late.ova app-disk1.vmdk app.ovf");
     assert!(vdisk_ok(d, &["info", "late.ova"]).contains("file format: raw"));

@@ -21,6 +21,8 @@ pub struct OvaReader {
     package: Arc<Package>,
     /// The disk read (index into the package's disks).
     index: usize,
+    /// Whether that disk was chosen ([`choose_disk`]): a package of several disks is then read.
+    chosen: bool,
     /// Its reader, as its format opens it from the archive.
     inner: Arc<dyn ImageReader>,
     /// Its format.
@@ -31,15 +33,34 @@ pub struct OvaReader {
 }
 
 /// Opens the package in `storage` and the disk it holds (`for_check` opens the disk as `check`
-/// does). A package of several disks opens its first for `info`; reading data from it is refused
-/// (see [`OvaReader::ready_for_io`]).
+/// does). A package of several disks opens the disk chosen by [`choose_disk`]; without a choice it
+/// opens its first for `info`, and reading data from it is refused (see
+/// [`OvaReader::ready_for_io`]).
 pub fn open(storage: Arc<dyn Storage>, for_check: bool) -> Result<Arc<dyn ImageReader>> {
     let archive_path: Arc<Path> = Arc::from(storage.path());
     let package = Arc::new(Package::open(storage)?);
-    let index = package
-        .disks()
-        .iter()
-        .position(|d| matches!(d.data, DiskData::Stored { .. }))
+    let chosen = chosen_disk(&archive_path)
+        .map(|want| {
+            package
+                .disks()
+                .iter()
+                .position(|d| d.href.as_deref() == Some(want.as_str()) || d.disk_id == want)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{}: the package has no disk '{want}' (its disks: {})",
+                        archive_path.display(),
+                        disk_names(&package).join(", ")
+                    ))
+                })
+        })
+        .transpose()?;
+    let index = chosen
+        .or_else(|| {
+            package
+                .disks()
+                .iter()
+                .position(|d| matches!(d.data, DiskData::Stored { .. }))
+        })
         .or(if package.disks().is_empty() {
             None
         } else {
@@ -67,10 +88,37 @@ pub fn open(storage: Arc<dyn Storage>, for_check: bool) -> Result<Arc<dyn ImageR
     Ok(Arc::new(OvaReader {
         package,
         index,
+        chosen: chosen.is_some(),
         inner,
         format,
         member_start,
     }))
+}
+
+/// The disks chosen by archive path (`--image-opts driver=ova,file.filename=P,disk=NAME`).
+static CHOSEN: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Makes [`open`] read the disk `disk` (its file name in the archive, or its OVF disk ID) of the
+/// package at `archive` (the path as it will be opened), instead of refusing a package of several
+/// disks.
+pub fn choose_disk(archive: &Path, disk: &str) {
+    let mut c = CHOSEN.lock().unwrap_or_else(|p| p.into_inner());
+    c.retain(|(p, _)| p != archive);
+    c.push((archive.to_path_buf(), disk.to_string()));
+}
+
+fn chosen_disk(archive: &Path) -> Option<String> {
+    let c = CHOSEN.lock().unwrap_or_else(|p| p.into_inner());
+    c.iter().find(|(p, _)| p == archive).map(|(_, d)| d.clone())
+}
+
+/// Each disk by its file name in the archive, or its disk ID when it names no file.
+fn disk_names(p: &Package) -> Vec<String> {
+    p.disks()
+        .iter()
+        .map(|d| d.href.clone().unwrap_or_else(|| d.disk_id.clone()))
+        .collect()
 }
 
 impl OvaReader {
@@ -82,19 +130,18 @@ impl OvaReader {
     /// The error for reading data from a package of several disks.
     fn several_disks(&self) -> Option<Error> {
         let disks = self.package.disks();
-        if disks.len() < 2 {
+        if disks.len() < 2 || self.chosen {
             return None;
         }
-        let names: Vec<String> = disks
-            .iter()
-            .map(|d| d.href.clone().unwrap_or_else(|| d.disk_id.clone()))
-            .collect();
+        let names = disk_names(&self.package);
+        let path = self.package.path().display();
         Some(Error::invalid(format!(
-            "{} holds {} disks ({}); vdisk reads a package's disk only when it holds one: extract the one you want (tar -xf {} {}) and read that file",
-            self.package.path().display(),
+            "{path} holds {} disks ({}); choose one with --image-opts \
+             driver=ova,file.filename={path},disk={}, or extract it (tar -xf {path} {}) and read \
+             that file",
             disks.len(),
             names.join(", "),
-            self.package.path().display(),
+            names[0],
             names[0]
         )))
     }
