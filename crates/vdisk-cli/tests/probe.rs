@@ -78,12 +78,7 @@ fn formats_vdisk_does_not_read_are_named_not_read_as_raw() {
             "1M",
         ],
     );
-    for (name, format) in [
-        ("e.qed", "qed"),
-        ("e.qcow", "qcow"),
-        ("e.hds", "parallels"),
-        ("e.luks", "luks"),
-    ] {
+    for (name, format) in [("e.qed", "qed"), ("e.qcow", "qcow"), ("e.hds", "parallels")] {
         let theirs = qemu_ok(d, &["info", "--output=json", name]);
         assert_eq!(format_of(&theirs), format, "qemu-img on {name}");
         let o = vdisk(d, &["info", name]);
@@ -94,6 +89,14 @@ fn formats_vdisk_does_not_read_are_named_not_read_as_raw() {
         assert_eq!(o.status.code(), Some(1), "{name}");
         assert!(!d.join("x.raw").exists(), "{name}: convert left an output");
     }
+    // A LUKS volume: probed as luks, its header shown, its data not read (no key).
+    let theirs = qemu_ok(d, &["info", "--output=json", "e.luks"]);
+    assert_eq!(format_of(&theirs), "luks");
+    assert!(vdisk_ok(d, &["info", "e.luks"]).contains("file format: luks"));
+    let o = vdisk(d, &["convert", "-O", "raw", "e.luks", "x.raw"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("'key-secret' is required"), "{}", err(&o));
+    assert!(!d.join("x.raw").exists(), "convert left an output");
     // DMG is probed by name alone (qemu-img then fails to find its trailer).
     std::fs::write(d.join("h.dmg"), b"hello").unwrap();
     let q = qemu(d, &["info", "h.dmg"]);

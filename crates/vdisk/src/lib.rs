@@ -7,6 +7,7 @@
 pub mod chain;
 pub mod fstab;
 pub mod guest;
+pub mod luks;
 pub mod ops;
 pub mod ova;
 pub mod registry;

@@ -57,6 +57,7 @@ fn open_layer_in(
         Format::Vhdx if for_check => Arc::new(vdisk_vhdx::open_for_check(storage)?),
         Format::Vhdx => Arc::new(vdisk_vhdx::open(storage)?),
         Format::Ova => crate::ova::open(storage, for_check)?,
+        Format::Other("luks") => Arc::new(crate::luks::open(storage)?),
         Format::Other(_) => {
             return Err(Error::unsupported(
                 storage.path(),
