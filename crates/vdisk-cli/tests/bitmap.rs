@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use vdisk::qcow2::mutate::{read_persistent_bitmaps, PersistentBitmap};
 use vdisk_testutil::{qemu_available, Scratch};
@@ -75,9 +74,7 @@ fn mark_in_use(path: &Path, index: usize) {
         e += (24 + extra + name).next_multiple_of(8);
     }
     let flags = u32::from_be_bytes(b[e + 12..e + 16].try_into().unwrap()) | 1;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(&flags.to_be_bytes(), (e + 12) as u64)
-        .unwrap();
+    patch_file(path, (e + 12) as u64, &flags.to_be_bytes());
 }
 
 fn bitmaps(path: &Path) -> Vec<PersistentBitmap> {

@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use vdisk_testutil::{qemu_available, Scratch};
 
@@ -47,11 +46,7 @@ fn luks_offset(path: &Path) -> (u64, usize) {
 /// Copies `orig.qcow2` to `name` with `bytes` written at `at`.
 fn patched_copy(dir: &Path, name: &str, bytes: &[u8], at: u64) {
     std::fs::copy(dir.join("orig.qcow2"), dir.join(name)).unwrap();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join(name))
-        .unwrap();
-    f.write_all_at(bytes, at).unwrap();
+    patch_file(&dir.join(name), at, bytes);
 }
 
 fn same_info(dir: &Path, name: &str) -> Vec<String> {
@@ -268,11 +263,7 @@ fn a_luks_volume_shows_its_header_and_is_not_read() {
     }
     // A slot's stripes damaged (byte 208 + 48 + 44 of the header): qemu's open fails on it.
     std::fs::copy(d.join("a.luks"), d.join("c.luks")).unwrap();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(d.join("c.luks"))
-        .unwrap();
-    f.write_all_at(&7u32.to_be_bytes(), 208 + 48 + 44).unwrap();
+    patch_file(&d.join("c.luks"), 208 + 48 + 44, &7u32.to_be_bytes());
     let mut differ = same_info(d, "a.luks");
     differ.extend(same_info(d, "b.luks"));
     for args in [

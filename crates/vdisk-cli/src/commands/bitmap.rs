@@ -285,15 +285,10 @@ fn other_format(ops: &[BitmapOp], name: &str, path: &std::path::Path) -> Error {
         ),
         _ => format!("Dirty bitmap '{name}' not found"),
     };
-    let verb = match op {
-        BitmapOp::Add { .. } => "add",
-        BitmapOp::Remove => "remove",
-        BitmapOp::Clear => "clear",
-        BitmapOp::Enable => "enable",
-        BitmapOp::Disable => "disable",
-        BitmapOp::Merge { .. } => "merge",
-    };
-    Error::Other(format!("Operation {verb} on bitmap {name} failed: {why}"))
+    Error::Other(format!(
+        "Operation {} on bitmap {name} failed: {why}",
+        op.verb()
+    ))
 }
 
 #[cfg(test)]

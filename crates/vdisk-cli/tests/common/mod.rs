@@ -198,3 +198,10 @@ pub fn sh(dir: &Path, script: &str) -> String {
     );
     String::from_utf8(o.stdout).unwrap()
 }
+
+/// Writes `bytes` at `at` in the file at `path` (a field of an image damaged or changed).
+pub fn patch_file(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}

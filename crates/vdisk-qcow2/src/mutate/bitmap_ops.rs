@@ -13,7 +13,7 @@
 use super::copy_bitmaps::{commit_directory, store_bitmap, PersistentBitmap};
 use super::image::{Purpose, RwImage};
 use super::txn::Txn;
-use crate::bitmap_dir::{raw_entries, read_table, ENTRY_OFFSET};
+use crate::bitmap_dir::{raw_entries, read_table};
 use crate::limits::{MAX_BITMAPS, MAX_BITMAP_DATA_BYTES, MAX_BITMAP_DIRECTORY_BYTES};
 use std::sync::Arc;
 use vdisk_core::{Error, Result, Storage};
@@ -38,7 +38,8 @@ pub enum BitmapOp {
 }
 
 impl BitmapOp {
-    fn verb(&self) -> &'static str {
+    /// qemu-img's name of the operation in its messages (`add`, `merge`, ...).
+    pub fn verb(&self) -> &'static str {
         match self {
             BitmapOp::Add { .. } => "add",
             BitmapOp::Remove => "remove",
@@ -341,12 +342,7 @@ fn store(
         if kept.contains(&i) {
             continue;
         }
-        for e in table {
-            if e & ENTRY_OFFSET != 0 {
-                t.add((e & ENTRY_OFFSET) >> t.img.cluster_bits(), -1)?;
-            }
-        }
-        t.add_range(*table_offset, table.len() as u64 * 8, -1)?;
+        super::bitmaps::free_bitmap(&mut t, *table_offset, table)?;
     }
     let mut dir = Vec::new();
     for x in held {

@@ -159,28 +159,8 @@ impl Bitmaps {
         let mut dir = Vec::with_capacity(self.directory_size as usize);
         for b in &mut self.list {
             if let Some(bits) = b.bits.take() {
-                for e in &b.table {
-                    if e & BME_OFFSET_MASK != 0 {
-                        t.add((e & BME_OFFSET_MASK) >> t.img.cluster_bits(), -1)?;
-                    }
-                }
-                t.add_range(b.table_offset, b.table.len() as u64 * 8, -1)?;
-                let mut table = Vec::with_capacity(bits.len() / cs as usize);
-                for chunk in bits.chunks(cs as usize) {
-                    if vdisk_core::zero::is_zero(chunk) {
-                        table.push(0);
-                    } else {
-                        let off = t.alloc(1)?;
-                        t.write(off, chunk.to_vec());
-                        table.push(off);
-                    }
-                }
-                b.table_offset = if table.is_empty() {
-                    0
-                } else {
-                    t.put_table(&table)?
-                };
-                b.table = table;
+                free_bitmap(t, b.table_offset, &b.table)?;
+                (b.table_offset, b.table) = store_bits(t, &bits, cs)?;
             }
             let mut e = b.entry.clone();
             if let Some(s) = e.get_mut(0..12) {
@@ -204,12 +184,7 @@ impl Bitmaps {
     /// which cannot carry them).
     pub fn drop_all(self, t: &mut Txn, nh: &mut Header) -> Result<()> {
         for b in &self.list {
-            for e in &b.table {
-                if e & BME_OFFSET_MASK != 0 {
-                    t.add((e & BME_OFFSET_MASK) >> t.img.cluster_bits(), -1)?;
-                }
-            }
-            t.add_range(b.table_offset, b.table.len() as u64 * 8, -1)?;
+            free_bitmap(t, b.table_offset, &b.table)?;
         }
         t.add_range(self.directory_offset, self.directory_size, -1)?;
         nh.extensions
@@ -222,4 +197,36 @@ impl Bitmaps {
     pub fn any(&self) -> bool {
         !self.list.is_empty()
     }
+}
+
+/// Drops the references of a stored bitmap: its data clusters and its table.
+pub(super) fn free_bitmap(t: &mut Txn, table_offset: u64, table: &[u64]) -> Result<()> {
+    for e in table {
+        if e & BME_OFFSET_MASK != 0 {
+            t.add((e & BME_OFFSET_MASK) >> t.img.cluster_bits(), -1)?;
+        }
+    }
+    t.add_range(table_offset, table.len() as u64 * 8, -1)
+}
+
+/// Writes `bits` in `t` as QEMU stores a bitmap's data (a cluster of zero bits as a zero table
+/// entry, each other cluster allocated), then its table; returns the table's offset (0 for an
+/// empty table) and entries.
+pub(super) fn store_bits(t: &mut Txn, bits: &[u8], cs: u64) -> Result<(u64, Vec<u64>)> {
+    let mut table = Vec::with_capacity(bits.len().div_ceil(cs as usize));
+    for chunk in bits.chunks(cs as usize) {
+        if vdisk_core::zero::is_zero(chunk) {
+            table.push(0);
+        } else {
+            let off = t.alloc(1)?;
+            t.write(off, chunk.to_vec());
+            table.push(off);
+        }
+    }
+    let offset = if table.is_empty() {
+        0
+    } else {
+        t.put_table(&table)?
+    };
+    Ok((offset, table))
 }

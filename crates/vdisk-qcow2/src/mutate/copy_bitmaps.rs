@@ -217,21 +217,7 @@ pub(super) fn store_bitmap(
             b.bits.len()
         )));
     }
-    let mut table = Vec::with_capacity(b.bits.len().div_ceil(cs as usize));
-    for chunk in b.bits.chunks(cs as usize) {
-        if vdisk_core::zero::is_zero(chunk) {
-            table.push(0);
-        } else {
-            let off = t.alloc(1)?;
-            t.write(off, chunk.to_vec());
-            table.push(off);
-        }
-    }
-    let table_offset = if table.is_empty() {
-        0
-    } else {
-        t.put_table(&table)?
-    };
+    let (table_offset, table) = super::bitmaps::store_bits(t, &b.bits, cs)?;
     let name_len = u16::try_from(b.name.len())
         .map_err(|_| Error::invalid(format!("bitmap name '{}' too long", b.name_text())))?;
     let granularity = u8::try_from(b.granularity_bits)
