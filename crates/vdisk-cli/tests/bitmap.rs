@@ -7,14 +7,14 @@ mod common;
 use common::*;
 use std::path::Path;
 use vdisk::qcow2::mutate::{read_persistent_bitmaps, PersistentBitmap};
-use vdisk_testutil::{qemu_available, Scratch};
+use vdisk_testutil::{qemu_available, qemu_create, Scratch};
 
 /// base.qcow2: 10 MiB with bitmaps a (4 KiB granularity, enabled), b (default, enabled) and c
 /// (disabled), each with the writes made while it was enabled; other.qcow2: the same size, with a
 /// bitmap a of its own bits; small.qcow2: smaller, with a bitmap a; v2.qcow2; r.raw; inuse.qcow2:
 /// base.qcow2 with bitmap b marked in use (inconsistent).
 fn fixtures(d: &Path) {
-    qemu_ok(d, &["create", "-q", "-f", "qcow2", "base.qcow2", "10M"]);
+    qemu_create(&d.join("base.qcow2"), "qcow2", "", "10M");
     qemu_ok(d, &["bitmap", "--add", "-g", "4k", "base.qcow2", "a"]);
     qemu_io(
         d,
@@ -31,7 +31,7 @@ fn fixtures(d: &Path) {
     );
     qemu_ok(d, &["bitmap", "--add", "--disable", "base.qcow2", "c"]);
     qemu_io(d, "qcow2", "base.qcow2", &["write -P 5 3M 64k"]);
-    qemu_ok(d, &["create", "-q", "-f", "qcow2", "other.qcow2", "10M"]);
+    qemu_create(&d.join("other.qcow2"), "qcow2", "", "10M");
     qemu_ok(d, &["bitmap", "--add", "-g", "1k", "other.qcow2", "a"]);
     qemu_io(
         d,
@@ -39,22 +39,10 @@ fn fixtures(d: &Path) {
         "other.qcow2",
         &["write -P 6 7M 3k", "write -P 7 200k 1k"],
     );
-    qemu_ok(d, &["create", "-q", "-f", "qcow2", "small.qcow2", "5M"]);
+    qemu_create(&d.join("small.qcow2"), "qcow2", "", "5M");
     qemu_ok(d, &["bitmap", "--add", "small.qcow2", "a"]);
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "compat=0.10",
-            "v2.qcow2",
-            "10M",
-        ],
-    );
-    qemu_ok(d, &["create", "-q", "-f", "raw", "r.raw", "10M"]);
+    qemu_create(&d.join("v2.qcow2"), "qcow2", "compat=0.10", "10M");
+    qemu_create(&d.join("r.raw"), "raw", "", "10M");
     std::fs::copy(d.join("base.qcow2"), d.join("inuse.qcow2")).unwrap();
     mark_in_use(&d.join("inuse.qcow2"), 1);
 }
