@@ -72,9 +72,16 @@ fn dd_copies_what_qemu_img_dd_copies() {
     let s = Scratch::new("cli-dd");
     let d = s.path();
     input(d);
-    // The whole input, every byte written: raw outputs are as allocated as qemu-img's.
+    // The whole input, every byte written: raw outputs are as allocated as qemu-img's, but for
+    // one 4 KiB block of ext4's extent tree when vdisk's output has more than the four extents
+    // an inode holds (its blocks are allocated write by write: vdisk_core::allocahead). A hole
+    // would make vdisk's output smaller.
     let (q, v) = both(d, "raw", &[]);
-    assert_eq!(allocated(&q), allocated(&v));
+    let (qa, va) = (allocated(&q), allocated(&v));
+    assert!(
+        va == qa || va == qa + 4096,
+        "qemu-img {qa} bytes, vdisk {va}"
+    );
     // count counts from the input's start: 4 blocks, 2 skipped, 2 copied.
     both(d, "raw", &["bs=1M", "count=4", "skip=2"]);
     both(d, "raw", &["bs=3000", "count=5", "skip=1"]);
