@@ -10,10 +10,11 @@
 //! operation that fails ends the command with QEMU's message, and what the operations before it
 //! changed is stored all the same.
 
-use super::copy_bitmaps::{commit_directory, store_bitmap, PersistentBitmap};
+use super::copy_bitmaps::{
+    bitmap_bytes, commit_directory, read_stored_bitmaps, store_bitmap, PersistentBitmap,
+};
 use super::image::{Purpose, RwImage};
 use super::txn::Txn;
-use crate::bitmap_dir::{raw_entries, read_table};
 use crate::limits::{MAX_BITMAPS, MAX_BITMAP_DATA_BYTES, MAX_BITMAP_DIRECTORY_BYTES};
 use std::sync::Arc;
 use vdisk_core::{Error, Result, Storage};
@@ -67,21 +68,18 @@ const MAX_NAME: usize = 1023;
 /// A bitmap of the image as the command changes it.
 struct Held {
     b: PersistentBitmap,
-    /// For a bitmap marked in use: its stored directory entry, kept as it is.
-    stored_entry: Vec<u8>,
     /// Which of the image's stored bitmaps it is (None for one the command added).
     stored: Option<usize>,
 }
+
+/// A stored bitmap's directory entry, table offset and table entries.
+type Stored = (Vec<u8>, u64, Vec<u64>);
 
 fn inconsistent(name: &str) -> String {
     format!(
         "Bitmap '{name}' is inconsistent and cannot be used\nTry block-dirty-bitmap-remove to \
          delete this bitmap from disk"
     )
-}
-
-fn bytes_for(size: u64, granularity_bits: u32) -> u64 {
-    size.div_ceil(1u64 << granularity_bits).div_ceil(8)
 }
 
 /// QEMU's calc_dir_entry_size with no extra data.
@@ -130,27 +128,14 @@ pub fn bitmap_ops_in(
     let cs = img.cs();
     let file = img.path().display().to_string();
     let mut held = Vec::new();
-    // Where each stored bitmap's table is, and its entries.
-    let mut loaded: Vec<(u64, Vec<u64>)> = Vec::new();
+    let mut loaded: Vec<Stored> = Vec::new();
     if h.version >= 3 {
-        let bitmaps = super::copy_bitmaps::read_persistent_bitmaps(&img.r)?;
-        let entries = match h.bitmaps() {
-            Some(ext) => raw_entries(img.storage.as_ref(), img.path(), &ext, bitmaps.len())?,
-            None => Vec::new(),
-        };
-        for (i, ((b, entry), info)) in bitmaps
-            .into_iter()
-            .zip(entries)
-            .zip(img.r.bitmaps())
-            .enumerate()
-        {
-            let table = read_table(img.storage.as_ref(), img.path(), info, cs)?;
-            loaded.push((info.table_offset, table));
+        for (i, s) in read_stored_bitmaps(&img.r, true)?.into_iter().enumerate() {
             held.push(Held {
-                b,
-                stored_entry: entry,
+                b: s.bitmap,
                 stored: Some(i),
             });
+            loaded.push((s.entry, s.table_offset, s.table));
         }
     }
     let mut changed = false;
@@ -220,7 +205,7 @@ fn apply(
             if bits < MIN_GRANULARITY_BITS {
                 return Err(cannot("Granularity is under minimum (512 bytes)"));
             }
-            let nbytes = bytes_for(size, bits);
+            let nbytes = bitmap_bytes(size, bits);
             if nbytes > QEMU_MAX_PHYS_BYTES || nbytes > QEMU_MAX_TABLE_ENTRIES * cs {
                 return Err(cannot(
                     "Too much space will be occupied by the bitmap. Use larger granularity",
@@ -255,7 +240,6 @@ fn apply(
                     granularity_bits: bits,
                     bits: vec![0; nbytes as usize],
                 },
-                stored_entry: Vec::new(),
                 stored: None,
             });
         }
@@ -318,38 +302,37 @@ fn apply(
     Ok(())
 }
 
-/// Stores `held` in one change: the old directory, and the tables and data of every bitmap that is
-/// rewritten or gone (all that were `loaded`, but those in use that stay), are freed.
+/// Stores `held` in one change: the old directory, and the tables and data of every stored bitmap
+/// that is rewritten or gone (all of `loaded` but those in use that stay), are freed.
 fn store(
     img: &mut RwImage,
     h: &crate::header::Header,
     held: &[Held],
-    loaded: &[(u64, Vec<u64>)],
+    loaded: &[Stored],
     size: u64,
     cs: u64,
 ) -> Result<()> {
-    // Stored bitmaps in use stay as they are stored; every other one is freed (and rewritten).
-    let kept: Vec<usize> = held
-        .iter()
-        .filter(|x| x.b.in_use)
-        .filter_map(|x| x.stored)
-        .collect();
+    // A stored bitmap in use stays as it is stored; every other one is freed (and rewritten).
+    let mut kept = vec![false; loaded.len()];
+    for i in held.iter().filter(|x| x.b.in_use).filter_map(|x| x.stored) {
+        if let Some(k) = kept.get_mut(i) {
+            *k = true;
+        }
+    }
     let mut t = Txn::new(img);
     if let Some(ext) = h.bitmaps() {
         t.add_range(ext.directory_offset, ext.directory_size, -1)?;
     }
-    for (i, (table_offset, table)) in loaded.iter().enumerate() {
-        if kept.contains(&i) {
-            continue;
+    for (i, (_, table_offset, table)) in loaded.iter().enumerate() {
+        if !kept[i] {
+            super::bitmaps::free_bitmap(&mut t, *table_offset, table)?;
         }
-        super::bitmaps::free_bitmap(&mut t, *table_offset, table)?;
     }
     let mut dir = Vec::new();
     for x in held {
-        if x.b.in_use {
-            dir.extend_from_slice(&x.stored_entry);
-        } else {
-            dir.extend_from_slice(&store_bitmap(&mut t, &x.b, size, cs)?);
+        match x.stored.filter(|_| x.b.in_use).and_then(|i| loaded.get(i)) {
+            Some((entry, _, _)) => dir.extend_from_slice(entry),
+            None => dir.extend_from_slice(&store_bitmap(&mut t, &x.b, size, cs)?),
         }
     }
     commit_directory(t, h.clone(), dir, held.len() as u64)

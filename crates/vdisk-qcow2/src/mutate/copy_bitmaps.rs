@@ -64,6 +64,34 @@ pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>>
     if r.header.version < 3 {
         return Err(Error::invalid("Source lacks bitmap support"));
     }
+    Ok(read_stored_bitmaps(r, false)?
+        .into_iter()
+        .map(|s| s.bitmap)
+        .collect())
+}
+
+/// Bytes of bits a bitmap of granularity 2^`granularity_bits` has for a disk of `size` bytes.
+pub(super) fn bitmap_bytes(size: u64, granularity_bits: u32) -> u64 {
+    size.div_ceil(1u64 << granularity_bits).div_ceil(8)
+}
+
+/// One stored bitmap of an image: the bitmap with its bits, its directory entry as stored, and
+/// where its table is with the table's entries.
+pub(super) struct StoredBitmap {
+    pub bitmap: PersistentBitmap,
+    pub entry: Vec<u8>,
+    pub table_offset: u64,
+    /// Empty for a bitmap in use, unless its table was asked for.
+    pub table: Vec<u64>,
+}
+
+/// The stored bitmaps of the opened image `r`, in directory order (see
+/// [`read_persistent_bitmaps`]); `in_use_tables` reads the tables of bitmaps in use too (a change
+/// that drops one frees what its table names), whose bits are never read.
+pub(super) fn read_stored_bitmaps(
+    r: &Qcow2Reader,
+    in_use_tables: bool,
+) -> Result<Vec<StoredBitmap>> {
     let Some(ext) = r.header.bitmaps() else {
         return Ok(Vec::new());
     };
@@ -71,13 +99,14 @@ pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>>
     let cs = 1u64 << r.geo.cluster_bits;
     let entries = raw_entries(r.storage.as_ref(), path, &ext, r.bitmaps().len())?;
     let mut out = Vec::with_capacity(entries.len());
-    for (info, entry) in r.bitmaps().iter().zip(&entries) {
+    for (info, entry) in r.bitmaps().iter().zip(entries) {
         let in_use = info.flags & IN_USE != 0;
         let granularity_bits = u32::from(info.granularity_bits);
         let mut bits = Vec::new();
+        let mut table = Vec::new();
         if !in_use {
             let nbits = r.size.div_ceil(1u64 << granularity_bits);
-            let nbytes = nbits.div_ceil(8);
+            let nbytes = bitmap_bytes(r.size, granularity_bits);
             if nbytes > MAX_BITMAP_DATA_BYTES {
                 return Err(Error::limit(
                     path,
@@ -86,7 +115,7 @@ pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>>
                     MAX_BITMAP_DATA_BYTES,
                 ));
             }
-            let table = read_table(r.storage.as_ref(), path, info, cs)?;
+            table = read_table(r.storage.as_ref(), path, info, cs)?;
             let mut all = read_bitmap_data(r.storage.as_ref(), &table, cs as usize)?;
             all.resize(nbytes as usize, 0);
             // Bits past the virtual size carry nothing.
@@ -96,13 +125,20 @@ pub fn read_persistent_bitmaps(r: &Qcow2Reader) -> Result<Vec<PersistentBitmap>>
                 }
             }
             bits = all;
+        } else if in_use_tables {
+            table = read_table(r.storage.as_ref(), path, info, cs)?;
         }
-        out.push(PersistentBitmap {
-            name: entry_name(entry).to_vec(),
-            enabled: info.flags & AUTO != 0,
-            in_use,
-            granularity_bits,
-            bits,
+        out.push(StoredBitmap {
+            bitmap: PersistentBitmap {
+                name: entry_name(&entry).to_vec(),
+                enabled: info.flags & AUTO != 0,
+                in_use,
+                granularity_bits,
+                bits,
+            },
+            entry,
+            table_offset: info.table_offset,
+            table,
         });
     }
     Ok(out)
@@ -209,7 +245,7 @@ pub(super) fn store_bitmap(
     size: u64,
     cs: u64,
 ) -> Result<Vec<u8>> {
-    let nbytes = size.div_ceil(1u64 << b.granularity_bits).div_ceil(8);
+    let nbytes = bitmap_bytes(size, b.granularity_bits);
     if b.bits.len() as u64 != nbytes {
         return Err(Error::invalid(format!(
             "bitmap '{}' has {} bytes of bits where the image needs {nbytes}",
