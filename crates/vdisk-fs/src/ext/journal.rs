@@ -281,6 +281,17 @@ pub struct Replay {
     pub revoke_hits: u64,
 }
 
+/// What a replay did, without its block map (which the overlay reader owns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Committed transactions found.
+    pub transactions: u32,
+    /// Logged copies skipped because a revoke record names their block.
+    pub revoke_hits: u64,
+    /// Filesystem blocks replaced.
+    pub blocks: usize,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Pass {
     Scan,
@@ -344,14 +355,20 @@ impl Walker<'_> {
         }
     }
 
-    /// The kernel's `jread`: journal blocks past `s_maxlen` are corruption.
-    fn read(&self, jblk: u64, buf: &mut [u8]) -> Result<()> {
+    /// Journal blocks past `s_maxlen` are corruption (the kernel's `jread`).
+    fn in_log(&self, jblk: u64) -> Result<()> {
         if jblk >= u64::from(self.jsb.maxlen) {
             return Err(self.corrupt(format!(
                 "log block {jblk} is past s_maxlen {}",
                 self.jsb.maxlen
             )));
         }
+        Ok(())
+    }
+
+    /// The kernel's `jread`.
+    fn read(&self, jblk: u64, buf: &mut [u8]) -> Result<()> {
+        self.in_log(jblk)?;
         self.src.read(jblk, buf)
     }
 
@@ -637,11 +654,8 @@ impl Walker<'_> {
                      (transaction {seq})"
                 )));
             }
-        } else if io_block >= u64::from(self.jsb.maxlen) {
-            return Err(self.corrupt(format!(
-                "log block {io_block} is past s_maxlen {}",
-                self.jsb.maxlen
-            )));
+        } else {
+            self.in_log(io_block)?;
         }
         if fs_block >= self.dev_blocks {
             return Err(self.corrupt(format!(

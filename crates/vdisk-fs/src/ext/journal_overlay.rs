@@ -7,7 +7,7 @@
 
 use super::blockmap;
 use super::inode::{read_inode, Inode};
-use super::journal::{recover, JournalSuper, LogSource, Replacement, Replay, JBD2_MAGIC};
+use super::journal::{recover, JournalSuper, LogSource, Replacement, ReplayStats, JBD2_MAGIC};
 use super::superblock::Super;
 use crate::device::Device;
 use crate::FileKind;
@@ -68,8 +68,9 @@ impl LogSource for InodeLog<'_> {
 }
 
 /// Replays the internal journal of the filesystem on `dev` (whose superblock, as on disk, is
-/// `sb`). `None` when the journal holds nothing to replay.
-pub fn replay(dev: &Device, sb: &Super) -> Result<Option<(Arc<dyn ImageReader>, Replay)>> {
+/// `sb`): the device with the replayed blocks laid over it, and what the replay did. `None` when
+/// the journal holds nothing to replay.
+pub fn replay(dev: &Device, sb: &Super) -> Result<Option<(Arc<dyn ImageReader>, ReplayStats)>> {
     if sb.compat & super::superblock::compat::HAS_JOURNAL == 0 {
         return Err(dev.corrupt(
             None,
@@ -108,12 +109,13 @@ pub fn replay(dev: &Device, sb: &Super) -> Result<Option<(Arc<dyn ImageReader>, 
     if result.blocks.is_empty() {
         return Ok(None);
     }
-    let reader = Replayed {
-        inner: dev.reader(),
-        block_size: sb.block_size,
-        blocks: result.blocks.clone(),
+    let stats = ReplayStats {
+        transactions: result.transactions,
+        revoke_hits: result.revoke_hits,
+        blocks: result.blocks.len(),
     };
-    Ok(Some((Arc::new(reader), result)))
+    let reader = Replayed::new(dev.reader(), sb.block_size, result.blocks);
+    Ok(Some((Arc::new(reader), stats)))
 }
 
 /// A device with replayed blocks laid over it.

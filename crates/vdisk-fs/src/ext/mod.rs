@@ -62,7 +62,7 @@ pub struct Ext {
     dev: Device,
     sb: Super,
     kind: &'static str,
-    replayed: Option<journal::Replay>,
+    replayed: Option<journal::ReplayStats>,
 }
 
 /// What a journal error says besides itself: how to read the filesystem anyway.
@@ -167,7 +167,7 @@ impl Ext {
 
     /// What the journal replay at open did: `None` when nothing was replayed (a clean
     /// filesystem, an empty journal, or [`OpenOptions::ignore_journal_recovery`]).
-    pub fn journal_replay(&self) -> Option<&journal::Replay> {
+    pub fn journal_replay(&self) -> Option<&journal::ReplayStats> {
         self.replayed.as_ref()
     }
 
