@@ -3,6 +3,7 @@
 //! checked as QEMU's crypto/block-luks.c does when it opens an image without I/O (no key needed),
 //! and shown as `qemu-img info` shows it. Pure: bytes in, fields or QEMU's error message out.
 
+use crate::header::extensions::be32;
 use serde_json::{json, Value};
 
 /// Bytes of the header: the partition header and its eight key slots.
@@ -13,8 +14,8 @@ const SECTOR: u64 = 512;
 /// Where the first key material may start, in sectors (4096 bytes: the header, padded).
 const HEADER_SECTORS: u32 = 8;
 const STRIPES: u32 = 4000;
-const SLOT_ENABLED: u32 = 0x00AC_71F3;
-const SLOT_DISABLED: u32 = 0x0000_DEAD;
+pub const SLOT_ENABLED: u32 = 0x00AC_71F3;
+pub const SLOT_DISABLED: u32 = 0x0000_DEAD;
 const SLOTS: usize = 8;
 const SLOT_LEN: usize = 48;
 const SLOTS_AT: usize = 208;
@@ -22,7 +23,8 @@ const SLOTS_AT: usize = 208;
 /// One key slot (only what `info` shows or the checks need).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeySlot {
-    pub active: bool,
+    /// `active`: [`SLOT_ENABLED`] or [`SLOT_DISABLED`] once checked.
+    pub state: u32,
     pub iterations: u32,
     pub key_offset_sector: u32,
     pub stripes: u32,
@@ -43,8 +45,11 @@ pub struct LuksHeader {
     pub slots: [KeySlot; SLOTS],
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+impl KeySlot {
+    /// Whether the slot holds a key.
+    pub fn active(&self) -> bool {
+        self.state == SLOT_ENABLED
+    }
 }
 
 /// A NUL-terminated field of `len` bytes at `at`, or `None` when it has no NUL.
@@ -188,13 +193,12 @@ pub fn parse(b: &[u8]) -> Result<LuksHeader, String> {
     let slots: [KeySlot; SLOTS] = std::array::from_fn(|i| {
         let at = SLOTS_AT + i * SLOT_LEN;
         KeySlot {
-            active: be32(b, at) == SLOT_ENABLED,
+            state: be32(b, at),
             iterations: be32(b, at + 4),
             key_offset_sector: be32(b, at + 40),
             stripes: be32(b, at + 44),
         }
     });
-    let states: [u32; SLOTS] = std::array::from_fn(|i| be32(b, SLOTS_AT + i * SLOT_LEN));
 
     if payload_offset_sector < HEADER_SECTORS {
         return Err("LUKS payload is overlapping with the header".into());
@@ -212,10 +216,10 @@ pub fn parse(b: &[u8]) -> Result<LuksHeader, String> {
                 s.stripes as i32
             ));
         }
-        if states[i] != SLOT_DISABLED && states[i] != SLOT_ENABLED {
+        if s.state != SLOT_DISABLED && s.state != SLOT_ENABLED {
             return Err(format!("Keyslot {i} state (active/disable) is corrupted"));
         }
-        if s.active && s.iterations == 0 {
+        if s.active() && s.iterations == 0 {
             return Err(format!("Keyslot {i} iteration count is zero"));
         }
         if s.key_offset_sector < HEADER_SECTORS {
@@ -299,10 +303,10 @@ impl LuksHeader {
             .iter()
             .map(|s| {
                 let mut o = json!({
-                    "active": s.active,
+                    "active": s.active(),
                     "key-offset": u64::from(s.key_offset_sector) * SECTOR,
                 });
-                if s.active {
+                if s.active() {
                     o["iters"] = json!(s.iterations);
                     o["stripes"] = json!(s.stripes);
                 }
