@@ -5,6 +5,8 @@
 
 use crate::header::extensions::be32;
 use serde_json::{json, Value};
+use std::path::Path;
+use vdisk_core::Error;
 
 /// Bytes of the header: the partition header and its eight key slots.
 pub const HEADER_LEN: usize = 592;
@@ -293,6 +295,17 @@ pub fn parse(b: &[u8]) -> Result<LuksHeader, String> {
         uuid,
         slots,
     })
+}
+
+/// Why an encrypted image cannot be read, checked or mapped: qemu-img's words when it is given no
+/// key through the option `option` (`encrypt.key-secret` for qcow2, `key-secret` for a LUKS
+/// volume), and vdisk takes none.
+pub fn no_key(path: &Path, option: &str) -> Error {
+    Error::Other(format!(
+        "Could not open '{}': Parameter '{option}' is required for cipher (vdisk does not \
+         decrypt images; `vdisk info` shows what is stored unencrypted)",
+        path.display()
+    ))
 }
 
 impl LuksHeader {

@@ -153,7 +153,7 @@ pub fn open(
         ));
     }
     if opts.for_check && header.crypt_method != 0 {
-        return Err(no_key(&path));
+        return Err(luks::no_key(&path, "encrypt.key-secret"));
     }
     let luks = load_luks(storage.as_ref(), &path, &header)?;
     let (snapshots, snapshot_table_bytes) = read_table(
@@ -227,16 +227,6 @@ pub fn open(
         prealloc: OnceLock::new(),
         header,
     })
-}
-
-/// Why an encrypted image cannot be read or checked: qemu-img's words when it is given no key,
-/// and vdisk takes none.
-pub(crate) fn no_key(path: &Path) -> Error {
-    Error::Other(format!(
-        "Could not open '{}': Parameter 'encrypt.key-secret' is required for cipher (vdisk does \
-         not decrypt images; `vdisk info` shows what is stored unencrypted)",
-        path.display()
-    ))
 }
 
 /// The LUKS header of a LUKS-encrypted image (crypt method 2), read where its CRYPTO header

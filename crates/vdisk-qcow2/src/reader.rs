@@ -143,7 +143,7 @@ impl Qcow2Reader {
 
     fn refuse_encrypted(&self) -> Result<()> {
         if self.encrypted() {
-            return Err(open::no_key(&self.path));
+            return Err(crate::luks::no_key(&self.path, "encrypt.key-secret"));
         }
         Ok(())
     }

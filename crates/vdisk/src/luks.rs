@@ -37,11 +37,7 @@ pub fn open(storage: Arc<dyn Storage>) -> Result<LuksReader> {
 
 impl LuksReader {
     fn no_key(&self) -> Error {
-        Error::Other(format!(
-            "Could not open '{}': Parameter 'key-secret' is required for cipher (vdisk does not \
-             decrypt images; `vdisk info` shows what is stored unencrypted)",
-            self.storage.path().display()
-        ))
+        luks::no_key(self.storage.path(), "key-secret")
     }
 }
 
