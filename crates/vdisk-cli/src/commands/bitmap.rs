@@ -215,8 +215,7 @@ pub(super) fn bitmap(args: &[String]) -> Result<u8> {
                 "--image-opts and --format are mutually exclusive",
             ));
         }
-        let (p, d) = crate::image_opts::resolve(file)?;
-        (p, d)
+        crate::image_opts::resolve(file)?
     } else {
         (PathBuf::from(file), r.format.clone())
     };
@@ -264,9 +263,10 @@ fn merge_source(file: &str, format: Option<String>) -> Result<MergeSource> {
     }
     let files = std::sync::Arc::new(vdisk::core::storage::HostFiles);
     let image = vdisk::qcow2::open(storage, files, &Default::default())?;
-    let bitmaps = match mutate::persistent_bitmap_names(&image)? {
-        Some(_) => mutate::read_persistent_bitmaps(&image)?,
-        None => Vec::new(),
+    let bitmaps = if image.header().version >= 3 {
+        mutate::read_persistent_bitmaps(&image)?
+    } else {
+        Vec::new()
     };
     Ok(MergeSource {
         size: vdisk::core::ImageReader::virtual_size(&image),
@@ -285,10 +285,7 @@ fn other_format(ops: &[BitmapOp], name: &str, path: &std::path::Path) -> Error {
         ),
         _ => format!("Dirty bitmap '{name}' not found"),
     };
-    Error::Other(format!(
-        "Operation {} on bitmap {name} failed: {why}",
-        op.verb()
-    ))
+    op.failed(name, &why)
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub enum BitmapOp {
 
 impl BitmapOp {
     /// qemu-img's name of the operation in its messages (`add`, `merge`, ...).
-    pub fn verb(&self) -> &'static str {
+    fn verb(&self) -> &'static str {
         match self {
             BitmapOp::Add { .. } => "add",
             BitmapOp::Remove => "remove",
@@ -49,6 +49,14 @@ impl BitmapOp {
             BitmapOp::Disable => "disable",
             BitmapOp::Merge { .. } => "merge",
         }
+    }
+
+    /// qemu-img's error for this operation failing on bitmap `name` because of `why`.
+    pub fn failed(&self, name: &str, why: &str) -> Error {
+        Error::Other(format!(
+            "Operation {} on bitmap {name} failed: {why}",
+            self.verb()
+        ))
     }
 }
 
@@ -144,10 +152,7 @@ pub fn bitmap_ops_in(
         match apply(op, name, &mut held, merge_from, size, cs, h.version, &file) {
             Ok(()) => changed = true,
             Err(why) => {
-                failure = Some(Error::Other(format!(
-                    "Operation {} on bitmap {name} failed: {why}",
-                    op.verb()
-                )));
+                failure = Some(op.failed(name, &why));
                 break;
             }
         }
