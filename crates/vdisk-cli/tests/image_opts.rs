@@ -131,6 +131,20 @@ fn convert_target_image_opts_writes_into_the_image_named() {
             qemu_ok(d, &["check", create]);
         }
     }
+    // A raw target found by probing: written, with the warning qemu-img prints for it.
+    qemu_ok(d, &["create", "-q", "-f", "raw", "t5.raw", "4M"]);
+    let args = [
+        "convert",
+        "--target-image-opts",
+        "-n",
+        "top.qcow2",
+        "file.filename=t5.raw",
+    ];
+    let (v, q) = (vdisk(d, &args), qemu(d, &args));
+    assert_eq!(v.status.code(), Some(0), "{}", err(&v));
+    assert_eq!(q.status.code(), Some(0), "{}", err(&q));
+    assert_eq!(unprefixed_lines(&err(&v)), unprefixed_lines(&err(&q)));
+    qemu_ok(d, &["compare", "top.qcow2", "t5.raw"]);
     // What qemu-img refuses, vdisk refuses with its words and exit code, the target unchanged.
     qemu_ok(d, &["create", "-q", "-f", "qcow2", "t4.qcow2", "4M"]);
     let before = std::fs::read(d.join("t4.qcow2")).unwrap();

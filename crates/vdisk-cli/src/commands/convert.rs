@@ -403,14 +403,7 @@ fn target_from_options(a: &mut ConvertArgs) -> Result<Format> {
     *dst = path;
     match driver {
         Some(d) => d.parse(),
-        None => {
-            let req = OpenRequest {
-                format: None,
-                snapshot: None,
-                follow_backing: false,
-                for_check: false,
-            };
-            Ok(open_image(dst, &req)?.top().format)
-        }
+        // Probed as for any image opened to be written (a raw one with qemu's warning).
+        None => super::probe_path(dst),
     }
 }
