@@ -39,13 +39,6 @@ impl AllocAhead {
         }
     }
 
-    /// Allocation ahead that does nothing.
-    pub fn off() -> AllocAhead {
-        AllocAhead {
-            on: AtomicBool::new(false),
-        }
-    }
-
     /// Whether it is (still) on.
     pub fn is_on(&self) -> bool {
         self.on.load(Ordering::Relaxed)
@@ -185,7 +178,6 @@ mod tests {
             fs_type == "ext2/ext3",
             "filesystem {fs_type}"
         );
-        assert!(!AllocAhead::off().is_on());
         let proc_file = File::open("/proc/self/status").unwrap();
         assert!(!AllocAhead::for_file(&proc_file).is_on());
         std::fs::remove_file(&path).unwrap();
