@@ -233,7 +233,7 @@ pub enum Command {
         strict: bool,
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
-        /// Progress bar (accepted for compatibility).
+        /// Show progress: qemu-img's lines, `    (P/100%)` ended by a carriage return.
         #[arg(short = 'p', long = "progress")]
         progress: bool,
         #[arg(short = 'U', long = "force-share")]
@@ -314,7 +314,7 @@ pub enum Command {
         /// Quiet (amend prints nothing on success anyway).
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
-        /// Progress bar (accepted for compatibility: the change is one transaction).
+        /// Show progress: qemu-img's lines, 0% before the change and 100% after it.
         #[arg(short = 'p', long = "progress")]
         progress: bool,
         /// Allow unsafe operations (accepted for compatibility: qemu-img needs it only to change
@@ -348,7 +348,7 @@ pub enum Command {
         compress: bool,
         #[arg(short = 'q', long = "quiet")]
         quiet: bool,
-        /// Progress bar (accepted for compatibility).
+        /// Show progress: qemu-img's lines, a step for each 2 MiB of the image looked at.
         #[arg(short = 'p', long = "progress")]
         progress: bool,
         #[arg(short = 'U', long = "force-share")]
@@ -379,7 +379,7 @@ pub enum Command {
         /// Rate limit of the writes to the base, in bytes a second (`1M`; 0 for none).
         #[arg(short = 'r', long = "rate", allow_hyphen_values = true)]
         rate: Option<String>,
-        /// Progress bar (accepted for compatibility).
+        /// Show progress: qemu-img's lines, from the share of the data written to the base.
         #[arg(short = 'p', long = "progress")]
         progress: bool,
         #[arg(short = 'q', long = "quiet")]

@@ -8,6 +8,7 @@ mod image_opts;
 mod info;
 mod json;
 mod map;
+mod progress;
 mod signals;
 
 use clap::Parser;
@@ -20,13 +21,16 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return usage_error(&e),
     };
-    match commands::run(args) {
+    let code = match commands::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("vdisk: {e}");
             ExitCode::from(1)
         }
-    }
+    };
+    // `-p`: the progress output's last line feed comes after the error, as in qemu-img.
+    progress::finish();
+    code
 }
 
 /// Prints clap's help, version or usage error. qemu-img exits 0 for `--help` and 1 for every

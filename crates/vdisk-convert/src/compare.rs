@@ -82,6 +82,13 @@ impl CompareOutcome {
         }
     }
 
+    /// The last line of [`CompareOutcome::stdout_lines`], the verdict (none when an I/O error ended
+    /// the comparison): the size warning before it is printed as the comparison reaches it
+    /// ([`CompareEvent::SizeMismatch`]).
+    pub fn verdict_line(&self) -> Option<String> {
+        self.stdout_lines().pop()
+    }
+
     /// The error message for stderr, naming the image by `name1`/`name2`, if any.
     pub fn error_message(&self, name1: &str, name2: &str) -> Option<String> {
         let name = |s: &Side| if *s == Side::First { name1 } else { name2 };
@@ -196,10 +203,32 @@ fn check_empty(
     }
 }
 
+/// What [`compare_watched`] reports while it runs, in qemu-img's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareEvent {
+    /// `bytes` more of `of` (the larger size, qemu-img's `progress_base`) were compared.
+    Advanced { bytes: u64, of: u64 },
+    /// The common part is done and the sizes differ: qemu-img prints "Warning: Image size
+    /// mismatch!" here, before it reads the larger image's extra part.
+    SizeMismatch,
+}
+
 /// Compares `a` and `b` as `qemu-img compare [-s]` does. I/O failures are reported as outcomes
 /// (exit codes 3 and 4), not as errors.
 pub fn compare(a: &dyn ImageReader, b: &dyn ImageReader, strict: bool) -> Result<CompareOutcome> {
+    compare_watched(a, b, strict, &mut |_| {})
+}
+
+/// [`compare`], telling `watch` of each step as qemu-img's loop takes it (`compare -p` prints its
+/// progress lines from these).
+pub fn compare_watched(
+    a: &dyn ImageReader,
+    b: &dyn ImageReader,
+    strict: bool,
+    watch: &mut dyn FnMut(CompareEvent),
+) -> Result<CompareOutcome> {
     let (size1, size2) = (a.virtual_size(), b.virtual_size());
+    let base = size1.max(size2);
     if strict && size1 != size2 {
         return Ok(CompareOutcome::StrictSizeMismatch);
     }
@@ -255,8 +284,13 @@ pub fn compare(a: &dyn ImageReader, b: &dyn ImageReader, strict: bool) -> Result
             }
         }
         offset += chunk;
+        watch(CompareEvent::Advanced {
+            bytes: chunk,
+            of: base,
+        });
     }
     if size1 != size2 {
+        watch(CompareEvent::SizeMismatch);
         let (r, side, size) = if size1 > size2 {
             (a, Side::First, size1)
         } else {
@@ -275,6 +309,10 @@ pub fn compare(a: &dyn ImageReader, b: &dyn ImageReader, strict: bool) -> Result
                 }
             }
             offset += chunk;
+            watch(CompareEvent::Advanced {
+                bytes: chunk,
+                of: base,
+            });
         }
         return Ok(CompareOutcome::Identical {
             size_mismatch: true,

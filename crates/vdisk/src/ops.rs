@@ -5,7 +5,7 @@
 //! metadata with one more crash-safe change, so an interruption between the two leaves a
 //! consistent image that still reads the same.
 
-use crate::chain::{canonical, open_backing_for, open_image, OpenRequest, OpenedImage};
+use crate::chain::{canonical, open_backing_for, open_image, Layer, OpenRequest, OpenedImage};
 use std::path::Path;
 use std::sync::Arc;
 use vdisk_core::extent::ExtentKind;
@@ -91,17 +91,68 @@ pub fn rebase_safe_with(
     new_fmt: Option<Format>,
     compress: bool,
 ) -> Result<()> {
-    let fmt = rebase_copy(path, new_backing, new_fmt, compress)?;
+    rebase_safe_watched(path, new_backing, new_fmt, compress, &mut |_| {})
+}
+
+/// [`rebase_safe_with`], calling `step(share)` for each step of qemu-img's copy loop that counts
+/// towards its progress (`qemu_progress_print(local_progress, 100)`): `share` is the percentage
+/// one 2 MiB step stands for (`rebase -p` prints its progress lines from these).
+pub fn rebase_safe_watched(
+    path: &Path,
+    new_backing: &str,
+    new_fmt: Option<Format>,
+    compress: bool,
+    step: &mut dyn FnMut(f32),
+) -> Result<()> {
+    let fmt = rebase_copy(path, new_backing, new_fmt, compress, step)?;
     vdisk_qcow2::mutate::rebase_unsafe(path, new_backing, fmt.map(|f| f.name()))
+}
+
+/// qemu-img rebase's step (`IO_BUF_SIZE`).
+const REBASE_STEP: u64 = 2 << 20;
+
+/// Whether `offset` is allocated in any of `layers` (qemu's `bdrv_is_allocated_above` down to,
+/// not including, the new backing file), and for how many bytes from it (at most `n`) the answer
+/// holds. `None` past the end of the first layer (qemu's "n = 0": the old backing file's end).
+/// "Allocated" only makes the caller compare the range, so any doubt answers it.
+fn allocated_above(layers: &[Layer], offset: u64, n: u64) -> Result<Option<(bool, u64)>> {
+    let Some(first) = layers.first() else {
+        return Ok(Some((false, n)));
+    };
+    if offset >= first.reader.virtual_size() {
+        return Ok(None);
+    }
+    let mut run = n;
+    for l in layers {
+        let size = l.reader.virtual_size();
+        if offset >= size {
+            // Past a shorter layer's end the chain reads zeros, whatever lies below: allocated,
+            // as qemu counts it.
+            return Ok(Some((true, run)));
+        }
+        let e = l.reader.block_status(offset, run.min(size - offset))?;
+        let len = e.length.clamp(1, run);
+        if e.kind.is_present() {
+            return Ok(Some((true, len)));
+        }
+        run = len;
+    }
+    Ok(Some((false, run)))
 }
 
 /// The first of rebase's two commits: the data that must not change is copied into the image,
 /// which still names its old backing file. Returns the new backing format.
+///
+/// The loop is qemu-img's (`img_rebase`): 2 MiB steps over the image; a step the image allocates
+/// itself is skipped, and so is one no layer between the image and the new backing file allocates
+/// when that file is in the old chain; the rest is widened to the write alignment, and each
+/// cluster of it whose content differs between the old chain and the new backing file is copied.
 fn rebase_copy(
     path: &Path,
     new_backing: &str,
     new_fmt: Option<Format>,
     compress: bool,
+    step: &mut dyn FnMut(f32),
 ) -> Result<Option<Format>> {
     let old = open_qcow2_chain(path)?;
     let fmt = if new_backing.is_empty() {
@@ -124,9 +175,39 @@ fn rebase_copy(
             Some(img.image)
         }
     };
+    // The new backing file's place in the old chain, when it is there (qemu's prefix chain).
+    let prefix = (!new_backing.is_empty())
+        .then(|| canonical(&resolve_relative(path, Path::new(new_backing))))
+        .and_then(|want| {
+            old.layers
+                .iter()
+                .skip(1)
+                .position(|l| canonical(&l.path) == want)
+                .map(|i| i + 1)
+        });
     let top = Arc::clone(&old.top().reader);
     let size = top.virtual_size();
-    let cs = old.top().info.cluster_size.unwrap_or(65536).max(512);
+    let info = &old.top().info;
+    let cs = info.cluster_size.unwrap_or(65536).max(512);
+    let extended_l2 = info
+        .format_specific
+        .as_ref()
+        .and_then(|(_, v)| v.get("extended-l2"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    // qemu's write_align: the subcluster (cluster / 32 with extended L2 entries), the cluster
+    // when compressing.
+    let align = if extended_l2 && !compress {
+        cs / 32
+    } else {
+        cs
+    }
+    .max(512);
+    let share = if size == 0 {
+        0.0
+    } else {
+        100.0 / (size / size.min(REBASE_STEP)) as f32
+    };
     let mut w = if compress {
         vdisk_qcow2::mutate::open_compressing_writer(path)?
     } else {
@@ -135,34 +216,50 @@ fn rebase_copy(
     let mut done_to = 0u64;
     let mut a = vec![0u8; cs as usize];
     let mut b = vec![0u8; cs as usize];
-    for_runs(
-        top.as_ref(),
-        |k| k == ExtentKind::Unallocated,
-        |start, end| {
-            let mut g = (start / cs * cs).max(done_to);
-            while g < end {
-                let len = cs.min(size - g) as usize;
-                read_padded(old.image.as_ref(), &mut a[..len], g)?;
-                match &new {
-                    Some(n) => read_padded(n.as_ref(), &mut b[..len], g)?,
-                    None => b[..len].fill(0),
+    let mut offset = 0u64;
+    while offset < size {
+        let mut n = REBASE_STEP.min(size - offset);
+        let e = top.block_status(offset, n)?;
+        n = e.length.clamp(1, n);
+        if e.kind != ExtentKind::Unallocated {
+            offset += n;
+            continue;
+        }
+        if let Some(k) = prefix {
+            if let Some((allocated, run)) = allocated_above(&old.layers[1..k], offset, n)? {
+                if !allocated {
+                    offset += run;
+                    continue;
                 }
-                if a[..len] != b[..len] {
-                    let p = if is_zero(&a[..len]) {
-                        Payload::Zero(len as u64)
-                    } else {
-                        Payload::data(a[..len].to_vec())
-                    };
-                    w.write(g, p).map_err(|e| {
-                        Error::Other(format!("Error while writing to COW image: {e}"))
-                    })?;
-                }
-                g += cs;
-                done_to = g;
+                n = run;
             }
-            Ok(())
-        },
-    )?;
+        }
+        let start = offset / align * align;
+        let end = (offset + n).div_ceil(align).saturating_mul(align);
+        let end = end.min(size).min(start + REBASE_STEP);
+        let mut g = (start / cs * cs).max(done_to);
+        while g < end {
+            let len = cs.min(size - g) as usize;
+            read_padded(old.image.as_ref(), &mut a[..len], g)?;
+            match &new {
+                Some(n) => read_padded(n.as_ref(), &mut b[..len], g)?,
+                None => b[..len].fill(0),
+            }
+            if a[..len] != b[..len] {
+                let p = if is_zero(&a[..len]) {
+                    Payload::Zero(len as u64)
+                } else {
+                    Payload::data(a[..len].to_vec())
+                };
+                w.write(g, p)
+                    .map_err(|e| Error::Other(format!("Error while writing to COW image: {e}")))?;
+            }
+            g += cs;
+            done_to = g;
+        }
+        step(share);
+        offset = end;
+    }
     w.finish()?;
     Ok(fmt)
 }
@@ -183,6 +280,18 @@ pub fn commit_limited(
     base: Option<&Path>,
     drop_overlay_data: bool,
     rate: u64,
+) -> Result<()> {
+    commit_watched(overlay, base, drop_overlay_data, rate, &mut |_, _| {})
+}
+
+/// [`commit_limited`], calling `progress(done, total)` after each write to the base: the bytes
+/// copied so far of all the bytes to copy (`commit -p` prints its progress lines from these).
+pub fn commit_watched(
+    overlay: &Path,
+    base: Option<&Path>,
+    drop_overlay_data: bool,
+    rate: u64,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let mut chain = open_qcow2_chain(overlay)?;
     if chain.layers.len() < 2 {
@@ -239,8 +348,15 @@ pub fn commit_limited(
         )?;
     }
     runs.sort_unstable();
+    // The bytes to copy: the runs' union.
+    let (mut total, mut end) = (0u64, 0u64);
+    for &(s, e) in &runs {
+        total += e.saturating_sub(s.max(end));
+        end = end.max(e);
+    }
     let mut buf = Vec::new();
     let mut done_to = 0u64;
+    let mut done = 0u64;
     for (s, e) in runs {
         let mut pos = s.max(done_to);
         while pos < e {
@@ -254,6 +370,8 @@ pub fn commit_limited(
             };
             w.write(pos, p)?;
             pos += n;
+            done += n;
+            progress(done, total);
         }
         done_to = done_to.max(e);
     }
@@ -316,7 +434,7 @@ mod tests {
         let other = d.join("other.qcow2");
         qemu_create(&other, "qcow2", "", "2M");
         let before = qemu_raw_bytes(&top, Some("qcow2"));
-        rebase_copy(&top, "other.qcow2", Some(Format::Qcow2), false).unwrap();
+        rebase_copy(&top, "other.qcow2", Some(Format::Qcow2), false, &mut |_| {}).unwrap();
         assert_qemu_check_clean(&top, "qcow2");
         assert_eq!(
             qemu_info_json(&top)["backing-filename"].as_str(),

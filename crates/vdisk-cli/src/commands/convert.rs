@@ -3,6 +3,7 @@
 
 use super::{check_cache, parse_format, parse_rate, parse_snapshot, print_out};
 use crate::cli::ConvertArgs;
+use crate::progress::QemuProgress;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use vdisk::chain::{open_image, OpenRequest};
@@ -219,13 +220,23 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
     });
     // Off a terminal, -p prints qemu-img's own progress lines on standard output (scripts that
     // log them see the same lines).
-    let plain = (a.progress && !a.quiet && bar.is_none()).then(QemuProgress::start);
+    let plain = (a.progress && !a.quiet && bar.is_none()).then(|| {
+        let p = QemuProgress::new(true, 1.0);
+        p.print(0.0, 100);
+        p
+    });
     let progress = |done: u64, total: u64| {
         if let Some(b) = &bar {
             b.set_position(done);
         }
         if let Some(p) = &plain {
-            p.update(done, total);
+            // convert's `qemu_progress_print(100.0 * allocated_done / allocated_sectors, 0)`.
+            let pct = if total == 0 {
+                100.0
+            } else {
+                (100.0 * done as f64 / total as f64) as f32
+            };
+            p.print(pct, 0);
         }
     };
     // Reuse freed chunk buffers instead of faulting fresh pages in for every chunk (glibc tuning,
@@ -236,7 +247,8 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
         b.finish();
     }
     if let Some(p) = plain {
-        p.end();
+        // qemu-img prints 100% once more as the conversion ends, then the line feed.
+        p.print(100.0, 0);
     }
     if let Some(names) = &target_bitmaps {
         return copy_bitmaps_into_existing(dst, &bitmaps, names, target_size, size);
@@ -343,48 +355,6 @@ fn source_bitmaps(
         }
     }
     Ok(kept)
-}
-
-/// qemu's simple progress output (util/qemu-progress.c with `progress_simple_print`): a line
-/// `    (P/100%)` ended by a carriage return, printed at 0, whenever the percentage has grown by
-/// more than one point (qemu-img convert's `min_skip`), and at 100, then a line feed at the end.
-struct QemuProgress {
-    last: std::sync::Mutex<f64>,
-}
-
-impl QemuProgress {
-    fn start() -> Self {
-        Self::print(0.0);
-        QemuProgress {
-            last: std::sync::Mutex::new(0.0),
-        }
-    }
-
-    fn print(p: f64) {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = write!(out, "    ({p:3.2}/100%)\r");
-        let _ = out.flush();
-    }
-
-    fn update(&self, done: u64, total: u64) {
-        let p = if total == 0 {
-            100.0
-        } else {
-            100.0 * done as f64 / total as f64
-        };
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if p - *last > 1.0 || (p >= 100.0 && *last < 100.0) {
-            *last = p;
-            Self::print(p);
-        }
-    }
-
-    fn end(self) {
-        // qemu-img prints 100% once more as the conversion ends, then the line feed.
-        Self::print(100.0);
-        println!();
-    }
 }
 
 /// `--target-image-opts`: the last file is an option string naming the existing target (and its

@@ -14,6 +14,7 @@ mod mutate;
 mod resize;
 
 use crate::cli::{Cli, Command, OutputFormat};
+use crate::progress::QemuProgress;
 use crate::{check, info, map};
 use bench::bench;
 use bitmap::bitmap;
@@ -171,18 +172,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             format_b,
             strict,
             quiet,
+            progress,
             first,
             second,
             cache,
             ..
-        } => {
-            if let Err(e) = check_cache(&cache, "source cache option") {
-                // compare's exit code for errors.
-                eprintln!("vdisk: {e}");
-                return Ok(2);
-            }
-            compare(format_a, format_b, strict, quiet, &first, &second)
-        }
+        } => compare(
+            format_a, format_b, strict, quiet, progress, &cache, &first, &second,
+        ),
         Command::Check {
             format,
             output,
@@ -293,8 +290,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             options,
             filename,
             cache,
+            quiet,
+            progress,
             ..
         } => {
+            // Before anything else, as in qemu-img: whatever happens, the output's line ends.
+            let bar = QemuProgress::new(progress && !quiet, 1.0);
             check_cache(&cache, "cache option")?;
             let format = parse_format(format)?;
             // `-o help` lists what the format can amend, before (and without) any file.
@@ -321,7 +322,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Some(f) => f,
                 None => probe_path(&filename)?,
             };
-            mutate::amend(fmt, &options, &filename)
+            mutate::amend(fmt, &options, &filename, &bar)
         }
         Command::Rebase {
             format,
@@ -332,8 +333,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             filename,
             cache,
             backing_cache,
+            quiet,
+            progress,
             ..
         } => {
+            let bar = QemuProgress::new(progress && !quiet, 2.0);
             check_cache(&cache, "cache option")?;
             check_cache(&backing_cache, "source cache option")?;
             // qemu-img: -u without -b drops the backing reference.
@@ -357,6 +361,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 backing_format.as_deref(),
                 compress,
                 &filename,
+                &bar,
             )
         }
         Command::Commit {
@@ -364,6 +369,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             base,
             keep,
             quiet,
+            progress,
             filename,
             cache,
             rate,
@@ -375,7 +381,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Some(f) => f,
                 None => probe_path(&filename)?,
             };
-            mutate::commit(fmt, base.as_deref(), keep, quiet, rate, &filename)
+            let bar = QemuProgress::new(progress && !quiet, 1.0);
+            mutate::commit(fmt, base.as_deref(), keep, quiet, rate, &filename, bar)
         }
         Command::Measure {
             output_format,

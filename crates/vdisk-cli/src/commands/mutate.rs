@@ -5,6 +5,7 @@
 use super::print_out;
 use crate::check;
 use crate::cli::OutputFormat;
+use crate::progress::QemuProgress;
 use std::path::Path;
 use vdisk::core::{CreateOptions, Error, Format, Result};
 use vdisk::qcow2::mutate;
@@ -147,14 +148,26 @@ fn repair_vhdx(output: OutputFormat, quiet: bool, filename: &Path) -> Result<u8>
 
 /// `amend -o OPTS FILE` on a qcow2 image (compat, lazy_refcounts, refcount_bits, size,
 /// data_file, data_file_raw).
-pub(super) fn amend(fmt: Format, options: &[String], filename: &Path) -> Result<u8> {
+/// `-p` prints qemu-img's two lines (0% before the change, 100% after it, whether it worked or
+/// not).
+pub(super) fn amend(
+    fmt: Format,
+    options: &[String],
+    filename: &Path,
+    bar: &QemuProgress,
+) -> Result<u8> {
     let opts = CreateOptions::parse(options)?;
     if fmt != Format::Qcow2 {
         return Err(Error::invalid(format!(
             "Format driver '{fmt}' does not support option amendment"
         )));
     }
-    vdisk::registry::amend_qcow2(filename, &opts)?;
+    // Unknown options are refused before the progress starts, as qemu-img parses them first.
+    mutate::check_amend_keys(&opts)?;
+    bar.print(0.0, 0);
+    let done = vdisk::registry::amend_qcow2(filename, &opts);
+    bar.print(100.0, 0);
+    done?;
     Ok(0)
 }
 
@@ -170,7 +183,7 @@ pub(crate) fn resize_qcow2(
 }
 
 /// `rebase [-u] [-c] -b BACKING [-F FMT] FILE` on a qcow2 image (`-c` does nothing with `-u`,
-/// which writes no data).
+/// which writes no data). `-p`: qemu-img's lines, a step for each 2 MiB it had to look at.
 pub(super) fn rebase(
     fmt: Format,
     unsafe_mode: bool,
@@ -178,7 +191,9 @@ pub(super) fn rebase(
     backing_fmt: Option<&str>,
     compress: bool,
     filename: &Path,
+    bar: &QemuProgress,
 ) -> Result<u8> {
+    bar.print(0.0, 100);
     if !backing.is_empty() && backing_fmt.is_none() {
         return Err(Error::invalid(format!(
             "Could not change the backing file to '{backing}': backing format must be specified"
@@ -194,12 +209,19 @@ pub(super) fn rebase(
         mutate::rebase_unsafe(filename, backing, backing_fmt)?;
     } else {
         let new_fmt = backing_fmt.map(str::parse::<Format>).transpose()?;
-        vdisk::ops::rebase_safe_with(filename, backing, new_fmt, compress)?;
+        vdisk::ops::rebase_safe_watched(filename, backing, new_fmt, compress, &mut |share| {
+            bar.print(share, 100)
+        })?;
     }
+    bar.print(100.0, 0);
     Ok(0)
 }
 
 /// `commit [-b BASE] [-d] OVERLAY`: the overlay's data goes into its backing image (or BASE).
+/// `-p`: qemu-img's lines, from the share of the bytes to copy that were written (qemu-img's
+/// lines between 0 and 100 come from its block job's progress whenever it polls, so they differ
+/// from run to run; these follow the bytes).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn commit(
     fmt: Format,
     base: Option<&Path>,
@@ -207,7 +229,9 @@ pub(super) fn commit(
     quiet: bool,
     rate: u64,
     filename: &Path,
+    bar: QemuProgress,
 ) -> Result<u8> {
+    bar.print(0.0, 100);
     if fmt != Format::Qcow2 {
         let req = vdisk::chain::OpenRequest {
             format: Some(fmt),
@@ -223,7 +247,14 @@ pub(super) fn commit(
             format!("Committing {fmt} images is not supported yet")
         }));
     }
-    vdisk::ops::commit_limited(filename, base, !keep, rate)?;
+    vdisk::ops::commit_watched(filename, base, !keep, rate, &mut |done, total| {
+        if total > 0 {
+            bar.print((done as f64 / total as f64 * 100.0) as f32, 0);
+        }
+    })?;
+    bar.print(100.0, 0);
+    // The progress output's line ends before the message, as in qemu-img.
+    bar.end();
     if !quiet {
         println!("Image committed.");
     }

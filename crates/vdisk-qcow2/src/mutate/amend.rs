@@ -85,16 +85,8 @@ pub fn amend_in(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     amend_over_in(storage, opts, None)
 }
 
-/// Amends the image in `storage`, in QEMU's order: an upgrade of `compat` first, then the
-/// refcount width, the other header options, the size (`backing` is the image's backing chain,
-/// which a growing resize copies from as `resize` does), and a downgrade last. Each step is a
-/// change of its own (crash-safe as every change here), so a failing step leaves the earlier
-/// ones done, as in QEMU.
-pub fn amend_over_in(
-    storage: Arc<dyn Storage>,
-    opts: &CreateOptions,
-    backing: Option<Arc<dyn ImageReader>>,
-) -> Result<()> {
+/// The error qemu-img reports, before it changes anything, for an option qcow2 cannot amend.
+pub fn check_amend_keys(opts: &CreateOptions) -> Result<()> {
     for (k, _) in opts.pairs() {
         if AMENDABLE.contains(&k.as_str()) {
             continue;
@@ -112,6 +104,20 @@ pub fn amend_over_in(
         }
         return Err(Error::invalid(format!("Invalid parameter '{k}'")));
     }
+    Ok(())
+}
+
+/// Amends the image in `storage`, in QEMU's order: an upgrade of `compat` first, then the
+/// refcount width, the other header options, the size (`backing` is the image's backing chain,
+/// which a growing resize copies from as `resize` does), and a downgrade last. Each step is a
+/// change of its own (crash-safe as every change here), so a failing step leaves the earlier
+/// ones done, as in QEMU.
+pub fn amend_over_in(
+    storage: Arc<dyn Storage>,
+    opts: &CreateOptions,
+    backing: Option<Arc<dyn ImageReader>>,
+) -> Result<()> {
+    check_amend_keys(opts)?;
     let size = amend_size(opts)?;
     let refcount_bits = amend_refcount_bits(opts)?;
     if size.is_none() && refcount_bits.is_none() {

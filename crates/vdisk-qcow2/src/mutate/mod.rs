@@ -49,7 +49,7 @@ pub use crate::limits::MAX_BITMAP_DATA_BYTES;
 pub use crate::limits::MAX_PREALLOC_CLUSTERS;
 pub use crate::limits::MAX_ZEROED_L2_TABLES;
 pub use crate::writer::Prealloc;
-pub use amend::{amend_in, amend_options, amend_over_in};
+pub use amend::{amend_in, amend_options, amend_over_in, check_amend_keys};
 pub use bitmap_ops::{bitmap_ops_in, BitmapOp, MergeSource};
 pub use copy_bitmaps::{
     add_bitmaps_in, persistent_bitmap_names, read_persistent_bitmaps, PersistentBitmap,
