@@ -2,7 +2,8 @@
 //! machine in the same single-precision arithmetic, so a script that logs them sees qemu-img's
 //! lines: `    (P/100%)` ended by a carriage return on standard output, printed when the
 //! percentage has moved by more than the command's `min_skip` since the last line (or is 0 or
-//! 100), then a line feed when the command ends.
+//! 100), then a line feed when the command ends. Without `-p`, SIGUSR1 makes the next due step
+//! print `    (P/100%)` and a line feed on standard error (qemu's `progress_dummy_print`).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,9 @@ impl QemuProgress {
     /// `qemu_progress_init`: `min_skip` is 1.0 for convert, commit and amend, 2.0 for compare and
     /// rebase, as in qemu-img.c.
     pub fn new(enabled: bool, min_skip: f32) -> Self {
+        if !enabled {
+            crate::signals::progress_on_usr1();
+        }
         QemuProgress {
             enabled,
             min_skip,
@@ -41,10 +45,15 @@ impl QemuProgress {
     /// `qemu_progress_print(delta, max)`: with `max` 0, `delta` is the new percentage; otherwise the
     /// percentage grows by `delta / 100 * max`. Capped at 100.
     pub fn print(&self, delta: f32, max: u32) {
-        if let (true, Some(p)) = (self.enabled, self.step(delta, max)) {
+        let Some(p) = self.step(delta, max) else {
+            return;
+        };
+        if self.enabled {
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "{}", line(p));
             let _ = out.flush();
+        } else if crate::signals::PROGRESS_ASKED.swap(false, Ordering::Relaxed) {
+            eprintln!("    ({:3.2}/100%)", p as f64);
         }
     }
 

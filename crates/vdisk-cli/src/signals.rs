@@ -7,12 +7,16 @@
 //!   another process truncates meanwhile raises SIGBUS on the next read of the lost part. The
 //!   temporary files are removed, a message says what happened, and the exit code is 1.
 //!
+//! - SIGUSR1, once a command with progress output (`convert`, `compare`, `rebase`, `amend`,
+//!   `commit`) has started without `-p`: the next progress step is printed on standard error, as
+//!   qemu-img prints it ([`progress_on_usr1`]). Other commands die of it, as qemu-img's do.
+//!
 //! A handler may only call async-signal-safe functions, so it does not clean up itself: it writes
 //! the signal's number into a pipe and a watcher thread, which may take locks, does the rest. The
 //! thread that raised SIGBUS cannot go on (returning would repeat the faulting read), so it waits in
 //! the handler until the watcher ends the process.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The pipe's write end, for the handlers; -1 until `install` made it.
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
@@ -65,6 +69,26 @@ pub fn install() {
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
+    }
+}
+
+/// Set by SIGUSR1: the next progress step is to be printed (see `crate::progress`).
+pub static PROGRESS_ASKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_usr1(_sig: libc::c_int) {
+    PROGRESS_ASKED.store(true, Ordering::Relaxed);
+}
+
+/// qemu's `progress_dummy_init`: SIGUSR1 asks for the next progress step instead of ending the
+/// process.
+pub fn progress_on_usr1() {
+    // SAFETY: a zeroed sigaction is a valid start; the handler only stores into an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigfillset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
     }
 }
 

@@ -96,6 +96,15 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
     if srcs.is_empty() {
         return Err(Error::invalid("Must specify image file name"));
     }
+    // -p on a terminal: a bar on standard error (below). Off a terminal, qemu-img's own progress
+    // lines on standard output (scripts that log them see the same lines), from here on as in
+    // qemu-img; without -p, SIGUSR1 prints the next one on standard error.
+    let tty_bar = a.progress && !a.quiet && std::io::stderr().is_terminal();
+    let plain = (!tty_bar).then(|| {
+        let p = QemuProgress::new(a.progress && !a.quiet, 1.0);
+        p.print(0.0, 100);
+        p
+    });
     let src_fmt = parse_format(a.format)?;
     let snapshot = a.snapshot.as_deref().map(parse_snapshot);
     let mut readers: Vec<Arc<dyn ImageReader>> = Vec::new();
@@ -207,7 +216,7 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
         map_source: !a.no_source_map && !a.salvage,
         ..ConvertOptions::default()
     };
-    let bar = (a.progress && !a.quiet && std::io::stderr().is_terminal()).then(|| {
+    let bar = tty_bar.then(|| {
         let b = indicatif::ProgressBar::new(size.max(1));
         b.set_style(
             indicatif::ProgressStyle::with_template(
@@ -217,13 +226,6 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
             .progress_chars("=> "),
         );
         b
-    });
-    // Off a terminal, -p prints qemu-img's own progress lines on standard output (scripts that
-    // log them see the same lines).
-    let plain = (a.progress && !a.quiet && bar.is_none()).then(|| {
-        let p = QemuProgress::new(true, 1.0);
-        p.print(0.0, 100);
-        p
     });
     let progress = |done: u64, total: u64| {
         if let Some(b) = &bar {
