@@ -9,7 +9,8 @@ corpus="$here/corpus"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
-    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open partitions fs_open ova_open raw_open probe; do
+    vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open partitions fs_open ova_open raw_open probe \
+    luks_unlock; do
     mkdir -p "$corpus/$t"
 done
 
@@ -74,6 +75,16 @@ io qcow2 "$work/huge.qcow2" "write -P 0x77 3G 4k"
 q create -f qcow2 --object secret,id=s0,data=seed -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,cluster_size=512 "$work/luks-full.qcow2" 256K
 head -c 4096 "$work/luks-full.qcow2" >"$work/luks.qcow2"
 rm "$work/luks-full.qcow2"
+# luks_unlock: LUKS volumes (header, key material, a few payload sectors) in several ciphers.
+mkdir -p "$work/l"
+for c in aes-128:xts:plain64:sha256 aes-128:cbc:essiv:sha1 serpent-128:ctr:plain:sha512 \
+    twofish-128:ecb:plain64:ripemd160 cast5-128:cbc:plain64:md5; do
+    IFS=: read -r alg mode ivgen hash <<<"$c"
+    o="key-secret=s0,iter-time=10,cipher-alg=$alg,cipher-mode=$mode,ivgen-alg=$ivgen,hash-alg=$hash"
+    [ "$ivgen" = essiv ] && o="$o,ivgen-hash-alg=sha256"
+    q create -f luks --object secret,id=s0,data=fuzz -o "$o" "$work/l/$alg-$mode.luks" 64K
+    head -c 200000 "$work/l/$alg-$mode.luks" >"$corpus/luks_unlock/$alg-$mode.luks"
+done
 for f in "$work"/*.qcow2; do
     add qcow2_open "$f"
     add probe "$f"

@@ -80,9 +80,14 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<String>)> {
     let mut filename: Option<String> = None;
     let mut protocol = "file".to_string();
     let mut disk: Option<String> = None;
+    let mut key_secret: Option<(String, String)> = None;
     for (k, v) in pairs(spec) {
         match k.as_str() {
             "driver" => driver = Some(v),
+            // The secret (`--object secret,id=ID,...`) that unlocks an encrypted image.
+            "encrypt.key-secret" | "key-secret" => key_secret = Some((k, v)),
+            // What the image's header says anyway (QEMU checks it against the header).
+            "encrypt.format" => {}
             // vdisk's own: which disk of an OVA package to read.
             "disk" => disk = Some(v),
             "file.filename" => filename = Some(v),
@@ -125,6 +130,23 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<String>)> {
         if let Some(f) = &filename {
             vdisk::ova::choose_disk(std::path::Path::new(f), name);
         }
+    }
+    if let (Some((k, id)), Some(f)) = (&key_secret, &filename) {
+        let wanted = if driver.as_deref() == Some("luks") {
+            "key-secret"
+        } else {
+            "encrypt.key-secret"
+        };
+        if k != wanted {
+            return Err(fail(format!(
+                "vdisk does not support the image option '{k}' here: give {wanted}"
+            )));
+        }
+        let key = match crate::objects::secret(id) {
+            Some(pw) => vdisk::core::secrets::Key::Password(pw),
+            None => vdisk::core::secrets::Key::Undefined(id.clone()),
+        };
+        vdisk::core::secrets::set_key(std::path::Path::new(f), key);
     }
     match (filename, driver) {
         (Some(f), d) => Ok((PathBuf::from(f), d)),
@@ -288,9 +310,9 @@ mod tests {
     fn what_vdisk_cannot_honour_is_refused_by_name() {
         let e = |s: &str| resolve(s).unwrap_err().to_string();
         assert!(e("driver=qcow2,file.filename=x,foo=bar").contains("option 'foo'"));
-        assert!(
-            e("driver=qcow2,file.filename=x,encrypt.key-secret=s").contains("encrypt.key-secret")
-        );
+        // The key of an encrypted image, under the name its format takes.
+        assert!(e("driver=luks,file.filename=x,encrypt.key-secret=s").contains("give key-secret"));
+        assert!(e("driver=qcow2,file.filename=x,key-secret=s").contains("give encrypt.key-secret"));
         assert!(e("driver=nope,file.filename=x").contains("Unknown driver 'nope'"));
         assert!(e("driver=qcow2,file.driver=nbd,file.filename=x").contains("'nbd' protocol"));
         assert!(e("x.qcow2").contains("Cannot find device='x.qcow2' nor node-name='x.qcow2'"));

@@ -8,6 +8,7 @@ mod image_opts;
 mod info;
 mod json;
 mod map;
+mod objects;
 mod progress;
 mod signals;
 
@@ -17,7 +18,15 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     signals::install();
     raise_open_file_limit();
-    let args = match cli::Cli::try_parse() {
+    // `--object secret,...` first, as qemu-img defines its objects before anything else.
+    let argv = match objects::take(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vdisk: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let args = match cli::Cli::try_parse_from(argv) {
         Ok(a) => a,
         Err(e) => return usage_error(&e),
     };

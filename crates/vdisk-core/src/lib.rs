@@ -21,6 +21,7 @@ pub mod options;
 pub mod pending;
 pub mod probe;
 pub mod reader;
+pub mod secrets;
 pub mod size;
 pub mod storage;
 pub mod stored_name;

@@ -7,6 +7,7 @@ mod bitmap_dir;
 pub mod check;
 pub mod compress;
 mod compressed_read;
+mod crypt;
 pub mod header;
 pub mod info;
 pub mod limits;

@@ -30,6 +30,8 @@ pub struct KeySlot {
     pub iterations: u32,
     pub key_offset_sector: u32,
     pub stripes: u32,
+    /// The PBKDF2 salt of the slot's key.
+    pub salt: [u8; 32],
 }
 
 /// A header that passed QEMU's checks, with its algorithms by QEMU's names.
@@ -45,6 +47,11 @@ pub struct LuksHeader {
     pub master_key_iterations: u32,
     pub uuid: String,
     pub slots: [KeySlot; SLOTS],
+    /// Bytes of the master key (both keys in XTS mode).
+    pub master_key_len: u32,
+    /// PBKDF2 of the master key, to recognise it (its first 20 bytes), and that PBKDF2's salt.
+    pub mk_digest: [u8; 20],
+    pub mk_digest_salt: [u8; 32],
 }
 
 impl KeySlot {
@@ -159,6 +166,11 @@ fn key_material_sectors(key_len: u32, stripes: u32) -> u32 {
     sectors.next_multiple_of(u64::from(HEADER_SECTORS)) as u32
 }
 
+/// The 32 bytes at `at`.
+fn bytes32(b: &[u8], at: usize) -> [u8; 32] {
+    std::array::from_fn(|i| b[at + i])
+}
+
 /// QEMU's ranges_overlap on 64-bit values (a range's last byte is first + len - 1).
 fn ranges_overlap(first1: u64, len1: u64, first2: u64, len2: u64) -> bool {
     let last1 = first1.wrapping_add(len1).wrapping_sub(1);
@@ -199,6 +211,7 @@ pub fn parse(b: &[u8]) -> Result<LuksHeader, String> {
             iterations: be32(b, at + 4),
             key_offset_sector: be32(b, at + 40),
             stripes: be32(b, at + 44),
+            salt: bytes32(b, at + 8),
         }
     });
 
@@ -294,21 +307,52 @@ pub fn parse(b: &[u8]) -> Result<LuksHeader, String> {
         master_key_iterations,
         uuid,
         slots,
+        master_key_len,
+        mk_digest: std::array::from_fn(|i| b[112 + i]),
+        mk_digest_salt: bytes32(b, 132),
     })
 }
 
 /// Why an encrypted image cannot be read, checked or mapped: qemu-img's words when it is given no
 /// key through the option `option` (`encrypt.key-secret` for qcow2, `key-secret` for a LUKS
-/// volume), and vdisk takes none.
+/// volume), and how to give it.
 pub fn no_key(path: &Path, option: &str) -> Error {
+    let driver = if option == "key-secret" {
+        "luks"
+    } else {
+        "qcow2"
+    };
     Error::Other(format!(
-        "Could not open '{}': Parameter '{option}' is required for cipher (vdisk does not \
-         decrypt images; `vdisk info` shows what is stored unencrypted)",
-        path.display()
+        "Could not open '{p}': Parameter '{option}' is required for cipher (give the password \
+         with --object secret,id=sec0,data=PASSWORD --image-opts \
+         driver={driver},file.filename={p},{option}=sec0)",
+        p = path.display()
     ))
 }
 
 impl LuksHeader {
+    /// What unlocking the master key and decrypting need of the header (`vdisk_crypto`).
+    pub fn crypto_params(&self) -> vdisk_crypto::LuksParams {
+        vdisk_crypto::LuksParams {
+            cipher: self.cipher_alg.to_string(),
+            mode: self.cipher_mode.to_string(),
+            ivgen: self.ivgen_alg.to_string(),
+            ivgen_hash: self.ivgen_hash_alg.map(str::to_string),
+            hash: self.hash_alg.to_string(),
+            master_key_len: self.master_key_len,
+            mk_digest: self.mk_digest,
+            mk_digest_salt: self.mk_digest_salt,
+            mk_digest_iterations: self.master_key_iterations,
+            slots: self.slots.map(|s| vdisk_crypto::KeySlotParams {
+                active: s.active(),
+                iterations: s.iterations,
+                salt: s.salt,
+                key_offset_sector: s.key_offset_sector,
+                stripes: s.stripes,
+            }),
+        }
+    }
+
     /// The `encrypt` object of `qemu-img info` (QCryptoBlockInfoLUKS), keys in any order.
     pub fn info(&self) -> Value {
         let slots: Vec<Value> = self

@@ -152,10 +152,15 @@ pub fn open(
             path.display()
         ));
     }
-    if opts.for_check && header.crypt_method != 0 {
+    // With the password given for the image (`--object secret` + `encrypt.key-secret`), its
+    // guest data is decrypted once it is first read.
+    let key = vdisk_core::secrets::key_for(&path);
+    if opts.for_check && header.crypt_method != 0 && key.is_none() {
         return Err(luks::no_key(&path, "encrypt.key-secret"));
     }
-    let luks = load_luks(storage.as_ref(), &path, &header)?;
+    let luks_at = load_luks(storage.as_ref(), &path, &header)?;
+    let luks_offset = luks_at.as_ref().map_or(0, |(_, at)| *at);
+    let luks = luks_at.map(|(h, _)| h);
     let (snapshots, snapshot_table_bytes) = read_table(
         storage.as_ref(),
         header.snapshots_offset,
@@ -224,6 +229,9 @@ pub fn open(
         l1_offset,
         bitmaps,
         luks,
+        luks_offset,
+        key,
+        crypto: OnceLock::new(),
         prealloc: OnceLock::new(),
         header,
     })
@@ -232,7 +240,12 @@ pub fn open(
 /// The LUKS header of a LUKS-encrypted image (crypt method 2), read where its CRYPTO header
 /// extension points (zeros past the end of the file, as QEMU reads) and checked as QEMU checks it
 /// when it opens the image, even for `info`: a damaged header fails the open with QEMU's message.
-fn load_luks(storage: &dyn Storage, path: &Path, header: &Header) -> Result<Option<LuksHeader>> {
+/// Returns the header with where it starts in the file.
+fn load_luks(
+    storage: &dyn Storage,
+    path: &Path,
+    header: &Header,
+) -> Result<Option<(LuksHeader, u64)>> {
     let Some((offset, length)) = header.extensions.iter().find_map(|e| match e {
         Extension::Crypto { offset, length } if header.crypt_method == 2 => {
             Some((*offset, *length))
@@ -247,7 +260,7 @@ fn load_luks(storage: &dyn Storage, path: &Path, header: &Header) -> Result<Opti
     }
     let mut bytes = [0u8; luks::HEADER_LEN];
     storage.read_zero_padded(&mut bytes, offset)?;
-    luks::parse(&bytes).map(Some).map_err(fail)
+    luks::parse(&bytes).map(|h| Some((h, offset))).map_err(fail)
 }
 
 fn find_snapshot<'a>(list: &'a [Snapshot], sel: &SnapshotSel) -> Option<&'a Snapshot> {

@@ -35,6 +35,12 @@ pub struct Qcow2Reader {
     bitmaps: Vec<crate::info::BitmapInfo>,
     /// The LUKS header of a LUKS-encrypted image, checked at open as QEMU checks it.
     pub(crate) luks: Option<crate::luks::LuksHeader>,
+    /// Where the LUKS header starts in the file.
+    pub(crate) luks_offset: u64,
+    /// The password given for an encrypted image.
+    pub(crate) key: Option<vdisk_core::secrets::Key>,
+    /// The payload cipher, once the password unlocked it (or why it did not).
+    pub(crate) crypto: OnceLock<std::result::Result<crate::crypt::Decryptor, String>>,
     cache: L2Cache,
     prealloc: OnceLock<bool>,
 }
@@ -128,9 +134,37 @@ impl Qcow2Reader {
         &self.snapshots
     }
 
-    /// Whether guest data is encrypted (reads are refused).
+    /// Whether guest data is encrypted (reads are refused without the password).
     pub fn encrypted(&self) -> bool {
         self.header.crypt_method != 0
+    }
+
+    /// The payload cipher of an encrypted image, unlocked with its password on first use (None
+    /// for an image that is not encrypted); QEMU's messages without a password or with a wrong
+    /// one.
+    fn decryptor(&self) -> Result<Option<&crate::crypt::Decryptor>> {
+        if !self.encrypted() {
+            return Ok(None);
+        }
+        let Some(key) = &self.key else {
+            return Err(crate::luks::no_key(&self.path, "encrypt.key-secret"));
+        };
+        let unlocked = self.crypto.get_or_init(|| {
+            let pw = key.password()?;
+            crate::crypt::Decryptor::unlock(
+                self.storage.as_ref(),
+                self.header.crypt_method,
+                self.luks.as_ref().map(|h| (h, self.luks_offset)),
+                pw,
+            )
+        });
+        match unlocked {
+            Ok(d) => Ok(Some(d)),
+            Err(why) => Err(Error::Other(format!(
+                "Could not open '{}': {why}",
+                self.path.display()
+            ))),
+        }
     }
 
     /// The error opening the external data file, when it could not be (see [`Unopened`]).
@@ -142,10 +176,7 @@ impl Qcow2Reader {
     }
 
     fn refuse_encrypted(&self) -> Result<()> {
-        if self.encrypted() {
-            return Err(crate::luks::no_key(&self.path, "encrypt.key-secret"));
-        }
-        Ok(())
+        self.decryptor().map(|_| ())
     }
 
     fn read_host(&self, buf: &mut [u8], host: u64) -> Result<()> {
@@ -159,6 +190,33 @@ impl Qcow2Reader {
             ));
         }
         self.data.read_zero_padded(buf, host)
+    }
+
+    /// Reads and decrypts `buf`, stored at `host` for guest offset `guest`: the whole sectors
+    /// around it, as they were encrypted (a guest offset and its host offset lie at the same place
+    /// in their clusters, so in their sectors).
+    fn read_decrypted(
+        &self,
+        c: &crate::crypt::Decryptor,
+        buf: &mut [u8],
+        host: u64,
+        guest: u64,
+    ) -> Result<()> {
+        let s = crate::crypt::SECTOR;
+        let front = host % s;
+        let len = (front + buf.len() as u64).div_ceil(s) * s;
+        let mut whole = vec![0u8; len as usize];
+        self.read_host(&mut whole, host - front)?;
+        // Equal offsets in their sectors unless an L2 entry is misaligned: refused, not wrapped.
+        let guest_start = guest
+            .checked_sub(front)
+            .filter(|g| g % s == 0)
+            .ok_or_else(|| {
+                Error::corrupt(&self.path, None, "encrypted cluster at an unaligned offset")
+            })?;
+        c.decrypt(&mut whole, host - front, guest_start)?;
+        buf.copy_from_slice(&whole[front as usize..front as usize + buf.len()]);
+        Ok(())
     }
 
     /// `read_at`, with runs of compressed clusters read `run_bytes` at most at a time (0 reads
@@ -178,7 +236,10 @@ impl Qcow2Reader {
             let mut n = (len as usize).clamp(1, buf.len() - done);
             let chunk = &mut buf[done..done + n];
             match t {
-                SubType::Normal(host) => self.read_host(chunk, host)?,
+                SubType::Normal(host) => match self.decryptor()? {
+                    None => self.read_host(chunk, host)?,
+                    Some(c) => self.read_decrypted(c, chunk, host, pos)?,
+                },
                 SubType::Compressed { offset: c, size } => {
                     n = self.read_compressed_run(&mut buf[done..], pos, (c, size), n, run_bytes)?
                 }
@@ -291,7 +352,9 @@ impl ImageReader for Qcow2Reader {
     }
 
     fn host_storage(&self, file: &Path) -> Option<Arc<dyn Storage>> {
-        (file == &*self.data_path && self.data_error.is_none()).then(|| Arc::clone(&self.data))
+        // An encrypted image's file holds no guest bytes to copy.
+        (file == &*self.data_path && self.data_error.is_none() && !self.encrypted())
+            .then(|| Arc::clone(&self.data))
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
@@ -307,6 +370,27 @@ impl ImageReader for Qcow2Reader {
         self.ready_for_io()?;
         let (t, len) = self.lookup(offset, max)?;
         let len = len.max(1);
+        if self.encrypted() {
+            // As QEMU: where encrypted data lies in the file is not shown (its bytes are not the
+            // guest's), so nothing copies them from there.
+            return Ok(match t {
+                SubType::Normal(_) => Extent::new(offset, len, ExtentKind::Data),
+                SubType::ZeroAlloc(_) | SubType::ZeroPlain => {
+                    Extent::new(offset, len, ExtentKind::Zero)
+                }
+                SubType::UnallocAlloc(_) | SubType::UnallocPlain => {
+                    Extent::new(offset, len, ExtentKind::Unallocated)
+                }
+                SubType::Compressed { .. } => Extent::new(offset, len, ExtentKind::Compressed),
+                SubType::Invalid => {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        None,
+                        "Invalid cluster entry found",
+                    ))
+                }
+            });
+        }
         Ok(match t {
             SubType::Normal(h) => self.data_extent(offset, len, h)?,
             SubType::ZeroAlloc(h) => {

@@ -1,8 +1,10 @@
 //! A LUKS1 volume (QEMU's `luks` format driver, block/crypto.c; the LUKS On-Disk Format
 //! Specification 1.2.3) opened as `qemu-img info` opens it without a key: its header parsed and
 //! checked as QEMU checks it (`vdisk_qcow2::luks`, shared with LUKS-encrypted qcow2 images), its
-//! virtual size the file's bytes after the payload offset. vdisk does not decrypt: reading the
-//! disk, mapping or checking it fails as qemu-img fails without `key-secret`.
+//! virtual size the file's bytes after the payload offset. With the password given for it
+//! (`--object secret` + `key-secret`), the payload is decrypted as block/crypto.c does (sectors
+//! numbered by their offset in the disk); without it, reading the disk, mapping or checking it
+//! fails as qemu-img fails without `key-secret`.
 
 use serde_json::Value;
 use std::path::Path;
@@ -11,12 +13,19 @@ use vdisk_core::{ChildFile, Error, Extent, ImageInfo, ImageReader, Result, Stora
 use vdisk_qcow2::info::qdict_order;
 use vdisk_qcow2::luks::{self, LuksHeader};
 
-/// A LUKS volume, header only.
+/// A LUKS volume.
 pub struct LuksReader {
     storage: Arc<dyn Storage>,
     header: LuksHeader,
     size: u64,
+    /// The password given for the volume.
+    key: Option<vdisk_core::secrets::Key>,
+    /// The payload cipher, once the password unlocked it (or why it did not).
+    cipher: std::sync::OnceLock<std::result::Result<vdisk_crypto::SectorCipher, String>>,
 }
+
+/// Bytes of an encrypted sector.
+const SECTOR: u64 = 512;
 
 /// Opens the LUKS volume in `storage` (no key: its data cannot be read).
 pub fn open(storage: Arc<dyn Storage>) -> Result<LuksReader> {
@@ -32,12 +41,43 @@ pub fn open(storage: Arc<dyn Storage>) -> Result<LuksReader> {
         storage,
         header,
         size,
+        key: vdisk_core::secrets::key_for(&path),
+        cipher: std::sync::OnceLock::new(),
     })
 }
 
 impl LuksReader {
     fn no_key(&self) -> Error {
         luks::no_key(self.storage.path(), "key-secret")
+    }
+
+    /// The payload cipher, unlocked with the password on first use; QEMU's messages without a
+    /// password or with a wrong one.
+    fn cipher(&self) -> Result<&vdisk_crypto::SectorCipher> {
+        let Some(key) = &self.key else {
+            return Err(self.no_key());
+        };
+        let unlocked = self.cipher.get_or_init(|| {
+            let pw = key.password()?;
+            let params = self.header.crypto_params();
+            let mut read = |offset: u64, buf: &mut [u8]| -> vdisk_crypto::Result<()> {
+                self.storage
+                    .read_zero_padded(buf, offset)
+                    .map_err(|e| vdisk_crypto::CryptoError(e.to_string()))
+            };
+            let master = vdisk_crypto::unlock(&params, pw, &mut read).map_err(|e| e.0)?;
+            params.payload_cipher(&master).map_err(|e| e.0)
+        });
+        unlocked.as_ref().map_err(|why| {
+            Error::Other(format!(
+                "Could not open '{}': {why}",
+                self.storage.path().display()
+            ))
+        })
+    }
+
+    fn payload_offset(&self) -> u64 {
+        u64::from(self.header.payload_offset_sector) * SECTOR
     }
 }
 
@@ -50,12 +90,47 @@ impl ImageReader for LuksReader {
         self.size
     }
 
-    fn read_at(&self, _buf: &mut [u8], _offset: u64) -> Result<()> {
-        Err(self.no_key())
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let c = self.cipher()?;
+        vdisk_core::reader::check_range(self.size, offset, buf.len() as u64)?;
+        // The whole sectors around the range, as they were encrypted, a bounded piece at a time.
+        const PIECE: u64 = 1 << 20;
+        let mut done = 0u64;
+        while done < buf.len() as u64 {
+            let pos = offset + done;
+            let front = pos % SECTOR;
+            let n = (buf.len() as u64 - done).min(PIECE);
+            let len = (front + n).div_ceil(SECTOR) * SECTOR;
+            let mut whole = vec![0u8; len as usize];
+            let at = self
+                .payload_offset()
+                .checked_add(pos - front)
+                .ok_or_else(|| Error::invalid("read past the end of the LUKS payload"))?;
+            self.storage.read_zero_padded(&mut whole, at)?;
+            c.decrypt((pos - front) / SECTOR, &mut whole)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            buf[done as usize..(done + n) as usize]
+                .copy_from_slice(&whole[front as usize..(front + n) as usize]);
+            done += n;
+        }
+        Ok(())
     }
 
-    fn block_status(&self, _offset: u64, _max_len: u64) -> Result<Extent> {
-        Err(self.no_key())
+    fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        self.cipher()?;
+        if offset >= self.size || max_len == 0 {
+            return Err(Error::invalid(format!(
+                "block status at {offset} outside the disk of {} bytes",
+                self.size
+            )));
+        }
+        // QEMU's crypto driver has no block status: all of it is data, where in the file not
+        // shown (the block layer's default).
+        Ok(Extent::new(
+            offset,
+            max_len.min(self.size - offset),
+            vdisk_core::ExtentKind::Data,
+        ))
     }
 
     fn host_storage(&self, _file: &Path) -> Option<Arc<dyn Storage>> {
@@ -63,7 +138,7 @@ impl ImageReader for LuksReader {
     }
 
     fn ready_for_io(&self) -> Result<()> {
-        Err(self.no_key())
+        self.cipher().map(|_| ())
     }
 
     fn info(&self) -> Result<ImageInfo> {
@@ -86,6 +161,12 @@ impl ImageReader for LuksReader {
     }
 
     fn check(&self) -> Result<vdisk_core::CheckReport> {
-        Err(self.no_key())
+        // qemu-img opens the volume for the check, so it needs the key; with it, the format has
+        // no check (exit 63), as raw's.
+        self.cipher()?;
+        Err(Error::Unsupported {
+            path: self.storage.path().to_path_buf(),
+            what: "checks".into(),
+        })
     }
 }

@@ -34,7 +34,14 @@ use vdisk::qcow2::SnapshotSel;
 /// Runs one command; the value is the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     let mut command = cli.command;
-    crate::image_opts::apply(&mut command)?;
+    if let Err(e) = crate::image_opts::apply(&mut command) {
+        // compare's exit code for an image it cannot open is 2.
+        if matches!(command, Command::Compare { .. }) {
+            eprintln!("vdisk: {e}");
+            return Ok(2);
+        }
+        return Err(e);
+    }
     match command {
         Command::Info {
             format,

@@ -202,7 +202,7 @@ impl Settings {
             || opts.pairs().iter().any(|(k, _)| k.starts_with("encrypt."))
         {
             return Err(Error::invalid(
-                "Encrypted qcow2 images are not supported by vdisk (qemu deprecates AES; LUKS needs a secret)",
+                "vdisk reads encrypted qcow2 images (with --object secret and encrypt.key-secret) but does not create them: create it unencrypted, or with qemu-img",
             ));
         }
         let size = match opts.get_size("size")? {
