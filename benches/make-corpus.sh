@@ -12,6 +12,8 @@
 #   disk.vmdk           qemu-img convert -O vmdk  (monolithicSparse)
 #   disk-stream.vmdk    qemu-img convert -O vmdk -o subformat=streamOptimized
 #   disk.vdi            qemu-img convert -O vdi
+#   disk-luks.qcow2     qemu-img convert -O qcow2 -o encrypt.format=luks (password "bench",
+#                       AES-256-XTS, PBKDF2 for 100 ms)
 #   sparse-1t.qcow2     1 TiB virtual qcow2 holding 16 MiB of data (two 8 MiB patterned runs)
 #   random-1g.raw       1 GiB of /dev/urandom (incompressible raw->raw case)
 # Needs: qemu-img, qemu-io, sfdisk (fdisk), mkfs.ext4 (e2fsprogs), mkfs.vfat (dosfstools), mcopy (mtools).
@@ -110,6 +112,8 @@ conv disk-zstd.qcow2  -O qcow2 -c -o compression_type=zstd
 conv disk.vmdk        -O vmdk
 conv disk-stream.vmdk -O vmdk -o subformat=streamOptimized
 conv disk.vdi         -O vdi
+conv disk-luks.qcow2  -O qcow2 --object secret,id=bench0,data=bench \
+    -o encrypt.format=luks,encrypt.key-secret=bench0,encrypt.iter-time=100
 
 if [ ! -f sparse-1t.qcow2 ]; then
     step "sparse-1t.qcow2: 1 TiB virtual, 16 MiB of data"

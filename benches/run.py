@@ -53,12 +53,20 @@ def parse_args():
 
 class Case:
     def __init__(self, name, src, src_fmt, out_fmt=None, out_opts=(), compress=False, durable=False,
-                 info=False, size_ratio=False, needs=None, offload=False):
+                 info=False, size_ratio=False, needs=None, offload=False, secret=None):
         self.name, self.src, self.src_fmt = name, src, src_fmt
         self.out_fmt, self.out_opts, self.compress = out_fmt, list(out_opts), compress
         self.durable, self.info, self.size_ratio = durable, info, size_ratio
         self.needs = needs  # the writer capability this case needs (probed on a tiny image)
         self.offload = offload  # -C (copy offloading) for both tools
+        self.secret = secret  # the password of an encrypted source (secret id "bench0")
+
+    def source_args(self, src):
+        """How both tools name the source: `-f FMT FILE`, or an encrypted one with its key."""
+        if self.secret is None:
+            return ["-f", self.src_fmt, src]
+        return ["--object", f"secret,id=bench0,data={self.secret}", "--image-opts",
+                f"driver={self.src_fmt},file.filename={src},encrypt.key-secret=bench0"]
 
     def out_name(self, tool):
         ext = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vdi": "vdi"}[self.out_fmt]
@@ -68,7 +76,7 @@ class Case:
         src = os.path.join(corpus, self.src)
         if self.info:
             return [binary, "info", "-f", self.src_fmt, src]
-        a = [binary, "convert", "-f", self.src_fmt, "-O", self.out_fmt]
+        a = [binary, "convert", "-O", self.out_fmt]
         if threads is not None:
             a += ["-m", str(threads)]
         if self.compress:
@@ -79,7 +87,7 @@ class Case:
             a += ["-o", o]
         if tool == "vdisk" and not self.durable:
             a += ["-t", "unsafe"]
-        return a + [src, os.path.join(scratch, self.out_name(tool))]
+        return a + self.source_args(src) + [os.path.join(scratch, self.out_name(tool))]
 
 
 CASES = [
@@ -99,6 +107,7 @@ CASES = [
     Case("zlib qcow2->raw", "disk-zlib.qcow2", "qcow2", "raw"),
     Case("zstd qcow2->raw", "disk-zstd.qcow2", "qcow2", "raw"),
     Case("stream vmdk->raw", "disk-stream.vmdk", "vmdk", "raw"),
+    Case("luks qcow2->raw", "disk-luks.qcow2", "qcow2", "raw", secret="bench"),
     Case("raw->zlib qcow2", "disk.raw", "raw", "qcow2", compress=True, size_ratio=True, needs="qcow2 -c"),
     Case("raw->zstd qcow2", "disk.raw", "raw", "qcow2", ["compression_type=zstd"], compress=True,
          size_ratio=True, needs="qcow2 -c zstd"),
@@ -193,8 +202,13 @@ def run_once(argv, scratch, cold):
 
 
 def verify(qemu, case, corpus, out):
-    r = subprocess.run([qemu, "compare", "-f", case.src_fmt, "-F", case.out_fmt,
-                        os.path.join(corpus, case.src), out], capture_output=True, text=True)
+    src = case.source_args(os.path.join(corpus, case.src))
+    if case.secret is None:
+        argv = [qemu, "compare", "-F", case.out_fmt] + src + [out]
+    else:
+        # --image-opts names both images with option strings.
+        argv = [qemu, "compare"] + src + [f"driver={case.out_fmt},file.filename={out}"]
+    r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode != 0:
         return "COMPARE FAILED: " + (r.stdout + r.stderr).strip()
     r = subprocess.run([qemu, "check", "-f", case.out_fmt, out], capture_output=True, text=True)
