@@ -123,50 +123,24 @@ fn luks_volumes_and_legacy_aes_read_map_check_and_compare_as_qemu() {
     let s = Scratch::new("decrypt-formats");
     let d = s.path();
     let sec = ["--object", SECRET];
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            sec[0],
-            sec[1],
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
-            "e.qcow2",
-            "8M",
-        ],
+    let create = |fmt: &str, o: &str, name: &str| {
+        qemu_ok(
+            d,
+            &[
+                "create", "-q", "-f", fmt, sec[0], sec[1], "-o", o, name, "8M",
+            ],
+        );
+    };
+    create(
+        "qcow2",
+        "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+        "e.qcow2",
     );
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "luks",
-            sec[0],
-            sec[1],
-            "-o",
-            "key-secret=sec0,iter-time=10",
-            "v.luks",
-            "8M",
-        ],
-    );
-    qemu_ok(
-        d,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            sec[0],
-            sec[1],
-            "-o",
-            "encrypt.format=aes,encrypt.key-secret=sec0",
-            "a.qcow2",
-            "8M",
-        ],
+    create("luks", "key-secret=sec0,iter-time=10", "v.luks");
+    create(
+        "qcow2",
+        "encrypt.format=aes,encrypt.key-secret=sec0",
+        "a.qcow2",
     );
     for (driver, file) in [
         ("qcow2", "e.qcow2"),

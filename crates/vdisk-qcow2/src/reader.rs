@@ -179,6 +179,11 @@ impl Qcow2Reader {
         self.decryptor().map(|_| ())
     }
 
+    /// QEMU's error for an L2 entry of no known kind.
+    fn invalid_entry(&self) -> Error {
+        Error::corrupt(&self.path, None, "Invalid cluster entry found")
+    }
+
     fn read_host(&self, buf: &mut [u8], host: u64) -> Result<()> {
         let cs = 1u64 << self.geo.cluster_bits;
         let last_cluster = host.saturating_add((buf.len() as u64).saturating_sub(1)) & !(cs - 1);
@@ -248,13 +253,7 @@ impl Qcow2Reader {
                 SubType::Compressed { offset: c, size } => {
                     n = self.read_compressed_run(&mut buf[done..], pos, (c, size), n, run_bytes)?
                 }
-                SubType::Invalid => {
-                    return Err(Error::corrupt(
-                        &self.path,
-                        None,
-                        "Invalid cluster entry found",
-                    ))
-                }
+                SubType::Invalid => return Err(self.invalid_entry()),
                 _ => chunk.fill(0),
             }
             done += n;
@@ -378,23 +377,14 @@ impl ImageReader for Qcow2Reader {
         if self.encrypted() {
             // As QEMU: where encrypted data lies in the file is not shown (its bytes are not the
             // guest's), so nothing copies them from there.
-            return Ok(match t {
-                SubType::Normal(_) => Extent::new(offset, len, ExtentKind::Data),
-                SubType::ZeroAlloc(_) | SubType::ZeroPlain => {
-                    Extent::new(offset, len, ExtentKind::Zero)
-                }
-                SubType::UnallocAlloc(_) | SubType::UnallocPlain => {
-                    Extent::new(offset, len, ExtentKind::Unallocated)
-                }
-                SubType::Compressed { .. } => Extent::new(offset, len, ExtentKind::Compressed),
-                SubType::Invalid => {
-                    return Err(Error::corrupt(
-                        &self.path,
-                        None,
-                        "Invalid cluster entry found",
-                    ))
-                }
-            });
+            let kind = match t {
+                SubType::Normal(_) => ExtentKind::Data,
+                SubType::ZeroAlloc(_) | SubType::ZeroPlain => ExtentKind::Zero,
+                SubType::UnallocAlloc(_) | SubType::UnallocPlain => ExtentKind::Unallocated,
+                SubType::Compressed { .. } => ExtentKind::Compressed,
+                SubType::Invalid => return Err(self.invalid_entry()),
+            };
+            return Ok(Extent::new(offset, len, kind));
         }
         Ok(match t {
             SubType::Normal(h) => self.data_extent(offset, len, h)?,
@@ -407,13 +397,7 @@ impl ImageReader for Qcow2Reader {
             }
             SubType::UnallocPlain => Extent::new(offset, len, ExtentKind::Unallocated),
             SubType::Compressed { .. } => Extent::new(offset, len, ExtentKind::Compressed),
-            SubType::Invalid => {
-                return Err(Error::corrupt(
-                    &self.path,
-                    None,
-                    "Invalid cluster entry found",
-                ))
-            }
+            SubType::Invalid => return Err(self.invalid_entry()),
         })
     }
 
