@@ -17,7 +17,8 @@ struct State {
 }
 
 /// One command's progress (`qemu_progress_init(enabled, min_skip)`); nothing is printed when it
-/// was not enabled. [`QemuProgress::end`] ends the output; dropping it leaves that to [`finish`]. Shared across threads (convert reports from its workers).
+/// was not enabled. [`QemuProgress::end`] ends the output; dropping it leaves that to [`finish`].
+/// Shared across threads (convert reports from its workers).
 #[derive(Debug)]
 pub struct QemuProgress {
     enabled: bool,
