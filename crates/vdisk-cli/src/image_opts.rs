@@ -147,6 +147,7 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<String>)> {
             None => vdisk::core::secrets::Key::Undefined(id.clone()),
         };
         vdisk::core::secrets::set_key(std::path::Path::new(f), key);
+        remember_key(f, k, id);
     }
     match (filename, driver) {
         (Some(f), d) => Ok((PathBuf::from(f), d)),
@@ -155,6 +156,49 @@ pub fn resolve(spec: &str) -> Result<(PathBuf, Option<String>)> {
         )),
         (None, None) => Err(fail("Must specify either driver or file".to_string())),
     }
+}
+
+/// The key options (`encrypt.key-secret=ID`) images were opened with, by file: qemu then names
+/// the image by its options.
+static KEYED: std::sync::Mutex<Vec<(PathBuf, String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn remember_key(file: &str, key: &str, id: &str) {
+    let mut n = KEYED.lock().unwrap_or_else(|p| p.into_inner());
+    n.retain(|(p, _, _)| p.as_path() != std::path::Path::new(file));
+    n.push((PathBuf::from(file), key.to_string(), id.to_string()));
+}
+
+/// The name qemu-img shows for the image at `file` of format `driver` (`image:` of `info`) when
+/// it was opened with a key: `json:{...}`, its options as a QDict in QEMU's key order, in
+/// `qobject_to_json`'s layout.
+pub fn display_name(file: &std::path::Path, driver: &str) -> Option<String> {
+    let (key, id) = {
+        let n = KEYED.lock().unwrap_or_else(|p| p.into_inner());
+        n.iter()
+            .find(|(p, _, _)| p == file)
+            .map(|(_, k, i)| (k.clone(), i.clone()))?
+    };
+    let mut top = serde_json::Map::new();
+    top.insert(key, id.into());
+    top.insert("driver".into(), driver.into());
+    let mut f = serde_json::Map::new();
+    f.insert("driver".into(), "file".into());
+    f.insert("filename".into(), file.to_string_lossy().into());
+    top.insert("file".into(), serde_json::Value::Object(f));
+    fn layout(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::Object(m) => {
+                let inner: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", serde_json::Value::from(k.as_str()), layout(v)))
+                    .collect();
+                format!("{{{}}}", inner.join(", "))
+            }
+            other => other.to_string(),
+        }
+    }
+    let ordered = serde_json::Value::Object(vdisk::qcow2::info::qdict_order(top));
+    Some(format!("json:{}", layout(&ordered)))
 }
 
 /// Replaces a command's option strings by the files and formats they name (`--image-opts`), so

@@ -56,7 +56,12 @@ pub fn run(cli: Cli) -> Result<u8> {
                 follow_backing: backing_chain,
                 for_check: false,
             };
-            let img = open_image(&filename, &req)?;
+            let mut img = open_image(&filename, &req)?;
+            // An image opened with a key is named by its options, as qemu-img names it.
+            let driver = img.layers[0].format.name();
+            if let Some(name) = crate::image_opts::display_name(&filename, driver) {
+                img.layers[0].path = name.into();
+            }
             let text = match output {
                 OutputFormat::Human => info::info_human(&img.layers, backing_chain),
                 OutputFormat::Json => info::info_json(&img.layers, backing_chain) + "\n",
