@@ -21,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut read = |offset: u64, buf: &mut [u8]| -> vdisk_crypto::Result<()> {
         buf.fill(0);
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         let n = (data.len() - start).min(buf.len());
         buf[..n].copy_from_slice(&data[start..start + n]);
         Ok(())
