@@ -77,6 +77,17 @@ pub fn check_range(size: u64, offset: u64, len: u64) -> Result<()> {
     }
 }
 
+/// The length a block-status query at `offset` for up to `max_len` bytes may answer on a disk of
+/// `size` bytes; an error for a query that starts outside the disk or asks for nothing.
+pub fn status_len(size: u64, offset: u64, max_len: u64) -> Result<u64> {
+    if offset >= size || max_len == 0 {
+        return Err(Error::invalid(format!(
+            "block status at {offset} outside the virtual disk of {size} bytes"
+        )));
+    }
+    Ok(max_len.min(size - offset))
+}
+
 /// `reader.block_status(pos, max_len)`, checked to start at `pos` and to be non-empty (a reader that
 /// breaks this would make a caller's loop stall or skip bytes).
 pub fn checked_block_status(reader: &dyn ImageReader, pos: u64, max_len: u64) -> Result<Extent> {

@@ -28,7 +28,6 @@ impl Decryptor {
         luks: Option<(&LuksHeader, u64)>,
         password: &[u8],
     ) -> std::result::Result<Decryptor, String> {
-        let fail = |e: vdisk_crypto::CryptoError| e.0;
         match (crypt_method, luks) {
             (1, _) => {
                 // qcrypto_block_qcow_init: the password up to its first NUL, cut or padded with
@@ -41,29 +40,16 @@ impl Decryptor {
                 let n = end.min(16);
                 key[..n].copy_from_slice(&password[..n]);
                 let cipher =
-                    SectorCipher::new("aes-128", "cbc", "plain64", None, &key).map_err(fail)?;
+                    SectorCipher::new("aes-128", "cbc", "plain64", None, &key).map_err(|e| e.0)?;
                 Ok(Decryptor {
                     cipher,
                     physical: false,
                 })
             }
-            (2, Some((h, at))) => {
-                let params = h.crypto_params();
-                let mut read = |offset: u64, buf: &mut [u8]| -> vdisk_crypto::Result<()> {
-                    let pos = at.checked_add(offset).ok_or_else(|| {
-                        vdisk_crypto::CryptoError("key material offset overflows".into())
-                    })?;
-                    storage
-                        .read_zero_padded(buf, pos)
-                        .map_err(|e| vdisk_crypto::CryptoError(e.to_string()))
-                };
-                let key = vdisk_crypto::unlock(&params, password, &mut read).map_err(fail)?;
-                let cipher = params.payload_cipher(&key).map_err(fail)?;
-                Ok(Decryptor {
-                    cipher,
-                    physical: true,
-                })
-            }
+            (2, Some((h, at))) => Ok(Decryptor {
+                cipher: h.unlock(storage, at, password)?,
+                physical: true,
+            }),
             _ => Err(format!("encryption method {crypt_method} not supported")),
         }
     }

@@ -331,6 +331,27 @@ pub fn no_key(path: &Path, option: &str) -> Error {
 }
 
 impl LuksHeader {
+    /// The payload cipher that `password` unlocks, the key material read from `storage` relative
+    /// to `at` (where the header starts: 0 for a LUKS volume); QEMU's message when it cannot.
+    pub fn unlock(
+        &self,
+        storage: &dyn vdisk_core::Storage,
+        at: u64,
+        password: &[u8],
+    ) -> std::result::Result<vdisk_crypto::SectorCipher, String> {
+        let params = self.crypto_params();
+        let mut read = |offset: u64, buf: &mut [u8]| -> vdisk_crypto::Result<()> {
+            let pos = at
+                .checked_add(offset)
+                .ok_or_else(|| vdisk_crypto::CryptoError("key material offset overflows".into()))?;
+            storage
+                .read_zero_padded(buf, pos)
+                .map_err(|e| vdisk_crypto::CryptoError(e.to_string()))
+        };
+        let key = vdisk_crypto::unlock(&params, password, &mut read).map_err(|e| e.0)?;
+        params.payload_cipher(&key).map_err(|e| e.0)
+    }
+
     /// What unlocking the master key and decrypting need of the header (`vdisk_crypto`).
     pub fn crypto_params(&self) -> vdisk_crypto::LuksParams {
         vdisk_crypto::LuksParams {

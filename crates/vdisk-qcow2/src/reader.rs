@@ -362,13 +362,7 @@ impl ImageReader for Qcow2Reader {
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        if offset >= self.size || max_len == 0 {
-            return Err(Error::invalid(format!(
-                "block status at {offset} outside the disk of {} bytes",
-                self.size
-            )));
-        }
-        let max = max_len.min(self.size - offset);
+        let max = vdisk_core::reader::status_len(self.size, offset, max_len)?;
         // As qemu-img without the key: nothing of the guest's disk is shown, not even where it
         // is unallocated (only `info` opens an encrypted image).
         self.ready_for_io()?;

@@ -121,13 +121,8 @@ impl ImageReader for VdiReader {
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
         let size = self.virtual_size();
-        if offset >= size || max_len == 0 {
-            return Err(Error::invalid(format!(
-                "block status at {offset} outside the virtual disk of {size} bytes"
-            )));
-        }
+        let limit = vdisk_core::reader::status_len(size, offset, max_len)?;
         let bs = self.block_size();
-        let limit = max_len.min(size - offset);
         let (block, in_block) = (offset / bs, offset % bs);
         let first = (bs - in_block).min(limit);
         match self.entry(block)? {

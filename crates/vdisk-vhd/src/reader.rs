@@ -232,13 +232,7 @@ impl ImageReader for VhdReader {
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        if offset >= self.size || max_len == 0 {
-            return Err(Error::invalid(format!(
-                "block status at {offset} outside the virtual disk of {} bytes",
-                self.size
-            )));
-        }
-        let limit = max_len.min(self.size - offset);
+        let limit = vdisk_core::reader::status_len(self.size, offset, max_len)?;
         let Some(bat) = self.mapped() else {
             return self.fixed_status(offset, limit);
         };

@@ -244,17 +244,11 @@ impl ImageReader for VhdxReader {
     }
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        if offset >= self.size || max_len == 0 {
-            return Err(Error::invalid(format!(
-                "block status at {offset} outside the virtual disk of {} bytes",
-                self.size
-            )));
-        }
         // The vhdx driver has no block-status function: qemu's block layer then reports every
         // byte as allocated data without a host offset (`qemu-img map` shows one data extent).
         Ok(Extent::new(
             offset,
-            max_len.min(self.size - offset),
+            vdisk_core::reader::status_len(self.size, offset, max_len)?,
             ExtentKind::Data,
         ))
     }

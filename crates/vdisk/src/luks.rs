@@ -58,15 +58,8 @@ impl LuksReader {
             return Err(self.no_key());
         };
         let unlocked = self.cipher.get_or_init(|| {
-            let pw = key.password()?;
-            let params = self.header.crypto_params();
-            let mut read = |offset: u64, buf: &mut [u8]| -> vdisk_crypto::Result<()> {
-                self.storage
-                    .read_zero_padded(buf, offset)
-                    .map_err(|e| vdisk_crypto::CryptoError(e.to_string()))
-            };
-            let master = vdisk_crypto::unlock(&params, pw, &mut read).map_err(|e| e.0)?;
-            params.payload_cipher(&master).map_err(|e| e.0)
+            self.header
+                .unlock(self.storage.as_ref(), 0, key.password()?)
         });
         unlocked.as_ref().map_err(|why| {
             Error::Other(format!(
@@ -118,19 +111,10 @@ impl ImageReader for LuksReader {
 
     fn block_status(&self, offset: u64, max_len: u64) -> Result<Extent> {
         self.cipher()?;
-        if offset >= self.size || max_len == 0 {
-            return Err(Error::invalid(format!(
-                "block status at {offset} outside the disk of {} bytes",
-                self.size
-            )));
-        }
         // QEMU's crypto driver has no block status: all of it is data, where in the file not
         // shown (the block layer's default).
-        Ok(Extent::new(
-            offset,
-            max_len.min(self.size - offset),
-            vdisk_core::ExtentKind::Data,
-        ))
+        let len = vdisk_core::reader::status_len(self.size, offset, max_len)?;
+        Ok(Extent::new(offset, len, vdisk_core::ExtentKind::Data))
     }
 
     fn host_storage(&self, _file: &Path) -> Option<Arc<dyn Storage>> {
