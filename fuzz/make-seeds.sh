@@ -390,6 +390,7 @@ fi
 # then the image's first 256 KiB at most (the fs_open target zero-fills the rest) ----
 fs_seed() { # fs_seed IMAGE NAME
     local units=$(( ($(stat -c %s "$1") + 65535) / 65536 ))
+    [ "$units" -gt 255 ] && units=255
     { printf "\\$(printf %o "$units")"; head -c 262000 "$1"; } >"$corpus/fs_open/$2"
 }
 if command -v mkfs.ext4 >/dev/null && command -v mkfs.fat >/dev/null && command -v mcopy >/dev/null; then
@@ -411,6 +412,38 @@ if command -v mkfs.ext4 >/dev/null && command -v mkfs.fat >/dev/null && command 
     done
     for img in ext2 ext4 ext4i fat12 fat16; do
         fs_seed "$work/$img" "$img"
+    done
+fi
+
+# XFS (mkfs.xfs needs 300 MiB; the seeds are the first 256 KiB of flat trees, whose inodes,
+# directory blocks and file data mkfs places there): v5 and v4 with short-form and block root
+# directories, and v4 with a leaf and a node directory (fifos: entries with no data blocks).
+if command -v mkfs.xfs >/dev/null; then
+    mkdir -p "$work/xtree"
+    printf 'hello\n' >"$work/xtree/f"
+    head -c 5000 /dev/urandom >"$work/xtree/g"
+    xproto() { # xproto ENTRIES: a root directory with ENTRIES fifos, files, symlinks, a device
+        echo /dev/null
+        echo 0 0
+        echo 'd--755 0 0'
+        echo "f ---644 0 0 $work/xtree/f"
+        echo "g ---600 1000 1000 $work/xtree/g"
+        for i in $(seq 1 "$1"); do echo "n$i p--644 0 0"; done
+        echo 'fast l--777 0 0 f'
+        echo "slow l--777 0 0 $(printf 'x%.0s' $(seq 1 700))/../f"
+        echo 'cdev c--644 0 0 4 5'
+        echo '$'
+    }
+    for cfg in "xfs5:3:-b size=1024" "xfs5k:40:" "xfs4:40:-b size=1024 -m crc=0 -i size=256 -n ftype=0" \
+        "xfs4leaf:300:-b size=1024 -m crc=0 -i size=256 -n ftype=0" \
+        "xfs4node:640:-b size=1024 -m crc=0 -i size=256 -n ftype=0"; do
+        name=${cfg%%:*} rest=${cfg#*:}
+        xproto "${rest%%:*}" >"$work/$name.proto"
+        truncate -s 300M "$work/$name"
+        # shellcheck disable=SC2086 # the options are words
+        mkfs.xfs -q -f ${rest#*:} -p "$work/$name.proto" "$work/$name" >/dev/null 2>&1
+        fs_seed "$work/$name" "$name"
+        rm -f "$work/$name"
     done
 fi
 

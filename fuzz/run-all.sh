@@ -25,6 +25,7 @@ for t in "${targets[@]}"; do
         vdi_*) dict=(-dict=dicts/vdi.dict) ;;
         vhd_*) dict=(-dict=dicts/vhd.dict) ;;
         vhdx_*) dict=(-dict=dicts/vhdx.dict) ;;
+        fs_open) dict=(-dict=dicts/xfs.dict) ;;
         probe)
             cat dicts/*.dict >"$logs/probe.dict"
             dict=(-dict="$logs/probe.dict")

@@ -1,6 +1,8 @@
 //! Filesystems (`vdisk_fs`) on the input as a raw device: ext2/3/4 (superblock, group descriptors,
-//! inodes, extent trees and block maps, inline data, directories, symlinks) and FAT12/16/32 (BPB,
-//! FAT chains, 8.3 and long-name entries), then what a client does: usage, a bounded walk of the
+//! inodes, extent trees and block maps, inline data, directories, symlinks), XFS v4 and v5
+//! (superblock, inodes, extent lists and block-map btrees, short-form and block/leaf/node
+//! directories, local and remote symlinks, AGFs for usage) and FAT12/16/32 (BPB, FAT chains, 8.3
+//! and long-name entries), then what a client does: usage, a bounded walk of the
 //! tree reading every file and link, and path resolution through each link. A journal that needs
 //! recovery is replayed in memory first, and read as on disk when it cannot be. The first input byte
 //! is the device's length in 64 KiB units (at least the rest of the input's length): the rest is

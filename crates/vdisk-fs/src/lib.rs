@@ -1,9 +1,9 @@
 //! vdisk-fs: reading files inside the filesystems of disk images without mounting them, read-only,
 //! as libguestfs's `virt-ls`, `virt-cat`, `virt-filesystems` and `virt-df` do, but with no VM
 //! appliance: ext2/ext3/ext4 (the kernel's Documentation/filesystems/ext4, "ext4 Data Structures
-//! and Algorithms") and FAT12/16/32 (Microsoft's "FAT: General Overview of On-Disk Format",
-//! fatgen103), read through any vdisk [`ImageReader`], usually a partition's
-//! [`vdisk_core::Window`].
+//! and Algorithms"), XFS v4 and v5 ("XFS Algorithms & Data Structures") and FAT12/16/32
+//! (Microsoft's "FAT: General Overview of On-Disk Format", fatgen103), read through any vdisk
+//! [`ImageReader`], usually a partition's [`vdisk_core::Window`].
 //!
 //! Everything read from the filesystem is untrusted: sizes, counts, offsets and block numbers are
 //! checked before use, allocations are bounded by the named limits of [`limits`], and loops in
@@ -16,6 +16,7 @@ pub mod fat;
 pub mod limits;
 pub mod resolve;
 pub mod walk;
+pub mod xfs;
 
 #[cfg(test)]
 mod testmem;
@@ -104,7 +105,7 @@ pub struct Usage {
 
 /// A filesystem opened for reading.
 pub trait Filesystem: Send + Sync {
-    /// The type as blkid's `TYPE` names it: `ext2`, `ext3`, `ext4` (or `ext4dev`), `vfat`.
+    /// The type as blkid's `TYPE` names it: `ext2`, `ext3`, `ext4` (or `ext4dev`), `xfs`, `vfat`.
     fn kind(&self) -> &'static str;
     /// The label as blkid's `LABEL` shows it (bytes as stored, without padding).
     fn label(&self) -> Option<Vec<u8>>;
@@ -142,6 +143,9 @@ pub fn probe(dev: &dyn ImageReader) -> Result<Option<&'static str>> {
     if let Some(kind) = ext::probe(dev)? {
         return Ok(Some(kind));
     }
+    if let Some(kind) = xfs::probe(dev)? {
+        return Ok(Some(kind));
+    }
     fat::probe(dev)
 }
 
@@ -156,12 +160,15 @@ pub fn open_with(dev: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Box<dy
     if ext::probe(dev.as_ref())?.is_some() {
         return Ok(Box::new(ext::Ext::open(dev, opts)?));
     }
+    if xfs::probe(dev.as_ref())?.is_some() {
+        return Ok(Box::new(xfs::Xfs::open(dev)?));
+    }
     if fat::probe(dev.as_ref())?.is_some() {
         return Ok(Box::new(fat::Fat::open(dev)?));
     }
     Err(vdisk_core::Error::unsupported(
         std::path::Path::new(dev.format_name()),
-        "filesystem: no ext2/ext3/ext4 or FAT filesystem found",
+        "filesystem: no ext2/ext3/ext4, XFS or FAT filesystem found",
     ))
 }
 

@@ -62,3 +62,18 @@ pub const EXT_JOURNAL_MAX_REPLAYED: u64 = 1 << 22;
 /// The most distinct blocks named by the revoke records (`r_count` of each revoke block) of
 /// one journal replay.
 pub const EXT_JOURNAL_MAX_REVOKES: u64 = 1 << 22;
+
+/// The most allocation groups (`sb_agcount`) an XFS filesystem may have: mkfs.xfs makes a few
+/// to a few thousand; each costs one header read when usage is summed.
+pub const XFS_MAX_AGCOUNT: u64 = 1 << 20;
+
+/// The deepest block-map btree of an XFS file (`bb_level` of the inode's root): XFS's own
+/// bound for 2^48 extents is under 10 levels (XFS_BM_MAXLEVELS).
+pub const XFS_MAX_BMAP_LEVELS: u16 = 10;
+
+/// The longest XFS directory data space read (`di_size` of a block, leaf or node directory):
+/// as [`EXT_MAX_DIR_SIZE`].
+pub const XFS_MAX_DIR_SIZE: u64 = EXT_MAX_DIR_SIZE;
+
+/// The longest XFS symbolic link target: XFS_SYMLINK_MAXLEN (the kernel refuses longer ones).
+pub const XFS_MAX_SYMLINK_SIZE: u64 = 1024;

@@ -97,5 +97,5 @@ fn journal_recovery_and_refused_features() {
         .err()
         .unwrap()
         .to_string()
-        .contains("no ext2/ext3/ext4 or FAT"));
+        .contains("no ext2/ext3/ext4, XFS or FAT"));
 }

@@ -294,19 +294,7 @@ impl Filesystem for Ext {
     }
 
     fn uuid(&self) -> Option<String> {
-        let u = &self.sb.uuid;
-        if u.iter().all(|b| *b == 0) {
-            return None;
-        }
-        let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!(
-            "{}-{}-{}-{}-{}",
-            h[0..4].concat(),
-            h[4..6].concat(),
-            h[6..8].concat(),
-            h[8..10].concat(),
-            h[10..16].concat()
-        ))
+        crate::bytes::uuid_text(&self.sb.uuid)
     }
 
     fn usage(&self) -> Result<Usage> {

@@ -1,0 +1,326 @@
+//! XFS (versions 4 and 5), read-only, following "XFS Algorithms & Data Structures" (the
+//! kernel's Documentation/filesystems/xfs and xfs-documentation's design notes): the
+//! superblock's geometry, inodes found by number (AG, block, slot), data forks in extents or
+//! btree format, short-form and block/leaf/node directories (their data blocks), local and
+//! remote symlinks, and `statvfs`'s numbers as the kernel computes them.
+//!
+//! As with ext, CRCs of v5 metadata are not verified: every structure is checked for the
+//! ranges and consistency vdisk-fs relies on (magic numbers, levels, counts, inode numbers
+//! recorded in v3 inodes). The log is not replayed: a filesystem that was not cleanly
+//! unmounted is read as it is on disk, as `xfs_db` reads it (what the log holds is lost to
+//! this reader). Files on a real-time device and incompatible features vdisk-fs does not
+//! know are refused with an error.
+
+pub mod bmap;
+pub mod dir;
+pub mod inode;
+pub mod superblock;
+pub mod usage;
+
+use crate::device::Device;
+use crate::limits::{MAX_DIR_ENTRIES, XFS_MAX_DIR_SIZE, XFS_MAX_SYMLINK_SIZE};
+use crate::{DirEntry, FileKind, Filesystem, Node, Usage};
+use bmap::Mapping;
+use inode::{format, read_inode, Inode, FLAG_REALTIME};
+use std::sync::Arc;
+use superblock::{Super, SUPERBLOCK_SIZE};
+use vdisk_core::{Error, ImageReader, Result};
+
+/// `XSLM`: a remote symlink block of a v5 filesystem.
+const SYMLINK_MAGIC: u32 = 0x5853_4c4d;
+/// Its header: magic, offset, bytes, crc, uuid, owner, blkno, lsn.
+const SYMLINK_HDR: usize = 56;
+
+/// Whether `dev` holds an XFS superblock (its magic and a version this reader knows).
+pub fn probe(dev: &dyn ImageReader) -> Result<Option<&'static str>> {
+    if dev.virtual_size() < SUPERBLOCK_SIZE as u64 {
+        return Ok(None);
+    }
+    let mut sb = vec![0u8; SUPERBLOCK_SIZE];
+    dev.read_at(&mut sb, 0)?;
+    let version = crate::bytes::be16_at(&sb, 100) & superblock::version::NUMBITS;
+    Ok((Super::has_magic(&sb) && (version == 4 || version == 5)).then_some("xfs"))
+}
+
+/// An opened XFS filesystem.
+pub struct Xfs {
+    dev: Device,
+    sb: Super,
+}
+
+impl Xfs {
+    /// Opens the XFS filesystem on `reader`.
+    pub fn open(reader: Arc<dyn ImageReader>) -> Result<Xfs> {
+        let dev = Device::new(reader, "xfs");
+        let bytes = dev.read_vec(0, SUPERBLOCK_SIZE, "superblock")?;
+        let sb = Super::parse(&bytes).map_err(|e| {
+            if e.contains("does not read") || e.contains("are not read") {
+                dev.unsupported(e)
+            } else {
+                dev.corrupt(Some(0), format!("superblock: {e}"))
+            }
+        })?;
+        let fs = Xfs { dev, sb };
+        let root = fs.inode(fs.sb.root_ino)?;
+        if root.kind() != FileKind::Directory {
+            return Err(fs.dev.corrupt(None, "the root inode is not a directory"));
+        }
+        Ok(fs)
+    }
+
+    /// The superblock as checked at open.
+    pub fn superblock(&self) -> &Super {
+        &self.sb
+    }
+
+    fn inode(&self, ino: u64) -> Result<Inode> {
+        read_inode(&self.dev, &self.sb, ino)
+    }
+
+    /// Fills `buf` from byte `pos` of `inode`'s data fork (holes and unwritten extents read as
+    /// zeros).
+    fn read_mapped(&self, inode: &Inode, pos: u64, buf: &mut [u8]) -> Result<()> {
+        if inode.flags & FLAG_REALTIME != 0 {
+            return Err(self.dev.unsupported(format!(
+                "inode {}: the file lies on the real-time device",
+                inode.ino
+            )));
+        }
+        let bs = self.sb.block_size;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = pos + done as u64;
+            let within = at % bs;
+            let want = (buf.len() - done) as u64;
+            let (take, from) = match bmap::map(&self.dev, &self.sb, inode, at / bs)? {
+                Mapping::Hole { len } => {
+                    let avail = len.map_or(want, |l| l.saturating_mul(bs) - within);
+                    (avail.min(want), None)
+                }
+                Mapping::Data {
+                    start,
+                    len,
+                    unwritten,
+                } => {
+                    let (byte, ag_left) = self.sb.fsb_to_byte(start).ok_or_else(|| {
+                        self.dev.corrupt(
+                            None,
+                            format!("inode {}: data block {start} out of range", inode.ino),
+                        )
+                    })?;
+                    let avail = len.min(ag_left).saturating_mul(bs) - within;
+                    (
+                        avail.min(want),
+                        (!unwritten).then_some(byte.saturating_add(within)),
+                    )
+                }
+            };
+            let piece = &mut buf[done..done + take as usize];
+            match from {
+                Some(byte) => self.dev.read(byte, piece, "file data")?,
+                None => piece.fill(0),
+            }
+            done += take as usize;
+        }
+        Ok(())
+    }
+
+    /// The entries of directory `dir` (name, inode number), without `.` and `..`.
+    fn entries(&self, dir: &Inode) -> Result<Vec<dir::Entry>> {
+        if dir.kind() != FileKind::Directory {
+            return Err(Error::invalid(format!(
+                "inode {} is not a directory",
+                dir.ino
+            )));
+        }
+        if dir.format == format::LOCAL {
+            let data = dir.fork.get(..dir.size as usize).ok_or_else(|| {
+                self.dev.corrupt(
+                    None,
+                    format!(
+                        "inode {}: short-form directory of {} bytes",
+                        dir.ino, dir.size
+                    ),
+                )
+            })?;
+            return dir::short_form(&self.dev, &self.sb, data, dir.ino);
+        }
+        if dir.size > XFS_MAX_DIR_SIZE {
+            return Err(self
+                .dev
+                .limit("xfs directory size", dir.size, XFS_MAX_DIR_SIZE));
+        }
+        let dbs = self.sb.dir_block_size();
+        let fsbs = 1u64 << self.sb.dir_block_log;
+        let mut block = vec![0u8; dbs as usize];
+        let mut out = Vec::new();
+        let (mut i, blocks) = (0u64, dir.size.div_ceil(dbs));
+        while i < blocks {
+            // Directory blocks in holes (left by removed entries) are skipped whole.
+            match bmap::map(&self.dev, &self.sb, dir, i * fsbs)? {
+                Mapping::Hole { len: None } => break,
+                Mapping::Hole { len: Some(l) } if l >= fsbs => {
+                    i += l / fsbs;
+                    continue;
+                }
+                _ => {}
+            }
+            self.read_mapped(dir, i * dbs, &mut block)?;
+            dir::data_block(&self.dev, &self.sb, &block, i * dbs, &mut out)?;
+            i += 1;
+            if out.len() > MAX_DIR_ENTRIES {
+                return Err(self.dev.limit(
+                    "directory entries",
+                    out.len() as u64,
+                    MAX_DIR_ENTRIES as u64,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The target of a symlink stored in blocks: raw (v4), or after a header in each block
+    /// (v5).
+    fn remote_link(&self, link: &Inode) -> Result<Vec<u8>> {
+        let size = link.size as usize;
+        if !self.sb.is_v5() {
+            let mut out = vec![0u8; size];
+            self.read_mapped(link, 0, &mut out)?;
+            return Ok(out);
+        }
+        let bs = self.sb.block_size as usize;
+        let mut block = vec![0u8; bs];
+        let mut out = Vec::with_capacity(size);
+        let mut blk = 0u64;
+        while out.len() < size {
+            self.read_mapped(link, blk * bs as u64, &mut block)?;
+            let at = crate::bytes::be32_at(&block, 4) as usize;
+            let bytes = crate::bytes::be32_at(&block, 8) as usize;
+            let ok = crate::bytes::be32_at(&block, 0) == SYMLINK_MAGIC
+                && at == out.len()
+                && bytes > 0
+                && bytes <= bs - SYMLINK_HDR
+                && bytes <= size - out.len();
+            if !ok {
+                return Err(self.dev.corrupt(
+                    None,
+                    format!("inode {}: remote symlink block {blk}", link.ino),
+                ));
+            }
+            out.extend_from_slice(&block[SYMLINK_HDR..SYMLINK_HDR + bytes]);
+            blk += 1;
+        }
+        Ok(out)
+    }
+}
+
+impl Filesystem for Xfs {
+    fn kind(&self) -> &'static str {
+        "xfs"
+    }
+
+    fn label(&self) -> Option<Vec<u8>> {
+        let name = &self.sb.fname;
+        let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        (len > 0).then(|| name[..len].to_vec())
+    }
+
+    fn uuid(&self) -> Option<String> {
+        crate::bytes::uuid_text(&self.sb.uuid)
+    }
+
+    fn usage(&self) -> Result<Usage> {
+        usage::usage(&self.dev, &self.sb)
+    }
+
+    fn root(&self) -> Result<Node> {
+        Ok(self.inode(self.sb.root_ino)?.node())
+    }
+
+    fn read_dir(&self, dir: &Node) -> Result<Vec<DirEntry>> {
+        let inode = self.inode(dir.id)?;
+        self.entries(&inode)?
+            .into_iter()
+            .map(|(name, ino)| {
+                Ok(DirEntry {
+                    name,
+                    node: self.inode(ino)?.node(),
+                })
+            })
+            .collect()
+    }
+
+    fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>> {
+        let inode = self.inode(dir.id)?;
+        self.entries(&inode)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ino)| Ok(self.inode(ino)?.node()))
+            .transpose()
+    }
+
+    fn read(&self, file: &Node, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let inode = self.inode(file.id)?;
+        match inode.kind() {
+            FileKind::Regular => {
+                if offset >= inode.size || buf.is_empty() {
+                    return Ok(0);
+                }
+                if inode.format != format::EXTENTS && inode.format != format::BTREE {
+                    return Err(self.dev.corrupt(
+                        None,
+                        format!(
+                            "inode {}: regular file in fork format {}",
+                            inode.ino, inode.format
+                        ),
+                    ));
+                }
+                let n = (inode.size - offset).min(buf.len() as u64) as usize;
+                self.read_mapped(&inode, offset, &mut buf[..n])?;
+                Ok(n)
+            }
+            FileKind::Directory => Err(Error::invalid(format!(
+                "inode {} is a directory",
+                inode.ino
+            ))),
+            FileKind::Symlink => Err(Error::invalid(format!(
+                "inode {} is a symbolic link: read its target with read_link",
+                inode.ino
+            ))),
+            _ => Ok(0),
+        }
+    }
+
+    fn read_link(&self, link: &Node) -> Result<Vec<u8>> {
+        let inode = self.inode(link.id)?;
+        if inode.kind() != FileKind::Symlink {
+            return Err(Error::invalid(format!(
+                "inode {} is not a symbolic link",
+                inode.ino
+            )));
+        }
+        if inode.size == 0 || inode.size > XFS_MAX_SYMLINK_SIZE {
+            return Err(self.dev.corrupt(
+                None,
+                format!("inode {}: symbolic link of {} bytes", inode.ino, inode.size),
+            ));
+        }
+        match inode.format {
+            format::LOCAL => inode
+                .fork
+                .get(..inode.size as usize)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| {
+                    self.dev.corrupt(
+                        None,
+                        format!("inode {}: local symlink longer than its fork", inode.ino),
+                    )
+                }),
+            format::EXTENTS | format::BTREE => self.remote_link(&inode),
+            f => Err(self.dev.corrupt(
+                None,
+                format!("inode {}: symbolic link in fork format {f}", inode.ino),
+            )),
+        }
+    }
+}
