@@ -10,7 +10,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in qcow2_header qcow2_tables qcow2_open qcow2_mutate vmdk_header vmdk_descriptor vmdk_open \
     vmdk_extents vdi_header vdi_open vdi_mutate vmdk_mutate vhd_open vhdx_open partitions fs_open ova_open raw_open probe \
-    luks_unlock; do
+    luks_unlock lvm_open; do
     mkdir -p "$corpus/$t"
 done
 
@@ -445,6 +445,35 @@ if command -v mkfs.xfs >/dev/null; then
         fs_seed "$work/$name" "$name"
         rm -f "$work/$name"
     done
+fi
+
+# LVM2 physical volumes (lvm2 needs root and loop devices; with no device-mapper, volumes are
+# created with activation off): 12 MiB PVs with 1 MiB extents, so that every volume lies inside
+# the fuzz target's 16 MiB device; seeds are their first 64 KiB (label and metadata).
+if command -v pvcreate >/dev/null && command -v losetup >/dev/null && [ "$(id -u)" = 0 ]; then
+    export LVM_SUPPRESS_FD_WARNINGS=1
+    lvm_seed() { # lvm_seed FILE NAME
+        { printf '\300'; head -c 65536 "$1"; } >"$corpus/lvm_open/$2" # 192 units: 12 MiB
+    }
+    lvmc=(--config global/activation=0)
+    truncate -s 12M "$work/pv1" "$work/pv2" "$work/pv3"
+    l1=$(losetup -f --show "$work/pv1")
+    l2=$(losetup -f --show "$work/pv2")
+    l3=$(losetup -f --show "$work/pv3")
+    {
+        pvcreate -q --devices "$l1" --devices "$l2" --devices "$l3" "$l1" "$l2" "$l3"
+        vgcreate -q -s 1M --devices "$l1" vg "$l1"
+        lvcreate -q "${lvmc[@]}" --devices "$l1" -an -Zn -L 3M -n root vg
+        lvcreate -q "${lvmc[@]}" --devices "$l1" -an -Zn -L 2M -n my-data vg
+        lvextend -q "${lvmc[@]}" --devices "$l1" -L 5M vg/root
+        vgcreate -q -s 1M --devices "$l2" --devices "$l3" vg2 "$l2" "$l3"
+        lvcreate -q "${lvmc[@]}" --devices "$l2" --devices "$l3" -an -Zn -i 2 -I 64k -L 4M -n stripes vg2
+        lvcreate -q "${lvmc[@]}" --devices "$l2" --devices "$l3" -an -Zn -L 12M -n both vg2
+    } >/dev/null 2>&1 || true
+    losetup -d "$l1" "$l2" "$l3"
+    lvm_seed "$work/pv1" lvm-linear
+    lvm_seed "$work/pv2" lvm-striped-a
+    lvm_seed "$work/pv3" lvm-striped-b
 fi
 
 # ---- OVA packages: a small OVF (one streamOptimized disk, the hardware of a VirtualBox

@@ -26,6 +26,7 @@ for t in "${targets[@]}"; do
         vhd_*) dict=(-dict=dicts/vhd.dict) ;;
         vhdx_*) dict=(-dict=dicts/vhdx.dict) ;;
         fs_open) dict=(-dict=dicts/xfs.dict) ;;
+        lvm_open) dict=(-dict=dicts/lvm.dict) ;;
         probe)
             cat dicts/*.dict >"$logs/probe.dict"
             dict=(-dict="$logs/probe.dict")

@@ -32,7 +32,8 @@ Examples (LPIC-3 351.5, virtual machine disk image management):
   List the partitions inside an image, in any format (vdisk only):
       vdisk partitions disk.qcow2
   Read the files inside an image, mounted as the guest's /etc/fstab mounts them (vdisk only,
-  as libguestfs's virt-filesystems, virt-df, virt-ls and virt-cat; ext2/3/4, XFS and FAT):
+  as libguestfs's virt-filesystems, virt-df, virt-ls and virt-cat; ext2/3/4, XFS and FAT, on
+  partitions or LVM logical volumes):
       vdisk filesystems -l disk.qcow2
       vdisk df disk.qcow2
       vdisk ls -l disk.qcow2 /etc

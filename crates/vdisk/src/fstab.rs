@@ -101,8 +101,12 @@ fn unescape(field: &[u8]) -> Vec<u8> {
 /// What is known of one filesystem in the image, to match fstab specs against.
 #[derive(Debug, Clone, Default)]
 pub struct FsIdentity {
-    /// libguestfs's name for its device: `/dev/sda` (the whole disk) or `/dev/sdaN`.
+    /// libguestfs's name for its device: `/dev/sda` (the whole disk), `/dev/sdaN`, or
+    /// `/dev/VG/LV` for an LVM logical volume.
     pub device: String,
+    /// Other names fstab may give the device (an LVM volume's `/dev/mapper/VG-LV` and its
+    /// `/dev/disk/by-id` links).
+    pub aliases: Vec<String>,
     /// The filesystem's UUID as blkid prints it.
     pub uuid: Option<String>,
     /// The filesystem's label.
@@ -155,7 +159,14 @@ pub fn find(spec: &[u8], filesystems: &[FsIdentity]) -> Option<usize> {
             .iter()
             .position(|f| eq(&f.partlabel, l.trim_matches('"').as_bytes()));
     }
-    let dev = canonical_device(spec?)?;
+    let spec = spec?;
+    if let Some(i) = filesystems
+        .iter()
+        .position(|f| f.device == spec || f.aliases.iter().any(|a| a == spec))
+    {
+        return Some(i);
+    }
+    let dev = canonical_device(spec)?;
     filesystems.iter().position(|f| f.device == dev)
 }
 
@@ -247,7 +258,15 @@ mod tests {
                 label: Some(b"root fs".to_vec()),
                 ..Default::default()
             },
+            FsIdentity {
+                device: "/dev/rl/root".into(),
+                aliases: vec!["/dev/mapper/rl-root".into()],
+                ..Default::default()
+            },
         ];
+        assert_eq!(find(b"/dev/rl/root", &fs), Some(2));
+        assert_eq!(find(b"/dev/mapper/rl-root", &fs), Some(2));
+        assert_eq!(find(b"/dev/mapper/rl-home", &fs), None);
         assert_eq!(find(b"UUID=abcd-1234", &fs), Some(0));
         assert_eq!(
             find(b"UUID=\"0B6F1C1E-7C4D-4C1D-9D5A-3F1F2E0C9A11\"", &fs),

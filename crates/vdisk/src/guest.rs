@@ -26,8 +26,14 @@ pub struct Found {
     /// Where it is on the disk, in bytes.
     pub start: u64,
     pub size: u64,
-    /// The partition's number, or `None` for the whole disk.
+    /// The partition's number, or `None` for the whole disk or a logical volume.
     pub partition: Option<u32>,
+    /// An LVM logical volume (`/dev/VG/LV`); `start` is then 0 and `size` its size: its
+    /// extents may lie anywhere on the disk's physical volumes.
+    pub logical_volume: bool,
+    /// Why a logical volume's extents cannot be read (a thin, RAID or cache volume, a
+    /// physical volume missing from the image); `None` for every other device.
+    pub unreadable: Option<String>,
     /// The filesystem type blkid would name (`ext4`, `vfat`), when one was recognised.
     pub vfs: Option<&'static str>,
     /// The opened filesystem, or why it could not be opened.
@@ -53,10 +59,17 @@ pub fn find(image: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Vec<Found
         let whole = open_device(image.clone(), "/dev/sda".into(), 0, size, None, opts)?;
         return Ok(vec![whole]);
     }
+    let mut out = Vec::new();
+    let mut pvs = Vec::new();
+    // A physical volume on the whole disk (no partition table).
+    if let Some(f) = physical_volume(&image, "/dev/sda", 0, None, &mut pvs) {
+        out.push(f);
+        out.extend(logical_volumes(&pvs, opts)?);
+        return Ok(out);
+    }
     let Some(table) = vdisk_part::read(image.as_ref())? else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
     for p in &table.partitions {
         if table.scheme == vdisk_part::Scheme::Dos && EXTENDED_TYPES.contains(&p.type_id.as_str()) {
             continue;
@@ -70,14 +83,11 @@ pub fn find(image: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Vec<Found
             continue;
         }
         let window: Arc<dyn ImageReader> = Arc::new(Window::new(image.clone(), start, len)?);
-        let mut f = open_device(
-            window,
-            format!("/dev/sda{}", p.number),
-            start,
-            len,
-            Some(p.number),
-            opts,
-        )?;
+        let device = format!("/dev/sda{}", p.number);
+        let mut f = match physical_volume(&window, &device, start, Some(p.number), &mut pvs) {
+            Some(pv) => pv,
+            None => open_device(window, device, start, len, Some(p.number), opts)?,
+        };
         f.identity.partuuid = match table.scheme {
             vdisk_part::Scheme::Gpt => p.uuid.as_ref().map(|u| u.to_ascii_lowercase()),
             // blkid: the disk signature and the partition number, "%08x-%02x".
@@ -88,6 +98,77 @@ pub fn find(image: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Vec<Found
             )),
         };
         f.identity.partlabel = p.name.as_ref().map(|n| n.as_bytes().to_vec());
+        out.push(f);
+    }
+    out.extend(logical_volumes(&pvs, opts)?);
+    Ok(out)
+}
+
+/// The device `dev` as an LVM physical volume (added to `pvs`), or `None` when it carries no
+/// LVM label. A PV holds no filesystem: its logical volumes are found from all of them.
+fn physical_volume(
+    dev: &Arc<dyn ImageReader>,
+    device: &str,
+    start: u64,
+    partition: Option<u32>,
+    pvs: &mut Vec<(Arc<dyn ImageReader>, vdisk_lvm::PhysicalVolume)>,
+) -> Option<Found> {
+    let why = match vdisk_lvm::read_pv(dev.as_ref()) {
+        Ok(None) => return None,
+        Ok(Some(pv)) => {
+            let why = match &pv.vg {
+                Some(vg) => format!(
+                    "an LVM physical volume of volume group {0}: its logical volumes are \
+                     /dev/{0}/NAME",
+                    vg.name
+                ),
+                None => "an LVM physical volume in no volume group".to_string(),
+            };
+            pvs.push((dev.clone(), pv));
+            why
+        }
+        Err(e) => format!("an LVM physical volume that cannot be read: {e}"),
+    };
+    Some(Found {
+        identity: FsIdentity {
+            device: device.to_string(),
+            ..FsIdentity::default()
+        },
+        start,
+        size: dev.virtual_size(),
+        partition,
+        logical_volume: false,
+        unreadable: None,
+        vfs: None,
+        fs: Err(why),
+    })
+}
+
+/// The visible logical volumes of the volume groups on `pvs`, with their filesystems.
+fn logical_volumes(
+    pvs: &[(Arc<dyn ImageReader>, vdisk_lvm::PhysicalVolume)],
+    opts: &OpenOptions,
+) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for lv in vdisk_lvm::logical_volumes(pvs) {
+        let mut f = match &lv.reader {
+            Ok(r) => open_device(r.clone(), lv.device(), 0, lv.size, None, opts)?,
+            Err(e) => Found {
+                identity: FsIdentity {
+                    device: lv.device(),
+                    ..FsIdentity::default()
+                },
+                start: 0,
+                size: lv.size,
+                partition: None,
+                logical_volume: true,
+                unreadable: Some(e.clone()),
+                vfs: None,
+                fs: Err(e.clone()),
+            },
+        };
+        f.logical_volume = true;
+        f.identity.aliases = lv.aliases();
         out.push(f);
     }
     Ok(out)
@@ -120,6 +201,8 @@ fn open_device(
         start,
         size,
         partition,
+        logical_volume: false,
+        unreadable: None,
         vfs,
         fs,
     })

@@ -20,6 +20,7 @@ pub use vdisk_convert as convert;
 pub use vdisk_core as core;
 pub use vdisk_core::{Error, Format, ImageReader, ImageWriter, Result};
 pub use vdisk_fs as fs;
+pub use vdisk_lvm as lvm;
 pub use vdisk_ova as ova_package;
 pub use vdisk_part as part;
 pub use vdisk_qcow2 as qcow2;

@@ -94,9 +94,13 @@ pub(super) fn filesystems(g: GuestArgs, long: bool, human_sizes: bool) -> Result
         &["Name", "Type", "VFS", "Label", "UUID", "Size"],
         &rows,
     ));
-    for f in found.iter().filter(|f| f.vfs.is_some()) {
-        if let Err(e) = &f.fs {
-            eprintln!("vdisk: {}: {e}", f.identity.device);
+    // Errors of the filesystems listed, and of logical volumes that could not be read at all
+    // (thin, RAID, ... volumes).
+    for f in &found {
+        match (&f.fs, &f.unreadable) {
+            (Err(e), _) if f.vfs.is_some() => eprintln!("vdisk: {}: {e}", f.identity.device),
+            (_, Some(e)) => eprintln!("vdisk: {}: {e}", f.identity.device),
+            _ => {}
         }
     }
     print_out(&t)?;
