@@ -577,7 +577,7 @@ pub struct GuestArgs {
     /// guest's /etc/fstab says; repeat for several (libguestfs's -m).
     #[arg(short = 'm', long = "mount", value_name = "DEVICE[:MOUNTPOINT]")]
     pub mounts: Vec<String>,
-    /// Read an ext3/ext4 filesystem whose journal needs recovery (a running or crashed guest) as
+    /// Read an ext3/ext4 (or XFS) filesystem whose journal needs recovery (a running or crashed guest) as
     /// it is on disk, as debugfs does, instead of replaying the journal in memory first as the
     /// kernel's mount would (the image is never written either way).
     #[arg(long = "ignore-journal")]

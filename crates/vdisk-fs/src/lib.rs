@@ -133,7 +133,9 @@ pub struct OpenOptions {
     /// by default vdisk-fs replays the journal in memory as the kernel does when it mounts
     /// (the image is never written), and a journal that cannot be replayed is an error. With
     /// this set, the journal is not replayed and the filesystem is read as it is on disk, as
-    /// `debugfs` reads it (possibly stale).
+    /// `debugfs` reads it (possibly stale). XFS whose log needs recovery: vdisk-fs does not
+    /// replay XFS logs, so by default such a filesystem is refused; with this set it is read as
+    /// it is on disk, as `xfs_db` reads it.
     pub ignore_journal_recovery: bool,
 }
 
@@ -161,7 +163,7 @@ pub fn open_with(dev: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Box<dy
         return Ok(Box::new(ext::Ext::open(dev, opts)?));
     }
     if xfs::probe(dev.as_ref())?.is_some() {
-        return Ok(Box::new(xfs::Xfs::open(dev)?));
+        return Ok(Box::new(xfs::Xfs::open(dev, opts)?));
     }
     if fat::probe(dev.as_ref())?.is_some() {
         return Ok(Box::new(fat::Fat::open(dev)?));

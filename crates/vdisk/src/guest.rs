@@ -246,9 +246,23 @@ pub fn inspect(found: &[Found]) -> Result<Mounts> {
         [one] => Ok(Mounts {
             points: vec![(b"/".to_vec(), *one)],
         }),
-        [] => Err(Error::Other(
-            "no filesystem that vdisk reads was found in the image".into(),
-        )),
+        [] => {
+            // Filesystems recognised but not opened: say why (a journal or log to recover,
+            // a feature not read), or the message would hide it.
+            let why: Vec<String> = found
+                .iter()
+                .filter(|f| f.vfs.is_some() || f.unreadable.is_some())
+                .filter_map(|f| Some(format!("{}: {}", f.identity.device, f.fs.as_ref().err()?)))
+                .collect();
+            Err(Error::Other(if why.is_empty() {
+                "no filesystem that vdisk reads was found in the image".into()
+            } else {
+                format!(
+                    "no filesystem that vdisk reads could be opened: {}",
+                    why.join("; ")
+                )
+            }))
+        }
         many => Err(Error::Other(format!(
             "no operating system found (no /etc/fstab); choose a filesystem with -m DEVICE: {}",
             many.iter()

@@ -7,19 +7,21 @@
 //! As with ext, CRCs of v5 metadata are not verified: every structure is checked for the
 //! ranges and consistency vdisk-fs relies on (magic numbers, levels, counts, inode numbers
 //! recorded in v3 inodes). The log is not replayed: a filesystem that was not cleanly
-//! unmounted is read as it is on disk, as `xfs_db` reads it (what the log holds is lost to
-//! this reader). Files on a real-time device and incompatible features vdisk-fs does not
-//! know are refused with an error.
+//! unmounted (its log needs recovery, [`log`]) is refused, as the kernel would replay the log
+//! first, unless [`OpenOptions::ignore_journal_recovery`] asks to read it as it is on disk, as
+//! `xfs_db` reads it (what the log holds is then missing). Files on a real-time device and
+//! incompatible features vdisk-fs does not know are refused with an error.
 
 pub mod bmap;
 pub mod dir;
 pub mod inode;
+pub mod log;
 pub mod superblock;
 pub mod usage;
 
 use crate::device::Device;
 use crate::limits::{MAX_DIR_ENTRIES, XFS_MAX_DIR_SIZE, XFS_MAX_SYMLINK_SIZE};
-use crate::{DirEntry, FileKind, Filesystem, Node, Usage};
+use crate::{DirEntry, FileKind, Filesystem, Node, OpenOptions, Usage};
 use bmap::Mapping;
 use inode::{format, read_inode, Inode, FLAG_REALTIME};
 use std::sync::Arc;
@@ -50,7 +52,7 @@ pub struct Xfs {
 
 impl Xfs {
     /// Opens the XFS filesystem on `reader`.
-    pub fn open(reader: Arc<dyn ImageReader>) -> Result<Xfs> {
+    pub fn open(reader: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Xfs> {
         let dev = Device::new(reader, "xfs");
         let bytes = dev.read_vec(0, SUPERBLOCK_SIZE, "superblock")?;
         let sb = Super::parse(&bytes).map_err(|e| {
@@ -60,6 +62,13 @@ impl Xfs {
                 dev.corrupt(Some(0), format!("superblock: {e}"))
             }
         })?;
+        if !opts.ignore_journal_recovery && log::state(&dev, &sb)? == log::LogState::NeedsRecovery {
+            return Err(dev.unsupported(
+                "replay of the XFS log, which needs recovery (the filesystem was not cleanly \
+                 unmounted: a running or crashed guest); --ignore-journal reads it as it is on \
+                 disk, possibly stale",
+            ));
+        }
         let fs = Xfs { dev, sb };
         let root = fs.inode(fs.sb.root_ino)?;
         if root.kind() != FileKind::Directory {
