@@ -10,24 +10,17 @@
 //! metadata lies at its start (FAT16 needs 2 MiB).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use std::sync::Arc;
-use vdisk_core::{Error, ImageReader};
+use vdisk_core::Error;
 use vdisk_fs::{FileKind, OpenOptions};
-use vdisk_fuzz::{mem, READ_BUDGET};
+use vdisk_fuzz::{sized_device, READ_BUDGET};
 
 /// Entries visited at most per input.
 const MAX_ENTRIES: usize = 2000;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&units, data)) = data.split_first() else {
+    let Some(dev) = sized_device(data) else {
         return;
     };
-    let mut image = data.to_vec();
-    image.resize(data.len().max(usize::from(units) << 16), 0);
-    let Ok(r) = vdisk_raw::open(mem("fuzz.img", &image)) else {
-        return;
-    };
-    let dev: Arc<dyn ImageReader> = Arc::new(r);
     if !matches!(vdisk_fs::probe(dev.as_ref()), Ok(Some(_))) {
         return;
     }

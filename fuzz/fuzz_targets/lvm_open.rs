@@ -7,20 +7,12 @@
 //! whose label and metadata lie at its start (pvcreate puts the metadata area at 4 KiB).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use std::sync::Arc;
-use vdisk_core::ImageReader;
-use vdisk_fuzz::mem;
+use vdisk_fuzz::sized_device;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&units, data)) = data.split_first() else {
+    let Some(dev) = sized_device(data) else {
         return;
     };
-    let mut image = data.to_vec();
-    image.resize(data.len().max(usize::from(units) << 16), 0);
-    let Ok(r) = vdisk_raw::open(mem("fuzz.img", &image)) else {
-        return;
-    };
-    let dev: Arc<dyn ImageReader> = Arc::new(r);
     let Ok(Some(pv)) = vdisk_lvm::read_pv(dev.as_ref()) else {
         return;
     };

@@ -123,6 +123,18 @@ pub fn mem(name: &str, data: &[u8]) -> Arc<dyn Storage> {
     MemStorage::new(name, data.to_vec()).shared()
 }
 
+/// The raw device the filesystem and volume targets read: the first input byte is its length in
+/// 64 KiB units (at least the rest of the input's length), the rest is its start, and zeros
+/// follow, so that a short input stands for a device of up to 16 MiB whose metadata lies at
+/// its start.
+pub fn sized_device(data: &[u8]) -> Option<Arc<dyn ImageReader>> {
+    let (&units, data) = data.split_first()?;
+    let mut image = data.to_vec();
+    image.resize(data.len().max(usize::from(units) << 16), 0);
+    let r = vdisk_raw::open(mem("fuzz.img", &image)).ok()?;
+    Some(Arc::new(r))
+}
+
 /// Serves every file an image names (VMDK extents, a qcow2 data file) with the same bytes, so that
 /// one fuzz input can hold a descriptor and the extent it names.
 pub struct InputFiles(pub Vec<u8>);

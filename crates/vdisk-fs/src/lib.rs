@@ -174,6 +174,25 @@ pub fn open_with(dev: Arc<dyn ImageReader>, opts: &OpenOptions) -> Result<Box<dy
     ))
 }
 
+/// What [`Filesystem::read`] gives for a file that is not a regular file (ext and XFS): an
+/// error for a directory or a symlink, no bytes for devices, fifos and sockets.
+pub(crate) fn read_not_regular(kind: FileKind, ino: u64) -> Result<usize> {
+    match kind {
+        FileKind::Directory => Err(vdisk_core::Error::invalid(format!(
+            "inode {ino} is a directory"
+        ))),
+        FileKind::Symlink => Err(vdisk_core::Error::invalid(format!(
+            "inode {ino} is a symbolic link: read its target with read_link"
+        ))),
+        _ => Ok(0),
+    }
+}
+
+/// The error of [`Filesystem::read_link`] on a file that is not a symbolic link.
+pub(crate) fn not_a_symlink(ino: u64) -> vdisk_core::Error {
+    vdisk_core::Error::invalid(format!("inode {ino} is not a symbolic link"))
+}
+
 /// Reads a whole file (at most `max` bytes: more is an error), for small files and tests.
 pub fn read_all(fs: &dyn Filesystem, file: &Node, max: u64) -> Result<Vec<u8>> {
     if file.size > max {

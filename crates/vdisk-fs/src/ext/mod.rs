@@ -354,25 +354,14 @@ impl Filesystem for Ext {
         let inode = self.inode(file.id)?;
         match inode.kind() {
             FileKind::Regular => self.read_data(&inode, offset, buf),
-            FileKind::Directory => Err(Error::invalid(format!(
-                "inode {} is a directory",
-                inode.ino
-            ))),
-            FileKind::Symlink => Err(Error::invalid(format!(
-                "inode {} is a symbolic link: read its target with read_link",
-                inode.ino
-            ))),
-            _ => Ok(0),
+            k => crate::read_not_regular(k, inode.ino.into()),
         }
     }
 
     fn read_link(&self, link: &Node) -> Result<Vec<u8>> {
         let inode = self.inode(link.id)?;
         if inode.kind() != FileKind::Symlink {
-            return Err(Error::invalid(format!(
-                "inode {} is not a symbolic link",
-                inode.ino
-            )));
+            return Err(crate::not_a_symlink(inode.ino.into()));
         }
         self.refuse_encrypted(&inode)?;
         if inode.size > MAX_SYMLINK_SIZE {

@@ -288,25 +288,14 @@ impl Filesystem for Xfs {
                 self.read_mapped(&inode, offset, &mut buf[..n])?;
                 Ok(n)
             }
-            FileKind::Directory => Err(Error::invalid(format!(
-                "inode {} is a directory",
-                inode.ino
-            ))),
-            FileKind::Symlink => Err(Error::invalid(format!(
-                "inode {} is a symbolic link: read its target with read_link",
-                inode.ino
-            ))),
-            _ => Ok(0),
+            k => crate::read_not_regular(k, inode.ino),
         }
     }
 
     fn read_link(&self, link: &Node) -> Result<Vec<u8>> {
         let inode = self.inode(link.id)?;
         if inode.kind() != FileKind::Symlink {
-            return Err(Error::invalid(format!(
-                "inode {} is not a symbolic link",
-                inode.ino
-            )));
+            return Err(crate::not_a_symlink(inode.ino));
         }
         if inode.size == 0 || inode.size > XFS_MAX_SYMLINK_SIZE {
             return Err(self.dev.corrupt(
