@@ -47,11 +47,15 @@ pub fn probe(dev: &dyn ImageReader) -> Result<Option<PvLabel>> {
 }
 
 /// A physical volume: its label, and the volume group its metadata describes (`None` for a PV
-/// in no group, or whose metadata areas hold no metadata).
+/// in no group, or whose metadata areas hold no metadata that can be read).
 #[derive(Debug, Clone)]
 pub struct PhysicalVolume {
     pub label: PvLabel,
     pub vg: Option<VolumeGroup>,
+    /// Why no copy of the metadata could be read, when none could. A damaged copy is passed
+    /// over when another copy reads, as lvm2 passes it over; and a PV whose own metadata is
+    /// damaged still serves the volumes that the other PVs' metadata places on it.
+    pub metadata_error: Option<String>,
 }
 
 /// The metadata text of one metadata area, if it holds one.
@@ -88,23 +92,37 @@ fn read_area(dev: &dyn ImageReader, area: Area) -> Result<Option<Vec<u8>>> {
     Ok(Some(text))
 }
 
-/// Reads the PV on `dev`: `None` when it carries no LVM2 label.
+/// The volume group of one metadata area, if it holds metadata.
+fn read_copy(dev: &dyn ImageReader, area: Area) -> Result<Option<VolumeGroup>> {
+    let Some(text) = read_area(dev, area)? else {
+        return Ok(None);
+    };
+    let top = config::parse(&text).map_err(corrupt)?;
+    vg::volume_group(&top).map(Some).map_err(corrupt)
+}
+
+/// Reads the PV on `dev`: `None` when it carries no LVM2 label, an error when its label is
+/// damaged. Of its metadata copies, the newest that reads describes its group.
 pub fn read_pv(dev: &dyn ImageReader) -> Result<Option<PhysicalVolume>> {
     let Some(label) = probe(dev)? else {
         return Ok(None);
     };
     let mut best: Option<VolumeGroup> = None;
+    let mut error = None;
     for &area in &label.metadata_areas {
-        let Some(text) = read_area(dev, area)? else {
-            continue;
-        };
-        let top = config::parse(&text).map_err(corrupt)?;
-        let vg = vg::volume_group(&top).map_err(corrupt)?;
-        if best.as_ref().is_none_or(|b| vg.seqno > b.seqno) {
-            best = Some(vg);
+        match read_copy(dev, area) {
+            Ok(Some(vg)) if best.as_ref().is_none_or(|b| vg.seqno > b.seqno) => best = Some(vg),
+            Ok(_) => {}
+            Err(e) => {
+                error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
-    Ok(Some(PhysicalVolume { label, vg: best }))
+    Ok(Some(PhysicalVolume {
+        metadata_error: if best.is_none() { error } else { None },
+        label,
+        vg: best,
+    }))
 }
 
 /// A logical volume, and its contents as a disk (or why they cannot be read).
@@ -227,17 +245,15 @@ fn lv_reader(
 }
 
 /// The visible logical volumes of the volume groups on `pvs` (devices with the PV read from
-/// each), in the order of their groups' first PV and of the metadata. Each group's newest
-/// metadata (highest `seqno`) among its PVs describes it; a PV it names that is not among
-/// `pvs` makes the volumes on it unreadable, not the others.
+/// each), in the order of their groups' first PV and of the metadata. A group is known by its
+/// UUID, and its newest metadata (highest `seqno`) among its PVs describes it, its name
+/// included (a PV left with the metadata from before a `vgrename` makes no second group); a
+/// PV it names that is not among `pvs` makes the volumes on it unreadable, not the others.
 pub fn logical_volumes(pvs: &[(Arc<dyn ImageReader>, PhysicalVolume)]) -> Vec<LogicalVolume> {
     let mut groups: Vec<&VolumeGroup> = Vec::new();
     for (_, pv) in pvs {
         let Some(vg) = &pv.vg else { continue };
-        match groups
-            .iter_mut()
-            .find(|g| g.id == vg.id && g.name == vg.name)
-        {
+        match groups.iter_mut().find(|g| g.id == vg.id) {
             Some(g) if vg.seqno > g.seqno => *g = vg,
             Some(_) => {}
             None => groups.push(vg),

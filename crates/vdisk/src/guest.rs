@@ -116,13 +116,16 @@ fn physical_volume(
     let why = match vdisk_lvm::read_pv(dev.as_ref()) {
         Ok(None) => return None,
         Ok(Some(pv)) => {
-            let why = match &pv.vg {
-                Some(vg) => format!(
+            let why = match (&pv.vg, &pv.metadata_error) {
+                (Some(vg), _) => format!(
                     "an LVM physical volume of volume group {0}: its logical volumes are \
                      /dev/{0}/NAME",
                     vg.name
                 ),
-                None => "an LVM physical volume in no volume group".to_string(),
+                (None, Some(e)) => {
+                    format!("an LVM physical volume whose metadata cannot be read: {e}")
+                }
+                (None, None) => "an LVM physical volume in no volume group".to_string(),
             };
             pvs.push((dev.clone(), pv));
             why
@@ -287,7 +290,7 @@ pub fn mount_explicit(found: &[Found], specs: &[String]) -> Result<Mounts> {
         };
         let i = found
             .iter()
-            .position(|f| f.identity.device == dev)
+            .position(|f| f.identity.device == dev || f.identity.aliases.iter().any(|a| a == dev))
             .ok_or_else(|| {
                 Error::invalid(format!(
                     "-m {spec}: no device {dev} in the image (devices: {})",
