@@ -455,18 +455,19 @@ if command -v pvcreate >/dev/null && command -v losetup >/dev/null && [ "$(id -u
     lvm_seed() { # lvm_seed FILE NAME
         { printf '\300'; head -c 65536 "$1"; } >"$corpus/lvm_open/$2" # 192 units: 12 MiB
     }
-    lvmc=(--config global/activation=0)
+    # Activation off (no device-mapper), and no backups of these scratch groups in /etc/lvm.
+    lvmc=(--config 'global { activation = 0 } backup { backup = 0 archive = 0 }')
     truncate -s 12M "$work/pv1" "$work/pv2" "$work/pv3"
     l1=$(losetup -f --show "$work/pv1")
     l2=$(losetup -f --show "$work/pv2")
     l3=$(losetup -f --show "$work/pv3")
     {
-        pvcreate -q --devices "$l1" --devices "$l2" --devices "$l3" "$l1" "$l2" "$l3"
-        vgcreate -q -s 1M --devices "$l1" vg "$l1"
+        pvcreate -q "${lvmc[@]}" --devices "$l1" --devices "$l2" --devices "$l3" "$l1" "$l2" "$l3"
+        vgcreate -q "${lvmc[@]}" -s 1M --devices "$l1" vg "$l1"
         lvcreate -q "${lvmc[@]}" --devices "$l1" -an -Zn -L 3M -n root vg
         lvcreate -q "${lvmc[@]}" --devices "$l1" -an -Zn -L 2M -n my-data vg
         lvextend -q "${lvmc[@]}" --devices "$l1" -L 5M vg/root
-        vgcreate -q -s 1M --devices "$l2" --devices "$l3" vg2 "$l2" "$l3"
+        vgcreate -q "${lvmc[@]}" -s 1M --devices "$l2" --devices "$l3" vg2 "$l2" "$l3"
         lvcreate -q "${lvmc[@]}" --devices "$l2" --devices "$l3" -an -Zn -i 2 -I 64k -L 4M -n stripes vg2
         lvcreate -q "${lvmc[@]}" --devices "$l2" --devices "$l3" -an -Zn -L 12M -n both vg2
     } >/dev/null 2>&1 || true
