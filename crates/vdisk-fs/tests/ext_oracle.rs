@@ -9,8 +9,8 @@
 mod common;
 
 use common::debugfs::{self, LsEntry};
-use common::{build_tree, raw_reader, run, tools_available, truncate, TreeOpts};
-use std::collections::{BTreeMap, HashMap};
+use common::{blkid, build_tree, raw_reader, run, tools_available, truncate, TreeOpts};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use vdisk_fs::{FileKind, Filesystem, Node};
@@ -38,19 +38,6 @@ struct Config<'a> {
     extent_depth: Option<u32>,
     /// debugfs -w commands run after mkfs (times with nanoseconds and epoch bits).
     tweaks: &'a [&'a str],
-}
-
-fn blkid(img: &Path) -> HashMap<String, String> {
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export"])
-        .arg(img)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// Every directory of ours, by inode, in the shape of `debugfs::ls_tree`.

@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{pattern, raw_reader, run, tools_available, truncate};
-use std::collections::HashMap;
+use common::{blkid, pattern, raw_reader, run, tools_available, truncate};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
@@ -163,19 +162,6 @@ fn fsck_clusters(img: &Path) -> (u64, u64) {
     let frac = line.split_whitespace().rev().nth(1).unwrap();
     let (used, total) = frac.split_once('/').unwrap();
     (used.parse().unwrap(), total.parse().unwrap())
-}
-
-fn blkid(img: &Path) -> HashMap<String, String> {
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export"])
-        .arg(img)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace("\\ ", " ")))
-        .collect()
 }
 
 fn check(name: &str, fat: &str, sectors: u64, extra: &[&str], cluster: usize, many: usize) {

@@ -8,116 +8,13 @@
 
 mod common;
 
+use common::explore::{mem_reader, survive, values};
 use common::{build_tree, run, tools_available, truncate, TreeOpts};
-use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vdisk_core::{ImageReader, MemStorage};
-use vdisk_fs::{FileKind, Filesystem, Node};
+use vdisk_fs::FileKind;
 use vdisk_testutil::Scratch;
-
-fn mem_reader(bytes: Vec<u8>) -> Arc<dyn ImageReader> {
-    Arc::new(vdisk_raw::open(MemStorage::new("mutant", bytes).shared()).unwrap())
-}
-
-/// Lists and reads everything reachable, ignoring errors; returns how many things it did.
-fn explore(fs: &dyn Filesystem) -> usize {
-    let _ = (fs.usage(), fs.label(), fs.uuid(), fs.kind());
-    let Ok(root) = fs.root() else { return 0 };
-    let mut seen = HashSet::new();
-    let mut todo: Vec<(Vec<u8>, Node, usize)> = vec![(b"/".to_vec(), root, 0)];
-    let mut ops = 0usize;
-    let mut buf = vec![0u8; 1 << 16];
-    while let Some((path, dir, depth)) = todo.pop() {
-        if !seen.insert(dir.id) || depth > 64 || ops > 20_000 {
-            continue;
-        }
-        let Ok(entries) = fs.read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            ops += 1;
-            let mut p = path.clone();
-            if p.len() > 1 {
-                p.push(b'/');
-            }
-            p.extend_from_slice(&e.name);
-            let _ = fs.lookup(&dir, &e.name);
-            match e.node.kind {
-                FileKind::Directory => todo.push((p, e.node, depth + 1)),
-                FileKind::Regular => {
-                    let mut off = 0u64;
-                    while off < 4 << 20 {
-                        match fs.read(&e.node, off, &mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => off += n as u64,
-                        }
-                    }
-                    let _ = fs.read(&e.node, e.node.size.saturating_sub(3), &mut buf[..7]);
-                }
-                FileKind::Symlink => {
-                    let _ = fs.read_link(&e.node);
-                    let _ = vdisk_fs::resolve(fs, &p, true);
-                }
-                _ => {}
-            }
-        }
-    }
-    let _ = vdisk_fs::walk::walk(
-        fs,
-        &fs.root().unwrap_or_else(|_| dummy()),
-        b"/",
-        &mut |_, _| Ok(()),
-    );
-    ops
-}
-
-fn dummy() -> Node {
-    Node {
-        id: 2,
-        kind: FileKind::Directory,
-        size: 0,
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        nlink: 0,
-        mtime: 0,
-        mtime_nsec: 0,
-        rdev: None,
-    }
-}
-
-/// Opens and explores a mutant within a time bound.
-fn survive(bytes: Vec<u8>, what: &str) {
-    let t = Instant::now();
-    if let Ok(fs) = vdisk_fs::open(mem_reader(bytes)) {
-        explore(fs.as_ref());
-    }
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "{what}: took {:?}",
-        t.elapsed()
-    );
-}
-
-/// The values each field is set to: 0, all ones, one more, one less, top bit flipped.
-fn values(orig: u64, width: usize) -> Vec<u64> {
-    let max = if width == 8 {
-        u64::MAX
-    } else {
-        (1u64 << (width * 8)) - 1
-    };
-    let top = 1u64 << (width * 8 - 1);
-    vec![
-        0,
-        max,
-        orig.wrapping_add(1) & max,
-        orig.wrapping_sub(1) & max,
-        orig ^ top,
-    ]
-}
 
 fn get(b: &[u8], at: usize, width: usize) -> u64 {
     (0..width).fold(0u64, |v, k| v | (u64::from(b[at + k]) << (8 * k)))

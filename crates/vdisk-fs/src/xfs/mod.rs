@@ -188,8 +188,9 @@ impl Xfs {
         Ok(out)
     }
 
-    /// The target of a symlink stored in blocks: raw (v4), or after a header in each block
-    /// (v5).
+    /// The target of a symlink stored in blocks: raw (v4), or after a header at the start of
+    /// each extent (v5: the kernel reads one buffer per extent, `xfs_symlink_remote_read`,
+    /// and checks that its header gives the bytes it holds and their offset in the target).
     fn remote_link(&self, link: &Inode) -> Result<Vec<u8>> {
         let size = link.size as usize;
         if !self.sb.is_v5() {
@@ -197,27 +198,34 @@ impl Xfs {
             self.read_mapped(link, 0, &mut out)?;
             return Ok(out);
         }
-        let bs = self.sb.block_size as usize;
-        let mut block = vec![0u8; bs];
+        let bs = self.sb.block_size;
+        let bad = |what: String| {
+            self.dev
+                .corrupt(None, format!("inode {}: remote symlink {what}", link.ino))
+        };
         let mut out = Vec::with_capacity(size);
-        let mut blk = 0u64;
+        let mut lblk = 0u64;
         while out.len() < size {
-            self.read_mapped(link, blk * bs as u64, &mut block)?;
-            let at = crate::bytes::be32_at(&block, 4) as usize;
-            let bytes = crate::bytes::be32_at(&block, 8) as usize;
-            let ok = crate::bytes::be32_at(&block, 0) == SYMLINK_MAGIC
-                && at == out.len()
-                && bytes > 0
-                && bytes <= bs - SYMLINK_HDR
-                && bytes <= size - out.len();
+            let Mapping::Data { start, len, .. } = bmap::map(&self.dev, &self.sb, link, lblk)?
+            else {
+                return Err(bad(format!("block {lblk} is a hole")));
+            };
+            // This extent's bytes of the target (its header first), and the blocks they fill.
+            let room = len.saturating_mul(bs).saturating_sub(SYMLINK_HDR as u64);
+            let bytes = room.min((size - out.len()) as u64) as usize;
+            let blocks = (bytes + SYMLINK_HDR).div_ceil(bs as usize);
+            let mut buf = vec![0u8; blocks * bs as usize];
+            self.read_mapped(link, lblk * bs, &mut buf)?;
+            let ok = crate::bytes::be32_at(&buf, 0) == SYMLINK_MAGIC
+                && crate::bytes::be32_at(&buf, 4) as usize == out.len()
+                && crate::bytes::be32_at(&buf, 8) as usize == bytes;
             if !ok {
-                return Err(self.dev.corrupt(
-                    None,
-                    format!("inode {}: remote symlink block {blk}", link.ino),
-                ));
+                return Err(bad(format!(
+                    "header of the extent at file block {lblk} (filesystem block {start})"
+                )));
             }
-            out.extend_from_slice(&block[SYMLINK_HDR..SYMLINK_HDR + bytes]);
-            blk += 1;
+            out.extend_from_slice(&buf[SYMLINK_HDR..SYMLINK_HDR + bytes]);
+            lblk += len;
         }
         Ok(out)
     }

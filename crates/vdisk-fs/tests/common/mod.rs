@@ -32,7 +32,7 @@ pub fn tools_available(tools: &[&str]) -> bool {
         return true;
     }
     if std::env::var_os("CI").is_some() {
-        panic!("{missing:?} required when CI is set (apt-get install e2fsprogs dosfstools mtools fdisk)");
+        panic!("{missing:?} required when CI is set (apt-get install e2fsprogs dosfstools mtools fdisk xfsprogs)");
     }
     eprintln!("note: {missing:?} not found; skipping a filesystem oracle test (set CI=1 to make this fail)");
     false
@@ -227,3 +227,23 @@ pub fn truncate(p: &Path, size: u64) {
     fs::File::create(p).unwrap().set_len(size).unwrap();
 }
 pub mod debugfs;
+pub mod explore;
+pub mod xfs;
+pub mod xfs_kernel;
+pub mod xfs_ours;
+pub mod xfs_proto;
+
+/// blkid's low-level probe (`-p -o export`), its escaped spaces unescaped; empty when it finds
+/// nothing (exit status 2).
+pub fn blkid(img: &Path) -> std::collections::HashMap<String, String> {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(img)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run blkid: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("\\ ", " ")))
+        .collect()
+}
