@@ -16,7 +16,8 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use vdisk_testutil::tools::{self, num, sbin_path, Loop};
 use vdisk_testutil::{qemu_available, Scratch};
 
 const TOOLS: &[&str] = &[
@@ -24,128 +25,26 @@ const TOOLS: &[&str] = &[
     "mkfs.xfs", "mkswap", "blkid", "dd",
 ];
 
-/// Activation off (no device-mapper here), and no backups in /etc/lvm of these scratch groups.
-const LVM_CONFIG: &str = "global { activation = 0 } backup { backup = 0 archive = 0 }";
-
 const MIB: u64 = 1 << 20;
-
-fn path_env() -> String {
-    format!(
-        "{}:/usr/sbin:/sbin",
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
 
 /// lvm2, util-linux, xfsprogs and qemu-img, and root for the loop devices; under `CI` their
 /// absence is a failure, not a skip.
 fn tools_available() -> bool {
-    let mut missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .env("PATH", path_env())
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(|t| t.to_string())
-        .collect();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        missing.push("root (for losetup)".into());
-    }
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{missing:?} required when CI is set (apt-get install lvm2 xfsprogs fdisk; run as root)"
-        );
-        eprintln!("note: {missing:?} not available; skipping an LVM guest test (set CI=1 to make this fail)");
-        return false;
-    }
-    qemu_available()
-}
-
-/// A loop device over `size` bytes at `offset` of a file, detached when dropped.
-struct Loop {
-    dev: String,
-}
-
-impl Loop {
-    fn new(file: &Path, offset: u64, size: u64) -> Loop {
-        let out = Command::new("losetup")
-            .env("PATH", path_env())
-            .args(["-f", "--show", "-o", &offset.to_string()])
-            .args(["--sizelimit", &size.to_string()])
-            .arg(file)
-            .output()
-            .expect("run losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
-        Loop { dev }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup")
-            .env("PATH", path_env())
-            .args(["-d", &self.dev])
-            .status();
-    }
+    vdisk_testutil::tools::tools_available(
+        TOOLS,
+        true,
+        "apt-get install lvm2 xfsprogs fdisk; run as root",
+    ) && qemu_available()
 }
 
 /// Runs an lvm2 command restricted to the loop device; returns its stdout.
 fn lvm(l: &Loop, cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd)
-        .env("PATH", path_env())
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .args(["--config", LVM_CONFIG, "--devices", &l.dev])
-        .args(args)
-        .output()
-        .expect("run lvm2");
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    tools::lvm(cmd, &[l], args)
 }
 
 /// The rows of an lvm2 report with `fields`, sizes in bytes.
 fn report(l: &Loop, cmd: &str, fields: &str) -> Vec<Vec<String>> {
-    lvm(
-        l,
-        cmd,
-        &[
-            "-o",
-            fields,
-            "--units",
-            "b",
-            "--nosuffix",
-            "--noheadings",
-            "--separator",
-            "|",
-        ],
-    )
-    .lines()
-    // Rows only: lvm2 also prints notes such as "Retrying metadata scan." on stdout.
-    .filter(|l| l.contains('|'))
-    .map(|l| l.trim().split('|').map(|f| f.trim().to_string()).collect())
-    .collect()
-}
-
-fn num(s: &str) -> u64 {
-    s.parse().unwrap_or_else(|_| panic!("not a number: {s:?}"))
+    tools::report(cmd, &[l], fields, &[])
 }
 
 /// What lvm2 says of one logical volume.
@@ -268,7 +167,7 @@ fn mkfs_xfs(d: &Path, img: &str, size: u64, uuid: &str, label: Option<&str>, t: 
         .set_len(size)
         .unwrap();
     let mut c = Command::new("mkfs.xfs");
-    c.env("PATH", path_env())
+    c.env("PATH", sbin_path())
         .current_dir(d)
         .args(["-q", "-f", "-m", &format!("uuid={uuid}")]);
     if let Some(l) = label {

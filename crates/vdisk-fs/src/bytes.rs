@@ -56,6 +56,13 @@ pub fn be64_at(b: &[u8], off: usize) -> u64 {
     (u64::from(be32_at(b, off)) << 32) | u64::from(be32_at(b, off.saturating_add(4)))
 }
 
+/// A label stored NUL-padded in a fixed field: the bytes before the first NUL, `None` when
+/// empty.
+pub fn padded_label(field: &[u8]) -> Option<Vec<u8>> {
+    let len = field.iter().position(|b| *b == 0).unwrap_or(field.len());
+    (len > 0).then(|| field[..len].to_vec())
+}
+
 /// A UUID as blkid prints it (lowercase, 8-4-4-4-12), or `None` when it is all zeros.
 pub fn uuid_text(u: &[u8; 16]) -> Option<String> {
     if u.iter().all(|b| *b == 0) {

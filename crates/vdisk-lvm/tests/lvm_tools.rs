@@ -20,6 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use vdisk_core::ImageReader;
 use vdisk_lvm::{LogicalVolume, PhysicalVolume};
+use vdisk_testutil::tools::try_lvm;
 use vdisk_testutil::Scratch;
 
 /// A PV on a whole file (the default 4 MiB extents) holding `root` in two segments (created,

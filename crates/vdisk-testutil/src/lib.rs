@@ -6,6 +6,7 @@
 //! panics instead, so CI never passes by skipping.
 
 mod dirty_vhdx;
+pub mod tools;
 pub use dirty_vhdx::{interrupted_vhdx_write, strace_available};
 
 use std::path::{Path, PathBuf};

@@ -288,9 +288,7 @@ impl Filesystem for Ext {
     }
 
     fn label(&self) -> Option<Vec<u8>> {
-        let name = &self.sb.volume_name;
-        let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
-        (len > 0).then(|| name[..len].to_vec())
+        crate::bytes::padded_label(&self.sb.volume_name)
     }
 
     fn uuid(&self) -> Option<String> {

@@ -237,9 +237,7 @@ impl Filesystem for Xfs {
     }
 
     fn label(&self) -> Option<Vec<u8>> {
-        let name = &self.sb.fname;
-        let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
-        (len > 0).then(|| name[..len].to_vec())
+        crate::bytes::padded_label(&self.sb.fname)
     }
 
     fn uuid(&self) -> Option<String> {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use vdisk_core::{Concat, FileStorage, ImageReader, MemStorage, Window};
 use vdisk_lvm::{LogicalVolume, PhysicalVolume};
@@ -24,135 +23,16 @@ pub const TOOLS: &[&str] = &[
     "losetup",
 ];
 
-/// Activation off (no device-mapper here), and no backups in /etc/lvm of these scratch groups.
-pub const LVM_CONFIG: &str = "global { activation = 0 } backup { backup = 0 archive = 0 }";
-
-/// PATH with the sbin directories lvm2 and losetup live in.
-pub fn path_env() -> String {
-    format!(
-        "{}:/usr/sbin:/sbin",
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
+pub use vdisk_testutil::tools::{lvm, num, report, Loop};
 
 /// Whether lvm2 and losetup are there and we are root (loop devices). Under `CI` their absence
 /// is a failure, not a skip.
 pub fn tools_available() -> bool {
-    let mut missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .env("PATH", path_env())
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(|t| t.to_string())
-        .collect();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        missing.push("root (for losetup)".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{missing:?} required when CI is set (apt-get install lvm2 util-linux; run as root)"
-        );
-    }
-    eprintln!(
-        "note: {missing:?} not available; skipping an LVM oracle test (set CI=1 to make this fail)"
-    );
-    false
-}
-
-/// A loop device over `size` bytes at `offset` of a file, detached when dropped.
-pub struct Loop {
-    pub dev: String,
-    pub offset: u64,
-    pub size: u64,
-}
-
-impl Loop {
-    pub fn new(file: &Path, offset: u64, size: u64) -> Loop {
-        let out = Command::new("losetup")
-            .env("PATH", path_env())
-            .args(["-f", "--show", "-o", &offset.to_string()])
-            .args(["--sizelimit", &size.to_string()])
-            .arg(file)
-            .output()
-            .expect("run losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
-        Loop { dev, offset, size }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup")
-            .env("PATH", path_env())
-            .args(["-d", &self.dev])
-            .status();
-    }
-}
-
-/// Runs an lvm2 command restricted to `devs`; returns its stdout, or its stderr as the error.
-pub fn try_lvm(cmd: &str, devs: &[&Loop], args: &[&str]) -> Result<String, String> {
-    let mut c = Command::new(cmd);
-    c.env("PATH", path_env())
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .args(["--config", LVM_CONFIG]);
-    for d in devs {
-        c.args(["--devices", &d.dev]);
-    }
-    let out = c.args(args).output().expect("run lvm2");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-pub fn lvm(cmd: &str, devs: &[&Loop], args: &[&str]) -> String {
-    try_lvm(cmd, devs, args).unwrap_or_else(|e| panic!("{cmd} {args:?} failed:\n{e}"))
-}
-
-/// The rows of a report (`lvs`, `pvs`, `vgs`) with the fields `fields`, in bytes.
-pub fn report(cmd: &str, devs: &[&Loop], fields: &str, extra: &[&str]) -> Vec<Vec<String>> {
-    let mut args = vec![
-        "-o",
-        fields,
-        "--units",
-        "b",
-        "--nosuffix",
-        "--noheadings",
-        "--separator",
-        "|",
-    ];
-    args.extend_from_slice(extra);
-    lvm(cmd, devs, &args)
-        .lines()
-        // Rows only: lvm2 also prints notes such as "Retrying metadata scan." on stdout.
-        .filter(|l| l.contains('|'))
-        .map(|l| l.trim().split('|').map(|f| f.trim().to_string()).collect())
-        .collect()
-}
-
-pub fn num(s: &str) -> u64 {
-    s.parse()
-        .unwrap_or_else(|_| panic!("lvm2 printed {s:?} for a number"))
+    vdisk_testutil::tools::tools_available(
+        TOOLS,
+        true,
+        "apt-get install lvm2 util-linux; run as root",
+    )
 }
 
 /// One segment as `lvs` reports it.
