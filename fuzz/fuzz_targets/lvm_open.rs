@@ -4,7 +4,10 @@
 //! each logical volume's reader: its size, block status and reads at its start, end and middle.
 //! The first input byte is the device's length in 64 KiB units (at least the rest of the input's
 //! length): the rest is its start, zeros follow, so a short input stands for a PV of up to 16 MiB
-//! whose label and metadata lie at its start (pvcreate puts the metadata area at 4 KiB).
+//! whose label and metadata lie at its start (pvcreate puts the metadata area at 4 KiB). lvm2's
+//! checksums (label, metadata area header, metadata text) are taken as matching in fuzzing
+//! builds, so that mutated inputs reach the parsers behind them; `lvm-parity.py` compares the
+//! corpus with lvm2, checksums checked.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vdisk_fuzz::sized_device;

@@ -138,6 +138,17 @@ pub enum Command {
         /// Sizes in powers of 1024 with a unit (128M, 3.9G).
         #[arg(short = 'H', long = "human-readable")]
         human: bool,
+        /// List the filesystems (what is listed when no other list is asked for).
+        #[arg(long = "filesystems")]
+        list_filesystems: bool,
+        /// List the LVM logical volumes (`/dev/VG/LV`), with or without a filesystem; with
+        /// `-l`, each one's UUID (without dashes, as libguestfs gives it) and size.
+        #[arg(long = "lvs", visible_aliases = ["logvols", "logical-volumes"])]
+        list_lvs: bool,
+        /// List the LVM physical volumes (the disk or its partitions); with `-l`, each one's
+        /// UUID and the size of its device.
+        #[arg(long = "pvs", visible_aliases = ["physvols", "physical-volumes"])]
+        list_pvs: bool,
     },
     /// vdisk only (as virt-df): how full each filesystem inside the image is, as `df` would
     /// show it once mounted.

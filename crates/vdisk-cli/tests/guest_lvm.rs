@@ -58,13 +58,15 @@ struct Volume {
 /// What lvm2 says of a group on one PV that starts `pv_at` bytes into the disk file.
 struct Lvm {
     vg_uuid: String,
+    pv_uuid: String,
     lvs: BTreeMap<String, Volume>,
 }
 
 fn lvm_facts(l: &Loop, pv_at: u64) -> Lvm {
     let vg = report(l, "vgs", "vg_uuid,vg_extent_size");
     let extent = num(&vg[0][1]);
-    let pe_start = num(&report(l, "pvs", "pv_name,pe_start")[0][1]);
+    let pv = report(l, "pvs", "pv_name,pe_start,pv_uuid");
+    let pe_start = num(&pv[0][1]);
     let mut lvs: BTreeMap<String, Volume> = BTreeMap::new();
     for r in report(
         l,
@@ -92,6 +94,7 @@ fn lvm_facts(l: &Loop, pv_at: u64) -> Lvm {
     }
     Lvm {
         vg_uuid: vg[0][0].clone(),
+        pv_uuid: pv[0][2].clone(),
         lvs,
     }
 }
@@ -401,6 +404,49 @@ fn a_rocky_linux_layout_on_lvm() {
             row("/dev/rl/root", "-", ROOT_UUID, root.size),
             row("/dev/rl/home", "home", HOME_UUID, home.size),
         ]
+    );
+
+    // virt-filesystems' --lvs and --pvs: every visible volume, swap included, with the UUID
+    // and size lvm2 reports (the UUIDs without dashes, as libguestfs gives them); the PV with
+    // its UUID and its partition's size.
+    let (t, e) = rows(d, &["filesystems", "--lvs", "--pvs", "-l", img]);
+    assert_eq!(e, "");
+    let mut want: Vec<Vec<String>> = f
+        .lvs
+        .iter()
+        .map(|(name, v)| {
+            vec![
+                format!("/dev/rl/{name}"),
+                "lv".into(),
+                "-".into(),
+                "-".into(),
+                v.uuid.replace('-', ""),
+                v.size.to_string(),
+            ]
+        })
+        .collect();
+    let mut got = t[1..t.len() - 1].to_vec();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "--lvs against lvm2's lvs");
+    assert_eq!(want.len(), 3, "root, swap, home");
+    assert_eq!(
+        t[t.len() - 1],
+        [
+            "/dev/sda2".to_string(),
+            "pv".into(),
+            "-".into(),
+            "-".into(),
+            f.pv_uuid.replace('-', ""),
+            p2.1.to_string()
+        ],
+        "--pvs against lvm2's pvs"
+    );
+    let short = vdisk_ok(d, &["filesystems", "--lvs", img]);
+    assert_eq!(short.lines().count(), 3, "{short}");
+    assert_eq!(
+        vdisk_ok(d, &["filesystems", "--filesystems", "--pvs", img]),
+        "/dev/sda1\n/dev/rl/root\n/dev/rl/home\n/dev/sda2\n"
     );
 
     // Files through the fstab's mounts: /boot by UUID, /home by /dev/mapper name; the entry

@@ -86,6 +86,14 @@ fn read_area(dev: &dyn ImageReader, area: Area) -> Result<Option<Vec<u8>>> {
         text.resize(start + len as usize, 0);
         dev.read_at(&mut text[start..], area.offset + at)?;
     }
+    let computed = label::calc_crc(label::INITIAL_CRC, &text);
+    if !label::crc_matches(loc.checksum, computed) {
+        return Err(corrupt(format!(
+            "checksum error in the metadata text at {} (stored {:08x}, computed {computed:08x})",
+            area.offset + loc.offset,
+            loc.checksum
+        )));
+    }
     while text.last() == Some(&0) {
         text.pop();
     }

@@ -12,8 +12,7 @@ use vdisk_core::ImageReader;
 use vdisk_lvm::LogicalVolume;
 use vdisk_testutil::Scratch;
 /// A damaged metadata copy is passed over when the PV has an intact one, as lvm2 passes over
-/// it (it warns "bad metadata text on /dev/loopN in mda1" and reads the group from the other
-/// copy): PV A's first area holds garbled text, its second is intact. lvm2 (`lvs`) still
+/// it (it warns of the copy's checksum error and reads the group from the other copy): PV A's first area holds garbled text, its second is intact. lvm2 (`lvs`) still
 /// reports both volumes; so must vdisk-lvm, from A's second copy.
 #[test]
 fn a_damaged_metadata_copy_is_passed_over_as_lvm2_does() {
@@ -110,7 +109,8 @@ fn edit(text: &[u8], from: &str, to: &str) -> Vec<u8> {
     t.replace(from, &to).into_bytes()
 }
 
-/// Damaged labels, metadata area headers and metadata text, on a PV made by lvm2: read_pv and
+/// Damaged labels, metadata area headers and metadata text, on a PV made by lvm2: with their
+/// checksums wrong, passed over or refused as lvm2 does; sealed again, read_pv and
 /// logical_volumes give errors, and no damage (every byte of the label sector and the area
 /// header, and many of the text, changed) makes them panic.
 #[test]
@@ -163,14 +163,34 @@ fn damaged_labels_headers_and_metadata_are_errors() {
     assert!(t.starts_with("bad {"), "{t}");
     assert!(t.contains(&format!("seqno = {}", vg.seqno)), "{t}");
 
-    let fails =
-        |what: &str, patches: &[(u64, Vec<u8>)]| match read_everything(&patched(&dev, patches)) {
-            Ok(l) => panic!("{what}: read {:?}", names(&l)),
-            Err(e) => e,
+    // The checksums, as lvm2 checks them: a label that fails its own is no label (lvm2 passes
+    // over it), a header or text that fails its own is not read.
+    assert!(
+        vdisk_lvm::read_pv(patched(&dev, &[(512 + 100, vec![0x55])]).as_ref())
+            .unwrap()
+            .is_none(),
+        "a label with a wrong checksum"
+    );
+    for (what, at, want) in [
+        ("header", area.offset + 100, "wrong checksum"),
+        ("text", text_at + 10, "checksum error in the metadata text"),
+    ] {
+        let Err(e) = read_everything(&patched(&dev, &[(at, vec![b'@'])])) else {
+            panic!("{what} with a wrong checksum: read");
         };
+        assert!(e.contains(want), "{what} with a wrong checksum: {e}");
+    }
+    // Everything below is sealed again after damage, so that the parsers behind the
+    // checksums see it.
+    let fails = |what: &str, patches: &[(u64, Vec<u8>)]| match read_everything(&sealed(
+        &dev, patches, area,
+    )) {
+        Ok(l) => panic!("{what}: read {:?}", names(&l)),
+        Err(e) => e,
+    };
     let with_text = |what: &str, new: Vec<u8>| {
         assert_eq!(new.len(), text.len(), "{what}");
-        patched(&dev, &[(text_at, new)])
+        sealed(&dev, &[(text_at, new)], area)
     };
     // The label's PV header offset (bytes 20..24 of the label sector).
     for off in [0u32, 31, 480, 500, 512, 0xffff_ffff] {
@@ -227,12 +247,12 @@ fn damaged_labels_headers_and_metadata_are_errors() {
         }
     }
     // raw_locn offset 0 (or the ignored flag): no metadata here; the PV is in no group.
-    let none = patched(&dev, &[(raw, vec![0; 8])]);
+    let none = sealed(&dev, &[(raw, vec![0; 8])], area);
     let p0 = vdisk_lvm::read_pv(none.as_ref()).unwrap().unwrap();
     assert!(p0.vg.is_none());
     assert!(vdisk_lvm::logical_volumes(&[(none, p0)]).is_empty());
 
-    // The text, garbled in place (lvm2 would refuse it for its CRC; vdisk-lvm parses it).
+    // The text, garbled in place (and sealed again).
     for (what, from, to) in [
         (
             "an array for a section",
@@ -333,11 +353,11 @@ fn damaged_labels_headers_and_metadata_are_errors() {
     ] {
         assert!(b_seg(seg_text).is_err(), "{what}");
     }
-    // Any byte of the label sector or the area header, and bytes all over the text, changed:
-    // no panic (most are errors; lvm2's checksums are not checked, so some still read).
+    // Any byte of the label sector or the area header, and bytes all over the text, changed
+    // and sealed again: no panic (most are errors, some still read).
     for at in (512..1024).chain(area.offset..area.offset + 512) {
         for v in [0u8, 0xff, 0x7f] {
-            let _ = read_everything(&patched(&dev, &[(at, vec![v])]));
+            let _ = read_everything(&sealed(&dev, &[(at, vec![v])], area));
         }
     }
     for at in (0..text.len()).step_by(3) {

@@ -482,8 +482,12 @@ fn the_newest_metadata_is_read() {
     assert!(vdisk_lvm::logical_volumes(&[pc]).is_empty());
     // A with its first area marked ignored (raw_locn flags): the second, stale, one is read.
     let a_dev = window(&disk, &a);
-    let first_area = pa.1.label.metadata_areas[0].offset;
-    let ignored = patched(&a_dev, &[(first_area + 60, vec![1, 0, 0, 0])]);
+    let first_area = pa.1.label.metadata_areas[0];
+    let ignored = sealed(
+        &a_dev,
+        &[(first_area.offset + 60, vec![1, 0, 0, 0])],
+        first_area,
+    );
     let (_, p) = pv(&ignored);
     assert_eq!(p.vg.as_ref().unwrap().seqno, old.seqno);
 }

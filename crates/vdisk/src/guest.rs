@@ -31,6 +31,11 @@ pub struct Found {
     /// An LVM logical volume (`/dev/VG/LV`); `start` is then 0 and `size` its size: its
     /// extents may lie anywhere on the disk's physical volumes.
     pub logical_volume: bool,
+    /// An LVM physical volume whose label and header read (its volume group may not).
+    pub physical_volume: bool,
+    /// The UUID of a logical or physical volume, as libguestfs's `lvuuid` and `pvuuid` give
+    /// it (32 characters, without the dashes lvm2 prints); `None` for every other device.
+    pub lvm_uuid: Option<String>,
     /// Why a logical volume's extents cannot be read (a thin, RAID or cache volume, a
     /// physical volume missing from the image); `None` for every other device.
     pub unreadable: Option<String>,
@@ -113,9 +118,11 @@ fn physical_volume(
     partition: Option<u32>,
     pvs: &mut Vec<(Arc<dyn ImageReader>, vdisk_lvm::PhysicalVolume)>,
 ) -> Option<Found> {
+    let mut uuid = None;
     let why = match vdisk_lvm::read_pv(dev.as_ref()) {
         Ok(None) => return None,
         Ok(Some(pv)) => {
+            uuid = Some(pv.label.uuid.clone());
             let why = match (&pv.vg, &pv.metadata_error) {
                 (Some(vg), _) => format!(
                     "an LVM physical volume of volume group {0}: its logical volumes are \
@@ -141,6 +148,8 @@ fn physical_volume(
         size: dev.virtual_size(),
         partition,
         logical_volume: false,
+        physical_volume: uuid.is_some(),
+        lvm_uuid: uuid,
         unreadable: None,
         vfs: None,
         fs: Err(why),
@@ -165,12 +174,15 @@ fn logical_volumes(
                 size: lv.size,
                 partition: None,
                 logical_volume: true,
+                physical_volume: false,
+                lvm_uuid: None,
                 unreadable: Some(e.clone()),
                 vfs: None,
                 fs: Err(e.clone()),
             },
         };
         f.logical_volume = true;
+        f.lvm_uuid = Some(lv.id.replace('-', ""));
         f.identity.aliases = lv.aliases();
         out.push(f);
     }
@@ -205,6 +217,8 @@ fn open_device(
         size,
         partition,
         logical_volume: false,
+        physical_volume: false,
+        lvm_uuid: None,
         unreadable: None,
         vfs,
         fs,

@@ -54,38 +54,66 @@ fn human(n: u64) -> String {
     }
 }
 
-pub(super) fn filesystems(g: GuestArgs, long: bool, human_sizes: bool) -> Result<u8> {
+/// What `filesystems` lists, in virt-filesystems' order: filesystems, logical volumes,
+/// physical volumes.
+pub(super) struct Lists {
+    pub filesystems: bool,
+    pub lvs: bool,
+    pub pvs: bool,
+}
+
+pub(super) fn filesystems(g: GuestArgs, long: bool, human_sizes: bool, lists: Lists) -> Result<u8> {
     let found = found(&g)?;
+    let mut listed: Vec<(&Found, &str)> = Vec::new();
+    let mut add = |on: bool, kind: &'static str, pick: fn(&Found) -> bool| {
+        if on {
+            listed.extend(found.iter().filter(|f| pick(f)).map(|f| (f, kind)));
+        }
+    };
+    add(lists.filesystems, "filesystem", |f| f.vfs.is_some());
+    add(lists.lvs, "lv", |f| f.logical_volume);
+    add(lists.pvs, "pv", |f| f.physical_volume);
     let mut t = String::new();
-    let with_fs: Vec<&Found> = found.iter().filter(|f| f.vfs.is_some()).collect();
     if !long {
-        for f in &with_fs {
+        for (f, _) in &listed {
             t.push_str(&format!("{}\n", f.identity.device));
         }
         print_out(&t)?;
         return Ok(0);
     }
-    let rows: Vec<[String; 6]> = with_fs
+    let rows: Vec<[String; 6]> = listed
         .iter()
-        .map(|f| {
+        .map(|&(f, kind)| {
+            let size = if human_sizes {
+                human(f.size)
+            } else {
+                f.size.to_string()
+            };
+            let dash = || "-".to_string();
+            if kind != "filesystem" {
+                let uuid = f.lvm_uuid.clone().unwrap_or_else(dash);
+                return [
+                    f.identity.device.clone(),
+                    kind.into(),
+                    dash(),
+                    dash(),
+                    uuid,
+                    size,
+                ];
+            }
             let label = f
                 .identity
                 .label
                 .as_deref()
                 .map(|l| String::from_utf8_lossy(l).into_owned())
                 .filter(|l| !l.is_empty())
-                .unwrap_or_else(|| "-".into());
-            let size = if human_sizes {
-                human(f.size)
-            } else {
-                f.size.to_string()
-            };
+                .unwrap_or_else(dash);
             [
                 f.identity.device.clone(),
-                "filesystem".into(),
+                kind.into(),
                 f.vfs.unwrap_or("-").into(),
                 label,
-                f.identity.uuid.clone().unwrap_or_else(|| "-".into()),
+                f.identity.uuid.clone().unwrap_or_else(dash),
                 size,
             ]
         })
@@ -98,8 +126,12 @@ pub(super) fn filesystems(g: GuestArgs, long: bool, human_sizes: bool) -> Result
     // (thin, RAID, ... volumes).
     for f in &found {
         match (&f.fs, &f.unreadable) {
-            (Err(e), _) if f.vfs.is_some() => eprintln!("vdisk: {}: {e}", f.identity.device),
-            (_, Some(e)) => eprintln!("vdisk: {}: {e}", f.identity.device),
+            (Err(e), _) if f.vfs.is_some() && lists.filesystems => {
+                eprintln!("vdisk: {}: {e}", f.identity.device)
+            }
+            (_, Some(e)) if lists.filesystems || lists.lvs => {
+                eprintln!("vdisk: {}: {e}", f.identity.device)
+            }
             _ => {}
         }
     }

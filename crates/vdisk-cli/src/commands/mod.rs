@@ -106,7 +106,21 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .map_err(|e| Error::Other(format!("cannot write output: {e}")))?;
             Ok(0)
         }
-        Command::Filesystems { guest, long, human } => guest::filesystems(guest, long, human),
+        Command::Filesystems {
+            guest,
+            long,
+            human,
+            list_filesystems,
+            list_lvs,
+            list_pvs,
+        } => {
+            let lists = guest::Lists {
+                filesystems: list_filesystems || !(list_lvs || list_pvs),
+                lvs: list_lvs,
+                pvs: list_pvs,
+            };
+            guest::filesystems(guest, long, human, lists)
+        }
         Command::Df {
             guest,
             human,

@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use vdisk_core::{Concat, FileStorage, ImageReader, MemStorage, Window};
+use vdisk_lvm::label::{calc_crc, metadata_pieces, Area, RawLocation, INITIAL_CRC};
 use vdisk_lvm::{LogicalVolume, PhysicalVolume};
 pub const TOOLS: &[&str] = &[
     "pvcreate",
@@ -282,6 +283,43 @@ pub fn patched(base: &Arc<dyn ImageReader>, patches: &[(u64, Vec<u8>)]) -> Arc<d
         parts.push(Arc::new(Window::new(base.clone(), at, size - at).unwrap()));
     }
     Arc::new(Concat::new(parts).unwrap())
+}
+
+/// [`patched`], then given the checksums lvm2 would have written: the label's (sector 1), and
+/// for the metadata area `area` its text's (when the header's raw_locn lies inside the area)
+/// and its header's. What a test damages then reaches the parsers behind the checksums.
+pub fn sealed(
+    base: &Arc<dyn ImageReader>,
+    patches: &[(u64, Vec<u8>)],
+    area: Area,
+) -> Arc<dyn ImageReader> {
+    let dev = patched(base, patches);
+    let crc = |b: &[u8]| calc_crc(INITIAL_CRC, b).to_le_bytes();
+    let mut label = vec![0u8; 512];
+    dev.read_at(&mut label, 512).unwrap();
+    let c = crc(&label[20..]);
+    label[16..20].copy_from_slice(&c);
+    let mut hdr = vec![0u8; 512];
+    dev.read_at(&mut hdr, area.offset).unwrap();
+    let (offset, size) = (u64_at(&hdr, 40), u64_at(&hdr, 48));
+    if offset >= 512 && offset < area.size && size > 0 && size <= area.size - 512 {
+        let loc = RawLocation {
+            offset,
+            size,
+            checksum: 0,
+        };
+        let mut text = Vec::new();
+        for (at, len) in metadata_pieces(loc, area.size) {
+            let start = text.len();
+            text.resize(start + len as usize, 0);
+            dev.read_at(&mut text[start..], area.offset + at).unwrap();
+        }
+        let c = crc(&text);
+        hdr[56..60].copy_from_slice(&c);
+    }
+    let c = crc(&hdr[4..]);
+    hdr[..4].copy_from_slice(&c);
+    patched(&dev, &[(512, label), (area.offset, hdr)])
 }
 
 pub fn u64_at(b: &[u8], at: usize) -> u64 {
