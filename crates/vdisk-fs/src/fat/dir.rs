@@ -120,6 +120,10 @@ impl Parser {
             .filter(|n| !n.is_empty());
         self.reset();
         let name = long.unwrap_or_else(|| short_name(&short.raw_name, short.case));
+        // An 8.3 name of blanks and NULs with no long name: the driver passes over it.
+        if name.is_empty() {
+            return Slot::Skip;
+        }
         Slot::File(short, name)
     }
 
@@ -173,4 +177,32 @@ pub fn volume_label(e: &[u8]) -> Option<Vec<u8>> {
     let raw: Vec<u8> = (0..11).map(|k| u8_at(e, k)).collect();
     let end = raw.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
     Some(raw[..end].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &[u8; 11], attr: u8) -> Vec<u8> {
+        let mut e = vec![0u8; 32];
+        e[..11].copy_from_slice(name);
+        e[11] = attr;
+        e
+    }
+
+    /// An entry whose 8.3 name is blanks and NULs, with no long name, is passed over as the
+    /// Linux driver passes it over; one ending at a NUL is listed by what comes before.
+    #[test]
+    fn empty_short_names_are_passed_over() {
+        let mut p = Parser::new(false);
+        assert!(matches!(p.slot(&entry(b"           ", 0x20)), Slot::Skip));
+        assert!(matches!(
+            p.slot(&entry(b" \0\0\0\0\0\0\0   ", 0x20)),
+            Slot::Skip
+        ));
+        match p.slot(&entry(b"AB\0\0\0\0\0\0TXT", 0x20)) {
+            Slot::File(_, name) => assert_eq!(name, b"AB.TXT"),
+            _ => panic!("AB.TXT is a file"),
+        }
+    }
 }

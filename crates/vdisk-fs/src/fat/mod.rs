@@ -370,9 +370,14 @@ impl Filesystem for Fat {
     fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>> {
         let loc = self.loc_of(dir)?;
         let mut hit = None;
-        // As the vfat driver: case-insensitive (ASCII here), on the long or the 8.3 name.
+        // As the vfat driver (`fat_search_long`): case-insensitive (ASCII here), on the long
+        // or the 8.3 name, passing over an entry whose 8.3 name is empty even when a long
+        // name names it.
         self.for_each_file(loc, &mut |off, s, long| {
             let short = names::short_name(&s.raw_name, 0);
+            if short.is_empty() {
+                return Ok(ControlFlow::Continue(()));
+            }
             if long.eq_ignore_ascii_case(name) || short.eq_ignore_ascii_case(name) {
                 hit = Some((off, s));
                 return Ok(ControlFlow::Break(()));

@@ -36,15 +36,18 @@ fn push_cp437(out: &mut Vec<u8>, b: u8) {
 pub const CASE_LOWER_BASE: u8 = 0x08;
 pub const CASE_LOWER_EXT: u8 = 0x10;
 
-/// The 8.3 name of an entry as the Linux driver shows it (`shortname=mixed`): trailing
-/// blanks dropped, a leading 0x05 read as 0xE5, the case bits applied, `.` before a
-/// non-empty extension.
+/// The 8.3 name of an entry as the Linux driver shows it (`shortname=mixed`, the kernel's
+/// `fat_parse_short`): a leading 0x05 read as 0xE5, the base and the extension each ending at
+/// a NUL and losing their trailing blanks (blanks before other characters stay), the case
+/// bits applied, `.` before a non-empty extension. Empty when both are: the driver then
+/// passes over the entry unless a long name names it.
 pub fn short_name(raw: &[u8; 11], case: u8) -> Vec<u8> {
     let mut base: Vec<u8> = raw[..8].to_vec();
     if base[0] == 0x05 {
         base[0] = 0xE5;
     }
     let trim = |s: &[u8]| -> Vec<u8> {
+        let s = &s[..s.iter().position(|b| *b == 0).unwrap_or(s.len())];
         let end = s.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
         s[..end].to_vec()
     };

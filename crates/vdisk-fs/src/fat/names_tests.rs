@@ -11,6 +11,20 @@ fn short_names_as_linux_shows_them() {
     assert_eq!(short_name(b"NOEXT      ", 0x18), b"noext");
     // 0x05 stands for 0xE5 (cp437 sigma); cp437 to UTF-8.
     assert_eq!(short_name(b"\x05BC     \x82  ", 0), "σBC.é".as_bytes());
+    // fat_parse_short: a NUL ends the base or the extension; blanks before other characters
+    // stay; a name of blanks is empty (and its entry passed over), one of an extension only
+    // starts with its dot.
+    assert_eq!(
+        short_name(b"\xe8\xba\0\0\0\0\0\0\0\0\0", 0),
+        "Φ║".as_bytes()
+    );
+    assert_eq!(short_name(b"AB\0CD   TXT", 0), b"AB.TXT");
+    assert_eq!(short_name(b"NAME    T\0X", 0), b"NAME.T");
+    assert_eq!(short_name(b"A  B      F", 0), b"A  B.  F");
+    assert_eq!(short_name(b"table disk.", 0), b"table di.sk.");
+    assert_eq!(short_name(b"           ", 0), b"");
+    assert_eq!(short_name(b"\0          ", 0), b"");
+    assert_eq!(short_name(b"        TXT", 0), b".TXT");
 }
 
 #[test]
