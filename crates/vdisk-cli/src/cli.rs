@@ -173,16 +173,17 @@ pub enum Command {
         /// Everything below the directory, with full paths.
         #[arg(short = 'R', long = "recursive")]
         recursive: bool,
-        /// The directory (or file) inside the image.
-        path: String,
+        /// The directory (or file) inside the image (any bytes: guest names need not be
+        /// UTF-8).
+        path: std::ffi::OsString,
     },
     /// vdisk only (as virt-cat): print files inside the image's filesystems.
     Cat {
         #[command(flatten)]
         guest: GuestArgs,
-        /// Files inside the image (absolute paths).
+        /// Files inside the image (absolute paths, any bytes).
         #[arg(required = true)]
-        paths: Vec<String>,
+        paths: Vec<std::ffi::OsString>,
     },
     /// Create a new image. The size may be omitted when a backing file gives it.
     Create {

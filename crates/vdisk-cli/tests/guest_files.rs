@@ -5,6 +5,7 @@
 
 mod common;
 use common::*;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -39,6 +40,7 @@ fn guest_disk(d: &Path) -> (String, String) {
          : > root/srv/empty
          ln -s ../home/u/hi.txt root/etc/link
          ln -s /home/u root/srv/abs
+         printf 'latin1\\n' > \"root/srv/$(printf 'caf\\351')\"
          printf 'grub' > esp/EFI/BOOT/BOOTX64.EFI
          printf 'Long Name.txt' > 'esp/Long Name.txt'
          truncate -s 96M disk.raw
@@ -163,6 +165,20 @@ fn files_inside_a_guest_disk_read_as_the_guest_mounts_them() {
         assert!(link.ends_with(" /srv/abs -> /home/u\n"), "{link}");
         // An absolute link is followed inside the guest, not on the host.
         assert_eq!(vdisk_ok(d, &["ls", img, "/srv/abs"]), "deep\nhi.txt\n");
+        // A name that is not UTF-8 (Latin-1 "café"): listed as its bytes, and named by them.
+        let o = vdisk(d, &["ls", img, "/srv"]);
+        assert_eq!(o.stdout, b"abs\ncaf\xe9\nempty\n");
+        let o = Command::new(env!("CARGO_BIN_EXE_vdisk"))
+            .current_dir(d)
+            .arg("cat")
+            .arg(img)
+            .arg(std::ffi::OsStr::from_bytes(b"/srv/caf\xe9"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            (o.status.code(), &o.stdout[..]),
+            (Some(0), &b"latin1\n"[..])
+        );
         // -m: the ESP alone on /.
         assert_eq!(
             vdisk_ok(d, &["ls", "-m", "/dev/sda1", img, "/EFI/BOOT"]),

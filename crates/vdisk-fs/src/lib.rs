@@ -103,6 +103,15 @@ pub struct Usage {
     pub free_inodes: Option<u64>,
 }
 
+/// A stored symlink target as `readlink` returns it: the VFS copies the string the filesystem
+/// gives up to its first NUL (`readlink_copy`).
+pub(crate) fn up_to_nul(mut target: Vec<u8>) -> Vec<u8> {
+    if let Some(i) = target.iter().position(|b| *b == 0) {
+        target.truncate(i);
+    }
+    target
+}
+
 /// A filesystem opened for reading.
 pub trait Filesystem: Send + Sync {
     /// The type as blkid's `TYPE` names it: `ext2`, `ext3`, `ext4` (or `ext4dev`), `xfs`, `vfat`.
@@ -122,7 +131,8 @@ pub trait Filesystem: Send + Sync {
     /// Reads file bytes at `offset` into `buf`; returns how many (0 at or past the end). Holes
     /// read as zeros. Reads until `buf` is full or the file ends.
     fn read(&self, file: &Node, offset: u64, buf: &mut [u8]) -> Result<usize>;
-    /// The target of a symbolic link.
+    /// The target of a symbolic link, as the kernel's `readlink` gives it: up to its first
+    /// NUL when the stored target holds one (its `st_size` still counts every stored byte).
     fn read_link(&self, link: &Node) -> Result<Vec<u8>>;
 }
 

@@ -459,3 +459,28 @@ fn fat_fields_at_extremes_and_loops() {
         );
     }
 }
+
+/// A slow symlink whose block holds a NUL inside its target: read up to that NUL, as the
+/// kernel's `readlink` returns it (ext4_get_link does not check the block for NULs; the VFS
+/// copies the string).
+#[test]
+fn ext_slow_symlink_with_a_nul() {
+    if !tools_available(&["mkfs.ext4", "debugfs"]) {
+        return;
+    }
+    let d = Scratch::new("ext-link-nul");
+    let img = ext_image(&d, "link-nul", &["-t", "ext4"]);
+    let bytes = std::fs::read(&img).unwrap();
+    let read_link = |bytes: Vec<u8>| {
+        let fs = vdisk_fs::open(mem_reader(bytes)).unwrap();
+        let n = vdisk_fs::resolve(fs.as_ref(), b"/a/slow_link", false).unwrap();
+        fs.read_link(&n)
+    };
+    let whole = read_link(bytes.clone()).unwrap();
+    assert!(whole.len() > 60 && !whole.contains(&0), "a slow symlink");
+    let out = debugfs(&img, "bmap /a/slow_link 0");
+    let block: usize = out.trim().parse().unwrap();
+    let mut damaged = bytes;
+    damaged[block * 1024 + 7] = 0;
+    assert_eq!(read_link(damaged).unwrap(), &whole[..7]);
+}

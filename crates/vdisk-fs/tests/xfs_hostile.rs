@@ -2,7 +2,8 @@
 //! of the AGF, of inodes (a block-format root directory, a file with an extent list, a remote
 //! symlink, a leaf directory's extent list, a short-form directory, a file with a block-map
 //! btree), of the btree's leaf block, of directory data blocks (header, entries, the block
-//! directory's tail) and of a remote symlink block, set to 0, to all ones, one more, one less,
+//! directory's tail) and of remote symlink blocks (mkfs.xfs's, which lack the v5 header, and
+//! one the kernel wrote), set to 0, to all ones, one more, one less,
 //! and with the top bit flipped. Each mutant opens with an error or lists and reads with errors
 //! or bounded results: never a panic, always within the time bound of
 //! [`common::explore::survive_reader`]. Offsets come from `xfs_db`'s `convert` and `bmap`.
@@ -104,7 +105,7 @@ fn proto(d: &Path, fifos: usize) -> std::path::PathBuf {
         p += &format!("{name} ---644 0 0 {}\n", d.join(name).display());
     }
     p += &format!("slow l--777 0 0 {}/f\n", "d".repeat(700));
-    p += "fast l--777 0 0 f\ncdev c--644 0 0 4 5\n";
+    p += "fast l--777 0 0 f\nmid l--777 0 0 abcdef\ncdev c--644 0 0 4 5\n";
     p += &format!(
         "sub d--755 0 0\n a ---644 0 0 {}\n b p--644 0 0\n $\n",
         d.join("f").display()
@@ -206,7 +207,7 @@ fn xfs_v4_leaf_directory_fields_at_extremes() {
     );
     let dev = raw_reader(&img);
     let fs = vdisk_fs::open(dev.clone()).unwrap();
-    assert_eq!(fs.read_dir(&fs.root().unwrap()).unwrap().len(), 307);
+    assert_eq!(fs.read_dir(&fs.root().unwrap()).unwrap().len(), 308);
     let fork = db(&img, &["path /", "p core.format core.nextents"]);
     assert!(fork.starts_with("core.format = 2"), "{fork}");
     let root = inode_byte(&img, ino_of(&img, "/"));
@@ -256,8 +257,12 @@ fn xfs_btree_file_fields_at_extremes() {
         ]);
     }
     let ok = io.arg("-c").arg("fsync").arg(mnt.join("frag")).status();
+    // A remote symlink as the kernel writes it (its block with the v5 header, which
+    // mkfs.xfs 6.1 -p leaves out).
+    let linked = std::os::unix::fs::symlink("k".repeat(900), mnt.join("klink"));
     let _ = Command::new("umount").arg(&mnt).status();
     assert!(ok.is_ok_and(|st| st.success()));
+    linked.unwrap();
     let fmt = db(&img, &["path /frag", "p core.format"]);
     assert_eq!(fmt, "core.format = 3 (btree)\n");
     let dev = raw_reader(&img);
@@ -265,7 +270,16 @@ fn xfs_btree_file_fields_at_extremes() {
     let mut n = mutate(&dev, ino, &words(0, 176 + 48), "btree file inode");
     let leaf = first_block_of_btree(&img);
     n += mutate(&dev, leaf, &words(0, 72 + 64), "block map leaf");
-    assert!(n > 400, "{n} mutants");
+    let fs = vdisk_fs::open(dev.clone()).unwrap();
+    let klink = vdisk_fs::resolve(fs.as_ref(), b"/klink", false).unwrap();
+    assert_eq!(fs.read_link(&klink).unwrap(), "k".repeat(900).as_bytes());
+    n += mutate(
+        &dev,
+        first_block(&img, "/klink"),
+        &words(0, 64),
+        "kernel-made remote symlink block",
+    );
+    assert!(n > 450, "{n} mutants");
 }
 
 /// The byte offset of the first leaf of `/frag`'s block-map btree (the root's first pointer).
@@ -277,4 +291,54 @@ fn first_block_of_btree(img: &Path) -> u64 {
         .and_then(|r| r.trim().parse().ok())
         .unwrap_or_else(|| panic!("btree root pointer: {out}"));
     convert(img, &format!("fsblock {fsb}"))
+}
+
+/// Symlink targets holding a NUL, as the kernel reads them: a remote target up to its first
+/// NUL (the VFS's `readlink` stops there), a local one refused (its inode fails
+/// `xfs_symlink_shortform_verify`). On v4 (its remote blocks have no header; mkfs.xfs 6.1 -p
+/// writes v5 ones without theirs, which the kernel refuses: the kernel-made ones are read in
+/// `xfs_mounted.rs`).
+#[test]
+fn xfs_symlink_targets_with_a_nul() {
+    if !tools_available(&["mkfs.xfs", "xfs_db"]) {
+        return;
+    }
+    let s = Scratch::new("xfs-link-nul");
+    let img = s.path().join("v4.img");
+    mkfs(
+        &img,
+        &proto(s.path(), 0),
+        &["-m", "crc=0", "-i", "size=256"],
+    );
+    let dev = raw_reader(&img);
+    let read_link = |dev: Arc<dyn ImageReader>, path: &str| {
+        let fs = vdisk_fs::open(dev).unwrap();
+        let node = vdisk_fs::resolve(fs.as_ref(), path.as_bytes(), false).unwrap();
+        fs.read_link(&node)
+    };
+    let slow = read_link(dev.clone(), "/slow").unwrap();
+    assert_eq!(slow.len(), 702);
+    assert_eq!(read_link(dev.clone(), "/mid").unwrap(), b"abcdef");
+    // The remote target's 11th byte made a NUL.
+    let remote = Patched {
+        base: dev.clone(),
+        at: first_block(&img, "/slow") + 10,
+        patch: vec![0],
+    };
+    assert_eq!(read_link(Arc::new(remote), "/slow").unwrap(), b"dddddddddd");
+    // The local target's third byte (in the inode's literal area, after the v2 core).
+    let local = Patched {
+        base: dev.clone(),
+        at: inode_byte(&img, ino_of(&img, "/mid")) + 100 + 2,
+        patch: vec![0],
+    };
+    let e = read_link(Arc::new(local), "/mid").unwrap_err().to_string();
+    assert!(e.contains("NUL"), "{e}");
+    // Its last byte may be a NUL: the target then ends before it.
+    let last = Patched {
+        base: dev,
+        at: inode_byte(&img, ino_of(&img, "/mid")) + 100 + 5,
+        patch: vec![0],
+    };
+    assert_eq!(read_link(Arc::new(last), "/mid").unwrap(), b"abcde");
 }

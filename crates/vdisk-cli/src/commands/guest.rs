@@ -4,7 +4,9 @@
 
 use super::{parse_format, print_out};
 use crate::cli::GuestArgs;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use vdisk::chain::{open_image, OpenRequest};
 use vdisk::core::{Error, Result};
 use vdisk::fs::{FileKind, Filesystem, Node, OpenOptions};
@@ -233,7 +235,7 @@ fn percent(used: u64, avail: u64) -> String {
     format!("{}%", (u128::from(used) * 100).div_ceil(total))
 }
 
-pub(super) fn ls(g: GuestArgs, long: bool, recursive: bool, path: &str) -> Result<u8> {
+pub(super) fn ls(g: GuestArgs, long: bool, recursive: bool, path: &OsStr) -> Result<u8> {
     let found = found(&g)?;
     let mounts = mounts(&g, &found)?;
     let path = path.as_bytes();
@@ -412,7 +414,7 @@ fn utc_time(t: i64) -> String {
     )
 }
 
-pub(super) fn cat(g: GuestArgs, paths: &[String]) -> Result<u8> {
+pub(super) fn cat(g: GuestArgs, paths: &[OsString]) -> Result<u8> {
     let found = found(&g)?;
     let mounts = mounts(&g, &found)?;
     let mut out = std::io::stdout().lock();
@@ -420,7 +422,8 @@ pub(super) fn cat(g: GuestArgs, paths: &[String]) -> Result<u8> {
         let (fs, node) = guest::lookup(&found, &mounts, p.as_bytes(), true)?;
         if node.kind != FileKind::Regular {
             return Err(Error::invalid(format!(
-                "{p}: not a regular file ({})",
+                "{}: not a regular file ({})",
+                p.to_string_lossy(),
                 match node.kind {
                     FileKind::Directory => "a directory",
                     _ => "a special file",

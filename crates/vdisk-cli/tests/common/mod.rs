@@ -196,7 +196,8 @@ pub fn sh(dir: &Path, script: &str) -> String {
         "{script}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    String::from_utf8(o.stdout).unwrap()
+    // Lossy: file names from the guest trees need not be UTF-8.
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Writes `bytes` at `at` in the file at `path` (a field of an image damaged or changed).

@@ -310,17 +310,24 @@ impl Filesystem for Xfs {
             ));
         }
         match inode.format {
-            format::LOCAL => inode
-                .fork
-                .get(..inode.size as usize)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| {
+            format::LOCAL => {
+                let target = inode.fork.get(..inode.size as usize).ok_or_else(|| {
                     self.dev.corrupt(
                         None,
                         format!("inode {}: local symlink longer than its fork", inode.ino),
                     )
-                }),
-            format::EXTENTS | format::BTREE => self.remote_link(&inode),
+                })?;
+                // xfs_symlink_shortform_verify: no NUL before the last byte.
+                if target[..target.len() - 1].contains(&0) {
+                    return Err(self.dev.corrupt(
+                        None,
+                        format!("inode {}: local symlink with a NUL inside", inode.ino),
+                    ));
+                }
+                Ok(crate::up_to_nul(target.to_vec()))
+            }
+            // Remote blocks are not checked for NULs: the VFS stops at the first.
+            format::EXTENTS | format::BTREE => self.remote_link(&inode).map(crate::up_to_nul),
             f => Err(self.dev.corrupt(
                 None,
                 format!("inode {}: symbolic link in fork format {f}", inode.ino),
