@@ -299,3 +299,55 @@ fn a_journal_that_needs_recovery_is_replayed_in_memory() {
         "the image was written"
     );
 }
+
+/// One damaged inode fails `stat` of its entry, not the listing, as with ls on a mounted
+/// filesystem (the kernel's readdir reads no inodes): `ls` lists every name; `ls -l` shows
+/// the damaged entry with `?` columns, says why on standard error and exits 1; `ls -lR` goes
+/// on past a directory it cannot open; the other files still read.
+#[test]
+fn a_damaged_inode_fails_only_its_own_entry() {
+    if !tools_available() {
+        return;
+    }
+    let s = Scratch::new("cli-guest-damaged-entry");
+    let d = s.path();
+    sh(
+        d,
+        "mkdir -p t/sub && printf 'a\\n' > t/a && printf 'b\\n' > t/b && printf 'c\\n' > t/c
+         printf 'x\\n' > t/sub/x
+         mkfs.ext4 -q -F -b 1024 -d t e.img 8M
+         debugfs -w -R 'sif /b links_count 0' e.img 2>/dev/null
+         debugfs -w -R 'sif /sub/x links_count 0' e.img 2>/dev/null",
+    );
+    let img = "e.img";
+    assert_eq!(
+        vdisk_ok(d, &["ls", "-f", "raw", img, "/"]),
+        "a\nb\nc\nlost+found\nsub\n"
+    );
+    let o = vdisk(d, &["ls", "-l", "-f", "raw", img, "/"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].starts_with("-rw-r--r--") && lines[0].ends_with(" a"));
+    assert!(
+        lines[1].starts_with("?????????? ") && lines[1].ends_with(" b"),
+        "{text}"
+    );
+    assert!(lines[2].ends_with(" c") && lines[4].ends_with(" sub"));
+    assert!(
+        err(&o).contains("cannot access '/b'") && err(&o).contains("deleted"),
+        "{}",
+        err(&o)
+    );
+    let o = vdisk(d, &["ls", "-lR", "-f", "raw", img, "/"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out(&o).contains(" /sub/x\n") && out(&o).contains(" /sub\n"));
+    assert!(err(&o).contains("cannot access '/sub/x'"), "{}", err(&o));
+    assert_eq!(
+        vdisk_ok(d, &["cat", "-f", "raw", img, "/c", "/a"]),
+        "c\na\n"
+    );
+    let o = vdisk(d, &["cat", "-f", "raw", img, "/b"]);
+    assert_eq!(o.status.code(), Some(1));
+}

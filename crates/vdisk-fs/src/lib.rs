@@ -86,6 +86,28 @@ pub struct DirEntry {
     pub node: Node,
 }
 
+/// One entry of a directory as readdir lists it: its name, and its node or why the node
+/// cannot be read.
+#[derive(Debug)]
+pub struct Listed {
+    pub name: Vec<u8>,
+    pub node: Result<Node>,
+}
+
+/// [`Filesystem::read_dir`] from [`Filesystem::list_dir`]: the first entry whose node cannot
+/// be read fails the whole.
+pub(crate) fn all_read(listed: Vec<Listed>) -> Result<Vec<DirEntry>> {
+    listed
+        .into_iter()
+        .map(|l| {
+            Ok(DirEntry {
+                name: l.name,
+                node: l.node?,
+            })
+        })
+        .collect()
+}
+
 /// What `statvfs` says of the mounted filesystem (what `df` and `virt-df` show).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -124,8 +146,23 @@ pub trait Filesystem: Send + Sync {
     fn usage(&self) -> Result<Usage>;
     /// The root directory.
     fn root(&self) -> Result<Node>;
-    /// The entries of a directory, in on-disk order, without `.` and `..`.
+    /// The entries of a directory, in on-disk order, without `.` and `..`; an error when the
+    /// node of any of them cannot be read (see [`Self::list_dir`]).
     fn read_dir(&self, dir: &Node) -> Result<Vec<DirEntry>>;
+    /// The entries of a directory as the kernel's readdir lists them: every name, each with
+    /// its node or why that node cannot be read (a damaged inode, a directory's broken
+    /// cluster chain), so that one damaged entry fails `stat` of that entry, not the listing.
+    /// The default takes [`Self::read_dir`]'s.
+    fn list_dir(&self, dir: &Node) -> Result<Vec<Listed>> {
+        Ok(self
+            .read_dir(dir)?
+            .into_iter()
+            .map(|e| Listed {
+                name: e.name,
+                node: Ok(e.node),
+            })
+            .collect())
+    }
     /// The entry `name` of a directory, if there is one.
     fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>>;
     /// Reads file bytes at `offset` into `buf`; returns how many (0 at or past the end). Holes

@@ -248,12 +248,15 @@ pub(super) fn ls(g: GuestArgs, long: bool, recursive: bool, path: &OsStr) -> Res
     let mut out = std::io::stdout().lock();
     if node.kind != FileKind::Directory {
         // As `ls FILE`: the file itself.
-        let line = entry_line(fs, path, &node, long)?;
-        return write_out(&mut out, &line).map(|()| 0);
+        let (line, link_error) = entry_line(fs, path, &node, long);
+        write_out(&mut out, &line)?;
+        return Ok(u8::from(
+            link_error.is_some_and(|e| cannot("read symbolic link", path, &e)),
+        ));
     }
     let base = path.strip_suffix(b"/").unwrap_or(path);
     let mut seen = std::collections::HashSet::new();
-    list_dir(
+    let failed = list_dir(
         &found,
         &mounts,
         base,
@@ -264,12 +267,24 @@ pub(super) fn ls(g: GuestArgs, long: bool, recursive: bool, path: &OsStr) -> Res
         &mut seen,
         &mut out,
     )?;
-    Ok(0)
+    // As ls: what could not be shown was said on standard error; the exit status says so.
+    Ok(u8::from(failed))
+}
+
+/// Says on standard error that `what` failed for `path`, as ls says it; returns `true`.
+fn cannot(what: &str, path: &[u8], e: &Error) -> bool {
+    eprintln!(
+        "vdisk: cannot {what} '{}': {e}",
+        String::from_utf8_lossy(path)
+    );
+    true
 }
 
 /// The entries of the directory at guest path `dir`, sorted by name as `ls` sorts them in the C
 /// locale; with `recursive`, full paths and every directory below, each entered once (a mount
-/// point is listed from the filesystem mounted on it).
+/// point is listed from the filesystem mounted on it). An entry whose node cannot be read (a
+/// damaged inode) is listed by name, `?` in its other columns, as ls lists what it cannot
+/// `stat`, and said on standard error; returns whether any was.
 #[allow(clippy::too_many_arguments)]
 fn list_dir(
     found: &[Found],
@@ -281,7 +296,7 @@ fn list_dir(
     depth: usize,
     seen: &mut std::collections::HashSet<(usize, u64)>,
     out: &mut impl Write,
-) -> Result<()> {
+) -> Result<bool> {
     if depth >= vdisk::fs::limits::MAX_WALK_DEPTH {
         return Err(Error::invalid(format!(
             "{}: directories nested deeper than {}",
@@ -291,26 +306,61 @@ fn list_dir(
     }
     let key = (fs as *const dyn Filesystem as *const () as usize, node.id);
     if !seen.insert(key) {
-        return Ok(());
+        return Ok(false);
     }
-    let mut entries = fs.read_dir(&node)?;
+    let mut failed = false;
+    let mut entries = match fs.list_dir(&node) {
+        Ok(entries) => entries,
+        // A directory below the one asked for: said, and the listing goes on, as ls -R.
+        Err(e) if depth > 0 => return Ok(cannot("open directory", dir, &e)),
+        Err(e) => return Err(e),
+    };
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     for e in entries {
         let mut full = dir.to_vec();
         full.push(b'/');
         full.extend_from_slice(&e.name);
+        let shown: &[u8] = if recursive { &full } else { &e.name };
         // A mount point shows the root of what is mounted there.
-        let (efs, enode) = match guest::mounted_at(mounts, &full) {
+        let entry = match guest::mounted_at(mounts, &full) {
             Some((i, rest)) if rest == b"/" => {
                 let f = found[i].filesystem()?;
-                (f, f.root()?)
+                f.root().map(|r| (f, r))
             }
-            _ => (fs, e.node.clone()),
+            _ => e.node.map(|n| (fs, n)),
         };
-        let shown: &[u8] = if recursive { &full } else { &e.name };
-        write_out(out, &entry_line(efs, shown, &enode, long)?)?;
+        let (efs, enode) = match entry {
+            Ok(x) => x,
+            // A name alone needs no node (ls reads none either).
+            Err(_) if !long && !recursive => {
+                write_out(out, &[shown, b"\n"].concat())?;
+                continue;
+            }
+            Err(err) => {
+                failed |= cannot("access", &full, &err);
+                let mut line = Vec::new();
+                if long {
+                    line.extend_from_slice(
+                        format!(
+                            "?????????? {:>3} {:>5} {:>5} {:>10} {:>16} ",
+                            "?", "?", "?", "?", "?"
+                        )
+                        .as_bytes(),
+                    );
+                }
+                line.extend_from_slice(shown);
+                line.push(b'\n');
+                write_out(out, &line)?;
+                continue;
+            }
+        };
+        let (line, link_error) = entry_line(efs, shown, &enode, long);
+        write_out(out, &line)?;
+        if let Some(err) = link_error {
+            failed |= cannot("read symbolic link", &full, &err);
+        }
         if recursive && enode.kind == FileKind::Directory {
-            list_dir(
+            failed |= list_dir(
                 found,
                 mounts,
                 &full,
@@ -323,7 +373,7 @@ fn list_dir(
             )?;
         }
     }
-    Ok(())
+    Ok(failed)
 }
 
 fn write_out(out: &mut impl Write, line: &[u8]) -> Result<()> {
@@ -332,8 +382,9 @@ fn write_out(out: &mut impl Write, line: &[u8]) -> Result<()> {
 }
 
 /// One line of a listing: the name, or with `long` what `ls -l` shows (mode, links, uid, gid,
-/// size or device numbers, modification time in UTC, name, ` -> target` for a link).
-fn entry_line(fs: &dyn Filesystem, name: &[u8], n: &Node, long: bool) -> Result<Vec<u8>> {
+/// size or device numbers, modification time in UTC, name, ` -> target` for a link); and why
+/// a link's target could not be read (the line then ends at the name, as ls ends it).
+fn entry_line(fs: &dyn Filesystem, name: &[u8], n: &Node, long: bool) -> (Vec<u8>, Option<Error>) {
     let mut line = Vec::new();
     if long {
         let size = match n.rdev {
@@ -354,12 +405,18 @@ fn entry_line(fs: &dyn Filesystem, name: &[u8], n: &Node, long: bool) -> Result<
         );
     }
     line.extend_from_slice(name);
+    let mut link_error = None;
     if long && n.kind == FileKind::Symlink {
-        line.extend_from_slice(b" -> ");
-        line.extend_from_slice(&fs.read_link(n)?);
+        match fs.read_link(n) {
+            Ok(target) => {
+                line.extend_from_slice(b" -> ");
+                line.extend_from_slice(&target);
+            }
+            Err(e) => link_error = Some(e),
+        }
     }
     line.push(b'\n');
-    Ok(line)
+    (line, link_error)
 }
 
 /// `ls -l`'s mode column: type letter and rwx triplets with setuid, setgid and sticky bits.

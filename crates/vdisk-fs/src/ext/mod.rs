@@ -304,6 +304,10 @@ impl Filesystem for Ext {
     }
 
     fn read_dir(&self, dir: &Node) -> Result<Vec<DirEntry>> {
+        crate::all_read(self.list_dir(dir)?)
+    }
+
+    fn list_dir(&self, dir: &Node) -> Result<Vec<crate::Listed>> {
         let inode = self.inode(dir.id)?;
         let mut raw: Vec<(u32, Vec<u8>)> = Vec::new();
         self.for_each_entry(&inode, &mut |ino, name| {
@@ -317,14 +321,13 @@ impl Filesystem for Ext {
             raw.push((ino, name.to_vec()));
             Ok(ControlFlow::Continue(()))
         })?;
-        raw.into_iter()
-            .map(|(ino, name)| {
-                Ok(DirEntry {
-                    name,
-                    node: self.inode(u64::from(ino))?.node(),
-                })
+        Ok(raw
+            .into_iter()
+            .map(|(ino, name)| crate::Listed {
+                name,
+                node: self.inode(u64::from(ino)).map(|i| i.node()),
             })
-            .collect()
+            .collect())
     }
 
     fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>> {

@@ -343,6 +343,10 @@ impl Filesystem for Fat {
     }
 
     fn read_dir(&self, dir: &Node) -> Result<Vec<DirEntry>> {
+        crate::all_read(self.list_dir(dir)?)
+    }
+
+    fn list_dir(&self, dir: &Node) -> Result<Vec<crate::Listed>> {
         let loc = self.loc_of(dir)?;
         let mut found: Vec<(u64, Short, Vec<u8>)> = Vec::new();
         self.for_each_file(loc, &mut |off, s, name| {
@@ -356,15 +360,13 @@ impl Filesystem for Fat {
             found.push((off, s, name));
             Ok(ControlFlow::Continue(()))
         })?;
-        found
+        Ok(found
             .into_iter()
-            .map(|(off, s, name)| {
-                Ok(DirEntry {
-                    name,
-                    node: self.node_of(off, &s)?,
-                })
+            .map(|(off, s, name)| crate::Listed {
+                name,
+                node: self.node_of(off, &s),
             })
-            .collect()
+            .collect())
     }
 
     fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>> {

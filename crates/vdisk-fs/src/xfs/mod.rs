@@ -253,16 +253,19 @@ impl Filesystem for Xfs {
     }
 
     fn read_dir(&self, dir: &Node) -> Result<Vec<DirEntry>> {
+        crate::all_read(self.list_dir(dir)?)
+    }
+
+    fn list_dir(&self, dir: &Node) -> Result<Vec<crate::Listed>> {
         let inode = self.inode(dir.id)?;
-        self.entries(&inode)?
+        Ok(self
+            .entries(&inode)?
             .into_iter()
-            .map(|(name, ino)| {
-                Ok(DirEntry {
-                    name,
-                    node: self.inode(ino)?.node(),
-                })
+            .map(|(name, ino)| crate::Listed {
+                name,
+                node: self.inode(ino).map(|i| i.node()),
             })
-            .collect()
+            .collect())
     }
 
     fn lookup(&self, dir: &Node, name: &[u8]) -> Result<Option<Node>> {
