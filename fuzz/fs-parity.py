@@ -18,11 +18,11 @@ Usage: fuzz/fs-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED]
 import collections
 import os
 import re
-import random
 import shutil
 import subprocess
-import sys
 import tempfile
+
+from parity_common import sample_from_args, write_device
 
 MAX_DIRS = 30
 MAX_CAT = 1 << 20
@@ -46,7 +46,9 @@ def run(cmd, timeout=30, env=None):
 
 
 # mtools with the Linux driver's default codepage (437; mtools' own default is 850).
-MTOOLS_ENV = dict(os.environ, MTOOLSRC=os.path.join(tempfile.gettempdir(), "fs-parity.mtoolsrc"))
+MTOOLS_ENV = dict(
+    os.environ, MTOOLSRC=os.path.join(tempfile.gettempdir(), "fs-parity.mtoolsrc")
+)
 with open(MTOOLS_ENV["MTOOLSRC"], "w") as rc_file:
     rc_file.write("DEFAULT_CODEPAGE=437\n")
 
@@ -164,14 +166,7 @@ def compare(a, b, check_sizes):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    vdisk, corpus = os.path.abspath(sys.argv[1]), sys.argv[2]
-    sample = int(sys.argv[3]) if len(sys.argv) > 3 else 300
-    random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
-    files = sorted(os.listdir(corpus))
-    random.shuffle(files)
-    files = files[:sample]
+    vdisk, corpus, files = sample_from_args(__doc__, 300)
     tally = collections.Counter()
     examples = {}
     tmp = tempfile.mkdtemp(prefix="fs-parity-")
@@ -184,9 +179,7 @@ def main():
                 continue  # removed by a fuzzer running on the corpus
             if not data:
                 continue
-            with open(img, "wb") as f:
-                f.write(data[1:])
-                f.truncate(max(len(data) - 1, data[0] << 16))
+            write_device(data, img)
             vfs = vfs_of(vdisk, img)
             tool = {"ext2": debugfs, "ext3": debugfs, "ext4": debugfs, "xfs": xfs_db,
                     "vfat": mdir}.get(vfs)

@@ -13,11 +13,12 @@ Usage: fuzz/lvm-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED]
 
 import collections
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
+
+from parity_common import sample_from_args, write_device
 
 LVM_CONFIG = (
     "global { activation = 0 } backup { backup = 0 archive = 0 } "
@@ -80,14 +81,7 @@ def vdisk_view(vdisk, img):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    vdisk, corpus = os.path.abspath(sys.argv[1]), sys.argv[2]
-    sample = int(sys.argv[3]) if len(sys.argv) > 3 else 300
-    random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
-    files = sorted(os.listdir(corpus))
-    random.shuffle(files)
-    files = files[:sample]
+    vdisk, corpus, files = sample_from_args(__doc__, 300)
     same = 0
     kinds = collections.Counter()
     examples = {}
@@ -98,10 +92,7 @@ def main():
             if not data:
                 continue
             img = os.path.join(tmp, "dev.img")
-            body = data[1:]
-            with open(img, "wb") as f:
-                f.write(body)
-                f.truncate(max(len(body), data[0] << 16))
+            write_device(data, img)
             ours = vdisk_view(vdisk, img)
             rc, out, err = run(["losetup", "-f", "--show", img])
             if rc != 0:

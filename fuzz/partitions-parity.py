@@ -12,11 +12,11 @@ Usage: fuzz/partitions-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED]
 import collections
 import json
 import os
-import random
 import shutil
 import subprocess
-import sys
 import tempfile
+
+from parity_common import sample_from_args
 
 
 def run(cmd, cwd):
@@ -51,18 +51,12 @@ def what_differs(a, b):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    vdisk, corpus = os.path.abspath(sys.argv[1]), sys.argv[2]
-    sample = int(sys.argv[3]) if len(sys.argv) > 3 else 500
-    random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
-    files = sorted(os.listdir(corpus))
-    random.shuffle(files)
+    vdisk, corpus, files = sample_from_args(__doc__, 500)
     kinds = collections.Counter()
     example = {}
     tried = tables = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name in files[:sample]:
+        for name in files:
             src = os.path.join(corpus, name)
             disk = os.path.join(tmp, "d.raw")
             try:
