@@ -82,7 +82,7 @@ def vdisk_view(vdisk, img):
 
 def main():
     vdisk, corpus, files = sample_from_args(__doc__, 300)
-    same = 0
+    same = with_pv = with_lvs = 0
     kinds = collections.Counter()
     examples = {}
     tmp = tempfile.mkdtemp(prefix="lvm-parity-")
@@ -104,6 +104,8 @@ def main():
                 run(["losetup", "-d", dev])
             if ours[0] == theirs[0] and ours[1] == theirs[1]:
                 same += 1
+                with_pv += bool(ours[1])
+                with_lvs += bool(ours[0])
                 continue
             if ours[1] != theirs[1]:
                 kind = f"PV: vdisk {len(ours[1])}, lvm2 {len(theirs[1])} ({theirs[2][1]})"
@@ -118,7 +120,7 @@ def main():
             examples.setdefault(kind, (name, sorted(ours[0])[:2], sorted(theirs[0])[:2]))
     finally:
         shutil.rmtree(tmp)
-    print(f"{len(files)} inputs: {same} agree")
+    print(f"{len(files)} inputs: {same} agree ({with_pv} on a PV, {with_lvs} on its volumes)")
     for kind, n in kinds.most_common():
         ex = examples[kind]
         print(f"  {n:4d}  {kind}\n        e.g. {ex[0]}: vdisk {ex[1]} lvm2 {ex[2]}")
