@@ -12,15 +12,14 @@ Usage: fuzz/bitmap-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED]
   e.g. fuzz/bitmap-parity.py target/release/vdisk fuzz/corpus/qcow2_mutate 300 1
 """
 
-import collections
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
+
+from parity_common import Tally, inputs, last_line, sample_from_args
 
 
 def run(argv):
@@ -30,10 +29,9 @@ def run(argv):
         return None
 
 
-def last_line(r):
+def error_kind(r):
     """The last line of standard error, numbers and the copy's path generalised (for grouping)."""
-    lines = r.stderr.decode(errors="replace").strip().splitlines()
-    line = lines[-1] if lines else ""
+    line = last_line(r.stderr, 1000)
     line = re.sub(r"/\S*/[qv]\.qcow2", "FILE", line)
     return re.sub(r"[0-9]+", "N", line)[:80]
 
@@ -57,26 +55,13 @@ def first_bitmap(img):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    vdisk, corpus = sys.argv[1], sys.argv[2]
-    sample = int(sys.argv[3]) if len(sys.argv) > 3 else 300
-    random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
-    strip = 2 if os.path.basename(corpus.rstrip("/")).endswith("_mutate") else 0
-    files = sorted(os.listdir(corpus))
-    random.shuffle(files)
-    kinds = collections.Counter()
-    example = {}
+    vdisk, corpus, files = sample_from_args(__doc__, 300)
+    tally = Tally()
     runs = 0
     succeeded = 0
     with tempfile.TemporaryDirectory() as tmp:
         src, q, v = (os.path.join(tmp, n) for n in ("src.qcow2", "q.qcow2", "v.qcow2"))
-        for name in files[:sample]:
-            try:
-                with open(os.path.join(corpus, name), "rb") as f:
-                    data = f.read()[strip:]
-            except FileNotFoundError:  # a running fuzzer replaced it
-                continue
+        for name, data in inputs(corpus, files):
             if data[:4] != b"QFI\xfb":
                 continue
             with open(src, "wb") as f:
@@ -99,19 +84,18 @@ def main():
                 if rq is None or rv is None:
                     key = ("timeout", "qemu-img" if rq is None else "vdisk")
                 elif rq.returncode != rv.returncode:
-                    key = (" ".join(ops), rq.returncode, rv.returncode, last_line(rq),
-                           last_line(rv))
+                    key = (" ".join(ops), rq.returncode, rv.returncode, error_kind(rq),
+                           error_kind(rv))
                 elif rq.returncode == 0 and bitmaps(q) != bitmaps(v):
                     key = (" ".join(ops), "bitmaps listed differ")
                 elif rq.returncode == 0 and clean(q) and not clean(v):
                     key = (" ".join(ops), "qemu-img's copy checks clean, vdisk's does not")
                 else:
                     continue
-                kinds[key] += 1
-                example.setdefault(key, name)
-    print(f"{runs} runs ({succeeded} succeeded with qemu-img), {sum(kinds.values())} differ")
-    for key, n in kinds.most_common(25):
-        print(n, key, example[key])
+                tally.add(key, name)
+    print(f"{runs} runs ({succeeded} succeeded with qemu-img), {tally.total()} differ")
+    for key, n, name in tally.rows()[:25]:
+        print(n, key, name)
 
 
 if __name__ == "__main__":

@@ -16,17 +16,12 @@ Usage: fuzz/check-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED] [COMMAND]
        fuzz/check-parity.py target/debug/vdisk fuzz/corpus/qcow2_mutate 150 3 all
 """
 
-import collections
 import os
-import random
 import subprocess
 import sys
 import tempfile
 
-
-def last_line(text):
-    lines = text.decode(errors="replace").strip().splitlines()
-    return lines[-1][:70] if lines else ""
+from parity_common import Tally, inputs, last_line, sample_from_args
 
 
 def without_end(out):
@@ -51,27 +46,14 @@ def repair_key(q, v, qimg, vimg):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    vdisk, corpus = sys.argv[1], sys.argv[2]
-    sample = int(sys.argv[3]) if len(sys.argv) > 3 else 400
-    random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    vdisk, corpus, files = sample_from_args(__doc__, 400)
     cmd = sys.argv[5] if len(sys.argv) > 5 else "check"
-    strip = 2 if os.path.basename(corpus.rstrip("/")).endswith("_mutate") else 0
-    files = sorted(os.listdir(corpus))
-    random.shuffle(files)
-    kinds = collections.Counter()
-    example = {}
+    tally = Tally()
     checked = 0
     with tempfile.TemporaryDirectory() as tmp:
         img = os.path.join(tmp, "c.qcow2")
         qimg, vimg = os.path.join(tmp, "q.qcow2"), os.path.join(tmp, "v.qcow2")
-        for name in files[:sample]:
-            try:
-                with open(os.path.join(corpus, name), "rb") as f:
-                    data = f.read()[strip:]
-            except FileNotFoundError:  # a running fuzzer replaced it
-                continue
+        for name, data in inputs(corpus, files):
             if data[:4] != b"QFI\xfb":
                 continue
             with open(img, "wb") as f:
@@ -88,8 +70,7 @@ def main():
                 v = subprocess.run([vdisk, *args, "-f", "qcow2", vimg if repair else img],
                                    capture_output=True, timeout=30)
             except subprocess.TimeoutExpired:
-                kinds[("timeout",)] += 1
-                example.setdefault(("timeout",), name)
+                tally.add(("timeout",), name)
                 continue
             checked += 1
             if repair:
@@ -99,12 +80,11 @@ def main():
             else:
                 key = None
             if key:
-                kinds[key] += 1
-                example.setdefault(key, name)
+                tally.add(key, name)
     print(f"checked {checked}, {'runs' if cmd in ('leaks', 'all') else 'exit codes'} differ "
-          f"on {sum(kinds.values())}")
-    for key, n in kinds.most_common(20):
-        print(n, key, example[key])
+          f"on {tally.total()}")
+    for key, n, name in tally.rows()[:20]:
+        print(n, key, name)
 
 
 if __name__ == "__main__":

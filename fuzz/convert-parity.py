@@ -20,15 +20,11 @@ PARITY_ARGS in the environment adds arguments to both tools' convert, e.g.
 import collections
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
 
-
-def last_line(text):
-    lines = text.decode(errors="replace").strip().splitlines()
-    return lines[-1][:160] if lines else ""
+from parity_common import Tally, inputs, last_line, sample_from_args
 
 
 def format_of(data):
@@ -86,29 +82,15 @@ def same_bytes(a, b):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    vdisk, corpus = sys.argv[1], sys.argv[2]
-    sample = int(sys.argv[3]) if len(sys.argv) > 3 else 400
-    random.seed(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    vdisk, corpus, files = sample_from_args(__doc__, 400)
     max_bytes = (int(sys.argv[5]) if len(sys.argv) > 5 else 64) << 20
     extra = os.environ.get("PARITY_ARGS", "").split()
-    base = os.path.basename(corpus.rstrip("/"))
-    strip = 2 if base.endswith("_mutate") else 0
-    paged = base == "vhdx_open"
-    files = sorted(os.listdir(corpus))
-    random.shuffle(files)
-    kinds = collections.Counter()
-    example = {}
+    paged = os.path.basename(corpus.rstrip("/")) == "vhdx_open"
+    tally = Tally()
     tried = compared = too_big = 0
     with tempfile.TemporaryDirectory() as tmp:
         qraw, vraw = os.path.join(tmp, "q.raw"), os.path.join(tmp, "v.raw")
-        for name in files[:sample]:
-            try:
-                with open(os.path.join(corpus, name), "rb") as f:
-                    data = f.read()[strip:]
-            except FileNotFoundError:  # a running fuzzer replaced it
-                continue
+        for name, data in inputs(corpus, files):
             fmt = format_of(data[1:] if paged else data)
             if fmt is None:
                 continue
@@ -132,23 +114,22 @@ def main():
                 v = subprocess.run([vdisk, "convert", *extra, "-f", fmt, "-O", "raw", img, vraw],
                                    capture_output=True, timeout=30)
             except subprocess.TimeoutExpired:
-                kinds[("timeout", fmt)] += 1
-                example.setdefault(("timeout", fmt), name)
+                tally.add(("timeout", fmt), name)
                 continue
             key = None
             if q.returncode != v.returncode:
-                key = (fmt, q.returncode, v.returncode, last_line(q.stderr), last_line(v.stderr))
+                key = (fmt, q.returncode, v.returncode, last_line(q.stderr, 160),
+                       last_line(v.stderr, 160))
             elif q.returncode == 0:
                 compared += 1
                 if not same_bytes(qraw, vraw):
                     key = (fmt, "raw bytes differ")
             if key:
-                kinds[key] += 1
-                example.setdefault(key, name)
+                tally.add(key, name)
     print(f"converted {tried} ({too_big} over the size limit left out), both succeeded and were "
-          f"compared on {compared}, differ on {sum(kinds.values())}")
+          f"compared on {compared}, differ on {tally.total()}")
     ways = collections.Counter()
-    for key, n in kinds.items():
+    for key, n, _ in tally.rows():
         if key[0] == "timeout":
             ways["a tool timed out"] += n
         elif key[1] == "raw bytes differ":
@@ -163,8 +144,8 @@ def main():
             ways["both fail, exit codes differ"] += n
     for way, n in sorted(ways.items()):
         print(f"  {way}: {n}")
-    for key, n in kinds.most_common():
-        print(n, key, example[key])
+    for key, n, name in tally.rows():
+        print(n, key, name)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ Usage: fuzz/fs-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED]
   e.g. fuzz/fs-parity.py target/release/vdisk fuzz/corpus/fs_open 300 1
 """
 
-import collections
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 
-from parity_common import sample_from_args, write_device
+from parity_common import Tally, inputs, sample_from_args, write_device
 
 MAX_DIRS = 30
 MAX_CAT = 1 << 20
@@ -167,16 +166,11 @@ def compare(a, b, check_sizes):
 
 def main():
     vdisk, corpus, files = sample_from_args(__doc__, 300)
-    tally = collections.Counter()
-    examples = {}
+    tally = Tally()
     tmp = tempfile.mkdtemp(prefix="fs-parity-")
     img = os.path.join(tmp, "dev.img")
     try:
-        for name in files:
-            try:
-                data = open(os.path.join(corpus, name), "rb").read()
-            except FileNotFoundError:
-                continue  # removed by a fuzzer running on the corpus
+        for name, data in inputs(corpus, files):
             if not data:
                 continue
             write_device(data, img)
@@ -184,9 +178,9 @@ def main():
             tool = {"ext2": debugfs, "ext3": debugfs, "ext4": debugfs, "xfs": xfs_db,
                     "vfat": mdir}.get(vfs)
             if tool is None:
-                tally["inputs without a filesystem vdisk recognises"] += 1
+                tally.add("inputs without a filesystem vdisk recognises")
                 continue
-            tally[f"inputs: {vfs}"] += 1
+            tally.add(f"inputs: {vfs}")
             todo, done = [b"/"], 0
             while todo and done < MAX_DIRS:
                 d = todo.pop(0)
@@ -219,17 +213,12 @@ def main():
                                 ck = {(True, True): "both refuse", (True, False): "vdisk refuses",
                                       (False, True): "debugfs refuses"}[(rc1 != 0, not tool_ok)]
                                 ck = f"{vfs}: file bytes: {ck}"
-                            tally[ck] += 1
-                            if not same:
-                                examples.setdefault(ck, (name, p))
-                tally[kind] += 1
-                if "same" not in kind:
-                    examples.setdefault(kind, (name, d))
+                            tally.add(ck, None if same else (name, p))
+                tally.add(kind, None if "same" in kind else (name, d))
     finally:
         shutil.rmtree(tmp)
     print(f"{len(files)} inputs")
-    for kind, n in sorted(tally.items()):
-        ex = examples.get(kind)
+    for kind, n, ex in tally.rows(by_kind=True):
         print(f"  {n:5d}  {kind}" + (f"   e.g. {ex[0]} {ex[1]!r}" if ex else ""))
 
 

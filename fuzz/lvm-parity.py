@@ -11,14 +11,13 @@ Usage: fuzz/lvm-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED]
   e.g. fuzz/lvm-parity.py target/release/vdisk fuzz/corpus/lvm_open 300 1
 """
 
-import collections
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from parity_common import sample_from_args, write_device
+from parity_common import Tally, inputs, sample_from_args, write_device
 
 LVM_CONFIG = (
     "global { activation = 0 } backup { backup = 0 archive = 0 } "
@@ -83,12 +82,10 @@ def vdisk_view(vdisk, img):
 def main():
     vdisk, corpus, files = sample_from_args(__doc__, 300)
     same = with_pv = with_lvs = 0
-    kinds = collections.Counter()
-    examples = {}
+    tally = Tally()
     tmp = tempfile.mkdtemp(prefix="lvm-parity-")
     try:
-        for name in files:
-            data = open(os.path.join(corpus, name), "rb").read()
+        for name, data in inputs(corpus, files):
             if not data:
                 continue
             img = os.path.join(tmp, "dev.img")
@@ -116,13 +113,11 @@ def main():
             else:
                 a, b = ours[0] - theirs[0], theirs[0] - ours[0]
                 kind = "LV fields differ" if len(a) == len(b) else "LV sets differ"
-            kinds[kind] += 1
-            examples.setdefault(kind, (name, sorted(ours[0])[:2], sorted(theirs[0])[:2]))
+            tally.add(kind, (name, sorted(ours[0])[:2], sorted(theirs[0])[:2]))
     finally:
         shutil.rmtree(tmp)
     print(f"{len(files)} inputs: {same} agree ({with_pv} on a PV, {with_lvs} on its volumes)")
-    for kind, n in kinds.most_common():
-        ex = examples[kind]
+    for kind, n, ex in tally.rows():
         print(f"  {n:4d}  {kind}\n        e.g. {ex[0]}: vdisk {ex[1]} lvm2 {ex[2]}")
 
 

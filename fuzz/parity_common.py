@@ -1,7 +1,8 @@
 """Shared by the *-parity.py scripts: their command line (VDISK CORPUS_DIR [SAMPLE] [SEED]) and
-the sample of corpus inputs it picks, and the device the fs_open and lvm_open targets build from
-an input."""
+the sample of corpus inputs it picks, reading those inputs, the device the fs_open and lvm_open
+targets build from an input, and the tally of differences each script prints."""
 
+import collections
 import os
 import random
 import sys
@@ -20,6 +21,25 @@ def sample_from_args(doc, default_sample):
     return vdisk, corpus, files[:sample]
 
 
+def inputs(corpus, names):
+    """(name, bytes) of each named input still in the corpus (a fuzzer running on it replaces
+    files), without the operation and size bytes that start every `*_mutate` input."""
+    strip = 2 if os.path.basename(corpus.rstrip("/")).endswith("_mutate") else 0
+    for name in names:
+        try:
+            with open(os.path.join(corpus, name), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        yield name, data[strip:]
+
+
+def last_line(text, width=70):
+    """The last line a tool printed (bytes), cut to `width` characters."""
+    lines = text.decode(errors="replace").strip().splitlines()
+    return lines[-1][:width] if lines else ""
+
+
 def write_device(data, path):
     """The device `vdisk_fuzz::sized_device` makes of an input: its first byte the length in
     64 KiB units (at least the rest of the input), the rest its start, zeros after."""
@@ -27,3 +47,24 @@ def write_device(data, path):
     with open(path, "wb") as f:
         f.write(body)
         f.truncate(max(len(body), data[0] << 16))
+
+
+class Tally:
+    """Each kind of outcome counted, with the first example given for it."""
+
+    def __init__(self):
+        self.counts = collections.Counter()
+        self.examples = {}
+
+    def add(self, kind, example=None):
+        self.counts[kind] += 1
+        if example is not None:
+            self.examples.setdefault(kind, example)
+
+    def total(self):
+        return sum(self.counts.values())
+
+    def rows(self, by_kind=False):
+        """(kind, count, example or None), the most common first (or sorted by kind)."""
+        order = sorted(self.counts.items()) if by_kind else self.counts.most_common()
+        return [(kind, n, self.examples.get(kind)) for kind, n in order]

@@ -9,14 +9,12 @@ Usage: fuzz/partitions-parity.py VDISK CORPUS_DIR [SAMPLE] [SEED]
   e.g. fuzz/partitions-parity.py target/release/vdisk fuzz/corpus/partitions 500 1
 """
 
-import collections
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 
-from parity_common import sample_from_args
+from parity_common import Tally, inputs, sample_from_args
 
 
 def run(cmd, cwd):
@@ -52,17 +50,13 @@ def what_differs(a, b):
 
 def main():
     vdisk, corpus, files = sample_from_args(__doc__, 500)
-    kinds = collections.Counter()
-    example = {}
+    tally = Tally()
     tried = tables = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name in files:
-            src = os.path.join(corpus, name)
-            disk = os.path.join(tmp, "d.raw")
-            try:
-                shutil.copyfile(src, disk)
-            except FileNotFoundError:
-                continue
+        disk = os.path.join(tmp, "d.raw")
+        for name, data in inputs(corpus, files):
+            with open(disk, "wb") as f:
+                f.write(data)
             # As qemu's raw driver (and so vdisk) sees the file: whole 512-byte sectors.
             size = os.path.getsize(disk)
             os.truncate(disk, -(-size // 512) * 512)
@@ -77,11 +71,10 @@ def main():
                 if s_json != v_json:
                     key = what_differs(s_json, v_json)
             if key:
-                kinds[key] += 1
-                example.setdefault(key, name)
-    print(f"read {tried}, both found a table in {tables}, differ on {sum(kinds.values())}")
-    for key, n in kinds.most_common():
-        print(f"  {n} {key} (e.g. {example[key]})")
+                tally.add(key, name)
+    print(f"read {tried}, both found a table in {tables}, differ on {tally.total()}")
+    for key, n, name in tally.rows():
+        print(f"  {n} {key} (e.g. {name})")
 
 
 if __name__ == "__main__":
