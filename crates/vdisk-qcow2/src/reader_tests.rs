@@ -155,3 +155,27 @@ fn broken_entries_are_errors() {
         .to_string()
         .contains("L1 table extends past the end of the file"));
 }
+
+#[test]
+fn padded_tables_read_zeros_past_the_end_of_the_file() {
+    // Two and a half entries in the file, at offset 8: the third entry's missing bytes and the
+    // fourth entry read as zeros, as QEMU's block layer reads them.
+    let mut bytes = vec![0xeeu8; 8];
+    bytes.extend_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
+    bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+    bytes.extend_from_slice(&[0xab, 0xcd, 0xef, 0x01]);
+    let len = bytes.len() as u64;
+    let s = MemStorage::new("t.qcow2", bytes);
+    let words = read_u64_table_padded(&s, 8, 4, len).unwrap();
+    assert_eq!(
+        words,
+        [0x0102_0304_0506_0708, u64::MAX, 0xabcd_ef01_0000_0000, 0]
+    );
+    // All past the end, and nothing at all.
+    assert_eq!(read_u64_table_padded(&s, 4096, 3, len).unwrap(), [0; 3]);
+    assert!(read_u64_table_padded(&s, 8, 0, len).unwrap().is_empty());
+    // A table reaching past QEMU's largest request is refused as QEMU refuses it (EIO).
+    let at = crate::refcount::BDRV_MAX_LENGTH - 8;
+    let e = read_u64_table_padded(&s, at, 2, len).unwrap_err();
+    assert!(matches!(e, vdisk_core::Error::Io { .. }), "{e}");
+}

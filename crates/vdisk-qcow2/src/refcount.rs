@@ -35,28 +35,31 @@ const EIO: i32 = 5;
 /// (`file_len`) reads as zeros, as QEMU's block layer reads it (so a block past the end holds
 /// refcounts of 0, which `check` then reports cluster by cluster, as qemu-img does).
 pub(crate) fn read_block(s: &dyn Storage, b: &mut [u8], off: u64, file_len: u64) -> Result<()> {
-    // Nothing to read is never an error (QEMU reads no empty table).
-    if b.is_empty() {
-        return Ok(());
+    let inside = padded_request(s, off, b.len() as u64, file_len)?;
+    b[inside..].fill(0);
+    if inside > 0 {
+        s.read_exact_at(&mut b[..inside], off)?;
     }
-    // QEMU's block layer refuses a request reaching past BDRV_MAX_LENGTH (INT64_MAX aligned down
-    // to 1 GiB) with EIO, before looking at the file's end.
-    if off
-        .checked_add(b.len() as u64)
-        .is_none_or(|end| end > BDRV_MAX_LENGTH)
-    {
+    Ok(())
+}
+
+/// How many of the `len` bytes at `off` lie in the file (`file_len`), for a read that takes the
+/// rest as zeros; an error where QEMU's block layer refuses the request: one reaching past
+/// BDRV_MAX_LENGTH (INT64_MAX aligned down to 1 GiB) fails with EIO before the file's end is
+/// looked at. An empty request is never an error (QEMU reads no empty table).
+pub(crate) fn padded_request(s: &dyn Storage, off: u64, len: u64, file_len: u64) -> Result<usize> {
+    if len == 0 {
+        return Ok(0);
+    }
+    if off.checked_add(len).is_none_or(|end| end > BDRV_MAX_LENGTH) {
         return Err(Error::Io {
             path: s.path().to_path_buf(),
             offset: off,
             source: std::io::Error::from_raw_os_error(EIO),
         });
     }
-    b.fill(0);
-    let inside = file_len.saturating_sub(off).min(b.len() as u64) as usize;
-    if inside > 0 {
-        s.read_exact_at(&mut b[..inside], off)?;
-    }
-    Ok(())
+    // At most `len`, which is a buffer's length, so it fits a usize.
+    Ok(file_len.saturating_sub(off).min(len) as usize)
 }
 
 /// The refcount table with a one-block memo, for sequential lookups.
