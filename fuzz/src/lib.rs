@@ -149,9 +149,15 @@ impl FileOpener for InputFiles {
 }
 
 /// Splits `data` at the first `sep` (the part before, the part after); all of it and nothing when
-/// `sep` does not occur.
+/// `sep` does not occur. Windows are compared whole only where their first byte matches: libFuzzer
+/// intercepts every memcmp, and one at each byte of the input took a quarter of `vmdk_mutate`'s
+/// time.
 pub fn split_at_marker<'a>(data: &'a [u8], sep: &[u8]) -> (&'a [u8], &'a [u8]) {
-    match data.windows(sep.len()).position(|w| w == sep) {
+    let first = sep.first().copied();
+    match data
+        .windows(sep.len())
+        .position(|w| w.first().copied() == first && w == sep)
+    {
         Some(i) => (&data[..i], &data[i + sep.len()..]),
         None => (data, &[]),
     }
