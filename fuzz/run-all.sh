@@ -45,6 +45,8 @@ for t in "${targets[@]}"; do
     # shows as an early number here while last-new-feature keeps moving.
     lastcov=$(grep -E '^#[0-9]+.*NEW ' "$logs/$t.log" | awk '{ for (i = 1; i < NF; i++) if ($i == "cov:") c = $(i + 1) + 0
         if (c > best) { best = c; at = substr($1, 2) } } END { print at }')
-    printf '%-16s rc=%d execs=%s time=%ss cov=%s ft=%s last-new-feature-at-exec=%s last-new-edge-at-exec=%s\n' \
-        "$t" "$rc" "${execs:-?}" "$((end - start))" "${cov:-?}" "${ft:-?}" "${lastnew:-?}" "${lastcov:-?}"
+    # The share of the run's executions after the last new edge: "flat for its last N%".
+    flat=$(awk -v e="${execs:-0}" -v l="${lastcov:-0}" 'BEGIN { if (e > 0) printf "%d%%", 100 * (e - l) / e; else print "?" }')
+    printf '%-16s rc=%d execs=%s time=%ss cov=%s ft=%s last-new-feature-at-exec=%s last-new-edge-at-exec=%s flat=%s\n' \
+        "$t" "$rc" "${execs:-?}" "$((end - start))" "${cov:-?}" "${ft:-?}" "${lastnew:-?}" "${lastcov:-?}" "$flat"
 done
