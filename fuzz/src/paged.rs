@@ -4,7 +4,8 @@
 //! between and after the pages reads as zeros. This lets a fuzz input of a few dozen KiB
 //! stand for a VHDX image whose structures lie megabytes apart (headers at 64 and 128 KiB, region
 //! tables at 192 and 256 KiB, and, as qemu-img lays them out, the log at 1 MiB, the BAT at 2 MiB,
-//! the metadata at 3 MiB with its items 64 KiB in, payload blocks from 4 MiB on).
+//! the metadata at 3 MiB with its items 64 KiB in, payload blocks from 4 MiB on). `zero_tail` is
+//! the one-page case: the device of the filesystem and volume targets (`sized_device`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,16 @@ impl PagedStorage {
             path: PathBuf::from(name),
             pages,
             len,
+        })
+    }
+
+    /// A file of `len` bytes (at least `data`'s length) that starts with `data` and reads as zeros
+    /// after it: a device much larger than the input without the memory, or the time to fill it.
+    pub fn zero_tail(name: &str, data: &[u8], len: u64) -> Arc<dyn Storage> {
+        Arc::new(PagedStorage {
+            path: PathBuf::from(name),
+            pages: vec![(0, data.to_vec())],
+            len: len.max(data.len() as u64),
         })
     }
 }
