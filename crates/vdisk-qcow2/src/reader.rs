@@ -71,9 +71,16 @@ pub(crate) fn read_u64_table(
 
 /// `raw` as big-endian u64 words.
 fn be_words(raw: &[u8]) -> Vec<u64> {
-    raw.chunks_exact(8)
-        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect()
+    let mut words = vec![0u64; raw.len() / 8];
+    fill_be_words(raw, &mut words);
+    words
+}
+
+/// The first words of `out` from `raw`'s big-endian words (as many as both hold).
+fn fill_be_words(raw: &[u8], out: &mut [u64]) {
+    for (w, c) in out.iter_mut().zip(raw.chunks_exact(8)) {
+        *w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+    }
 }
 
 /// Reads `count` big-endian u64 entries at `offset` (the caller has bounded `count`), what lies
@@ -92,9 +99,7 @@ pub(crate) fn read_u64_table_padded(
     let mut raw = vec![0u8; inside.next_multiple_of(8)];
     s.read_exact_at(&mut raw[..inside], offset)?;
     let mut words = vec![0u64; count];
-    for (w, c) in words.iter_mut().zip(raw.chunks_exact(8)) {
-        *w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-    }
+    fill_be_words(&raw, &mut words);
     Ok(words)
 }
 
