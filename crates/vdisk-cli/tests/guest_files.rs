@@ -351,3 +351,46 @@ fn a_damaged_inode_fails_only_its_own_entry() {
     let o = vdisk(d, &["cat", "-f", "raw", img, "/b"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// Directories nested as deep as the walk's limit (`MAX_WALK_DEPTH`, 4096 levels with the
+/// root) are listed whole by `ls -R`; one more ends the listing with an error and exit code 1,
+/// not a crash (it overflowed the stack when `ls -R` recursed: session 23). The chains are made
+/// by debugfs, one `mkdir` and `cd` at a time, past what a host path can hold.
+#[test]
+fn directories_nested_past_the_walk_limit_end_ls_r_with_an_error() {
+    if !tools_available() {
+        return;
+    }
+    let s = Scratch::new("cli-guest-deep-tree");
+    let d = s.path();
+    for (name, below_root) in [("ok.img", 4095), ("deep.img", 4096)] {
+        let cmds = "mkdir d\ncd d\n".repeat(below_root);
+        std::fs::write(d.join("cmds"), cmds).unwrap();
+        sh(
+            d,
+            &format!(
+                "mkfs.ext4 -q -F -b 1024 -N 8192 {name} 16M
+                 debugfs -w -f cmds {name} >/dev/null 2>&1"
+            ),
+        );
+    }
+    let chain = |k: usize| "/d".repeat(k);
+    let listed = vdisk_ok(d, &["ls", "-R", "-f", "raw", "ok.img", "/"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    // The chain, each path one level deeper than the one before, then lost+found.
+    assert_eq!(lines.len(), 4095 + 1, "{}", &listed[..200]);
+    assert!((0..4095).all(|k| lines[k] == chain(k + 1)));
+    assert_eq!(lines[4095], "/lost+found");
+
+    let o = vdisk(d, &["ls", "-R", "-f", "raw", "deep.img", "/"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert_eq!(out(&o).lines().last(), Some(chain(4096).as_str()));
+    assert!(
+        err(&o).ends_with(&format!(
+            "{}: directories nested deeper than 4096\n",
+            chain(4096)
+        )),
+        "{}",
+        &err(&o)[err(&o).len().saturating_sub(200)..]
+    );
+}

@@ -30,7 +30,9 @@ pub const MAX_SYMLINK_FOLLOWS: u32 = 40;
 /// followed bounds it anyway; this is the overall cap on the work list.
 pub const MAX_PATH_BYTES: usize = 64 * 1024;
 
-/// The most nested directories [`crate::walk::walk`] descends into.
+/// The most nested directories a walk lists, the start included ([`crate::walk::walk_listed`],
+/// [`crate::walk::walk`], `vdisk ls -R`): the kernel sets no such limit, so this one only
+/// bounds the work on a hostile filesystem (each level costs heap, not stack).
 pub const MAX_WALK_DEPTH: usize = 4096;
 
 /// The largest FAT sector (`BPB_BytsPerSec`): fatgen103 allows 512, 1024, 2048, 4096.

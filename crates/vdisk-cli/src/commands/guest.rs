@@ -9,7 +9,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use vdisk::chain::{open_image, OpenRequest};
 use vdisk::core::{Error, Result};
-use vdisk::fs::{FileKind, Filesystem, Node, OpenOptions};
+use vdisk::fs::limits::MAX_WALK_DEPTH;
+use vdisk::fs::{FileKind, Filesystem, Listed, Node, OpenOptions};
 use vdisk::guest::{self, Found, Mounts};
 
 /// The image's devices and their filesystems.
@@ -255,18 +256,7 @@ pub(super) fn ls(g: GuestArgs, long: bool, recursive: bool, path: &OsStr) -> Res
         ));
     }
     let base = path.strip_suffix(b"/").unwrap_or(path);
-    let mut seen = std::collections::HashSet::new();
-    let failed = list_dir(
-        &found,
-        &mounts,
-        base,
-        (fs, node),
-        long,
-        recursive,
-        0,
-        &mut seen,
-        &mut out,
-    )?;
+    let failed = list_dir(&found, &mounts, base, (fs, node), long, recursive, &mut out)?;
     // As ls: what could not be shown was said on standard error; the exit status says so.
     Ok(u8::from(failed))
 }
@@ -280,44 +270,52 @@ fn cannot(what: &str, path: &[u8], e: &Error) -> bool {
     true
 }
 
+/// One directory being listed by [`list_dir`]: its guest path, its filesystem, and its entries
+/// not yet shown, sorted by name.
+struct Level<'a> {
+    path: Vec<u8>,
+    fs: &'a dyn Filesystem,
+    entries: std::vec::IntoIter<Listed>,
+}
+
 /// The entries of the directory at guest path `dir`, sorted by name as `ls` sorts them in the C
-/// locale; with `recursive`, full paths and every directory below, each entered once (a mount
-/// point is listed from the filesystem mounted on it). An entry whose node cannot be read (a
-/// damaged inode) is listed by name, `?` in its other columns, as ls lists what it cannot
-/// `stat`, and said on standard error; returns whether any was.
-#[allow(clippy::too_many_arguments)]
-fn list_dir(
-    found: &[Found],
+/// locale; with `recursive`, full paths and every directory below (depth first, a directory's
+/// entries right after its own line), each entered once (a mount point is listed from the
+/// filesystem mounted on it), at most [`MAX_WALK_DEPTH`] deep with a stack of the directories
+/// being listed rather than recursion. An entry whose node cannot be read (a damaged inode) is
+/// listed by name, `?` in its other columns, as ls lists what it cannot `stat`, and said on
+/// standard error, as is a directory below `dir` that cannot be listed; returns whether any was.
+fn list_dir<'a>(
+    found: &'a [Found],
     mounts: &Mounts,
     dir: &[u8],
-    (fs, node): (&dyn Filesystem, Node),
+    (fs, node): (&'a dyn Filesystem, Node),
     long: bool,
     recursive: bool,
-    depth: usize,
-    seen: &mut std::collections::HashSet<(usize, u64)>,
     out: &mut impl Write,
 ) -> Result<bool> {
-    if depth >= vdisk::fs::limits::MAX_WALK_DEPTH {
-        return Err(Error::invalid(format!(
-            "{}: directories nested deeper than {}",
-            String::from_utf8_lossy(dir),
-            vdisk::fs::limits::MAX_WALK_DEPTH
-        )));
-    }
-    let key = (fs as *const dyn Filesystem as *const () as usize, node.id);
-    if !seen.insert(key) {
-        return Ok(false);
-    }
-    let mut failed = false;
-    let mut entries = match fs.list_dir(&node) {
-        Ok(entries) => entries,
-        // A directory below the one asked for: said, and the listing goes on, as ls -R.
-        Err(e) if depth > 0 => return Ok(cannot("open directory", dir, &e)),
-        Err(e) => return Err(e),
+    // A directory is one node of one filesystem.
+    let key =
+        |fs: &dyn Filesystem, id: u64| (fs as *const dyn Filesystem as *const () as usize, id);
+    let sorted = |mut entries: Vec<Listed>| {
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.into_iter()
     };
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    for e in entries {
-        let mut full = dir.to_vec();
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(key(fs, node.id));
+    let mut levels = vec![Level {
+        path: dir.to_vec(),
+        fs,
+        entries: sorted(fs.list_dir(&node)?),
+    }];
+    let mut failed = false;
+    while let Some(level) = levels.last_mut() {
+        let Some(e) = level.entries.next() else {
+            levels.pop();
+            continue;
+        };
+        let fs = level.fs;
+        let mut full = level.path.clone();
         full.push(b'/');
         full.extend_from_slice(&e.name);
         let shown: &[u8] = if recursive { &full } else { &e.name };
@@ -359,18 +357,23 @@ fn list_dir(
         if let Some(err) = link_error {
             failed |= cannot("read symbolic link", &full, &err);
         }
-        if recursive && enode.kind == FileKind::Directory {
-            failed |= list_dir(
-                found,
-                mounts,
-                &full,
-                (efs, enode),
-                long,
-                recursive,
-                depth + 1,
-                seen,
-                out,
-            )?;
+        if !recursive || enode.kind != FileKind::Directory || !seen.insert(key(efs, enode.id)) {
+            continue;
+        }
+        if levels.len() >= MAX_WALK_DEPTH {
+            return Err(Error::invalid(format!(
+                "{}: directories nested deeper than {MAX_WALK_DEPTH}",
+                String::from_utf8_lossy(&full)
+            )));
+        }
+        match efs.list_dir(&enode) {
+            Ok(entries) => levels.push(Level {
+                path: full,
+                fs: efs,
+                entries: sorted(entries),
+            }),
+            // A directory below the one asked for: said, and the listing goes on, as ls -R.
+            Err(err) => failed |= cannot("open directory", &full, &err),
         }
     }
     Ok(failed)
