@@ -78,6 +78,25 @@ pub struct Node {
     pub rdev: Option<(u32, u32)>,
 }
 
+#[cfg(test)]
+impl Node {
+    /// A node with only its id and kind set, for the in-memory trees of unit tests.
+    pub(crate) fn bare(id: u64, kind: FileKind) -> Node {
+        Node {
+            id,
+            kind,
+            size: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            mtime: 0,
+            mtime_nsec: 0,
+            rdev: None,
+        }
+    }
+}
+
 /// One entry of a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {

@@ -14,33 +14,20 @@ struct Fake {
     nodes: HashMap<u64, Entry>,
 }
 
-fn node(id: u64, kind: FileKind) -> Node {
-    Node {
-        id,
-        kind,
-        size: 0,
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        nlink: 1,
-        mtime: 0,
-        mtime_nsec: 0,
-        rdev: None,
-    }
-}
-
 impl Fake {
     fn new() -> Fake {
         let mut f = Fake {
             nodes: HashMap::new(),
         };
         f.nodes
-            .insert(1, (node(1, FileKind::Directory), vec![], vec![]));
+            .insert(1, (Node::bare(1, FileKind::Directory), vec![], vec![]));
         f
     }
     fn add(&mut self, parent: u64, name: &str, id: u64, kind: FileKind, target: &str) {
-        self.nodes
-            .insert(id, (node(id, kind), vec![], target.as_bytes().to_vec()));
+        self.nodes.insert(
+            id,
+            (Node::bare(id, kind), vec![], target.as_bytes().to_vec()),
+        );
         self.nodes
             .get_mut(&parent)
             .unwrap()

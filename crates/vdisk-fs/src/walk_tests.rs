@@ -18,25 +18,10 @@ struct Fake {
 
 const BAD: u64 = 1 << 40;
 
-fn node(id: u64, kind: FileKind) -> Node {
-    Node {
-        id,
-        kind,
-        size: 0,
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        nlink: 1,
-        mtime: 0,
-        mtime_nsec: 0,
-        rdev: None,
-    }
-}
-
 impl Fake {
     fn node(&self, id: u64) -> Result<Node> {
         match self.nodes.get(&id) {
-            Some((kind, _)) if id != BAD => Ok(node(id, *kind)),
+            Some((kind, _)) if id != BAD => Ok(Node::bare(id, *kind)),
             _ => Err(Error::invalid(format!("inode {id} is damaged"))),
         }
     }
