@@ -181,6 +181,7 @@ impl Descriptor {
                             no + 1
                         )
                     })?;
+                fits_when_rendered(no, extent_line(&e))?;
                 d.extents.push(e);
                 continue;
             }
@@ -196,11 +197,20 @@ impl Descriptor {
                 }
                 "CID" => d.cid = or_skip!(parse_cid(k, v)),
                 "parentCID" => d.parent_cid = or_skip!(parse_cid(k, v)),
-                "createType" => d.create_type = Some(unquote(v).to_string()),
-                "parentFileNameHint" => d.parent_hint = Some(unquote(v).to_string()),
+                "createType" | "parentFileNameHint" => {
+                    let v = unquote(v);
+                    fits_when_rendered(no, quoted_line(k, v))?;
+                    if k == "createType" {
+                        d.create_type = Some(v.to_string());
+                    } else {
+                        d.parent_hint = Some(v.to_string());
+                    }
+                }
                 _ => {
                     if let Some(name) = k.strip_prefix("ddb.") {
-                        d.ddb.push((name.to_string(), unquote(v).to_string()));
+                        let v = unquote(v);
+                        fits_when_rendered(no, ddb_line(name, v))?;
+                        d.ddb.push((name.to_string(), v.to_string()));
                     }
                 }
             }
@@ -218,44 +228,78 @@ impl Descriptor {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The descriptor text in the layout qemu-img and VMware write.
+    /// The descriptor text in the layout qemu-img and VMware write. Every line is one
+    /// [`Descriptor::parse`] has checked against [`MAX_DESCRIPTOR_LINE`], so the text parses back.
     pub fn render(&self) -> String {
         let mut s = String::from("# Disk DescriptorFile\n");
         s += &format!(
             "version={}\nCID={:08x}\nparentCID={:08x}\n",
             self.version, self.cid, self.parent_cid
         );
-        s += &format!(
-            "createType=\"{}\"\n",
-            self.create_type.as_deref().unwrap_or("monolithicSparse")
+        s += &quoted_line(
+            "createType",
+            self.create_type.as_deref().unwrap_or("monolithicSparse"),
         );
+        s.push('\n');
         if let Some(h) = &self.parent_hint {
-            s += &format!("parentFileNameHint=\"{h}\"\n");
+            s += &quoted_line("parentFileNameHint", h);
+            s.push('\n');
         }
         s += "\n# Extent description\n";
         for e in &self.extents {
-            let access = match e.access {
-                Access::ReadWrite => "RW",
-                Access::ReadOnly => "RDONLY",
-                Access::NoAccess => "NOACCESS",
-            };
-            s += &format!("{access} {} {}", e.sectors, e.kind.name());
-            if let Some(f) = &e.file {
-                // Lossy: a name that is not UTF-8 renders with U+FFFD (qemu-img and vdisk write
-                // the names they are given, which are text).
-                s += &format!(" \"{f}\"");
-            }
-            if matches!(e.kind, ExtentType::Flat | ExtentType::Vmfs) {
-                s += &format!(" {}", e.offset);
-            }
+            s += &extent_line(e);
             s.push('\n');
         }
         s += "\n# The Disk Data Base\n#DDB\n\n";
         for (k, v) in &self.ddb {
-            s += &format!("ddb.{k} = \"{v}\"\n");
+            s += &ddb_line(k, v);
+            s.push('\n');
         }
         s
     }
+}
+
+/// `key="value"`, as [`Descriptor::render`] writes `createType` and `parentFileNameHint`.
+fn quoted_line(key: &str, value: &str) -> String {
+    format!("{key}=\"{value}\"")
+}
+
+/// `ddb.key = "value"`, as [`Descriptor::render`] writes the disk database.
+fn ddb_line(key: &str, value: &str) -> String {
+    format!("ddb.{key} = \"{value}\"")
+}
+
+/// An extent line as [`Descriptor::render`] writes it.
+fn extent_line(e: &ExtentLine) -> String {
+    let access = match e.access {
+        Access::ReadWrite => "RW",
+        Access::ReadOnly => "RDONLY",
+        Access::NoAccess => "NOACCESS",
+    };
+    let mut s = format!("{access} {} {}", e.sectors, e.kind.name());
+    if let Some(f) = &e.file {
+        // Lossy: a name that is not UTF-8 renders with U+FFFD (qemu-img and vdisk write
+        // the names they are given, which are text).
+        s += &format!(" \"{f}\"");
+    }
+    if matches!(e.kind, ExtentType::Flat | ExtentType::Vmfs) {
+        s += &format!(" {}", e.offset);
+    }
+    s
+}
+
+/// Refuses line `no` (0-based) when `rendered`, the line as [`Descriptor::render`] writes it
+/// back, is longer than [`MAX_DESCRIPTOR_LINE`]: rendering adds quotes and the spaces around a
+/// ddb `=`, so a line within the limit as read can be past it as written, and the written text
+/// must parse again (found by the `vmdk_descriptor` fuzz target, session 23).
+fn fits_when_rendered(no: usize, rendered: String) -> Result<(), String> {
+    if rendered.len() > MAX_DESCRIPTOR_LINE {
+        return Err(format!(
+            "descriptor line {} is longer than {MAX_DESCRIPTOR_LINE} bytes as written back",
+            no + 1
+        ));
+    }
+    Ok(())
 }
 
 /// The extent line after its access word; `raw_line` is the whole line's bytes, where the file
@@ -360,6 +404,51 @@ mod tests {
         let again = Descriptor::parse(d.render().as_bytes()).unwrap();
         assert_eq!(again.render(), d.render());
         assert!(d.render().contains("\"caf\u{fffd} \u{fffd}.bin\" 0"));
+    }
+
+    /// Found by the `vmdk_descriptor` fuzz target (session 23): a line within the limit as read
+    /// that render makes longer (quotes, spaces around a ddb `=`) is refused when parsed, so
+    /// that every parsed descriptor renders to text that parses back.
+    #[test]
+    fn lines_are_limited_as_written_back() {
+        // A line of `len` bytes: `head`, then `v`s, then `tail`.
+        let line = |head: &str, tail: &str, len: usize| {
+            format!(
+                "version=1\n{head}{}{tail}\n",
+                "v".repeat(len - head.len() - tail.len())
+            )
+        };
+        // Unquoted values gain their two quotes, a ddb line its two spaces.
+        for (head, tail) in [
+            ("createType=", ""),
+            ("parentFileNameHint=", ""),
+            ("ddb.k=\"", "\""),
+        ] {
+            let at_limit = line(head, tail, MAX_DESCRIPTOR_LINE - 2);
+            let d = Descriptor::parse(at_limit.as_bytes()).unwrap();
+            let text = d.render();
+            assert!(
+                text.lines().any(|l| l.len() == MAX_DESCRIPTOR_LINE),
+                "{head}"
+            );
+            assert!(
+                Descriptor::parse(text.as_bytes()).unwrap().render() == text,
+                "{head}"
+            );
+
+            let over = line(head, tail, MAX_DESCRIPTOR_LINE - 1);
+            let e = Descriptor::parse(over.as_bytes()).unwrap_err();
+            assert!(
+                e.contains("line 2 is longer than 4096 bytes as written back"),
+                "{head}: {e}"
+            );
+        }
+        // An extent line only loses spaces when written back; the limit as read stays.
+        let spaced = line("RW    8    FLAT \"", "\" 0", MAX_DESCRIPTOR_LINE);
+        let d = Descriptor::parse(spaced.as_bytes()).unwrap();
+        assert!(Descriptor::parse(d.render().as_bytes()).unwrap().render() == d.render());
+        let e = Descriptor::parse(line("RW 8 FLAT \"", "\" 0", MAX_DESCRIPTOR_LINE + 1).as_bytes());
+        assert!(e.unwrap_err().ends_with("line 2 is longer than 4096 bytes"));
     }
 
     #[test]
