@@ -228,8 +228,9 @@ impl Descriptor {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The descriptor text in the layout qemu-img and VMware write. Every line is one
-    /// [`Descriptor::parse`] has checked against [`MAX_DESCRIPTOR_LINE`], so the text parses back.
+    /// The descriptor text in the layout qemu-img and VMware write. [`Descriptor::parse`]
+    /// checks each line as written here against [`MAX_DESCRIPTOR_LINE`], so the text of a
+    /// parsed descriptor parses back.
     pub fn render(&self) -> String {
         let mut s = String::from("# Disk DescriptorFile\n");
         s += &format!(
