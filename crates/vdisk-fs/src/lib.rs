@@ -19,6 +19,8 @@ pub mod walk;
 pub mod xfs;
 
 #[cfg(test)]
+mod test_fake;
+#[cfg(test)]
 mod testmem;
 
 pub use resolve::resolve;
@@ -76,25 +78,6 @@ pub struct Node {
     pub mtime_nsec: u32,
     /// Device files: the device number as (major, minor); `None` for every other kind.
     pub rdev: Option<(u32, u32)>,
-}
-
-#[cfg(test)]
-impl Node {
-    /// A node with only its id and kind set, for the in-memory trees of unit tests.
-    pub(crate) fn bare(id: u64, kind: FileKind) -> Node {
-        Node {
-            id,
-            kind,
-            size: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            mtime: 0,
-            mtime_nsec: 0,
-            rdev: None,
-        }
-    }
 }
 
 /// One entry of a directory.

@@ -3,97 +3,31 @@
 //! by its callback, and directories nested one past the depth limit.
 
 use super::*;
-use crate::Usage;
-use std::collections::HashMap;
+use crate::test_fake::Fake;
 
-/// A node's kind and, for a directory, its children (name, id).
-type FakeNode = (FileKind, Vec<(Vec<u8>, u64)>);
-
-/// Nodes by id; `BAD` is an id whose node cannot be read, and a directory in `unlisted` cannot
-/// be listed.
-struct Fake {
-    nodes: HashMap<u64, FakeNode>,
-    unlisted: Vec<u64>,
-}
-
+/// An id whose node cannot be read.
 const BAD: u64 = 1 << 40;
-
-impl Fake {
-    fn node(&self, id: u64) -> Result<Node> {
-        match self.nodes.get(&id) {
-            Some((kind, _)) if id != BAD => Ok(Node::bare(id, *kind)),
-            _ => Err(Error::invalid(format!("inode {id} is damaged"))),
-        }
-    }
-}
-
-impl Filesystem for Fake {
-    fn kind(&self) -> &'static str {
-        "fake"
-    }
-    fn label(&self) -> Option<Vec<u8>> {
-        None
-    }
-    fn uuid(&self) -> Option<String> {
-        None
-    }
-    fn usage(&self) -> Result<Usage> {
-        Err(Error::invalid("none"))
-    }
-    fn root(&self) -> Result<Node> {
-        self.node(1)
-    }
-    fn read_dir(&self, dir: &Node) -> Result<Vec<DirEntry>> {
-        crate::all_read(self.list_dir(dir)?)
-    }
-    fn list_dir(&self, dir: &Node) -> Result<Vec<Listed>> {
-        if self.unlisted.contains(&dir.id) {
-            return Err(Error::invalid(format!("directory {} is damaged", dir.id)));
-        }
-        Ok(self.nodes[&dir.id]
-            .1
-            .iter()
-            .map(|(name, id)| Listed {
-                name: name.clone(),
-                node: self.node(*id),
-            })
-            .collect())
-    }
-    fn lookup(&self, _: &Node, _: &[u8]) -> Result<Option<Node>> {
-        Ok(None)
-    }
-    fn read(&self, _: &Node, _: u64, _: &mut [u8]) -> Result<usize> {
-        Ok(0)
-    }
-    fn read_link(&self, _: &Node) -> Result<Vec<u8>> {
-        Ok(Vec::new())
-    }
-}
 
 /// `/a/x`, `/a/bad` (its node damaged), `/a/y`, `/b` (cannot be listed) with `/b/z`, `/c/back`
 /// (the root again) and `/c/w`.
 fn tree() -> Fake {
-    let dir = |children: &[(&str, u64)]| {
-        (
-            FileKind::Directory,
-            children
-                .iter()
-                .map(|(n, id)| (n.as_bytes().to_vec(), *id))
-                .collect(),
-        )
-    };
-    let mut nodes = HashMap::new();
-    nodes.insert(1, dir(&[("a", 2), ("b", 3), ("c", 4)]));
-    nodes.insert(2, dir(&[("x", 5), ("bad", BAD), ("y", 6)]));
-    nodes.insert(3, dir(&[("z", 7)]));
-    nodes.insert(4, dir(&[("back", 1), ("w", 8)]));
-    for id in [5, 6, 7, 8, BAD] {
-        nodes.insert(id, (FileKind::Regular, Vec::new()));
+    let mut f = Fake::new();
+    for (parent, name, id, kind) in [
+        (1, "a", 2, FileKind::Directory),
+        (1, "b", 3, FileKind::Directory),
+        (1, "c", 4, FileKind::Directory),
+        (2, "x", 5, FileKind::Regular),
+        (2, "bad", BAD, FileKind::Regular),
+        (2, "y", 6, FileKind::Regular),
+        (3, "z", 7, FileKind::Regular),
+    ] {
+        f.add(parent, name, id, kind, "");
     }
-    Fake {
-        nodes,
-        unlisted: vec![3],
-    }
+    f.link(4, "back", 1);
+    f.add(4, "w", 8, FileKind::Regular, "");
+    f.damaged.push(BAD);
+    f.unlisted.push(3);
+    f
 }
 
 /// The lines a lenient walk of `fs` from its root gives: `path` for an entry, `path ?` for one
@@ -110,7 +44,7 @@ fn lenient(fs: &Fake, stop_after: usize) -> (Vec<String>, Result<()>) {
                 // The directory handed over is the one listed.
                 assert_eq!(
                     Some(dir.id),
-                    fs.nodes.iter().find_map(|(id, (_, c))| {
+                    fs.nodes.iter().find_map(|(id, (_, c, _))| {
                         c.iter().any(|(n, _)| *n == entry.name).then_some(*id)
                     })
                 );
@@ -194,20 +128,11 @@ fn the_strict_walk_stops_at_the_first_damage() {
 #[test]
 fn directories_nested_past_the_limit_are_refused() {
     // A chain of MAX_WALK_DEPTH + 1 directories: the deepest is one level too many.
-    let mut nodes = HashMap::new();
+    let mut fs = Fake::new();
     let deepest = MAX_WALK_DEPTH as u64 + 1;
-    for id in 1..=deepest {
-        let children = if id < deepest {
-            vec![(b"d".to_vec(), id + 1)]
-        } else {
-            vec![]
-        };
-        nodes.insert(id, (FileKind::Directory, children));
+    for id in 2..=deepest {
+        fs.add(id - 1, "d", id, FileKind::Directory, "");
     }
-    let fs = Fake {
-        nodes,
-        unlisted: vec![],
-    };
     let mut n = 0;
     let r = walk_listed(&fs, &fs.root().unwrap(), b"/", &mut |_, _| {
         n += 1;
@@ -217,7 +142,6 @@ fn directories_nested_past_the_limit_are_refused() {
     assert!(r.unwrap_err().to_string().contains("nested deeper"));
 
     // One level fewer is walked whole.
-    let mut fs = fs;
     fs.nodes.get_mut(&(deepest - 1)).unwrap().1.clear();
     let mut n = 0;
     walk_listed(&fs, &fs.root().unwrap(), b"/", &mut |_, _| {
