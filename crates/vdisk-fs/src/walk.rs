@@ -57,6 +57,18 @@ pub fn walk(
     })
 }
 
+/// Refuses to enter the directory at `path` when `listing` directories, the start included,
+/// are already being listed: walks go at most [`MAX_WALK_DEPTH`] deep.
+pub fn may_enter(listing: usize, path: &[u8]) -> Result<()> {
+    if listing >= MAX_WALK_DEPTH {
+        return Err(Error::invalid(format!(
+            "{}: directories nested deeper than {MAX_WALK_DEPTH}",
+            String::from_utf8_lossy(path)
+        )));
+    }
+    Ok(())
+}
+
 /// The walk itself, with a stack of the directories being listed rather than recursion, so that
 /// directories nested [`MAX_WALK_DEPTH`] deep cost no thread stack.
 fn walk_in(
@@ -82,12 +94,7 @@ fn walk_in(
         };
         f(&path, Step::Entry { dir, entry })?;
         let Some(sub) = below else { continue };
-        if levels.len() >= MAX_WALK_DEPTH {
-            return Err(Error::invalid(format!(
-                "{}: directories nested deeper than {MAX_WALK_DEPTH}",
-                String::from_utf8_lossy(&path)
-            )));
-        }
+        may_enter(levels.len(), &path)?;
         match fs.list_dir(&sub) {
             Ok(listed) => levels.push((path, sub, listed.into_iter())),
             Err(e) => f(&path, Step::Unlisted(e))?,

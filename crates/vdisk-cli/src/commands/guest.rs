@@ -9,7 +9,6 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use vdisk::chain::{open_image, OpenRequest};
 use vdisk::core::{Error, Result};
-use vdisk::fs::limits::MAX_WALK_DEPTH;
 use vdisk::fs::{FileKind, Filesystem, Listed, Node, OpenOptions};
 use vdisk::guest::{self, Found, Mounts};
 
@@ -281,7 +280,7 @@ struct Level<'a> {
 /// The entries of the directory at guest path `dir`, sorted by name as `ls` sorts them in the C
 /// locale; with `recursive`, full paths and every directory below (depth first, a directory's
 /// entries right after its own line), each entered once (a mount point is listed from the
-/// filesystem mounted on it), at most [`MAX_WALK_DEPTH`] deep with a stack of the directories
+/// filesystem mounted on it), at most `MAX_WALK_DEPTH` deep (`vdisk::fs::walk::may_enter`) with a stack of the directories
 /// being listed rather than recursion. An entry whose node cannot be read (a damaged inode) is
 /// listed by name, `?` in its other columns, as ls lists what it cannot `stat`, and said on
 /// standard error, as is a directory below `dir` that cannot be listed; returns whether any was.
@@ -360,12 +359,7 @@ fn list_dir<'a>(
         if !recursive || enode.kind != FileKind::Directory || !seen.insert(key(efs, enode.id)) {
             continue;
         }
-        if levels.len() >= MAX_WALK_DEPTH {
-            return Err(Error::invalid(format!(
-                "{}: directories nested deeper than {MAX_WALK_DEPTH}",
-                String::from_utf8_lossy(&full)
-            )));
-        }
+        vdisk::fs::walk::may_enter(levels.len(), &full)?;
         match efs.list_dir(&enode) {
             Ok(entries) => levels.push(Level {
                 path: full,
