@@ -197,15 +197,8 @@ impl Descriptor {
                 }
                 "CID" => d.cid = or_skip!(parse_cid(k, v)),
                 "parentCID" => d.parent_cid = or_skip!(parse_cid(k, v)),
-                "createType" | "parentFileNameHint" => {
-                    let v = unquote(v);
-                    fits_when_rendered(no, quoted_line(k, v))?;
-                    if k == "createType" {
-                        d.create_type = Some(v.to_string());
-                    } else {
-                        d.parent_hint = Some(v.to_string());
-                    }
-                }
+                "createType" => d.create_type = Some(quoted_value(no, k, v)?),
+                "parentFileNameHint" => d.parent_hint = Some(quoted_value(no, k, v)?),
                 _ => {
                     if let Some(name) = k.strip_prefix("ddb.") {
                         let v = unquote(v);
@@ -263,6 +256,13 @@ impl Descriptor {
 /// `key="value"`, as [`Descriptor::render`] writes `createType` and `parentFileNameHint`.
 fn quoted_line(key: &str, value: &str) -> String {
     format!("{key}=\"{value}\"")
+}
+
+/// The value of `key=value` on line `no`, unquoted, once its line as written back fits.
+fn quoted_value(no: usize, key: &str, value: &str) -> Result<String, String> {
+    let value = unquote(value);
+    fits_when_rendered(no, quoted_line(key, value))?;
+    Ok(value.to_string())
 }
 
 /// `ddb.key = "value"`, as [`Descriptor::render`] writes the disk database.
