@@ -480,3 +480,73 @@ fn text_descriptors_probe_like_qemu() {
         ["\"vmdk\"", "\"vmdk\"", "\"vmdk\"", "\"raw\"", "\"raw\""]
     );
 }
+
+/// A backing path of `len` bytes naming `base.vmdk` in the same directory (`./` repeated).
+fn long_path_to_base(len: usize) -> String {
+    let pad = len - "base.vmdk".len();
+    let p = format!("{}{}base.vmdk", "./".repeat(pad / 2), "/".repeat(pad % 2));
+    assert_eq!(p.len(), len);
+    p
+}
+
+/// VMDK overlays whose `parentFileNameHint` line is longer than 4096 bytes. QEMU reads a hint
+/// of up to 4095 bytes; `vdisk create -b` writes one that long whole, but vdisk refused to open
+/// it ("descriptor line 6 is longer than 4096 bytes", session 24). `qemu-img create -b` cuts
+/// the line at 4095 bytes (a 4096-byte buffer), so past a 4074-byte path its hint loses the
+/// closing quote and neither tool opens the image.
+#[test]
+fn vmdk_backing_paths_as_long_as_qemu_reads_open() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("cli-long-hint");
+    let d = s.path();
+    make_pattern_raw(d, "pat.raw", 0);
+    qemu_ok(d, &["convert", "-O", "vmdk", "pat.raw", "base.vmdk"]);
+    let create = |tool: fn(&std::path::Path, &[&str]) -> String, len: usize, top: &str| {
+        let path = long_path_to_base(len);
+        tool(
+            d,
+            &["create", "-q", "-f", "vmdk", "-b", &path, "-F", "vmdk", top],
+        );
+        path
+    };
+    let made = [
+        (create(vdisk_ok, 4095, "ours.vmdk"), "ours.vmdk"),
+        (create(qemu_ok, 4074, "theirs.vmdk"), "theirs.vmdk"),
+    ];
+    for (path, top) in &made {
+        // By its name in `d`: the directory and the path together are past PATH_MAX.
+        sh(
+            d,
+            &format!("qemu-io -f vmdk -c 'write -P 0x6c 1M 64k' {top}"),
+        );
+        let info = |tool: fn(&std::path::Path, &[&str]) -> String| {
+            let mut v = json(&tool(d, &["info", "--output=json", top]));
+            let o = v.as_object_mut().unwrap();
+            for volatile in ["actual-size", "format-specific"] {
+                o.remove(volatile);
+            }
+            v
+        };
+        let ours = info(vdisk_ok);
+        assert_eq!(ours, info(qemu_ok), "{top}");
+        assert_eq!(ours["backing-filename"], path.as_str(), "{top}");
+        vdisk_ok(d, &["convert", "-O", "raw", top, "ours.raw"]);
+        qemu_ok(d, &["convert", "-O", "raw", top, "theirs.raw"]);
+        assert!(
+            std::fs::read(d.join("ours.raw")).unwrap()
+                == std::fs::read(d.join("theirs.raw")).unwrap(),
+            "{top}"
+        );
+        assert_eq!(vdisk(d, &["check", top]).status.code(), Some(0), "{top}");
+    }
+    // One byte more and qemu-img's own image has a hint with no closing quote: both refuse it.
+    create(qemu_ok, 4075, "cut.vmdk");
+    let (o, t) = (
+        vdisk(d, &["info", "cut.vmdk"]),
+        qemu(d, &["info", "cut.vmdk"]),
+    );
+    assert_eq!((o.status.code(), t.status.code()), (Some(1), Some(1)));
+    assert!(err(&o).contains("parentFileNameHint"), "{}", err(&o));
+}

@@ -440,7 +440,9 @@ mod tests {
             let over = line(head, tail, MAX_DESCRIPTOR_LINE - 1);
             let e = Descriptor::parse(over.as_bytes()).unwrap_err();
             assert!(
-                e.contains("line 2 is longer than 4096 bytes as written back"),
+                e.contains(&format!(
+                    "line 2 is longer than {MAX_DESCRIPTOR_LINE} bytes as written back"
+                )),
                 "{head}: {e}"
             );
         }
@@ -449,7 +451,9 @@ mod tests {
         let d = Descriptor::parse(spaced.as_bytes()).unwrap();
         assert!(Descriptor::parse(d.render().as_bytes()).unwrap().render() == d.render());
         let e = Descriptor::parse(line("RW 8 FLAT \"", "\" 0", MAX_DESCRIPTOR_LINE + 1).as_bytes());
-        assert!(e.unwrap_err().ends_with("line 2 is longer than 4096 bytes"));
+        assert!(e.unwrap_err().ends_with(&format!(
+            "line 2 is longer than {MAX_DESCRIPTOR_LINE} bytes"
+        )));
     }
 
     #[test]

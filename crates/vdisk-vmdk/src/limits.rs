@@ -106,5 +106,8 @@ pub const MAX_TOTAL_GD_ENTRIES: u64 = 1 << 24;
 /// so one call never runs long on a huge hostile capacity; callers loop.
 pub const MAX_STATUS_GRAINS: u64 = 1 << 20;
 
-/// Longest createType, file name or ddb value accepted in a descriptor line.
-pub const MAX_DESCRIPTOR_LINE: usize = 4096;
+/// Longest descriptor line accepted, as read and as written back: room for the longest
+/// `parentFileNameHint` QEMU opens (4095 bytes, `desc_checks`) with its key and quotes, 4115
+/// bytes, which `qemu-img create -b` and `vdisk create -b` write for a backing path that long
+/// (4096 refused those images, session 24), rounded up to 8 KiB.
+pub const MAX_DESCRIPTOR_LINE: usize = 8192;
