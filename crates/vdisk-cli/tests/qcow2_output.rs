@@ -207,69 +207,6 @@ fn compressed_output_is_close_to_qemus() {
 }
 
 #[test]
-fn convert_with_backing_writes_only_differences() {
-    if !qemu_available() {
-        return;
-    }
-    let s = Scratch::new("cli-q-B");
-    let d = s.path();
-    make_pattern_raw(d, "base.raw", 0);
-    qemu_ok(d, &["convert", "-O", "raw", "base.raw", "changed.raw"]);
-    qemu_io(d, "raw", "changed.raw", &["write -P 0xab 16M 64k"]);
-    let o = vdisk(
-        d,
-        &[
-            "convert",
-            "-O",
-            "qcow2",
-            "-B",
-            "base.raw",
-            "changed.raw",
-            "ov.qcow2",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(err(&o).contains("explicit backing format"), "{}", err(&o));
-    vdisk_ok(
-        d,
-        &[
-            "convert",
-            "-O",
-            "qcow2",
-            "-B",
-            "base.raw",
-            "-F",
-            "raw",
-            "changed.raw",
-            "ov.qcow2",
-        ],
-    );
-    assert_qemu_check_clean(&d.join("ov.qcow2"), "qcow2");
-    assert_eq!(
-        qemu(d, &["compare", "changed.raw", "ov.qcow2"])
-            .status
-            .code(),
-        Some(0)
-    );
-    let i = info(d, "ov.qcow2");
-    assert_eq!(i["backing-filename"], "base.raw");
-    let map: Value =
-        serde_json::from_str(&qemu_ok(d, &["map", "--output=json", "ov.qcow2"])).unwrap();
-    let own: u64 = map
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["depth"] == 0 && e["data"] == true)
-        .map(|e| e["length"].as_u64().unwrap())
-        .sum();
-    assert_eq!(
-        own,
-        64 << 10,
-        "only the changed cluster is stored in the overlay"
-    );
-}
-
-#[test]
 fn measure_matches_qemu() {
     if !qemu_available() {
         return;

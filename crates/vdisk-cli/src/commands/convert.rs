@@ -160,17 +160,41 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
         vdisk::core::writer::set_durable_commit(false);
     }
     let size = source.virtual_size();
+    // The target's backing file and its format, as qemu-img's img_convert finds them: for a new
+    // image, -B or `-o backing_file=` (whose format must then be given, by -F or
+    // `-o backing_fmt=`); with -n the existing target keeps its own backing file, and -B only
+    // names the image whose content is left unwritten (its format by -F, or probed).
+    let (backing_name, backing_fmt) = if a.no_create {
+        (a.backing.clone(), a.backing_format.clone())
+    } else {
+        super::add_backing_options(
+            &mut opts,
+            out_fmt,
+            a.backing.as_deref(),
+            a.backing_format.as_deref(),
+        )?;
+        let get = |k: &str| opts.get(k).map(str::to_string);
+        (get("backing_file"), get("backing_fmt"))
+    };
     let mut backing_image: Option<Arc<dyn ImageReader>> = None;
-    if let Some(b) = &a.backing {
-        if a.no_create {
-            return Err(Error::invalid("-B and -n cannot be used together"));
+    if let Some(b) = backing_name {
+        if a.target_is_zero {
+            return Err(Error::invalid(
+                "Cannot use --target-is-zero when the destination image has a backing file",
+            ));
         }
-        let bfmt = a.backing_format.as_deref().ok_or_else(|| {
-            Error::invalid("Use of backing file requires explicit backing format")
-        })?;
-        opts.set("backing_file", b);
-        opts.set("backing_fmt", bfmt);
-        backing_image = Some(vdisk::open_backing_for(dst, b, Some(bfmt.parse()?))?.image);
+        if srcs.len() > 1 {
+            return Err(Error::invalid(
+                "Having a backing file for the target makes no sense when concatenating multiple input images",
+            ));
+        }
+        if backing_fmt.is_none() && !a.no_create {
+            return Err(Error::invalid(
+                "Use of backing file requires explicit backing format",
+            ));
+        }
+        let bfmt = parse_format(backing_fmt)?;
+        backing_image = Some(vdisk::open_backing_for(dst, &b, bfmt)?.image);
     }
     let mut target_size = size;
     let writer = if a.no_create {
@@ -187,9 +211,8 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
         }
         vdisk::open_existing_writer(out_fmt, dst)?
     } else {
-        // qemu-img checks the option names first, then reports what the format refuses after
-        // the output's name.
-        opts.ensure_known(out_fmt.name(), vdisk::create_options(out_fmt)?)?;
+        // The option names were checked above (add_backing_options); what the format refuses
+        // is reported after the output's name.
         vdisk::create_image(out_fmt, dst, size, &opts, a.compress).map_err(|e| {
             Error::Other(format!(
                 "{}: error while converting {}: {e}",

@@ -35,12 +35,12 @@ pub(super) fn create(
             // vdisk's own read-only format: refused before anything is printed.
             vdisk::create_options(fmt)?;
         }
-        if let Some(b) = &backing {
-            opts.set("backing_file", b);
-        }
-        if let Some(bf) = &backing_format {
-            opts.set("backing_fmt", bf);
-        }
+        super::add_backing_options(
+            &mut opts,
+            fmt,
+            backing.as_deref(),
+            backing_format.as_deref(),
+        )?;
         if let (Some(b), None) = (opts.get("backing_file"), opts.get("backing_fmt")) {
             // qemu-img 10 no longer probes a backing file's format for a new image; it says what
             // it would have found.

@@ -28,7 +28,7 @@ use std::io::Write;
 use std::path::Path;
 use vdisk::chain::{open_image, OpenRequest};
 use vdisk::core::size::parse_size;
-use vdisk::core::{Error, Format, Result};
+use vdisk::core::{CreateOptions, Error, Format, Result};
 use vdisk::qcow2::SnapshotSel;
 
 /// Runs one command; the value is the process exit code.
@@ -503,6 +503,37 @@ pub(crate) fn cvtnum(name: &str, v: &str, min: u64, max: u64) -> Result<u64> {
 /// `-r`: a rate in bytes a second, from 0 up to `INT64_MAX`.
 pub(crate) fn parse_rate(v: &str) -> Result<u64> {
     cvtnum("rate limit", v, 0, i64::MAX as u64)
+}
+
+/// The creation options of a new `fmt` image from `-o` and the backing flags, as qemu-img builds
+/// them (`bdrv_img_create`, `img_convert`): the `-o` names are checked first, then the backing
+/// file (`-b`, `-B`) and its format (`-F`) are set after them, so they win over
+/// `-o backing_file=` and `-o backing_fmt=`, and are refused for a format that has no backing
+/// file (`add_old_style_options`).
+pub(crate) fn add_backing_options(
+    opts: &mut CreateOptions,
+    fmt: Format,
+    backing: Option<&str>,
+    backing_fmt: Option<&str>,
+) -> Result<()> {
+    let known = vdisk::create_options(fmt)?;
+    opts.ensure_known(fmt.name(), known)?;
+    let takes = |key: &str| known.iter().any(|s| s.name == key);
+    for (key, value, what) in [
+        ("backing_file", backing, "Backing file"),
+        ("backing_fmt", backing_fmt, "Backing file format"),
+    ] {
+        if let Some(v) = value {
+            if !takes(key) {
+                return Err(Error::invalid(format!(
+                    "{what} not supported for file format '{}'",
+                    fmt.name()
+                )));
+            }
+            opts.set(key, v);
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_format(f: Option<String>) -> Result<Option<Format>> {
