@@ -105,6 +105,26 @@ fn a_backing_file_needs_its_format_like_qemu() {
         "backing_file=base.qcow2",
         "top.qcow2",
     ]);
+    // A format with no backing file: qemu-img's own words, not "Invalid parameter" (session 24).
+    for args in [
+        "create -f raw -b base.qcow2 -F qcow2 top.raw 1M",
+        "create -f raw -F qcow2 top.raw 1M",
+        "create -f vdi -b base.qcow2 -F qcow2 top.vdi 1M",
+    ] {
+        same(&args.split(' ').collect::<Vec<_>>());
+    }
+    // The -o names first (vdisk adds a line naming the format's options).
+    same_first(&[
+        "create",
+        "-f",
+        "raw",
+        "-o",
+        "foo=1",
+        "-b",
+        "base.qcow2",
+        "top.raw",
+        "1M",
+    ]);
 }
 
 /// The same exit code and first error line (qemu-img may add "Try 'qemu-img ... --help'").
