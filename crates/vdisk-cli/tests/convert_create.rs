@@ -58,6 +58,7 @@ fn formatting_line_matches_qemu() {
         return;
     }
     let s = Scratch::new("cli-fmtline");
+    qemu_ok(s.path(), &["create", "-q", "-f", "vmdk", "base.vmdk", "1G"]);
     for args in [
         vec!["-f", "raw"],
         vec!["-f", "raw", "-o", "preallocation=falloc"],
@@ -68,6 +69,21 @@ fn formatting_line_matches_qemu() {
         vec!["-f", "vdi", "-o", "static=on"],
         vec!["-f", "vmdk"],
         vec!["-f", "vmdk", "-o", "subformat=streamOptimized"],
+        // Options given out of qemu's order are shown in it (session 24: vdisk kept the order
+        // given after adapter_type and backing_file, and put backing_fmt last).
+        vec![
+            "-f",
+            "vmdk",
+            "-o",
+            "zeroed_grain=on,subformat=monolithicSparse,toolsversion=2,adapter_type=lsilogic",
+        ],
+        vec![
+            "-f",
+            "vmdk",
+            "-o",
+            "backing_fmt=vmdk,backing_file=base.vmdk",
+        ],
+        vec!["-f", "vpc", "-o", "force_size=on,subformat=fixed"],
     ] {
         let mut a = vec!["create"];
         a.extend(args.iter().copied());

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use vdisk_core::options::OptionSpec;
 use vdisk_core::storage::{resolve_relative, HostFiles};
 use vdisk_core::{
-    ChunkEncoder, CreateOptions, Error, FileStorage, ImageReader, ImageWriter, OutputFile, Payload,
-    Result, Storage, WriterCaps,
+    ChunkEncoder, CreateOptions, Error, FileStorage, Format, ImageReader, ImageWriter, OutputFile,
+    Payload, Result, Storage, WriterCaps,
 };
 
 /// The options `qemu-img create -f vmdk -o help` lists, in qemu's order.
@@ -151,7 +151,7 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
     }
     if let Some(f) = opts.get("backing_fmt") {
         if f != "vmdk" {
-            return Err(Error::invalid("backing_fmt must be 'vmdk' if present"));
+            return Err(Error::invalid("backing_file must be a vmdk image"));
         }
     }
     let flat = sub.ends_with("Flat");
@@ -171,11 +171,18 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
                 path.display()
             )));
         }
-        let bpath = resolve_relative(path, b);
-        let parent = crate::open(Arc::new(FileStorage::open(&bpath)?), Arc::new(HostFiles))
-            .map_err(|e| {
-                Error::invalid(format!("Could not open backing file '{b}' as vmdk: {e}"))
-            })?;
+        // As QEMU's vmdk_co_do_create: the backing file is probed, and must be a VMDK image.
+        let storage = Arc::new(FileStorage::open(&resolve_relative(path, b))?);
+        let probed = vdisk_core::probe_format(storage.as_ref())?;
+        if probed != Format::Vmdk {
+            return Err(Error::invalid(format!(
+                "Invalid backing file format: {}. Must be vmdk",
+                probed.name()
+            )));
+        }
+        let parent = crate::open(storage, Arc::new(HostFiles)).map_err(|e| {
+            Error::invalid(format!("Could not open backing file '{b}' as vmdk: {e}"))
+        })?;
         parent_cid = parent.cid();
         if size == 0 {
             size = parent.virtual_size();

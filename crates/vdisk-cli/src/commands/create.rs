@@ -41,18 +41,23 @@ pub(super) fn create(
             backing.as_deref(),
             backing_format.as_deref(),
         )?;
-        if let (Some(b), None) = (opts.get("backing_file"), opts.get("backing_fmt")) {
-            // qemu-img 10 no longer probes a backing file's format for a new image; it says what
-            // it would have found.
-            let detected = vdisk::open_backing_for(filename, b, None)
-                .map(|img| format!("\nDetected format of {}.", img.top().format))
-                .unwrap_or_default();
-            return Err(Error::invalid(format!(
-                "Backing file specified without backing format{detected}"
-            )));
+        // qemu-img's bdrv_img_create from here: the backing file's name, the size, then the
+        // backing file opened (unless -u) with the format given, which must be given.
+        let backing = opts.get("backing_file").map(str::to_string);
+        if let Some(b) = &backing {
+            if Path::new(b) == filename {
+                return Err(Error::invalid(
+                    "Error: Trying to create an image with the same filename as the backing file",
+                ));
+            }
+            if b.is_empty() {
+                return Err(Error::invalid(
+                    "Expected backing file name, got empty string",
+                ));
+            }
         }
         // The size may come as `-o size=` instead, as qemu-img allows (not both).
-        let size = match (size, opts.get("size")) {
+        let mut size = match (size, opts.get("size")) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid("The image size must be specified only once"))
             }
@@ -65,18 +70,27 @@ pub(super) fn create(
             })?),
             (s, None) => s,
         };
-        let size = match size {
-            Some(s) => s,
-            None => match opts.get("backing_file") {
-                Some(b) if !unsafe_backing => {
-                    let bfmt = parse_format(opts.get("backing_fmt").map(str::to_string))?;
-                    let img = vdisk::open_backing_for(filename, b, bfmt)
-                        .map_err(|e| Error::Other(format!("{e}\nCould not open backing image.")))?;
-                    img.image.virtual_size()
+        let bfmt = parse_format(opts.get("backing_fmt").map(str::to_string))?;
+        let no_format = || Error::invalid("Backing file specified without backing format");
+        match &backing {
+            Some(b) if !unsafe_backing => {
+                let img = vdisk::open_backing_for(filename, b, bfmt)
+                    .map_err(|e| Error::Other(format!("{e}\nCould not open backing image.")))?;
+                if bfmt.is_none() {
+                    // qemu-img 10 no longer probes a backing file's format for a new image; it
+                    // says what it found.
+                    return Err(Error::invalid(format!(
+                        "{}\nDetected format of {}.",
+                        no_format(),
+                        img.top().format
+                    )));
                 }
-                _ => return Err(Error::invalid("Image creation needs a size parameter")),
-            },
-        };
+                size.get_or_insert(img.image.virtual_size());
+            }
+            Some(_) if bfmt.is_none() => return Err(no_format()),
+            _ => {}
+        }
+        let size = size.ok_or_else(|| Error::invalid("Image creation needs a size parameter"))?;
         if !quiet {
             println!(
                 "Formatting '{}', fmt={} {}",
@@ -92,36 +106,38 @@ pub(super) fn create(
     Ok(0)
 }
 
+/// The options after `size` in qemu's `Formatting` line for `fmt`, in the order of the format's
+/// create options in QEMU (vdi_create_opts, vmdk_create_opts, vpc_create_opts), each with the
+/// default shown when it is not given; the other options given follow in their own order.
+fn shown_in_order(fmt: Format) -> &'static [(&'static str, Option<&'static str>)] {
+    match fmt {
+        Format::Vdi => &[("static", Some("off"))],
+        Format::Vmdk => &[
+            ("adapter_type", None),
+            ("backing_file", None),
+            ("backing_fmt", None),
+            ("compat6", Some("off")),
+            ("hwversion", Some("undefined")),
+            ("toolsversion", None),
+            ("subformat", None),
+            ("zeroed_grain", None),
+        ],
+        Format::Vpc => &[("subformat", None), ("force_size", None)],
+        _ => &[],
+    }
+}
+
 /// The options of qemu-img's `Formatting 'FILE', fmt=FMT ...` line, in qemu's order with the
 /// defaults it shows filled in.
 fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
-    let mut parts = Vec::new();
+    let mut parts = vec![format!("size={size}")];
     match fmt {
         Format::Qcow2 => {
             let line = vdisk::qcow2::writer::formatting_options(size, opts);
             return line.strip_prefix("fmt=qcow2 ").unwrap_or(&line).to_string();
         }
-        Format::Vdi => {
-            parts.push(format!("size={size}"));
-            parts.push(format!("static={}", opts.get("static").unwrap_or("off")));
-        }
-        Format::Vmdk => {
-            // qemu's order (vmdk_create_opts): size, adapter_type, backing_file, compat6, ...
-            parts.push(format!("size={size}"));
-            for k in ["adapter_type", "backing_file"] {
-                if let Some(v) = opts.get(k) {
-                    parts.push(format!("{k}={v}"));
-                }
-            }
-            parts.push(format!("compat6={}", opts.get("compat6").unwrap_or("off")));
-            parts.push(format!(
-                "hwversion={}",
-                opts.get("hwversion").unwrap_or("undefined")
-            ));
-        }
         Format::Vhdx => {
             // qemu's order (vhdx_create_opts), sizes in bytes, the defaults of the two sizes.
-            parts.push(format!("size={size}"));
             for (k, default) in [("log_size", "1048576"), ("block_size", "0")] {
                 let v = opts.get_size(k).ok().flatten();
                 parts.push(format!(
@@ -137,12 +153,16 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
             }
             return parts.join(" ");
         }
-        _ => parts.push(format!("size={size}")),
+        _ => {}
+    }
+    let ordered = shown_in_order(fmt);
+    for (k, default) in ordered {
+        if let Some(v) = opts.get(k).or(*default) {
+            parts.push(format!("{k}={v}"));
+        }
     }
     for (k, v) in opts.pairs() {
-        let shown = matches!(k.as_str(), "size" | "static" | "compat6" | "hwversion")
-            || (fmt == Format::Vmdk && matches!(k.as_str(), "adapter_type" | "backing_file"));
-        if !shown {
+        if k != "size" && !ordered.iter().any(|(name, _)| name == k) {
             parts.push(format!("{k}={v}"));
         }
     }
