@@ -1,6 +1,7 @@
 //! What qemu-img refuses to do with an image, vdisk refuses with the same words and exit code:
 //! repairs, internal snapshots, commits and rebases of formats that have none, a backing file
-//! without its format, and the warning for a write to an image whose format was probed as raw.
+//! without its format, a target the command reads, and the warning for a write to an image whose
+//! format was probed as raw.
 
 mod common;
 use common::*;
@@ -216,4 +217,66 @@ fn a_missing_snapshot_is_named_like_qemu() {
     let (v, q) = (vdisk(sv.path(), &args), qemu(sq.path(), &args));
     assert_eq!(v.status.code(), q.status.code());
     assert_eq!(first_message(&err(&v)), first_message(&err(&q)));
+}
+
+/// What qemu-img's image locks refuse ("Failed to get "write" lock"), vdisk refuses without
+/// touching a file: a conversion whose target is a file it reads (a source, a source's backing
+/// file, the new backing file's chain), and a rebase onto a chain that holds the image itself.
+/// vdisk converted the first five and rebased the last two, making a loop (session 24).
+#[test]
+fn images_a_command_reads_are_not_its_target() {
+    if !qemu_available() {
+        return;
+    }
+    let s = Scratch::new("refuse-self");
+    let d = s.path();
+    fixtures(d);
+    qemu_overlay(d, "r.raw", "raw", "top.qcow2", None);
+    qemu_overlay(d, "top.qcow2", "qcow2", "over.qcow2", None);
+    let sums = || ["r.raw", "top.qcow2", "over.qcow2"].map(|f| std::fs::read(d.join(f)).unwrap());
+    let before = sums();
+    for (args, says) in [
+        (
+            "convert -O qcow2 top.qcow2 top.qcow2",
+            "which this conversion reads",
+        ),
+        (
+            "convert -O raw top.qcow2 ./r.raw",
+            "which this conversion reads",
+        ),
+        (
+            "convert -n -O raw r.raw r.raw",
+            "which this conversion reads",
+        ),
+        (
+            "convert -O qcow2 -B top.qcow2 -F qcow2 r.raw top.qcow2",
+            "which this conversion reads",
+        ),
+        (
+            "convert -O qcow2 -B over.qcow2 -F qcow2 r.raw top.qcow2",
+            "which this conversion reads",
+        ),
+        (
+            "rebase -b top.qcow2 -F qcow2 top.qcow2",
+            "would then be its own backing file",
+        ),
+        (
+            "rebase -b over.qcow2 -F qcow2 top.qcow2",
+            "would then be its own backing file",
+        ),
+    ] {
+        let args: Vec<&str> = args.split(' ').collect();
+        let o = vdisk(d, &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(err(&o).contains(says), "{args:?}: {}", err(&o));
+        assert!(sums() == before, "{args:?} changed a file");
+    }
+    // qemu-img refuses each too (run last: it may leave a target it made behind).
+    for args in [
+        "convert -O qcow2 top.qcow2 top.qcow2",
+        "rebase -b over.qcow2 -F qcow2 top.qcow2",
+    ] {
+        let args: Vec<&str> = args.split(' ').collect();
+        assert_eq!(qemu(d, &args).status.code(), Some(1), "{args:?}");
+    }
 }

@@ -172,6 +172,16 @@ fn rebase_copy(
                     "Could not open new backing file '{new_backing}': {e}"
                 ))
             })?;
+            // The image itself in its new chain would make a loop no program could open
+            // (qemu-img's image locks refuse it: "Failed to get shared "write" lock").
+            let me = canonical(path);
+            if let Some(l) = img.layers.iter().find(|l| canonical(&l.path) == me) {
+                return Err(Error::invalid(format!(
+                    "Could not open new backing file '{new_backing}': its chain includes '{}', \
+                     the image being rebased, which would then be its own backing file",
+                    l.path.display()
+                )));
+            }
             Some(img.image)
         }
     };

@@ -108,6 +108,8 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
     let src_fmt = parse_format(a.format)?;
     let snapshot = a.snapshot.as_deref().map(parse_snapshot);
     let mut readers: Vec<Arc<dyn ImageReader>> = Vec::new();
+    // Every image file the conversion reads: the target must be none of them.
+    let mut read_files = Vec::new();
     for s in srcs {
         let req = OpenRequest {
             format: src_fmt,
@@ -115,7 +117,9 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
             follow_backing: true,
             for_check: false,
         };
-        let image = open_image(s, &req)?.image;
+        let opened = open_image(s, &req)?;
+        read_files.extend(opened.layers.iter().map(|l| l.path.clone()));
+        let image = opened.image;
         // Fail here, as qemu-img fails to open it, not at the first read.
         image.ready_for_io()?;
         readers.push(image);
@@ -194,7 +198,19 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
             ));
         }
         let bfmt = parse_format(backing_fmt)?;
-        backing_image = Some(vdisk::open_backing_for(dst, &b, bfmt)?.image);
+        let opened = vdisk::open_backing_for(dst, &b, bfmt)?;
+        read_files.extend(opened.layers.iter().map(|l| l.path.clone()));
+        backing_image = Some(opened.image);
+    }
+    if let Some(f) = read_files.iter().find(|f| same_file(f, dst)) {
+        // qemu-img's image locks refuse it ("Failed to get "write" lock"); vdisk would replace
+        // a file it reads (a source's backing file, or the new backing file: a loop).
+        return Err(Error::invalid(format!(
+            "{}: error while converting {}: the target is '{}', which this conversion reads",
+            dst.display(),
+            out_fmt.name(),
+            f.display()
+        )));
     }
     let mut target_size = size;
     let writer = if a.no_create {
@@ -400,5 +416,15 @@ fn target_from_options(a: &mut ConvertArgs) -> Result<Format> {
         Some(d) => d.parse(),
         // Probed as for any image opened to be written (a raw one with qemu's warning).
         None => super::probe_path(dst),
+    }
+}
+
+/// Whether `a` and `b` name the same existing file (the same device and inode: links and
+/// other spellings of one path included).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
     }
 }
