@@ -98,10 +98,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
         /// First guest byte to map.
-        #[arg(short = 's', long = "start-offset", default_value = "0")]
+        #[arg(
+            short = 's',
+            long = "start-offset",
+            default_value = "0",
+            allow_hyphen_values = true
+        )]
         start_offset: String,
         /// How many bytes to map (default: to the end).
-        #[arg(short = 'l', long = "max-length")]
+        #[arg(short = 'l', long = "max-length", allow_hyphen_values = true)]
         max_length: Option<String>,
         #[arg(short = 'U', long = "force-share")]
         force_share: bool,
@@ -480,13 +485,18 @@ pub struct ConvertArgs {
     pub progress: bool,
     /// Number of parallel workers (qemu-img's coroutines), 1 to 16; no more than one per core
     /// while decompressing.
-    #[arg(short = 'm', long = "parallel", default_value = "8")]
-    pub parallel: usize,
+    #[arg(
+        short = 'm',
+        long = "parallel",
+        default_value = "8",
+        allow_hyphen_values = true
+    )]
+    pub parallel: String,
     /// Allow out-of-order writes to the target.
     #[arg(short = 'W', long = "allow-out-of-order", alias = "oob-writes")]
     pub out_of_order: bool,
     /// Zero runs of at least this many bytes become holes (default 4k; 0 writes everything).
-    #[arg(short = 'S', long = "sparse-size")]
+    #[arg(short = 'S', long = "sparse-size", allow_hyphen_values = true)]
     pub sparse_size: Option<String>,
     /// Copy offloading: data stored uncompressed in a host file is copied by the kernel
     /// (copy_file_range) without zero detection, into raw and qcow2 outputs; elsewhere the data is

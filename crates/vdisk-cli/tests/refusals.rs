@@ -187,6 +187,27 @@ fn bad_arguments_are_refused_in_qemus_words() {
     ] {
         same_first(args);
     }
+    // Session 24: vdisk said "Invalid image size specified", "Use the --shrink option", clap's
+    // "unexpected argument '-1'", an older qemu's "up to 16MB", or the format's words after
+    // "error while converting" for these.
+    for args in [
+        "map -s -1 base.qcow2",
+        "map --start-offset=abc base.qcow2",
+        "map -l -1 base.qcow2",
+        "map --max-length=9223372036854775808 base.qcow2",
+        "convert -S 1000 base.qcow2 o.raw",
+        "convert -S -1 base.qcow2 o.raw",
+        "convert -m -1 base.qcow2 o.raw",
+        "convert -m 1k base.qcow2 o.raw",
+        "convert -c -O qcow2 -o preallocation=metadata base.qcow2 o.qcow2",
+        "convert -O vdi -o static=maybe base.qcow2 o.vdi",
+        "convert -O qcow2 -o lazy_refcounts=1 base.qcow2 o.qcow2",
+        "convert -O qcow2 -o refcount_bits=16k base.qcow2 o.qcow2",
+        "resize base.qcow2 0",
+        "resize --shrink base.qcow2 -1M",
+    ] {
+        same_first(&args.split(' ').collect::<Vec<_>>());
+    }
     // amend: what qcow2 takes only at creation, what it does not know, the backing file.
     for o in [
         "cluster_size=4k",

@@ -65,43 +65,88 @@ impl CreateOptions {
         &self.pairs
     }
 
-    /// Fails on a key the format does not know, with qemu's message.
+    /// Fails on a key the format does not know, or a value its kind does not take (`bool`,
+    /// `size`, `num`), pair by pair in the order given, with qemu's messages (QemuOpts checks
+    /// each value as it is set, before the format sees any).
     pub fn ensure_known(&self, format: &str, known: &[OptionSpec]) -> Result<()> {
-        for (k, _) in &self.pairs {
-            if !known.iter().any(|s| s.name == k) {
+        for (k, v) in &self.pairs {
+            let Some(spec) = known.iter().find(|s| s.name == k) else {
                 return Err(Error::invalid(format!(
                     "Invalid parameter '{k}'\nThis option is not supported by the '{format}' format (try -o help)"
                 )));
+            };
+            match spec.kind {
+                "bool (on/off)" => {
+                    parse_bool(k, v)?;
+                }
+                "size" => {
+                    parse_size_value(k, v)?;
+                }
+                "num" => {
+                    parse_number(k, v)?;
+                }
+                _ => {}
             }
         }
         Ok(())
     }
 
-    /// A boolean option (`on/off`, `true/false`, `yes/no`), or `default` when absent.
+    /// A boolean option, or `default` when absent: `on`, `yes`, `true` or `y`, and `off`, `no`,
+    /// `false` or `n`, as QEMU's qapi_bool_parse reads them.
     pub fn get_bool(&self, key: &str, default: bool) -> Result<bool> {
-        match self.get(key) {
-            None => Ok(default),
-            Some("on" | "true" | "yes" | "1") => Ok(true),
-            Some("off" | "false" | "no" | "0") => Ok(false),
-            // qemu-img's words (qapi_bool_parse), which do not repeat the value.
-            Some(_) => Err(Error::invalid(format!(
-                "Parameter '{key}' expects 'on' or 'off'"
-            ))),
-        }
+        self.get(key).map_or(Ok(default), |v| parse_bool(key, v))
     }
 
     /// A size option (`cluster_size=64k`), or `None` when absent.
     pub fn get_size(&self, key: &str) -> Result<Option<u64>> {
-        self.get(key)
-            .map(|v| {
-                crate::size::parse_size(v).map_err(|_| {
-                    Error::invalid(format!(
-                        "Parameter '{key}' expects a non-negative number below 2^64"
-                    ))
-                })
-            })
-            .transpose()
+        self.get(key).map(|v| parse_size_value(key, v)).transpose()
     }
+
+    /// A number option (`refcount_bits=16`), or `None` when absent.
+    pub fn get_number(&self, key: &str) -> Result<Option<u64>> {
+        self.get(key).map(|v| parse_number(key, v)).transpose()
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "on" | "yes" | "true" | "y" => Ok(true),
+        "off" | "no" | "false" | "n" => Ok(false),
+        // qemu-img's words, which do not repeat the value.
+        _ => Err(Error::invalid(format!(
+            "Parameter '{key}' expects 'on' or 'off'"
+        ))),
+    }
+}
+
+fn parse_size_value(key: &str, v: &str) -> Result<u64> {
+    crate::size::parse_size(v).map_err(|_| {
+        Error::invalid(format!(
+            "Parameter '{key}' expects a non-negative number below 2^64\n\
+             Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n\
+             and exabytes, respectively."
+        ))
+    })
+}
+
+fn parse_number(key: &str, v: &str) -> Result<u64> {
+    parse_c_number(v).ok_or_else(|| Error::invalid(format!("Parameter '{key}' expects a number")))
+}
+
+/// A whole number as QEMU reads one with `qemu_strtou64` in base 0 (`parse_option_number`, and
+/// the numbers of qemu-img's flags that are not sizes): leading white space, then decimal, `0x`
+/// hexadecimal or `0` octal digits, and nothing after them; no sign.
+pub fn parse_c_number(v: &str) -> Option<u64> {
+    let t = v.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (digits, radix) = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None if t.len() > 1 && t.starts_with('0') => (&t[1..], 8),
+        None => (t, 10),
+    };
+    let all_digits = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
+    all_digits
+        .then(|| u64::from_str_radix(digits, radix).ok())
+        .flatten()
 }
 
 /// Formats the `-o help` listing for a format in qemu-img's layout (`  %-22s - %s` per option,
@@ -163,6 +208,49 @@ mod tests {
         assert!(o.get_bool("lazy_refcounts", false).unwrap());
         assert_eq!(o.get_size("cluster_size").unwrap(), Some(65536));
         assert!(CreateOptions::parse(&["help"]).unwrap().wants_help());
+    }
+
+    #[test]
+    fn values_are_read_as_qemu_reads_them() {
+        let spec = |name, kind| OptionSpec {
+            name,
+            kind,
+            help: "",
+        };
+        let known = [
+            spec("b", "bool (on/off)"),
+            spec("s", "size"),
+            spec("n", "num"),
+        ];
+        let check = |o: &str| {
+            CreateOptions::parse(&[o])
+                .unwrap()
+                .ensure_known("f", &known)
+        };
+        for good in [
+            "b=y", "b=n", "b=yes", "b=false", "b", "s=64k", "n=16", "n=0x10", "n= 16",
+        ] {
+            assert!(check(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("b=1", "Parameter 'b' expects 'on' or 'off'"),
+            ("b=ON", "Parameter 'b' expects 'on' or 'off'"),
+            (
+                "s=abc",
+                "Parameter 's' expects a non-negative number below 2^64\nOptional",
+            ),
+            ("n=16k", "Parameter 'n' expects a number"),
+            ("n=", "Parameter 'n' expects a number"),
+            ("n=08", "Parameter 'n' expects a number"),
+            ("n=-1", "Parameter 'n' expects a number"),
+            ("x=1", "Invalid parameter 'x'"),
+        ] {
+            let e = check(bad).unwrap_err().to_string();
+            assert!(e.starts_with(says), "{bad}: {e}");
+        }
+        // Octal, as strtoull in base 0 reads a leading 0.
+        let o = CreateOptions::parse(&["n=016"]).unwrap();
+        assert_eq!(o.get_number("n").unwrap(), Some(14));
     }
 
     #[test]

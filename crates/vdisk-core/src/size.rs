@@ -15,18 +15,21 @@ pub enum SizeChange {
 }
 
 impl SizeChange {
-    /// Applies the change to `current`, failing on underflow or overflow.
+    /// Applies the change to `current`, failing on overflow or on a new size that is not
+    /// positive (qemu-img resize checks that before it asks for `--shrink`).
     pub fn apply(self, current: u64) -> Result<u64> {
-        match self {
-            SizeChange::Absolute(n) => Ok(n),
-            SizeChange::Grow(n) => current
-                .checked_add(n)
-                .filter(|v| *v <= MAX_IMAGE_SIZE)
-                .ok_or_else(|| Error::invalid("Image size must be less than 8 EiB!")),
-            SizeChange::Shrink(n) => current
-                .checked_sub(n)
-                .ok_or_else(|| Error::invalid("New image size must be positive")),
-        }
+        let new = match self {
+            SizeChange::Absolute(n) => Some(n),
+            SizeChange::Grow(n) => Some(
+                current
+                    .checked_add(n)
+                    .filter(|v| *v <= MAX_IMAGE_SIZE)
+                    .ok_or_else(|| Error::invalid("Image size must be less than 8 EiB!"))?,
+            ),
+            SizeChange::Shrink(n) => current.checked_sub(n),
+        };
+        new.filter(|v| *v > 0)
+            .ok_or_else(|| Error::invalid("New image size must be positive"))
     }
 }
 
@@ -179,6 +182,15 @@ mod tests {
         );
         assert_eq!(SizeChange::Grow(1).apply(1).unwrap(), 2);
         assert!(SizeChange::Shrink(2).apply(1).is_err());
+        // A new size of 0, however reached, as qemu-img resize refuses it.
+        for (change, current) in [
+            (SizeChange::Absolute(0), 1),
+            (SizeChange::Shrink(1), 1),
+            (SizeChange::Grow(0), 0),
+        ] {
+            let e = change.apply(current).unwrap_err();
+            assert_eq!(e.to_string(), "New image size must be positive");
+        }
     }
 
     proptest::proptest! {

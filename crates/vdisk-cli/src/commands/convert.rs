@@ -9,7 +9,6 @@ use std::sync::Arc;
 use vdisk::chain::{open_image, OpenRequest};
 use vdisk::convert::ConvertOptions;
 use vdisk::core::options::format_help;
-use vdisk::core::size::parse_size;
 use vdisk::core::{Concat, CreateOptions, Error, Format, ImageReader, Result};
 
 pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
@@ -17,15 +16,17 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
     // Before the sources are opened, as qemu-img checks it.
     check_cache(&a.source_cache, "source cache option")?;
     let mut out_fmt: Format = a.output_format.as_deref().unwrap_or("raw").parse()?;
-    if !(1..=16).contains(&a.parallel) {
-        return Err(Error::invalid(
-            "Invalid number of coroutines specified. Must be between 1 and 16.",
-        ));
-    }
-    let min_sparse = parse_size(a.sparse_size.as_deref().unwrap_or("4k"))?;
+    let workers = super::cvtnum_plain("number of coroutines", &a.parallel, 1, 16)? as usize;
+    let min_sparse = super::cvtnum(
+        "buffer size for sparse output",
+        a.sparse_size.as_deref().unwrap_or("4k"),
+        0,
+        i64::MAX as u64,
+    )?;
     if min_sparse % 512 != 0 || min_sparse > (16 << 20) {
         return Err(Error::invalid(
-            "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16MB",
+            "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. \
+             Select 0 to disable sparse detection (fully allocates output).",
         ));
     }
     // qemu-img's checks after its options are read, in its order.
@@ -202,6 +203,19 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
         read_files.extend(opened.layers.iter().map(|l| l.path.clone()));
         backing_image = Some(opened.image);
     }
+    // qemu-img's checks of the options with -c, after those of the backing file.
+    if a.compress && !a.no_create {
+        if opts.get_bool("encryption", false)? || opts.get("encrypt.format").is_some() {
+            return Err(Error::invalid(
+                "Compression and encryption not supported at the same time",
+            ));
+        }
+        if opts.get("preallocation").is_some_and(|p| p != "off") {
+            return Err(Error::invalid(
+                "Compression and preallocation not supported at the same time",
+            ));
+        }
+    }
     if let Some(f) = read_files.iter().find(|f| same_file(f, dst)) {
         // qemu-img's image locks refuse it ("Failed to get "write" lock"); vdisk would replace
         // a file it reads (a source's backing file, or the new backing file: a loop).
@@ -243,7 +257,7 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
         writer
     };
     let copts = ConvertOptions {
-        workers: a.parallel,
+        workers,
         out_of_order: a.out_of_order,
         min_sparse,
         target_is_zero: a.target_is_zero,

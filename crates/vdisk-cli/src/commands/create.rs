@@ -61,13 +61,7 @@ pub(super) fn create(
             (Some(_), Some(_)) => {
                 return Err(Error::invalid("The image size must be specified only once"))
             }
-            (None, Some(o)) => Some(vdisk::core::size::parse_size(o).map_err(|_| {
-                Error::invalid(
-                    "Parameter 'size' expects a non-negative number below 2^64\n\
-                     Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n\
-                     and exabytes, respectively.",
-                )
-            })?),
+            (None, Some(_)) => opts.get_size("size")?,
             (s, None) => s,
         };
         let bfmt = parse_format(opts.get("backing_fmt").map(str::to_string))?;

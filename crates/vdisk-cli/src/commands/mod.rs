@@ -77,6 +77,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             filename,
             ..
         } => {
+            // Read as qemu-img reads them, before the image is opened.
+            let start_offset = cvtnum("start offset", &start_offset, 0, i64::MAX as u64)?;
+            let max_length = max_length
+                .map(|l| cvtnum("max length", &l, 0, i64::MAX as u64))
+                .transpose()?;
             let req = OpenRequest {
                 format: parse_format(format)?,
                 snapshot: None,
@@ -88,11 +93,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             // the map's first line.
             img.image.ready_for_io()?;
             let size = img.image.virtual_size();
-            let start = parse_size(&start_offset)?.min(size);
-            let len = match max_length {
-                Some(l) => parse_size(&l)?.min(size - start),
-                None => size - start,
-            };
+            let start = start_offset.min(size);
+            let len = max_length.map_or(size - start, |l| l.min(size - start));
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             map::write_map(
@@ -497,6 +499,27 @@ pub(crate) fn cvtnum(name: &str, v: &str, min: u64, max: u64) -> Result<u64> {
                 Err(Error::invalid(format!("Invalid {name} specified: '{v}'.")))
             }
         }
+    }
+}
+
+/// A number that is not a size, as qemu-img's `cvtnum_full(name, v, false, min, max)` reads it
+/// (`-m`: no suffix; a negative number is out of range), between `min` and `max`.
+pub(crate) fn cvtnum_plain(name: &str, v: &str, min: u64, max: u64) -> Result<u64> {
+    let out_of_range = || {
+        Error::invalid(format!(
+            "Invalid {name} specified. Must be between {min} and {max}."
+        ))
+    };
+    let t = v.trim_start();
+    let (negative, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    match vdisk::core::options::parse_c_number(digits) {
+        None => Err(Error::invalid(format!("Invalid {name} specified: '{v}'."))),
+        Some(n) if negative && n != 0 => Err(out_of_range()),
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        Some(_) => Err(out_of_range()),
     }
 }
 

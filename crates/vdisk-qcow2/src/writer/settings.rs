@@ -234,14 +234,7 @@ impl Settings {
                 "Cluster size must be a power of two between 512 and 2048k",
             ));
         }
-        let refcount_bits = match opts.get("refcount_bits") {
-            None => 16,
-            Some(v) => v.parse::<u64>().map_err(|_| {
-                Error::invalid(format!(
-                    "Parameter 'refcount_bits' expects a number, got '{v}'"
-                ))
-            })?,
-        };
+        let refcount_bits = opts.get_number("refcount_bits")?.unwrap_or(16);
         if !refcount_bits.is_power_of_two() || refcount_bits > 64 {
             return Err(Error::invalid(
                 "Refcount width must be a power of two and may not exceed 64 bits",
