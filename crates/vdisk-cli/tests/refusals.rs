@@ -188,8 +188,8 @@ fn bad_arguments_are_refused_in_qemus_words() {
         same_first(args);
     }
     // Session 24: vdisk said "Invalid image size specified", "Use the --shrink option", clap's
-    // "unexpected argument '-1'", an older qemu's "up to 16MB", or the format's words after
-    // "error while converting" for these.
+    // "unexpected argument '-1'", an older qemu's "up to 16MB", the format's words after "error
+    // while converting", or the file's name twice for these, and took sizes for dd's counts.
     for args in [
         "map -s -1 base.qcow2",
         "map --start-offset=abc base.qcow2",
@@ -205,6 +205,9 @@ fn bad_arguments_are_refused_in_qemus_words() {
         "convert -O qcow2 -o refcount_bits=16k base.qcow2 o.qcow2",
         "resize base.qcow2 0",
         "resize --shrink base.qcow2 -1M",
+        "dd if=base.qcow2 of=o.raw skip=1M",
+        "dd if=base.qcow2 of=o.raw count=1k",
+        "create -f vmdk -o subformat=monolithicFlat,zeroed_grain=on f.vmdk 1M",
     ] {
         same_first(&args.split(' ').collect::<Vec<_>>());
     }

@@ -156,20 +156,14 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn Im
     }
     let flat = sub.ends_with("Flat");
     if flat && zeroed_grain {
-        return Err(Error::invalid(format!(
-            "{}: Flat image can't enable zeroed grain",
-            path.display()
-        )));
+        return Err(Error::invalid("Flat image can't enable zeroed grain"));
     }
     let backing = opts.get("backing_file");
     let mut size = size;
     let mut parent_cid = NO_PARENT_CID;
     if let Some(b) = backing {
         if flat {
-            return Err(Error::invalid(format!(
-                "{}: Flat image can't have backing file",
-                path.display()
-            )));
+            return Err(Error::invalid("Flat image can't have backing file"));
         }
         // As QEMU's vmdk_co_do_create: the backing file is probed, and must be a VMDK image.
         let storage = Arc::new(FileStorage::open(&resolve_relative(path, b))?);

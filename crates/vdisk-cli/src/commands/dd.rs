@@ -3,7 +3,7 @@
 //! the input, not from `skip`), into a new image of that size; every byte is written, zeros
 //! included, so the output is fully allocated as qemu-img's is.
 
-use super::cvtnum;
+use super::{cvtnum, cvtnum_plain};
 use crate::cli::DdArgs;
 use std::sync::Arc;
 use vdisk::chain::{open_image, OpenRequest};
@@ -33,8 +33,8 @@ fn operands(args: &[String]) -> Result<Operands> {
         }
         match key {
             "bs" => o.bs = Some(cvtnum("bs", value, 1, i32::MAX as u64)?),
-            "count" => o.count = Some(cvtnum("count", value, 0, INT64_MAX)?),
-            "skip" => o.skip = Some(cvtnum("skip", value, 0, INT64_MAX)?),
+            "count" => o.count = Some(cvtnum_plain("count", value, 0, INT64_MAX)?),
+            "skip" => o.skip = Some(cvtnum_plain("skip", value, 0, INT64_MAX)?),
             "if" => o.input = Some(value.to_string()),
             "of" => o.output = Some(value.to_string()),
             _ => return Err(unknown()),
