@@ -84,6 +84,29 @@ fn formatting_line_matches_qemu() {
             "backing_fmt=vmdk,backing_file=base.vmdk",
         ],
         vec!["-f", "vpc", "-o", "force_size=on,subformat=fixed"],
+        // The file protocol's options, taken for every format and shown after its own, in
+        // qemu's order and sizes in bytes (vdisk refused them but for raw, session 24).
+        vec![
+            "-f",
+            "raw",
+            "-o",
+            "extent_size_hint=1M,nocow=on,preallocation=off",
+        ],
+        vec![
+            "-f",
+            "vdi",
+            "-o",
+            "extent_size_hint=1M,nocow=on,preallocation=off",
+        ],
+        vec![
+            "-f",
+            "qcow2",
+            "-o",
+            "extent_size_hint=1M,preallocation=metadata,nocow=on",
+        ],
+        vec!["-f", "vmdk", "-o", "nocow=on,subformat=monolithicFlat"],
+        vec!["-f", "vhdx", "-o", "extent_size_hint=64k,subformat=fixed"],
+        vec!["-f", "vpc", "-o", "preallocation=full"],
     ] {
         let mut a = vec!["create"];
         a.extend(args.iter().copied());
@@ -102,12 +125,21 @@ fn option_help_matches_qemu() {
         return;
     }
     let s = Scratch::new("cli-ohelp");
-    for fmt in ["vdi", "vmdk"] {
-        assert_eq!(
-            vdisk_ok(s.path(), &["create", "-f", fmt, "-o", "help"]),
-            qemu_ok(s.path(), &["create", "-f", fmt, "-o", "help"]),
-            "{fmt}"
-        );
+    qemu_ok(s.path(), &["create", "-q", "-f", "raw", "src.raw", "1M"]);
+    // With a file named, the file protocol's options join the format's (session 24).
+    for fmt in ["raw", "qcow2", "vdi", "vmdk", "vpc", "vhdx"] {
+        for args in [
+            vec!["create", "-f", fmt, "-o", "help"],
+            vec!["create", "-f", fmt, "-o", "help", "new.img"],
+            vec!["convert", "-O", fmt, "-o", "help", "new.img"],
+            vec!["convert", "-O", fmt, "-o", "help", "src.raw", "new.img"],
+        ] {
+            assert_eq!(
+                vdisk_ok(s.path(), &args),
+                qemu_ok(s.path(), &args),
+                "{args:?}"
+            );
+        }
     }
 }
 

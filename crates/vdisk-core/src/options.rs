@@ -65,12 +65,14 @@ impl CreateOptions {
         &self.pairs
     }
 
-    /// Fails on a key the format does not know, or a value its kind does not take (`bool`,
-    /// `size`, `num`), pair by pair in the order given, with qemu's messages (QemuOpts checks
-    /// each value as it is set, before the format sees any).
+    /// Fails on a key that neither the format (`known`) nor the file protocol under it
+    /// ([`PROTOCOL_OPTIONS`]) takes, or a value its kind does not take (`bool`, `size`, `num`),
+    /// pair by pair in the order given, with qemu's messages (QemuOpts checks each value as it
+    /// is set, before the format sees any). The protocol's `preallocation` is a string there;
+    /// [`protocol_prealloc`] checks it when the file is created.
     pub fn ensure_known(&self, format: &str, known: &[OptionSpec]) -> Result<()> {
         for (k, v) in &self.pairs {
-            let Some(spec) = known.iter().find(|s| s.name == k) else {
+            let Some(spec) = known.iter().chain(PROTOCOL_OPTIONS).find(|s| s.name == k) else {
                 return Err(Error::invalid(format!(
                     "Invalid parameter '{k}'\nThis option is not supported by the '{format}' format (try -o help)"
                 )));
@@ -119,14 +121,28 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
     }
 }
 
+/// A size value as QEMU's parse_option_size reads it: up to 2^64 - 1 (the format then checks
+/// its own range), a negative or larger number out of range (ERANGE), anything else invalid.
 fn parse_size_value(key: &str, v: &str) -> Result<u64> {
-    crate::size::parse_size(v).map_err(|_| {
-        Error::invalid(format!(
+    let out_of_range =
+        || Error::invalid(format!("Value '{v}' is out of range for parameter '{key}'"));
+    if let Ok(n) = crate::size::parse_size(v) {
+        return Ok(n);
+    }
+    let t = v.trim();
+    if t.strip_prefix('-')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        return Err(out_of_range());
+    }
+    match crate::size::whole_size_u128(t) {
+        Some(n) => u64::try_from(n).map_err(|_| out_of_range()),
+        None => Err(Error::invalid(format!(
             "Parameter '{key}' expects a non-negative number below 2^64\n\
              Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n\
              and exabytes, respectively."
-        ))
-    })
+        ))),
+    }
 }
 
 fn parse_number(key: &str, v: &str) -> Result<u64> {
@@ -134,19 +150,97 @@ fn parse_number(key: &str, v: &str) -> Result<u64> {
 }
 
 /// A whole number as QEMU reads one with `qemu_strtou64` in base 0 (`parse_option_number`, and
-/// the numbers of qemu-img's flags that are not sizes): leading white space, then decimal, `0x`
-/// hexadecimal or `0` octal digits, and nothing after them; no sign.
+/// the numbers of qemu-img's flags that are not sizes): leading white space, an optional sign (a
+/// minus wraps around, as `strtoull` does), then decimal, `0x` hexadecimal or `0` octal digits,
+/// and nothing after them.
 pub fn parse_c_number(v: &str) -> Option<u64> {
     let t = v.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
     let (digits, radix) = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         Some(hex) => (hex, 16),
         None if t.len() > 1 && t.starts_with('0') => (&t[1..], 8),
         None => (t, 10),
     };
     let all_digits = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
-    all_digits
+    let n = all_digits
         .then(|| u64::from_str_radix(digits, radix).ok())
-        .flatten()
+        .flatten()?;
+    Some(if negative { n.wrapping_neg() } else { n })
+}
+
+/// The options of QEMU's file protocol (block/file-posix.c `raw_create_opts`), which
+/// `qemu-img create` and `convert` take for an image of any format, in qemu's order after
+/// `size`. vdisk honours `preallocation` for raw images; elsewhere, and for `nocow` (btrfs) and
+/// `extent_size_hint` (XFS), the values are checked and change nothing, as in qemu on ext4 (a
+/// format creates its file empty, so qemu preallocates nothing under it either).
+pub const PROTOCOL_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "size",
+        kind: "size",
+        help: "Virtual disk size",
+    },
+    OptionSpec {
+        name: "nocow",
+        kind: "bool (on/off)",
+        help: "Turn off copy-on-write (valid only on btrfs)",
+    },
+    OptionSpec {
+        name: "preallocation",
+        kind: "str",
+        help: "Preallocation mode (allowed values: off, falloc, full)",
+    },
+    OptionSpec {
+        name: "extent_size_hint",
+        kind: "size",
+        help: "Extent size hint for the image file, 0 to disable",
+    },
+];
+
+/// The file protocol's preallocation modes, with file-posix.c's words for the others.
+pub fn protocol_prealloc(v: &str) -> Result<&str> {
+    match v {
+        "off" | "falloc" | "full" => Ok(v),
+        "metadata" => Err(Error::invalid("Unsupported preallocation mode: metadata")),
+        _ => Err(Error::invalid(format!("invalid parameter value: {v}"))),
+    }
+}
+
+/// The protocol options of `opts` as qemu's `Formatting` line shows them after the format's
+/// own (sizes in bytes), leaving out those the format defines itself (`known`).
+pub fn protocol_formatting(opts: &CreateOptions, known: &[OptionSpec]) -> Vec<String> {
+    PROTOCOL_OPTIONS
+        .iter()
+        .filter(|p| p.name != "size" && !known.iter().any(|s| s.name == p.name))
+        .filter_map(|p| {
+            let v = opts.get(p.name)?;
+            let shown = match p.kind {
+                "size" => parse_size_value(p.name, v).map_or(v.to_string(), |n| n.to_string()),
+                _ => v.to_string(),
+            };
+            Some(format!("{}={shown}", p.name))
+        })
+        .collect()
+}
+
+/// What `-o help` prints when the command names a file: the format's options and the file
+/// protocol's together, sorted, under qemu's plain heading.
+pub fn format_help_with_protocol(specs: &[OptionSpec]) -> String {
+    let mut all: Vec<&OptionSpec> = specs.iter().collect();
+    for p in PROTOCOL_OPTIONS {
+        if !all.iter().any(|s| s.name == p.name) {
+            all.push(p);
+        }
+    }
+    all.sort_by_key(|s| s.name);
+    let mut s = "Supported options:\n".to_string();
+    for spec in all {
+        let head = format!("{}=<{}>", spec.name, spec.kind);
+        s.push_str(&format!("  {head:<22} - {}\n", spec.help));
+    }
+    s
 }
 
 /// Formats the `-o help` listing for a format in qemu-img's layout (`  %-22s - %s` per option,
@@ -242,15 +336,20 @@ mod tests {
             ("n=16k", "Parameter 'n' expects a number"),
             ("n=", "Parameter 'n' expects a number"),
             ("n=08", "Parameter 'n' expects a number"),
-            ("n=-1", "Parameter 'n' expects a number"),
+            ("n=+-1", "Parameter 'n' expects a number"),
+            ("s=-1", "Value '-1' is out of range for parameter 's'"),
             ("x=1", "Invalid parameter 'x'"),
         ] {
             let e = check(bad).unwrap_err().to_string();
             assert!(e.starts_with(says), "{bad}: {e}");
         }
-        // Octal, as strtoull in base 0 reads a leading 0.
-        let o = CreateOptions::parse(&["n=016"]).unwrap();
+        // Octal, as strtoull in base 0 reads a leading 0; a minus wraps; sizes up to 2^64 - 1.
+        let o = CreateOptions::parse(&["n=016,m=-1,s=8E,t=16E"]).unwrap();
         assert_eq!(o.get_number("n").unwrap(), Some(14));
+        assert_eq!(o.get_number("m").unwrap(), Some(u64::MAX));
+        assert_eq!(o.get_size("s").unwrap(), Some(1 << 63));
+        let e = o.get_size("t").unwrap_err().to_string();
+        assert_eq!(e, "Value '16E' is out of range for parameter 't'");
     }
 
     #[test]

@@ -105,6 +105,27 @@ pub fn parse_size(input: &str) -> Result<u64> {
     Ok(value)
 }
 
+/// A size written as decimal digits with an optional unit suffix, in 128 bits (to tell a value
+/// too large for 64 bits from one that is not a number).
+pub fn whole_size_u128(v: &str) -> Option<u128> {
+    let t = v.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit {
+        "" | "B" | "b" => 0,
+        "k" | "K" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        "P" | "p" => 50,
+        "E" | "e" => 60,
+        _ => return None,
+    };
+    digits.parse::<u128>().ok()?.checked_mul(1u128 << shift)
+}
+
 /// Parses a `resize` argument: `SIZE`, `+SIZE` or `-SIZE`.
 pub fn parse_size_change(input: &str) -> Result<SizeChange> {
     let s = input.trim();

@@ -8,37 +8,21 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use vdisk_core::options::OptionSpec;
+use vdisk_core::options::{protocol_prealloc, OptionSpec};
 use vdisk_core::size::MAX_IMAGE_SIZE;
 use vdisk_core::writer::check_write_range;
 use vdisk_core::{
     CreateOptions, Error, ImageWriter, OutputFile, Payload, Result, WritePool, WriterCaps,
 };
 
-/// The options `qemu-img create -f raw -o help FILE` lists (the raw format's `size` plus the file
-/// protocol's options), in qemu's order.
-pub const CREATE_OPTIONS: &[OptionSpec] = &[
-    OptionSpec {
-        name: "extent_size_hint",
-        kind: "size",
-        help: "Extent size hint for the image file, 0 to disable",
-    },
-    OptionSpec {
-        name: "nocow",
-        kind: "bool (on/off)",
-        help: "Turn off copy-on-write (valid only on btrfs)",
-    },
-    OptionSpec {
-        name: "preallocation",
-        kind: "str",
-        help: "Preallocation mode (allowed values: off, falloc, full)",
-    },
-    OptionSpec {
-        name: "size",
-        kind: "size",
-        help: "Virtual disk size",
-    },
-];
+/// The raw format's own options (`qemu-img create -f raw -o help`): its size. The file
+/// protocol's (`preallocation`, `nocow`, `extent_size_hint`) are
+/// [`vdisk_core::options::PROTOCOL_OPTIONS`].
+pub const CREATE_OPTIONS: &[OptionSpec] = &[OptionSpec {
+    name: "size",
+    kind: "size",
+    help: "Virtual disk size",
+}];
 
 /// How much of a new or grown raw image is allocated up front (qemu's `PreallocMode` for files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,8 +94,9 @@ const FIRST_BLOCK: u64 = 4096;
 
 /// Creates a new raw image of `size` bytes (rounded up to 512 as qemu does) at `path`.
 ///
-/// Accepts the options of [`CREATE_OPTIONS`]: `preallocation` is honoured; `extent_size_hint` and
-/// `nocow` are validated and otherwise have no effect (they only matter on XFS and btrfs). The file
+/// Accepts [`CREATE_OPTIONS`] and the file protocol's: `preallocation` is honoured;
+/// `extent_size_hint` and `nocow` are validated and otherwise have no effect (they only matter
+/// on XFS and btrfs). The file
 /// appears under `path` only when the writer's `finish` succeeds.
 pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<Box<dyn ImageWriter>> {
     Ok(Box::new(RawWriter::create(path, size, opts)?))
@@ -126,12 +111,14 @@ pub fn open_writer(path: &Path) -> Result<Box<dyn ImageWriter>> {
 /// The `preallocation` option; the command names the file in front of an error, as qemu-img
 /// does for whatever goes wrong while it creates the image.
 fn parse_prealloc_option(opts: &CreateOptions) -> Result<Prealloc> {
-    match opts.get("preallocation") {
+    match opts
+        .get("preallocation")
+        .map(protocol_prealloc)
+        .transpose()?
+    {
         None | Some("off") => Ok(Prealloc::Off),
         Some("falloc") => Ok(Prealloc::Falloc),
-        Some("full") => Ok(Prealloc::Full),
-        Some("metadata") => Err(Error::invalid("Unsupported preallocation mode: metadata")),
-        Some(other) => Err(Error::invalid(format!("invalid parameter value: {other}"))),
+        _ => Ok(Prealloc::Full),
     }
 }
 
@@ -293,8 +280,8 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_file_protocol_options() {
-        let h = vdisk_core::options::format_help("raw", CREATE_OPTIONS);
+    fn help_for_a_file_lists_file_protocol_options() {
+        let h = vdisk_core::options::format_help_with_protocol(CREATE_OPTIONS);
         assert!(h.contains("  preallocation=<str>    - Preallocation mode (allowed values: off, falloc, full)\n"), "{h}");
         assert!(
             h.contains("  size=<size>            - Virtual disk size\n"),

@@ -62,23 +62,13 @@ const CREATOR: &str = concat!("vdisk v", env!("CARGO_PKG_VERSION"));
 /// How much of the BAT is built in memory at once on `finish`.
 const BAT_CHUNK: u64 = MIB;
 
-/// A size option, with qemu's words for a negative value (`parse_option_size`: ERANGE).
-fn size_option(opts: &CreateOptions, key: &str) -> Result<Option<u64>> {
-    opts.get_size(key).map_err(|e| match opts.get(key) {
-        Some(v) if v.trim_start().starts_with('-') => {
-            Error::invalid(format!("Value '{v}' is out of range for parameter '{key}'"))
-        }
-        _ => e,
-    })
-}
-
 /// The parameters `qemu-img create -f vhdx -o OPTS NAME SIZE` would use, or its refusal in its
 /// words. The `size` option itself is ignored: the size comes as `size`.
 pub fn create_params(size: u64, opts: &CreateOptions) -> Result<CreateParams> {
     opts.ensure_known("vhdx", CREATE_OPTIONS)?;
     // QemuOpts parses every value first; then the QAPI visitor checks the subformat.
-    let log_size = size_option(opts, "log_size")?;
-    let block_size = size_option(opts, "block_size")?;
+    let log_size = opts.get_size("log_size")?;
+    let block_size = opts.get_size("block_size")?;
     let zero_blocks = opts.get_bool("block_state_zero", true)?;
     let fixed = match opts.get("subformat") {
         None | Some("dynamic") => false,

@@ -106,7 +106,8 @@ fn refusals_use_qemus_words() {
         (
             1 << 20,
             &["block_size=abc"],
-            "Parameter 'block_size' expects a non-negative number below 2^64",
+            "Parameter 'block_size' expects a non-negative number below 2^64\nOptional suffix k, \
+             M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.",
         ),
     ];
     for (size, o, want) in cases {

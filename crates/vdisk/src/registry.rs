@@ -128,7 +128,15 @@ pub fn create_image(
     opts: &CreateOptions,
     compress: bool,
 ) -> Result<Box<dyn ImageWriter>> {
-    opts.ensure_known(format.name(), create_options(format)?)?;
+    let own = create_options(format)?;
+    opts.ensure_known(format.name(), own)?;
+    // The file protocol's preallocation, under a format that has none of its own (raw checks
+    // and honours it itself): checked as the file is created, as file-posix.c checks it.
+    if format != Format::Raw && !own.iter().any(|s| s.name == "preallocation") {
+        if let Some(v) = opts.get("preallocation") {
+            vdisk_core::options::protocol_prealloc(v)?;
+        }
+    }
     if compress {
         match compression(format, opts) {
             Compression::Unsupported => {

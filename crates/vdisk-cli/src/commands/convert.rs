@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use vdisk::chain::{open_image, OpenRequest};
 use vdisk::convert::ConvertOptions;
-use vdisk::core::options::format_help;
+use vdisk::core::options::{format_help, format_help_with_protocol};
 use vdisk::core::{Concat, CreateOptions, Error, Format, ImageReader, Result};
 
 pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
@@ -66,10 +66,13 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
     }
     let mut opts = CreateOptions::parse(&a.options)?;
     if opts.wants_help() {
-        print_out(&format_help(
-            out_fmt.name(),
-            vdisk::create_options(out_fmt)?,
-        ))?;
+        // With a source and a target named, the file protocol's options too, as qemu-img.
+        let specs = vdisk::create_options(out_fmt)?;
+        print_out(&if a.files.len() >= 2 {
+            format_help_with_protocol(specs)
+        } else {
+            format_help(out_fmt.name(), specs)
+        })?;
         return Ok(0);
     }
     if a.target_image_opts {

@@ -2,7 +2,8 @@
 
 use super::{parse_format, print_out};
 use std::path::Path;
-use vdisk::core::options::format_help;
+use vdisk::core::options::{format_help, format_help_with_protocol};
+use vdisk::core::options::{protocol_formatting, PROTOCOL_OPTIONS};
 use vdisk::core::{CreateOptions, Error, Format, Result};
 
 #[allow(clippy::too_many_arguments)]
@@ -20,7 +21,12 @@ pub(super) fn create(
     let mut opts = CreateOptions::parse(options)?;
     if opts.wants_help() {
         let fmt = fmt?;
-        print_out(&format_help(fmt.name(), vdisk::create_options(fmt)?))?;
+        // With a file named, the file protocol's options too, as qemu-img.
+        let specs = vdisk::create_options(fmt)?;
+        print_out(&match filename {
+            Some(_) => format_help_with_protocol(specs),
+            None => format_help(fmt.name(), specs),
+        })?;
         return Ok(0);
     }
     let filename = filename.ok_or_else(|| Error::invalid("Expecting image file name"))?;
@@ -128,7 +134,10 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
     match fmt {
         Format::Qcow2 => {
             let line = vdisk::qcow2::writer::formatting_options(size, opts);
-            return line.strip_prefix("fmt=qcow2 ").unwrap_or(&line).to_string();
+            let own = vdisk::qcow2::writer::CREATE_OPTIONS;
+            let mut parts = vec![line.strip_prefix("fmt=qcow2 ").unwrap_or(&line).to_string()];
+            parts.extend(protocol_formatting(opts, own));
+            return parts.join(" ");
         }
         Format::Vhdx => {
             // qemu's order (vhdx_create_opts), sizes in bytes, the defaults of the two sizes.
@@ -145,6 +154,7 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
             if let Some(v) = opts.get("block_state_zero") {
                 parts.push(format!("block_state_zero={v}"));
             }
+            parts.extend(protocol_formatting(opts, vdisk::vhdx::CREATE_OPTIONS));
             return parts.join(" ");
         }
         _ => {}
@@ -155,10 +165,13 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
             parts.push(format!("{k}={v}"));
         }
     }
+    let own = vdisk::create_options(fmt).unwrap_or(&[]);
     for (k, v) in opts.pairs() {
-        if k != "size" && !ordered.iter().any(|(name, _)| name == k) {
+        let protocol = PROTOCOL_OPTIONS.iter().any(|p| p.name == k);
+        if k != "size" && !protocol && !ordered.iter().any(|(name, _)| name == k) {
             parts.push(format!("{k}={v}"));
         }
     }
+    parts.extend(protocol_formatting(opts, own));
     parts.join(" ")
 }

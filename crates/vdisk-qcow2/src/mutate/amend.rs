@@ -190,7 +190,7 @@ fn amend_size(opts: &CreateOptions) -> Result<Option<u64>> {
         match vdisk_core::size::parse_size(v) {
             Ok(n) => n,
             Err(_) if v.trim_start().starts_with('-') => return Err(out_of_range()),
-            Err(_) => match whole_size_u128(v) {
+            Err(_) => match vdisk_core::size::whole_size_u128(v) {
                 Some(n) if n > u128::from(u64::MAX) => return Err(out_of_range()),
                 Some(_) => return Err(Error::invalid("Image size cannot be negative")),
                 None => return Err(Error::invalid(
@@ -209,48 +209,14 @@ fn amend_size(opts: &CreateOptions) -> Result<Option<u64>> {
     Ok(Some(n).filter(|n| *n != 0))
 }
 
-/// A size written as decimal digits with an optional unit suffix, in 128 bits (to tell a value
-/// too large for 64 bits from one that is not a number).
-fn whole_size_u128(v: &str) -> Option<u128> {
-    let t = v.trim();
-    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => t.split_at(i),
-        None => (t, ""),
-    };
-    let shift = match unit {
-        "" | "B" | "b" => 0,
-        "k" | "K" => 10,
-        "M" | "m" => 20,
-        "G" | "g" => 30,
-        "T" | "t" => 40,
-        "P" | "p" => 50,
-        "E" | "e" => 60,
-        _ => return None,
-    };
-    digits.parse::<u128>().ok()?.checked_mul(1u128 << shift)
-}
-
 /// `refcount_bits`, read as QEMU reads a number option (`qemu_strtou64`, base 0: decimal, `0x`
 /// hex, leading-0 octal, a minus sign wrapping) and checked as qcow2_amend_options checks it.
 fn amend_refcount_bits(opts: &CreateOptions) -> Result<Option<u64>> {
     let Some(v) = opts.get("refcount_bits") else {
         return Ok(None);
     };
-    let t = v.trim_start();
-    let (neg, t) = match t.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let parsed = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        u64::from_str_radix(h, 16)
-    } else if t.len() > 1 && t.starts_with('0') {
-        u64::from_str_radix(&t[1..], 8)
-    } else {
-        t.parse::<u64>()
-    };
-    let n = parsed
-        .map_err(|_| Error::invalid("Parameter 'refcount_bits' expects a number"))
-        .map(|n| if neg { n.wrapping_neg() } else { n })?;
+    let n = vdisk_core::options::parse_c_number(v)
+        .ok_or_else(|| Error::invalid("Parameter 'refcount_bits' expects a number"))?;
     if n == 0 || n > 64 || !n.is_power_of_two() {
         return Err(Error::invalid(
             "Refcount width must be a power of two and may not exceed 64 bits",
