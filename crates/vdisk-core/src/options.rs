@@ -234,35 +234,33 @@ pub fn format_help_with_protocol(specs: &[OptionSpec]) -> String {
             all.push(p);
         }
     }
-    all.sort_by_key(|s| s.name);
-    let mut s = "Supported options:\n".to_string();
-    for spec in all {
-        let head = format!("{}=<{}>", spec.name, spec.kind);
-        s.push_str(&format!("  {head:<22} - {}\n", spec.help));
-    }
-    s
+    listing("Supported options:", all)
 }
 
 /// Formats the `-o help` listing for a format in qemu-img's layout (`  %-22s - %s` per option,
 /// options sorted by name, then qemu's note about protocol options).
 pub fn format_help(format: &str, specs: &[OptionSpec]) -> String {
-    let mut sorted: Vec<&OptionSpec> = specs.iter().collect();
-    sorted.sort_by_key(|s| s.name);
-    let mut s = format!("Supported {format} options:\n");
-    for spec in sorted {
-        let head = format!("{}=<{}>", spec.name, spec.kind);
-        s.push_str(&format!("  {head:<22} - {}\n", spec.help));
-    }
+    let mut s = listing(
+        &format!("Supported {format} options:"),
+        specs.iter().collect(),
+    );
     s.push_str("\nThe protocol level may support further options.\nSpecify the target filename to include those options.\n");
     s
 }
 
 /// What `qemu-img amend -o help` prints: the options the format can amend, by name.
 pub fn amend_help(format: &str, specs: &[OptionSpec]) -> String {
-    let mut sorted: Vec<&OptionSpec> = specs.iter().collect();
-    sorted.sort_by_key(|s| s.name);
-    let mut s = format!("Amend options for '{format}':\n");
-    for spec in sorted {
+    listing(
+        &format!("Amend options for '{format}':"),
+        specs.iter().collect(),
+    )
+}
+
+/// `heading`, then one line per option sorted by name, in qemu-img's layout (`  %-22s - %s`).
+fn listing(heading: &str, mut specs: Vec<&OptionSpec>) -> String {
+    specs.sort_by_key(|s| s.name);
+    let mut s = format!("{heading}\n");
+    for spec in specs {
         let head = format!("{}=<{}>", spec.name, spec.kind);
         s.push_str(&format!("  {head:<22} - {}\n", spec.help));
     }

@@ -113,17 +113,13 @@ pub fn whole_size_u128(v: &str) -> Option<u128> {
         Some(i) => t.split_at(i),
         None => (t, ""),
     };
-    let shift = match unit {
-        "" | "B" | "b" => 0,
-        "k" | "K" => 10,
-        "M" | "m" => 20,
-        "G" | "g" => 30,
-        "T" | "t" => 40,
-        "P" | "p" => 50,
-        "E" | "e" => 60,
+    let mut unit = unit.chars();
+    let mult = match (unit.next(), unit.next()) {
+        (None, _) => 1,
+        (Some(c), None) => suffix_multiplier(c)?,
         _ => return None,
     };
-    digits.parse::<u128>().ok()?.checked_mul(1u128 << shift)
+    digits.parse::<u128>().ok()?.checked_mul(u128::from(mult))
 }
 
 /// Parses a `resize` argument: `SIZE`, `+SIZE` or `-SIZE`.

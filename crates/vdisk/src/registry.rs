@@ -130,9 +130,10 @@ pub fn create_image(
 ) -> Result<Box<dyn ImageWriter>> {
     let own = create_options(format)?;
     opts.ensure_known(format.name(), own)?;
-    // The file protocol's preallocation, under a format that has none of its own (raw checks
-    // and honours it itself): checked as the file is created, as file-posix.c checks it.
-    if format != Format::Raw && !own.iter().any(|s| s.name == "preallocation") {
+    // The file protocol's preallocation, under a format that has none of its own (raw among
+    // them, whose writer then honours it): checked as the file is created, as file-posix.c
+    // checks it.
+    if !own.iter().any(|s| s.name == "preallocation") {
         if let Some(v) = opts.get("preallocation") {
             vdisk_core::options::protocol_prealloc(v)?;
         }

@@ -2,8 +2,9 @@
 
 use super::{parse_format, print_out};
 use std::path::Path;
-use vdisk::core::options::{format_help, format_help_with_protocol};
-use vdisk::core::options::{protocol_formatting, PROTOCOL_OPTIONS};
+use vdisk::core::options::{
+    format_help, format_help_with_protocol, protocol_formatting, PROTOCOL_OPTIONS,
+};
 use vdisk::core::{CreateOptions, Error, Format, Result};
 
 #[allow(clippy::too_many_arguments)]
@@ -131,10 +132,10 @@ fn shown_in_order(fmt: Format) -> &'static [(&'static str, Option<&'static str>)
 /// defaults it shows filled in.
 fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
     let mut parts = vec![format!("size={size}")];
+    let own = vdisk::create_options(fmt).unwrap_or(&[]);
     match fmt {
         Format::Qcow2 => {
             let line = vdisk::qcow2::writer::formatting_options(size, opts);
-            let own = vdisk::qcow2::writer::CREATE_OPTIONS;
             let mut parts = vec![line.strip_prefix("fmt=qcow2 ").unwrap_or(&line).to_string()];
             parts.extend(protocol_formatting(opts, own));
             return parts.join(" ");
@@ -154,7 +155,7 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
             if let Some(v) = opts.get("block_state_zero") {
                 parts.push(format!("block_state_zero={v}"));
             }
-            parts.extend(protocol_formatting(opts, vdisk::vhdx::CREATE_OPTIONS));
+            parts.extend(protocol_formatting(opts, own));
             return parts.join(" ");
         }
         _ => {}
@@ -165,7 +166,6 @@ fn formatting_options(fmt: Format, size: u64, opts: &CreateOptions) -> String {
             parts.push(format!("{k}={v}"));
         }
     }
-    let own = vdisk::create_options(fmt).unwrap_or(&[]);
     for (k, v) in opts.pairs() {
         let protocol = PROTOCOL_OPTIONS.iter().any(|p| p.name == k);
         if k != "size" && !protocol && !ordered.iter().any(|(name, _)| name == k) {
