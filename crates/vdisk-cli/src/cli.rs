@@ -464,6 +464,27 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether `-U` (QEMU's `force-share=on`) was given: images opened read-only then share
+    /// every permission, so that an image a VM is using can be read.
+    pub fn force_share(&self) -> bool {
+        match self {
+            Command::Info { force_share, .. }
+            | Command::Map { force_share, .. }
+            | Command::Partitions { force_share, .. }
+            | Command::Compare { force_share, .. }
+            | Command::Check { force_share, .. }
+            | Command::Snapshot { force_share, .. }
+            | Command::Rebase { force_share, .. }
+            | Command::Measure { force_share, .. } => *force_share,
+            Command::Convert(a) => a.force_share,
+            Command::Dd(a) => a.force_share,
+            Command::Bench(a) => a.force_share,
+            _ => false,
+        }
+    }
+}
+
 /// `vdisk convert` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ConvertArgs {

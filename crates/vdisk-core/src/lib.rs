@@ -17,6 +17,7 @@ pub mod extent;
 pub mod filemap;
 pub mod humansize;
 pub mod info;
+pub mod locks;
 pub mod options;
 pub mod pending;
 pub mod probe;

@@ -160,20 +160,27 @@ impl FileStorage {
         if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
             return Err(open_err(std::io::Error::last_os_error()));
         }
-        Ok(Self::from_file(file, path, false))
+        // Read as a consistent whole: others may read, not write or resize (unless `-U`).
+        let file = Arc::new(file);
+        crate::locks::take_for_reading(&file).map_err(|c| open_err(c.into_io(path)))?;
+        Ok(Self::from_shared(file, path, false))
     }
 
-    /// Opens an existing `path` for reading and writing.
+    /// Opens an existing `path` for reading and writing, with QEMU's locks for a writer: nobody
+    /// else may read it as a consistent whole, write it or resize it meanwhile.
     pub fn open_rw(path: &Path) -> Result<Self> {
+        let open_err = |source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(Self::from_file(file, path, true))
+            .map_err(open_err)?;
+        let file = Arc::new(file);
+        crate::locks::take_for_writing(&file).map_err(|c| open_err(c.into_io(path)))?;
+        Ok(Self::from_shared(file, path, true))
     }
 
     /// Wraps an already open file.

@@ -234,6 +234,7 @@ impl OutputFile {
             name.to_string_lossy(),
             std::process::id()
         ));
+        crate::locks::check_replaceable(dest)?;
         // Listed from its creation until commit or drop, so that a process dying on a signal
         // removes it too.
         let file = crate::pending::create(&temp, || {
@@ -303,6 +304,8 @@ impl OutputFile {
                 f.sync_all().map_err(|e| Error::io(&self.dest, 0, e))?;
             }
         }
+        // Checked again: a VM may have opened the old file while this one was written.
+        crate::locks::check_replaceable(&self.dest)?;
         std::fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, 0, e))?;
         self.committed = true;
         crate::pending::forget(&self.temp);

@@ -361,10 +361,11 @@ fn crash_bitmap_operations() {
         let done = copy(&p, "done.qcow2");
         let counter = FailingStorage::new(&done, usize::MAX, Fault::Fail);
         op(counter.clone()).unwrap();
+        let n = counter.calls();
+        drop(counter); // closed before qemu-img looks, as the writing process would be
         assert_clean(&done);
         let after = bits(&done);
         assert_ne!(before, after, "op {k} changes the bitmaps");
-        let n = counter.calls();
         for fault in [Fault::Fail, Fault::Drop] {
             for at in 1..=n {
                 let c = copy(&p, "bm-crash.qcow2");

@@ -207,6 +207,7 @@ fn crash_test_with_data_file(
     let counter = FailingStorage::new(p, usize::MAX, Fault::Fail);
     op(counter.clone()).unwrap();
     let points = counter.calls();
+    drop(counter); // closed before qemu-img looks, as the writing process would be
     assert_clean(p);
     let after = (state(p), data_len(p));
     assert!(before != after);

@@ -69,11 +69,28 @@ impl Drop for Scratch {
     }
 }
 
+/// Runs a command (any exit code), again when qemu's image locks refused it, a few times over
+/// 100 ms. In a test process that writes images itself while other test threads start programs,
+/// an image file the test has just closed stays open, locks and all, in a child between its fork
+/// and its exec; a refusal that lasts is reported.
+pub fn output_past_forks(cmd: &mut Command) -> Output {
+    let mut tries = 0;
+    loop {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let locked = String::from_utf8_lossy(&out.stderr).contains("Is another process using");
+        if out.status.success() || !locked || tries == 10 {
+            return out;
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Runs a command, panicking with its stderr if it fails.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = output_past_forks(cmd);
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}):\n{}{}",

@@ -16,8 +16,9 @@ fn fixture(s: &Scratch, name: &str) -> (PathBuf, Vec<u8>) {
 
 /// Writes data into allocated block 0 and unallocated blocks 1 and 2, then commits `steps` steps.
 fn write_and_stop(p: &Path, steps: u32) -> Vec<u8> {
-    let mut w = InplaceWriter::open(p).unwrap();
+    // Read by qemu-img before the writer holds the image's locks.
     let mut new = qemu_raw_bytes(p, Some("vdi"));
+    let mut w = InplaceWriter::open(p).unwrap();
     for (off, len, byte) in [
         (4096u64, 4096u64, 0x71u8),
         (M, M, 0x72),
@@ -32,11 +33,11 @@ fn write_and_stop(p: &Path, steps: u32) -> Vec<u8> {
 }
 
 fn qemu_check(p: &Path) -> (bool, String) {
-    let o = std::process::Command::new("qemu-img")
-        .args(["check", "-f", "vdi"])
-        .arg(p)
-        .output()
-        .unwrap();
+    let o = output_past_forks(
+        std::process::Command::new("qemu-img")
+            .args(["check", "-f", "vdi"])
+            .arg(p),
+    );
     let text =
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     (o.status.success(), text)

@@ -22,8 +22,9 @@ fn fixture(s: &Scratch, name: &str) -> (PathBuf, Vec<u8>) {
 
 /// Writes data into allocated block 0 and unallocated blocks 1 and 2, then commits `steps` steps.
 fn write_and_stop(p: &Path, steps: u32) -> Vec<u8> {
-    let mut w = InplaceWriter::open(p).unwrap();
+    // Read by qemu-img before the writer holds the image's locks.
     let mut new = qemu_raw_bytes(p, Some("vpc"));
+    let mut w = InplaceWriter::open(p).unwrap();
     for (off, len, byte) in [
         (4096u64, 4096u64, 0x71u8),
         (B, M, 0x72),

@@ -21,8 +21,9 @@ fn fixture(s: &Scratch, name: &str) -> (PathBuf, Vec<u8>) {
 
 /// Data into allocated block 0 and new blocks 2 and 3; returns the writer and the new content.
 fn write_some(p: &Path) -> (InplaceWriter, Vec<u8>) {
-    let mut w = InplaceWriter::open(p).unwrap();
+    // Read by qemu-img before the writer holds the image's locks.
     let mut new = qemu_raw_bytes(p, Some("vhdx"));
+    let mut w = InplaceWriter::open(p).unwrap();
     for (off, len, byte) in [
         (4096u64, 4096u64, 0x71u8),
         (2 * MIB, MIB, 0x72),
@@ -105,6 +106,7 @@ fn every_crash_point_reads_old_or_new() {
     let (p, _) = fixture(&s, "c2.vhdx");
     let (w, new) = write_some(&p);
     w.commit(2).unwrap();
+    drop(w); // closed before qemu-img looks, as a crashed process's files are
     assert_state(&p, &new, "after (2)");
     // Inside (2): the entry of block 3 still the old one, that of block 2 written.
     let r = crate::open(Arc::new(FileStorage::open(&p).unwrap())).unwrap();

@@ -28,8 +28,9 @@ fn fixture(s: &Scratch, name: &str) -> (PathBuf, Vec<u8>) {
 /// Writes data into allocated grain 0 and unallocated grains at 1M and 2M, then commits `steps`
 /// steps.
 fn write_and_stop(p: &Path, steps: u32) -> Vec<u8> {
-    let mut w = open_path(p);
+    // Read by qemu-img before the writer holds the image's locks.
     let mut new = qemu_raw_bytes(p, Some("vmdk"));
+    let mut w = open_path(p);
     for (off, len, byte) in [
         (4096u64, 4096u64, 0x71u8),
         (M, 64 * K, 0x72),

@@ -219,6 +219,7 @@ pub(super) fn bitmap(args: &[String]) -> Result<u8> {
     } else {
         (PathBuf::from(file), r.format.clone())
     };
+    vdisk::core::locks::check_writable(&path)?;
     let fmt = match parse_format(format)? {
         Some(f) => f,
         None => probe_path(&path)?,

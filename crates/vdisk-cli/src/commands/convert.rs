@@ -202,7 +202,16 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
             ));
         }
         let bfmt = parse_format(backing_fmt)?;
-        let opened = vdisk::open_backing_for(dst, &b, bfmt)?;
+        // qemu-img meets a VM's locks on it when it opens the new image with its backing file.
+        let opened = vdisk::open_backing_for(dst, &b, bfmt).map_err(|e| match e {
+            Error::Open { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
+                Error::Other(format!(
+                    "Could not open '{}': Could not open backing file: {source}",
+                    dst.display()
+                ))
+            }
+            e => e,
+        })?;
         read_files.extend(opened.layers.iter().map(|l| l.path.clone()));
         backing_image = Some(opened.image);
     }
@@ -231,6 +240,7 @@ pub(super) fn convert(mut a: ConvertArgs) -> Result<u8> {
     }
     let mut target_size = size;
     let writer = if a.no_create {
+        vdisk::core::locks::check_writable(dst)?;
         let req = OpenRequest {
             format: Some(out_fmt),
             snapshot: None,

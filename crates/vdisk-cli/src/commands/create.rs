@@ -75,8 +75,11 @@ pub(super) fn create(
         let no_format = || Error::invalid("Backing file specified without backing format");
         match &backing {
             Some(b) if !unsafe_backing => {
-                let img = vdisk::open_backing_for(filename, b, bfmt)
-                    .map_err(|e| Error::Other(format!("{e}\nCould not open backing image.")))?;
+                // Sharing everything, as qemu-img opens it (a VM may be using it).
+                let img = vdisk::core::locks::with_force_share(|| {
+                    vdisk::open_backing_for(filename, b, bfmt)
+                })
+                .map_err(|e| Error::Other(format!("{e}\nCould not open backing image.")))?;
                 if bfmt.is_none() {
                     // qemu-img 10 no longer probes a backing file's format for a new image; it
                     // says what it found.

@@ -79,7 +79,13 @@ pub(super) fn dd(a: DdArgs) -> Result<u8> {
         len,
         &CreateOptions::default(),
         false,
-    )?;
+    )
+    .map_err(|e| {
+        Error::Other(format!(
+            "{}: error while creating output image: {e}",
+            output
+        ))
+    })?;
     let opts = ConvertOptions {
         // qemu-img dd writes every block it reads: no zero detection.
         min_sparse: 0,

@@ -34,6 +34,7 @@ use vdisk::qcow2::SnapshotSel;
 /// Runs one command; the value is the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     let mut command = cli.command;
+    vdisk::core::locks::set_force_share(command.force_share());
     if let Err(e) = crate::image_opts::apply(&mut command) {
         // compare's exit code for an image it cannot open is 2.
         if matches!(command, Command::Compare { .. }) {
@@ -218,10 +219,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             ..
         } => {
             check_cache(&cache, "source cache option")?;
+            if repair.is_some() {
+                refuse_force_share(&filename)?;
+            }
             let format = parse_format(format)?;
             // A VHDX whose log needs replaying opens only read-write (qemu-img check -r opens it
             // so): repair it before opening it as the check does.
             if let Some(mode) = &repair {
+                vdisk::core::locks::check_writable(&filename)?;
                 let fmt = match format {
                     Some(f) => f,
                     None => vdisk::core::probe_format(&vdisk::core::FileStorage::open(&filename)?)?,
@@ -290,6 +295,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                 if list {
                     return Err(Error::invalid("Cannot mix '-l', '-a', '-c', '-d'"));
                 }
+                refuse_force_share(&filename)?;
+                vdisk::core::locks::check_writable(&filename)?;
                 let fmt = match format {
                     Some(f) => f,
                     None => probe_path(&filename)?,
@@ -346,6 +353,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             let filename =
                 filename.ok_or_else(|| Error::invalid("Expecting one image file name"))?;
+            vdisk::core::locks::check_writable(&filename)?;
             let fmt = match format {
                 Some(f) => f,
                 None => probe_path(&filename)?,
@@ -378,6 +386,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     ))
                 }
             };
+            vdisk::core::locks::check_writable(&filename)?;
             let fmt = match parse_format(format)? {
                 Some(f) => f,
                 None => probe_path(&filename)?,
@@ -405,6 +414,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         } => {
             let rate = rate.as_deref().map(parse_rate).transpose()?.unwrap_or(0);
             check_cache(&cache, "cache option")?;
+            vdisk::core::locks::check_writable(&filename)?;
             let fmt = match parse_format(format)? {
                 Some(f) => f,
                 None => probe_path(&filename)?,
@@ -593,4 +603,18 @@ pub(crate) fn parse_snapshot(s: &str) -> SnapshotSel {
     } else {
         SnapshotSel::NameOrId(s.to_string())
     }
+}
+
+/// qemu-img's refusal of `-U` for an image it opens read-write (`check -r`, `snapshot -c`).
+fn refuse_force_share(filename: &std::path::Path) -> Result<()> {
+    if !vdisk::core::locks::force_share() {
+        return Ok(());
+    }
+    Err(Error::Open {
+        path: filename.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "force-share=on can only be used with read-only images",
+        ),
+    })
 }

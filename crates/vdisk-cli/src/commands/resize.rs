@@ -22,6 +22,7 @@ pub(super) fn resize(
              and exabytes, respectively.",
         )
     })?;
+    vdisk::core::locks::check_writable(filename)?;
     let fmt = match parse_format(format)? {
         Some(f) => f,
         None => probe_path(filename)?,

@@ -66,7 +66,9 @@ fn grows_qemu_dynamic_image_moving_data_blocks() {
     // Grow again: a second relocation on an image whose data area already moved once.
     let r = grow_and_verify(&s, &p, &before, 700 << 30);
     assert!(r.header().offset_data > 700 * 1024 * 4);
-    // Writes by qemu after the resize land in fresh blocks and keep the image clean.
+    // Writes by qemu after the resize land in fresh blocks and keep the image clean (the reader
+    // closed first: its locks refuse writers).
+    drop(r);
     qemu_io("vdi", &p, &["write -P 0x77 100M 64k", "write -P 0x78 0 4k"]);
     assert_qemu_check_clean(&p, "vdi");
     let r = open(&p);
@@ -166,6 +168,7 @@ fn grows_when_more_slots_must_move_than_are_allocated() {
             r.block_map().iter().all(|e| *e >= 0xffff_fffe || *e == 0),
             "the moved slot is slot 0 again"
         );
+        drop(r); // the reader's locks refuse writers
         qemu_io("vdi", &p, &["write -P 0x32 0 4k"]);
         assert_qemu_check_clean(&p, "vdi");
     }
