@@ -77,7 +77,7 @@ impl Conflict {
         )
     }
 
-    /// As an I/O error, for [`crate::Error::Open`] and [`crate::Error::Create`].
+    /// As an I/O error, for [`crate::Error::Open`] (its kind, `WouldBlock`, tells it apart).
     pub fn into_io(self, path: &Path) -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::WouldBlock, self.message(path))
     }
@@ -142,8 +142,8 @@ pub fn take_for_writing(file: &Arc<File>) -> Result<(), Conflict> {
     let mut list = OPENED.lock().unwrap_or_else(|e| e.into_inner());
     for o in list.iter().filter(|o| !o.writable && (o.dev, o.ino) == k) {
         if let Some(reader) = o.file.upgrade() {
-            for n in [1, 3] {
-                unlock(&reader, SHARED_BASE + n);
+            for bit in [WRITE, RESIZE] {
+                unlock(&reader, SHARED_BASE + i64::from(bit.trailing_zeros()));
             }
         }
     }
